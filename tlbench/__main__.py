@@ -1,0 +1,3 @@
+from tlbench.cli import main
+
+raise SystemExit(main())

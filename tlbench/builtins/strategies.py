@@ -1,0 +1,66 @@
+"""Built-in strategies: ``linear_probe``, ``finetune`` and ``two_stage``.
+
+Freeze depth is searched as ``freeze``, a fraction of the backbone's groups
+(counted from the input) that stay frozen, so that it means the same on
+backbones with different numbers of groups. Options given as ``[low, high]``
+are searched (learning rates on a log scale); a single value is fixed.
+"""
+
+from __future__ import annotations
+
+from tlbench import hookimpl
+from tlbench.types import Phase, Strategy, frozen_groups
+
+
+@hookimpl
+def tlbench_strategies():
+    yield Strategy(
+        name="linear_probe",
+        options={"epochs": 3, "lr_head": [1e-3, 1e-1]},
+        suggest=lambda space, o: {
+            "epochs": space.suggest("epochs", o["epochs"]),
+            "lr_head": space.suggest("lr_head", o["lr_head"], log=True),
+        },
+        phases=lambda p, n: [Phase("head", p["epochs"], n, 0.0, p["lr_head"])],
+        description="feature extraction: the backbone is frozen, only the new head trains",
+    )
+    yield Strategy(
+        name="finetune",
+        options={"epochs": 3, "freeze": [0.0, 0.75], "lr_backbone": [1e-5, 1e-2], "lr_head": [1e-4, 1e-1]},
+        suggest=lambda space, o: {
+            "epochs": space.suggest("epochs", o["epochs"]),
+            "freeze": space.suggest("freeze", o["freeze"]),
+            "lr_backbone": space.suggest("lr_backbone", o["lr_backbone"], log=True),
+            "lr_head": space.suggest("lr_head", o["lr_head"], log=True),
+        },
+        phases=lambda p, n: [
+            Phase("finetune", p["epochs"], frozen_groups(p["freeze"], n), p["lr_backbone"], p["lr_head"])
+        ],
+        description="the first groups frozen (freeze fraction searched), the rest trains with its own learning rate",
+    )
+    yield Strategy(
+        name="two_stage",
+        options={
+            "head_epochs": 1,
+            "epochs": 2,
+            "lr_head": [1e-3, 1e-1],
+            "freeze": [0.25, 0.9],
+            "lr_finetune": [1e-5, 1e-3],
+        },
+        suggest=lambda space, o: {
+            "head_epochs": space.suggest("head_epochs", o["head_epochs"]),
+            "epochs": space.suggest("epochs", o["epochs"]),
+            "lr_head": space.suggest("lr_head", o["lr_head"], log=True),
+            "freeze": space.suggest("freeze", o["freeze"]),
+            "lr_finetune": space.suggest("lr_finetune", o["lr_finetune"], log=True),
+        },
+        phases=_two_stage_phases,
+        description="train the head on a frozen backbone, then unfreeze the last groups at a lower learning rate",
+    )
+
+
+def _two_stage_phases(p, n_groups: int) -> list[Phase]:
+    return [
+        Phase("head", p["head_epochs"], n_groups, 0.0, p["lr_head"]),
+        Phase("unfrozen", p["epochs"], frozen_groups(p["freeze"], n_groups), p["lr_finetune"], p["lr_finetune"]),
+    ]

@@ -1,0 +1,201 @@
+"""The ``tlbench`` command: a thin layer over config, plugins, search, results and report.
+
+Heavy modules (torch, timm, optuna) are imported inside the commands that need
+them, so ``tlbench --help`` and ``tlbench plugins`` stay fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import traceback
+from pathlib import Path
+
+from tlbench.types import UserError
+
+FORMATS = ("rich", "markdown", "csv", "json")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return args.command(args) or 0
+    except UserError as exc:
+        if args.verbose:
+            traceback.print_exc()
+        print(f"tlbench: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("tlbench: interrupted", file=sys.stderr)
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-v", "--verbose", action="store_true", help="show tracebacks and plugin load errors")
+    parser = argparse.ArgumentParser(
+        prog="tlbench", parents=[common], description="Benchmark transfer-learning recipes: backbones x strategies, searched with Optuna."
+    )
+    sub = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    p = sub.add_parser("validate", parents=[common], help="check a benchmark config before spending compute")
+    p.add_argument("config", type=Path)
+    p.set_defaults(command=cmd_validate)
+
+    p = sub.add_parser("run", parents=[common], help="search, train, measure, store and report")
+    p.add_argument("config", type=Path)
+    p.add_argument("--run", dest="run_name", help="run name (default: the config's 'run:' or its fingerprint)")
+    p.add_argument("--n-trials", type=int, help="finished trials per dataset to reach (overrides search.n_trials)")
+    p.add_argument("--format", choices=FORMATS, default="rich", help="how to print the final table")
+    p.set_defaults(command=cmd_run)
+
+    p = sub.add_parser("report", parents=[common], help="re-render a stored run")
+    p.add_argument("run_dir", type=Path, help="results/<benchmark>/<run>")
+    p.add_argument("--format", choices=FORMATS, default="rich")
+    p.add_argument("--trials", action="store_true", help="list every trial instead of the summary")
+    p.set_defaults(command=cmd_report)
+
+    p = sub.add_parser("plugins", parents=[common], help="list plugins and the names they provide")
+    p.add_argument("--config", type=Path, help="also load the plugin paths this config lists")
+    p.set_defaults(command=cmd_plugins)
+    return parser
+
+
+def _console():
+    from rich.console import Console
+
+    return Console()
+
+
+def _load(config: Path, *, verbose: bool = False, run_name: str | None = None, n_trials: int | None = None):
+    """Config -> plugins -> checked plan. Every user mistake surfaces here as UserError."""
+    from tlbench import plugins, search
+    from tlbench.config import load_config
+
+    bench, base_dir = load_config(config)
+    updates = {"run": run_name} if run_name else {}
+    if n_trials is not None:
+        if n_trials < 1:
+            raise UserError(f"--n-trials: must be 1 or more, got {n_trials}")
+        updates["search"] = bench.search.model_copy(update={"n_trials": n_trials})
+    bench = bench.model_copy(update=updates)
+    host = plugins.make_plugin_manager(bench.plugins, base_dir=base_dir)
+    _warn_failures(host, verbose)
+    return search.plan(bench, plugins.collect(host), base_dir)
+
+
+def _preflight(plan) -> dict:
+    """Load every dataset and build every backbone once: paths, files and weights are real."""
+    from tlbench import search
+
+    loaded = {}
+    for i, (entry, record) in enumerate(plan.datasets):
+        loaded[entry.key] = search._at(
+            f"datasets[{i}] ({entry.key})", lambda: search.load_splits(entry, record, plan.bench.seed, plan.base_dir)
+        )
+    for i, (key, backbone) in enumerate(plan.backbones.items()):
+        search._at(f"backbones[{i}] ({key})", lambda: search.build_backbone(backbone, 2))
+    return loaded
+
+
+def cmd_validate(args) -> int:
+    plan = _load(args.config, verbose=args.verbose)
+    loaded = _preflight(plan)
+    sizes = ", ".join(
+        f"{k} ({len(s.classes)} classes, {len(s.train)}/{len(s.val)}/{len(s.test)} train/val/test)" for k, s in loaded.items()
+    )
+    print(
+        f"{args.config}: OK — datasets: {sizes}; backbones: {', '.join(plan.backbones)}; "
+        f"strategies: {', '.join(plan.strategies)}; {plan.bench.search.n_trials} trials per dataset; "
+        f"run: {plan.bench.run_name}"
+    )
+    return 0
+
+
+def cmd_run(args) -> int:
+    from tlbench import cost, results, search, train
+    from tlbench.progress import make_progress
+
+    plan = _load(args.config, verbose=args.verbose, run_name=args.run_name, n_trials=args.n_trials)
+    _preflight(plan)
+    folder = results.run_dir(plan.bench, plan.base_dir)
+    device = train.pick_device(plan.bench.training.device)
+    studies = {entry.key: search.study_name(plan.bench, entry.key) for entry, _ in plan.datasets}
+    results.save_metadata(folder, plan.bench, plan.base_dir, studies, cost.device_name(device))
+    console = _console()
+    console.print(f"run folder: {folder}", markup=False, highlight=False)
+    storage = results.storage_url(plan.bench, folder)
+    try:
+        search.run(plan, storage, make_progress(console), on_trial=lambda: results.write_tables(folder))
+    finally:
+        run = results.write_tables(folder)
+        _show(run, args.format, console)
+    return 0
+
+
+def cmd_report(args) -> int:
+    from tlbench import report, results
+
+    run = results.load_run(args.run_dir)
+    if args.trials:
+        print(report.trials_table(run.trials))
+        return 0
+    _show(run, args.format, _console())
+    return 0
+
+
+def _show(run, fmt: str, console) -> None:
+    from tlbench import report
+
+    if fmt == "rich":
+        report.print_summary(run, console)
+    else:
+        sys.stdout.write(report.render(run, fmt))
+
+
+def cmd_plugins(args) -> int:
+    from rich.table import Table
+
+    from tlbench import plugins
+    from tlbench.config import load_config
+
+    paths, base_dir = [], None
+    if args.config:
+        bench, base_dir = load_config(args.config)
+        paths = bench.plugins
+    host = plugins.make_plugin_manager(paths, base_dir=base_dir)
+    registry = plugins.collect(host)
+    table = Table(title="tlbench plugins")
+    for heading in ("Plugin", "Origin", "Version", "Provides"):
+        table.add_column(heading, overflow="fold")
+    for name, info in host.info.items():
+        table.add_row(name, info.origin, info.version, _provides(registry, name))
+    console = _console()
+    console.print(table)
+    _warn_failures(host, args.verbose)
+    return 0
+
+
+def _provides(registry, plugin: str) -> str:
+    kinds = [
+        ("backbones", {**registry.backbones, **{f"{k}:<model>": v for k, v in registry.families.items()}}),
+        ("datasets", registry.datasets),
+        ("strategies", registry.strategies),
+    ]
+    parts = []
+    for kind, table in kinds:
+        names = [n for n, provided in table.items() if provided.plugin == plugin]
+        if names:
+            parts.append(f"{kind}: {', '.join(names)}")
+    return "; ".join(parts) or "nothing"
+
+
+def _warn_failures(host, verbose: bool) -> None:
+    for failure in host.failures:
+        print(
+            f"tlbench: warning: plugin {failure.name} ({failure.origin}) failed to load: "
+            f"{type(failure.error).__name__}: {failure.error}" + ("" if verbose else " (-v for the traceback)"),
+            file=sys.stderr,
+        )
+        if verbose:
+            traceback.print_exception(failure.error, file=sys.stderr)

@@ -1,0 +1,157 @@
+"""The benchmarks.yaml schema, and turning its mistakes into one-line messages.
+
+Names (datasets, backbones, strategies) are checked against the loaded plugins
+later, in :mod:`tlbench.search`; this module checks shape and types only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, ValidationError
+
+from tlbench.types import UserError
+
+# A searchable value: fixed (3, 0.01, "x"), a range [low, high], {"low", "high", "log"}, or {"choices": [...]}.
+Spec = int | float | str | bool | list | dict
+
+_SLUG = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class _Open(BaseModel):
+    """Known fields plus the plugin's own options (kept in ``model_extra``)."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    @property
+    def options(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class BackboneEntry(_Strict):
+    name: str  # a backbone record name, or family:model such as timm:resnet18
+    pretrained: bool = True  # load pretrained weights; false: random init (a from-scratch baseline)
+    weights: str | None = None  # local weights file (.safetensors or torch state dict), relative to the config
+    label: str | None = None  # key in results; default: name, plus "-scratch" for random init
+    resolution: PositiveInt | None = None  # input side in pixels; default: training.resolution or the backbone's
+
+    @property
+    def key(self) -> str:
+        if self.label:
+            return self.label
+        return self.name if self.pretrained or self.weights else f"{self.name}-scratch"
+
+
+class DatasetEntry(_Open):
+    name: str  # a dataset record name, e.g. imagefolder, synthetic
+    label: str | None = None  # key in results; default: name
+    train_samples: PositiveInt | None = None  # subsample training examples, balanced across classes
+    val_samples: PositiveInt | None = None  # subsample validation examples
+    test_samples: PositiveInt | None = None  # subsample test examples
+    per_class: PositiveInt | None = None  # at most this many training examples per class
+
+    @property
+    def key(self) -> str:
+        return self.label or self.name
+
+
+class StrategyEntry(_Open):
+    name: str  # a strategy record name, e.g. finetune
+    label: str | None = None  # key in results; default: name
+
+    @property
+    def key(self) -> str:
+        return self.label or self.name
+
+
+class Recipe(_Strict):
+    backbone: str  # a backbone key (label or name) from this config
+    strategy: str  # a strategy key from this config
+    params: dict[str, Any] = Field(default_factory=dict)  # strategy and training params to fix, e.g. lr_head
+
+
+class SearchConfig(_Strict):
+    n_trials: PositiveInt | None = 10  # finished trials per dataset study (resuming counts earlier ones)
+    timeout: PositiveFloat | None = None  # seconds per dataset study, per invocation
+    sampler: Literal["tpe", "random"] = "tpe"  # seeded with the benchmark's seed
+    pruner: Literal["median", "none"] = "median"  # prunes on validation accuracy after each epoch
+    startup_trials: PositiveInt = 4  # trials before TPE models and the pruner prunes
+    storage: str | None = None  # Optuna storage URL; default: SQLite file in the run folder
+    enqueue: list[Recipe] = Field(default_factory=list)  # known-good recipes to try first
+
+
+class TrainingConfig(_Strict):
+    batch_size: Spec = 32  # fixed, or searched (e.g. {choices: [16, 32, 64]})
+    weight_decay: Spec = 0.0  # fixed, or searched (e.g. [1.0e-6, 1.0e-2], log scale)
+    augment: bool = False  # random resized crop + flip on training images
+    resolution: PositiveInt | None = None  # input side for every backbone; default: each backbone's own
+    device: str = "auto"  # auto (CUDA if present, else CPU), cpu, cuda, cuda:1
+    num_workers: int = Field(0, ge=0)  # DataLoader worker processes
+
+
+class Benchmark(_Strict):
+    name: str = Field(pattern=_SLUG)  # results go to results_dir/name/run
+    run: str | None = Field(None, pattern=_SLUG)  # run name; default: a fingerprint of the config
+    seed: int = 0  # seeds splits, sampler and training
+    results_dir: str = "results"  # relative to the config file
+    plugins: list[str] = Field(default_factory=list)  # .py files or folders, relative to the config file
+    datasets: list[DatasetEntry] = Field(min_length=1)
+    backbones: list[BackboneEntry] = Field(min_length=1)
+    strategies: list[StrategyEntry] = Field(min_length=1)
+    search: SearchConfig = SearchConfig()
+    training: TrainingConfig = TrainingConfig()
+
+    def fingerprint(self) -> str:
+        """Hash of what defines the search: not the budget, storage or run name."""
+        data = self.model_dump(mode="json", exclude={"run": True, "search": {"n_trials", "timeout", "storage"}})
+        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:10]
+
+    @property
+    def run_name(self) -> str:
+        return self.run or f"cfg-{self.fingerprint()}"
+
+
+def load_config(path: Path) -> tuple[Benchmark, Path]:
+    """The benchmark in ``path`` and the folder relative paths resolve against."""
+    if not path.is_file():
+        raise UserError(f"{path}: no such config file; pass the path of a benchmarks.yaml")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise UserError(f"{path}:{where}: invalid YAML: {problem}") from exc
+    return parse_config(data, str(path)), path.resolve().parent
+
+
+def parse_config(data: Any, source: str = "config") -> Benchmark:
+    if not isinstance(data, dict):
+        raise UserError(f"{source}: expected a mapping with name, datasets, backbones and strategies")
+    try:
+        return Benchmark.model_validate(data)
+    except ValidationError as exc:
+        raise UserError(f"{source}: {format_error(exc)}") from exc
+
+
+def format_error(exc: ValidationError) -> str:
+    """The first problem as 'field.path: message (got value)', plus a count of the rest."""
+    errors = exc.errors(include_url=False)
+    first = errors[0]
+    where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in first["loc"]).lstrip(".")
+    if first["type"] == "extra_forbidden":
+        message = "unknown field; check its spelling and where it is indented"
+    elif first["type"] == "missing":
+        message = "required field is missing"
+    else:
+        message = f"{first['msg']} (got {first['input']!r})"
+    more = f" (and {len(errors) - 1} more problem{'s' * (len(errors) > 2)})" if len(errors) > 1 else ""
+    return f"{where or 'top level'}: {message}{more}"

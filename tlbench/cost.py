@@ -1,0 +1,127 @@
+"""Compute cost of a model: parameters, FLOPs, throughput, latency, memory, device.
+
+FLOPs follow the convention FLOPs = 2 x MACs (one multiply-add is two
+floating-point operations), as counted by ``torch.utils.flop_counter``: matrix
+products and convolutions, which dominate; norms and activations are not counted.
+"""
+
+from __future__ import annotations
+
+import copy
+import platform
+import resource
+import statistics
+import sys
+import time
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+
+def count_params(model: nn.Module, names: set[str] | None = None) -> int:
+    """All parameters, or those whose names are in ``names``."""
+    return sum(p.numel() for n, p in model.named_parameters() if names is None or n in names)
+
+
+@torch.no_grad()
+def forward_flops(model: nn.Module, resolution: int, device: torch.device) -> int:
+    """FLOPs of one forward pass for one image of ``resolution`` x ``resolution``."""
+    was_training = model.training
+    model.eval()
+    x = torch.zeros(1, 3, resolution, resolution, device=device)
+    with FlopCounterMode(display=False) as counter:
+        model(x)
+    model.train(was_training)
+    return int(counter.get_total_flops())
+
+
+def train_step_flops(model: nn.Module, resolution: int, device: torch.device, batch: int = 2) -> float:
+    """FLOPs of one training step (forward + backward) per image, with the model's
+    current ``requires_grad`` flags: a frozen prefix costs no backward pass.
+
+    Runs on a copy so that batch-norm statistics of the real model are untouched.
+    """
+    clone = copy.deepcopy(model).train()
+    x = torch.zeros(batch, 3, resolution, resolution, device=device)
+    target = torch.zeros(batch, dtype=torch.long, device=device)
+    with FlopCounterMode(display=False) as counter:
+        loss = nn.functional.cross_entropy(clone(x), target)
+        if loss.requires_grad:
+            loss.backward()
+    return counter.get_total_flops() / batch
+
+
+@torch.no_grad()
+def inference_speed(
+    model: nn.Module,
+    resolution: int,
+    device: torch.device,
+    batch_size: int,
+    autocast_dtype: torch.dtype | None = None,
+    budget_s: float = 0.3,
+) -> tuple[float, float]:
+    """(throughput in images/s at ``batch_size``, median latency in ms for one image).
+
+    Synthetic input already on the device; each measurement is warmed up, then
+    repeated for about ``budget_s`` seconds (at least 3 times).
+    """
+    model.eval()
+
+    def timed(n: int) -> list[float]:
+        x = torch.randn(n, 3, resolution, resolution, device=device)
+        if device.type == "cuda":
+            x = x.contiguous(memory_format=torch.channels_last)
+        times: list[float] = []
+        with torch.autocast(device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
+            for i in range(1000):
+                start = time.perf_counter()
+                model(x)
+                _sync(device)
+                if i >= 1:  # the first call is warm-up
+                    times.append(time.perf_counter() - start)
+                if len(times) >= 3 and sum(times) >= budget_s:
+                    break
+        return times
+
+    batch_times = timed(batch_size)
+    throughput = batch_size / statistics.median(batch_times)
+    latency_ms = 1000 * statistics.median(timed(1))
+    return throughput, latency_ms
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def reset_peak_memory(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def peak_memory_mb(device: torch.device) -> tuple[float, str]:
+    """(megabytes, what was measured): CUDA max allocated since the last reset,
+    or on CPU the process's peak resident set size (it never goes down)."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20, "cuda_max_allocated"
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    scale = 1 if sys.platform == "darwin" else 1024  # bytes on macOS, KiB on Linux
+    return peak * scale / 2**20, "process_peak_rss"
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"CPU {_cpu_model()} ({torch.get_num_threads()} threads)"
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()

@@ -1,0 +1,255 @@
+"""Finding, loading and validating plugins; the registry of names they provide.
+
+Built-ins, installed entry points (group ``tlbench``) and paths listed in a
+config all go through :func:`make_plugin_manager`. ``TLBENCH_LOAD_PLUGINS``
+(comma-separated entry-point or distribution names; empty for none) restricts
+which installed plugins load. Built-ins always load.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import importlib.metadata
+import importlib.util
+import os
+import sys
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pluggy
+
+from tlbench import hookspecs
+from tlbench.types import Backbone, Dataset, Strategy, UserError
+
+ENTRY_POINT_GROUP = "tlbench"
+RESTRICT_ENV = "TLBENCH_LOAD_PLUGINS"
+BUILTINS = (
+    "tlbench.builtins.backbones",
+    "tlbench.builtins.datasets",
+    "tlbench.builtins.strategies",
+)
+HOOKS = {  # hook name -> record type it must yield
+    "tlbench_backbones": Backbone,
+    "tlbench_datasets": Dataset,
+    "tlbench_strategies": Strategy,
+}
+
+
+@dataclass(frozen=True)
+class PluginInfo:
+    """Where a registered plugin came from."""
+
+    name: str  # pluggy name: module path, entry-point name or file path
+    origin: str  # "builtin", "entry point", or "path"
+    version: str  # distribution version, or tlbench's for built-ins, or "" for paths
+    location: str  # module file
+
+
+@dataclass(frozen=True)
+class PluginFailure:
+    """A plugin that could not be imported or registered."""
+
+    name: str
+    origin: str
+    error: BaseException
+
+
+@dataclass
+class PluginHost:
+    """The plugin manager plus what happened while loading it."""
+
+    pm: pluggy.PluginManager
+    info: dict[str, PluginInfo] = field(default_factory=dict)
+    failures: list[PluginFailure] = field(default_factory=list)
+
+
+def make_plugin_manager(
+    paths: Sequence[str | Path] = (), *, base_dir: Path | None = None, entry_points: bool = True
+) -> PluginHost:
+    """Load built-ins, installed entry points and the plugin ``paths`` of a config."""
+    pm = pluggy.PluginManager(ENTRY_POINT_GROUP)
+    pm.add_hookspecs(hookspecs)
+    host = PluginHost(pm)
+    from tlbench import __version__
+
+    for modname in BUILTINS:
+        _register(host, lambda m=modname: importlib.import_module(m), modname, "builtin", __version__)
+    if entry_points:
+        _load_entry_points(host)
+    for path in paths:
+        _load_path(host, Path(path) if base_dir is None else base_dir / path)
+    try:
+        pm.check_pending()
+    except pluggy.PluginValidationError as exc:
+        raise UserError(f"plugin {_plugin_name(pm, exc.plugin)}: {exc}; hooks are named {', '.join(HOOKS)}") from exc
+    return host
+
+
+def _register(host: PluginHost, importer, name: str, origin: str, version: str) -> None:
+    try:
+        module = importer()
+        host.pm.register(module, name=name)
+    except pluggy.PluginValidationError as exc:
+        raise UserError(f"plugin {name}: {exc}") from exc
+    except Exception as exc:  # a broken plugin must not take down the others
+        host.failures.append(PluginFailure(name, origin, exc))
+        return
+    host.info[name] = PluginInfo(name, origin, version, getattr(module, "__file__", "") or "")
+
+
+def _load_entry_points(host: PluginHost) -> None:
+    allowed = os.environ.get(RESTRICT_ENV)
+    allowed_names = None if allowed is None else {n.strip() for n in allowed.split(",") if n.strip()}
+    for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        dist = ep.dist.name if ep.dist else ""
+        if allowed_names is not None and ep.name not in allowed_names and dist not in allowed_names:
+            continue
+        if host.pm.has_plugin(ep.name):
+            continue
+        version = ep.dist.version if ep.dist else ""
+        _register(host, ep.load, ep.name, "entry point", version)
+
+
+def _load_path(host: PluginHost, path: Path) -> None:
+    if path.is_dir():
+        files = sorted(p for p in path.glob("*.py") if not p.name.startswith("_"))
+    elif path.suffix == ".py" and path.is_file():
+        files = [path]
+    else:
+        raise UserError(f"plugins: {path} is not a .py file or a folder; fix the path under 'plugins:'")
+    for file in files:
+        _register(host, lambda f=file: _import_file(f), str(file), "path", "")
+
+
+def _import_file(path: Path) -> ModuleType:
+    modname = f"tlbench_local_plugin_{abs(hash(str(path.resolve())))}"
+    spec = importlib.util.spec_from_file_location(modname, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[modname] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[modname]
+        raise
+    return module
+
+
+def _plugin_name(pm: pluggy.PluginManager, plugin: Any) -> str:
+    return pm.get_name(plugin) or repr(plugin)
+
+
+# --------------------------------------------------------------------------- registry
+
+
+@dataclass(frozen=True)
+class Provided:
+    """A record and the plugin that yielded it."""
+
+    record: Any
+    plugin: str
+
+
+@dataclass
+class Registry:
+    """Every name the loaded plugins provide, validated."""
+
+    backbones: dict[str, Provided] = field(default_factory=dict)
+    families: dict[str, Provided] = field(default_factory=dict)
+    datasets: dict[str, Provided] = field(default_factory=dict)
+    strategies: dict[str, Provided] = field(default_factory=dict)
+
+    def backbone(self, name: str) -> tuple[Backbone, str]:
+        """The record that builds ``name`` and the model name to pass to it."""
+        if name in self.backbones:
+            return self.backbones[name].record, name
+        prefix, sep, model = name.partition(":")
+        family = self.families.get(prefix) if sep else None
+        if family is not None and model and (family.record.known is None or family.record.known(model)):
+            return family.record, model
+        raise UserError(f"unknown backbone '{name}'{self._suggest_backbone(name)}")
+
+    def dataset(self, name: str) -> Dataset:
+        return self._lookup(self.datasets, name, "dataset").record
+
+    def strategy(self, name: str) -> Strategy:
+        return self._lookup(self.strategies, name, "strategy").record
+
+    def _lookup(self, table: dict[str, Provided], name: str, kind: str) -> Provided:
+        if name not in table:
+            raise UserError(f"unknown {kind} '{name}'{_did_you_mean(name, table)}")
+        return table[name]
+
+    def _suggest_backbone(self, name: str) -> str:
+        prefix, sep, model = name.partition(":")
+        candidates = list(self.backbones)
+        targets = [(f, p) for f, p in self.families.items() if not sep or f == prefix]
+        for fam, provided in targets:
+            if provided.record.names is not None:
+                candidates += [f"{fam}:{m}" for m in provided.record.names()]
+        hint = _did_you_mean(name if sep else name, candidates)
+        if not hint and not sep:
+            hint = _did_you_mean(name, [c.partition(":")[2] or c for c in candidates])
+            if hint:
+                fams = ", ".join(f"{f}:" for f in self.families)
+                hint += f" (family models need a prefix: {fams})"
+        return hint or f"; installed: {', '.join(list(self.backbones) + [f + ':<model>' for f in self.families])}"
+
+
+def _did_you_mean(name: str, options: Iterable[str]) -> str:
+    options = list(options)
+    close = difflib.get_close_matches(name, options, n=3, cutoff=0.6)
+    if close:
+        return "; did you mean " + " or ".join(f"'{c}'" for c in close) + "?"
+    if len(options) <= 12:
+        return f"; known: {', '.join(sorted(options))}"
+    return ""
+
+
+def collect(host: PluginHost) -> Registry:
+    """Call every hook of every plugin, check the records, and index them by name."""
+    registry = Registry()
+    for hook_name, record_type in HOOKS.items():
+        hook = getattr(host.pm.hook, hook_name)
+        for impl in reversed(hook.get_hookimpls()):  # registration order
+            for record in _call(impl, hook_name, record_type):
+                _add(registry, record, impl.plugin_name)
+    return registry
+
+
+def _call(impl, hook_name: str, record_type: type) -> list:
+    try:
+        records = list(impl.function() or ())
+    except UserError:
+        raise
+    except Exception as exc:
+        raise UserError(f"plugin {impl.plugin_name}: {hook_name}() raised {type(exc).__name__}: {exc}") from exc
+    for record in records:
+        if not isinstance(record, record_type):
+            raise UserError(
+                f"plugin {impl.plugin_name}: {hook_name}() yielded {type(record).__name__}, "
+                f"expected tlbench.types.{record_type.__name__}"
+            )
+        if not isinstance(record.name, str) or not record.name or ":" in record.name:
+            raise UserError(f"plugin {impl.plugin_name}: {record_type.__name__} name {record.name!r} must be a non-empty string without ':'")
+    return records
+
+
+def _add(registry: Registry, record: Any, plugin: str) -> None:
+    if isinstance(record, Backbone):
+        table = registry.families if record.family else registry.backbones
+        kind = "backbone family" if record.family else "backbone"
+    elif isinstance(record, Dataset):
+        table, kind = registry.datasets, "dataset"
+    else:
+        table, kind = registry.strategies, "strategy"
+    if record.name in table:
+        raise UserError(
+            f"{kind} '{record.name}' is provided by two plugins: {table[record.name].plugin} and {plugin}; "
+            f"uninstall one or restrict loading with {RESTRICT_ENV}"
+        )
+    table[record.name] = Provided(record, plugin)

@@ -1,0 +1,86 @@
+"""Progress of a running search: a live rich display on a terminal, plain lines otherwise."""
+
+from __future__ import annotations
+
+import optuna
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from tlbench.search import Progress as ProgressBase
+
+
+def outcome(trial: optuna.trial.FrozenTrial) -> str:
+    """'COMPLETE val 0.812 test 0.800 in 12.3 s' or the failure or pruning reason."""
+    seconds = trial.duration.total_seconds() if trial.duration else 0.0
+    state = trial.state.name
+    if state == "COMPLETE":
+        return f"val {trial.value:.3f} (test {trial.user_attrs.get('test_accuracy', float('nan')):.3f}) in {seconds:.1f} s"
+    if state == "FAIL":
+        return f"FAILED: {trial.user_attrs.get('fail_reason', 'see -v')}"
+    if state == "PRUNED":
+        last = list(trial.intermediate_values.values())[-1:] or [float("nan")]
+        return f"pruned after epoch {len(trial.intermediate_values)} (val {last[0]:.3f})"
+    return state
+
+
+class PlainProgress(ProgressBase):
+    """One line per event, for logs and pipes."""
+
+    def __init__(self, console: Console):
+        self.console = console
+        self.dataset = ""
+
+    def _say(self, text: str) -> None:
+        self.console.print(f"[{self.dataset}] {text}", markup=False, highlight=False, soft_wrap=True)
+
+    def study_started(self, dataset, done, total):
+        self.dataset = dataset
+        self._say(f"study: {done} of {total if total is not None else '∞'} trials already done")
+
+    def trial_started(self, number, summary, epochs):
+        self.epochs = epochs
+        self._say(f"trial {number}: {summary}, {epochs} epochs")
+
+    def epoch_done(self, epoch, val_accuracy):
+        self._say(f"  epoch {epoch}/{self.epochs}: val accuracy {val_accuracy:.3f}")
+
+    def trial_finished(self, trial):
+        self._say(f"trial {trial.number} {outcome(trial)}")
+
+    def study_finished(self, dataset):
+        self._say("study done")
+
+
+class RichProgress(ProgressBase):
+    """Live bars for trials and epochs, and a line per finished trial."""
+
+    def __init__(self, console: Console):
+        self.bars = Progress(
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console
+        )
+        self.console = console
+
+    def study_started(self, dataset, done, total):
+        self.dataset = dataset
+        self.bars.start()
+        self.trials = self.bars.add_task(f"[bold]{dataset}[/] trials", total=total, completed=done)
+        self.epochs = self.bars.add_task("epochs", total=1, visible=False)
+
+    def trial_started(self, number, summary, epochs):
+        self.bars.update(self.epochs, description=f"trial {number}: {summary}", total=epochs, completed=0, visible=True)
+
+    def epoch_done(self, epoch, val_accuracy):
+        self.bars.update(self.epochs, completed=epoch)
+
+    def trial_finished(self, trial):
+        self.bars.advance(self.trials)
+        self.bars.console.print(f"[{self.dataset}] trial {trial.number} {outcome(trial)}", markup=False, highlight=False)
+
+    def study_finished(self, dataset):
+        self.bars.stop()
+        for task in list(self.bars.tasks):
+            self.bars.remove_task(task.id)
+
+
+def make_progress(console: Console) -> ProgressBase:
+    return RichProgress(console) if console.is_terminal else PlainProgress(console)

@@ -1,0 +1,232 @@
+"""The results folder: what a run writes, atomically, and how it is read back.
+
+``results/<benchmark>/<run>/`` holds ``config.yaml`` (the resolved config),
+``run.json`` (storage and study names), ``environment.json``, ``study.db``
+(the default Optuna storage), ``trials.csv`` and ``summary.csv``/``summary.json``.
+Tables are always rebuilt from the Optuna storage, the single source of truth.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import yaml
+
+from tlbench.config import Benchmark
+from tlbench.types import UserError
+
+DEFAULT_STORAGE = "study.db"
+
+
+def write_atomic(path: Path, data: str | bytes) -> None:
+    """Write a file so that readers see the old or the new content, never a torn one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    mode = "wb" if isinstance(data, bytes) else "w"
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, mode, **({} if mode == "wb" else {"encoding": "utf-8"})) as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def run_dir(bench: Benchmark, base_dir: Path) -> Path:
+    root = Path(bench.results_dir).expanduser()
+    return (root if root.is_absolute() else base_dir / root) / bench.name / bench.run_name
+
+
+def storage_url(bench: Benchmark, folder: Path) -> str:
+    return bench.search.storage or f"sqlite:///{(folder / DEFAULT_STORAGE).resolve()}"
+
+
+def save_metadata(folder: Path, bench: Benchmark, base_dir: Path, study_names: dict[str, str], device: str) -> None:
+    """Write config.yaml, run.json and environment.json for a run that is starting."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"results_dir: cannot create {folder} ({exc.strerror}); set results_dir to a writable folder") from exc
+    write_atomic(folder / "config.yaml", yaml.safe_dump(bench.model_dump(mode="json"), sort_keys=False))
+    meta = {
+        "benchmark": bench.name,
+        "run": bench.run_name,
+        "fingerprint": bench.fingerprint(),
+        "storage": bench.search.storage,  # None: study.db in this folder
+        "studies": study_names,  # dataset key -> Optuna study name
+        "config_dir": str(base_dir),
+    }
+    write_atomic(folder / "run.json", json.dumps(meta, indent=2))
+    write_atomic(folder / "environment.json", json.dumps(environment(base_dir, device), indent=2))
+
+
+def environment(base_dir: Path, device: str) -> dict[str, Any]:
+    import optuna
+    import timm
+    import torch
+    import torchvision
+
+    from tlbench import __version__
+
+    return {
+        "recorded": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "host": platform.node(),
+        "tlbench": __version__,
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "timm": timm.__version__,
+        "optuna": optuna.__version__,
+        "device": device,
+        "cuda": torch.version.cuda if torch.cuda.is_available() else None,
+        "git_commit": _git_commit(base_dir),
+    }
+
+
+def _git_commit(folder: Path) -> str | None:
+    try:
+        out = subprocess.run(["git", "-C", str(folder), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() or None
+
+
+# --------------------------------------------------------------------------- reading back
+
+
+@dataclass(frozen=True)
+class Run:
+    path: Path  # the run folder
+    meta: dict[str, Any]  # run.json
+    environment: dict[str, Any]  # environment.json
+    trials: pd.DataFrame  # one row per trial, all datasets
+    summary: pd.DataFrame  # best trial per dataset x backbone x strategy
+
+
+def load_run(folder: Path) -> Run:
+    """Read a run folder; the tables come from its Optuna storage."""
+    if not (folder / "run.json").is_file():
+        raise UserError(f"{folder}: not a tlbench run folder (no run.json); pass results/<benchmark>/<run>")
+    meta = json.loads((folder / "run.json").read_text(encoding="utf-8"))
+    env_file = folder / "environment.json"
+    env = json.loads(env_file.read_text(encoding="utf-8")) if env_file.is_file() else {}
+    trials = trials_frame(meta["storage"] or f"sqlite:///{(folder / DEFAULT_STORAGE).resolve()}", meta["studies"])
+    return Run(folder, meta, env, trials, summary_frame(trials))
+
+
+def trials_frame(storage: str, studies: dict[str, str]) -> pd.DataFrame:
+    import optuna
+
+    rows = []
+    for dataset, name in studies.items():
+        try:
+            study = optuna.load_study(study_name=name, storage=storage)
+        except KeyError:
+            continue  # not started yet
+        rows += [_trial_row(dataset, t) for t in study.get_trials(deepcopy=False)]
+    return pd.DataFrame(rows, columns=TRIAL_COLUMNS)
+
+
+TRIAL_COLUMNS = [
+    "dataset", "trial", "state", "backbone", "strategy", "val_accuracy", "test_accuracy", "config",
+    "frozen_groups", "n_groups", "epochs", "total_params", "trainable_params", "forward_gflops",
+    "train_gflops", "train_seconds", "throughput", "latency_ms", "peak_memory_mb", "memory_kind",
+    "device", "precision", "resolution", "val_curve", "fail_reason", "params",
+]  # fmt: skip
+MEASURED = [  # trial user attributes copied as they are
+    "total_params", "trainable_params", "forward_gflops", "train_gflops", "train_seconds", "throughput",
+    "latency_ms", "peak_memory_mb", "memory_kind", "device", "precision", "resolution",
+]  # fmt: skip
+
+
+def _trial_row(dataset: str, t) -> dict[str, Any]:
+    a = t.user_attrs
+    phases = a.get("phases", [])
+    curve = a.get("val_curve") or [t.intermediate_values[k] for k in sorted(t.intermediate_values)]
+    return {
+        "dataset": dataset,
+        "trial": t.number,
+        "state": t.state.name,
+        "backbone": t.params.get("backbone"),
+        "strategy": t.params.get("strategy"),
+        "val_accuracy": t.value if t.state.name == "COMPLETE" else (curve[-1] if curve else None),
+        "test_accuracy": a.get("test_accuracy"),
+        "config": describe_params(a.get("params", {}), phases, a.get("n_groups")),
+        "frozen_groups": phases[-1]["frozen_groups"] if phases else None,
+        "n_groups": a.get("n_groups"),
+        "epochs": sum(p["epochs"] for p in phases) if phases else None,
+        **{k: a.get(k) for k in MEASURED},
+        "val_curve": json.dumps(curve),
+        "fail_reason": a.get("fail_reason"),
+        "params": json.dumps(a.get("params", {}), sort_keys=True),
+    }
+
+
+def describe_params(params: dict[str, Any], phases: list[dict], n_groups: int | None) -> str:
+    """A compact 'lr_head=0.012 freeze=0.5 (2/4 frozen)' string for tables."""
+    parts = []
+    for key, value in params.items():
+        text = f"{value:.3g}" if isinstance(value, float) else str(value)
+        if key == "freeze" and phases and n_groups:
+            text += f" ({phases[-1]['frozen_groups']}/{n_groups} frozen)"
+        parts.append(f"{key}={text}")
+    return " ".join(parts)
+
+
+SUMMARY_COLUMNS = [
+    "dataset", "backbone", "strategy", "trial", "trials", "val_accuracy", "test_accuracy", "config",
+    "total_params", "trainable_params", "forward_gflops", "train_gflops", "train_seconds",
+    "throughput", "latency_ms", "peak_memory_mb", "device", "pareto",
+]  # fmt: skip
+
+
+def summary_frame(trials: pd.DataFrame) -> pd.DataFrame:
+    """Per dataset x backbone x strategy, the trial with the best validation accuracy
+    (ties: less training time, then the earlier trial) and its test accuracy and costs."""
+    finished = trials[trials["state"].isin(["COMPLETE", "PRUNED", "FAIL"])]
+    counts = finished.groupby(["dataset", "backbone", "strategy"]).size().rename("trials")
+    done = trials[trials["state"] == "COMPLETE"].sort_values(
+        ["val_accuracy", "train_seconds", "trial"], ascending=[False, True, True]
+    )
+    best = done.groupby(["dataset", "backbone", "strategy"], sort=False).head(1)
+    best = best.join(counts, on=["dataset", "backbone", "strategy"])
+    best = best.sort_values(["dataset", "test_accuracy"], ascending=[True, False]).reset_index(drop=True)
+    best["pareto"] = pareto_mask(best)
+    return best[SUMMARY_COLUMNS]
+
+
+def pareto_mask(rows: pd.DataFrame) -> list[bool]:
+    """True where no other row of the same dataset has test accuracy >= and training
+    GFLOPs <= with one strictly better. A reading aid: it selects nothing."""
+    out = []
+    for _, row in rows.iterrows():
+        same = rows[rows["dataset"] == row["dataset"]]
+        dominated = (
+            (same["test_accuracy"] >= row["test_accuracy"])
+            & (same["train_gflops"] <= row["train_gflops"])
+            & ((same["test_accuracy"] > row["test_accuracy"]) | (same["train_gflops"] < row["train_gflops"]))
+        ).any()
+        out.append(not dominated)
+    return out
+
+
+def write_tables(folder: Path, run: Run | None = None) -> Run:
+    """(Re)write trials.csv, summary.csv and summary.json from the storage."""
+    run = run or load_run(folder)
+    write_atomic(folder / "trials.csv", run.trials.to_csv(index=False))
+    write_atomic(folder / "summary.csv", run.summary.to_csv(index=False))
+    write_atomic(folder / "summary.json", run.summary.to_json(orient="records", indent=2))
+    return run

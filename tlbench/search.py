@@ -1,0 +1,452 @@
+"""The Optuna search: one study per dataset over backbone, strategy and their parameters.
+
+:func:`plan` checks a benchmark against the loaded plugins (names, options,
+search ranges) before any compute; :func:`run` runs and resumes the studies.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+
+from tlbench.config import BackboneEntry, Benchmark, DatasetEntry, StrategyEntry
+from tlbench.plugins import Registry
+from tlbench.splits import subsample
+from tlbench.types import (
+    Backbone,
+    BackboneRequest,
+    BuiltBackbone,
+    Dataset,
+    DatasetRequest,
+    DatasetSplits,
+    Phase,
+    Strategy,
+    UserError,
+)
+
+FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.FAIL)
+
+
+# --------------------------------------------------------------------------- search space
+
+
+class Space:
+    """What a strategy's ``suggest`` draws from: Optuna define-by-run, names prefixed.
+
+    A spec is a fixed value, ``[low, high]`` (ints: an int range), a mapping
+    ``{low, high, log, step}``, ``{choices: [...]}``, or a list of other than two
+    values (choices). Numeric strings such as ``"1e-3"`` (YAML reads those as
+    text) count as numbers.
+    """
+
+    def __init__(self, trial: optuna.Trial, prefix: str, where: str):
+        self.trial, self.prefix, self.where = trial, prefix, where
+        self.values: dict[str, Any] = {}  # every value handed out, fixed ones too
+        self.searched: list[str] = []  # names Optuna samples (without the prefix)
+
+    def suggest(self, name: str, spec: Any, *, log: bool = False) -> Any:
+        value = self._suggest(name, _numbers(spec), log)
+        self.values[name] = value
+        return value
+
+    def _suggest(self, name: str, spec: Any, log: bool) -> Any:
+        key = self.prefix + name
+        if isinstance(spec, list) and len(spec) == 2 and all(_is_number(v) for v in spec):
+            spec = {"low": spec[0], "high": spec[1]}
+        elif isinstance(spec, list):
+            spec = {"choices": spec}
+        if not isinstance(spec, dict):
+            return spec
+        self.searched.append(name)
+        try:
+            if "choices" in spec:
+                return self.trial.suggest_categorical(key, list(spec["choices"]))
+            low, high, log = spec["low"], spec["high"], bool(spec.get("log", log))
+            if isinstance(low, int) and isinstance(high, int) and not isinstance(low, bool):
+                return self.trial.suggest_int(key, low, high, log=log, step=spec.get("step", 1))
+            return self.trial.suggest_float(key, float(low), float(high), log=log, step=spec.get("step"))
+        except (KeyError, ValueError, TypeError) as exc:
+            raise UserError(f"{self.where}: {name}: bad search range {spec!r}: {exc}") from exc
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _numbers(spec: Any) -> Any:
+    if isinstance(spec, str):
+        try:
+            return float(spec)
+        except ValueError:
+            return spec
+    if isinstance(spec, list):
+        return [_numbers(v) for v in spec]
+    if isinstance(spec, dict):
+        return {k: _numbers(v) if k in ("low", "high", "step") else v for k, v in spec.items()}
+    return spec
+
+
+# --------------------------------------------------------------------------- plan
+
+
+@dataclass(frozen=True)
+class PlannedBackbone:
+    entry: BackboneEntry
+    record: Backbone
+    model: str  # model name passed to the record's build
+    weights: Path | None  # resolved weights file
+
+
+@dataclass(frozen=True)
+class PlannedStrategy:
+    entry: StrategyEntry
+    record: Strategy
+    options: dict[str, Any]  # the record's defaults overridden by the config
+    searched: tuple[str, ...]  # parameter names Optuna samples
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A benchmark checked against the plugins: everything :func:`run` needs."""
+
+    bench: Benchmark
+    base_dir: Path
+    datasets: tuple[tuple[DatasetEntry, Dataset], ...]
+    backbones: dict[str, PlannedBackbone]  # by key
+    strategies: dict[str, PlannedStrategy]  # by key
+    training_searched: tuple[str, ...]  # batch_size / weight_decay if searched
+
+
+def plan(bench: Benchmark, registry: Registry, base_dir: Path) -> Plan:
+    """Resolve every name and check every option and range; raises UserError."""
+    datasets = tuple((e, _at(f"datasets[{i}]", lambda e=e: _dataset(registry, e))) for i, e in enumerate(bench.datasets))
+    backbones = {
+        e.key: _at(f"backbones[{i}]", lambda e=e: _backbone(registry, e, base_dir)) for i, e in enumerate(bench.backbones)
+    }
+    strategies = {
+        e.key: _at(f"strategies[{i}] ({e.name})", lambda e=e: _strategy(registry, e, f"strategies[{i}] ({e.name})"))
+        for i, e in enumerate(bench.strategies)
+    }
+    for kind, entries in (("datasets", bench.datasets), ("backbones", bench.backbones), ("strategies", bench.strategies)):
+        keys = [e.key for e in entries]
+        dupes = sorted({k for k in keys if keys.count(k) > 1})
+        if dupes:
+            raise UserError(f"{kind}: '{dupes[0]}' appears twice; give one of them a distinct 'label:'")
+    training = _dry_run(lambda space: _suggest_training(space, bench), "training")
+    result = Plan(bench, base_dir, datasets, backbones, strategies, tuple(training.searched))
+    for i, recipe in enumerate(bench.search.enqueue):
+        _at(f"search.enqueue[{i}]", lambda r=recipe: recipe_params(result, r.backbone, r.strategy, r.params))
+    return result
+
+
+def _at(where: str, fn):
+    try:
+        return fn()
+    except UserError as exc:
+        raise UserError(f"{where}: {exc}") from exc
+
+
+def _dataset(registry: Registry, entry: DatasetEntry) -> Dataset:
+    record = registry.dataset(entry.name)
+    for key in entry.options:
+        if key not in record.options:
+            hint = difflib.get_close_matches(key, list(record.options), n=1)
+            known = f"did you mean '{hint[0]}'?" if hint else f"{entry.name} accepts: {', '.join(record.options) or 'none'}"
+            raise UserError(f"{key}: unknown option; {known}")
+    return record
+
+
+def _backbone(registry: Registry, entry: BackboneEntry, base_dir: Path) -> PlannedBackbone:
+    record, model = registry.backbone(entry.name)
+    weights = None
+    if entry.weights is not None:
+        weights = Path(entry.weights).expanduser()
+        weights = weights if weights.is_absolute() else base_dir / weights
+        if not weights.is_file():
+            raise UserError(f"weights: file {weights} does not exist; fix the path or remove 'weights:'")
+    return PlannedBackbone(entry, record, model, weights)
+
+
+def _strategy(registry: Registry, entry: StrategyEntry, where: str) -> PlannedStrategy:
+    record = registry.strategy(entry.name)
+    unknown = [k for k in entry.options if k not in record.options]
+    if unknown:
+        hint = difflib.get_close_matches(unknown[0], list(record.options), n=1)
+        known = f"did you mean '{hint[0]}'?" if hint else f"{entry.name} accepts: {', '.join(record.options)}"
+        raise UserError(f"{unknown[0]}: unknown option; {known}")
+    options = {**record.options, **entry.options}
+    space = _dry_run(lambda s: record.suggest(s, options), where)
+    try:
+        phases = list(record.phases(space.values, 4))
+    except UserError:
+        raise
+    except Exception as exc:
+        raise UserError(f"the options give parameters its phases reject: {type(exc).__name__}: {exc}") from exc
+    _check_phases(phases)
+    return PlannedStrategy(entry, record, options, tuple(space.searched))
+
+
+def _check_phases(phases: list[Phase]) -> None:
+    for phase in phases:
+        if not isinstance(phase, Phase):
+            raise UserError(f"phases() returned {type(phase).__name__}, expected tlbench.types.Phase")
+        if not isinstance(phase.epochs, int) or phase.epochs < 0:
+            raise UserError(f"phase {phase.name}: epochs must be a whole number >= 0, got {phase.epochs!r}")
+        if min(phase.lr_backbone, phase.lr_head) < 0:
+            raise UserError(f"phase {phase.name}: learning rates must be >= 0")
+    if not any(p.epochs > 0 for p in phases):
+        raise UserError("no phase has epochs > 0; set epochs to 1 or more")
+
+
+def _dry_run(fn, where: str) -> Space:
+    """Run a suggest function on a throwaway in-memory trial, to check its ranges."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    space = Space(optuna.create_study().ask(), "", where)
+    fn(space)
+    return space
+
+
+def _suggest_training(space: Space, bench: Benchmark) -> dict[str, Any]:
+    values = {
+        "batch_size": space.suggest("batch_size", bench.training.batch_size),
+        "weight_decay": space.suggest("weight_decay", bench.training.weight_decay, log=True),
+    }
+    if not isinstance(values["batch_size"], int) or values["batch_size"] < 1:
+        raise UserError(f"training.batch_size: expected a whole number >= 1, got {values['batch_size']!r}")
+    if not _is_number(values["weight_decay"]) or values["weight_decay"] < 0:
+        raise UserError(f"training.weight_decay: expected a number >= 0, got {values['weight_decay']!r}")
+    return values
+
+
+def recipe_params(p: Plan, backbone: str, strategy: str, params: Mapping[str, Any]) -> dict[str, Any]:
+    """Optuna parameters that fix a recipe: trial params are named ``<strategy key>.<name>``."""
+    for kind, key, table in (("backbone", backbone, p.backbones), ("strategy", strategy, p.strategies)):
+        if key not in table:
+            raise UserError(f"{kind}: '{key}' is not in this config's {kind} list ({', '.join(table)})")
+    out: dict[str, Any] = {"backbone": backbone, "strategy": strategy}
+    searched = p.strategies[strategy].searched
+    for name, value in params.items():
+        if name in p.training_searched:
+            out[name] = _numbers(value)
+        elif name in searched:
+            out[f"{strategy}.{name}"] = _numbers(value)
+        else:
+            raise UserError(
+                f"params.{name}: not a searched parameter of {strategy}; searched: {', '.join(searched + p.training_searched)}"
+            )
+    return out
+
+
+# --------------------------------------------------------------------------- data
+
+
+def load_splits(entry: DatasetEntry, record: Dataset, seed: int, base_dir: Path) -> DatasetSplits:
+    """Load a dataset, apply the config's subsampling, and check that the splits are disjoint."""
+    splits = record.load(DatasetRequest(options=entry.options, seed=seed, base_dir=base_dir))
+    caps = {"train": (entry.train_samples, entry.per_class), "val": (entry.val_samples, None), "test": (entry.test_samples, None)}
+    parts = {}
+    for name, (total, per_class) in caps.items():
+        split = getattr(splits, name)
+        parts[name] = split.subset(subsample(split.labels, total, per_class, seed)) if total or per_class else split
+        if len(parts[name]) == 0:
+            raise UserError(f"dataset {entry.key}: the {name} split is empty; add images or lower the held-out fractions")
+    _check_disjoint(entry.key, parts)
+    return DatasetSplits(classes=splits.classes, **parts)
+
+
+def _check_disjoint(key: str, parts: Mapping[str, Any]) -> None:
+    seen: dict[str, str] = {}
+    for name, split in parts.items():
+        for example in split.ids:
+            if seen.setdefault(example, name) != name:
+                raise UserError(f"dataset {key}: example {example} is in both {seen[example]} and {name}; the splits must be disjoint")
+
+
+def build_backbone(b: PlannedBackbone, num_classes: int) -> BuiltBackbone:
+    """Build, and check that groups and head cover every parameter exactly once."""
+    request = BackboneRequest(model=b.model, num_classes=num_classes, pretrained=b.entry.pretrained, weights=b.weights)
+    built = b.record.build(request)
+    names = [n for group in built.groups for n in group] + list(built.head)
+    params = [n for n, _ in built.model.named_parameters()]
+    if sorted(names) != sorted(params):
+        missing, extra = set(params) - set(names), set(names) - set(params)
+        raise RuntimeError(
+            f"backbone {b.entry.name}: groups + head must list every parameter once "
+            f"(missing {sorted(missing)[:3]}, unknown {sorted(extra)[:3]}, {len(names) - len(set(names))} repeated)"
+        )
+    return built
+
+
+# --------------------------------------------------------------------------- run
+
+
+class Progress:
+    """What the search tells the user; the CLI passes a rich or a plain-text one."""
+
+    def study_started(self, dataset: str, done: int, total: int | None) -> None: ...
+    def trial_started(self, number: int, summary: str, epochs: int) -> None: ...
+    def epoch_done(self, epoch: int, val_accuracy: float) -> None: ...
+    def trial_finished(self, trial: optuna.trial.FrozenTrial) -> None: ...
+    def study_finished(self, dataset: str) -> None: ...
+
+
+def study_name(bench: Benchmark, dataset_key: str) -> str:
+    return f"{bench.name}/{bench.run_name}/{dataset_key}"
+
+
+def run(p: Plan, storage: str, progress: Progress, on_trial=lambda: None) -> None:
+    """Run (or resume) one study per dataset until each has ``n_trials`` finished trials."""
+    from tlbench import train
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # failures are reported by progress, once
+    device = train.pick_device(p.bench.training.device)
+    measured: dict[tuple[str, int], dict[str, float]] = {}  # inference cost per (backbone, resolution)
+    for index, (entry, record) in enumerate(p.datasets):
+        splits = _at(f"datasets[{index}] ({entry.key})", lambda: load_splits(entry, record, p.bench.seed, p.base_dir))
+        study = open_study(p, entry.key, storage)
+        done = sum(t.state in FINISHED for t in study.get_trials(deepcopy=False))
+        total = p.bench.search.n_trials
+        if total is not None and done >= total:
+            continue
+
+        def finished(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+            progress.trial_finished(trial)
+            on_trial()
+
+        progress.study_started(entry.key, done, total)
+        try:
+            study.optimize(
+                Objective(p, splits, device, progress, measured),
+                n_trials=None if total is None else total - done,
+                timeout=p.bench.search.timeout,
+                catch=(train.TrialFailed,),
+                callbacks=[finished],
+            )
+        finally:
+            progress.study_finished(entry.key)
+
+
+def open_study(p: Plan, dataset_key: str, storage: str) -> optuna.Study:
+    """Create the dataset's study, or load it if this run already has one made from the same config."""
+    bench, search = p.bench, p.bench.search
+    name = study_name(bench, dataset_key)
+    try:
+        existing = optuna.load_study(study_name=name, storage=storage)
+    except KeyError:
+        existing = None
+    done = len(existing.trials) if existing else 0
+    sampler = (
+        optuna.samplers.TPESampler(seed=bench.seed + done, n_startup_trials=search.startup_trials)
+        if search.sampler == "tpe"
+        else optuna.samplers.RandomSampler(seed=bench.seed + done)
+    )
+    pruner = (
+        optuna.pruners.MedianPruner(n_startup_trials=search.startup_trials, n_warmup_steps=1)
+        if search.pruner == "median"
+        else optuna.pruners.NopPruner()
+    )
+    study = optuna.create_study(storage=storage, study_name=name, direction="maximize", sampler=sampler, pruner=pruner, load_if_exists=True)
+    stored = study.user_attrs.get("fingerprint")
+    if stored is None:
+        study.set_user_attr("fingerprint", bench.fingerprint())
+    elif stored != bench.fingerprint():
+        raise UserError(
+            f"study {name} was made from a different config (fingerprint {stored}, now {bench.fingerprint()}); "
+            "set another 'run:' name (or remove it to get one from the config) to start a new study"
+        )
+    for recipe in search.enqueue:
+        study.enqueue_trial(recipe_params(p, recipe.backbone, recipe.strategy, recipe.params), skip_if_exists=True)
+    return study
+
+
+class Objective:
+    """One trial: pick backbone and strategy, draw their parameters, train, measure."""
+
+    def __init__(self, p: Plan, splits: DatasetSplits, device, progress: Progress, measured: dict):
+        self.p, self.splits, self.device, self.progress, self.measured = p, splits, device, progress, measured
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        from tlbench import train
+
+        p = self.p
+        bkey = trial.suggest_categorical("backbone", list(p.backbones))
+        skey = trial.suggest_categorical("strategy", list(p.strategies))
+        strategy = p.strategies[skey]
+        params = strategy.record.suggest(Space(trial, f"{skey}.", f"strategy {skey}"), strategy.options)
+        training = _suggest_training(Space(trial, "", "training"), p.bench)
+        backbone = p.backbones[bkey]
+        built = build_backbone(backbone, len(self.splits.classes))
+        phases = list(strategy.record.phases(params, len(built.groups)))
+        resolution = backbone.entry.resolution or p.bench.training.resolution or built.data_config.input_size
+        settings = train.TrainSettings(
+            batch_size=training["batch_size"],
+            weight_decay=float(training["weight_decay"]),
+            augment=p.bench.training.augment,
+            resolution=resolution,
+            device=self.device,
+            seed=p.bench.seed + trial.number,
+            num_workers=p.bench.training.num_workers,
+        )
+        _describe(trial, backbone, built, phases, {**params, **training}, settings)
+        self.progress.trial_started(trial.number, f"{bkey} · {skey}", sum(ph.epochs for ph in phases))
+        try:
+            result = train.fit(built, self.splits, phases, settings, on_epoch=lambda e, acc: self._epoch(trial, e, acc))
+        except train.TrialFailed as exc:
+            trial.set_user_attr("fail_reason", str(exc))
+            raise
+        self._record(trial, built, settings, bkey, result)
+        return result.val_accuracy
+
+    def _epoch(self, trial: optuna.Trial, epoch: int, accuracy: float) -> None:
+        self.progress.epoch_done(epoch, accuracy)
+        trial.report(accuracy, epoch)
+        if trial.should_prune():
+            raise optuna.TrialPruned(f"pruned after epoch {epoch} at val accuracy {accuracy:.3f}")
+
+    def _record(self, trial, built: BuiltBackbone, settings, bkey: str, result) -> None:
+        from tlbench import cost, train
+
+        key = (bkey, settings.resolution)
+        if key not in self.measured:
+            throughput, latency = cost.inference_speed(
+                built.model, settings.resolution, self.device, settings.batch_size, train.autocast_dtype(self.device)
+            )
+            self.measured[key] = {
+                "forward_gflops": cost.forward_flops(built.model, settings.resolution, self.device) / 1e9,
+                "throughput": throughput,
+                "latency_ms": latency,
+            }
+        memory, memory_kind = cost.peak_memory_mb(self.device)
+        attrs = {
+            **self.measured[key],
+            "val_curve": result.val_curve,
+            "test_accuracy": result.test_accuracy,
+            "train_seconds": result.train_seconds,
+            "train_gflops": result.train_flops / 1e9,
+            "total_params": cost.count_params(built.model),
+            "trainable_params": result.trainable_params,
+            "peak_memory_mb": memory,
+            "memory_kind": memory_kind,
+            "device": cost.device_name(self.device),
+            "precision": result.precision,
+        }
+        for name, value in attrs.items():
+            trial.set_user_attr(name, value)
+
+
+def _describe(trial, backbone: PlannedBackbone, built: BuiltBackbone, phases, params, settings) -> None:
+    """Store what the trial is, so that tables need nothing but the storage."""
+    from dataclasses import asdict
+
+    trial.set_user_attr("params", params)
+    trial.set_user_attr("phases", [asdict(ph) for ph in phases])
+    trial.set_user_attr("n_groups", len(built.groups))
+    trial.set_user_attr("backbone_name", backbone.entry.name)
+    trial.set_user_attr("pretrained", bool(backbone.entry.pretrained or backbone.weights))
+    trial.set_user_attr("resolution", settings.resolution)
+    trial.set_user_attr("seed", settings.seed)
