@@ -84,23 +84,11 @@ def _load(config: Path, *, verbose: bool = False, run_name: str | None = None, n
     return search.plan(bench, plugins.collect(host), base_dir)
 
 
-def _preflight(plan) -> dict:
-    """Load every dataset and build every backbone once: paths, files and weights are real."""
+def cmd_validate(args) -> int:
     from tlbench import search
 
-    loaded = {}
-    for i, (entry, record) in enumerate(plan.datasets):
-        loaded[entry.key] = search._at(
-            f"datasets[{i}] ({entry.key})", lambda: search.load_splits(entry, record, plan.bench.seed, plan.base_dir)
-        )
-    for i, (key, backbone) in enumerate(plan.backbones.items()):
-        search._at(f"backbones[{i}] ({key})", lambda: search.build_backbone(backbone, 2))
-    return loaded
-
-
-def cmd_validate(args) -> int:
     plan = _load(args.config, verbose=args.verbose)
-    loaded = _preflight(plan)
+    loaded = search.preflight(plan)
     sizes = ", ".join(
         f"{k} ({len(s.classes)} classes, {len(s.train)}/{len(s.val)}/{len(s.test)} train/val/test)" for k, s in loaded.items()
     )
@@ -117,16 +105,16 @@ def cmd_run(args) -> int:
     from tlbench.progress import make_progress
 
     plan = _load(args.config, verbose=args.verbose, run_name=args.run_name, n_trials=args.n_trials)
-    _preflight(plan)
+    splits = search.preflight(plan)
     folder = results.run_dir(plan.bench, plan.base_dir)
     device = train.pick_device(plan.bench.training.device)
     studies = {entry.key: search.study_name(plan.bench, entry.key) for entry, _ in plan.datasets}
     results.save_metadata(folder, plan.bench, plan.base_dir, studies, cost.device_name(device))
+    storage = search.connect(results.storage_url(plan.bench, folder))
     console = _console()
     console.print(f"run folder: {folder}", markup=False, highlight=False)
-    storage = results.storage_url(plan.bench, folder)
     try:
-        search.run(plan, storage, make_progress(console), on_trial=lambda: results.write_tables(folder))
+        search.run(plan, splits, storage, make_progress(console), on_trial=lambda: results.write_tables(folder))
     finally:
         run = results.write_tables(folder)
         _show(run, args.format, console)

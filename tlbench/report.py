@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import pandas as pd
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
@@ -14,13 +15,13 @@ from tlbench.results import Run
 COLUMNS = [
     ("backbone", "Backbone", str),
     ("strategy", "Strategy", str),
-    ("test_accuracy", "Test acc", lambda v: f"{v:.3f}"),
-    ("val_accuracy", "Val acc", lambda v: f"{v:.3f}"),
+    ("test_accuracy", "Test", lambda v: f"{v:.3f}"),
+    ("val_accuracy", "Val", lambda v: f"{v:.3f}"),
     ("trainable_params", "Trainable", lambda v: human_count(v)),
     ("total_params", "Params", lambda v: human_count(v)),
-    ("forward_gflops", "GFLOPs/img", lambda v: f"{v:.3g}"),
-    ("train_gflops", "Train GFLOPs", lambda v: f"{v:,.0f}" if v >= 100 else f"{v:.3g}"),
-    ("train_seconds", "Train time", lambda v: human_seconds(v)),
+    ("forward_gflops", "GFLOP/img", lambda v: f"{v:.3g}"),
+    ("train_gflops", "Train GFLOP", lambda v: f"{v:,.0f}" if v >= 100 else f"{v:.3g}"),
+    ("train_seconds", "Train", lambda v: human_seconds(v)),
     ("throughput", "Img/s", lambda v: f"{v:,.0f}"),
     ("peak_memory_mb", "Peak MB", lambda v: f"{v:,.0f}"),
     ("trials", "Trials", lambda v: str(int(v))),
@@ -55,23 +56,39 @@ def caption(run: Run) -> str:
     n = run.trials[run.trials["state"].isin(["COMPLETE", "PRUNED", "FAIL"])]
     states = n["state"].value_counts().to_dict()
     counts = ", ".join(f"{v} {k.lower()}" for k, v in sorted(states.items()))
-    return f"{env.get('device', '?')} · torch {env.get('torch', '?')} · trials: {counts or 'none'}"
+    memory = set(run.trials["memory_kind"].dropna())
+    note = " · Peak MB: process peak RSS" if memory == {"process_peak_rss"} else ""
+    return f"{env.get('device', '?')} · torch {env.get('torch', '?')} · trials: {counts or 'none'}{note}"
 
 
 def print_summary(run: Run, console: Console) -> None:
-    """One rich table per dataset."""
+    """One rich table per dataset; on a narrow console the configs go below the table."""
     if run.summary.empty:
         console.print(f"No completed trials yet in {run.path}.")
         return
+    wide = console.width >= 160
+    dropped = set() if wide else {"config", "total_params", "val_accuracy"}
+    if console.width < 110:
+        dropped |= {"trials", "train_gflops", "peak_memory_mb"}
+    columns = [c for c in COLUMNS if c[0] not in dropped]
     for dataset, rows in run.summary.groupby("dataset", sort=False):
-        table = Table(title=f"{run.meta['benchmark']} / {run.meta['run']} — {dataset}", caption=caption(run))
+        table = Table(
+            title=f"{run.meta['benchmark']} / {run.meta['run']} — {dataset}", caption=caption(run), box=box.SIMPLE_HEAD,
+            padding=(0, 0),
+            collapse_padding=True,
+            pad_edge=False,
+        )
         table.add_column("", width=1)
-        for key, heading, _ in COLUMNS:
+        for key, heading, _ in columns:
             numeric = key not in ("backbone", "strategy", "config")
-            table.add_column(heading, justify="right" if numeric else "left", overflow="fold")
+            width = None if numeric else min(16 if key == "backbone" else 12, max(len(str(v)) for v in rows[key]))
+            table.add_column(heading, justify="right" if numeric else "left", overflow="fold", no_wrap=numeric, min_width=width)
         for _, row in rows.iterrows():
-            table.add_row("★" if row["pareto"] else "", *(_cell(row[key], fmt) for key, _, fmt in COLUMNS))
+            table.add_row("★" if row["pareto"] else "", *(_cell(row[key], fmt) for key, _, fmt in columns))
         console.print(table)
+        if not wide:
+            for _, row in rows.iterrows():
+                console.print(f"  {row['backbone']} · {row['strategy']}: {row['config']}", markup=False, highlight=False)
     console.print(PARETO_NOTE, style="dim")
 
 

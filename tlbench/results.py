@@ -164,7 +164,7 @@ def _trial_row(dataset: str, t) -> dict[str, Any]:
         "strategy": t.params.get("strategy"),
         "val_accuracy": t.value if t.state.name == "COMPLETE" else (curve[-1] if curve else None),
         "test_accuracy": a.get("test_accuracy"),
-        "config": describe_params(a.get("params", {}), phases, a.get("n_groups")),
+        "config": describe_params(_searched(t.params), phases, a.get("n_groups")),
         "frozen_groups": phases[-1]["frozen_groups"] if phases else None,
         "n_groups": a.get("n_groups"),
         "epochs": sum(p["epochs"] for p in phases) if phases else None,
@@ -173,6 +173,11 @@ def _trial_row(dataset: str, t) -> dict[str, Any]:
         "fail_reason": a.get("fail_reason"),
         "params": json.dumps(a.get("params", {}), sort_keys=True),
     }
+
+
+def _searched(params: dict[str, Any]) -> dict[str, Any]:
+    """Optuna's sampled parameters without backbone/strategy and the strategy prefix."""
+    return {k.partition(".")[2] or k: v for k, v in params.items() if k not in ("backbone", "strategy")}
 
 
 def describe_params(params: dict[str, Any], phases: list[dict], n_groups: int | None) -> str:

@@ -299,15 +299,27 @@ def study_name(bench: Benchmark, dataset_key: str) -> str:
     return f"{bench.name}/{bench.run_name}/{dataset_key}"
 
 
-def run(p: Plan, storage: str, progress: Progress, on_trial=lambda: None) -> None:
+def preflight(p: Plan) -> dict[str, DatasetSplits]:
+    """Load every dataset and build every backbone once, before any compute is spent:
+    folders, files and weights are real. Returns the splits by dataset key."""
+    loaded = {}
+    for i, (entry, record) in enumerate(p.datasets):
+        loaded[entry.key] = _at(f"datasets[{i}] ({entry.key})", lambda: load_splits(entry, record, p.bench.seed, p.base_dir))
+    for i, (key, backbone) in enumerate(p.backbones.items()):
+        _at(f"backbones[{i}] ({key})", lambda: build_backbone(backbone, 2))
+    return loaded
+
+
+def run(
+    p: Plan, splits: dict[str, DatasetSplits], storage: optuna.storages.BaseStorage, progress: Progress, on_trial=lambda: None
+) -> None:
     """Run (or resume) one study per dataset until each has ``n_trials`` finished trials."""
     from tlbench import train
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # failures are reported by progress, once
     device = train.pick_device(p.bench.training.device)
     measured: dict[tuple[str, int], dict[str, float]] = {}  # inference cost per (backbone, resolution)
-    for index, (entry, record) in enumerate(p.datasets):
-        splits = _at(f"datasets[{index}] ({entry.key})", lambda: load_splits(entry, record, p.bench.seed, p.base_dir))
+    for entry, _ in p.datasets:
         study = open_study(p, entry.key, storage)
         done = sum(t.state in FINISHED for t in study.get_trials(deepcopy=False))
         total = p.bench.search.n_trials
@@ -321,7 +333,7 @@ def run(p: Plan, storage: str, progress: Progress, on_trial=lambda: None) -> Non
         progress.study_started(entry.key, done, total)
         try:
             study.optimize(
-                Objective(p, splits, device, progress, measured),
+                Objective(p, splits[entry.key], device, progress, measured),
                 n_trials=None if total is None else total - done,
                 timeout=p.bench.search.timeout,
                 catch=(train.TrialFailed,),
@@ -331,7 +343,16 @@ def run(p: Plan, storage: str, progress: Progress, on_trial=lambda: None) -> Non
             progress.study_finished(entry.key)
 
 
-def open_study(p: Plan, dataset_key: str, storage: str) -> optuna.Study:
+def connect(url: str) -> optuna.storages.BaseStorage:
+    """The Optuna storage behind ``url``; a URL that cannot be opened is a user error."""
+    try:
+        return optuna.storages.get_storage(url)
+    except Exception as exc:  # bad URL, server down, driver missing
+        reason = str(exc).strip().splitlines()[0][:150] if str(exc).strip() else ""
+        raise UserError(f"search.storage: cannot open {url} ({type(exc).__name__}: {reason}); fix the URL or start the server") from exc
+
+
+def open_study(p: Plan, dataset_key: str, storage: optuna.storages.BaseStorage) -> optuna.Study:
     """Create the dataset's study, or load it if this run already has one made from the same config."""
     bench, search = p.bench, p.bench.search
     name = study_name(bench, dataset_key)

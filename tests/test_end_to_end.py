@@ -1,0 +1,155 @@
+"""Real `tlbench run` on synthetic data with tiny timm models: results, report, resume, failures."""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import subprocess
+import sys
+
+import optuna
+import pandas as pd
+import pytest
+
+from conftest import tiny_benchmark
+from tlbench import cli, results
+
+BENCH = tiny_benchmark(
+    name="e2e",
+    backbones=[{"name": "timm:test_resnet", "pretrained": False}, {"name": "timm:test_efficientnet", "pretrained": False}],
+    strategies=[{"name": "linear_probe", "epochs": 1}, {"name": "finetune", "epochs": 2}],
+    search={
+        "n_trials": 3,
+        "startup_trials": 1,
+        "enqueue": [{"backbone": "timm:test_efficientnet-scratch", "strategy": "finetune", "params": {"freeze": 0.5, "lr_head": 0.02}}],
+    },
+)
+
+
+def _run_folder(config_path):
+    folders = list((config_path.parent / "results" / "e2e").iterdir())
+    assert len(folders) == 1
+    return folders[0]
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    """One real run through the installed console entry point, as a user types it."""
+    folder = tmp_path_factory.mktemp("e2e")
+    config = folder / "benchmarks.yaml"
+    import yaml
+
+    config.write_text(yaml.safe_dump(BENCH))
+    proc = subprocess.run(
+        [sys.executable, "-m", "tlbench", "run", str(config)], capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr
+    return config, _run_folder(config), proc.stdout
+
+
+def test_run_writes_every_results_file(finished_run):
+    _, folder, stdout = finished_run
+    for name in ("config.yaml", "run.json", "environment.json", "study.db", "trials.csv", "summary.csv", "summary.json"):
+        assert (folder / name).stat().st_size > 0, name
+    env = json.loads((folder / "environment.json").read_text())
+    assert env["torch"] and env["timm"] and env["optuna"] and env["device"].startswith("CPU")
+    assert "e2e / cfg-" in stdout and "synthetic" in stdout
+
+
+def test_trials_have_measured_costs(finished_run):
+    _, folder, _ = finished_run
+    trials = pd.read_csv(folder / "trials.csv")
+    assert len(trials) == 3 and set(trials["state"]) <= {"COMPLETE", "PRUNED"}
+    done = trials[trials["state"] == "COMPLETE"]
+    assert len(done) >= 1
+    for column in ("total_params", "trainable_params", "forward_gflops", "train_gflops", "train_seconds", "throughput", "latency_ms", "peak_memory_mb"):
+        assert (done[column] > 0).all(), column
+    assert (done["trainable_params"] <= done["total_params"]).all()
+    first = trials.iloc[0]  # the enqueued recipe runs first
+    assert first["backbone"] == "timm:test_efficientnet-scratch" and first["strategy"] == "finetune"
+    assert json.loads(first["params"])["freeze"] == 0.5
+
+
+def test_summary_selects_by_validation_only(finished_run):
+    _, folder, _ = finished_run
+    trials = pd.read_csv(folder / "trials.csv")
+    summary = pd.read_csv(folder / "summary.csv")
+    done = trials[trials["state"] == "COMPLETE"]
+    for _, row in summary.iterrows():
+        group = done[(done["backbone"] == row["backbone"]) & (done["strategy"] == row["strategy"])]
+        assert row["val_accuracy"] == group["val_accuracy"].max()
+        chosen = group[group["trial"] == row["trial"]].iloc[0]
+        assert row["test_accuracy"] == chosen["test_accuracy"]
+    assert summary["pareto"].any()
+
+
+def test_report_formats(finished_run, capsys):
+    _, folder, _ = finished_run
+    assert cli.main(["report", str(folder), "--format", "markdown"]) == 0
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("|")]
+    assert len(lines) >= 3 and lines[1].startswith("|---")
+    assert len({len(re.split(r"(?<!\\)\|", line)) for line in lines}) == 1  # every row has the header's cells
+    assert cli.main(["report", str(folder), "--format", "json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert rows and {"backbone", "strategy", "test_accuracy", "train_gflops", "pareto"} <= set(rows[0])
+    assert cli.main(["report", str(folder), "--format", "csv"]) == 0
+    assert len(pd.read_csv(io.StringIO(capsys.readouterr().out))) == len(rows)
+    assert cli.main(["report", str(folder), "--trials"]) == 0
+    assert "COMPLETE" in capsys.readouterr().out
+
+
+def test_report_on_a_folder_that_is_not_a_run(tmp_path, capsys):
+    assert cli.main(["report", str(tmp_path)]) == 2
+    assert "not a tlbench run folder" in capsys.readouterr().err
+
+
+def _trials(folder):
+    meta = json.loads((folder / "run.json").read_text())
+    study = optuna.load_study(study_name=meta["studies"]["synthetic"], storage=f"sqlite:///{folder / 'study.db'}")
+    return [(t.number, t.state.name, t.params) for t in study.trials]
+
+
+def test_running_again_resumes_and_extends(write_config, capsys):
+    config = write_config(BENCH | {"search": BENCH["search"] | {"n_trials": 2}})
+    assert cli.main(["run", str(config), "--format", "csv"]) == 0
+    folder = _run_folder(config)
+    before = _trials(folder)
+    assert len(before) == 2
+    assert cli.main(["run", str(config), "--format", "csv"]) == 0  # nothing left to do
+    assert _trials(folder) == before
+    assert cli.main(["run", str(config), "--n-trials", "3", "--format", "csv"]) == 0
+    after = _trials(folder)
+    assert after[:2] == before and len(after) == 3
+    assert "study: 2 of 3 trials already done" in capsys.readouterr().out
+
+
+def test_changed_config_with_the_same_run_name_is_refused(write_config, capsys):
+    config = write_config(BENCH | {"run": "fixed", "search": BENCH["search"] | {"n_trials": 1}})
+    assert cli.main(["run", str(config), "--format", "csv"]) == 0
+    config.write_text(config.read_text().replace("seed: 0", "seed: 1"))
+    assert cli.main(["run", str(config), "--format", "csv"]) == 2
+    assert "was made from a different config" in capsys.readouterr().err
+
+
+def test_failed_trial_is_recorded_and_the_study_goes_on(write_config, capsys):
+    config = write_config(
+        BENCH
+        | {
+            "strategies": [{"name": "finetune", "epochs": 2, "freeze": 0.0, "lr_backbone": 1.0e9, "lr_head": 1.0e9}],
+            "backbones": [{"name": "timm:test_resnet", "pretrained": False}],
+            "search": {"n_trials": 2, "pruner": "none"},
+        }
+    )
+    assert cli.main(["run", str(config), "--format", "csv"]) == 0
+    trials = results.load_run(_run_folder(config)).trials
+    assert list(trials["state"]) == ["FAIL", "FAIL"]
+    assert trials["fail_reason"].str.contains("learning rate is likely too high").all()
+    out = capsys.readouterr().out
+    assert out.count("FAILED: loss became") == 2
+
+
+def test_storage_that_cannot_be_opened_is_a_user_error(write_config, capsys):
+    config = write_config(BENCH | {"search": {"n_trials": 1, "storage": "sqlite:////no/such/folder/x.db"}})
+    assert cli.main(["run", str(config)]) == 2
+    assert "search.storage: cannot open sqlite:////no/such/folder/x.db" in capsys.readouterr().err

@@ -1,0 +1,105 @@
+"""The training engine and the built-in strategies: which parameters train in which phase."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from tlbench.builtins.backbones import build_timm
+from tlbench.builtins.datasets import load_synthetic
+from tlbench.plugins import collect, make_plugin_manager
+from tlbench.train import TrainSettings, TrialFailed, autocast_dtype, fit
+from tlbench.types import BackboneRequest, DatasetRequest, Phase
+
+SETTINGS = TrainSettings(batch_size=8, weight_decay=0.0, augment=False, resolution=32, device=torch.device("cpu"), seed=0)
+
+
+@pytest.fixture(scope="module")
+def splits():
+    options = {"classes": 3, "size": 16, "train_per_class": 8, "val_per_class": 3, "test_per_class": 3}
+    return load_synthetic(DatasetRequest(options=options, seed=0, base_dir=Path(".")))
+
+
+@pytest.fixture(scope="module")
+def strategies():
+    return {name: p.record for name, p in collect(make_plugin_manager()).strategies.items()}
+
+
+def _built():
+    torch.manual_seed(0)
+    return build_timm(BackboneRequest(model="test_resnet", num_classes=3, pretrained=False))
+
+
+def _changed_per_phase(built, splits, phases) -> list[set[str]]:
+    """Names of parameters and buffers that changed during each epoch."""
+    snapshots = [{k: v.clone() for k, v in built.model.state_dict().items()}]
+
+    def snapshot(epoch, accuracy):
+        snapshots.append({k: v.clone() for k, v in built.model.state_dict().items()})
+
+    fit(built, splits, phases, SETTINGS, on_epoch=snapshot)
+    return [{k for k in a if not torch.equal(a[k], b[k])} for a, b in zip(snapshots, snapshots[1:])]
+
+
+def _group_of(built) -> dict[str, int]:
+    """Module prefix -> group index, so buffers (BN running stats) map to their group."""
+    return {name.rsplit(".", 1)[0]: i for i, g in enumerate(built.groups) for name in g}
+
+
+def _groups_touched(built, changed: set[str]) -> set[int]:
+    owner = _group_of(built)
+    return {owner[k.rsplit(".", 1)[0]] for k in changed if k.rsplit(".", 1)[0] in owner}
+
+
+def test_linear_probe_trains_only_the_head(splits, strategies):
+    built = _built()
+    phases = strategies["linear_probe"].phases({"epochs": 1, "lr_head": 0.05}, len(built.groups))
+    (changed,) = _changed_per_phase(built, splits, phases)
+    assert changed == set(built.head)  # not even batch-norm statistics move
+
+
+def test_finetune_freezes_the_first_groups(splits, strategies):
+    built = _built()
+    n = len(built.groups)
+    phases = strategies["finetune"].phases({"epochs": 1, "freeze": 0.5, "lr_backbone": 1e-3, "lr_head": 1e-2}, n)
+    k = round(0.5 * n)
+    assert phases[0].frozen_groups == k
+    (changed,) = _changed_per_phase(built, splits, phases)
+    assert _groups_touched(built, changed) == set(range(k, n))
+    assert set(built.head) <= changed
+
+
+def test_two_stage_trains_head_then_the_last_groups(splits, strategies):
+    built = _built()
+    n = len(built.groups)
+    params = {"head_epochs": 1, "epochs": 1, "lr_head": 1e-2, "freeze": 0.75, "lr_finetune": 1e-3}
+    phases = strategies["two_stage"].phases(params, n)
+    assert [p.name for p in phases] == ["head", "unfrozen"]
+    first, second = _changed_per_phase(built, splits, phases)
+    assert first == set(built.head)
+    assert _groups_touched(built, second) == set(range(round(0.75 * n), n))
+
+
+def test_training_learns_and_is_reproducible_on_cpu(splits):
+    phases = [Phase("all", 4, 0, 3e-3, 3e-3)]
+    a = fit(_built(), splits, phases, SETTINGS)
+    b = fit(_built(), splits, phases, SETTINGS)
+    assert a.val_curve == b.val_curve and a.test_accuracy == b.test_accuracy
+    assert a.val_curve[-1] > 1 / 3 + 0.2  # well above chance on 3 classes
+    assert a.train_flops > 0 and a.trainable_params == sum(p.numel() for p in _built().model.parameters())
+    assert a.precision == "fp32"
+
+
+def test_absurd_learning_rate_fails_the_trial_with_a_reason(splits):
+    with pytest.raises(TrialFailed, match="loss became (nan|inf)"):
+        fit(_built(), splits, [Phase("all", 3, 0, 1e9, 1e9)], SETTINGS)
+
+
+def test_precision_selection_on_cpu_and_cuda(monkeypatch):
+    assert autocast_dtype(torch.device("cpu")) is None
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: True)
+    assert autocast_dtype(torch.device("cuda")) is torch.bfloat16
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: False)
+    assert autocast_dtype(torch.device("cuda")) is torch.float16
