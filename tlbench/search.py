@@ -306,7 +306,7 @@ def preflight(p: Plan) -> dict[str, DatasetSplits]:
     for i, (entry, record) in enumerate(p.datasets):
         loaded[entry.key] = _at(f"datasets[{i}] ({entry.key})", lambda: load_splits(entry, record, p.bench.seed, p.base_dir))
     for i, (key, backbone) in enumerate(p.backbones.items()):
-        _at(f"backbones[{i}] ({key})", lambda: build_backbone(backbone, 2))
+        _at(f"backbones[{i}]", lambda: build_backbone(backbone, 2))
     return loaded
 
 
@@ -318,7 +318,7 @@ def run(
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # failures are reported by progress, once
     device = train.pick_device(p.bench.training.device)
-    measured: dict[tuple[str, int], dict[str, float]] = {}  # inference cost per (backbone, resolution)
+    measured: dict[tuple, dict[str, float]] = {}  # inference cost per (backbone, resolution, batch size)
     for entry, _ in p.datasets:
         study = open_study(p, entry.key, storage)
         done = sum(t.state in FINISHED for t in study.get_trials(deepcopy=False))
@@ -392,7 +392,7 @@ class Objective:
         self.p, self.splits, self.device, self.progress, self.measured = p, splits, device, progress, measured
 
     def __call__(self, trial: optuna.Trial) -> float:
-        from tlbench import train
+        from tlbench import cost, train
 
         p = self.p
         bkey = trial.suggest_categorical("backbone", list(p.backbones))
@@ -415,6 +415,7 @@ class Objective:
         )
         _describe(trial, backbone, built, phases, {**params, **training}, settings)
         self.progress.trial_started(trial.number, f"{bkey} · {skey}", sum(ph.epochs for ph in phases))
+        cost.reset_peak_memory(self.device)  # so that CUDA peak memory is this trial's own
         try:
             result = train.fit(built, self.splits, phases, settings, on_epoch=lambda e, acc: self._epoch(trial, e, acc))
         except train.TrialFailed as exc:
@@ -432,7 +433,7 @@ class Objective:
     def _record(self, trial, built: BuiltBackbone, settings, bkey: str, result) -> None:
         from tlbench import cost, train
 
-        key = (bkey, settings.resolution)
+        key = (bkey, settings.resolution, settings.batch_size)
         if key not in self.measured:
             throughput, latency = cost.inference_speed(
                 built.model, settings.resolution, self.device, settings.batch_size, train.autocast_dtype(self.device)

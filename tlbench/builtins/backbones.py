@@ -75,7 +75,8 @@ def build_timm(
             raise UserError(
                 f"backbone timm:{request.model}: pretrained weights could not be downloaded or found in the cache "
                 f"({type(exc).__name__}: {str(exc)[:100]}); set 'weights: <file>' to a local .safetensors/.pth file, "
-                "run once with a network to fill the Hugging Face cache, or set 'pretrained: false' for random init"
+                "run once with a network to fill the Hugging Face cache, or set 'pretrained: false' for random init "
+                "(HF_HUB_OFFLINE=1 makes this check immediate)"
             ) from exc
         raise
     if request.weights is not None:
