@@ -9,6 +9,7 @@ which installed plugins load. Built-ins always load.
 from __future__ import annotations
 
 import difflib
+import hashlib
 import importlib
 import importlib.metadata
 import importlib.util
@@ -126,7 +127,7 @@ def _load_path(host: PluginHost, path: Path) -> None:
 
 
 def _import_file(path: Path) -> ModuleType:
-    modname = f"tlbench_local_plugin_{abs(hash(str(path.resolve())))}"
+    modname = "tlbench_local_plugin_" + hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:12]
     spec = importlib.util.spec_from_file_location(modname, path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
@@ -187,17 +188,16 @@ class Registry:
     def _suggest_backbone(self, name: str) -> str:
         prefix, sep, model = name.partition(":")
         candidates = list(self.backbones)
-        targets = [(f, p) for f, p in self.families.items() if not sep or f == prefix]
-        for fam, provided in targets:
-            if provided.record.names is not None:
-                candidates += [f"{fam}:{m}" for m in provided.record.names()]
-        hint = _did_you_mean(name if sep else name, candidates)
-        if not hint and not sep:
-            hint = _did_you_mean(name, [c.partition(":")[2] or c for c in candidates])
-            if hint:
-                fams = ", ".join(f"{f}:" for f in self.families)
-                hint += f" (family models need a prefix: {fams})"
-        return hint or f"; installed: {', '.join(list(self.backbones) + [f + ':<model>' for f in self.families])}"
+        for family, provided in self.families.items():
+            if provided.record.names is not None and (not sep or family == prefix):
+                candidates += [f"{family}:{m}" for m in provided.record.names()]
+        if not sep:  # a bare model name: compare it with the model part of family names
+            close = difflib.get_close_matches(name, [c.partition(":")[2] or c for c in candidates], n=3, cutoff=0.8)
+            full = [c for c in candidates if (c.partition(":")[2] or c) in close][:3]
+            if full:
+                return "; did you mean " + " or ".join(f"'{c}'" for c in full) + "?"
+        families = [f"{f}:<model>" for f in self.families]
+        return _did_you_mean(name, candidates) or f"; installed: {', '.join(list(self.backbones) + families)}"
 
 
 def _did_you_mean(name: str, options: Iterable[str]) -> str:
@@ -205,7 +205,7 @@ def _did_you_mean(name: str, options: Iterable[str]) -> str:
     close = difflib.get_close_matches(name, options, n=3, cutoff=0.6)
     if close:
         return "; did you mean " + " or ".join(f"'{c}'" for c in close) + "?"
-    if len(options) <= 12:
+    if 0 < len(options) <= 12:
         return f"; known: {', '.join(sorted(options))}"
     return ""
 
