@@ -105,11 +105,26 @@ def test_forward_flops_match_timm_published_gmacs():
     assert abs(flops - 2 * 1.82e9) / (2 * 1.82e9) < 0.02
 
 
-def test_train_step_flops_shrink_when_the_backbone_is_frozen():
-    model = timm.create_model("test_resnet", num_classes=3)
+@pytest.mark.parametrize("groups", [1, 16])
+def test_conv_backward_costs_twice_the_forward_even_when_grouped(groups):
+    # torch's own formula ignores groups: it counted this depthwise backward 16x too high
+    conv = torch.nn.Conv2d(16, 16, 3, padding=1, groups=groups)
+    x = torch.zeros(1, 16, 8, 8, requires_grad=True)
+    with cost._counter() as counter:
+        conv(x)
+    forward = counter.get_total_flops()
+    with cost._counter() as counter:
+        conv(x).sum().backward()
+    assert counter.get_total_flops() == 3 * forward
+
+
+@pytest.mark.parametrize("model_name", ["test_resnet", "test_efficientnet"])
+def test_train_step_flops_shrink_when_the_backbone_is_frozen(model_name):
+    model = timm.create_model(model_name, num_classes=3)
     full = cost.train_step_flops(model, 64, torch.device("cpu"))
-    for name, p in model.named_parameters():
-        p.requires_grad_(name.startswith("fc."))
+    head = {id(p) for p in model.get_classifier().parameters()}
+    for p in model.parameters():
+        p.requires_grad_(id(p) in head)
     head_only = cost.train_step_flops(model, 64, torch.device("cpu"))
     forward = cost.forward_flops(model, 64, torch.device("cpu"))
     assert head_only < 1.1 * forward < full  # no backward through a frozen backbone

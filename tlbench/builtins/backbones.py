@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 from tlbench import hookimpl
 from tlbench.types import Backbone, BackboneRequest, BuiltBackbone, DataConfig, UserError
@@ -57,13 +58,12 @@ def _timm_names() -> list[str]:
     return timm.list_models()
 
 
-def build_timm(
-    request: BackboneRequest, convert: Callable[[dict], dict] | None = None
-) -> BuiltBackbone:
+def build_timm(request: BackboneRequest, convert: Callable[[dict, Any], dict] | None = None) -> BuiltBackbone:
     """Build a timm model with a fresh head; groups come from timm's ``group_matcher``.
 
-    ``convert`` maps a loaded weights file's state dict to timm's key layout
-    (for checkpoints from other projects); it should raise UserError on mismatch.
+    ``convert(state, model)`` maps a loaded weights file's state dict to the
+    model's key layout (for checkpoints from other projects); it should raise
+    UserError when the file does not fit.
     """
     import timm
 
@@ -82,7 +82,7 @@ def build_timm(
     if request.weights is not None:
         state = load_weights(request.weights, f"timm:{request.model}")
         if convert is not None:
-            state = convert(state)
+            state = convert(state, model)
         _load_into(model, state, request, reset=lambda: model.reset_classifier(request.num_classes))
     return BuiltBackbone(
         model=model,
