@@ -154,3 +154,27 @@ def test_storage_that_cannot_be_opened_is_a_user_error(write_config, capsys):
     config = write_config(BENCH | {"search": {"n_trials": 1, "storage": "sqlite:////no/such/folder/x.db"}})
     assert cli.main(["run", str(config)]) == 2
     assert "search.storage: cannot open sqlite:////no/such/folder/x.db" in capsys.readouterr().err
+
+
+def test_enqueued_recipes_are_never_pruned(write_config, capsys):
+    recipe = {"backbone": "timm:test_resnet-scratch", "strategy": "finetune"}
+    config = write_config(
+        BENCH
+        | {
+            "backbones": [{"name": "timm:test_resnet", "pretrained": False}],
+            "strategies": [{"name": "finetune", "epochs": 3, "freeze": 0.0, "lr_backbone": [1.0e-8, 1.0e-2], "lr_head": [1.0e-8, 1.0e-1]}],
+            "search": {
+                "n_trials": 2,
+                "startup_trials": 1,
+                "enqueue": [
+                    recipe | {"params": {"lr_backbone": 3.0e-3, "lr_head": 3.0e-3}},
+                    recipe | {"params": {"lr_backbone": 1.0e-7, "lr_head": 1.0e-7}},  # learns nothing
+                ],
+            },
+        }
+    )
+    assert cli.main(["run", str(config), "--format", "csv"]) == 0
+    trials = results.load_run(_run_folder(config)).trials
+    good, bad = (json.loads(curve) for curve in trials["val_curve"])
+    assert bad[1] < good[1]  # the median pruner would have stopped it after epoch 2
+    assert list(trials["state"]) == ["COMPLETE", "COMPLETE"] and len(bad) == 3

@@ -84,6 +84,7 @@ class SearchConfig(_Strict):
     sampler: Literal["tpe", "random"] = "tpe"  # seeded with the benchmark's seed
     pruner: Literal["median", "none"] = "median"  # prunes on validation accuracy after each epoch
     startup_trials: PositiveInt = 4  # trials before TPE models and the pruner prunes
+    warmup_epochs: int = Field(1, ge=0)  # the pruner never stops a trial during its first epochs
     storage: str | None = None  # Optuna storage URL; default: SQLite file in the run folder
     enqueue: list[Recipe] = Field(default_factory=list)  # known-good recipes to try first
 

@@ -367,7 +367,8 @@ def open_study(p: Plan, dataset_key: str, storage: optuna.storages.BaseStorage) 
         else optuna.samplers.RandomSampler(seed=bench.seed + done)
     )
     pruner = (
-        optuna.pruners.MedianPruner(n_startup_trials=search.startup_trials, n_warmup_steps=1)
+        # steps are 1-based epochs; Optuna may prune once step >= n_warmup_steps
+        optuna.pruners.MedianPruner(n_startup_trials=search.startup_trials, n_warmup_steps=search.warmup_epochs + 1)
         if search.pruner == "median"
         else optuna.pruners.NopPruner()
     )
@@ -381,7 +382,8 @@ def open_study(p: Plan, dataset_key: str, storage: optuna.storages.BaseStorage) 
             "set another 'run:' name (or remove it to get one from the config) to start a new study"
         )
     for recipe in search.enqueue:
-        study.enqueue_trial(recipe_params(p, recipe.backbone, recipe.strategy, recipe.params), skip_if_exists=True)
+        params = recipe_params(p, recipe.backbone, recipe.strategy, recipe.params)
+        study.enqueue_trial(params, user_attrs={"recipe": True}, skip_if_exists=True)
     return study
 
 
@@ -427,7 +429,8 @@ class Objective:
     def _epoch(self, trial: optuna.Trial, epoch: int, accuracy: float) -> None:
         self.progress.epoch_done(epoch, accuracy)
         trial.report(accuracy, epoch)
-        if trial.should_prune():
+        # A recipe from the config runs to the end: it is the baseline the search is measured against.
+        if not trial.user_attrs.get("recipe") and trial.should_prune():
             raise optuna.TrialPruned(f"pruned after epoch {epoch} at val accuracy {accuracy:.3f}")
 
     def _record(self, trial, built: BuiltBackbone, settings, bkey: str, result) -> None:

