@@ -84,9 +84,7 @@ def inference_speed(
     model.eval()
 
     def timed(n: int) -> list[float]:
-        x = torch.randn(n, 3, resolution, resolution, device=device)
-        if device.type == "cuda":
-            x = x.contiguous(memory_format=torch.channels_last)
+        x = torch.randn(n, 3, resolution, resolution, device=device).contiguous(memory_format=torch.channels_last)
         times: list[float] = []
         with torch.autocast(device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
             for i in range(1000):
