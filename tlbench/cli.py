@@ -110,7 +110,7 @@ def cmd_run(args) -> int:
     device = train.pick_device(plan.bench.training.device)
     studies = {entry.key: search.study_name(plan.bench, entry.key) for entry, _ in plan.datasets}
     results.save_metadata(folder, plan.bench, plan.base_dir, studies, cost.device_name(device))
-    storage = search.connect(results.storage_url(plan.bench, folder))
+    storage = search.connect(results.storage_url(plan.bench.search.storage, folder))
     console = _console()
     console.print(f"run folder: {folder}", markup=False, highlight=False)
     try:

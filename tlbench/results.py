@@ -49,8 +49,9 @@ def run_dir(bench: Benchmark, base_dir: Path) -> Path:
     return (root if root.is_absolute() else base_dir / root) / bench.name / bench.run_name
 
 
-def storage_url(bench: Benchmark, folder: Path) -> str:
-    return bench.search.storage or f"sqlite:///{(folder / DEFAULT_STORAGE).resolve()}"
+def storage_url(configured: str | None, folder: Path) -> str:
+    """The configured Optuna storage URL, or the run folder's own SQLite file."""
+    return configured or f"sqlite:///{(folder / DEFAULT_STORAGE).resolve()}"
 
 
 def save_metadata(folder: Path, bench: Benchmark, base_dir: Path, study_names: dict[str, str], device: str) -> None:
@@ -123,7 +124,7 @@ def load_run(folder: Path) -> Run:
     meta = json.loads((folder / "run.json").read_text(encoding="utf-8"))
     env_file = folder / "environment.json"
     env = json.loads(env_file.read_text(encoding="utf-8")) if env_file.is_file() else {}
-    trials = trials_frame(meta["storage"] or f"sqlite:///{(folder / DEFAULT_STORAGE).resolve()}", meta["studies"])
+    trials = trials_frame(storage_url(meta["storage"], folder), meta["studies"])
     return Run(folder, meta, env, trials, summary_frame(trials))
 
 

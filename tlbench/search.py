@@ -153,12 +153,16 @@ def _at(where: str, fn):
 
 def _dataset(registry: Registry, entry: DatasetEntry) -> Dataset:
     record = registry.dataset(entry.name)
-    for key in entry.options:
-        if key not in record.options:
-            hint = difflib.get_close_matches(key, list(record.options), n=1)
-            known = f"did you mean '{hint[0]}'?" if hint else f"{entry.name} accepts: {', '.join(record.options) or 'none'}"
-            raise UserError(f"{key}: unknown option; {known}")
+    _check_options(entry.name, entry.options, record.options)
     return record
+
+
+def _check_options(name: str, given: Mapping[str, Any], accepted: Mapping[str, Any]) -> None:
+    for key in given:
+        if key not in accepted:
+            hint = difflib.get_close_matches(key, list(accepted), n=1)
+            known = f"did you mean '{hint[0]}'?" if hint else f"{name} accepts: {', '.join(accepted) or 'none'}"
+            raise UserError(f"{key}: unknown option; {known}")
 
 
 def _backbone(registry: Registry, entry: BackboneEntry, base_dir: Path) -> PlannedBackbone:
@@ -174,11 +178,7 @@ def _backbone(registry: Registry, entry: BackboneEntry, base_dir: Path) -> Plann
 
 def _strategy(registry: Registry, entry: StrategyEntry, where: str) -> PlannedStrategy:
     record = registry.strategy(entry.name)
-    unknown = [k for k in entry.options if k not in record.options]
-    if unknown:
-        hint = difflib.get_close_matches(unknown[0], list(record.options), n=1)
-        known = f"did you mean '{hint[0]}'?" if hint else f"{entry.name} accepts: {', '.join(record.options)}"
-        raise UserError(f"{unknown[0]}: unknown option; {known}")
+    _check_options(entry.name, entry.options, record.options)
     options = {**record.options, **entry.options}
     space = _dry_run(lambda s: record.suggest(s, options), where)
     try:
