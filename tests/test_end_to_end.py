@@ -122,7 +122,7 @@ def test_running_again_resumes_and_extends(write_config, capsys):
     assert cli.main(["run", str(config), "--n-trials", "3", "--format", "csv"]) == 0
     after = _trials(folder)
     assert after[:2] == before and len(after) == 3
-    assert "study: 2 of 3 trials already done" in capsys.readouterr().out
+    assert "study: 2 of 3 trials already done" in capsys.readouterr().err
 
 
 def test_changed_config_with_the_same_run_name_is_refused(write_config, capsys):
@@ -146,8 +146,8 @@ def test_failed_trial_is_recorded_and_the_study_goes_on(write_config, capsys):
     trials = results.load_run(_run_folder(config)).trials
     assert list(trials["state"]) == ["FAIL", "FAIL"]
     assert trials["fail_reason"].str.contains("learning rate is likely too high").all()
-    out = capsys.readouterr().out
-    assert out.count("FAILED: loss became") == 2
+    err = capsys.readouterr().err
+    assert err.count("FAILED: loss became") == 2
 
 
 def test_storage_that_cannot_be_opened_is_a_user_error(write_config, capsys):

@@ -61,24 +61,24 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _console():
+def _console(stderr: bool = False):
+    """Tables go to stdout; progress and notes to stderr, so that output can be piped."""
     from rich.console import Console
 
-    return Console()
+    return Console(stderr=stderr)
 
 
 def _load(config: Path, *, verbose: bool = False, run_name: str | None = None, n_trials: int | None = None):
     """Config -> plugins -> checked plan. Every user mistake surfaces here as UserError."""
     from tlbench import plugins, search
-    from tlbench.config import load_config
+    from tlbench.config import load_config, parse_config
 
     bench, base_dir = load_config(config)
-    updates = {"run": run_name} if run_name else {}
-    if n_trials is not None:
-        if n_trials < 1:
-            raise UserError(f"--n-trials: must be 1 or more, got {n_trials}")
-        updates["search"] = bench.search.model_copy(update={"n_trials": n_trials})
-    bench = bench.model_copy(update=updates)
+    if run_name or n_trials is not None:  # command-line overrides, validated like the file
+        data = bench.model_dump(mode="json")
+        data["run"] = run_name or data["run"]
+        data["search"]["n_trials"] = n_trials if n_trials is not None else data["search"]["n_trials"]
+        bench = parse_config(data, "command line (--run/--n-trials)")
     host = plugins.make_plugin_manager(bench.plugins, base_dir=base_dir)
     _warn_failures(host, verbose)
     return search.plan(bench, plugins.collect(host), base_dir)
@@ -111,13 +111,13 @@ def cmd_run(args) -> int:
     studies = {entry.key: search.study_name(plan.bench, entry.key) for entry, _ in plan.datasets}
     results.save_metadata(folder, plan.bench, plan.base_dir, studies, cost.device_name(device))
     storage = search.connect(results.storage_url(plan.bench.search.storage, folder))
-    console = _console()
-    console.print(f"run folder: {folder}", markup=False, highlight=False)
+    status = _console(stderr=True)
+    status.print(f"run folder: {folder}", markup=False, highlight=False)
     try:
-        search.run(plan, splits, storage, make_progress(console), on_trial=lambda: results.write_tables(folder))
+        search.run(plan, splits, storage, make_progress(status), on_trial=lambda: results.write_tables(folder))
     finally:
         run = results.write_tables(folder)
-        _show(run, args.format, console)
+        _show(run, args.format, _console())
     return 0
 
 
