@@ -55,6 +55,15 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--trials", action="store_true", help="list every trial instead of the summary")
     p.set_defaults(command=cmd_report)
 
+    p = sub.add_parser("compare", parents=[common], help="line up runs side by side, with deltas against the first")
+    p.add_argument("run_dirs", type=Path, nargs="+", metavar="RUN_DIR", help="two or more results/<benchmark>/<run>")
+    p.add_argument("--format", choices=FORMATS, default="rich")
+    p.set_defaults(command=cmd_compare)
+
+    p = sub.add_parser("plot", parents=[common], help="write plots and report.md into a run folder")
+    p.add_argument("run_dir", type=Path)
+    p.set_defaults(command=cmd_plot)
+
     p = sub.add_parser("plugins", parents=[common], help="list plugins and the names they provide")
     p.add_argument("--config", type=Path, help="also load the plugin paths this config lists")
     p.set_defaults(command=cmd_plugins)
@@ -109,15 +118,61 @@ def cmd_run(args) -> int:
     folder = results.run_dir(plan.bench, plan.base_dir)
     device = train.pick_device(plan.bench.training.device)
     studies = {entry.key: search.study_name(plan.bench, entry.key) for entry, _ in plan.datasets}
-    results.save_metadata(folder, plan.bench, plan.base_dir, studies, cost.device_name(device))
+    repeat_studies = {entry.key: search.repeats_study_name(plan.bench, entry.key) for entry, _ in plan.datasets}
+    results.save_metadata(folder, plan.bench, plan.base_dir, studies, repeat_studies, cost.device_name(device))
     storage = search.connect(results.storage_url(plan.bench.search.storage, folder))
     status = _console(stderr=True)
     status.print(f"run folder: {folder}", markup=False, highlight=False)
+    progress, write = make_progress(status), lambda: results.write_tables(folder)
     try:
-        search.run(plan, splits, storage, make_progress(status), on_trial=lambda: results.write_tables(folder))
+        search.run(plan, splits, storage, progress, on_trial=write)
+        if plan.bench.repeats:
+            summary = results.load_run(folder).summary
+            selected = {key: list(rows["trial"]) for key, rows in summary.groupby("dataset")}
+            search.run_repeats(plan, splits, storage, selected, progress, on_trial=write)
     finally:
         run = results.write_tables(folder)
         _show(run, args.format, _console())
+    _write_report(run, status)
+    return 0
+
+
+def _write_report(run, status) -> None:
+    """Plots and report.md in the run folder; without matplotlib, report.md and a note."""
+    from tlbench import report
+
+    try:
+        plots = report.plot_run(run)
+    except ImportError:
+        plots = []
+        status.print("plots skipped: matplotlib is not installed (pip install 'tlbench[plot]')", markup=False)
+    path = report.write_report_md(run, plots)
+    status.print(f"report: {path}", markup=False, highlight=False)
+
+
+def cmd_plot(args) -> int:
+    from tlbench import report, results
+
+    run = results.load_run(args.run_dir)
+    try:
+        plots = report.plot_run(run)
+    except ImportError as exc:
+        raise UserError("tlbench plot needs matplotlib: pip install 'tlbench[plot]'") from exc
+    path = report.write_report_md(run, plots)
+    print("\n".join(str(p) for p in [*plots, path]))
+    return 0
+
+
+def cmd_compare(args) -> int:
+    from tlbench import report, results
+
+    if len(args.run_dirs) < 2:
+        raise UserError("compare: give two or more run folders (results/<benchmark>/<run>)")
+    runs = [results.load_run(folder) for folder in args.run_dirs]
+    flags = results.environment_flags(runs)
+    report.render_compare(results.compare_frame(runs), [str(r.path) for r in runs], flags, args.format, _console())
+    for flag in flags if args.format in ("csv", "json") else []:
+        print(f"tlbench: warning: {flag}", file=sys.stderr)
     return 0
 
 

@@ -102,6 +102,7 @@ class Benchmark(_Strict):
     name: str = Field(pattern=_SLUG)  # results go to results_dir/name/run
     run: str | None = Field(None, pattern=_SLUG)  # run name; default: a fingerprint of the config
     seed: int = 0  # seeds splits, sampler and training
+    repeats: int = Field(0, ge=0)  # retrain each best configuration with this many new seeds, on the test split
     results_dir: str = "results"  # relative to the config file
     plugins: list[str] = Field(default_factory=list)  # .py files or folders, relative to the config file
     datasets: list[DatasetEntry] = Field(min_length=1)
@@ -111,8 +112,8 @@ class Benchmark(_Strict):
     training: TrainingConfig = TrainingConfig()
 
     def fingerprint(self) -> str:
-        """Hash of what defines the search: not the budget, storage or run name."""
-        data = self.model_dump(mode="json", exclude={"run": True, "search": {"n_trials", "timeout", "storage"}})
+        """Hash of what defines the search: not the budget, repeats, storage or run name."""
+        data = self.model_dump(mode="json", exclude={"run": True, "repeats": True, "search": {"n_trials", "timeout", "storage"}})
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:10]
 
     @property

@@ -1,8 +1,12 @@
-"""Rendering only: the summary of a run as rich tables, markdown, CSV or JSON."""
+"""Rendering only: summaries, cross-dataset rankings and run comparisons as rich
+tables, markdown, CSV or JSON; accuracy-versus-cost plots; the run's report.md."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 
 import pandas as pd
 from rich import box
@@ -10,24 +14,6 @@ from rich.console import Console
 from rich.table import Table
 
 from tlbench.results import Run
-
-# (summary column, heading, formatter); the order is the table's
-COLUMNS = [
-    ("backbone", "Backbone", str),
-    ("strategy", "Strategy", str),
-    ("test_accuracy", "Test", lambda v: f"{v:.3f}"),
-    ("val_accuracy", "Val", lambda v: f"{v:.3f}"),
-    ("trainable_params", "Trainable", lambda v: human_count(v)),
-    ("total_params", "Params", lambda v: human_count(v)),
-    ("forward_gflops", "GFLOP/img", lambda v: f"{v:.3g}"),
-    ("train_gflops", "Train GFLOP", lambda v: f"{v:,.0f}" if v >= 100 else f"{v:.3g}"),
-    ("train_seconds", "Train", lambda v: human_seconds(v)),
-    ("throughput", "Img/s", lambda v: f"{v:,.0f}"),
-    ("peak_memory_mb", "Peak MB", lambda v: f"{v:,.0f}"),
-    ("trials", "Trials", lambda v: str(int(v))),
-    ("config", "Best config", str),
-]
-PARETO_NOTE = "★ Pareto front: no other row has higher test accuracy for fewer training FLOPs"
 
 
 def human_count(n: float) -> str:
@@ -45,64 +31,114 @@ def human_seconds(s: float) -> str:
     return f"{s / 3600:.1f} h"
 
 
-def _cell(value, fmt) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "–"
-    return fmt(value)
+def human_gflops(v: float) -> str:
+    return f"{v:,.0f}" if v >= 100 else f"{v:.3g}"
+
+
+def _missing(value) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+@dataclass(frozen=True)
+class Column:
+    heading: str
+    cell: Callable[[pd.Series], str]  # row -> text
+    numeric: bool = True  # right-aligned, never wrapped
+    narrow: bool = True  # kept on an 80-column terminal
+    wide_only: bool = False  # only when the terminal is wide (>= 160 columns)
+
+
+def _num(key: str, fmt: Callable[[float], str]) -> Callable[[pd.Series], str]:
+    return lambda row: "–" if _missing(row.get(key)) else fmt(row[key])
+
+
+def _test(row: pd.Series) -> str:
+    if row.get("repeats", 0) and not _missing(row.get("test_std")):
+        return f"{row['test_mean']:.3f}±{row['test_std']:.3f}"
+    return f"{row['test_accuracy']:.3f}"
+
+
+def _ci(row: pd.Series) -> str:
+    return "–" if _missing(row.get("ci_low")) else f"{row['ci_low']:.3f}–{row['ci_high']:.3f}"
+
+
+SUMMARY = [
+    Column("", lambda r: "★" if r["pareto"] else "", numeric=False),
+    Column("Backbone", lambda r: str(r["backbone"]), numeric=False),
+    Column("Strategy", lambda r: str(r["strategy"]), numeric=False),
+    Column("Test", _test),
+    Column("95% CI", _ci),
+    Column("Val", _num("val_accuracy", lambda v: f"{v:.3f}"), wide_only=True),
+    Column("Trainable", _num("trainable_params", human_count)),
+    Column("Params", _num("total_params", human_count), wide_only=True),
+    Column("GFLOP/img", _num("forward_gflops", lambda v: f"{v:.3g}"), narrow=False),
+    Column("Train GFLOP", _num("train_gflops", human_gflops), narrow=False),
+    Column("Train", _num("train_seconds", human_seconds)),
+    Column("Img/s", _num("throughput", lambda v: f"{v:,.0f}")),
+    Column("Peak MB", _num("peak_memory_mb", lambda v: f"{v:,.0f}"), narrow=False),
+    Column("Trials", _num("trials", lambda v: str(int(v))), narrow=False),
+    Column("Best config", lambda r: str(r["config"]), numeric=False, wide_only=True),
+]
+PARETO_NOTE = "★ Pareto front: no other row has higher test accuracy for fewer training FLOPs"
+CI_NOTE = "95% CI: bootstrap over test examples (and over seeds when repeated); Test with ± is mean ± std over the repeats"
 
 
 def caption(run: Run) -> str:
+    """Device, budget and trial counts in one line."""
     env = run.environment
-    n = run.trials[run.trials["state"].isin(["COMPLETE", "PRUNED", "FAIL"])]
-    states = n["state"].value_counts().to_dict()
-    counts = ", ".join(f"{v} {k.lower()}" for k, v in sorted(states.items()))
-    memory = set(run.trials["memory_kind"].dropna())
-    note = " · Peak MB: process peak RSS" if memory == {"process_peak_rss"} else ""
-    return f"{env.get('device', '?')} · torch {env.get('torch', '?')} · trials: {counts or 'none'}{note}"
+    finished = run.trials[run.trials["state"].isin(["COMPLETE", "PRUNED", "FAIL"])]
+    counts = ", ".join(f"{v} {k.lower()}" for k, v in sorted(finished["state"].value_counts().items()))
+    search = run.config.get("search", {})
+    budget = f"budget {search.get('n_trials')} trials" + (f"/{search['timeout']:g} s" if search.get("timeout") else "")
+    repeats = f", {run.config['repeats']} repeats" if run.config.get("repeats") else ""
+    memory = " · Peak MB: process RSS" if set(run.trials["memory_kind"].dropna()) == {"process_peak_rss"} else ""
+    return f"{env.get('device', '?')} · torch {env.get('torch', '?')} · {budget}{repeats} · {counts or 'no trials'}{memory}"
+
+
+def _pick(columns: list[Column], width: int) -> list[Column]:
+    wide = width >= 160
+    return [c for c in columns if (wide or not c.wide_only) and (width >= 110 or c.narrow)]
+
+
+def rich_table(title: str, columns: list[Column], rows: pd.DataFrame, width: int, caption_text: str = "") -> Table:
+    table = Table(title=title, caption=caption_text, box=box.SIMPLE_HEAD, padding=(0, 0), collapse_padding=True, pad_edge=False)
+    for col in _pick(columns, width):
+        table.add_column(col.heading, justify="right" if col.numeric else "left", no_wrap=col.numeric, overflow="fold")
+    for _, row in rows.iterrows():
+        table.add_row(*(col.cell(row) for col in _pick(columns, width)))
+    return table
+
+
+def markdown_table(columns: list[Column], rows: pd.DataFrame) -> list[str]:
+    out = ["| " + " | ".join(c.heading or "Pareto" for c in columns) + " |", "|" + "---|" * len(columns)]
+    for _, row in rows.iterrows():
+        out.append("| " + " | ".join(c.cell(row).replace("|", "\\|") for c in columns) + " |")
+    return out
 
 
 def print_summary(run: Run, console: Console) -> None:
-    """One rich table per dataset; on a narrow console the configs go below the table."""
+    """One rich table per dataset, then the cross-dataset ranking when there are several."""
     if run.summary.empty:
         console.print(f"No completed trials yet in {run.path}.")
         return
-    wide = console.width >= 160
-    dropped = set() if wide else {"config", "total_params", "val_accuracy"}
-    if console.width < 110:
-        dropped |= {"trials", "train_gflops", "peak_memory_mb"}
-    columns = [c for c in COLUMNS if c[0] not in dropped]
     for dataset, rows in run.summary.groupby("dataset", sort=False):
-        table = Table(
-            title=f"{run.meta['benchmark']} / {run.meta['run']} — {dataset}", caption=caption(run), box=box.SIMPLE_HEAD,
-            padding=(0, 0),
-            collapse_padding=True,
-            pad_edge=False,
-        )
-        table.add_column("", width=1)
-        for key, heading, _ in columns:
-            numeric = key not in ("backbone", "strategy", "config")
-            width = None if numeric else min(16 if key == "backbone" else 12, max(len(str(v)) for v in rows[key]))
-            table.add_column(heading, justify="right" if numeric else "left", overflow="fold", no_wrap=numeric, min_width=width)
-        for _, row in rows.iterrows():
-            table.add_row("★" if row["pareto"] else "", *(_cell(row[key], fmt) for key, _, fmt in columns))
-        console.print(table)
-        if not wide:
+        title = f"{run.meta['benchmark']} / {run.meta['run']} — {dataset}"
+        console.print(rich_table(title, SUMMARY, rows, console.width, caption(run)))
+        if console.width < 160:
             for _, row in rows.iterrows():
                 console.print(f"  {row['backbone']} · {row['strategy']}: {row['config']}", markup=False, highlight=False)
-    console.print(PARETO_NOTE, style="dim")
+    if run.summary["dataset"].nunique() > 1:
+        console.print(rich_table("Across datasets", RANKING, run.ranking, console.width))
+    console.print(PARETO_NOTE + "\n" + CI_NOTE, style="dim")
 
 
 def to_markdown(run: Run) -> str:
-    out = []
+    out: list[str] = []
     for dataset, rows in run.summary.groupby("dataset", sort=False):
-        out += [f"### {dataset}", "", caption(run), ""]
-        out.append("| Pareto | " + " | ".join(h for _, h, _ in COLUMNS) + " |")
-        out.append("|---|" + "|".join("---" for _ in COLUMNS) + "|")
-        for _, row in rows.iterrows():
-            cells = [_cell(row[k], f).replace("|", "\\|") for k, _, f in COLUMNS]
-            out.append(f"| {'★' if row['pareto'] else ''} | " + " | ".join(cells) + " |")
-        out.append("")
-    return "\n".join(out + [PARETO_NOTE, ""]) if out else "No completed trials.\n"
+        out += [f"### {dataset}", "", caption(run), "", *markdown_table(SUMMARY, rows), ""]
+    if run.summary["dataset"].nunique() > 1:
+        out += ["### Across datasets", "", *markdown_table(RANKING, run.ranking), ""]
+    return "\n".join(out + [PARETO_NOTE, "", CI_NOTE, ""]) if out else "No completed trials.\n"
 
 
 def render(run: Run, fmt: str) -> str:
@@ -120,3 +156,138 @@ def trials_table(trials: pd.DataFrame) -> str:
     """Plain-text list of every trial, for `tlbench report --trials`."""
     cols = ["dataset", "trial", "state", "backbone", "strategy", "val_accuracy", "test_accuracy", "train_seconds", "config", "fail_reason"]
     return trials[cols].to_string(index=False)
+
+
+# --------------------------------------------------------------------------- across datasets
+
+RANKING = [
+    Column("Backbone", lambda r: str(r["backbone"]), numeric=False),
+    Column("Mean rank", _num("mean_rank", lambda v: f"{v:.2f}")),
+    Column("Mean test", _num("mean_test", lambda v: f"{v:.3f}")),
+    Column("Datasets", _num("datasets", lambda v: str(int(v)))),
+    Column("Train GFLOP", _num("train_gflops", human_gflops)),
+    Column("Train time", _num("train_seconds", human_seconds)),
+]
+
+
+# --------------------------------------------------------------------------- compare
+
+
+def compare_columns(n_runs: int) -> list[Column]:
+    """Key columns, then per run (A, B, ...) its test accuracy, with deltas against run A."""
+    cols = [
+        Column("Dataset", lambda r: str(r["dataset"]), numeric=False),
+        Column("Backbone", lambda r: str(r["backbone"]), numeric=False),
+        Column("Strategy", lambda r: str(r["strategy"]), numeric=False),
+    ]
+    for i in range(n_runs):
+        cols.append(Column(f"{chr(65 + i)} test", _num(f"test_{i}", lambda v: f"{v:.3f}")))
+        if i:
+            cols.append(Column("Δ test", _delta_test(i)))
+            cols.append(Column("Δ train", _num(f"d_train_seconds_{i}", lambda v: f"{v:+.0%}"), narrow=False))
+            cols.append(Column("Δ GFLOP", _num(f"d_train_gflops_{i}", lambda v: f"{v:+.0%}"), narrow=False))
+            cols.append(Column("Δ img/s", _num(f"d_throughput_{i}", lambda v: f"{v:+.0%}"), narrow=False))
+            cols.append(Column("Δ MB", _num(f"d_peak_memory_mb_{i}", lambda v: f"{v:+.0%}"), narrow=False))
+    return cols
+
+
+def _delta_test(i: int) -> Callable[[pd.Series], str]:
+    def cell(row: pd.Series) -> str:
+        if _missing(row.get(f"d_test_{i}")):
+            return "missing"
+        text = f"{row[f'd_test_{i}']:+.3f}"
+        return text + " (noise)" if row.get(f"noise_{i}") else text
+
+    return cell
+
+
+COMPARE_NOTE = (
+    "Δ against run A; test deltas marked (noise) have overlapping 95% CIs; "
+    "cost deltas are relative (+10% = 10% more)"
+)
+
+
+def render_compare(table: pd.DataFrame, paths: list[str], flags: list[str], fmt: str, console: Console) -> None:
+    """The comparison in ``fmt``; runs are lettered A, B, ... in the order given."""
+    if fmt == "csv":
+        console.file.write(table.to_csv(index=False))
+        return
+    if fmt == "json":
+        console.file.write(table.to_json(orient="records", indent=2) + "\n")
+        return
+    cols = compare_columns(len(paths))
+    runs = " · ".join(f"{chr(65 + i)} = {path}" for i, path in enumerate(paths))
+    lines = [f"⚠ {flag}" for flag in flags] + [runs, COMPARE_NOTE]
+    if fmt == "markdown":
+        console.file.write("\n".join(markdown_table(cols, table) + [""] + lines) + "\n")
+        return
+    console.print(rich_table("Comparison", cols, table, console.width))
+    for line in lines:
+        console.print(line, markup=False, highlight=False, style="yellow" if line.startswith("⚠") else "dim")
+
+
+# --------------------------------------------------------------------------- plots and report.md
+
+
+def plot_run(run: Run) -> list[Path]:
+    """plot-<dataset>.png in the run folder: test accuracy against forward GFLOPs and
+    against training time, one point per trial, best per backbone labelled, Pareto front drawn."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    paths = []
+    for dataset, trials in run.trials.groupby("dataset", sort=False):
+        fig, axes = plt.subplots(1, 2, figsize=(12, 4.8), constrained_layout=True)
+        for ax, cost, label in ((axes[0], "forward_gflops", "forward GFLOPs per image"), (axes[1], "train_seconds", "training time (s)")):
+            _scatter(ax, trials, run.summary[run.summary["dataset"] == dataset], cost)
+            ax.set_xlabel(label)
+            ax.set_ylabel("accuracy")
+            ax.grid(alpha=0.3)
+        axes[0].legend(fontsize=7, loc="lower right")
+        fig.suptitle(f"{run.meta['benchmark']} / {run.meta['run']} — {dataset}")
+        path = run.path / f"plot-{_slug(dataset)}.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        paths.append(path)
+    return paths
+
+
+def _slug(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+
+
+def _scatter(ax, trials: pd.DataFrame, summary: pd.DataFrame, cost: str) -> None:
+    done = trials[trials["state"] == "COMPLETE"]
+    for backbone, rows in done.groupby("backbone"):
+        ax.scatter(rows[cost], rows["test_accuracy"], s=22, alpha=0.75, label=f"{backbone} (test)")
+    # pruned and failed trials have no test accuracy: shown at their last validation accuracy, at the cost of a full trial
+    stopped = trials[trials["state"].isin(["PRUNED", "FAIL"])]
+    x = stopped[cost].fillna(stopped["elapsed_seconds"]) if cost == "train_seconds" else stopped[cost]
+    if x.notna().any():  # at the time they were stopped, and their last validation accuracy
+        ax.scatter(x, stopped["val_accuracy"], marker="x", c="grey", s=22, label="pruned/failed (val)")
+    front = _front(done, cost)
+    ax.step(front[cost], front["test_accuracy"], where="post", c="black", lw=1, alpha=0.6, label="Pareto front")
+    for _, best in summary.sort_values("val_accuracy", ascending=False).drop_duplicates("backbone").iterrows():
+        ax.annotate(f"{best['backbone']}\n{best['strategy']}", (best[cost], best["test_accuracy"]), fontsize=7,
+                    xytext=(4, -10), textcoords="offset points")  # fmt: skip
+    if (done[cost] > 0).all() and not done.empty and done[cost].max() / max(done[cost].min(), 1e-12) > 20:
+        ax.set_xscale("log")
+
+
+def _front(points: pd.DataFrame, cost: str) -> pd.DataFrame:
+    """The trials that no cheaper trial beats in test accuracy, cheapest first."""
+    ordered = points.sort_values([cost, "test_accuracy"], ascending=[True, False])
+    return ordered[ordered["test_accuracy"] > ordered["test_accuracy"].cummax().shift(fill_value=-1.0)]
+
+
+def write_report_md(run: Run, plots: list[Path]) -> Path:
+    """report.md in the run folder: the tables, with the plots embedded."""
+    from tlbench.results import write_atomic
+
+    images = [f"![{p.stem}]({p.name})" for p in plots]
+    text = f"# {run.meta['benchmark']} / {run.meta['run']}\n\n{to_markdown(run)}\n" + "\n\n".join(images) + "\n"
+    path = run.path / "report.md"
+    write_atomic(path, text)
+    return path

@@ -54,7 +54,9 @@ def storage_url(configured: str | None, folder: Path) -> str:
     return configured or f"sqlite:///{(folder / DEFAULT_STORAGE).resolve()}"
 
 
-def save_metadata(folder: Path, bench: Benchmark, base_dir: Path, study_names: dict[str, str], device: str) -> None:
+def save_metadata(
+    folder: Path, bench: Benchmark, base_dir: Path, studies: dict[str, str], repeat_studies: dict[str, str], device: str
+) -> None:
     """Write config.yaml, run.json and environment.json for a run that is starting."""
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -66,7 +68,8 @@ def save_metadata(folder: Path, bench: Benchmark, base_dir: Path, study_names: d
         "run": bench.run_name,
         "fingerprint": bench.fingerprint(),
         "storage": bench.search.storage,  # None: study.db in this folder
-        "studies": study_names,  # dataset key -> Optuna study name
+        "studies": studies,  # dataset key -> Optuna study name of the search
+        "repeat_studies": repeat_studies,  # dataset key -> study of the seed repeats
         "config_dir": str(base_dir),
     }
     write_atomic(folder / "run.json", json.dumps(meta, indent=2))
@@ -113,8 +116,14 @@ class Run:
     path: Path  # the run folder
     meta: dict[str, Any]  # run.json
     environment: dict[str, Any]  # environment.json
-    trials: pd.DataFrame  # one row per trial, all datasets
+    config: dict[str, Any]  # config.yaml: the resolved benchmark
+    trials: pd.DataFrame  # one row per search trial, all datasets
+    repeats: pd.DataFrame  # one row per seed repeat of a selected trial
     summary: pd.DataFrame  # best trial per dataset x backbone x strategy
+
+    @property
+    def ranking(self) -> pd.DataFrame:
+        return ranking_frame(self.summary, self.trials)
 
 
 def load_run(folder: Path) -> Run:
@@ -122,10 +131,13 @@ def load_run(folder: Path) -> Run:
     if not (folder / "run.json").is_file():
         raise UserError(f"{folder}: not a tlbench run folder (no run.json); pass results/<benchmark>/<run>")
     meta = json.loads((folder / "run.json").read_text(encoding="utf-8"))
-    env_file = folder / "environment.json"
+    env_file, config_file = folder / "environment.json", folder / "config.yaml"
     env = json.loads(env_file.read_text(encoding="utf-8")) if env_file.is_file() else {}
-    trials = trials_frame(storage_url(meta["storage"], folder), meta["studies"])
-    return Run(folder, meta, env, trials, summary_frame(trials))
+    config = yaml.safe_load(config_file.read_text(encoding="utf-8")) if config_file.is_file() else {}
+    url = storage_url(meta["storage"], folder)
+    trials = trials_frame(url, meta["studies"])
+    repeats = trials_frame(url, meta.get("repeat_studies", {}))
+    return Run(folder, meta, env, config, trials, repeats, summary_frame(trials, repeats))
 
 
 def trials_frame(storage: str, studies: dict[str, str]) -> pd.DataFrame:
@@ -138,18 +150,18 @@ def trials_frame(storage: str, studies: dict[str, str]) -> pd.DataFrame:
         except KeyError:
             continue  # not started yet
         rows += [_trial_row(dataset, t) for t in study.get_trials(deepcopy=False)]
-    return pd.DataFrame(rows, columns=TRIAL_COLUMNS)
+    return pd.DataFrame(rows, columns=TRIAL_COLUMNS + ["repeat_of", "test_correct"])
 
 
 TRIAL_COLUMNS = [
     "dataset", "trial", "state", "backbone", "strategy", "val_accuracy", "test_accuracy", "config",
     "frozen_groups", "n_groups", "epochs", "total_params", "trainable_params", "forward_gflops",
     "train_gflops", "train_seconds", "throughput", "latency_ms", "peak_memory_mb", "memory_kind",
-    "device", "precision", "resolution", "val_curve", "fail_reason", "params",
+    "device", "precision", "resolution", "elapsed_seconds", "val_curve", "fail_reason", "params",
 ]  # fmt: skip
 MEASURED = [  # trial user attributes copied as they are
     "total_params", "trainable_params", "forward_gflops", "train_gflops", "train_seconds", "throughput",
-    "latency_ms", "peak_memory_mb", "memory_kind", "device", "precision", "resolution",
+    "latency_ms", "peak_memory_mb", "memory_kind", "device", "precision", "resolution", "elapsed_seconds",
 ]  # fmt: skip
 
 
@@ -173,6 +185,8 @@ def _trial_row(dataset: str, t) -> dict[str, Any]:
         "val_curve": json.dumps(curve),
         "fail_reason": a.get("fail_reason"),
         "params": json.dumps(a.get("params", {}), sort_keys=True),
+        "repeat_of": a.get("repeat_of"),
+        "test_correct": a.get("test_correct"),
     }
 
 
@@ -193,15 +207,18 @@ def describe_params(params: dict[str, Any], phases: list[dict], n_groups: int | 
 
 
 SUMMARY_COLUMNS = [
-    "dataset", "backbone", "strategy", "trial", "trials", "val_accuracy", "test_accuracy", "config",
+    "dataset", "backbone", "strategy", "trial", "trials", "val_accuracy", "test_accuracy",
+    "repeats", "test_mean", "test_std", "ci_low", "ci_high", "config",
     "total_params", "trainable_params", "forward_gflops", "train_gflops", "train_seconds",
     "throughput", "latency_ms", "peak_memory_mb", "device", "pareto",
 ]  # fmt: skip
 
 
-def summary_frame(trials: pd.DataFrame) -> pd.DataFrame:
+def summary_frame(trials: pd.DataFrame, repeats: pd.DataFrame | None = None) -> pd.DataFrame:
     """Per dataset x backbone x strategy, the trial with the best validation accuracy
-    (ties: less training time, then the earlier trial) and its test accuracy and costs."""
+    (ties: less training time, then the earlier trial), its test accuracy and costs,
+    and test accuracy over its seed repeats: mean, std and a 95 % bootstrap interval
+    (over the selected trial's own test results when there are no repeats)."""
     finished = trials[trials["state"].isin(["COMPLETE", "PRUNED", "FAIL"])]
     counts = finished.groupby(["dataset", "backbone", "strategy"]).size().rename("trials")
     done = trials[trials["state"] == "COMPLETE"].sort_values(
@@ -211,7 +228,28 @@ def summary_frame(trials: pd.DataFrame) -> pd.DataFrame:
     best = best.join(counts, on=["dataset", "backbone", "strategy"])
     best = best.sort_values(["dataset", "test_accuracy"], ascending=[True, False]).reset_index(drop=True)
     best["pareto"] = pareto_mask(best)
+    spread = [_spread(row, repeats) for _, row in best.iterrows()]
+    best = pd.concat([best.reset_index(drop=True), pd.DataFrame(spread, columns=SPREAD)], axis=1)
     return best[SUMMARY_COLUMNS]
+
+
+SPREAD = ["repeats", "test_mean", "test_std", "ci_low", "ci_high"]
+
+
+def _spread(row, repeats: pd.DataFrame | None) -> list:
+    """[repeats, mean, std, ci_low, ci_high] of test accuracy for a summary row."""
+    from tlbench.stats import bootstrap_ci, decode
+
+    runs = pd.DataFrame()
+    if repeats is not None and not repeats.empty:
+        mine = (repeats["dataset"] == row["dataset"]) & (repeats["repeat_of"] == row["trial"])
+        runs = repeats[mine & (repeats["state"] == "COMPLETE")]
+    if runs.empty:  # no repeats: the test examples are the only source of noise
+        low, high = bootstrap_ci([decode(row["test_correct"])]) if row["test_correct"] else (None, None)
+        return [0, row["test_accuracy"], None, low, high]
+    low, high = bootstrap_ci([decode(bits) for bits in runs["test_correct"]])
+    std = float(runs["test_accuracy"].std(ddof=1)) if len(runs) > 1 else None
+    return [len(runs), float(runs["test_accuracy"].mean()), std, low, high]
 
 
 def pareto_mask(rows: pd.DataFrame) -> list[bool]:
@@ -229,10 +267,62 @@ def pareto_mask(rows: pd.DataFrame) -> list[bool]:
     return out
 
 
+def ranking_frame(summary: pd.DataFrame, trials: pd.DataFrame) -> pd.DataFrame:
+    """Per backbone across datasets: its rank on each dataset (by the test accuracy of
+    its best-by-validation strategy; 1 is best), mean rank, mean test accuracy, and the
+    training compute of all its completed trials."""
+    if summary.empty:
+        return pd.DataFrame(columns=["backbone", "mean_rank", "mean_test", "datasets", "train_gflops", "train_seconds"])
+    best = summary.sort_values(["val_accuracy", "train_seconds"], ascending=[False, True])
+    best = best.drop_duplicates(["dataset", "backbone"]).copy()
+    best["rank"] = best.groupby("dataset")["test_accuracy"].rank(ascending=False, method="min")
+    table = best.groupby("backbone").agg(
+        mean_rank=("rank", "mean"), mean_test=("test_accuracy", "mean"), datasets=("dataset", "nunique")
+    )
+    spent = trials[trials["state"] == "COMPLETE"].groupby("backbone")[["train_gflops", "train_seconds"]].sum()
+    return table.join(spent).reset_index().sort_values(["mean_rank", "mean_test"], ascending=[True, False])
+
+
+KEY = ["dataset", "backbone", "strategy"]
+COMPARED = ["train_seconds", "train_gflops", "throughput", "peak_memory_mb"]  # costs compared as ratios
+ENVIRONMENT_KEYS = ["device", "cuda", "torch", "torchvision", "timm", "optuna", "tlbench", "python"]
+
+
+def compare_frame(runs: list[Run]) -> pd.DataFrame:
+    """Summary rows of several runs aligned by dataset x backbone x strategy (a row
+    missing from a run stays, with gaps); deltas are against the first run."""
+    table = None
+    for i, run in enumerate(runs):
+        part = run.summary[KEY + ["test_accuracy", "test_mean", "ci_low", "ci_high"] + COMPARED].copy()
+        part["test_accuracy"] = part["test_mean"].fillna(part["test_accuracy"])  # the repeats' mean when there are some
+        part = part.drop(columns=["test_mean"]).rename(columns={"test_accuracy": "test"})
+        part = part.rename(columns={c: f"{c}_{i}" for c in part.columns if c not in KEY})
+        table = part if table is None else table.merge(part, on=KEY, how="outer")
+    for i in range(1, len(runs)):
+        table[f"d_test_{i}"] = table[f"test_{i}"] - table["test_0"]
+        overlap = (table[f"ci_low_{i}"] <= table["ci_high_0"]) & (table["ci_low_0"] <= table[f"ci_high_{i}"])
+        table[f"noise_{i}"] = overlap & table[f"d_test_{i}"].notna()
+        for cost in COMPARED:
+            table[f"d_{cost}_{i}"] = table[f"{cost}_{i}"] / table[f"{cost}_0"] - 1
+    return table.sort_values(KEY).reset_index(drop=True)
+
+
+def environment_flags(runs: list[Run]) -> list[str]:
+    """One line per environment field that differs between runs (hardware, versions)."""
+    flags = []
+    for key in ENVIRONMENT_KEYS:
+        values = [str(run.environment.get(key)) for run in runs]
+        if len(set(values)) > 1:
+            kind = "hardware" if key in ("device", "cuda") else "versions"
+            flags.append(f"different {kind}: {key} = " + " vs ".join(values) + " (costs are not comparable as they are)")
+    return flags
+
+
 def write_tables(folder: Path, run: Run | None = None) -> Run:
     """(Re)write trials.csv, summary.csv and summary.json from the storage."""
     run = run or load_run(folder)
-    write_atomic(folder / "trials.csv", run.trials.to_csv(index=False))
+    everything = pd.concat([run.trials, run.repeats]) if not run.repeats.empty else run.trials
+    write_atomic(folder / "trials.csv", everything.drop(columns=["test_correct"]).to_csv(index=False))
     write_atomic(folder / "summary.csv", run.summary.to_csv(index=False))
     write_atomic(folder / "summary.json", run.summary.to_json(orient="records", indent=2))
     return run

@@ -7,6 +7,7 @@ search ranges) before any compute; :func:`run` runs and resumes the studies.
 from __future__ import annotations
 
 import difflib
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -318,7 +319,7 @@ def run(
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # failures are reported by progress, once
     device = train.pick_device(p.bench.training.device)
-    measured: dict[tuple, dict[str, float]] = {}  # inference cost per (backbone, resolution, batch size)
+    measured: dict[tuple, Any] = {}  # forward FLOPs per (backbone, resolution); speed per (.., batch size)
     for entry, _ in p.datasets:
         study = open_study(p, entry.key, storage)
         done = sum(t.state in FINISHED for t in study.get_trials(deepcopy=False))
@@ -341,6 +342,49 @@ def run(
             )
         finally:
             progress.study_finished(entry.key)
+
+
+REPEAT_SEED = 1_000_000  # repeat r trains with seed bench.seed + REPEAT_SEED + r, apart from search trials
+
+
+def run_repeats(
+    p: Plan, splits: dict[str, DatasetSplits], storage, selected: dict[str, list[int]], progress: Progress, on_trial=lambda: None
+) -> None:
+    """Retrain each selected trial's configuration with ``bench.repeats`` new seeds.
+
+    ``selected`` maps a dataset key to trial numbers of its search study. The
+    repeats live in a study of their own (``<study>/repeats``), one trial per
+    (selected trial, seed); running again adds only the missing ones.
+    """
+    from tlbench import train
+
+    device = train.pick_device(p.bench.training.device)
+    for key, numbers in selected.items():
+        search_study = optuna.load_study(study_name=study_name(p.bench, key), storage=storage)
+        study = optuna.create_study(
+            storage=storage, study_name=repeats_study_name(p.bench, key), direction="maximize", load_if_exists=True
+        )
+        done = {(t.user_attrs.get("repeat_of"), t.user_attrs.get("repeat")) for t in study.get_trials(deepcopy=False)}
+        missing = [(n, r) for n in numbers for r in range(p.bench.repeats) if (n, r) not in done]
+        for number, r in missing:
+            attrs = {"recipe": True, "repeat_of": number, "repeat": r, "seed": p.bench.seed + REPEAT_SEED + r}
+            study.enqueue_trial(search_study.trials[number].params, user_attrs=attrs)
+        if not missing:
+            continue
+        progress.study_started(f"{key} repeats", 0, len(missing))
+        try:
+            study.optimize(
+                Objective(p, splits[key], device, progress, {}),
+                n_trials=len(missing),
+                catch=(train.TrialFailed,),
+                callbacks=[lambda s, t: (progress.trial_finished(t), on_trial())],
+            )
+        finally:
+            progress.study_finished(key)
+
+
+def repeats_study_name(bench: Benchmark, dataset_key: str) -> str:
+    return study_name(bench, dataset_key) + "/repeats"
 
 
 def connect(url: str) -> optuna.storages.BaseStorage:
@@ -412,23 +456,32 @@ class Objective:
             augment=p.bench.training.augment,
             resolution=resolution,
             device=self.device,
-            seed=p.bench.seed + trial.number,
+            seed=trial.user_attrs.get("seed", p.bench.seed + trial.number),
             num_workers=p.bench.training.num_workers,
         )
         _describe(trial, backbone, built, phases, {**params, **training}, settings)
+        flops_key = (bkey, resolution)  # known before training, so that pruned trials have it too
+        if flops_key not in self.measured:
+            self.measured[flops_key] = cost.forward_flops(built.model, resolution, self.device) / 1e9
+        trial.set_user_attr("forward_gflops", self.measured[flops_key])
+        trial.set_user_attr("total_params", cost.count_params(built.model))
         self.progress.trial_started(trial.number, f"{bkey} · {skey}", sum(ph.epochs for ph in phases))
         cost.reset_peak_memory(self.device)  # so that CUDA peak memory is this trial's own
+        start = time.perf_counter()
         try:
-            result = train.fit(built, self.splits, phases, settings, on_epoch=lambda e, acc: self._epoch(trial, e, acc))
+            result = train.fit(
+                built, self.splits, phases, settings, on_epoch=lambda e, acc: self._epoch(trial, e, acc, start)
+            )
         except train.TrialFailed as exc:
             trial.set_user_attr("fail_reason", str(exc))
             raise
         self._record(trial, built, settings, bkey, result)
         return result.val_accuracy
 
-    def _epoch(self, trial: optuna.Trial, epoch: int, accuracy: float) -> None:
+    def _epoch(self, trial: optuna.Trial, epoch: int, accuracy: float, start: float) -> None:
         self.progress.epoch_done(epoch, accuracy)
         trial.report(accuracy, epoch)
+        trial.set_user_attr("elapsed_seconds", time.perf_counter() - start)  # training + evaluation so far
         # A recipe from the config runs to the end: it is the baseline the search is measured against.
         if not trial.user_attrs.get("recipe") and trial.should_prune():
             raise optuna.TrialPruned(f"pruned after epoch {epoch} at val accuracy {accuracy:.3f}")
@@ -441,19 +494,15 @@ class Objective:
             throughput, latency = cost.inference_speed(
                 built.model, settings.resolution, self.device, settings.batch_size, train.autocast_dtype(self.device)
             )
-            self.measured[key] = {
-                "forward_gflops": cost.forward_flops(built.model, settings.resolution, self.device) / 1e9,
-                "throughput": throughput,
-                "latency_ms": latency,
-            }
+            self.measured[key] = {"throughput": throughput, "latency_ms": latency}
         memory, memory_kind = cost.peak_memory_mb(self.device)
         attrs = {
             **self.measured[key],
             "val_curve": result.val_curve,
             "test_accuracy": result.test_accuracy,
+            "test_correct": "".join("1" if c else "0" for c in result.test_correct),  # for bootstrap intervals
             "train_seconds": result.train_seconds,
             "train_gflops": result.train_flops / 1e9,
-            "total_params": cost.count_params(built.model),
             "trainable_params": result.trainable_params,
             "peak_memory_mb": memory,
             "memory_kind": memory_kind,

@@ -39,7 +39,7 @@ class TrainSettings:
 @dataclass(frozen=True)
 class FitResult:
     val_curve: list[float]  # validation accuracy after each epoch
-    test_accuracy: float  # of the final model; reported, never used to select
+    test_correct: list[bool]  # per test example, in split order: right or wrong; reported, never used to select
     train_seconds: float  # wall clock of the training steps, evaluation excluded
     train_flops: float  # measured train-step FLOPs per image x images trained on, summed over phases
     trainable_params: int  # parameters updated in at least one phase
@@ -48,6 +48,10 @@ class FitResult:
     @property
     def val_accuracy(self) -> float:
         return self.val_curve[-1]
+
+    @property
+    def test_accuracy(self) -> float:
+        return sum(self.test_correct) / len(self.test_correct)
 
 
 def pick_device(name: str) -> torch.device:
@@ -127,9 +131,10 @@ def fit(
             on_epoch(len(curve), curve[-1])
     if not curve:
         raise TrialFailed("the strategy gave no phase with epochs > 0")
+    test = correctness(model, loaders["test"], device, dtype)
     return FitResult(
         val_curve=curve,
-        test_accuracy=evaluate(model, loaders["test"], device, dtype),
+        test_correct=test,
         train_seconds=seconds,
         train_flops=flops,
         trainable_params=cost.count_params(model, updated),
@@ -210,17 +215,22 @@ def _train_step(model, x, y, optimizer, scaler, dtype, phase: Phase) -> None:
     scaler.update()
 
 
-@torch.no_grad()
 def evaluate(model: nn.Module, loader: DataLoader, device: torch.device, dtype: torch.dtype | None) -> float:
     """Top-1 accuracy on ``loader``."""
+    correct = correctness(model, loader, device, dtype)
+    return sum(correct) / max(len(correct), 1)
+
+
+@torch.no_grad()
+def correctness(model: nn.Module, loader: DataLoader, device: torch.device, dtype: torch.dtype | None) -> list[bool]:
+    """Whether each example of ``loader``, in order, is classified right (for bootstrap intervals)."""
     model.eval()
-    correct = total = 0
+    out: list[bool] = []
     for x, y in loader:
         with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
             logits = model(_to(x, device))
-        correct += (logits.argmax(1).cpu() == y).sum().item()
-        total += len(y)
-    return correct / max(total, 1)
+        out += (logits.argmax(1).cpu() == y).tolist()
+    return out
 
 
 def _to(x: torch.Tensor, device: torch.device) -> torch.Tensor:

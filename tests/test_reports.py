@@ -1,0 +1,142 @@
+"""Reports people read: repeats with bootstrap intervals, compare, plots, cross-dataset ranking."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from conftest import tiny_benchmark
+from tlbench import cli, results
+from tlbench.stats import bootstrap_ci
+
+TWO_DATASETS = tiny_benchmark(
+    name="reports",
+    repeats=2,
+    datasets=[
+        {"name": "synthetic", "label": "easy", "classes": 3, "size": 16, "train_per_class": 8, "val_per_class": 4, "test_per_class": 10, "noise": 0.1},
+        {"name": "synthetic", "label": "hard", "classes": 3, "size": 16, "train_per_class": 8, "val_per_class": 4, "test_per_class": 10, "noise": 0.6},
+    ],
+    backbones=[{"name": "timm:test_resnet", "pretrained": False}, {"name": "timm:test_efficientnet", "pretrained": False}],
+    strategies=[{"name": "finetune", "epochs": 2, "freeze": 0.0}],
+    search={
+        "n_trials": 2,
+        "pruner": "none",
+        "enqueue": [
+            {"backbone": "timm:test_resnet-scratch", "strategy": "finetune"},
+            {"backbone": "timm:test_efficientnet-scratch", "strategy": "finetune"},
+        ],
+    },
+)
+
+
+def test_bootstrap_interval_on_known_cases():
+    assert bootstrap_ci([[True] * 50]) == (1.0, 1.0)
+    low, high = bootstrap_ci([[1] * 200 + [0] * 200])  # p = 0.5, n = 400: normal approx ±0.049
+    assert abs(low - 0.451) < 0.01 and abs(high - 0.549) < 0.01
+    # seeds disagree (0.9, 0.8, 0.7): the interval must cover the run-to-run spread, not just the examples
+    runs = np.array([[1] * 90 + [0] * 10, [1] * 80 + [0] * 20, [1] * 70 + [0] * 30])
+    low, high = bootstrap_ci(runs)
+    assert low < 0.75 and high > 0.85
+    assert bootstrap_ci(runs, seed=1) != (low, high) and bootstrap_ci(runs) == (low, high)  # seeded
+
+
+@pytest.fixture(scope="module")
+def two_runs(tmp_path_factory):
+    """Run A (two datasets, 2 repeats) and run B (one backbone fewer, another machine)."""
+    folder = tmp_path_factory.mktemp("reports")
+    (folder / "a.yaml").write_text(yaml.safe_dump(TWO_DATASETS | {"run": "a"}))
+    b = TWO_DATASETS | {"run": "b", "repeats": 0, "backbones": TWO_DATASETS["backbones"][:1]}
+    b["search"] = b["search"] | {"n_trials": 1, "enqueue": b["search"]["enqueue"][:1]}
+    (folder / "b.yaml").write_text(yaml.safe_dump(b))
+    assert cli.main(["run", str(folder / "a.yaml"), "--format", "csv"]) == 0
+    assert cli.main(["run", str(folder / "b.yaml"), "--format", "csv"]) == 0
+    env_b = folder / "results" / "reports" / "b" / "environment.json"
+    env_b.write_text(json.dumps(json.loads(env_b.read_text()) | {"device": "NVIDIA H200"}))
+    return folder / "results" / "reports" / "a", folder / "results" / "reports" / "b"
+
+
+def test_repeats_give_mean_std_and_an_interval(two_runs):
+    run = results.load_run(two_runs[0])
+    assert len(run.repeats) == 2 * 2 * 2  # 2 datasets x 2 selected configs x 2 seeds
+    assert (run.summary["repeats"] == 2).all()
+    for _, row in run.summary.iterrows():
+        mine = run.repeats[(run.repeats["dataset"] == row["dataset"]) & (run.repeats["repeat_of"] == row["trial"])]
+        assert row["test_mean"] == pytest.approx(mine["test_accuracy"].mean())
+        assert row["ci_low"] <= row["test_mean"] <= row["ci_high"]
+    seeds = {json.loads(p)["batch_size"] for p in run.repeats["params"]}
+    assert seeds == {8}  # the selected configuration, retrained
+
+
+def test_running_again_adds_no_repeats(two_runs, capsys):
+    config = two_runs[0].parent.parent.parent / "a.yaml"
+    before = len(results.load_run(two_runs[0]).repeats)
+    assert cli.main(["run", str(config), "--format", "csv"]) == 0
+    assert len(results.load_run(two_runs[0]).repeats) == before
+
+
+def test_without_repeats_the_interval_covers_test_examples(two_runs):
+    summary = results.load_run(two_runs[1]).summary
+    assert (summary["repeats"] == 0).all() and summary["ci_low"].notna().all()
+    assert (summary["ci_low"] <= summary["test_accuracy"]).all() and (summary["test_accuracy"] <= summary["ci_high"]).all()
+
+
+def test_cross_dataset_ranking(two_runs):
+    run = results.load_run(two_runs[0])
+    ranking = run.ranking
+    assert set(ranking["backbone"]) == {"timm:test_resnet-scratch", "timm:test_efficientnet-scratch"}
+    assert (ranking["datasets"] == 2).all()
+    for _, row in ranking.iterrows():
+        mine = run.summary[run.summary["backbone"] == row["backbone"]]
+        assert row["mean_test"] == pytest.approx(mine["test_accuracy"].mean())
+        assert 1 <= row["mean_rank"] <= 2
+    assert sorted(ranking["mean_rank"]) == list(ranking["mean_rank"])
+    assert ranking["train_gflops"].sum() == pytest.approx(run.trials["train_gflops"].sum())
+
+
+def test_markdown_report_has_per_dataset_and_cross_dataset_tables(two_runs, capsys):
+    assert cli.main(["report", str(two_runs[0]), "--format", "markdown"]) == 0
+    out = capsys.readouterr().out
+    assert "### easy" in out and "### hard" in out and "### Across datasets" in out
+    table = [line for line in out.split("### Across datasets")[1].splitlines() if line.startswith("|")]
+    assert len(table) == 2 + 2 and len({len(re.split(r"(?<!\\)\|", line)) for line in table}) == 1
+    assert re.search(r"\| 0\.\d{3}±0\.\d{3} \| 0\.\d{3}–\d\.\d{3} \|", out)  # mean±std, then the interval
+
+
+def test_plots_and_report_md_are_written(two_runs, capsys):
+    for name in ("plot-easy.png", "plot-hard.png", "report.md"):
+        path = two_runs[0] / name
+        assert path.stat().st_size > 1000 or (name == "report.md" and path.stat().st_size > 200), name
+    assert (two_runs[0] / "plot-easy.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    report_md = (two_runs[0] / "report.md").read_text()
+    assert "![plot-easy](plot-easy.png)" in report_md and "| Pareto |" in report_md
+    (two_runs[0] / "plot-easy.png").unlink()
+    assert cli.main(["plot", str(two_runs[0])]) == 0
+    assert (two_runs[0] / "plot-easy.png").stat().st_size > 1000
+
+
+def test_compare_aligns_rows_flags_hardware_and_missing_rows(two_runs, capsys):
+    a, b = two_runs
+    assert cli.main(["compare", str(a), str(b), "--format", "json"]) == 0
+    out, err = capsys.readouterr()
+    rows = pd.DataFrame(json.loads(out))
+    assert len(rows) == 4  # 2 datasets x 2 backbones, aligned
+    missing = rows[rows["backbone"] == "timm:test_efficientnet-scratch"]
+    assert missing["test_1"].isna().all() and missing["test_0"].notna().all()
+    present = rows[rows["backbone"] == "timm:test_resnet-scratch"]
+    assert list(present["d_test_1"]) == pytest.approx(list(present["test_1"] - present["test_0"]))
+    overlap = (present["ci_low_1"] <= present["ci_high_0"]) & (present["ci_low_0"] <= present["ci_high_1"])
+    assert (present["noise_1"] == overlap).all()
+    assert "different hardware: device" in err and "NVIDIA H200" in err
+    assert cli.main(["compare", str(a), str(b), "--format", "markdown"]) == 0
+    out = capsys.readouterr().out
+    assert "missing" in out and "⚠ different hardware" in out and out.count("| ") > 10
+
+
+def test_compare_needs_two_runs(two_runs, capsys):
+    assert cli.main(["compare", str(two_runs[0])]) == 2
+    assert "two or more run folders" in capsys.readouterr().err
