@@ -178,3 +178,13 @@ def test_enqueued_recipes_are_never_pruned(write_config, capsys):
     good, bad = (json.loads(curve) for curve in trials["val_curve"])
     assert bad[1] < good[1]  # the median pruner would have stopped it after epoch 2
     assert list(trials["state"]) == ["COMPLETE", "COMPLETE"] and len(bad) == 3
+
+
+def test_same_config_and_seed_give_the_same_trials_in_one_process(write_config, capsys):
+    # the second run starts with whatever RNG state the first left behind
+    for run in ("first", "second"):
+        config = write_config(BENCH | {"run": run, "search": {"n_trials": 2, "pruner": "none"}}, filename=f"{run}.yaml")
+        assert cli.main(["run", str(config), "--format", "csv"]) == 0
+    first, second = (results.load_run(config.parent / "results" / "e2e" / run).trials for run in ("first", "second"))
+    columns = ["backbone", "strategy", "params", "val_curve", "test_accuracy"]
+    assert first[columns].equals(second[columns])

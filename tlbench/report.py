@@ -80,19 +80,27 @@ SUMMARY = [
     Column("Best config", lambda r: str(r["config"]), numeric=False, wide_only=True),
 ]
 PARETO_NOTE = "★ Pareto front: no other row has higher test accuracy for fewer training FLOPs"
-CI_NOTE = "95% CI: bootstrap over test examples (and over seeds when repeated); Test with ± is mean ± std over the repeats"
+CI_NOTE = "95% CI: bootstrap over test examples (and seeds); Test a±b: mean±std over seeds"
 
 
 def caption(run: Run) -> str:
-    """Device, budget and trial counts in one line."""
-    env = run.environment
+    """Device, budget and trial counts, short enough for one 80-column line."""
     finished = run.trials[run.trials["state"].isin(["COMPLETE", "PRUNED", "FAIL"])]
     counts = ", ".join(f"{v} {k.lower()}" for k, v in sorted(finished["state"].value_counts().items()))
     search = run.config.get("search", {})
     budget = f"budget {search.get('n_trials')} trials" + (f"/{search['timeout']:g} s" if search.get("timeout") else "")
-    repeats = f", {run.config['repeats']} repeats" if run.config.get("repeats") else ""
-    memory = " · Peak MB: process RSS" if set(run.trials["memory_kind"].dropna()) == {"process_peak_rss"} else ""
-    return f"{env.get('device', '?')} · torch {env.get('torch', '?')} · {budget}{repeats} · {counts or 'no trials'}{memory}"
+    repeats = f" x{run.config['repeats']} seeds" if run.config.get("repeats") else ""
+    return f"{run.environment.get('device', '?')} · {budget}{repeats} · {counts or 'no trials'}"
+
+
+def notes(run: Run) -> list[str]:
+    """What the table's marks and units mean."""
+    out = [PARETO_NOTE, CI_NOTE]
+    if set(run.trials["memory_kind"].dropna()) == {"process_peak_rss"}:
+        out.append("Peak MB on CPU: the process's peak resident memory, libraries included")
+    env = run.environment
+    out.append(f"torch {env.get('torch', '?')} · timm {env.get('timm', '?')} · optuna {env.get('optuna', '?')}")
+    return out
 
 
 def _pick(columns: list[Column], width: int) -> list[Column]:
@@ -129,7 +137,8 @@ def print_summary(run: Run, console: Console) -> None:
                 console.print(f"  {row['backbone']} · {row['strategy']}: {row['config']}", markup=False, highlight=False)
     if run.summary["dataset"].nunique() > 1:
         console.print(rich_table("Across datasets", RANKING, run.ranking, console.width))
-    console.print(PARETO_NOTE + "\n" + CI_NOTE, style="dim")
+    for line in notes(run):
+        console.print(line, style="dim", markup=False, highlight=False)
 
 
 def to_markdown(run: Run) -> str:
@@ -138,7 +147,7 @@ def to_markdown(run: Run) -> str:
         out += [f"### {dataset}", "", caption(run), "", *markdown_table(SUMMARY, rows), ""]
     if run.summary["dataset"].nunique() > 1:
         out += ["### Across datasets", "", *markdown_table(RANKING, run.ranking), ""]
-    return "\n".join(out + [PARETO_NOTE, "", CI_NOTE, ""]) if out else "No completed trials.\n"
+    return "\n".join(out + [line + "  " for line in notes(run)] + [""]) if out else "No completed trials.\n"
 
 
 def render(run: Run, fmt: str) -> str:

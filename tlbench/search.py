@@ -438,6 +438,8 @@ class Objective:
         self.p, self.splits, self.device, self.progress, self.measured = p, splits, device, progress, measured
 
     def __call__(self, trial: optuna.Trial) -> float:
+        import torch
+
         from tlbench import cost, train
 
         p = self.p
@@ -447,6 +449,8 @@ class Objective:
         params = strategy.record.suggest(Space(trial, f"{skey}.", f"strategy {skey}"), strategy.options)
         training = _suggest_training(Space(trial, "", "training"), p.bench)
         backbone = p.backbones[bkey]
+        seed = trial.user_attrs.get("seed", p.bench.seed + trial.number)
+        torch.manual_seed(seed)  # the fresh head's init too, whatever ran before in this process
         built = build_backbone(backbone, len(self.splits.classes))
         phases = list(strategy.record.phases(params, len(built.groups)))
         resolution = backbone.entry.resolution or p.bench.training.resolution or built.data_config.input_size
@@ -456,7 +460,7 @@ class Objective:
             augment=p.bench.training.augment,
             resolution=resolution,
             device=self.device,
-            seed=trial.user_attrs.get("seed", p.bench.seed + trial.number),
+            seed=seed,
             num_workers=p.bench.training.num_workers,
         )
         _describe(trial, backbone, built, phases, {**params, **training}, settings)
