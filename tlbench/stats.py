@@ -22,11 +22,15 @@ def bootstrap_ci(
         raise ValueError(f"expected a non-empty seeds x examples matrix, got shape {m.shape}")
     rng = np.random.default_rng(seed)
     n_seeds, n_examples = m.shape
-    rows = rng.integers(0, n_seeds, size=(samples, n_seeds))
-    cols = rng.integers(0, n_examples, size=(samples, n_examples))
-    # mean over the drawn seeds of each seed's accuracy on the drawn examples
-    per_seed = np.stack([m[:, c].mean(axis=1) for c in cols])  # [samples, n_seeds]
-    means = np.take_along_axis(per_seed, rows, axis=1).mean(axis=1)
+    chunk = max(1, 2_000_000 // (n_seeds * n_examples))  # bounds memory for large test sets
+    means = []
+    for start in range(0, samples, chunk):
+        size = min(chunk, samples - start)
+        cols = rng.integers(0, n_examples, size=(size, n_examples))
+        rows = rng.integers(0, n_seeds, size=(size, n_seeds))
+        per_seed = m[:, cols].mean(axis=2).T  # [size, n_seeds]: each seed's accuracy on the drawn examples
+        means.append(np.take_along_axis(per_seed, rows, axis=1).mean(axis=1))
+    means = np.concatenate(means)
     tail = (1 - confidence) / 2
     low, high = np.quantile(means, [tail, 1 - tail])
     return float(low), float(high)
