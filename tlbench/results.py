@@ -245,7 +245,8 @@ def _spread(row, repeats: pd.DataFrame | None) -> list:
         mine = (repeats["dataset"] == row["dataset"]) & (repeats["repeat_of"] == row["trial"])
         runs = repeats[mine & (repeats["state"] == "COMPLETE")]
     if runs.empty:  # no repeats: the test examples are the only source of noise
-        low, high = bootstrap_ci([decode(row["test_correct"])]) if row["test_correct"] else (None, None)
+        # runs made before per-example results were stored have no interval
+        low, high = bootstrap_ci([decode(row["test_correct"])]) if isinstance(row["test_correct"], str) else (None, None)
         return [0, row["test_accuracy"], None, low, high]
     low, high = bootstrap_ci([decode(bits) for bits in runs["test_correct"]])
     std = float(runs["test_accuracy"].std(ddof=1)) if len(runs) > 1 else None
