@@ -140,3 +140,24 @@ def test_compare_aligns_rows_flags_hardware_and_missing_rows(two_runs, capsys):
 def test_compare_needs_two_runs(two_runs, capsys):
     assert cli.main(["compare", str(two_runs[0])]) == 2
     assert "two or more run folders" in capsys.readouterr().err
+
+
+def test_terminal_table_fits_80_columns_and_keeps_the_essentials(two_runs):
+    import io
+
+    from rich.console import Console
+
+    from tlbench import report
+
+    run = results.load_run(two_runs[0])
+    for width in (80, 200):
+        out = io.StringIO()
+        report.print_summary(run, Console(file=out, width=width, force_terminal=False))
+        lines = out.getvalue().splitlines()
+        assert max(len(line) for line in lines) <= width
+        header = next(line for line in lines if "Backbone" in line and "Test" in line)
+        for heading in ("Strategy", "95% CI", "Trainable", "Train", "Img/s"):
+            assert heading in header, (width, heading)
+        assert ("Best config" in header) is (width >= 160)
+        assert any("budget 2 trials x2 seeds" in line for line in lines)
+    assert "Across datasets" in out.getvalue() and "Mean rank" in out.getvalue()
