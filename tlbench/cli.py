@@ -123,13 +123,13 @@ def cmd_run(args) -> int:
     storage = search.connect(results.storage_url(plan.bench.search.storage, folder))
     status = _console(stderr=True)
     status.print(f"run folder: {folder}", markup=False, highlight=False)
-    progress, write = make_progress(status), lambda: results.write_tables(folder)
+    progress, write, measured = make_progress(status), lambda: results.write_tables(folder), {}
     try:
-        search.run(plan, splits, storage, progress, on_trial=write)
+        search.run(plan, splits, storage, progress, on_trial=write, measured=measured)
         if plan.bench.repeats:
             summary = results.load_run(folder).summary
             selected = {key: list(rows["trial"]) for key, rows in summary.groupby("dataset")}
-            search.run_repeats(plan, splits, storage, selected, progress, on_trial=write)
+            search.run_repeats(plan, splits, storage, selected, progress, on_trial=write, measured=measured)
     finally:
         run = results.write_tables(folder)
         _show(run, args.format, _console())

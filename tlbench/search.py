@@ -312,14 +312,23 @@ def preflight(p: Plan) -> dict[str, DatasetSplits]:
 
 
 def run(
-    p: Plan, splits: dict[str, DatasetSplits], storage: optuna.storages.BaseStorage, progress: Progress, on_trial=lambda: None
+    p: Plan,
+    splits: dict[str, DatasetSplits],
+    storage: optuna.storages.BaseStorage,
+    progress: Progress,
+    on_trial=lambda: None,
+    measured: dict | None = None,
 ) -> None:
-    """Run (or resume) one study per dataset until each has ``n_trials`` finished trials."""
+    """Run (or resume) one study per dataset until each has ``n_trials`` finished trials.
+
+    ``measured`` caches costs that depend only on the architecture (forward FLOPs,
+    inference speed); pass the same dict to :func:`run_repeats` to measure them once.
+    """
     from tlbench import train
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # failures are reported by progress, once
     device = train.pick_device(p.bench.training.device)
-    measured: dict[tuple, Any] = {}  # forward FLOPs per (backbone, resolution); speed per (.., batch size)
+    measured = {} if measured is None else measured
     for entry, _ in p.datasets:
         study = open_study(p, entry.key, storage)
         done = sum(t.state in FINISHED for t in study.get_trials(deepcopy=False))
@@ -348,7 +357,13 @@ REPEAT_SEED = 1_000_000  # repeat r trains with seed bench.seed + REPEAT_SEED + 
 
 
 def run_repeats(
-    p: Plan, splits: dict[str, DatasetSplits], storage, selected: dict[str, list[int]], progress: Progress, on_trial=lambda: None
+    p: Plan,
+    splits: dict[str, DatasetSplits],
+    storage,
+    selected: dict[str, list[int]],
+    progress: Progress,
+    on_trial=lambda: None,
+    measured: dict | None = None,
 ) -> None:
     """Retrain each selected trial's configuration with ``bench.repeats`` new seeds.
 
@@ -359,6 +374,7 @@ def run_repeats(
     from tlbench import train
 
     device = train.pick_device(p.bench.training.device)
+    measured = {} if measured is None else measured
     for key, numbers in selected.items():
         search_study = optuna.load_study(study_name=study_name(p.bench, key), storage=storage)
         study = optuna.create_study(
@@ -374,7 +390,7 @@ def run_repeats(
         progress.study_started(f"{key} repeats", 0, len(missing))
         try:
             study.optimize(
-                Objective(p, splits[key], device, progress, {}),
+                Objective(p, splits[key], device, progress, measured),
                 n_trials=len(missing),
                 catch=(train.TrialFailed,),
                 callbacks=[lambda s, t: (progress.trial_finished(t), on_trial())],
@@ -464,7 +480,7 @@ class Objective:
             num_workers=p.bench.training.num_workers,
         )
         _describe(trial, backbone, built, phases, {**params, **training}, settings)
-        flops_key = (bkey, resolution)  # known before training, so that pruned trials have it too
+        flops_key = ("forward_gflops", bkey, resolution)  # known before training, so that pruned trials have it too
         if flops_key not in self.measured:
             self.measured[flops_key] = cost.forward_flops(built.model, resolution, self.device) / 1e9
         trial.set_user_attr("forward_gflops", self.measured[flops_key])
@@ -493,7 +509,7 @@ class Objective:
     def _record(self, trial, built: BuiltBackbone, settings, bkey: str, result) -> None:
         from tlbench import cost, train
 
-        key = (bkey, settings.resolution, settings.batch_size)
+        key = ("speed", bkey, settings.resolution, settings.batch_size)
         if key not in self.measured:
             throughput, latency = cost.inference_speed(
                 built.model, settings.resolution, self.device, settings.batch_size, train.autocast_dtype(self.device)
