@@ -6,7 +6,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from tlbench.builtins.datasets import load_imagefolder, load_synthetic, load_torchvision

@@ -167,7 +167,7 @@ def test_enqueued_recipes_are_never_pruned(write_config, capsys):
                 "n_trials": 2,
                 "startup_trials": 1,
                 "enqueue": [
-                    recipe | {"params": {"lr_backbone": 3.0e-3, "lr_head": 3.0e-3}},
+                    recipe | {"params": {"lr_backbone": 1.0e-2, "lr_head": 1.0e-2}},
                     recipe | {"params": {"lr_backbone": 1.0e-7, "lr_head": 1.0e-7}},  # learns nothing
                 ],
             },

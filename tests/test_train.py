@@ -83,7 +83,7 @@ def test_two_stage_trains_head_then_the_last_groups(splits, strategies):
 
 
 def test_training_learns_and_is_reproducible_on_cpu(splits):
-    phases = [Phase("all", 4, 0, 3e-3, 3e-3)]
+    phases = [Phase("all", 4, 0, 1e-2, 1e-2)]
     a = fit(_built(), splits, phases, SETTINGS)
     b = fit(_built(), splits, phases, SETTINGS)
     assert a.val_curve == b.val_curve and a.test_accuracy == b.test_accuracy

@@ -110,26 +110,29 @@ def cmd_validate(args) -> int:
 
 
 def cmd_run(args) -> int:
-    from tlbench import cost, results, search, train
+    from tlbench import cost, results, search
     from tlbench.progress import make_progress
 
     plan = _load(args.config, verbose=args.verbose, run_name=args.run_name, n_trials=args.n_trials)
     splits = search.preflight(plan)
     folder = results.run_dir(plan.bench, plan.base_dir)
-    device = train.pick_device(plan.bench.training.device)
+    shared = search.Shared(plan, splits)
+    devices = ", ".join(dict.fromkeys(cost.device_name(d) for d in shared.devices))
     studies = {entry.key: search.study_name(plan.bench, entry.key) for entry, _ in plan.datasets}
     repeat_studies = {entry.key: search.repeats_study_name(plan.bench, entry.key) for entry, _ in plan.datasets}
-    results.save_metadata(folder, plan.bench, plan.base_dir, studies, repeat_studies, cost.device_name(device))
+    results.save_metadata(folder, plan.bench, plan.base_dir, studies, repeat_studies, devices)
     storage = search.connect(results.storage_url(plan.bench.search.storage, folder))
     status = _console(stderr=True)
     status.print(f"run folder: {folder}", markup=False, highlight=False)
-    progress, write, measured = make_progress(status), lambda: results.write_tables(folder), {}
+    if len(shared.devices) > 1:
+        status.print(f"{len(shared.devices)} trials at a time, one per device", markup=False, highlight=False)
+    progress, write = make_progress(status), lambda: results.write_tables(folder)
     try:
-        search.run(plan, splits, storage, progress, on_trial=write, measured=measured)
+        search.run(plan, splits, storage, progress, on_trial=write, shared=shared)
         if plan.bench.repeats:
             summary = results.load_run(folder).summary
             selected = {key: list(rows["trial"]) for key, rows in summary.groupby("dataset")}
-            search.run_repeats(plan, splits, storage, selected, progress, on_trial=write, measured=measured)
+            search.run_repeats(plan, splits, storage, selected, progress, on_trial=write, shared=shared)
     finally:
         run = results.write_tables(folder)
         _show(run, args.format, _console())

@@ -89,13 +89,24 @@ class SearchConfig(_Strict):
     enqueue: list[Recipe] = Field(default_factory=list)  # known-good recipes to try first
 
 
+class CacheConfig(_Strict):
+    """The frozen-prefix feature cache (speed only: results are the same without it)."""
+
+    enabled: bool = True  # train on cached outputs of the frozen layers when there is no augmentation
+    memory_mb: PositiveFloat = 2048  # bound on cached features held in memory (least recently used go first)
+    dir: str | None = None  # also keep them in this folder (relative to the config file); safe to delete
+    disk_mb: PositiveFloat = 10240  # bound on that folder; oldest files go first
+
+
 class TrainingConfig(_Strict):
     batch_size: Spec = 32  # fixed, or searched (e.g. {choices: [16, 32, 64]})
     weight_decay: Spec = 0.0  # fixed, or searched (e.g. [1.0e-6, 1.0e-2], log scale)
     augment: bool = False  # random resized crop + flip on training images
     resolution: PositiveInt | None = None  # input side for every backbone; default: each backbone's own
-    device: str = "auto"  # auto (CUDA if present, else CPU), cpu, cuda, cuda:1
+    device: str | list[str] = "auto"  # auto (every GPU, else CPU), cpu, cuda, cuda:1, or a list: one trial per device
     num_workers: int = Field(0, ge=0)  # DataLoader worker processes
+    compile: bool = False  # torch.compile each phase's model (worth it on GPU for long trials)
+    cache: CacheConfig = CacheConfig()
 
 
 class Benchmark(_Strict):
@@ -113,7 +124,13 @@ class Benchmark(_Strict):
 
     def fingerprint(self) -> str:
         """Hash of what defines the search: not the budget, repeats, storage or run name."""
-        data = self.model_dump(mode="json", exclude={"run": True, "repeats": True, "search": {"n_trials", "timeout", "storage"}})
+        exclude = {
+            "run": True,
+            "repeats": True,
+            "search": {"n_trials", "timeout", "storage"},
+            "training": {"cache", "compile"},  # speed settings: same results either way
+        }
+        data = self.model_dump(mode="json", exclude=exclude)
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:10]
 
     @property

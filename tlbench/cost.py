@@ -51,20 +51,38 @@ def forward_flops(model: nn.Module, resolution: int, device: torch.device) -> in
     return int(counter.get_total_flops())
 
 
-def train_step_flops(model: nn.Module, resolution: int, device: torch.device, batch: int = 2) -> float:
+def train_step_flops(
+    model: nn.Module, resolution: int, device: torch.device, batch: int = 2, example: torch.Tensor | None = None
+) -> float:
     """FLOPs of one training step (forward + backward) per image, with the model's
     current ``requires_grad`` flags: a frozen prefix costs no backward pass.
 
-    Runs on a copy so that batch-norm statistics of the real model are untouched.
+    ``example``: an input batch other than images (cached features); its first
+    dimension is the batch. Runs on a copy so that batch-norm statistics of the
+    real model are untouched.
     """
     clone = copy.deepcopy(model).train()
-    x = torch.zeros(batch, 3, resolution, resolution, device=device)
-    target = torch.zeros(batch, dtype=torch.long, device=device)
-    with _counter() as counter:
+    x = torch.zeros(batch, 3, resolution, resolution, device=device) if example is None else example.float()
+    target = torch.zeros(len(x), dtype=torch.long, device=device)
+    # dropout in the copy must not move the random state training draws from
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), _counter() as counter:
         loss = nn.functional.cross_entropy(clone(x), target)
         if loss.requires_grad:
             loss.backward()
-    return counter.get_total_flops() / batch
+    return counter.get_total_flops() / len(x)
+
+
+@torch.no_grad()
+def flops_of(fn, model: nn.Module) -> float:
+    """FLOPs of calling ``fn()`` once, with ``model`` in eval mode."""
+    was_training = model.training
+    model.eval()
+    try:
+        with _counter() as counter:
+            fn()
+    finally:
+        model.train(was_training)
+    return float(counter.get_total_flops())
 
 
 @torch.no_grad()

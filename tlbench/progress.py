@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import optuna
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -29,20 +31,23 @@ class PlainProgress(ProgressBase):
     def __init__(self, console: Console):
         self.console = console
         self.dataset = ""
+        self.epochs: dict[int, int] = {}
+        self.lock = threading.Lock()
 
     def _say(self, text: str) -> None:
-        self.console.print(f"[{self.dataset}] {text}", markup=False, highlight=False, soft_wrap=True)
+        with self.lock:
+            self.console.print(f"[{self.dataset}] {text}", markup=False, highlight=False, soft_wrap=True)
 
     def study_started(self, dataset, done, total):
         self.dataset = dataset
         self._say(f"study: {done} of {total if total is not None else '∞'} trials already done")
 
     def trial_started(self, number, summary, epochs):
-        self.epochs = epochs
+        self.epochs[number] = epochs
         self._say(f"trial {number}: {summary}, {epochs} epochs")
 
-    def epoch_done(self, epoch, val_accuracy):
-        self._say(f"  epoch {epoch}/{self.epochs}: val accuracy {val_accuracy:.3f}")
+    def epoch_done(self, number, epoch, val_accuracy):
+        self._say(f"  trial {number} epoch {epoch}/{self.epochs.get(number, '?')}: val accuracy {val_accuracy:.3f}")
 
     def trial_finished(self, trial):
         self._say(f"trial {trial.number} {outcome(trial)}")
@@ -59,22 +64,30 @@ class RichProgress(ProgressBase):
             TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console
         )
         self.console = console
+        self.running: dict[int, int] = {}  # trial number -> its epochs bar (several with parallel trials)
+        self.lock = threading.Lock()
 
     def study_started(self, dataset, done, total):
         self.dataset = dataset
         self.bars.start()
         self.trials = self.bars.add_task(f"[bold]{dataset}[/] trials", total=total, completed=done)
-        self.epochs = self.bars.add_task("epochs", total=1, visible=False)
 
     def trial_started(self, number, summary, epochs):
-        self.bars.update(self.epochs, description=f"trial {number}: {summary}", total=epochs, completed=0, visible=True)
+        with self.lock:
+            self.running[number] = self.bars.add_task(f"trial {number}: {summary}", total=epochs)
 
-    def epoch_done(self, epoch, val_accuracy):
-        self.bars.update(self.epochs, completed=epoch)
+    def epoch_done(self, number, epoch, val_accuracy):
+        with self.lock:
+            if number in self.running:
+                self.bars.update(self.running[number], completed=epoch)
 
     def trial_finished(self, trial):
-        self.bars.advance(self.trials)
-        self.bars.console.print(f"[{self.dataset}] trial {trial.number} {outcome(trial)}", markup=False, highlight=False)
+        with self.lock:
+            task = self.running.pop(trial.number, None)
+            if task is not None:
+                self.bars.remove_task(task)
+            self.bars.advance(self.trials)
+            self.bars.console.print(f"[{self.dataset}] trial {trial.number} {outcome(trial)}", markup=False, highlight=False)
 
     def study_finished(self, dataset):
         self.bars.stop()

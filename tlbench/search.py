@@ -6,7 +6,11 @@ search ranges) before any compute; :func:`run` runs and resumes the studies.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
+import json
+import queue
+import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -287,11 +291,15 @@ def build_backbone(b: PlannedBackbone, num_classes: int) -> BuiltBackbone:
 
 
 class Progress:
-    """What the search tells the user; the CLI passes a rich or a plain-text one."""
+    """What the search tells the user; the CLI passes a rich or a plain-text one.
+
+    With several devices, trials run in parallel threads: implementations must
+    be thread-safe and tell trials apart by number.
+    """
 
     def study_started(self, dataset: str, done: int, total: int | None) -> None: ...
     def trial_started(self, number: int, summary: str, epochs: int) -> None: ...
-    def epoch_done(self, epoch: int, val_accuracy: float) -> None: ...
+    def epoch_done(self, number: int, epoch: int, val_accuracy: float) -> None: ...
     def trial_finished(self, trial: optuna.trial.FrozenTrial) -> None: ...
     def study_finished(self, dataset: str) -> None: ...
 
@@ -311,24 +319,72 @@ def preflight(p: Plan) -> dict[str, DatasetSplits]:
     return loaded
 
 
+class Shared:
+    """What trials of one invocation share: the devices (one trial each at a time),
+    architecture-only costs measured once, and the frozen-prefix feature cache.
+    Pass the same one to :func:`run` and :func:`run_repeats`."""
+
+    def __init__(self, p: Plan, splits: dict[str, DatasetSplits]):
+        from tlbench import features, train
+
+        self.devices = train.pick_devices(p.bench.training.device)
+        self.free: queue.SimpleQueue = queue.SimpleQueue()
+        for device in self.devices:
+            self.free.put(device)
+        self.measured: dict = {}
+        self.lock = threading.Lock()
+        c = p.bench.training.cache
+        folder = None if c.dir is None else _relative(Path(c.dir).expanduser(), p.base_dir)
+        self.cache = features.FeatureCache(c.memory_mb, folder, c.disk_mb) if c.enabled else None
+        self.data_keys = {
+            entry.key: features.data_fingerprint(
+                json.dumps([entry.model_dump(mode="json"), p.bench.seed], sort_keys=True),
+                {name: getattr(splits[entry.key], name).ids for name in ("train", "val", "test")},
+                {name: getattr(splits[entry.key], name).labels for name in ("train", "val", "test")},
+            )
+            for entry, _ in p.datasets
+            if entry.key in splits
+        }
+
+    def measure(self, key, fn):
+        """``fn()`` the first time ``key`` is asked for, its stored value afterwards."""
+        with self.lock:
+            if key in self.measured:
+                return self.measured[key]
+        value = fn()
+        with self.lock:
+            return self.measured.setdefault(key, value)
+
+    @contextlib.contextmanager
+    def device(self):
+        device = self.free.get()
+        try:
+            yield device
+        finally:
+            self.free.put(device)
+
+
+def _relative(path: Path, base: Path) -> Path:
+    return path if path.is_absolute() else base / path
+
+
 def run(
     p: Plan,
     splits: dict[str, DatasetSplits],
     storage: optuna.storages.BaseStorage,
     progress: Progress,
     on_trial=lambda: None,
-    measured: dict | None = None,
+    shared: Shared | None = None,
 ) -> None:
     """Run (or resume) one study per dataset until each has ``n_trials`` finished trials.
 
-    ``measured`` caches costs that depend only on the architecture (forward FLOPs,
-    inference speed); pass the same dict to :func:`run_repeats` to measure them once.
+    With several devices, as many trials run at once (Optuna's ``n_jobs``),
+    each on a device of its own.
     """
     from tlbench import train
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # failures are reported by progress, once
-    device = train.pick_device(p.bench.training.device)
-    measured = {} if measured is None else measured
+    shared = Shared(p, splits) if shared is None else shared
     for entry, _ in p.datasets:
         study = open_study(p, entry.key, storage)
         done = sum(t.state in FINISHED for t in study.get_trials(deepcopy=False))
@@ -343,9 +399,10 @@ def run(
         progress.study_started(entry.key, done, total)
         try:
             study.optimize(
-                Objective(p, splits[entry.key], device, progress, measured),
+                Objective(p, splits[entry.key], entry.key, progress, shared),
                 n_trials=None if total is None else total - done,
                 timeout=p.bench.search.timeout,
+                n_jobs=len(shared.devices),
                 catch=(train.TrialFailed,),
                 callbacks=[finished],
             )
@@ -363,7 +420,7 @@ def run_repeats(
     selected: dict[str, list[int]],
     progress: Progress,
     on_trial=lambda: None,
-    measured: dict | None = None,
+    shared: Shared | None = None,
 ) -> None:
     """Retrain each selected trial's configuration with ``bench.repeats`` new seeds.
 
@@ -373,8 +430,7 @@ def run_repeats(
     """
     from tlbench import train
 
-    device = train.pick_device(p.bench.training.device)
-    measured = {} if measured is None else measured
+    shared = Shared(p, splits) if shared is None else shared
     for key, numbers in selected.items():
         search_study = optuna.load_study(study_name=study_name(p.bench, key), storage=storage)
         study = optuna.create_study(
@@ -390,8 +446,9 @@ def run_repeats(
         progress.study_started(f"{key} repeats", 0, len(missing))
         try:
             study.optimize(
-                Objective(p, splits[key], device, progress, measured),
+                Objective(p, splits[key], key, progress, shared),
                 n_trials=len(missing),
+                n_jobs=len(shared.devices),
                 catch=(train.TrialFailed,),
                 callbacks=[lambda s, t: (progress.trial_finished(t), on_trial())],
             )
@@ -450,10 +507,18 @@ def open_study(p: Plan, dataset_key: str, storage: optuna.storages.BaseStorage) 
 class Objective:
     """One trial: pick backbone and strategy, draw their parameters, train, measure."""
 
-    def __init__(self, p: Plan, splits: DatasetSplits, device, progress: Progress, measured: dict):
-        self.p, self.splits, self.device, self.progress, self.measured = p, splits, device, progress, measured
+    def __init__(self, p: Plan, splits: DatasetSplits, dataset_key: str, progress: Progress, shared: Shared):
+        self.p, self.splits, self.dataset_key, self.progress, self.shared = p, splits, dataset_key, progress, shared
 
     def __call__(self, trial: optuna.Trial) -> float:
+        import torch
+
+        with self.shared.device() as device:
+            # libraries that allocate on "the current GPU" use this trial's
+            with torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext():
+                return self._run(trial, device)
+
+    def _run(self, trial: optuna.Trial, device) -> float:
         import torch
 
         from tlbench import cost, train
@@ -475,18 +540,22 @@ class Objective:
             weight_decay=float(training["weight_decay"]),
             augment=p.bench.training.augment,
             resolution=resolution,
-            device=self.device,
+            device=device,
             seed=seed,
             num_workers=p.bench.training.num_workers,
+            compile=p.bench.training.compile,
+            cache=self.shared.cache,
+            data_key=self.shared.data_keys[self.dataset_key],
         )
         _describe(trial, backbone, built, phases, {**params, **training}, settings)
-        flops_key = ("forward_gflops", bkey, resolution)  # known before training, so that pruned trials have it too
-        if flops_key not in self.measured:
-            self.measured[flops_key] = cost.forward_flops(built.model, resolution, self.device) / 1e9
-        trial.set_user_attr("forward_gflops", self.measured[flops_key])
+        # known before training, so that pruned trials have it too
+        gflops = self.shared.measure(
+            ("forward_gflops", bkey, resolution), lambda: cost.forward_flops(built.model, resolution, device) / 1e9
+        )
+        trial.set_user_attr("forward_gflops", gflops)
         trial.set_user_attr("total_params", cost.count_params(built.model))
         self.progress.trial_started(trial.number, f"{bkey} · {skey}", sum(ph.epochs for ph in phases))
-        cost.reset_peak_memory(self.device)  # so that CUDA peak memory is this trial's own
+        cost.reset_peak_memory(device)  # so that CUDA peak memory is this trial's own
         start = time.perf_counter()
         try:
             result = train.fit(
@@ -499,7 +568,7 @@ class Objective:
         return result.val_accuracy
 
     def _epoch(self, trial: optuna.Trial, epoch: int, accuracy: float, start: float) -> None:
-        self.progress.epoch_done(epoch, accuracy)
+        self.progress.epoch_done(trial.number, epoch, accuracy)
         trial.report(accuracy, epoch)
         trial.set_user_attr("elapsed_seconds", time.perf_counter() - start)  # training + evaluation so far
         # A recipe from the config runs to the end: it is the baseline the search is measured against.
@@ -509,15 +578,19 @@ class Objective:
     def _record(self, trial, built: BuiltBackbone, settings, bkey: str, result) -> None:
         from tlbench import cost, train
 
-        key = ("speed", bkey, settings.resolution, settings.batch_size)
-        if key not in self.measured:
+        device = settings.device
+
+        def speed() -> dict:
             throughput, latency = cost.inference_speed(
-                built.model, settings.resolution, self.device, settings.batch_size, train.autocast_dtype(self.device)
+                built.model, settings.resolution, device, settings.batch_size, train.autocast_dtype(device)
             )
-            self.measured[key] = {"throughput": throughput, "latency_ms": latency}
-        memory, memory_kind = cost.peak_memory_mb(self.device)
+            return {"throughput": throughput, "latency_ms": latency}
+
+        # per device kind: with several GPUs of one model, measured once
+        measured = self.shared.measure(("speed", bkey, settings.resolution, settings.batch_size, cost.device_name(device)), speed)
+        memory, memory_kind = cost.peak_memory_mb(device)
         attrs = {
-            **self.measured[key],
+            **measured,
             "val_curve": result.val_curve,
             "test_accuracy": result.test_accuracy,
             "test_correct": "".join("1" if c else "0" for c in result.test_correct),  # for bootstrap intervals
@@ -526,8 +599,10 @@ class Objective:
             "trainable_params": result.trainable_params,
             "peak_memory_mb": memory,
             "memory_kind": memory_kind,
-            "device": cost.device_name(self.device),
+            "device": cost.device_name(device),
+            "device_index": device.index if device.index is not None else 0,
             "precision": result.precision,
+            "feature_cache": result.feature_cache,
         }
         for name, value in attrs.items():
             trial.set_user_attr(name, value)

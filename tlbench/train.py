@@ -8,6 +8,7 @@ at 64 px on a 2-core EPYC), seeded and reproducible on CPU.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -17,7 +18,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from tlbench import cost
+from tlbench import cost, features
 from tlbench.types import BuiltBackbone, DataConfig, DatasetSplits, Phase, Split, UserError
 
 
@@ -34,16 +35,20 @@ class TrainSettings:
     device: torch.device  # where the model trains
     seed: int  # seeds init of the head, shuffling and augmentation
     num_workers: int = 0  # DataLoader worker processes
+    compile: bool = False  # torch.compile the model for each phase
+    cache: features.FeatureCache | None = None  # frozen-prefix feature cache; None: never cache
+    data_key: str = ""  # identity of the examples (features.data_fingerprint), part of cache keys
 
 
 @dataclass(frozen=True)
 class FitResult:
     val_curve: list[float]  # validation accuracy after each epoch
     test_correct: list[bool]  # per test example, in split order: right or wrong; reported, never used to select
-    train_seconds: float  # wall clock of the training steps, evaluation excluded
+    train_seconds: float  # wall clock of the training steps (and of feature extraction done here), evaluation excluded
     train_flops: float  # measured train-step FLOPs per image x images trained on, summed over phases
     trainable_params: int  # parameters updated in at least one phase
     precision: str  # "fp32", "bf16" or "fp16"
+    feature_cache: str = "off"  # per phase: where its inputs came from (see _phase_data)
 
     @property
     def val_accuracy(self) -> float:
@@ -60,14 +65,36 @@ def pick_device(name: str) -> torch.device:
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise UserError(f"training.device: {name} asked for, but CUDA is not available; use auto or cpu")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise UserError(f"training.device: {name} asked for, but only {torch.cuda.device_count()} CUDA devices are visible")
     return device
 
 
-def autocast_dtype(device: torch.device) -> torch.dtype | None:
-    """bf16 on CUDA where supported, else fp16; None (full precision) on CPU."""
-    if device.type != "cuda":
+def pick_devices(spec: str | Sequence[str]) -> list[torch.device]:
+    """The devices trials run on, one trial per device at a time.
+
+    ``auto``: every visible GPU, else the CPU. A list names them (``[cuda:0, cuda:1]``).
+    """
+    if isinstance(spec, str):
+        if spec == "auto" and torch.cuda.device_count() > 1:
+            return [torch.device("cuda", i) for i in range(torch.cuda.device_count())]
+        return [pick_device(spec)]
+    return [pick_device(name) for name in spec]
+
+
+def precision_for(device_type: str, bf16_supported: bool) -> torch.dtype | None:
+    """bf16 on CUDA where supported, else fp16 (with a grad scaler); None (fp32) elsewhere."""
+    if device_type != "cuda":
         return None
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.bfloat16 if bf16_supported else torch.float16
+
+
+def autocast_dtype(device: torch.device) -> torch.dtype | None:
+    return precision_for(device.type, device.type == "cuda" and torch.cuda.is_bf16_supported())
+
+
+def precision_name(dtype: torch.dtype | None) -> str:
+    return {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[dtype]
 
 
 def make_transforms(dc: DataConfig, resolution: int, augment: bool):
@@ -96,6 +123,20 @@ class ImageSplit(torch.utils.data.Dataset):
         return self.transform(self.split.load(i).convert("RGB")), self.split.labels[i]
 
 
+class EpochOrder(torch.utils.data.Sampler):
+    """A fresh permutation per epoch from one generator, whichever path reads the data:
+    cached and uncached training see the same batches."""
+
+    def __init__(self, n: int, generator: torch.Generator):
+        self.n, self.generator = n, generator
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self):
+        return iter(torch.randperm(self.n, generator=self.generator).tolist())
+
+
 def fit(
     built: BuiltBackbone,
     splits: DatasetSplits,
@@ -103,59 +144,200 @@ def fit(
     settings: TrainSettings,
     on_epoch: Callable[[int, float], None] = lambda epoch, acc: None,
 ) -> FitResult:
-    """Train through ``phases``; ``on_epoch(epoch, val_accuracy)`` may raise to stop (pruning)."""
+    """Train through ``phases``; ``on_epoch(epoch, val_accuracy)`` may raise to stop (pruning).
+
+    Each phase trains on cached outputs of its frozen prefix when it can
+    (``settings.cache`` set, no augmentation, features within the cache's
+    memory bound), else on images through the transforms.
+    """
     torch.manual_seed(settings.seed)
     device, dtype = settings.device, autocast_dtype(settings.device)
     model = built.model.to(device, memory_format=torch.channels_last)
-    train_tf, eval_tf = make_transforms(built.data_config, settings.resolution, settings.augment)
-    loaders = _loaders(splits, train_tf, eval_tf, settings)
+    transforms = make_transforms(built.data_config, settings.resolution, settings.augment)
+    order = EpochOrder(len(splits.train), torch.Generator().manual_seed(settings.seed))
+    images = _Images(splits, *transforms, settings, order)
     scaler = torch.amp.GradScaler(enabled=dtype == torch.float16)
     curve: list[float] = []
     seconds = flops = 0.0
     updated: set[str] = set()
+    sources: list[str] = []
+    data: _Data = images
     for phase in phases:
         if phase.epochs <= 0:
             continue
         trainable = _set_trainable(model, built, phase.frozen_groups)
         updated |= trainable
-        step_flops = cost.train_step_flops(model, settings.resolution, device)
+        cut, _ = features.find_cut(model, trainable, settings.resolution, device)
+        data, source, extraction = _phase_data(model, cut, splits, images, transforms[1], settings, dtype, order)
+        sources.append(f"{phase.name}: {source}")
+        seconds += extraction
         optimizer = _optimizer(model, built, trainable, phase, settings.weight_decay)
-        steps = phase.epochs * len(loaders["train"])
+        steps = phase.epochs * math.ceil(len(splits.train) / settings.batch_size)
         schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 0.5 * (1 + math.cos(math.pi * s / steps)))
-        for _ in range(phase.epochs):
-            start = time.perf_counter()
-            images = _train_epoch(model, loaders["train"], optimizer, schedule, scaler, device, dtype, phase)
-            seconds += time.perf_counter() - start
-            flops += step_flops * images
-            curve.append(evaluate(model, loaders["val"], device, dtype))
-            on_epoch(len(curve), curve[-1])
+        with data.model(model, cut) as net:
+            runner = torch.compile(net) if settings.compile else net
+            step_flops = data.step_flops(net, settings.resolution, device)
+            flops += data.prefix_flops * len(splits.train)
+            for _ in range(phase.epochs):
+                start = time.perf_counter()
+                n = _train_epoch(runner, net, cut, data.train(), optimizer, schedule, scaler, device, dtype, phase, data.channels_last)
+                seconds += time.perf_counter() - start
+                flops += step_flops * n
+                curve.append(evaluate(runner, data.eval("val"), device, dtype, data.channels_last))
+                on_epoch(len(curve), curve[-1])
+            test = correctness(runner, data.eval("test"), device, dtype, data.channels_last) if phase is _last(phases) else []
     if not curve:
         raise TrialFailed("the strategy gave no phase with epochs > 0")
-    test = correctness(model, loaders["test"], device, dtype)
     return FitResult(
         val_curve=curve,
         test_correct=test,
         train_seconds=seconds,
         train_flops=flops,
         trainable_params=cost.count_params(model, updated),
-        precision={None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[dtype],
+        precision=precision_name(dtype),
+        feature_cache="; ".join(sources),
     )
 
 
-def _loaders(splits: DatasetSplits, train_tf, eval_tf, settings: TrainSettings) -> dict[str, DataLoader]:
-    cuda = settings.device.type == "cuda"
-    common = dict(
-        batch_size=settings.batch_size,
-        num_workers=settings.num_workers,
-        pin_memory=cuda,
-        persistent_workers=settings.num_workers > 0,
-    )
-    generator = torch.Generator().manual_seed(settings.seed)
-    return {
-        "train": DataLoader(ImageSplit(splits.train, train_tf), shuffle=True, generator=generator, **common),
-        "val": DataLoader(ImageSplit(splits.val, eval_tf), **common),
-        "test": DataLoader(ImageSplit(splits.test, eval_tf), **common),
-    }
+def _last(phases: Sequence[Phase]) -> Phase | None:
+    return next((p for p in reversed(phases) if p.epochs > 0), None)
+
+
+class _Data:
+    """Where a phase's batches come from."""
+
+    prefix_flops = 0.0  # FLOPs per image spent once, before the epochs
+    channels_last = True  # batches are images (or conv feature maps) best fed as channels_last
+
+    def train(self): ...  # (x, y) batches in this epoch's order
+    def eval(self, split: str): ...  # (x, y) batches in split order
+
+    def model(self, model: nn.Module, cut: features.Cut | None):
+        return contextlib.nullcontext(model)
+
+    def step_flops(self, model: nn.Module, resolution: int, device: torch.device) -> float:
+        return cost.train_step_flops(model, resolution, device)
+
+
+class _Images(_Data):
+    """Images decoded and transformed every epoch (the uncached path)."""
+
+    def __init__(self, splits: DatasetSplits, train_tf, eval_tf, settings: TrainSettings, order: EpochOrder):
+        cuda = settings.device.type == "cuda"
+        common = dict(
+            batch_size=settings.batch_size,
+            num_workers=settings.num_workers,
+            pin_memory=cuda,
+            persistent_workers=settings.num_workers > 0,
+            generator=torch.Generator().manual_seed(settings.seed + 1),  # worker seeds; never the global RNG
+        )
+        self.loaders = {
+            "train": DataLoader(ImageSplit(splits.train, train_tf), sampler=order, **common),
+            "val": DataLoader(ImageSplit(splits.val, eval_tf), **common),
+            "test": DataLoader(ImageSplit(splits.test, eval_tf), **common),
+        }
+
+    def train(self):
+        return self.loaders["train"]
+
+    def eval(self, split: str):
+        return self.loaders[split]
+
+
+class _Cached(_Data):
+    """Outputs of the frozen prefix, computed once: the suffix trains on them."""
+
+    def __init__(self, cached: features.Features, splits: DatasetSplits, settings: TrainSettings, order: EpochOrder,
+                 prefix_flops: float):  # fmt: skip
+        self.features, self.batch_size, self.order = cached.splits, settings.batch_size, order
+        self.labels = {name: torch.tensor(getattr(splits, name).labels) for name in ("train", "val", "test")}
+        self.prefix_flops = prefix_flops
+        self.pin = settings.device.type == "cuda"
+        # feature maps go on as the prefix made them: conv outputs channels_last, a ViT's tokens untouched
+        self.channels_last = cached.channels_last
+
+    def _batches(self, split: str, indices: torch.Tensor):
+        x_all, y_all = self.features[split], self.labels[split]
+        for chunk in indices.split(self.batch_size):
+            x, y = x_all[chunk], y_all[chunk]
+            yield (x.pin_memory(), y.pin_memory()) if self.pin else (x, y)
+
+    def train(self):
+        return self._batches("train", torch.tensor(list(iter(self.order)), dtype=torch.long))
+
+    def eval(self, split: str):
+        return self._batches(split, torch.arange(len(self.labels[split])))
+
+    def model(self, model: nn.Module, cut: features.Cut | None):
+        return features.stubbed(model, cut)
+
+    def step_flops(self, model: nn.Module, resolution: int, device: torch.device) -> float:
+        example = self.features["train"][:2].to(device)
+        return cost.train_step_flops(model, resolution, device, example=example)
+
+
+def _phase_data(model, cut, splits, images, eval_tf, settings: TrainSettings, dtype, order) -> tuple[_Data, str, float]:
+    """(data for the phase, where it came from, seconds spent extracting features).
+
+    The source is "memory" / "disk" (cache hits), "extracted" (computed now and
+    cached), or "off (<reason>)".
+    """
+    if settings.cache is None:
+        return images, "off (disabled)", 0.0
+    if settings.augment:
+        return images, "off (augmentation)", 0.0
+    n = len(splits.train) + len(splits.val) + len(splits.test)
+    nbytes = n * math.prod(cut.feature_shape) * 4
+    if not settings.cache.fits(nbytes):
+        return images, f"off (features {nbytes / 2**20:.0f} MB > cache memory)", 0.0
+    key = features.cache_key(model, cut, settings.data_key, repr(eval_tf), precision_name(dtype), settings.device)
+    prefix_flops = _prefix_flops(model, cut, settings.resolution, settings.device)
+    cached, where = settings.cache.get(key)
+    if cached is not None:
+        return _Cached(cached, splits, settings, order, prefix_flops), f"{where} at {cut.name}", 0.0
+    elapsed = features.timer()
+    extracted = {}
+    for name in ("train", "val", "test"):
+        loader = DataLoader(
+            ImageSplit(getattr(splits, name), eval_tf),
+            batch_size=settings.batch_size,
+            num_workers=settings.num_workers,
+            generator=torch.Generator().manual_seed(settings.seed + 1),
+        )
+        extracted[name] = _extract(model, cut, loader, settings.device, dtype)
+        if name == "train":
+            train_seconds = elapsed()
+    sample = extracted["train"]
+    channels_last = sample.dim() == 4 and (cut.name == features.INPUT or _is_channels_last(sample))
+    cached = features.Features(splits=extracted, seconds=train_seconds, channels_last=channels_last)
+    settings.cache.put(key, cached)
+    return _Cached(cached, splits, settings, order, prefix_flops), f"extracted at {cut.name}", train_seconds
+
+
+@torch.no_grad()
+def _extract(model: nn.Module, cut: features.Cut, loader: DataLoader, device, dtype) -> torch.Tensor:
+    was_training = model.training
+    model.eval()
+    out = []
+    try:
+        for x, _ in loader:
+            with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+                out.append(features.extract_batch(model, cut, _to(x, device)).to("cpu"))
+    finally:
+        model.train(was_training)
+    return torch.cat(out)
+
+
+def _is_channels_last(x: torch.Tensor) -> bool:
+    return x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+
+
+def _prefix_flops(model: nn.Module, cut: features.Cut, resolution: int, device: torch.device) -> float:
+    """FLOPs per image of the frozen prefix's forward pass (0 when the cut is at the input)."""
+    if cut.name == features.INPUT:
+        return 0.0
+    x = torch.zeros(1, 3, resolution, resolution, device=device)
+    return cost.flops_of(lambda: features.extract_batch(model, cut, x), model)
 
 
 def _set_trainable(model: nn.Module, built: BuiltBackbone, frozen: int) -> set[str]:
@@ -167,15 +349,17 @@ def _set_trainable(model: nn.Module, built: BuiltBackbone, frozen: int) -> set[s
     return trainable
 
 
-def _train_mode(model: nn.Module) -> None:
-    """Train mode, except norm layers whose parameters are all frozen: their running
-    statistics stay as loaded, as a frozen layer should."""
+def _train_mode(model: nn.Module, cut: features.Cut | None = None) -> None:
+    """Train mode, except the frozen prefix (eval: no dropout, no statistics updates)
+    and norm layers whose parameters are all frozen: their running statistics
+    stay as loaded, as a frozen layer should."""
     model.train()
     for module in model.modules():
         if isinstance(module, nn.modules.batchnorm._NormBase):
             params = list(module.parameters(recurse=False))
             if params and not any(p.requires_grad for p in params):
                 module.eval()
+    features.set_prefix_eval(model, cut)
 
 
 def _optimizer(model, built: BuiltBackbone, trainable: set[str], phase: Phase, weight_decay: float):
@@ -188,51 +372,71 @@ def _optimizer(model, built: BuiltBackbone, trainable: set[str], phase: Phase, w
     return torch.optim.AdamW([g for g in groups if g["params"]], weight_decay=weight_decay)
 
 
-def _train_epoch(model, loader, optimizer, schedule, scaler, device, dtype, phase: Phase) -> int:
-    _train_mode(model)
-    images = 0
-    for x, y in loader:
+def check_every(device: torch.device) -> int:
+    """Steps between loss checks: every step on CPU (free), every 32 on CUDA, where
+    reading a value back waits for the GPU (the check is cumulative, nothing is missed)."""
+    return 1 if device.type != "cuda" else 32
+
+
+def _train_epoch(runner, model, cut, batches, optimizer, schedule, scaler, device, dtype, phase: Phase, channels_last: bool) -> int:
+    _train_mode(model, cut)
+    images = steps = 0
+    bad = torch.zeros((), device=device)  # first non-finite loss seen, 0 while none
+    every = check_every(device)
+    for x, y in batches:
         try:
-            _train_step(model, _to(x, device), y.to(device, non_blocking=True), optimizer, scaler, dtype, phase)
+            loss = _train_step(runner, _to(x, device, channels_last), y.to(device, non_blocking=True), optimizer, scaler, dtype)
         except torch.OutOfMemoryError as exc:
             raise TrialFailed(f"out of memory in phase {phase.name} at batch size {len(x)}") from exc
+        bad = torch.where((bad == 0) & ~torch.isfinite(loss), loss, bad)
         schedule.step()
         images += len(x)
+        steps += 1
+        if steps % every == 0:
+            _check_loss(bad, phase)
+    _check_loss(bad, phase)
     return images
 
 
-def _train_step(model, x, y, optimizer, scaler, dtype, phase: Phase) -> None:
-    with torch.autocast(x.device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-        loss = nn.functional.cross_entropy(model(x), y)
-    if not torch.isfinite(loss):
+def _check_loss(bad: torch.Tensor, phase: Phase) -> None:
+    value = bad.item()
+    if value != 0:
         raise TrialFailed(
-            f"loss became {loss.item()} in phase {phase.name} "
+            f"loss became {value} in phase {phase.name} "
             f"(lr_backbone={phase.lr_backbone:.3g}, lr_head={phase.lr_head:.3g}); the learning rate is likely too high"
         )
+
+
+def _train_step(model, x, y, optimizer, scaler, dtype) -> torch.Tensor:
+    with torch.autocast(x.device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+        loss = nn.functional.cross_entropy(model(x), y)
     optimizer.zero_grad(set_to_none=True)
     scaler.scale(loss).backward()
     scaler.step(optimizer)
     scaler.update()
+    return loss.detach().float()
 
 
-def evaluate(model: nn.Module, loader: DataLoader, device: torch.device, dtype: torch.dtype | None) -> float:
+def evaluate(model: nn.Module, loader, device: torch.device, dtype: torch.dtype | None, channels_last: bool = True) -> float:
     """Top-1 accuracy on ``loader``."""
-    correct = correctness(model, loader, device, dtype)
+    correct = correctness(model, loader, device, dtype, channels_last)
     return sum(correct) / max(len(correct), 1)
 
 
 @torch.no_grad()
-def correctness(model: nn.Module, loader: DataLoader, device: torch.device, dtype: torch.dtype | None) -> list[bool]:
+def correctness(
+    model: nn.Module, loader, device: torch.device, dtype: torch.dtype | None, channels_last: bool = True
+) -> list[bool]:
     """Whether each example of ``loader``, in order, is classified right (for bootstrap intervals)."""
     model.eval()
     out: list[bool] = []
     for x, y in loader:
         with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-            logits = model(_to(x, device))
+            logits = model(_to(x, device, channels_last))
         out += (logits.argmax(1).cpu() == y).tolist()
     return out
 
 
-def _to(x: torch.Tensor, device: torch.device) -> torch.Tensor:
+def _to(x: torch.Tensor, device: torch.device, channels_last: bool = True) -> torch.Tensor:
     x = x.to(device, non_blocking=True)
-    return x.contiguous(memory_format=torch.channels_last)
+    return x.contiguous(memory_format=torch.channels_last) if channels_last and x.dim() == 4 else x

@@ -17,7 +17,6 @@ from tlbench import cli
 from tlbench.plugins import collect, make_plugin_manager
 from tlbench.types import BackboneRequest, DatasetRequest, UserError
 from tlbench_offline import weights
-from tlbench_offline.data import DATASETS
 
 CATS = {281, 282, 283, 284, 285}  # tabby, tiger cat, Persian, Siamese, Egyptian cat
 ESPRESSO = 967
