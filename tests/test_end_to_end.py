@@ -188,3 +188,38 @@ def test_same_config_and_seed_give_the_same_trials_in_one_process(write_config, 
     first, second = (results.load_run(config.parent / "results" / "e2e" / run).trials for run in ("first", "second"))
     columns = ["backbone", "strategy", "params", "val_curve", "test_accuracy"]
     assert first[columns].equals(second[columns])
+
+
+def test_trials_record_whether_they_trained_on_cached_features(finished_run):
+    config, folder, _ = finished_run
+    trials = pd.read_csv(folder / "trials.csv")
+    done = trials[trials["state"] == "COMPLETE"]
+    assert done["feature_cache"].str.match(r"(head|finetune): (extracted|memory) at ").all()
+    assert done.iloc[0]["feature_cache"] == "finetune: extracted at " + done.iloc[0]["feature_cache"].split(" at ")[1]
+    report = (folder / "report.md").read_text()
+    assert re.search(r"Feature cache: \d+ of \d+ completed trials trained on frozen-layer outputs", report)
+
+
+def test_augmentation_turns_the_cache_off_and_the_report_says_so(write_config, capsys):
+    config = write_config(name="aug", training={"batch_size": 8, "resolution": 32, "augment": True})
+    assert cli.main(["run", str(config), "--format", "markdown"]) == 0
+    out = capsys.readouterr().out
+    assert "Feature cache off: training.augment" in out
+
+
+def test_one_trial_per_device_in_parallel(write_config, capsys):
+    """training.device as a list: Optuna runs that many trials at once, each on its own device."""
+    config = write_config(
+        name="par",
+        strategies=[{"name": "linear_probe", "epochs": 2}],
+        search={"n_trials": 4, "startup_trials": 4},
+        training={"batch_size": 8, "resolution": 32, "device": ["cpu", "cpu"]},
+    )
+    assert cli.main(["run", str(config), "--format", "csv"]) == 0
+    assert "2 trials at a time, one per device" in capsys.readouterr().err
+    folder = next((config.parent / "results" / "par").iterdir())
+    trials = pd.read_csv(folder / "trials.csv")
+    assert list(trials["state"]) == ["COMPLETE"] * 4
+    study = optuna.load_study(study_name=f"par/{folder.name}/synthetic", storage=f"sqlite:///{folder / 'study.db'}")
+    spans = sorted((t.datetime_start, t.datetime_complete) for t in study.trials)
+    assert any(later[0] < earlier[1] for earlier, later in zip(spans, spans[1:]))  # some trials overlapped

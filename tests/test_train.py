@@ -10,8 +10,8 @@ import torch
 from tlbench.builtins.backbones import build_timm
 from tlbench.builtins.datasets import load_synthetic
 from tlbench.plugins import collect, make_plugin_manager
-from tlbench.train import TrainSettings, TrialFailed, autocast_dtype, fit
-from tlbench.types import BackboneRequest, DatasetRequest, Phase
+from tlbench.train import TrainSettings, TrialFailed, autocast_dtype, check_every, fit, pick_devices, precision_for
+from tlbench.types import BackboneRequest, DatasetRequest, Phase, UserError
 
 SETTINGS = TrainSettings(batch_size=8, weight_decay=0.0, augment=False, resolution=32, device=torch.device("cpu"), seed=0)
 
@@ -103,3 +103,33 @@ def test_precision_selection_on_cpu_and_cuda(monkeypatch):
     assert autocast_dtype(torch.device("cuda")) is torch.bfloat16
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: False)
     assert autocast_dtype(torch.device("cuda")) is torch.float16
+
+
+def test_precision_is_bf16_where_supported_else_fp16_and_fp32_off_cuda():
+    assert precision_for("cuda", bf16_supported=True) is torch.bfloat16
+    assert precision_for("cuda", bf16_supported=False) is torch.float16  # fit() then enables the grad scaler
+    assert precision_for("cpu", bf16_supported=True) is None
+    assert precision_for("mps", bf16_supported=True) is None
+
+
+def test_devices_one_trial_each(monkeypatch):
+    assert pick_devices("cpu") == [torch.device("cpu")]
+    assert pick_devices(["cpu", "cpu"]) == [torch.device("cpu")] * 2
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 3)
+    assert pick_devices("auto") == [torch.device("cuda", i) for i in range(3)]
+    assert pick_devices("cuda:1") == [torch.device("cuda", 1)]
+    with pytest.raises(UserError, match="training.device: cuda:7 .* only 3 CUDA devices"):
+        pick_devices(["cuda:0", "cuda:7"])
+
+
+def test_cuda_is_never_asked_for_when_absent(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert pick_devices("auto") == [torch.device("cpu")]
+    with pytest.raises(UserError, match="training.device: cuda asked for, but CUDA is not available"):
+        pick_devices("cuda")
+
+
+def test_loss_checks_do_not_wait_for_the_gpu_every_step():
+    assert check_every(torch.device("cpu")) == 1
+    assert check_every(torch.device("cuda", 0)) > 1

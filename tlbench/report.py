@@ -98,9 +98,26 @@ def notes(run: Run) -> list[str]:
     out = [PARETO_NOTE, CI_NOTE]
     if set(run.trials["memory_kind"].dropna()) == {"process_peak_rss"}:
         out.append("Peak MB on CPU: the process's peak resident memory, libraries included")
+    out += cache_notes(run.trials)
     env = run.environment
     out.append(f"torch {env.get('torch', '?')} · timm {env.get('timm', '?')} · optuna {env.get('optuna', '?')}")
     return out
+
+
+def cache_notes(trials: pd.DataFrame) -> list[str]:
+    """Whether trials trained on cached outputs of their frozen layers, and why not."""
+    used = trials["feature_cache"].dropna().astype(str)
+    if used.empty:
+        return []
+    if used.str.contains("off (augmentation)", regex=False).any():
+        return ["Feature cache off: training.augment gives new inputs every epoch, so frozen layers are recomputed"]
+    cached = used.str.contains(r"(?:extracted|memory|disk) at", regex=True)
+    if not cached.any():
+        return []
+    return [
+        f"Feature cache: {cached.sum()} of {len(used)} completed trials trained on frozen-layer outputs computed "
+        "once (same results; Train GFLOPs count that pass once)"
+    ]
 
 
 def _pick(columns: list[Column], width: int) -> list[Column]:

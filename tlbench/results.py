@@ -157,11 +157,12 @@ TRIAL_COLUMNS = [
     "dataset", "trial", "state", "backbone", "strategy", "val_accuracy", "test_accuracy", "config",
     "frozen_groups", "n_groups", "epochs", "total_params", "trainable_params", "forward_gflops",
     "train_gflops", "train_seconds", "throughput", "latency_ms", "peak_memory_mb", "memory_kind",
-    "device", "precision", "resolution", "elapsed_seconds", "val_curve", "fail_reason", "params",
+    "device", "precision", "resolution", "elapsed_seconds", "val_curve", "fail_reason", "params", "feature_cache",
 ]  # fmt: skip
 MEASURED = [  # trial user attributes copied as they are
     "total_params", "trainable_params", "forward_gflops", "train_gflops", "train_seconds", "throughput",
     "latency_ms", "peak_memory_mb", "memory_kind", "device", "precision", "resolution", "elapsed_seconds",
+    "feature_cache",
 ]  # fmt: skip
 
 

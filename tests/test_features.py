@@ -1,0 +1,194 @@
+"""The frozen-prefix feature cache: exact, keyed on everything it depends on, off when it cannot be exact."""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import pytest
+import timm
+import torch
+
+from tlbench import features
+from tlbench.builtins.backbones import _head_names, _timm_data_config, timm_groups
+from tlbench.builtins.datasets import load_synthetic
+from tlbench.train import TrainSettings, fit, make_transforms
+from tlbench.types import BuiltBackbone, DatasetRequest, Phase
+
+CPU = torch.device("cpu")
+
+
+@pytest.fixture(scope="module")
+def splits():
+    options = {"classes": 3, "size": 16, "train_per_class": 12, "val_per_class": 4, "test_per_class": 4}
+    return load_synthetic(DatasetRequest(options=options, seed=0, base_dir=Path(".")))
+
+
+def _built(name: str = "test_efficientnet") -> BuiltBackbone:
+    """A tiny real timm model with dropout before the head and stochastic depth in the blocks."""
+    torch.manual_seed(0)
+    model = timm.create_model(name, num_classes=3, drop_rate=0.3, drop_path_rate=0.2)
+    return BuiltBackbone(model, timm_groups(model), _head_names(model, model.get_classifier()), _timm_data_config(model))
+
+
+def _settings(cache=None, **overrides) -> TrainSettings:
+    values = dict(batch_size=8, weight_decay=1e-4, augment=False, resolution=32, device=CPU, seed=3, cache=cache, data_key="d")
+    return TrainSettings(**(values | overrides))
+
+
+def _phases(kind: str, n: int) -> list[Phase]:
+    return {
+        "probe": [Phase("head", 3, n, 0.0, 0.05)],
+        "half": [Phase("finetune", 2, n // 2, 1e-3, 1e-2)],
+        "two_stage": [Phase("head", 1, n, 0.0, 0.05), Phase("unfrozen", 2, n // 2, 1e-3, 1e-3)],
+    }[kind]
+
+
+@pytest.mark.parametrize("model", ["test_efficientnet", "test_resnet", "test_vit"])
+@pytest.mark.parametrize("kind", ["probe", "half", "two_stage"])
+def test_cached_training_is_the_same_computation_as_uncached(splits, model, kind):
+    plain, cached = _built(model), _built(model)
+    phases = _phases(kind, len(plain.groups))
+    a = fit(plain, splits, phases, _settings())
+    b = fit(cached, splits, phases, _settings(cache=features.FeatureCache()))
+    assert "extracted at" in b.feature_cache and "off" in a.feature_cache
+    assert a.val_curve == b.val_curve and a.test_correct == b.test_correct
+    for (name, p), q in zip(plain.model.named_parameters(), cached.model.parameters()):
+        torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6, msg=name)
+    assert b.train_flops < a.train_flops  # the frozen prefix ran once, not every epoch
+
+
+def test_a_linear_probe_caches_the_pooled_features(splits):
+    built = _built()
+    result = fit(built, splits, _phases("probe", len(built.groups)), _settings(cache=features.FeatureCache()))
+    assert result.feature_cache == "head: extracted at global_pool"
+
+
+def test_later_trials_reuse_the_cache_and_a_changed_freeze_depth_extracts_again(splits):
+    cache = features.FeatureCache()
+    n = len(_built().groups)
+    first = fit(_built(), splits, _phases("probe", n), _settings(cache))
+    again = fit(_built(), splits, _phases("probe", n), _settings(cache, seed=4))
+    deeper = fit(_built(), splits, _phases("half", n), _settings(cache))
+    assert first.feature_cache.startswith("head: extracted")
+    assert again.feature_cache.startswith("head: memory")
+    assert deeper.feature_cache.startswith("finetune: extracted")
+    assert (cache.hits, cache.misses) == (1, 2)
+
+
+def test_augmentation_turns_the_cache_off_and_says_so(splits):
+    cache = features.FeatureCache()
+    built = _built()
+    result = fit(built, splits, _phases("probe", len(built.groups)), _settings(cache, augment=True))
+    assert result.feature_cache == "head: off (augmentation)"
+    assert cache.hits == cache.misses == 0
+
+
+def test_features_over_the_memory_bound_are_not_cached(splits):
+    cache = features.FeatureCache(memory_mb=0.01)
+    built = _built()
+    result = fit(built, splits, [Phase("all", 1, 0, 1e-3, 1e-3)], _settings(cache))
+    assert result.feature_cache.startswith("all: off (features") and "MB > cache memory" in result.feature_cache
+
+
+def _key(built: BuiltBackbone, trainable_from: int, transform: str = "T", resolution: int = 32) -> str:
+    trainable = set(built.head).union(*map(set, built.groups[trainable_from:]))
+    cut, _ = features.find_cut(built.model, trainable, resolution, CPU)
+    return features.cache_key(built.model, cut, "data", transform, "fp32", CPU)
+
+
+def test_the_key_follows_weights_transform_data_and_cut_but_not_the_head():
+    built = _built()
+    n = len(built.groups)
+    key = _key(built, n)
+    assert _key(_built(), n) == key  # a rebuilt model with the same weights
+    with torch.no_grad():
+        built.model.get_classifier().weight.add_(1.0)
+    assert _key(built, n) == key  # the head is not part of the prefix
+    assert _key(built, n, transform="other") != key
+    assert _key(built, n // 2) != key  # another freeze depth, another cut
+    with torch.no_grad():
+        built.model.conv_stem.weight.add_(1e-3)
+    assert _key(built, n) != key
+    cut, _ = features.find_cut(built.model, set(built.head), 32, CPU)
+    assert features.cache_key(built.model, cut, "other data", "T", "fp32", CPU) != _key(built, n)
+    assert features.cache_key(built.model, cut, "data", "T", "bf16", CPU) != _key(built, n)
+
+
+def test_the_real_transform_repr_separates_resolutions():
+    dc = _built().data_config
+    assert repr(make_transforms(dc, 32, False)[1]) != repr(make_transforms(dc, 48, False)[1])
+
+
+def test_data_fingerprint_follows_ids_labels_and_file_changes(tmp_path):
+    image = tmp_path / "a.png"
+    image.write_bytes(b"one")
+    ids, labels = {"train": [str(image)]}, {"train": [0]}
+    key = features.data_fingerprint("cfg", ids, labels)
+    assert features.data_fingerprint("cfg", ids, labels) == key
+    assert features.data_fingerprint("cfg", ids, {"train": [1]}) != key
+    assert features.data_fingerprint("other cfg", ids, labels) != key
+    image.write_bytes(b"changed content")
+    assert features.data_fingerprint("cfg", ids, labels) != key
+
+
+@pytest.mark.parametrize("model", ["test_efficientnet", "test_resnet", "test_vit", "test_convnext"])
+def test_every_cut_keeps_trainable_parameters_out_of_the_prefix(model):
+    built = _built(model)
+    n = len(built.groups)
+    for frozen in range(n + 1):
+        trainable = set(built.head).union(*map(set, built.groups[frozen:]))
+        cut, _ = features.find_cut(built.model, trainable, 32, CPU)
+        prefix_params = {
+            f"{m}.{p}" for m in cut.prefix for p, _ in built.model.get_submodule(m).named_parameters()
+        }
+        assert not prefix_params & trainable, (model, frozen, cut.name)
+        if frozen == 0:
+            assert cut.name == features.INPUT
+    probe, _ = features.find_cut(built.model, set(built.head), 32, CPU)
+    assert probe.name != features.INPUT  # a linear probe always cuts somewhere in the network
+
+
+def test_a_model_that_cannot_be_split_falls_back_to_caching_its_inputs():
+    class Skip(torch.nn.Module):
+        """The input skips past the frozen layer: no module boundary after it splits the model."""
+
+        def __init__(self):
+            super().__init__()
+            self.frozen, self.head = torch.nn.Conv2d(3, 3, 3, padding=1), torch.nn.Linear(3, 2)
+
+        def forward(self, x):
+            return self.head((x + self.frozen(x)).mean((2, 3)))
+
+    cut, why = features.find_cut(Skip(), {"head.weight", "head.bias"}, 8, CPU)
+    assert cut.name == features.INPUT and "no module boundary" in why
+
+
+def test_disk_cache_is_reused_bounded_and_safe_to_corrupt(splits, tmp_path):
+    built = _built()
+    phases = _phases("probe", len(built.groups))
+    first = fit(built, splits, phases, _settings(features.FeatureCache(directory=tmp_path)))
+    files = list(tmp_path.glob("*.pt"))
+    assert first.feature_cache.startswith("head: extracted") and len(files) == 1
+    fresh_process = features.FeatureCache(directory=tmp_path)
+    assert fit(_built(), splits, phases, _settings(fresh_process)).feature_cache.startswith("head: disk")
+    files[0].write_bytes(b"truncated")
+    assert fit(_built(), splits, phases, _settings(features.FeatureCache(directory=tmp_path))).feature_cache.startswith(
+        "head: extracted"
+    )
+    (old,) = tmp_path.glob("*.pt")
+    one_file = features.FeatureCache(directory=tmp_path, disk_mb=old.stat().st_size / 2**20)
+    resnet = _built("test_resnet")
+    fit(resnet, splits, _phases("probe", len(resnet.groups)), _settings(one_file))
+    (kept,) = tmp_path.glob("*.pt")  # the oldest file went to keep the folder under its bound
+    assert kept != old and not list(tmp_path.glob("*.tmp*"))
+
+
+def test_compiled_training_runs_through_the_stubbed_prefix(splits, monkeypatch):
+    """torch.compile with the eager backend: dynamo traces the cached path (inductor is too slow for a test)."""
+    monkeypatch.setattr(torch, "compile", functools.partial(torch.compile, backend="eager"))
+    built = _built("test_resnet")
+    plain = fit(_built("test_resnet"), splits, _phases("probe", len(built.groups)), _settings(features.FeatureCache()))
+    compiled = fit(built, splits, _phases("probe", len(built.groups)), _settings(features.FeatureCache(), compile=True))
+    assert compiled.val_curve == pytest.approx(plain.val_curve, abs=0.1)
+    assert compiled.feature_cache == "head: extracted at global_pool"
