@@ -109,10 +109,10 @@ def test_conv_backward_costs_twice_the_forward_even_when_grouped(groups):
     # torch's own formula ignores groups: it counted this depthwise backward 16x too high
     conv = torch.nn.Conv2d(16, 16, 3, padding=1, groups=groups)
     x = torch.zeros(1, 16, 8, 8, requires_grad=True)
-    with cost._counter() as counter:
+    with cost.counting() as counter:
         conv(x)
     forward = counter.get_total_flops()
-    with cost._counter() as counter:
+    with cost.counting() as counter:
         conv(x).sum().backward()
     assert counter.get_total_flops() == 3 * forward
 

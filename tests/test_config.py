@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from conftest import tiny_benchmark
@@ -105,3 +107,10 @@ def test_command_line_overrides_are_validated_like_the_file(write_config, capsys
     assert "command line (--run/--n-trials): run: String should match pattern" in capsys.readouterr().err
     assert cli.main(["run", str(path), "--n-trials", "0"]) == 2
     assert "search.n_trials: Input should be greater than 0" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("device", ["gpu", ["cuda:0", "cuda:x"], [], ["auto", "cpu"]])
+def test_a_device_that_is_no_device_is_named(write_config, capsys, device):
+    code, _, err = _validate(capsys, write_config(training={"device": device}))
+    assert code == 2
+    assert re.search(r"training.device: .*(is not a device; use auto, cpu|give at least one device)", err), err

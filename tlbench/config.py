@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, ValidationError, field_validator
 
 from tlbench.types import UserError
 
@@ -20,6 +21,7 @@ from tlbench.types import UserError
 Spec = int | float | str | bool | list | dict
 
 _SLUG = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+_DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 
 
 class _Strict(BaseModel):
@@ -82,7 +84,7 @@ class SearchConfig(_Strict):
     n_trials: PositiveInt | None = 10  # finished trials per dataset study (resuming counts earlier ones)
     timeout: PositiveFloat | None = None  # seconds per dataset study, per invocation
     sampler: Literal["tpe", "random"] = "tpe"  # seeded with the benchmark's seed
-    pruner: Literal["median", "none"] = "median"  # prunes on validation accuracy after each epoch
+    pruner: Literal["median", "hyperband", "none"] = "median"  # prunes on validation accuracy after each epoch
     startup_trials: PositiveInt = 4  # trials before TPE models and the pruner prunes
     warmup_epochs: int = Field(1, ge=0)  # the pruner never stops a trial during its first epochs
     storage: str | None = None  # Optuna storage URL; default: SQLite file in the run folder
@@ -107,6 +109,17 @@ class TrainingConfig(_Strict):
     num_workers: int = Field(0, ge=0)  # DataLoader worker processes
     compile: bool = False  # torch.compile each phase's model (worth it on GPU for long trials)
     cache: CacheConfig = CacheConfig()
+
+    @field_validator("device")
+    @classmethod
+    def _devices(cls, value: str | list[str]) -> str | list[str]:
+        names = [value] if isinstance(value, str) else value
+        if not names:
+            raise ValueError("give at least one device")
+        for name in names:
+            if not _DEVICE.match(name) or (name == "auto" and len(names) > 1):
+                raise ValueError(f"{name!r} is not a device; use auto, cpu, mps, cuda, cuda:N or a list like [cuda:0, cuda:1]")
+        return value
 
 
 class Benchmark(_Strict):
@@ -170,6 +183,8 @@ def format_error(exc: ValidationError) -> str:
         message = "unknown field; check its spelling and where it is indented"
     elif first["type"] == "missing":
         message = "required field is missing"
+    elif first["type"] == "value_error":  # our own validators: the message says what was wrong
+        message = first["msg"].removeprefix("Value error, ")
     else:
         message = f"{first['msg']} (got {first['input']!r})"
     more = f" (and {len(errors) - 1} more problem{'s' * (len(errors) > 2)})" if len(errors) > 1 else ""

@@ -7,7 +7,6 @@ products and convolutions, which dominate; norms and activations are not counted
 
 from __future__ import annotations
 
-import copy
 import platform
 import resource
 import statistics
@@ -30,7 +29,8 @@ def _conv_backward_flops(grad_out_shape, x_shape, w_shape, _bias, _stride, _padd
     return forward * (int(output_mask[0]) + int(output_mask[1]))
 
 
-def _counter() -> FlopCounterMode:
+def counting() -> FlopCounterMode:
+    """A context that counts the FLOPs run inside it (``.get_total_flops()``), depthwise backward fixed."""
     return FlopCounterMode(display=False, custom_mapping={torch.ops.aten.convolution_backward: _conv_backward_flops})
 
 
@@ -45,7 +45,7 @@ def forward_flops(model: nn.Module, resolution: int, device: torch.device) -> in
     was_training = model.training
     model.eval()
     x = torch.zeros(1, 3, resolution, resolution, device=device)
-    with _counter() as counter:
+    with counting() as counter:
         model(x)
     model.train(was_training)
     return int(counter.get_total_flops())
@@ -58,31 +58,29 @@ def train_step_flops(
     current ``requires_grad`` flags: a frozen prefix costs no backward pass.
 
     ``example``: an input batch other than images (cached features); its first
-    dimension is the batch. Runs on a copy so that batch-norm statistics of the
-    real model are untouched.
+    dimension is the batch. The model's buffers (batch-norm statistics),
+    gradients, mode and the random state are as they were afterwards.
     """
-    clone = copy.deepcopy(model).train()
+    was_training = model.training
+    buffers = {name: b.clone() for name, b in model.named_buffers()}
+    grads = {name: p.grad for name, p in model.named_parameters()}
     x = torch.zeros(batch, 3, resolution, resolution, device=device) if example is None else example.float()
     target = torch.zeros(len(x), dtype=torch.long, device=device)
-    # dropout in the copy must not move the random state training draws from
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), _counter() as counter:
-        loss = nn.functional.cross_entropy(clone(x), target)
-        if loss.requires_grad:
-            loss.backward()
-    return counter.get_total_flops() / len(x)
-
-
-@torch.no_grad()
-def flops_of(fn, model: nn.Module) -> float:
-    """FLOPs of calling ``fn()`` once, with ``model`` in eval mode."""
-    was_training = model.training
-    model.eval()
     try:
-        with _counter() as counter:
-            fn()
+        model.train()
+        # dropout must not move the random state training draws from
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), counting() as counter:
+            loss = nn.functional.cross_entropy(model(x), target)
+            if loss.requires_grad:
+                loss.backward()
     finally:
+        with torch.no_grad():
+            for name, b in model.named_buffers():
+                b.copy_(buffers[name])
+        for name, p in model.named_parameters():
+            p.grad = grads[name]
         model.train(was_training)
-    return float(counter.get_total_flops())
+    return counter.get_total_flops() / len(x)
 
 
 @torch.no_grad()

@@ -72,15 +72,14 @@ def find_cut(model: nn.Module, trainable: set[str], resolution: int, device: tor
         x = torch.randn(2, 3, resolution, resolution, generator=torch.Generator().manual_seed(0)).to(device)
         x = x.contiguous(memory_format=torch.channels_last)
         with torch.no_grad():
-            events, shapes = _trace(model, x)
-            reference = model(x)
+            events, shapes, reference = _trace(model, x)
             return _search(model, trainable, x, reference, events, shapes)
     finally:
         model.train(was_training)
 
 
-def _trace(model: nn.Module, x: torch.Tensor) -> tuple[list[tuple[str, str]], dict[str, tuple[int, ...]]]:
-    """('start'|'end', module name) in call order, and each once-called unit's output shape."""
+def _trace(model: nn.Module, x: torch.Tensor) -> tuple[list[tuple[str, str]], dict[str, tuple[int, ...]], torch.Tensor]:
+    """('start'|'end', module name) in call order, each module's output shape, and the model's output."""
     events: list[tuple[str, str]] = []
     shapes: dict[str, tuple[int, ...]] = {}
     handles = []
@@ -91,12 +90,12 @@ def _trace(model: nn.Module, x: torch.Tensor) -> tuple[list[tuple[str, str]], di
         handles.append(module.register_forward_hook(lambda m, a, out, n=name: _record_end(events, shapes, n, out)))
     restore = _wrap_features(model, events, shapes)
     try:
-        model(x)
+        out = model(x)
     finally:
         for h in handles:
             h.remove()
         restore()
-    return events, shapes
+    return events, shapes, out
 
 
 def _record_end(events, shapes, name: str, out) -> None:
@@ -251,6 +250,7 @@ class Features:
     splits: dict[str, torch.Tensor]  # "train" / "val" / "test" -> [N, *feature_shape]
     seconds: float  # wall clock the extraction took (train split)
     channels_last: bool  # 4-D maps the prefix produced in channels_last layout (images, conv features)
+    flops_per_image: float = 0.0  # forward FLOPs of the prefix for one image (0 for cached inputs)
 
     @property
     def nbytes(self) -> int:
@@ -270,8 +270,20 @@ class FeatureCache:
         self.directory = directory
         self.disk_bytes = int(disk_mb * 2**20)
         self._entries: OrderedDict[str, Features] = OrderedDict()
+        self._cuts: dict[tuple, tuple[Cut, str]] = {}
         self._lock = threading.Lock()
         self.hits = self.misses = self.disk_hits = 0
+
+    def find_cut(self, model: nn.Module, trainable: set[str], resolution: int, device: torch.device) -> tuple[Cut, str]:
+        """:func:`find_cut`, remembered per architecture, trainable set, resolution and device:
+        later trials of a search skip the traced passes."""
+        key = (type(model).__qualname__, repr(model), frozenset(trainable), resolution, str(device))
+        with self._lock:
+            if key in self._cuts:
+                return self._cuts[key]
+        found = find_cut(model, trainable, resolution, device)
+        with self._lock:
+            return self._cuts.setdefault(key, found)
 
     def fits(self, nbytes: int) -> bool:
         return nbytes <= self.memory_bytes
@@ -313,7 +325,7 @@ class FeatureCache:
             return None
         try:
             data = torch.load(self._path(key), map_location="cpu", weights_only=True)
-            return Features(dict(data["splits"]), float(data["seconds"]), bool(data["channels_last"]))
+            return Features(dict(data["splits"]), float(data["seconds"]), bool(data["channels_last"]), float(data["flops"]))
         except Exception:  # truncated or foreign file: recompute and overwrite it
             return None
 
@@ -322,7 +334,9 @@ class FeatureCache:
             return
         self.directory.mkdir(parents=True, exist_ok=True)
         buffer = io.BytesIO()
-        torch.save({"splits": features.splits, "seconds": features.seconds, "channels_last": features.channels_last}, buffer)
+        data = {"splits": features.splits, "seconds": features.seconds, "channels_last": features.channels_last,
+                "flops": features.flops_per_image}  # fmt: skip
+        torch.save(data, buffer)
         tmp = self._path(key).with_suffix(f".tmp{os.getpid()}.{threading.get_ident()}")
         tmp.write_bytes(buffer.getvalue())
         os.replace(tmp, self._path(key))

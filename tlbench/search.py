@@ -483,13 +483,9 @@ def open_study(p: Plan, dataset_key: str, storage: optuna.storages.BaseStorage) 
         if search.sampler == "tpe"
         else optuna.samplers.RandomSampler(seed=bench.seed + done)
     )
-    pruner = (
-        # steps are 1-based epochs; Optuna may prune once step >= n_warmup_steps
-        optuna.pruners.MedianPruner(n_startup_trials=search.startup_trials, n_warmup_steps=search.warmup_epochs + 1)
-        if search.pruner == "median"
-        else optuna.pruners.NopPruner()
+    study = optuna.create_study(
+        storage=storage, study_name=name, direction="maximize", sampler=sampler, pruner=make_pruner(search), load_if_exists=True
     )
-    study = optuna.create_study(storage=storage, study_name=name, direction="maximize", sampler=sampler, pruner=pruner, load_if_exists=True)
     stored = study.user_attrs.get("fingerprint")
     if stored is None:
         study.set_user_attr("fingerprint", bench.fingerprint())
@@ -502,6 +498,17 @@ def open_study(p: Plan, dataset_key: str, storage: optuna.storages.BaseStorage) 
         params = recipe_params(p, recipe.backbone, recipe.strategy, recipe.params)
         study.enqueue_trial(params, user_attrs={"recipe": True}, skip_if_exists=True)
     return study
+
+
+def make_pruner(search) -> optuna.pruners.BasePruner:
+    """Steps are 1-based epochs; no trial is pruned during its first ``warmup_epochs``."""
+    if search.pruner == "median":
+        # Optuna may prune once step >= n_warmup_steps
+        return optuna.pruners.MedianPruner(n_startup_trials=search.startup_trials, n_warmup_steps=search.warmup_epochs + 1)
+    if search.pruner == "hyperband":
+        # brackets of successive halving from warmup + 1 epochs up to the longest trial's epochs
+        return optuna.pruners.HyperbandPruner(min_resource=search.warmup_epochs + 1, reduction_factor=3)
+    return optuna.pruners.NopPruner()
 
 
 class Objective:

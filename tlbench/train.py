@@ -167,7 +167,8 @@ def fit(
             continue
         trainable = _set_trainable(model, built, phase.frozen_groups)
         updated |= trainable
-        cut, _ = features.find_cut(model, trainable, settings.resolution, device)
+        finder = features.find_cut if settings.cache is None else settings.cache.find_cut
+        cut, _ = finder(model, trainable, settings.resolution, device)
         data, source, extraction = _phase_data(model, cut, splits, images, transforms[1], settings, dtype, order)
         sources.append(f"{phase.name}: {source}")
         seconds += extraction
@@ -247,18 +248,22 @@ class _Images(_Data):
 class _Cached(_Data):
     """Outputs of the frozen prefix, computed once: the suffix trains on them."""
 
-    def __init__(self, cached: features.Features, splits: DatasetSplits, settings: TrainSettings, order: EpochOrder,
-                 prefix_flops: float):  # fmt: skip
+    def __init__(self, cached: features.Features, splits: DatasetSplits, settings: TrainSettings, order: EpochOrder):
         self.features, self.batch_size, self.order = cached.splits, settings.batch_size, order
         self.labels = {name: torch.tensor(getattr(splits, name).labels) for name in ("train", "val", "test")}
-        self.prefix_flops = prefix_flops
+        self.prefix_flops = cached.flops_per_image
         self.pin = settings.device.type == "cuda"
         # feature maps go on as the prefix made them: conv outputs channels_last, a ViT's tokens untouched
         self.channels_last = cached.channels_last
+        if self.pin and cached.nbytes < 0.25 * torch.cuda.mem_get_info(settings.device)[0]:
+            # small enough: batches are gathered on the GPU, no copy per step
+            self.features = {k: v.to(settings.device) for k, v in self.features.items()}
+            self.labels = {k: v.to(settings.device) for k, v in self.labels.items()}
+            self.pin = False
 
     def _batches(self, split: str, indices: torch.Tensor):
         x_all, y_all = self.features[split], self.labels[split]
-        for chunk in indices.split(self.batch_size):
+        for chunk in indices.to(x_all.device).split(self.batch_size):
             x, y = x_all[chunk], y_all[chunk]
             yield (x.pin_memory(), y.pin_memory()) if self.pin else (x, y)
 
@@ -282,21 +287,37 @@ def _phase_data(model, cut, splits, images, eval_tf, settings: TrainSettings, dt
     The source is "memory" / "disk" (cache hits), "extracted" (computed now and
     cached), or "off (<reason>)".
     """
+    reason = _cache_off(cut, splits, settings)
+    if reason:
+        return images, f"off ({reason})", 0.0
+    key = features.cache_key(model, cut, settings.data_key, repr(eval_tf), precision_name(dtype), settings.device)
+    cached, where = settings.cache.get(key)
+    seconds = 0.0
+    if cached is None:
+        cached = _extract_splits(model, cut, splits, eval_tf, settings, dtype)
+        settings.cache.put(key, cached)
+        where, seconds = "extracted", cached.seconds
+    return _Cached(cached, splits, settings, order), f"{where} at {cut.name}", seconds
+
+
+def _cache_off(cut: features.Cut, splits: DatasetSplits, settings: TrainSettings) -> str:
+    """Why this phase cannot train on cached features, or "" if it can."""
     if settings.cache is None:
-        return images, "off (disabled)", 0.0
+        return "disabled"
     if settings.augment:
-        return images, "off (augmentation)", 0.0
+        return "augmentation"  # random crops: the frozen layers see new inputs every epoch
     n = len(splits.train) + len(splits.val) + len(splits.test)
     nbytes = n * math.prod(cut.feature_shape) * 4
     if not settings.cache.fits(nbytes):
-        return images, f"off (features {nbytes / 2**20:.0f} MB > cache memory)", 0.0
-    key = features.cache_key(model, cut, settings.data_key, repr(eval_tf), precision_name(dtype), settings.device)
-    prefix_flops = _prefix_flops(model, cut, settings.resolution, settings.device)
-    cached, where = settings.cache.get(key)
-    if cached is not None:
-        return _Cached(cached, splits, settings, order, prefix_flops), f"{where} at {cut.name}", 0.0
+        return f"features {nbytes / 2**20:.0f} MB > cache memory"
+    return ""
+
+
+def _extract_splits(model, cut, splits: DatasetSplits, eval_tf, settings: TrainSettings, dtype) -> features.Features:
+    """The prefix's output for every example of every split, through the eval transform."""
     elapsed = features.timer()
-    extracted = {}
+    out: dict[str, torch.Tensor] = {}
+    flops = 0.0
     for name in ("train", "val", "test"):
         loader = DataLoader(
             ImageSplit(getattr(splits, name), eval_tf),
@@ -304,40 +325,36 @@ def _phase_data(model, cut, splits, images, eval_tf, settings: TrainSettings, dt
             num_workers=settings.num_workers,
             generator=torch.Generator().manual_seed(settings.seed + 1),
         )
-        extracted[name] = _extract(model, cut, loader, settings.device, dtype)
+        out[name], counted = _extract(model, cut, loader, settings.device, dtype)
         if name == "train":
-            train_seconds = elapsed()
-    sample = extracted["train"]
+            seconds, flops = elapsed(), counted
+    sample = out["train"]
     channels_last = sample.dim() == 4 and (cut.name == features.INPUT or _is_channels_last(sample))
-    cached = features.Features(splits=extracted, seconds=train_seconds, channels_last=channels_last)
-    settings.cache.put(key, cached)
-    return _Cached(cached, splits, settings, order, prefix_flops), f"extracted at {cut.name}", train_seconds
+    return features.Features(out, seconds, channels_last, flops_per_image=flops)
 
 
 @torch.no_grad()
-def _extract(model: nn.Module, cut: features.Cut, loader: DataLoader, device, dtype) -> torch.Tensor:
+def _extract(model: nn.Module, cut: features.Cut, loader: DataLoader, device, dtype) -> tuple[torch.Tensor, float]:
+    """(outputs of the prefix, in order; its forward FLOPs per image, counted on the first batch)."""
     was_training = model.training
     model.eval()
-    out = []
+    out, flops = [], 0.0
     try:
         for x, _ in loader:
             with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-                out.append(features.extract_batch(model, cut, _to(x, device)).to("cpu"))
+                if out:
+                    out.append(features.extract_batch(model, cut, _to(x, device)).to("cpu"))
+                    continue
+                with cost.counting() as counter:
+                    out.append(features.extract_batch(model, cut, _to(x, device)).to("cpu"))
+                flops = counter.get_total_flops() / len(x) if cut.name != features.INPUT else 0.0
     finally:
         model.train(was_training)
-    return torch.cat(out)
+    return torch.cat(out), flops
 
 
 def _is_channels_last(x: torch.Tensor) -> bool:
     return x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
-
-
-def _prefix_flops(model: nn.Module, cut: features.Cut, resolution: int, device: torch.device) -> float:
-    """FLOPs per image of the frozen prefix's forward pass (0 when the cut is at the input)."""
-    if cut.name == features.INPUT:
-        return 0.0
-    x = torch.zeros(1, 3, resolution, resolution, device=device)
-    return cost.flops_of(lambda: features.extract_batch(model, cut, x), model)
 
 
 def _set_trainable(model: nn.Module, built: BuiltBackbone, frozen: int) -> set[str]:

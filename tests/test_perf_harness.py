@@ -1,0 +1,44 @@
+"""The performance harness runs end to end in its quick mode; its ratios are printed, never asserted."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_quick_harness_prints_a_table_and_writes_json(tmp_path):
+    out = tmp_path / "perf.json"
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "perf.py"), "--quick", "--device", "cpu", "--out", str(out)],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    print(proc.stdout)  # the measured ratios, for whoever runs pytest -s
+    report = json.loads(out.read_text())
+    names = [m["name"] for m in report["measures"]]
+    assert names[0].startswith("engine overhead") and names[-1].startswith("search (")
+    assert any("linear probe" in n for n in names) and any("fine-tune" in n for n in names)
+    for m in report["measures"]:
+        assert m["numerator"] in proc.stdout
+        if not m["name"].startswith("search"):
+            assert m["ratio"] > 0
+    assert all(m["detail"]["same_accuracy"] for m in report["measures"] if "cache" in m["name"])
+    assert report["machine"]["device"].startswith("CPU")
+
+
+def test_throughput_script_runs_on_cpu(tmp_path):
+    """The timm-benchmark-style training throughput script (meant for a GPU) works end to end."""
+    out = tmp_path / "throughput.json"
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "throughput.py"), "--device", "cpu", "--models", "test_resnet",
+         "--batch", "4", "--resolution", "64", "--warmup", "1", "--steps", "2", "--out", str(out)],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    print(proc.stdout)
+    (row,) = json.loads(out.read_text())["rows"]
+    assert row["model"] == "test_resnet" and row["images_per_s"] > 0 and row["precision"] == "fp32"
