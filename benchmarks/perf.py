@@ -175,10 +175,13 @@ def engine_overhead(s: Setting, device: torch.device, say) -> Measure:
     hand_loop_ips(build(plan, splits).model, x_all, y_all, s, device, 1)  # warm-up
     engine, hand = [], []
     for r in range(s.repeats):
-        result = train.fit(build(plan, splits), splits, phases, settings(s, device, cache))
-        assert result.feature_cache == "all: memory at input", result.feature_cache  # data in memory, as in the hand loop
-        engine.append(s.overhead_epochs * len(x_all) / result.train_seconds)
-        hand.append(hand_loop_ips(build(plan, splits).model, x_all, y_all, s, device, s.overhead_epochs))
+        for side in ("engine", "hand") if r % 2 == 0 else ("hand", "engine"):  # neither always goes first
+            if side == "engine":
+                result = train.fit(build(plan, splits), splits, phases, settings(s, device, cache))
+                assert result.feature_cache == "all: memory at input", result.feature_cache  # data in memory too
+                engine.append(s.overhead_epochs * len(x_all) / result.train_seconds)
+            else:
+                hand.append(hand_loop_ips(build(plan, splits).model, x_all, y_all, s, device, s.overhead_epochs))
         say(f"  engine overhead, repeat {r + 1}: engine {engine[-1]:.1f} img/s, hand loop {hand[-1]:.1f} img/s")
     e, h = max(engine), max(hand)
     return Measure(
@@ -198,18 +201,20 @@ def _cap(dataset: dict, n: int) -> dict:
 def cache_speedup(s: Setting, device: torch.device, kind: str, say) -> list[Measure]:
     """Wall clock of one trial's fit without the cache, with an empty cache (the trial extracts),
     and with a filled one (an earlier trial did); alternated, the fastest of each kept."""
-    plan = make_plan(s, str(device))
+    images = s.overhead_images * 2 if kind == "finetune" else None  # fine-tuning is slow: fewer images
+    plan = make_plan(s, str(device), datasets=[s.dataset | (_cap(s.dataset, images) if images else {})])
     splits = search.preflight(plan)[plan.datasets[0][0].key]
     n = len(build(plan, splits).groups)
     if kind == "probe":
-        epochs, phases, repeats = s.probe_epochs, [Phase("head", s.probe_epochs, n, 0.0, 0.02)], min(3, s.repeats)
+        epochs, phases = s.probe_epochs, [Phase("head", s.probe_epochs, n, 0.0, 0.02)]
     else:
-        epochs, phases, repeats = s.finetune_epochs, [Phase("finetune", s.finetune_epochs, n // 2, 1e-3, 1e-2)], 1
+        epochs, phases = s.finetune_epochs, [Phase("finetune", s.finetune_epochs, n // 2, 1e-3, 1e-2)]
     times: dict[str, list[float]] = {"uncached": [], "cold": [], "warm": []}
     results: dict[str, train.FitResult] = {}
-    for _ in range(repeats):
+    for r in range(min(3, s.repeats)):
         cache = features.FeatureCache()
-        for name, c in (("uncached", None), ("cold", cache), ("warm", cache)):
+        order = [("uncached", None), ("cold", cache), ("warm", cache)]
+        for name, c in order if r % 2 == 0 else [order[1], order[2], order[0]]:  # uncached not always first
             seconds, result = timed_fit(plan, splits, phases, settings(s, device, c))
             times[name].append(seconds)
             results[name] = result

@@ -60,11 +60,12 @@ class _Stop(Exception):
 # --------------------------------------------------------------------------- finding a cut
 
 
-def find_cut(model: nn.Module, trainable: set[str], resolution: int, device: torch.device) -> tuple[Cut | None, str]:
-    """The deepest valid cut whose prefix holds only frozen parameters, and why if none.
+def find_cut(model: nn.Module, trainable: set[str], resolution: int, device: torch.device) -> tuple[Cut, str]:
+    """The deepest valid cut whose prefix holds only frozen parameters, and a note when
+    frozen layers exist but no cut after them works (the cut is then at the input).
 
-    ``trainable``: parameter names that train in this phase. Never changes the
-    model's state (one eval forward pass per checked candidate, on a private RNG).
+    ``trainable``: parameter names that train in this phase. Leaves the model as
+    it was (eval-mode forward passes without gradients, on a private RNG).
     """
     was_training = model.training
     model.eval()
@@ -118,7 +119,7 @@ def _wrap_features(model: nn.Module, events, shapes) -> Callable[[], None]:
     return lambda: object.__delattr__(model, FEATURES)
 
 
-def _search(model, trainable, x, reference, events, shapes) -> tuple[Cut | None, str]:
+def _search(model, trainable, x, reference, events, shapes) -> tuple[Cut, str]:
     modules = dict(model.named_modules())
     first, last, calls = {}, {}, {}
     for i, (kind, name) in enumerate(events):
@@ -173,7 +174,8 @@ def _all_params(model: nn.Module) -> set[str]:
 
 
 def _outermost(names: set[str]) -> set[str]:
-    return {n for n in names if not any(n.startswith(other + ".") for other in names)}
+    """Modules whose parent is not in ``names`` (a closed module's children are all closed too)."""
+    return {n for n in names if n.rpartition(".")[0] not in names}
 
 
 def _verify(model: nn.Module, cut: Cut, x: torch.Tensor, reference: torch.Tensor) -> bool:

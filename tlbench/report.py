@@ -111,13 +111,18 @@ def cache_notes(trials: pd.DataFrame) -> list[str]:
         return []
     if used.str.contains("off (augmentation)", regex=False).any():
         return ["Feature cache off: training.augment gives new inputs every epoch, so frozen layers are recomputed"]
-    cached = used.str.contains(r"(?:extracted|memory|disk) at", regex=True)
-    if not cached.any():
+    phases = used.str.split("; ")
+    layers = phases.map(lambda ps: any(_cached(p) and not p.endswith(" at input") for p in ps))
+    inputs = phases.map(lambda ps: all(_cached(p) for p in ps)) & ~layers
+    parts = [f"{layers.sum()} of {len(used)} completed trials trained on frozen-layer outputs computed once"] * bool(layers.any())
+    parts += [f"{inputs.sum()} on decoded images kept in memory"] * bool(inputs.any())
+    if not parts:
         return []
-    return [
-        f"Feature cache: {cached.sum()} of {len(used)} completed trials trained on frozen-layer outputs computed "
-        "once (same results; Train GFLOPs count that pass once)"
-    ]
+    return [f"Feature cache: {', '.join(parts)} (same results; Train GFLOPs count the frozen layers once)"]
+
+
+def _cached(phase: str) -> bool:
+    return any(f"{where} at " in phase for where in ("extracted", "memory", "disk"))
 
 
 def _pick(columns: list[Column], width: int) -> list[Column]:

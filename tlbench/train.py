@@ -150,58 +150,65 @@ def fit(
     (``settings.cache`` set, no augmentation, features within the cache's
     memory bound), else on images through the transforms.
     """
+    active = [phase for phase in phases if phase.epochs > 0]
+    if not active:
+        raise TrialFailed("the strategy gave no phase with epochs > 0")
     torch.manual_seed(settings.seed)
-    device, dtype = settings.device, autocast_dtype(settings.device)
-    model = built.model.to(device, memory_format=torch.channels_last)
-    transforms = make_transforms(built.data_config, settings.resolution, settings.augment)
+    dtype = autocast_dtype(settings.device)
+    model = built.model.to(settings.device, memory_format=torch.channels_last)
+    train_tf, eval_tf = make_transforms(built.data_config, settings.resolution, settings.augment)
     order = EpochOrder(len(splits.train), torch.Generator().manual_seed(settings.seed))
-    images = _Images(splits, *transforms, settings, order)
-    scaler = torch.amp.GradScaler(enabled=dtype == torch.float16)
-    curve: list[float] = []
-    seconds = flops = 0.0
+    run = _Run(model, settings, dtype, _Images(splits, train_tf, eval_tf, settings, order), len(splits.train), on_epoch)
     updated: set[str] = set()
-    sources: list[str] = []
-    data: _Data = images
-    for phase in phases:
-        if phase.epochs <= 0:
-            continue
+    for phase in active:
         trainable = _set_trainable(model, built, phase.frozen_groups)
         updated |= trainable
         finder = features.find_cut if settings.cache is None else settings.cache.find_cut
-        cut, _ = finder(model, trainable, settings.resolution, device)
-        data, source, extraction = _phase_data(model, cut, splits, images, transforms[1], settings, dtype, order)
-        sources.append(f"{phase.name}: {source}")
-        seconds += extraction
-        optimizer = _optimizer(model, built, trainable, phase, settings.weight_decay)
-        steps = phase.epochs * math.ceil(len(splits.train) / settings.batch_size)
-        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 0.5 * (1 + math.cos(math.pi * s / steps)))
-        with data.model(model, cut) as net:
-            runner = torch.compile(net) if settings.compile else net
-            step_flops = data.step_flops(net, settings.resolution, device)
-            flops += data.prefix_flops * len(splits.train)
-            for _ in range(phase.epochs):
-                start = time.perf_counter()
-                n = _train_epoch(runner, net, cut, data.train(), optimizer, schedule, scaler, device, dtype, phase, data.channels_last)
-                seconds += time.perf_counter() - start
-                flops += step_flops * n
-                curve.append(evaluate(runner, data.eval("val"), device, dtype, data.channels_last))
-                on_epoch(len(curve), curve[-1])
-            test = correctness(runner, data.eval("test"), device, dtype, data.channels_last) if phase is _last(phases) else []
-    if not curve:
-        raise TrialFailed("the strategy gave no phase with epochs > 0")
+        cut, _ = finder(model, trainable, settings.resolution, settings.device)
+        data, source, extraction = _phase_data(model, cut, splits, run.images, eval_tf, settings, dtype, order)
+        run.sources.append(f"{phase.name}: {source}")
+        run.seconds += extraction
+        run.phase(phase, _optimizer(model, built, trainable, phase, settings.weight_decay), cut, data, last=phase is active[-1])
     return FitResult(
-        val_curve=curve,
-        test_correct=test,
-        train_seconds=seconds,
-        train_flops=flops,
+        val_curve=run.curve,
+        test_correct=run.test,
+        train_seconds=run.seconds,
+        train_flops=run.flops,
         trainable_params=cost.count_params(model, updated),
         precision=precision_name(dtype),
-        feature_cache="; ".join(sources),
+        feature_cache="; ".join(run.sources),
     )
 
 
-def _last(phases: Sequence[Phase]) -> Phase | None:
-    return next((p for p in reversed(phases) if p.epochs > 0), None)
+class _Run:
+    """One fit's running state: the curve so far, time and FLOPs spent, where data came from."""
+
+    def __init__(self, model: nn.Module, settings: TrainSettings, dtype, images: _Images, n_train: int, on_epoch):
+        self.model, self.settings, self.dtype, self.images, self.on_epoch = model, settings, dtype, images, on_epoch
+        self.n_train = n_train
+        self.scaler = torch.amp.GradScaler(enabled=dtype == torch.float16)
+        self.curve: list[float] = []
+        self.test: list[bool] = []
+        self.seconds = self.flops = 0.0
+        self.sources: list[str] = []
+
+    def phase(self, phase: Phase, optimizer, cut: features.Cut, data: _Data, last: bool) -> None:
+        s, device, dtype = self.settings, self.settings.device, self.dtype
+        steps = phase.epochs * math.ceil(self.n_train / s.batch_size)
+        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda i: 0.5 * (1 + math.cos(math.pi * i / steps)))
+        with data.model(self.model, cut) as net:
+            runner = torch.compile(net) if s.compile else net
+            step_flops = data.step_flops(net, s.resolution, device)
+            self.flops += data.prefix_flops * self.n_train  # the frozen prefix ran once per training image
+            for _ in range(phase.epochs):
+                start = time.perf_counter()
+                n = _train_epoch(runner, net, cut, data, optimizer, schedule, self.scaler, device, dtype, phase)
+                self.seconds += time.perf_counter() - start
+                self.flops += step_flops * n
+                self.curve.append(evaluate(runner, data.eval("val"), device, dtype, data.channels_last))
+                self.on_epoch(len(self.curve), self.curve[-1])
+            if last:
+                self.test = correctness(runner, data.eval("test"), device, dtype, data.channels_last)
 
 
 class _Data:
@@ -395,14 +402,15 @@ def check_every(device: torch.device) -> int:
     return 1 if device.type != "cuda" else 32
 
 
-def _train_epoch(runner, model, cut, batches, optimizer, schedule, scaler, device, dtype, phase: Phase, channels_last: bool) -> int:
+def _train_epoch(runner, model, cut, data: _Data, optimizer, schedule, scaler, device, dtype, phase: Phase) -> int:
+    """One pass over the training data; ``runner`` is ``model`` or its compiled form."""
     _train_mode(model, cut)
     images = steps = 0
     bad = torch.zeros((), device=device)  # first non-finite loss seen, 0 while none
     every = check_every(device)
-    for x, y in batches:
+    for x, y in data.train():
         try:
-            loss = _train_step(runner, _to(x, device, channels_last), y.to(device, non_blocking=True), optimizer, scaler, dtype)
+            loss = _train_step(runner, _to(x, device, data.channels_last), y.to(device, non_blocking=True), optimizer, scaler, dtype)
         except torch.OutOfMemoryError as exc:
             raise TrialFailed(f"out of memory in phase {phase.name} at batch size {len(x)}") from exc
         bad = torch.where((bad == 0) & ~torch.isfinite(loss), loss, bad)
