@@ -111,7 +111,6 @@ def cmd_validate(args) -> int:
 
 def cmd_run(args) -> int:
     from tlbench import cost, results, search
-    from tlbench.progress import make_progress
 
     plan = _load(args.config, verbose=args.verbose, run_name=args.run_name, n_trials=args.n_trials)
     splits = search.preflight(plan)
@@ -120,23 +119,40 @@ def cmd_run(args) -> int:
     devices = ", ".join(dict.fromkeys(cost.device_name(d) for d in shared.devices))
     studies = {entry.key: search.study_name(plan.bench, entry.key) for entry, _ in plan.datasets}
     repeat_studies = {entry.key: search.repeats_study_name(plan.bench, entry.key) for entry, _ in plan.datasets}
-    results.save_metadata(folder, plan.bench, plan.base_dir, studies, repeat_studies, devices)
-    storage = search.connect(results.storage_url(plan.bench.search.storage, folder))
+    with results.locked(folder):
+        results.save_metadata(folder, plan.bench, plan.base_dir, studies, repeat_studies, devices)
+        storage = search.connect(results.storage_url(plan.bench.search.storage, folder))
+        return _search(args, plan, splits, shared, folder, storage)
+
+
+def _search(args, plan, splits, shared, folder, storage) -> int:
+    """Run the studies; whatever happens, write the tables (and on Ctrl-C the report too)."""
+    from tlbench import results, search
+    from tlbench.progress import make_progress
+
     status = _console(stderr=True)
     status.print(f"run folder: {folder}", markup=False, highlight=False)
     if len(shared.devices) > 1:
         status.print(f"{len(shared.devices)} trials at a time, one per device", markup=False, highlight=False)
     progress, write = make_progress(status), lambda: results.write_tables(folder)
+    # The run folder's own SQLite file is ours alone (the folder is locked): a RUNNING trial in it was killed.
+    recover = plan.bench.search.storage is None
+    interrupted = False
     try:
-        search.run(plan, splits, storage, progress, on_trial=write, shared=shared)
+        search.run(plan, splits, storage, progress, on_trial=write, shared=shared, recover=recover)
         if plan.bench.repeats:
             summary = results.load_run(folder).summary
             selected = {key: list(rows["trial"]) for key, rows in summary.groupby("dataset")}
-            search.run_repeats(plan, splits, storage, selected, progress, on_trial=write, shared=shared)
+            search.run_repeats(plan, splits, storage, selected, progress, on_trial=write, shared=shared, recover=recover)
+    except KeyboardInterrupt:
+        interrupted = True  # Optuna has marked the running trial failed; our objective said why
     finally:
         run = results.write_tables(folder)
         _show(run, args.format, _console())
     _write_report(run, status)
+    if interrupted:
+        status.print("interrupted: finished trials are kept; run the same command to go on", markup=False, highlight=False)
+        return 130
     return 0
 
 

@@ -52,6 +52,10 @@ class PlainProgress(ProgressBase):
     def trial_finished(self, trial):
         self._say(f"trial {trial.number} {outcome(trial)}")
 
+    def trial_recovered(self, dataset, number, retried):
+        self.dataset = dataset
+        self._say(f"trial {number} was interrupted: marked failed" + (", retrying it" * retried))
+
     def study_finished(self, dataset):
         self._say("study done")
 
@@ -88,6 +92,10 @@ class RichProgress(ProgressBase):
                 self.bars.remove_task(task)
             self.bars.advance(self.trials)
             self.bars.console.print(f"[{self.dataset}] trial {trial.number} {outcome(trial)}", markup=False, highlight=False)
+
+    def trial_recovered(self, dataset, number, retried):
+        message = f"trial {number} was interrupted: marked failed" + (", retrying it" * retried)
+        self.console.print(f"[{dataset}] {message}", markup=False, highlight=False)
 
     def study_finished(self, dataset):
         self.bars.stop()

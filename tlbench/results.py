@@ -8,6 +8,7 @@ Tables are always rebuilt from the Optuna storage, the single source of truth.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -42,6 +43,40 @@ def write_atomic(path: Path, data: str | bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+@contextlib.contextmanager
+def locked(folder: Path):
+    """Hold a run folder for this process: a second ``tlbench run`` on it is refused.
+
+    An advisory lock (flock): the kernel drops it when the process dies, even by
+    SIGKILL, so a killed run never leaves the folder locked. Without fcntl
+    (Windows) nothing is locked.
+    """
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / ".lock", "a+", encoding="utf-8") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            f.seek(0)
+            holder = f.read().strip() or "another process"
+            raise UserError(
+                f"{folder}: another tlbench run is using this run folder ({holder}); "
+                "wait for it to finish, or give this one another --run name"
+            ) from None
+        f.seek(0)
+        f.truncate()
+        f.write(f"pid {os.getpid()} on {platform.node()}")
+        f.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def run_dir(bench: Benchmark, base_dir: Path) -> Path:
@@ -158,11 +193,12 @@ TRIAL_COLUMNS = [
     "frozen_groups", "n_groups", "epochs", "total_params", "trainable_params", "forward_gflops",
     "train_gflops", "train_seconds", "throughput", "latency_ms", "peak_memory_mb", "memory_kind",
     "device", "precision", "resolution", "elapsed_seconds", "val_curve", "fail_reason", "params", "feature_cache",
+    "retry_of",
 ]  # fmt: skip
 MEASURED = [  # trial user attributes copied as they are
     "total_params", "trainable_params", "forward_gflops", "train_gflops", "train_seconds", "throughput",
     "latency_ms", "peak_memory_mb", "memory_kind", "device", "precision", "resolution", "elapsed_seconds",
-    "feature_cache",
+    "feature_cache", "retry_of",
 ]  # fmt: skip
 
 

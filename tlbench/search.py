@@ -301,6 +301,7 @@ class Progress:
     def trial_started(self, number: int, summary: str, epochs: int) -> None: ...
     def epoch_done(self, number: int, epoch: int, val_accuracy: float) -> None: ...
     def trial_finished(self, trial: optuna.trial.FrozenTrial) -> None: ...
+    def trial_recovered(self, dataset: str, number: int, retried: bool) -> None: ...
     def study_finished(self, dataset: str) -> None: ...
 
 
@@ -375,8 +376,13 @@ def run(
     progress: Progress,
     on_trial=lambda: None,
     shared: Shared | None = None,
+    recover: bool = False,
 ) -> None:
     """Run (or resume) one study per dataset until each has ``n_trials`` finished trials.
+
+    ``recover``: this process is the only one using the storage, so a trial
+    found RUNNING was interrupted (the process was killed): it is marked failed
+    and its configuration retried once (see :func:`recover_interrupted`).
 
     With several devices, as many trials run at once (Optuna's ``n_jobs``),
     each on a device of its own.
@@ -387,6 +393,8 @@ def run(
     shared = Shared(p, splits) if shared is None else shared
     for entry, _ in p.datasets:
         study = open_study(p, entry.key, storage)
+        if recover:
+            recover_interrupted(study, storage, progress, entry.key)
         done = sum(t.state in FINISHED for t in study.get_trials(deepcopy=False))
         total = p.bench.search.n_trials
         if total is not None and done >= total:
@@ -421,6 +429,7 @@ def run_repeats(
     progress: Progress,
     on_trial=lambda: None,
     shared: Shared | None = None,
+    recover: bool = False,
 ) -> None:
     """Retrain each selected trial's configuration with ``bench.repeats`` new seeds.
 
@@ -436,6 +445,8 @@ def run_repeats(
         study = optuna.create_study(
             storage=storage, study_name=repeats_study_name(p.bench, key), direction="maximize", load_if_exists=True
         )
+        if recover:  # the interrupted repeat is missing, so it is enqueued again below
+            recover_interrupted(study, storage, progress, f"{key} repeats", retry=False)
         done = {(t.user_attrs.get("repeat_of"), t.user_attrs.get("repeat")) for t in study.get_trials(deepcopy=False)}
         missing = [(n, r) for n in numbers for r in range(p.bench.repeats) if (n, r) not in done]
         for number, r in missing:
@@ -454,6 +465,38 @@ def run_repeats(
             )
         finally:
             progress.study_finished(key)
+
+
+RETRIED_ATTRS = ("recipe", "seed", "repeat_of", "repeat")  # what a retry keeps of the interrupted trial
+
+
+INTERRUPTED = "interrupted"  # fail_reason prefix of trials a kill or Ctrl-C stopped
+
+
+def recover_interrupted(study: optuna.Study, storage, progress: Progress, where: str, retry: bool = True) -> list[int]:
+    """Mark trials left RUNNING by a killed process as failed, and enqueue the configuration
+    of each interrupted trial (killed, or stopped by Ctrl-C) once more, never a retry of a
+    retry. Call only when no other process uses the study. Returns the numbers marked failed."""
+    trials = study.get_trials(deepcopy=False)
+    study_id = storage.get_study_id_from_name(study.study_name)
+    stale = [t for t in trials if t.state == optuna.trial.TrialState.RUNNING]
+    for t in stale:
+        trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, t.number)
+        storage.set_trial_user_attr(trial_id, "fail_reason", f"{INTERRUPTED}: the process running it was killed")
+        storage.set_trial_state_values(trial_id, optuna.trial.TrialState.FAIL)
+    retried = {t.user_attrs.get("retry_of") for t in trials}
+    stopped = [
+        t for t in trials
+        if t in stale or (t.state == optuna.trial.TrialState.FAIL and str(t.user_attrs.get("fail_reason", "")).startswith(INTERRUPTED))
+    ]  # fmt: skip
+    for t in stopped:
+        again = retry and "retry_of" not in t.user_attrs and t.number not in retried
+        if again:
+            attrs = {k: t.user_attrs[k] for k in RETRIED_ATTRS if k in t.user_attrs} | {"retry_of": t.number}
+            study.enqueue_trial(t.params, user_attrs=attrs)
+        if t in stale or again:
+            progress.trial_recovered(where, t.number, again)
+    return [t.number for t in stale]
 
 
 def repeats_study_name(bench: Benchmark, dataset_key: str) -> str:
@@ -523,7 +566,11 @@ class Objective:
         with self.shared.device() as device:
             # libraries that allocate on "the current GPU" use this trial's
             with torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext():
-                return self._run(trial, device)
+                try:
+                    return self._run(trial, device)
+                except KeyboardInterrupt:
+                    trial.set_user_attr("fail_reason", f"{INTERRUPTED} by Ctrl-C")  # Optuna marks it failed
+                    raise
 
     def _run(self, trial: optuna.Trial, device) -> float:
         import torch

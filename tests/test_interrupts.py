@@ -1,0 +1,128 @@
+"""Real kills: SIGKILL or Ctrl-C a running `tlbench run`, run it again, lose nothing, duplicate nothing."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import optuna
+import pandas as pd
+import pytest
+
+from conftest import tiny_benchmark
+from tlbench import cli
+
+SLOW = tiny_benchmark(
+    name="kill",
+    datasets=[{"name": "synthetic", "classes": 3, "size": 16, "train_per_class": 24, "val_per_class": 4, "test_per_class": 4}],
+    strategies=[{"name": "finetune", "epochs": 4, "freeze": 0.0}],
+    search={"n_trials": 4, "startup_trials": 4, "pruner": "none"},
+)
+
+
+def _trials(folder) -> list[optuna.trial.FrozenTrial]:
+    run = json.loads((folder / "run.json").read_text())
+    (name,) = run["studies"].values()
+    return optuna.load_study(study_name=name, storage=f"sqlite:///{folder / 'study.db'}").trials
+
+
+def _start_and_stop_mid_trial(config, sig) -> tuple[subprocess.Popen, object]:
+    """Start a run, wait until one trial has finished and the next is running, then send ``sig``."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tlbench", "run", str(config), "--format", "csv"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.communicate()
+        folders = list((config.parent / "results" / "kill").glob("*/study.db"))
+        try:
+            states = [t.state.name for t in _trials(folders[0].parent)] if folders else []
+        except (KeyError, optuna.exceptions.StorageInternalError, json.JSONDecodeError, FileNotFoundError):
+            states = []  # the study is being created
+        if "COMPLETE" in states and states[-1] == "RUNNING" and len(states) < 4:
+            proc.send_signal(sig)
+            proc.wait(timeout=120)
+            return proc, folders[0].parent
+        time.sleep(0.1)
+    proc.kill()
+    pytest.fail("no trial finished in time")
+
+
+def _rerun(config, capsys):
+    code = cli.main(["run", str(config), "--format", "csv"])
+    return code, capsys.readouterr()
+
+
+def test_sigkill_then_rerun_keeps_finished_trials_and_retries_the_killed_one(write_config, capsys):
+    config = write_config(SLOW)
+    proc, folder = _start_and_stop_mid_trial(config, signal.SIGKILL)
+    assert proc.returncode == -signal.SIGKILL
+    before = {t.number: t for t in _trials(folder)}
+    killed = max(before)
+    assert before[killed].state.name == "RUNNING"
+    for name in ("trials.csv", "summary.json", "run.json"):  # written atomically: whole or absent, never torn
+        if (folder / name).exists() and name.endswith(".csv"):
+            pd.read_csv(folder / name)
+        elif (folder / name).exists():
+            json.loads((folder / name).read_text())
+
+    code, out = _rerun(config, capsys)
+    assert code == 0, out.err
+    assert f"trial {killed} was interrupted: marked failed, retrying it" in out.err
+    after = {t.number: t for t in _trials(folder)}
+    for number, t in before.items():  # nothing finished is rerun or changed
+        if t.state.name == "COMPLETE":
+            assert (after[number].state, after[number].value, after[number].params) == (t.state, t.value, t.params)
+    assert after[killed].state.name == "FAIL"
+    assert after[killed].user_attrs["fail_reason"].startswith("interrupted: the process running it was killed")
+    retries = [t for t in after.values() if t.user_attrs.get("retry_of") == killed]
+    assert len(retries) == 1 and retries[0].state.name == "COMPLETE" and retries[0].params == before[killed].params
+    assert sum(t.state.name in ("COMPLETE", "FAIL", "PRUNED") for t in after.values()) == 4  # the budget, exactly
+    assert not [t for t in after.values() if t.state.name in ("RUNNING", "WAITING")]
+    trials = pd.read_csv(folder / "trials.csv")
+    assert len(trials) == len(after) and trials["retry_of"].dropna().tolist() == [killed]
+    assert (folder / "report.md").exists()
+
+    code, out = _rerun(config, capsys)  # a third run: nothing left to do, nothing retried twice
+    assert code == 0 and "retrying" not in out.err and len(_trials(folder)) == len(after)
+
+
+def test_ctrl_c_records_the_trial_as_interrupted_writes_the_report_and_exits_130(write_config, capsys):
+    config = write_config(SLOW)
+    proc, folder = _start_and_stop_mid_trial(config, signal.SIGINT)
+    err = proc.stderr.read()
+    assert proc.returncode == 130, err
+    assert "interrupted: finished trials are kept" in err
+    trials = {t.number: t for t in _trials(folder)}
+    stopped = max(trials)
+    assert trials[stopped].state.name == "FAIL"
+    assert trials[stopped].user_attrs["fail_reason"] == "interrupted by Ctrl-C"
+    assert pd.read_csv(folder / "trials.csv")["state"].tolist()[-1] == "FAIL"
+    assert (folder / "report.md").exists()
+
+    code, out = _rerun(config, capsys)  # going on retries the interrupted configuration once
+    assert code == 0, out.err
+    retries = [t for t in _trials(folder) if t.user_attrs.get("retry_of") == stopped]
+    assert len(retries) == 1 and retries[0].state.name == "COMPLETE"
+
+
+def test_a_second_run_on_the_same_folder_is_refused_while_the_first_runs(write_config, capsys):
+    config = write_config(SLOW)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tlbench", "run", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not list((config.parent / "results" / "kill").glob("*/study.db")) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        code, out = _rerun(config, capsys)
+        assert code == 2
+        assert "another tlbench run is using this run folder (pid" in out.err
+        assert out.err.count("\n") == 1
+    finally:
+        proc.kill()
+        proc.wait()
