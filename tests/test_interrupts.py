@@ -126,3 +126,12 @@ def test_a_second_run_on_the_same_folder_is_refused_while_the_first_runs(write_c
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_unwritable_results_folder_is_one_line_and_exit_2(write_config, capsys, tmp_path):
+    (tmp_path / "a_file").write_text("not a folder")
+    config = write_config(SLOW | {"results_dir": "a_file/results"})
+    code, out = _rerun(config, capsys)
+    assert code == 2
+    assert "results_dir: cannot create" in out.err and "set results_dir to a writable folder" in out.err
+    assert len(out.err.strip().splitlines()) == 1

@@ -58,8 +58,12 @@ def locked(folder: Path):
     except ImportError:
         yield
         return
-    folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / ".lock", "a+", encoding="utf-8") as f:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        f = open(folder / ".lock", "a+", encoding="utf-8")  # noqa: SIM115 - closed below
+    except OSError as exc:
+        raise UserError(f"results_dir: cannot create {folder} ({exc.strerror}); set results_dir to a writable folder") from exc
+    with f:
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
