@@ -38,15 +38,16 @@ def _start_and_stop_mid_trial(config, sig) -> tuple[subprocess.Popen, object]:
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline:
         assert proc.poll() is None, proc.communicate()
-        folders = list((config.parent / "results" / "kill").glob("*/study.db"))
-        try:
-            states = [t.state.name for t in _trials(folders[0].parent)] if folders else []
-        except (KeyError, optuna.exceptions.StorageInternalError, json.JSONDecodeError, FileNotFoundError):
-            states = []  # the study is being created
-        if "COMPLETE" in states and states[-1] == "RUNNING" and len(states) < 4:
+        # trials.csv appears after the first trial: the storage's tables exist by then (opening
+        # it earlier would race the run creating them)
+        folders = [p.parent for p in (config.parent / "results" / "kill").glob("*/trials.csv")]
+        trials = _trials(folders[0]) if folders else []
+        states = [t.state.name for t in trials]
+        # the next trial is running and has drawn its whole configuration (it is training)
+        if "COMPLETE" in states and states[-1] == "RUNNING" and "params" in trials[-1].user_attrs and len(states) < 4:
             proc.send_signal(sig)
             proc.wait(timeout=120)
-            return proc, folders[0].parent
+            return proc, folders[0]
         time.sleep(0.1)
     proc.kill()
     pytest.fail("no trial finished in time")
@@ -80,7 +81,8 @@ def test_sigkill_then_rerun_keeps_finished_trials_and_retries_the_killed_one(wri
     assert after[killed].state.name == "FAIL"
     assert after[killed].user_attrs["fail_reason"].startswith("interrupted: the process running it was killed")
     retries = [t for t in after.values() if t.user_attrs.get("retry_of") == killed]
-    assert len(retries) == 1 and retries[0].state.name == "COMPLETE" and retries[0].params == before[killed].params
+    assert len(retries) == 1 and retries[0].state.name == "COMPLETE"
+    assert retries[0].params == before[killed].params
     assert sum(t.state.name in ("COMPLETE", "FAIL", "PRUNED") for t in after.values()) == 4  # the budget, exactly
     assert not [t for t in after.values() if t.state.name in ("RUNNING", "WAITING")]
     trials = pd.read_csv(folder / "trials.csv")
@@ -99,8 +101,8 @@ def test_ctrl_c_records_the_trial_as_interrupted_writes_the_report_and_exits_130
     assert "interrupted: finished trials are kept" in err
     trials = {t.number: t for t in _trials(folder)}
     stopped = max(trials)
-    assert trials[stopped].state.name == "FAIL"
-    assert trials[stopped].user_attrs["fail_reason"] == "interrupted by Ctrl-C"
+    assert trials[stopped].state.name == "FAIL", err
+    assert trials[stopped].user_attrs["fail_reason"] == "interrupted by Ctrl-C", err
     assert pd.read_csv(folder / "trials.csv")["state"].tolist()[-1] == "FAIL"
     assert (folder / "report.md").exists()
 

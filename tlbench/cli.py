@@ -146,6 +146,8 @@ def _search(args, plan, splits, shared, folder, storage) -> int:
             search.run_repeats(plan, splits, storage, selected, progress, on_trial=write, shared=shared, recover=recover)
     except KeyboardInterrupt:
         interrupted = True  # Optuna has marked the running trial failed; our objective said why
+        if recover:
+            search.fail_interrupted(plan, storage)
     finally:
         run = results.write_tables(folder)
         _show(run, args.format, _console())

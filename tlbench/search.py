@@ -474,29 +474,49 @@ INTERRUPTED = "interrupted"  # fail_reason prefix of trials a kill or Ctrl-C sto
 
 
 def recover_interrupted(study: optuna.Study, storage, progress: Progress, where: str, retry: bool = True) -> list[int]:
-    """Mark trials left RUNNING by a killed process as failed, and enqueue the configuration
-    of each interrupted trial (killed, or stopped by Ctrl-C) once more, never a retry of a
-    retry. Call only when no other process uses the study. Returns the numbers marked failed."""
+    """Mark trials left RUNNING by a killed process as failed, and enqueue the parameters
+    each interrupted trial (killed, or stopped by Ctrl-C) had drawn once more, never a
+    retry of a retry. Call only when no other process uses the study. Returns the numbers
+    marked failed."""
+    stale = fail_running(study, storage, f"{INTERRUPTED}: the process running it was killed")
     trials = study.get_trials(deepcopy=False)
-    study_id = storage.get_study_id_from_name(study.study_name)
-    stale = [t for t in trials if t.state == optuna.trial.TrialState.RUNNING]
-    for t in stale:
-        trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, t.number)
-        storage.set_trial_user_attr(trial_id, "fail_reason", f"{INTERRUPTED}: the process running it was killed")
-        storage.set_trial_state_values(trial_id, optuna.trial.TrialState.FAIL)
     retried = {t.user_attrs.get("retry_of") for t in trials}
     stopped = [
         t for t in trials
-        if t in stale or (t.state == optuna.trial.TrialState.FAIL and str(t.user_attrs.get("fail_reason", "")).startswith(INTERRUPTED))
+        if t.state == optuna.trial.TrialState.FAIL and str(t.user_attrs.get("fail_reason", "")).startswith(INTERRUPTED)
     ]  # fmt: skip
     for t in stopped:
         again = retry and "retry_of" not in t.user_attrs and t.number not in retried
         if again:
             attrs = {k: t.user_attrs[k] for k in RETRIED_ATTRS if k in t.user_attrs} | {"retry_of": t.number}
             study.enqueue_trial(t.params, user_attrs=attrs)
-        if t in stale or again:
+        if t.number in stale or again:
             progress.trial_recovered(where, t.number, again)
-    return [t.number for t in stale]
+    return stale
+
+
+def fail_running(study: optuna.Study, storage, reason: str) -> list[int]:
+    """Mark the study's RUNNING trials failed with ``reason``; only for a study no other process runs."""
+    study_id = storage.get_study_id_from_name(study.study_name)
+    numbers = []
+    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, t.number)
+        storage.set_trial_user_attr(trial_id, "fail_reason", reason)
+        storage.set_trial_state_values(trial_id, optuna.trial.TrialState.FAIL)
+        numbers.append(t.number)
+    return numbers
+
+
+def fail_interrupted(p: Plan, storage) -> None:
+    """After Ctrl-C: a trial stopped before its objective ran (Optuna had created it) is
+    still RUNNING; record it as interrupted like the others."""
+    for entry, _ in p.datasets:
+        for name in (study_name(p.bench, entry.key), repeats_study_name(p.bench, entry.key)):
+            try:
+                study = optuna.load_study(study_name=name, storage=storage)
+            except KeyError:
+                continue
+            fail_running(study, storage, f"{INTERRUPTED} by Ctrl-C")
 
 
 def repeats_study_name(bench: Benchmark, dataset_key: str) -> str:
