@@ -447,7 +447,11 @@ def run_repeats(
         )
         if recover:  # the interrupted repeat is missing, so it is enqueued again below
             recover_interrupted(study, storage, progress, f"{key} repeats", retry=False)
-        done = {(t.user_attrs.get("repeat_of"), t.user_attrs.get("repeat")) for t in study.get_trials(deepcopy=False)}
+        done = {  # an interrupted repeat is missing: it runs again
+            (t.user_attrs.get("repeat_of"), t.user_attrs.get("repeat"))
+            for t in study.get_trials(deepcopy=False)
+            if not str(t.user_attrs.get("fail_reason", "")).startswith(INTERRUPTED)
+        }
         missing = [(n, r) for n in numbers for r in range(p.bench.repeats) if (n, r) not in done]
         for number, r in missing:
             attrs = {"recipe": True, "repeat_of": number, "repeat": r, "seed": p.bench.seed + REPEAT_SEED + r}
