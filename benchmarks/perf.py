@@ -37,6 +37,7 @@ from torch import nn  # noqa: E402
 
 from tlbench import cost, features, plugins, search, train  # noqa: E402
 from tlbench.config import parse_config  # noqa: E402
+from throughput import plain_step, sync  # noqa: E402  (this folder is on sys.path when run as a script)
 from tlbench.types import Phase  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -151,13 +152,7 @@ def hand_loop_ips(model: nn.Module, x_all: torch.Tensor, y_all: torch.Tensor, s:
     for _ in range(epochs):
         for idx in torch.randperm(len(x_all), generator=generator).split(s.batch_size):
             x = x_all[idx].to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
-            y = y_all[idx].to(device, non_blocking=True)
-            with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-                loss = nn.functional.cross_entropy(model(x), y)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
+            plain_step(model, x, y_all[idx].to(device, non_blocking=True), optimizer, scaler, dtype)
     sync(device)
     return epochs * len(x_all) / (time.perf_counter() - start)
 
@@ -289,11 +284,6 @@ def search_efficiency(s: Setting, device: torch.device, say) -> list[Measure]:
 
 
 # --------------------------------------------------------------------------- main
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def machine(device: torch.device) -> dict:

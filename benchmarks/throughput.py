@@ -35,20 +35,12 @@ def train_throughput(name: str, device: torch.device, batch: int, resolution: in
     x = torch.randn(batch, 3, resolution, resolution, device=device).contiguous(memory_format=torch.channels_last)
     y = torch.randint(0, 1000, (batch,), device=device)
 
-    def step() -> None:
-        with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-            loss = nn.functional.cross_entropy(model(x), y)
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
-
     for _ in range(warmup):
-        step()
+        plain_step(model, x, y, optimizer, scaler, dtype)
     sync(device)
     start = time.perf_counter()
     for _ in range(steps):
-        step()
+        plain_step(model, x, y, optimizer, scaler, dtype)
     sync(device)
     seconds = time.perf_counter() - start
     return {
@@ -60,6 +52,16 @@ def train_throughput(name: str, device: torch.device, batch: int, resolution: in
         "precision": train.precision_name(dtype),
         "peak_memory_mb": cost.peak_memory_mb(device)[0],
     }
+
+
+def plain_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, optimizer, scaler, dtype: torch.dtype | None) -> None:
+    """The plainest training step: autocast forward, cross-entropy, scaled backward, step."""
+    with torch.autocast(x.device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+        loss = nn.functional.cross_entropy(model(x), y)
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
 
 
 def sync(device: torch.device) -> None:
