@@ -104,7 +104,7 @@ def test_run_name_defaults_to_a_fingerprint_that_ignores_the_budget():
 def test_command_line_overrides_are_validated_like_the_file(write_config, capsys):
     path = write_config()
     assert cli.main(["run", str(path), "--run", "has space"]) == 2
-    assert "command line (--run/--n-trials): run: String should match pattern" in capsys.readouterr().err
+    assert "command line (--run/--n-trials/--storage): run: String should match pattern" in capsys.readouterr().err
     assert cli.main(["run", str(path), "--n-trials", "0"]) == 2
     assert "search.n_trials: Input should be greater than 0" in capsys.readouterr().err
 

@@ -83,7 +83,9 @@ def test_sigkill_then_rerun_keeps_finished_trials_and_retries_the_killed_one(wri
     retries = [t for t in after.values() if t.user_attrs.get("retry_of") == killed]
     assert len(retries) == 1 and retries[0].state.name == "COMPLETE"
     assert retries[0].params == before[killed].params
-    assert sum(t.state.name in ("COMPLETE", "FAIL", "PRUNED") for t in after.values()) == 4  # the budget, exactly
+    # the budget, exactly: the killed trial's retry takes its place
+    assert sum(t.state.name == "COMPLETE" for t in after.values()) == 4
+    assert [t.number for t in after.values() if t.state.name == "FAIL"] == [killed]
     assert not [t for t in after.values() if t.state.name in ("RUNNING", "WAITING")]
     trials = pd.read_csv(folder / "trials.csv")
     assert len(trials) == len(after) and trials["retry_of"].dropna().tolist() == [killed]

@@ -7,6 +7,7 @@ them, so ``tlbench --help`` and ``tlbench plugins`` stay fast.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import traceback
 from pathlib import Path
@@ -47,7 +48,20 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--run", dest="run_name", help="run name (default: the config's 'run:' or its fingerprint)")
     p.add_argument("--n-trials", type=int, help="finished trials per dataset to reach (overrides search.n_trials)")
     p.add_argument("--format", choices=FORMATS, default="rich", help="how to print the final table")
+    p.add_argument("--storage", metavar="URL", help="Optuna storage URL shared with workers (overrides search.storage)")
+    p.add_argument("--workers", type=_positive, default=1, metavar="N", help="run trials in N local worker processes")
     p.set_defaults(command=cmd_run)
+
+    p = sub.add_parser(
+        "worker", parents=[common], help="join a run's studies on a shared storage and run trials until they are done"
+    )
+    p.add_argument("config", type=Path)
+    p.add_argument("--storage", metavar="URL", help="the shared Optuna storage, e.g. postgresql://user@host/db")
+    p.add_argument("--run", dest="run_name", help="run name: the same as the other workers'")
+    p.add_argument("--n-trials", type=int, help="trials per dataset study: the same as the other workers'")
+    p.add_argument("--name", help="label for this worker's progress lines")
+    p.add_argument("--parent", type=int, help=argparse.SUPPRESS)  # set by `run --workers`: stop if it dies
+    p.set_defaults(command=cmd_worker)
 
     p = sub.add_parser("report", parents=[common], help="re-render a stored run")
     p.add_argument("run_dir", type=Path, help="results/<benchmark>/<run>")
@@ -70,6 +84,12 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number of 1 or more, not {text!r}")
+    return int(text)
+
+
 def _console(stderr: bool = False):
     """Tables go to stdout; progress and notes to stderr, so that output can be piped."""
     from rich.console import Console
@@ -77,17 +97,25 @@ def _console(stderr: bool = False):
     return Console(stderr=stderr)
 
 
-def _load(config: Path, *, verbose: bool = False, run_name: str | None = None, n_trials: int | None = None):
+def _load(
+    config: Path,
+    *,
+    verbose: bool = False,
+    run_name: str | None = None,
+    n_trials: int | None = None,
+    storage: str | None = None,
+):
     """Config -> plugins -> checked plan. Every user mistake surfaces here as UserError."""
     from tlbench import plugins, search
     from tlbench.config import load_config, parse_config
 
     bench, base_dir = load_config(config)
-    if run_name or n_trials is not None:  # command-line overrides, validated like the file
+    if run_name or n_trials is not None or storage:  # command-line overrides, validated like the file
         data = bench.model_dump(mode="json")
         data["run"] = run_name or data["run"]
         data["search"]["n_trials"] = n_trials if n_trials is not None else data["search"]["n_trials"]
-        bench = parse_config(data, "command line (--run/--n-trials)")
+        data["search"]["storage"] = storage or data["search"]["storage"]
+        bench = parse_config(data, "command line (--run/--n-trials/--storage)")
     host = plugins.make_plugin_manager(bench.plugins, base_dir=base_dir)
     _warn_failures(host, verbose)
     return search.plan(bench, plugins.collect(host), base_dir)
@@ -112,20 +140,26 @@ def cmd_validate(args) -> int:
 def cmd_run(args) -> int:
     from tlbench import cost, results, search
 
-    plan = _load(args.config, verbose=args.verbose, run_name=args.run_name, n_trials=args.n_trials)
+    plan = _load(args.config, verbose=args.verbose, run_name=args.run_name, n_trials=args.n_trials, storage=args.storage)
     splits = search.preflight(plan)
     folder = results.run_dir(plan.bench, plan.base_dir)
     shared = search.Shared(plan, splits)
     devices = ", ".join(dict.fromkeys(cost.device_name(d) for d in shared.devices))
     studies = {entry.key: search.study_name(plan.bench, entry.key) for entry, _ in plan.datasets}
     repeat_studies = {entry.key: search.repeats_study_name(plan.bench, entry.key) for entry, _ in plan.datasets}
-    with results.locked(folder):
+    # The run folder's own SQLite file is ours alone (the folder is locked): a RUNNING trial in it was killed.
+    # A shared storage may have other workers: their trials are watched by heartbeats instead.
+    alone = plan.bench.search.storage is None
+    url = results.storage_url(plan.bench.search.storage, folder)
+    with results.locked(folder) as lock:
         results.save_metadata(folder, plan.bench, plan.base_dir, studies, repeat_studies, devices)
-        storage = search.connect(results.storage_url(plan.bench.search.storage, folder))
-        return _search(args, plan, splits, shared, folder, storage)
+        storage = search.connect(url, heartbeat=None if alone else plan.bench.search.heartbeat)
+        if args.workers > 1:
+            return _coordinate(args, plan, folder, storage, url, lock)
+        return _search(args, plan, splits, shared, folder, storage, alone)
 
 
-def _search(args, plan, splits, shared, folder, storage) -> int:
+def _search(args, plan, splits, shared, folder, storage, recover: bool) -> int:
     """Run the studies; whatever happens, write the tables (and on Ctrl-C the report too)."""
     from tlbench import results, search
     from tlbench.progress import make_progress
@@ -135,8 +169,6 @@ def _search(args, plan, splits, shared, folder, storage) -> int:
     if len(shared.devices) > 1:
         status.print(f"{len(shared.devices)} trials at a time, one per device", markup=False, highlight=False)
     progress, write = make_progress(status), lambda: results.write_tables(folder)
-    # The run folder's own SQLite file is ours alone (the folder is locked): a RUNNING trial in it was killed.
-    recover = plan.bench.search.storage is None
     interrupted = False
     try:
         search.run(plan, splits, storage, progress, on_trial=write, shared=shared, recover=recover)
@@ -151,10 +183,117 @@ def _search(args, plan, splits, shared, folder, storage) -> int:
     finally:
         run = results.write_tables(folder)
         _show(run, args.format, _console())
+    return _finish(run, status, 130 if interrupted else 0)
+
+
+def _finish(run, status, code: int) -> int:
     _write_report(run, status)
-    if interrupted:
+    if code == 130:
         status.print("interrupted: finished trials are kept; run the same command to go on", markup=False, highlight=False)
+    return code
+
+
+def _coordinate(args, plan, folder, storage, url: str, lock) -> int:
+    """``run --workers N``: set the studies up here, let N ``tlbench worker`` processes run
+    the trials (then the seed repeats), and write the tables and report from the storage."""
+    from tlbench import results, search
+    from tlbench.progress import make_progress
+
+    status = _console(stderr=True)
+    status.print(f"run folder: {folder}; {args.workers} worker processes", markup=False, highlight=False)
+    progress = make_progress(status, name="run")
+    alone = plan.bench.search.storage is None
+    for entry, _ in plan.datasets:  # create them (and enqueue recipes) once, before any worker starts
+        study = search.open_study(plan, entry.key, storage, alone=alone)
+        if alone:
+            search.recover_interrupted(study, storage, progress, entry.key)
+    command = [sys.executable, "-m", "tlbench", "worker", str(args.config), "--run", plan.bench.run_name]
+    command += ["--storage", url, "--parent", str(os.getpid())]
+    command += ["--n-trials", str(args.n_trials)] if args.n_trials is not None else []
+    command += ["--verbose"] if args.verbose else []
+    code = _workers(command, args.workers, lock)
+    if code == 0 and plan.bench.repeats:
+        summary = results.load_run(folder).summary
+        selected = {key: list(rows["trial"]) for key, rows in summary.groupby("dataset")}
+        if search.enqueue_repeats(plan, storage, selected, progress, recover=alone):
+            code = _workers(command, args.workers, lock)
+    if code == 130 and alone:
+        search.fail_interrupted(plan, storage)  # a trial Optuna had created but not started
+    run = results.write_tables(folder)
+    _show(run, args.format, _console())
+    if code not in (0, 130):  # the worker printed why; 2: a user error, anything else: a bug
+        status.print(f"a worker stopped with exit code {code}; finished trials are kept", markup=False, highlight=False)
+        _write_report(run, status)
+        return 2 if code == 2 else 1
+    return _finish(run, status, code)
+
+
+def _workers(command: list[str], n: int, lock) -> int:
+    """Start ``n`` workers and wait for them; 0, 130 if interrupted, else the first failing exit code.
+
+    Each worker is in a session of its own, so Ctrl-C reaches this process only and is
+    passed on once; each holds the run folder's lock too (the inherited descriptor),
+    so the folder stays locked until the last one exits, even if this process is killed.
+    """
+    import signal
+    import subprocess
+
+    fds = () if lock is None else (lock.fileno(),)
+    procs = [
+        subprocess.Popen([*command, "--name", f"worker {i + 1}"], pass_fds=fds, start_new_session=True) for i in range(n)
+    ]
+    try:
+        codes = [p.wait() for p in procs]
+    except KeyboardInterrupt:
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGINT)
+        codes = [p.wait() for p in procs]
         return 130
+    failed = [c for c in codes if c != 0]
+    return 130 if 130 in failed else (failed[0] if failed else 0)
+
+
+def cmd_worker(args) -> int:
+    from tlbench import results, search
+    from tlbench.progress import make_progress
+
+    plan = _load(args.config, verbose=args.verbose, run_name=args.run_name, n_trials=args.n_trials, storage=args.storage)
+    url = plan.bench.search.storage
+    if not url:
+        raise UserError(
+            "worker: no shared storage; pass --storage URL (e.g. postgresql://user@host/db) or set search.storage, "
+            "the same for every worker and for `tlbench run`"
+        )
+    splits = search.preflight(plan)
+    shared = search.Shared(plan, splits)
+    storage = search.connect(url, heartbeat=plan.bench.search.heartbeat)
+    if args.parent is None:  # a worker on its own machine: a run folder here too, for `tlbench report`
+        from tlbench import cost
+
+        folder = results.run_dir(plan.bench, plan.base_dir)
+        studies = {entry.key: search.study_name(plan.bench, entry.key) for entry, _ in plan.datasets}
+        repeats = {entry.key: search.repeats_study_name(plan.bench, entry.key) for entry, _ in plan.datasets}
+        devices = ", ".join(dict.fromkeys(cost.device_name(d) for d in shared.devices))
+        results.save_metadata(folder, plan.bench, plan.base_dir, studies, repeats, devices, keep=True)
+    status = _console(stderr=True)
+    name = args.name or search.WORKER
+    progress = make_progress(status, name=name if args.parent or args.name else None)
+    ran = []
+
+    def should_stop() -> bool:  # `run --workers` was killed: finish this trial, then stop
+        return args.parent is not None and os.getppid() != args.parent
+
+    def count() -> None:
+        ran.append(1)
+
+    try:
+        search.run(plan, splits, storage, progress, on_trial=count, shared=shared, should_stop=should_stop)
+        search.work_repeats(plan, splits, storage, progress, on_trial=count, shared=shared, should_stop=should_stop)
+    except KeyboardInterrupt:
+        status.print(f"{name}: interrupted; its trial is recorded as interrupted", markup=False, highlight=False)
+        return 130
+    status.print(f"{name}: done, {len(ran)} trials run here", markup=False, highlight=False)
     return 0
 
 

@@ -88,6 +88,7 @@ class SearchConfig(_Strict):
     startup_trials: PositiveInt = 4  # trials before TPE models and the pruner prunes
     warmup_epochs: int = Field(1, ge=0)  # the pruner never stops a trial during its first epochs
     storage: str | None = None  # Optuna storage URL; default: SQLite file in the run folder
+    heartbeat: PositiveInt = 60  # seconds; with a shared storage, a trial silent for twice this is failed and retried
     enqueue: list[Recipe] = Field(default_factory=list)  # known-good recipes to try first
 
 
@@ -140,7 +141,7 @@ class Benchmark(_Strict):
         exclude = {
             "run": True,
             "repeats": True,
-            "search": {"n_trials", "timeout", "storage"},
+            "search": {"n_trials", "timeout", "storage", "heartbeat"},
             "training": {"cache", "compile"},  # speed settings: same results either way
         }
         data = self.model_dump(mode="json", exclude=exclude)

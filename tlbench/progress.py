@@ -28,15 +28,16 @@ def outcome(trial: optuna.trial.FrozenTrial) -> str:
 class PlainProgress(ProgressBase):
     """One line per event, for logs and pipes."""
 
-    def __init__(self, console: Console):
+    def __init__(self, console: Console, name: str | None = None):
         self.console = console
+        self.prefix = f"{name} " if name else ""  # which worker, when several print to one terminal
         self.dataset = ""
         self.epochs: dict[int, int] = {}
         self.lock = threading.Lock()
 
     def _say(self, text: str) -> None:
         with self.lock:
-            self.console.print(f"[{self.dataset}] {text}", markup=False, highlight=False, soft_wrap=True)
+            self.console.print(f"[{self.prefix}{self.dataset}] {text}", markup=False, highlight=False, soft_wrap=True)
 
     def study_started(self, dataset, done, total):
         self.dataset = dataset
@@ -103,5 +104,6 @@ class RichProgress(ProgressBase):
             self.bars.remove_task(task.id)
 
 
-def make_progress(console: Console) -> ProgressBase:
-    return RichProgress(console) if console.is_terminal else PlainProgress(console)
+def make_progress(console: Console, name: str | None = None) -> ProgressBase:
+    """Live bars on a terminal, plain lines otherwise or for a named worker (several share the terminal)."""
+    return RichProgress(console) if console.is_terminal and name is None else PlainProgress(console, name)

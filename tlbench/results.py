@@ -50,13 +50,13 @@ def locked(folder: Path):
     """Hold a run folder for this process: a second ``tlbench run`` on it is refused.
 
     An advisory lock (flock): the kernel drops it when the process dies, even by
-    SIGKILL, so a killed run never leaves the folder locked. Without fcntl
-    (Windows) nothing is locked.
+    SIGKILL, so a killed run never leaves the folder locked. Yields the lock file
+    (None without fcntl, on Windows, where nothing is locked).
     """
     try:
         import fcntl
     except ImportError:
-        yield
+        yield None
         return
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -78,7 +78,7 @@ def locked(folder: Path):
         f.write(f"pid {os.getpid()} on {platform.node()}")
         f.flush()
         try:
-            yield
+            yield f  # a child given this file's descriptor holds the lock too, until it exits
         finally:
             fcntl.flock(f, fcntl.LOCK_UN)
 
@@ -94,9 +94,18 @@ def storage_url(configured: str | None, folder: Path) -> str:
 
 
 def save_metadata(
-    folder: Path, bench: Benchmark, base_dir: Path, studies: dict[str, str], repeat_studies: dict[str, str], device: str
+    folder: Path,
+    bench: Benchmark,
+    base_dir: Path,
+    studies: dict[str, str],
+    repeat_studies: dict[str, str],
+    device: str,
+    keep: bool = False,
 ) -> None:
-    """Write config.yaml, run.json and environment.json for a run that is starting."""
+    """Write config.yaml, run.json and environment.json for a run that is starting
+    (``keep``: only if the folder has no run.json yet, for a worker joining a run)."""
+    if keep and (folder / "run.json").is_file():
+        return
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -173,14 +182,20 @@ def load_run(folder: Path) -> Run:
     env_file, config_file = folder / "environment.json", folder / "config.yaml"
     env = json.loads(env_file.read_text(encoding="utf-8")) if env_file.is_file() else {}
     config = yaml.safe_load(config_file.read_text(encoding="utf-8")) if config_file.is_file() else {}
-    url = storage_url(meta["storage"], folder)
-    trials = trials_frame(url, meta["studies"])
-    repeats = trials_frame(url, meta.get("repeat_studies", {}))
+    from tlbench import search
+
+    storage = search.connect(storage_url(meta["storage"], folder))
+    trials = trials_frame(storage, meta["studies"])
+    repeats = trials_frame(storage, meta.get("repeat_studies", {}))
     return Run(folder, meta, env, config, trials, repeats, summary_frame(trials, repeats))
 
 
-def trials_frame(storage: str, studies: dict[str, str]) -> pd.DataFrame:
+def trials_frame(storage, studies: dict[str, str]) -> pd.DataFrame:
+    """One row per trial of the named studies (dataset key -> study name) in ``storage``
+    (a URL or an Optuna storage)."""
     import optuna
+
+    from tlbench import search
 
     rows = []
     for dataset, name in studies.items():
@@ -188,7 +203,9 @@ def trials_frame(storage: str, studies: dict[str, str]) -> pd.DataFrame:
             study = optuna.load_study(study_name=name, storage=storage)
         except KeyError:
             continue  # not started yet
-        rows += [_trial_row(dataset, t) for t in study.get_trials(deepcopy=False)]
+        lost = search.lost_trials(study)
+        # surplus trials never ran: workers racing for a study's last trial (see search.Objective.surplus)
+        rows += [_trial_row(dataset, t, lost) for t in study.get_trials(deepcopy=False) if not t.user_attrs.get(search.SURPLUS)]
     return pd.DataFrame(rows, columns=TRIAL_COLUMNS + ["repeat_of", "test_correct"])
 
 
@@ -197,16 +214,16 @@ TRIAL_COLUMNS = [
     "frozen_groups", "n_groups", "epochs", "total_params", "trainable_params", "forward_gflops",
     "train_gflops", "train_seconds", "throughput", "latency_ms", "peak_memory_mb", "memory_kind",
     "device", "precision", "resolution", "elapsed_seconds", "val_curve", "fail_reason", "params", "feature_cache",
-    "retry_of",
+    "retry_of", "host", "worker",
 ]  # fmt: skip
 MEASURED = [  # trial user attributes copied as they are
     "total_params", "trainable_params", "forward_gflops", "train_gflops", "train_seconds", "throughput",
     "latency_ms", "peak_memory_mb", "memory_kind", "device", "precision", "resolution", "elapsed_seconds",
-    "feature_cache", "retry_of",
+    "feature_cache", "retry_of", "host", "worker",
 ]  # fmt: skip
 
 
-def _trial_row(dataset: str, t) -> dict[str, Any]:
+def _trial_row(dataset: str, t, lost: dict[int, str]) -> dict[str, Any]:
     a = t.user_attrs
     phases = a.get("phases", [])
     curve = a.get("val_curve") or [t.intermediate_values[k] for k in sorted(t.intermediate_values)]
@@ -224,7 +241,7 @@ def _trial_row(dataset: str, t) -> dict[str, Any]:
         "epochs": sum(p["epochs"] for p in phases) if phases else None,
         **{k: a.get(k) for k in MEASURED},
         "val_curve": json.dumps(curve),
-        "fail_reason": a.get("fail_reason"),
+        "fail_reason": a.get("fail_reason") or lost.get(t.number),
         "params": json.dumps(a.get("params", {}), sort_keys=True),
         "repeat_of": a.get("repeat_of"),
         "test_correct": a.get("test_correct"),

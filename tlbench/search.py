@@ -9,9 +9,14 @@ from __future__ import annotations
 import contextlib
 import difflib
 import json
+import os
+import platform
 import queue
+import random
+import sys
 import threading
 import time
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -377,38 +382,43 @@ def run(
     on_trial=lambda: None,
     shared: Shared | None = None,
     recover: bool = False,
+    should_stop=lambda: False,
 ) -> None:
-    """Run (or resume) one study per dataset until each has ``n_trials`` finished trials.
+    """Run (or resume, or join) one study per dataset until each has ``n_trials`` trials.
 
     ``recover``: this process is the only one using the storage, so a trial
     found RUNNING was interrupted (the process was killed): it is marked failed
     and its configuration retried once (see :func:`recover_interrupted`).
+    Otherwise other workers may be running trials of the same studies: each
+    process stops when the study has its trials (see :func:`budget`).
 
     With several devices, as many trials run at once (Optuna's ``n_jobs``),
-    each on a device of its own.
+    each on a device of its own. ``should_stop()`` is asked after each trial.
     """
     from tlbench import train
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # failures are reported by progress, once
     shared = Shared(p, splits) if shared is None else shared
+    total = p.bench.search.n_trials
     for entry, _ in p.datasets:
-        study = open_study(p, entry.key, storage)
+        study = open_study(p, entry.key, storage, alone=recover)
         if recover:
             recover_interrupted(study, storage, progress, entry.key)
-        done = sum(t.state in FINISHED for t in study.get_trials(deepcopy=False))
-        total = p.bench.search.n_trials
-        if total is not None and done >= total:
-            continue
+        done = sum(t.state in FINISHED for t in budget(study.get_trials(deepcopy=False)))
+        if total is not None and _started(study) >= total:
+            continue  # finished, or the last trials are running in other workers
 
         def finished(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
             progress.trial_finished(trial)
             on_trial()
+            if should_stop() or (total is not None and _started(study) >= total):
+                study.stop()
 
         progress.study_started(entry.key, done, total)
         try:
             study.optimize(
                 Objective(p, splits[entry.key], entry.key, progress, shared),
-                n_trials=None if total is None else total - done,
+                n_trials=None if total is None else total - done,  # at most: other workers may take some
                 timeout=p.bench.search.timeout,
                 n_jobs=len(shared.devices),
                 catch=(train.TrialFailed,),
@@ -416,6 +426,20 @@ def run(
             )
         finally:
             progress.study_finished(entry.key)
+        if should_stop():
+            return
+
+
+def _started(study: optuna.Study) -> int:
+    """Trials of the budget that are running or finished (enqueued ones still wait for a worker)."""
+    return sum(t.state != optuna.trial.TrialState.WAITING for t in budget(study.get_trials(deepcopy=False)))
+
+
+def budget(trials: list[optuna.trial.FrozenTrial]) -> list[optuna.trial.FrozenTrial]:
+    """The trials that count towards ``n_trials``: all but surplus trials (see
+    :meth:`Objective.surplus`) and interrupted trials that were retried (their retry counts)."""
+    retried = {t.user_attrs.get("retry_of") for t in trials}
+    return [t for t in trials if not t.user_attrs.get(SURPLUS) and t.number not in retried]
 
 
 REPEAT_SEED = 1_000_000  # repeat r trains with seed bench.seed + REPEAT_SEED + r, apart from search trials
@@ -431,15 +455,21 @@ def run_repeats(
     shared: Shared | None = None,
     recover: bool = False,
 ) -> None:
-    """Retrain each selected trial's configuration with ``bench.repeats`` new seeds.
+    """Retrain each selected trial's configuration with ``bench.repeats`` new seeds:
+    :func:`enqueue_repeats`, then :func:`work_repeats` in this process."""
+    enqueue_repeats(p, storage, selected, progress, recover)
+    work_repeats(p, splits, storage, progress, on_trial, shared)
+
+
+def enqueue_repeats(p: Plan, storage, selected: dict[str, list[int]], progress: Progress, recover: bool = False) -> int:
+    """Enqueue the missing seed repeats of the selected trials; returns how many.
 
     ``selected`` maps a dataset key to trial numbers of its search study. The
     repeats live in a study of their own (``<study>/repeats``), one trial per
-    (selected trial, seed); running again adds only the missing ones.
+    (selected trial, seed); running again adds only the missing ones. Only the
+    coordinating ``tlbench run`` calls this; workers run what it enqueued.
     """
-    from tlbench import train
-
-    shared = Shared(p, splits) if shared is None else shared
+    added = 0
     for key, numbers in selected.items():
         search_study = optuna.load_study(study_name=study_name(p.bench, key), storage=storage)
         study = optuna.create_study(
@@ -447,56 +477,124 @@ def run_repeats(
         )
         if recover:  # the interrupted repeat is missing, so it is enqueued again below
             recover_interrupted(study, storage, progress, f"{key} repeats", retry=False)
-        done = {  # an interrupted repeat is missing: it runs again
+        trials = study.get_trials(deepcopy=False)
+        lost = lost_trials(study)
+        done = {  # an interrupted repeat is missing: it runs again (unless it was retried already)
             (t.user_attrs.get("repeat_of"), t.user_attrs.get("repeat"))
-            for t in study.get_trials(deepcopy=False)
-            if not str(t.user_attrs.get("fail_reason", "")).startswith(INTERRUPTED)
+            for t in trials
+            if not fail_reason(t, lost).startswith(INTERRUPTED) and not t.user_attrs.get(SURPLUS)
         }
         missing = [(n, r) for n in numbers for r in range(p.bench.repeats) if (n, r) not in done]
         for number, r in missing:
             attrs = {"recipe": True, "repeat_of": number, "repeat": r, "seed": p.bench.seed + REPEAT_SEED + r}
             study.enqueue_trial(search_study.trials[number].params, user_attrs=attrs)
-        if not missing:
+        added += len(missing)
+    return added
+
+
+def work_repeats(
+    p: Plan,
+    splits: dict[str, DatasetSplits],
+    storage,
+    progress: Progress,
+    on_trial=lambda: None,
+    shared: Shared | None = None,
+    should_stop=lambda: False,
+) -> None:
+    """Run the enqueued repeats that no process has taken yet (with other workers, if any)."""
+    from tlbench import train
+
+    shared = Shared(p, splits) if shared is None else shared
+    waiting = (optuna.trial.TrialState.WAITING,)
+    for entry, _ in p.datasets:
+        try:
+            study = optuna.load_study(study_name=repeats_study_name(p.bench, entry.key), storage=storage)
+        except KeyError:
             continue
-        progress.study_started(f"{key} repeats", 0, len(missing))
+        left = len(study.get_trials(deepcopy=False, states=waiting))
+        if not left:
+            continue
+
+        def finished(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+            progress.trial_finished(trial)
+            on_trial()
+            if should_stop() or not study.get_trials(deepcopy=False, states=waiting):
+                study.stop()
+
+        progress.study_started(f"{entry.key} repeats", 0, left)
         try:
             study.optimize(
-                Objective(p, splits[key], key, progress, shared),
-                n_trials=len(missing),
+                Objective(p, splits[entry.key], entry.key, progress, shared, repeats=True),
+                n_trials=left,
                 n_jobs=len(shared.devices),
                 catch=(train.TrialFailed,),
-                callbacks=[lambda s, t: (progress.trial_finished(t), on_trial())],
+                callbacks=[finished],
             )
         finally:
-            progress.study_finished(key)
+            progress.study_finished(entry.key)
+        if should_stop():
+            return
 
 
 RETRIED_ATTRS = ("recipe", "seed", "repeat_of", "repeat")  # what a retry keeps of the interrupted trial
 
 
-INTERRUPTED = "interrupted"  # fail_reason prefix of trials a kill or Ctrl-C stopped
+INTERRUPTED = "interrupted"  # fail_reason prefix of trials a kill, Ctrl-C or a lost worker stopped
+SURPLUS = "surplus"  # user attr of a trial created after its study had all its trials (see Objective.surplus)
+LOST = "lost:"  # study user attr prefix: "lost:<number>" -> why a trial without heartbeat was failed
+
+
+def fail_reason(trial: optuna.trial.FrozenTrial, lost: Mapping[int, str]) -> str:
+    """Why a trial failed: its ``fail_reason`` attribute, or the study's record of a lost worker."""
+    return str(trial.user_attrs.get("fail_reason") or lost.get(trial.number, ""))
+
+
+def lost_trials(study: optuna.Study) -> dict[int, str]:
+    """Trial number -> reason, for trials failed because their worker stopped sending heartbeats."""
+    return {int(k[len(LOST) :]): v for k, v in study.user_attrs.items() if k.startswith(LOST)}
 
 
 def recover_interrupted(study: optuna.Study, storage, progress: Progress, where: str, retry: bool = True) -> list[int]:
     """Mark trials left RUNNING by a killed process as failed, and enqueue the parameters
-    each interrupted trial (killed, or stopped by Ctrl-C) had drawn once more, never a
-    retry of a retry. Call only when no other process uses the study. Returns the numbers
-    marked failed."""
+    each interrupted trial (killed, stopped by Ctrl-C, or lost by a worker) had drawn
+    once more, never a retry of a retry nor twice. Call only when no other process uses
+    the study. Returns the numbers marked failed."""
     stale = fail_running(study, storage, f"{INTERRUPTED}: the process running it was killed")
-    trials = study.get_trials(deepcopy=False)
+    trials, lost = study.get_trials(deepcopy=False), lost_trials(study)
     retried = {t.user_attrs.get("retry_of") for t in trials}
     stopped = [
         t for t in trials
-        if t.state == optuna.trial.TrialState.FAIL and str(t.user_attrs.get("fail_reason", "")).startswith(INTERRUPTED)
+        if t.state == optuna.trial.TrialState.FAIL and fail_reason(t, lost).startswith(INTERRUPTED)
     ]  # fmt: skip
     for t in stopped:
         again = retry and "retry_of" not in t.user_attrs and t.number not in retried
         if again:
-            attrs = {k: t.user_attrs[k] for k in RETRIED_ATTRS if k in t.user_attrs} | {"retry_of": t.number}
-            study.enqueue_trial(t.params, user_attrs=attrs)
+            _enqueue_retry(study, t)
         if t.number in stale or again:
             progress.trial_recovered(where, t.number, again)
     return stale
+
+
+def _enqueue_retry(study: optuna.Study, t: optuna.trial.FrozenTrial) -> None:
+    attrs = {k: t.user_attrs[k] for k in RETRIED_ATTRS if k in t.user_attrs} | {"retry_of": t.number}
+    study.enqueue_trial(t.params, user_attrs=attrs)
+
+
+def retry_lost(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+    """Optuna's heartbeat callback: ``trial``'s worker stopped sending heartbeats (killed,
+    or its machine lost) and Optuna has just marked it failed, in exactly one worker.
+    Record why (on the study: a failed trial is read-only) and retry it once."""
+    worker = trial.user_attrs.get("worker", "a worker")
+    reason = f"{INTERRUPTED}: no heartbeat from {worker} (killed or lost)"
+    study.set_user_attr(f"{LOST}{trial.number}", reason)
+    trials = study.get_trials(deepcopy=False)
+    again = "retry_of" not in trial.user_attrs and not any(t.user_attrs.get("retry_of") == trial.number for t in trials)
+    if again:
+        _enqueue_retry(study, trial)
+    print(
+        f"tlbench: {study.study_name}: trial {trial.number} {reason}: marked failed" + (", retrying it" * again),
+        file=sys.stderr,
+    )
 
 
 def fail_running(study: optuna.Study, storage, reason: str) -> list[int]:
@@ -527,17 +625,62 @@ def repeats_study_name(bench: Benchmark, dataset_key: str) -> str:
     return study_name(bench, dataset_key) + "/repeats"
 
 
-def connect(url: str) -> optuna.storages.BaseStorage:
-    """The Optuna storage behind ``url``; a URL that cannot be opened is a user error."""
+def connect(url: str, heartbeat: int | None = None) -> optuna.storages.BaseStorage:
+    """The Optuna storage behind ``url``; a URL that cannot be opened is a user error.
+
+    ``heartbeat`` (seconds): for storages other processes share. Each running trial
+    records a heartbeat that often; a trial silent for twice as long is failed by the
+    next worker that starts a trial, and retried once (:func:`retry_lost`).
+    """
+    kwargs: dict[str, Any] = {}
+    if url.startswith(("postgresql://", "postgres://")):  # the driver tlbench[postgres] installs, whatever SQLAlchemy's default
+        url = "postgresql+psycopg://" + url.partition("://")[2]
+    elif url.startswith("mysql://"):  # likewise tlbench[mysql]'s pure-Python driver
+        url = "mysql+pymysql://" + url.partition("://")[2]
+    if url.startswith("sqlite"):  # several local processes: wait for the file lock rather than fail
+        kwargs["engine_kwargs"] = {"connect_args": {"timeout": 60}}
+    if heartbeat is not None:
+        kwargs.update(heartbeat_interval=heartbeat, grace_period=2 * heartbeat, heartbeat_stale_trial_callback=retry_lost)
     try:
-        return optuna.storages.get_storage(url)
-    except Exception as exc:  # bad URL, server down, driver missing
+        return _rdb_storage(url, kwargs)
+    except ImportError as exc:  # the database's driver
+        extra = "postgres" if url.startswith("postgres") else "mysql" if url.startswith("mysql") else None
+        fix = f"pip install 'tlbench[{extra}]'" if extra else "install the database driver SQLAlchemy names"
+        raise UserError(f"search.storage: no database driver for {url}; {fix}") from exc
+    except Exception as exc:  # bad URL, server down
         reason = str(exc).strip().splitlines()[0][:150] if str(exc).strip() else ""
         raise UserError(f"search.storage: cannot open {url} ({type(exc).__name__}: {reason}); fix the URL or start the server") from exc
 
 
-def open_study(p: Plan, dataset_key: str, storage: optuna.storages.BaseStorage) -> optuna.Study:
-    """Create the dataset's study, or load it if this run already has one made from the same config."""
+def _rdb_storage(url: str, kwargs: dict[str, Any], attempts: int = 5) -> optuna.storages.RDBStorage:
+    """RDBStorage, which creates its tables on a new database. Workers starting at once
+    race to create them, and PostgreSQL's CREATE TABLE IF NOT EXISTS is not atomic: the
+    losers get a unique violation in the system catalog. Tables exist by the retry."""
+    import sqlalchemy.exc
+
+    for attempt in range(attempts):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return optuna.storages.RDBStorage(url, **kwargs)
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError):
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.2 + random.random())
+    raise AssertionError("unreachable")
+
+
+READY_WAIT = 60.0  # seconds a worker waits for another to finish creating a study
+
+
+def open_study(p: Plan, dataset_key: str, storage: optuna.storages.BaseStorage, alone: bool = True) -> optuna.Study:
+    """Create the dataset's study, or load it if this run already has one made from the same config.
+
+    Several workers may start at once: the one that creates the study enqueues the
+    config's recipes and then stores the config's fingerprint; the others wait for
+    the fingerprint (up to ``READY_WAIT`` seconds, then take over from a creator that
+    died), so recipes are enqueued once. ``alone``: no other process uses the storage.
+    """
     bench, search = p.bench, p.bench.search
     name = study_name(bench, dataset_key)
     try:
@@ -550,20 +693,26 @@ def open_study(p: Plan, dataset_key: str, storage: optuna.storages.BaseStorage) 
         if search.sampler == "tpe"
         else optuna.samplers.RandomSampler(seed=bench.seed + done)
     )
-    study = optuna.create_study(
-        storage=storage, study_name=name, direction="maximize", sampler=sampler, pruner=make_pruner(search), load_if_exists=True
-    )
+    settings = {"storage": storage, "study_name": name, "direction": "maximize", "sampler": sampler, "pruner": make_pruner(search)}
+    try:
+        study, created = optuna.create_study(**settings), True
+    except optuna.exceptions.DuplicatedStudyError:
+        study, created = optuna.create_study(**settings, load_if_exists=True), False
+    deadline = time.monotonic() + (0 if alone or created else READY_WAIT)
+    while "fingerprint" not in study.user_attrs and time.monotonic() < deadline:
+        time.sleep(0.2)
+        study = optuna.create_study(**settings, load_if_exists=True)
     stored = study.user_attrs.get("fingerprint")
-    if stored is None:
+    if stored is None:  # we created it, or its creator died before finishing
+        for recipe in search.enqueue:
+            params = recipe_params(p, recipe.backbone, recipe.strategy, recipe.params)
+            study.enqueue_trial(params, user_attrs={"recipe": True}, skip_if_exists=True)
         study.set_user_attr("fingerprint", bench.fingerprint())
     elif stored != bench.fingerprint():
         raise UserError(
             f"study {name} was made from a different config (fingerprint {stored}, now {bench.fingerprint()}); "
             "set another 'run:' name (or remove it to get one from the config) to start a new study"
         )
-    for recipe in search.enqueue:
-        params = recipe_params(p, recipe.backbone, recipe.strategy, recipe.params)
-        study.enqueue_trial(params, user_attrs={"recipe": True}, skip_if_exists=True)
     return study
 
 
@@ -578,15 +727,34 @@ def make_pruner(search) -> optuna.pruners.BasePruner:
     return optuna.pruners.NopPruner()
 
 
-class Objective:
-    """One trial: pick backbone and strategy, draw their parameters, train, measure."""
+WORKER = f"{platform.node()}:{os.getpid()}"  # who runs a trial: host and process
 
-    def __init__(self, p: Plan, splits: DatasetSplits, dataset_key: str, progress: Progress, shared: Shared):
+
+class Objective:
+    """One trial: pick backbone and strategy, draw their parameters, train, measure.
+
+    ``repeats``: the study holds enqueued seed repeats only (see :func:`work_repeats`).
+    """
+
+    def __init__(
+        self, p: Plan, splits: DatasetSplits, dataset_key: str, progress: Progress, shared: Shared, repeats: bool = False
+    ):
         self.p, self.splits, self.dataset_key, self.progress, self.shared = p, splits, dataset_key, progress, shared
+        self.repeats = repeats
 
     def __call__(self, trial: optuna.Trial) -> float:
         import torch
 
+        from tlbench import train
+
+        surplus = self.surplus(trial)
+        if surplus:
+            trial.set_user_attr(SURPLUS, True)
+            trial.set_user_attr("fail_reason", f"{SURPLUS}: not run, {surplus}")
+            trial.study.stop()
+            raise train.TrialFailed(f"{SURPLUS}: not run, {surplus}")
+        trial.set_user_attr("host", platform.node())
+        trial.set_user_attr("worker", WORKER)
         with self.shared.device() as device:
             # libraries that allocate on "the current GPU" use this trial's
             with torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext():
@@ -595,6 +763,19 @@ class Objective:
                 except KeyboardInterrupt:
                     trial.set_user_attr("fail_reason", f"{INTERRUPTED} by Ctrl-C")  # Optuna marks it failed
                     raise
+
+    def surplus(self, trial: optuna.Trial) -> str | None:
+        """Why this trial must not run, if it must not. Workers stop once their study has
+        its trials, but two may each start one more at the same moment: trial numbers
+        are given out one at a time (Optuna locks the study row), so the first
+        ``n_trials`` trials of the budget run and any later one is surplus."""
+        if self.repeats:
+            return None if "repeat_of" in trial.user_attrs else "every enqueued repeat was taken by other workers"
+        total = self.p.bench.search.n_trials
+        if total is None:
+            return None
+        ahead = [t for t in budget(trial.study.get_trials(deepcopy=False)) if t.number < trial.number]
+        return f"the study already had its {total} trials (other workers took the last ones)" if len(ahead) >= total else None
 
     def _run(self, trial: optuna.Trial, device) -> float:
         import torch

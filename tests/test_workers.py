@@ -1,0 +1,178 @@
+"""Distributed workers on a real PostgreSQL server (and local workers on the run folder's SQLite).
+
+Like Optuna's own storage tests: several processes run trials of one study at once, and the
+study ends with exactly the trials it was given, each once. `.ci/run` starts a server on
+loopback and sets TLBENCH_TEST_POSTGRES; elsewhere these tests skip unless it is set.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import uuid
+
+import optuna
+import pandas as pd
+import pytest
+
+from conftest import tiny_benchmark
+from tlbench import cli
+
+RECIPES = [
+    {"backbone": "timm:test_resnet-scratch", "strategy": "linear_probe", "params": {"lr_head": 0.01}},
+    {"backbone": "timm:test_resnet-scratch", "strategy": "finetune", "params": {"lr_head": 0.01, "lr_backbone": 0.001}},
+]
+
+
+def bench(**overrides) -> dict:
+    data = {
+        "name": "dist",
+        "run": "shared",
+        "datasets": [{"name": "synthetic", "classes": 3, "size": 16, "train_per_class": 8, "val_per_class": 4, "test_per_class": 4}],
+        "strategies": [{"name": "linear_probe", "epochs": 1}, {"name": "finetune", "epochs": 1, "freeze": 0.0}],
+    }
+    return tiny_benchmark(**(data | overrides))
+
+
+@pytest.fixture
+def postgres_url():
+    """A fresh database on the test server, dropped afterwards."""
+    base = os.environ.get("TLBENCH_TEST_POSTGRES")
+    required = bool(os.environ.get("TLBENCH_REQUIRE_POSTGRES"))
+    if not base:
+        reason = "no PostgreSQL server: set TLBENCH_TEST_POSTGRES=postgresql://user@host:port/db (.ci/run starts one)"
+        pytest.fail(reason) if required else pytest.skip(reason)
+    psycopg = pytest.importorskip("psycopg", reason="pip install 'tlbench[postgres]'")
+    try:
+        admin = psycopg.connect(base, autocommit=True, connect_timeout=5)
+    except psycopg.OperationalError as exc:
+        reason = f"PostgreSQL at {base} is not reachable: {str(exc).strip()}"
+        pytest.fail(reason) if required else pytest.skip(reason)
+    name = f"tlbench_{uuid.uuid4().hex[:12]}"
+    with admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+        try:
+            yield f"{base.rsplit('/', 1)[0]}/{name}"
+        finally:
+            admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+
+
+def _worker(config, url: str, *extra: str) -> subprocess.Popen:
+    command = [sys.executable, "-m", "tlbench", "worker", str(config), "--storage", url, *extra]
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _study(url: str, name: str = "dist/shared/synthetic") -> optuna.Study:
+    from tlbench import search
+
+    return optuna.load_study(study_name=name, storage=search.connect(url))
+
+
+def test_three_workers_on_postgresql_run_exactly_the_budget_each_trial_once(write_config, postgres_url, capsys):
+    n_workers, per_worker = 3, 4
+    config = write_config(bench(search={"n_trials": n_workers * per_worker, "startup_trials": 2, "enqueue": RECIPES}))
+    workers = [_worker(config, postgres_url, "--name", f"w{i}") for i in range(n_workers)]  # all at once: they race
+    outputs = [w.communicate(timeout=400) for w in workers]
+    for w, (_, err) in zip(workers, outputs):
+        assert w.returncode == 0, err
+
+    trials = _study(postgres_url).trials
+    ran = [t for t in trials if not t.user_attrs.get("surplus")]
+    assert len([t for t in ran if t.state.name == "COMPLETE"]) == n_workers * per_worker
+    assert len(ran) == n_workers * per_worker  # nothing failed, nothing waiting or running
+    assert len({t.number for t in trials}) == len(trials)
+    recipes = [t for t in ran if t.user_attrs.get("recipe")]
+    assert len(recipes) == len(RECIPES)  # enqueued once, by the worker that created the study
+    assert len({json.dumps(t.params, sort_keys=True) for t in recipes}) == len(RECIPES)
+    assert all(t.user_attrs["host"] and re.fullmatch(r".+:\d+", t.user_attrs["worker"]) for t in ran)
+    said = sum(int(re.search(r"done, (\d+) trials run here", err).group(1)) for _, err in outputs)
+    assert said == len(trials)  # every worker accounted for what it ran (a surplus one included)
+
+    # the coordinator finds nothing left to run and writes the tables and report from the storage
+    code = cli.main(["run", str(config), "--storage", postgres_url, "--format", "csv"])
+    out = capsys.readouterr()
+    assert code == 0, out.err
+    folder = config.parent / "results" / "dist" / "shared"
+    table = pd.read_csv(folder / "trials.csv")
+    assert len(table) == n_workers * per_worker and table["state"].eq("COMPLETE").all()
+    assert table["worker"].notna().all() and table["host"].notna().all()
+    assert set(table["worker"]) <= {t.user_attrs["worker"] for t in ran}
+    assert len(pd.read_csv(folder / "summary.csv")) == 2  # test_resnet x (linear_probe, finetune)
+    assert (folder / "report.md").exists()
+    assert json.loads((folder / "run.json").read_text())["storage"] == postgres_url
+    assert cli.main(["report", str(folder), "--format", "csv"]) == 0
+    assert len(capsys.readouterr().out.strip().splitlines()) == 3
+
+
+def test_a_killed_worker_is_noticed_by_heartbeat_and_its_trial_retried_once(write_config, postgres_url):
+    slow = bench(
+        strategies=[{"name": "finetune", "epochs": 6, "freeze": 0.0}],
+        datasets=[{"name": "synthetic", "classes": 3, "size": 16, "train_per_class": 24, "val_per_class": 4, "test_per_class": 4}],
+        search={"n_trials": 3, "startup_trials": 3, "pruner": "none", "heartbeat": 1},
+    )
+    config = write_config(slow)
+    first = _worker(config, postgres_url)
+    deadline = time.monotonic() + 240
+    victim = None
+    while victim is None and time.monotonic() < deadline:
+        assert first.poll() is None, first.communicate()
+        try:
+            running = [t for t in _study(postgres_url).trials if t.state.name == "RUNNING" and "params" in t.user_attrs]
+        except KeyError:
+            running = []
+        victim = running[0] if running else None
+        time.sleep(0.2)
+    assert victim is not None, "no trial started in time"
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    time.sleep(2.5)  # past the grace period (2 heartbeats)
+
+    second = _worker(config, postgres_url)
+    _, err = second.communicate(timeout=400)
+    assert second.returncode == 0, err
+    assert f"trial {victim.number} interrupted: no heartbeat from {victim.user_attrs['worker']} (killed or lost)" in err
+    trials = {t.number: t for t in _study(postgres_url).trials}
+    assert trials[victim.number].state.name == "FAIL"
+    retries = [t for t in trials.values() if t.user_attrs.get("retry_of") == victim.number]
+    assert len(retries) == 1 and retries[0].params == victim.params and retries[0].state.name == "COMPLETE"
+    assert sum(t.state.name == "COMPLETE" for t in trials.values()) == 3  # the budget, the lost trial replaced
+
+    from tlbench import results, search
+
+    frame = results.trials_frame(search.connect(postgres_url), {"synthetic": "dist/shared/synthetic"})
+    reason = frame.set_index("trial").loc[victim.number, "fail_reason"]
+    assert reason.startswith("interrupted: no heartbeat from")
+
+
+def test_run_with_local_workers_shares_the_run_folder_sqlite_and_runs_repeats(write_config, capfd):
+    config = write_config(bench(search={"n_trials": 4, "startup_trials": 2, "enqueue": RECIPES[:1]}, repeats=1))
+    code = cli.main(["run", str(config), "--workers", "2", "--format", "csv"])
+    out = capfd.readouterr()
+    assert code == 0, out.err
+    folder = config.parent / "results" / "dist" / "shared"
+    trials = pd.read_csv(folder / "trials.csv")
+    search_trials = trials[trials["repeat_of"].isna()]
+    assert len(search_trials) == 4 and search_trials["state"].eq("COMPLETE").all()
+    summary = pd.read_csv(folder / "summary.csv")
+    assert summary["repeats"].eq(1).all()  # each selected configuration retrained once, by a worker
+    assert len(trials) == 4 + len(summary)
+    assert (folder / "report.md").exists()
+    assert "worker 1: done" in out.err and "worker 2: done" in out.err
+
+    # a second run finds everything done: no worker runs a trial
+    code = cli.main(["run", str(config), "--workers", "2", "--format", "csv"])
+    out = capfd.readouterr()
+    assert code == 0 and "done, 0 trials run here" in out.err and "trials run here" in out.err
+    assert len(pd.read_csv(folder / "trials.csv")) == len(trials)
+
+
+def test_a_worker_without_a_shared_storage_is_one_line_and_exit_2(write_config, capsys):
+    config = write_config(bench())
+    assert cli.main(["worker", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert "worker: no shared storage; pass --storage URL" in err and len(err.strip().splitlines()) == 1
