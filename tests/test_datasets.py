@@ -83,14 +83,30 @@ def test_imagefolder_mistakes(tmp_path, layout, message):
         load_imagefolder(_request(tmp_path, path="train"))
 
 
-def test_corrupt_image_names_the_file(tmp_path):
+def test_a_file_that_is_no_image_is_refused_before_any_trial(tmp_path):
     make_folder(tmp_path / "train", {"a": 4, "b": 4})
     (tmp_path / "train" / "a" / "broken.png").write_bytes(b"\x89PNG not really")
+    with pytest.raises(UserError, match="broken.png cannot be read"):
+        load_imagefolder(_request(tmp_path, path="train"))
+
+
+def test_an_image_cut_short_after_its_header_names_the_file_when_decoded(tmp_path):
+    make_folder(tmp_path / "train", {"a": 4, "b": 4}, size=64)
+    path = tmp_path / "train" / "a" / "0.png"
+    path.write_bytes(path.read_bytes()[:200])  # the header survives, the pixels do not
     splits = load_imagefolder(_request(tmp_path, path="train"))
     everything = [splits.train, splits.val, splits.test]
-    where = next((s, s.ids.index(i)) for s in everything for i in s.ids if i.endswith("broken.png"))
-    with pytest.raises(UserError, match="broken.png cannot be read"):
+    where = next((s, s.ids.index(i)) for s in everything for i in s.ids if i.endswith("0.png") and "/a/" in i)
+    with pytest.raises(UserError, match="0.png cannot be read"):
         where[0].load(where[1])
+
+
+def test_files_that_are_not_images_are_ignored(tmp_path):
+    make_folder(tmp_path / "train", {"a": 4, "b": 4})
+    (tmp_path / "train" / "a" / "notes.txt").write_text("not an image")
+    (tmp_path / "train" / "a" / ".DS_Store").write_bytes(b"\0\0")
+    splits = load_imagefolder(_request(tmp_path, path="train"))
+    assert len(splits.train) + len(splits.val) + len(splits.test) == 8
 
 
 def test_synthetic_is_deterministic_and_sized():

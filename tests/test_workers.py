@@ -176,3 +176,26 @@ def test_a_worker_without_a_shared_storage_is_one_line_and_exit_2(write_config, 
     assert cli.main(["worker", str(config)]) == 2
     err = capsys.readouterr().err
     assert "worker: no shared storage; pass --storage URL" in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_trial_started_after_its_study_is_full_is_surplus_never_runs_and_is_left_out(write_config, tmp_path):
+    from tlbench import results, search, train
+
+    config = write_config(bench(search={"n_trials": 2, "startup_trials": 1}))
+    plan = cli._load(config)
+    splits = search.preflight(plan)
+    storage = search.connect(f"sqlite:///{tmp_path / 'race.db'}")
+    shared = search.Shared(plan, splits)
+    search.run(plan, splits, storage, search.Progress(), shared=shared)
+    study = search.open_study(plan, "synthetic", storage, alone=False)
+
+    late = study.ask()  # what a worker that lost the race for the last trial holds
+    objective = search.Objective(plan, splits["synthetic"], "synthetic", search.Progress(), shared)
+    with pytest.raises(train.TrialFailed, match="surplus: not run, the study already had its 2 trials"):
+        objective(late)
+    study.tell(late, state=optuna.trial.TrialState.FAIL)
+    trial = study.trials[late.number]
+    assert trial.params == {} and "host" not in trial.user_attrs  # it drew nothing and ran nothing
+    frame = results.trials_frame(storage, {"synthetic": study.study_name})
+    assert frame["trial"].tolist() == [0, 1] and frame["state"].eq("COMPLETE").all()
+    assert len(search.budget(study.trials)) == 2

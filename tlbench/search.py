@@ -265,6 +265,10 @@ def load_splits(entry: DatasetEntry, record: Dataset, seed: int, base_dir: Path)
         parts[name] = split.subset(subsample(split.labels, total, per_class, seed)) if total or per_class else split
         if len(parts[name]) == 0:
             raise UserError(f"dataset {entry.key}: the {name} split is empty; add images or lower the held-out fractions")
+    if len(parts["train"]) < 2:
+        raise UserError(
+            f"dataset {entry.key}: the train split has {len(parts['train'])} example; training needs at least 2, add images"
+        )
     _check_disjoint(entry.key, parts)
     return DatasetSplits(classes=splits.classes, **parts)
 
@@ -750,8 +754,7 @@ class Objective:
         surplus = self.surplus(trial)
         if surplus:
             trial.set_user_attr(SURPLUS, True)
-            trial.set_user_attr("fail_reason", f"{SURPLUS}: not run, {surplus}")
-            trial.study.stop()
+            trial.set_user_attr("fail_reason", f"{SURPLUS}: not run, {surplus}")  # the callback then stops the study
             raise train.TrialFailed(f"{SURPLUS}: not run, {surplus}")
         trial.set_user_attr("host", platform.node())
         trial.set_user_attr("worker", WORKER)
@@ -822,6 +825,9 @@ class Objective:
             )
         except train.TrialFailed as exc:
             trial.set_user_attr("fail_reason", str(exc))
+            raise
+        except UserError as exc:  # e.g. an image that cannot be decoded: the run stops, going on retries it once
+            trial.set_user_attr("fail_reason", f"{INTERRUPTED}: {exc}")
             raise
         self._record(trial, built, settings, bkey, result)
         return result.val_accuracy

@@ -194,7 +194,7 @@ class _Run:
 
     def phase(self, phase: Phase, optimizer, cut: features.Cut, data: _Data, last: bool) -> None:
         s, device, dtype = self.settings, self.settings.device, self.dtype
-        steps = phase.epochs * math.ceil(self.n_train / s.batch_size)
+        steps = max(1, phase.epochs * train_batches(self.n_train, s.batch_size))
         schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda i: 0.5 * (1 + math.cos(math.pi * i / steps)))
         with data.model(self.model, cut) as net:
             runner = torch.compile(net) if s.compile else net
@@ -402,6 +402,13 @@ def check_every(device: torch.device) -> int:
     return 1 if device.type != "cuda" else 32
 
 
+def train_batches(n: int, batch_size: int) -> int:
+    """Training steps per epoch. A last batch of a single example is skipped: batch norm
+    in training mode cannot normalize one value per channel (torch raises), and one
+    example in a step of its own is noise anyway. Datasets need 2 training examples."""
+    return n // batch_size + (n % batch_size > 1)
+
+
 def _train_epoch(runner, model, cut, data: _Data, optimizer, schedule, scaler, device, dtype, phase: Phase) -> int:
     """One pass over the training data; ``runner`` is ``model`` or its compiled form."""
     _train_mode(model, cut)
@@ -409,6 +416,8 @@ def _train_epoch(runner, model, cut, data: _Data, optimizer, schedule, scaler, d
     bad = torch.zeros((), device=device)  # first non-finite loss seen, 0 while none
     every = check_every(device)
     for x, y in data.train():
+        if len(y) == 1:  # a last batch of one example: batch norm cannot train on it (see train_batches)
+            continue
         try:
             loss = _train_step(runner, _to(x, device, data.channels_last), y.to(device, non_blocking=True), optimizer, scaler, dtype)
         except torch.OutOfMemoryError as exc:

@@ -91,6 +91,10 @@ def load_imagefolder(request: DatasetRequest) -> DatasetSplits:
         if options.get(key) is not None
     }
     scanned = {split: _scan(folder, split) for split, folder in folders.items()}
+    for files_by_class in scanned.values():  # refused now, not in the middle of a trial
+        for files in files_by_class.values():
+            for path in files:
+                _check_header(path)
     classes = tuple(sorted(scanned["train"]))
     if len(classes) < 2:
         raise UserError(f"dataset imagefolder: {folders['train']} has {len(classes)} class folder(s); need at least 2")
@@ -141,6 +145,18 @@ def _files_split(files_by_class: dict[str, list[Path]], classes: tuple[str, ...]
         ids=tuple(str(path.resolve()) for path, _ in pairs),
         load=lambda i: _open_image(pairs[i][0]),
     )
+
+
+def _check_header(path: Path) -> None:
+    """Cheap check of every file before any compute: it opens as an image (PIL reads
+    the header only). A file cut short after its header is caught when first decoded."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            image.size  # noqa: B018 - parsed from the header
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise UserError(f"image {path} cannot be read ({type(exc).__name__}); delete or replace the file") from exc
 
 
 def _open_image(path: Path):
