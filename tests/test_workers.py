@@ -199,3 +199,52 @@ def test_a_trial_started_after_its_study_is_full_is_surplus_never_runs_and_is_le
     frame = results.trials_frame(storage, {"synthetic": study.study_name})
     assert frame["trial"].tolist() == [0, 1] and frame["state"].eq("COMPLETE").all()
     assert len(search.budget(study.trials)) == 2
+
+
+def test_killing_run_with_workers_lets_them_finish_their_trial_keeps_the_folder_locked_then_resumes(write_config, capsys):
+    config = write_config(
+        bench(
+            strategies=[{"name": "finetune", "epochs": 3, "freeze": 0.0}],
+            datasets=[{"name": "synthetic", "classes": 3, "size": 16, "train_per_class": 24, "val_per_class": 4, "test_per_class": 4}],
+            search={"n_trials": 4, "startup_trials": 4, "pruner": "none"},
+        )
+    )
+    folder = config.parent / "results" / "dist" / "shared"
+    parent = subprocess.Popen(
+        [sys.executable, "-m", "tlbench", "run", str(config), "--workers", "2"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:
+        try:
+            trials = optuna.load_study(study_name="dist/shared/synthetic", storage=f"sqlite:///{folder / 'study.db'}").trials
+        except Exception:  # not created yet
+            trials = []
+        if any("params" in t.user_attrs for t in trials):
+            break
+        time.sleep(0.2)
+    parent.kill()  # SIGKILL: no chance to pass anything on
+    parent.wait()
+    code = cli.main(["run", str(config), "--format", "csv"])
+    assert code == 2 and "another tlbench run is using this run folder" in capsys.readouterr().err  # its workers
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and "locked" == _lock_state(folder):
+        time.sleep(0.5)
+    trials = optuna.load_study(study_name="dist/shared/synthetic", storage=f"sqlite:///{folder / 'study.db'}").trials
+    assert not [t for t in trials if t.state.name == "RUNNING"]  # each worker finished its trial, then stopped
+    assert len(trials) < 4  # and started no other
+    assert cli.main(["run", str(config), "--format", "csv"]) == 0
+    table = pd.read_csv(folder / "trials.csv")
+    assert table["state"].tolist() == ["COMPLETE"] * 4
+
+
+def _lock_state(folder) -> str:
+    import fcntl
+
+    with open(folder / ".lock", "a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            return "locked"
+        fcntl.flock(f, fcntl.LOCK_UN)
+        return "free"

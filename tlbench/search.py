@@ -405,6 +405,8 @@ def run(
     shared = Shared(p, splits) if shared is None else shared
     total = p.bench.search.n_trials
     for entry, _ in p.datasets:
+        if should_stop():
+            return
         study = open_study(p, entry.key, storage, alone=recover)
         if recover:
             recover_interrupted(study, storage, progress, entry.key)
@@ -511,6 +513,8 @@ def work_repeats(
     shared = Shared(p, splits) if shared is None else shared
     waiting = (optuna.trial.TrialState.WAITING,)
     for entry, _ in p.datasets:
+        if should_stop():
+            return
         try:
             study = optuna.load_study(study_name=repeats_study_name(p.bench, entry.key), storage=storage)
         except KeyError:
