@@ -6,6 +6,7 @@ The public API for plugin authors is this module and :mod:`tlbench.types`.
 import pluggy
 
 from tlbench.types import (
+    Adapted,
     Backbone,
     BackboneRequest,
     BuiltBackbone,
@@ -22,12 +23,18 @@ from tlbench.types import (
 )
 
 __version__ = "0.1.0"
-PLUGIN_API_VERSION = 1  # bumped when a hook or record changes incompatibly
+# The plugin API (hooks, records, tlbench.testing): (major, minor). The major number
+# changes when a hook or record changes incompatibly, the minor when one gains an
+# optional field or a hook is added. 1.1: Strategy.adapt and Adapted.
+PLUGIN_API = (1, 1)
+PLUGIN_API_VERSION = PLUGIN_API[0]  # the major number alone, as in API 1.0
 
 hookimpl = pluggy.HookimplMarker("tlbench")
 
 __all__ = [
+    "PLUGIN_API",
     "PLUGIN_API_VERSION",
+    "Adapted",
     "Backbone",
     "BackboneRequest",
     "BuiltBackbone",

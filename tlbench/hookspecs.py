@@ -1,4 +1,5 @@
-"""The whole plugin API: three hooks, each yielding records from :mod:`tlbench.types`.
+"""The whole plugin API: three hooks, each yielding records from :mod:`tlbench.types`
+(guide: docs/plugins.md; conformance checks: :mod:`tlbench.testing`).
 
 A plugin is a module (or installed package, entry-point group ``tlbench``) with
 functions marked ``@tlbench.hookimpl`` and named like the hooks below. Each
@@ -69,4 +70,8 @@ def tlbench_strategies() -> Iterable[Strategy]:
 
     ``suggest(space, options)`` draws the strategy's parameters (Optuna
     define-by-run); ``phases(params, n_groups)`` turns them into training phases.
+    Optionally (API 1.1) ``adapt(built, params)`` changes the freshly built
+    backbone before training and returns :class:`~tlbench.types.Adapted`: the
+    model, and parameters that train in every phase (LoRA factors, BitFit's
+    biases); see docs/plugins.md.
     """

@@ -14,8 +14,9 @@ import importlib
 import importlib.metadata
 import importlib.util
 import os
+import re
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -86,8 +87,21 @@ def make_plugin_manager(
     try:
         pm.check_pending()
     except pluggy.PluginValidationError as exc:
-        raise UserError(f"plugin {_plugin_name(pm, exc.plugin)}: {exc}; hooks are named {', '.join(HOOKS)}") from exc
+        raise UserError(f"plugin {_plugin_name(pm, exc.plugin)}: {validation_problem(exc)}") from exc
     return host
+
+
+def validation_problem(exc: pluggy.PluginValidationError) -> str:
+    """pluggy's several-line complaint about a hook implementation, as one line."""
+    text = " ".join(str(exc).split())
+    args = re.search(r"for hook '(\w+)'.*Argument\(s\) \{(.*?)\} are declared in the hookimpl but can not be found", text)
+    if args:
+        hook = args[1]
+        return f"hook {hook}() takes {args[2]}, but tlbench calls it without arguments; define it as {hook}()"
+    unknown = re.search(r"unknown hook '(\w+)'", text)
+    if unknown:
+        return f"unknown hook '{unknown[1]}'; hooks are named {', '.join(HOOKS)}"
+    return re.sub(r"^Plugin '[^']*' ", "", text)
 
 
 def _register(host: PluginHost, importer, name: str, origin: str, version: str) -> None:
@@ -95,7 +109,7 @@ def _register(host: PluginHost, importer, name: str, origin: str, version: str) 
         module = importer()
         host.pm.register(module, name=name)
     except pluggy.PluginValidationError as exc:
-        raise UserError(f"plugin {name}: {exc}") from exc
+        raise UserError(f"plugin {name}: {validation_problem(exc)}") from exc
     except Exception as exc:  # a broken plugin must not take down the others
         host.failures.append(PluginFailure(name, origin, exc))
         return
@@ -174,6 +188,14 @@ class Registry:
             return family.record, model
         raise UserError(f"unknown backbone '{name}'{self._suggest_backbone(name)}")
 
+    def plugin_of(self, record: Any) -> str:
+        """The name of the plugin that yielded ``record``."""
+        for table in (self.backbones, self.families, self.datasets, self.strategies):
+            for provided in table.values():
+                if provided.record is record:
+                    return provided.plugin
+        return "?"
+
     def dataset(self, name: str) -> Dataset:
         return self._lookup(self.datasets, name, "dataset").record
 
@@ -236,7 +258,36 @@ def _call(impl, hook_name: str, record_type: type) -> list:
             )
         if not isinstance(record.name, str) or not record.name or ":" in record.name:
             raise UserError(f"plugin {impl.plugin_name}: {record_type.__name__} name {record.name!r} must be a non-empty string without ':'")
+        problem = record_problem(record)
+        if problem:
+            raise UserError(f"plugin {impl.plugin_name}: {record_type.__name__.lower()} '{record.name}': {problem}")
     return records
+
+
+_CALLABLE, _OPTIONAL_CALLABLE = "a function", "a function or None"
+FIELD_KINDS = {  # record type -> field -> what it must be (the dataclasses cannot check)
+    Backbone: {"build": _CALLABLE, "description": str, "family": bool, "known": _OPTIONAL_CALLABLE, "names": _OPTIONAL_CALLABLE},
+    Dataset: {"load": _CALLABLE, "options": Mapping, "description": str},
+    Strategy: {
+        "suggest": _CALLABLE, "phases": _CALLABLE, "options": Mapping, "description": str, "adapt": _OPTIONAL_CALLABLE,
+    },
+}  # fmt: skip
+
+
+def record_problem(record: Any) -> str | None:
+    """What is wrong with a record's fields, or None: 'build must be a function, got str'."""
+    for name, kind in FIELD_KINDS[type(record)].items():
+        value = getattr(record, name)
+        if kind is _CALLABLE:
+            ok = callable(value)
+        elif kind is _OPTIONAL_CALLABLE:
+            ok = value is None or callable(value)
+        else:
+            ok = isinstance(value, kind)
+        if not ok:
+            expected = kind if isinstance(kind, str) else f"a {kind.__name__}"
+            return f"{name} must be {expected}, got {type(value).__name__}"
+    return None
 
 
 def _add(registry: Registry, record: Any, plugin: str) -> None:

@@ -7,6 +7,7 @@ search ranges) before any compute; :func:`run` runs and resumes the studies.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import difflib
 import json
 import os
@@ -28,6 +29,7 @@ from tlbench.config import BackboneEntry, Benchmark, DatasetEntry, StrategyEntry
 from tlbench.plugins import Registry
 from tlbench.splits import subsample
 from tlbench.types import (
+    Adapted,
     Backbone,
     BackboneRequest,
     BuiltBackbone,
@@ -58,6 +60,7 @@ class Space:
         self.trial, self.prefix, self.where = trial, prefix, where
         self.values: dict[str, Any] = {}  # every value handed out, fixed ones too
         self.searched: list[str] = []  # names Optuna samples (without the prefix)
+        self.result: Any = None  # what the suggest function returned (dry runs keep it)
 
     def suggest(self, name: str, spec: Any, *, log: bool = False) -> Any:
         value = self._suggest(name, _numbers(spec), log)
@@ -110,6 +113,7 @@ class PlannedBackbone:
     record: Backbone
     model: str  # model name passed to the record's build
     weights: Path | None  # resolved weights file
+    plugin: str = "?"  # the plugin that provides the record, for error messages
 
 
 @dataclass(frozen=True)
@@ -118,6 +122,7 @@ class PlannedStrategy:
     record: Strategy
     options: dict[str, Any]  # the record's defaults overridden by the config
     searched: tuple[str, ...]  # parameter names Optuna samples
+    plugin: str = "?"  # the plugin that provides the record, for error messages
 
 
 @dataclass(frozen=True)
@@ -130,6 +135,7 @@ class Plan:
     backbones: dict[str, PlannedBackbone]  # by key
     strategies: dict[str, PlannedStrategy]  # by key
     training_searched: tuple[str, ...]  # batch_size / weight_decay if searched
+    dataset_plugins: Mapping[str, str] = dataclasses.field(default_factory=dict)  # dataset key -> its plugin
 
 
 def plan(bench: Benchmark, registry: Registry, base_dir: Path) -> Plan:
@@ -148,7 +154,8 @@ def plan(bench: Benchmark, registry: Registry, base_dir: Path) -> Plan:
         if dupes:
             raise UserError(f"{kind}: '{dupes[0]}' appears twice; give one of them a distinct 'label:'")
     training = _dry_run(lambda space: _suggest_training(space, bench), "training")
-    result = Plan(bench, base_dir, datasets, backbones, strategies, tuple(training.searched))
+    dataset_plugins = {e.key: registry.plugin_of(record) for e, record in datasets}
+    result = Plan(bench, base_dir, datasets, backbones, strategies, tuple(training.searched), dataset_plugins)
     for i, recipe in enumerate(bench.search.enqueue):
         _at(f"search.enqueue[{i}]", lambda r=recipe: recipe_params(result, r.backbone, r.strategy, r.params))
     return result
@@ -175,6 +182,17 @@ def _check_options(name: str, given: Mapping[str, Any], accepted: Mapping[str, A
             raise UserError(f"{key}: unknown option; {known}")
 
 
+def plugin_call(plugin: str, what: str, fn):
+    """Call plugin code. A UserError passes through; any other exception is the plugin's
+    fault, and becomes one line naming the plugin and the record (``-v``: the traceback)."""
+    try:
+        return fn()
+    except UserError:
+        raise
+    except Exception as exc:
+        raise UserError(f"plugin {plugin}: {what} raised {type(exc).__name__}: {exc}") from exc
+
+
 def _backbone(registry: Registry, entry: BackboneEntry, base_dir: Path) -> PlannedBackbone:
     record, model = registry.backbone(entry.name)
     weights = None
@@ -183,14 +201,17 @@ def _backbone(registry: Registry, entry: BackboneEntry, base_dir: Path) -> Plann
         weights = weights if weights.is_absolute() else base_dir / weights
         if not weights.is_file():
             raise UserError(f"weights: file {weights} does not exist; fix the path or remove 'weights:'")
-    return PlannedBackbone(entry, record, model, weights)
+    return PlannedBackbone(entry, record, model, weights, registry.plugin_of(record))
 
 
 def _strategy(registry: Registry, entry: StrategyEntry, where: str) -> PlannedStrategy:
     record = registry.strategy(entry.name)
+    plugin = registry.plugin_of(record)
     _check_options(entry.name, entry.options, record.options)
     options = {**record.options, **entry.options}
-    space = _dry_run(lambda s: record.suggest(s, options), where)
+    space = _dry_run(lambda s: plugin_call(plugin, f"strategy '{record.name}': suggest()", lambda: record.suggest(s, options)), where)
+    if not isinstance(space.result, Mapping):
+        raise UserError(f"plugin {plugin}: strategy '{record.name}': suggest() returned {type(space.result).__name__}, expected a dict")
     try:
         phases = list(record.phases(space.values, 4))
     except UserError:
@@ -198,7 +219,7 @@ def _strategy(registry: Registry, entry: StrategyEntry, where: str) -> PlannedSt
     except Exception as exc:
         raise UserError(f"the options give parameters its phases reject: {type(exc).__name__}: {exc}") from exc
     _check_phases(phases)
-    return PlannedStrategy(entry, record, options, tuple(space.searched))
+    return PlannedStrategy(entry, record, options, tuple(space.searched), plugin)
 
 
 def _check_phases(phases: list[Phase]) -> None:
@@ -214,10 +235,11 @@ def _check_phases(phases: list[Phase]) -> None:
 
 
 def _dry_run(fn, where: str) -> Space:
-    """Run a suggest function on a throwaway in-memory trial, to check its ranges."""
+    """Run a suggest function on a throwaway in-memory trial, to check its ranges
+    (its return value is kept as ``space.result``)."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     space = Space(optuna.create_study().ask(), "", where)
-    fn(space)
+    space.result = fn(space)
     return space
 
 
@@ -255,9 +277,13 @@ def recipe_params(p: Plan, backbone: str, strategy: str, params: Mapping[str, An
 # --------------------------------------------------------------------------- data
 
 
-def load_splits(entry: DatasetEntry, record: Dataset, seed: int, base_dir: Path) -> DatasetSplits:
+def load_splits(entry: DatasetEntry, record: Dataset, seed: int, base_dir: Path, plugin: str = "?") -> DatasetSplits:
     """Load a dataset, apply the config's subsampling, and check that the splits are disjoint."""
-    splits = record.load(DatasetRequest(options=entry.options, seed=seed, base_dir=base_dir))
+    request = DatasetRequest(options=entry.options, seed=seed, base_dir=base_dir)
+    what = f"dataset '{record.name}': load()"
+    splits = plugin_call(plugin, what, lambda: record.load(request))
+    if not isinstance(splits, DatasetSplits):
+        raise UserError(f"plugin {plugin}: {what} returned {type(splits).__name__}, expected tlbench.types.DatasetSplits")
     caps = {"train": (entry.train_samples, entry.per_class), "val": (entry.val_samples, None), "test": (entry.test_samples, None)}
     parts = {}
     for name, (total, per_class) in caps.items():
@@ -284,16 +310,50 @@ def _check_disjoint(key: str, parts: Mapping[str, Any]) -> None:
 def build_backbone(b: PlannedBackbone, num_classes: int) -> BuiltBackbone:
     """Build, and check that groups and head cover every parameter exactly once."""
     request = BackboneRequest(model=b.model, num_classes=num_classes, pretrained=b.entry.pretrained, weights=b.weights)
-    built = b.record.build(request)
+    what = f"backbone '{b.entry.name}': build()"
+    built = plugin_call(b.plugin, what, lambda: b.record.build(request))
+    problem = built_problem(built)
+    if problem:
+        raise UserError(f"plugin {b.plugin}: {what} {problem}")
+    return built
+
+
+def built_problem(built: Any) -> str | None:
+    """What is wrong with a BuiltBackbone, or None: the model's parameters must be
+    named by groups and head exactly once."""
+    if not isinstance(built, BuiltBackbone):
+        return f"returned {type(built).__name__}, expected tlbench.types.BuiltBackbone"
     names = [n for group in built.groups for n in group] + list(built.head)
     params = [n for n, _ in built.model.named_parameters()]
     if sorted(names) != sorted(params):
         missing, extra = set(params) - set(names), set(names) - set(params)
-        raise RuntimeError(
-            f"backbone {b.entry.name}: groups + head must list every parameter once "
-            f"(missing {sorted(missing)[:3]}, unknown {sorted(extra)[:3]}, {len(names) - len(set(names))} repeated)"
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        return (
+            "returned groups + head that do not name every parameter exactly once "
+            f"(missing {sorted(missing)[:3]}, unknown {sorted(extra)[:3]}, repeated {repeated[:3]})"
         )
-    return built
+    if not built.head:
+        return "returned an empty head: name the new classifier's parameters in head"
+    return None
+
+
+def adapt(s: PlannedStrategy, built: BuiltBackbone, params: Mapping[str, Any]) -> Adapted:
+    """The strategy's ``adapt`` applied to a freshly built backbone (or the backbone
+    unchanged), checked: every parameter still named once, trainable names real."""
+    if s.record.adapt is None:
+        return Adapted(built=built)
+    what = f"strategy '{s.record.name}': adapt()"
+    adapted = plugin_call(s.plugin, what, lambda: s.record.adapt(built, params))
+    if not isinstance(adapted, Adapted):
+        raise UserError(f"plugin {s.plugin}: {what} returned {type(adapted).__name__}, expected tlbench.types.Adapted")
+    problem = built_problem(adapted.built)
+    if problem:
+        raise UserError(f"plugin {s.plugin}: {what} {problem}")
+    known = {n for n, _ in adapted.built.model.named_parameters()}
+    unknown = [n for n in adapted.trainable if n not in known]
+    if unknown or isinstance(adapted.trainable, str):
+        raise UserError(f"plugin {s.plugin}: {what} returned trainable names that are no parameters: {unknown[:3]}")
+    return adapted
 
 
 # --------------------------------------------------------------------------- run
@@ -323,9 +383,15 @@ def preflight(p: Plan) -> dict[str, DatasetSplits]:
     folders, files and weights are real. Returns the splits by dataset key."""
     loaded = {}
     for i, (entry, record) in enumerate(p.datasets):
-        loaded[entry.key] = _at(f"datasets[{i}] ({entry.key})", lambda: load_splits(entry, record, p.bench.seed, p.base_dir))
+        plugin = p.dataset_plugins.get(entry.key, "?")
+        loaded[entry.key] = _at(f"datasets[{i}] ({entry.key})", lambda: load_splits(entry, record, p.bench.seed, p.base_dir, plugin))
     for i, (key, backbone) in enumerate(p.backbones.items()):
         _at(f"backbones[{i}]", lambda: build_backbone(backbone, 2))
+    for i, (key, strategy) in enumerate(p.strategies.items()):
+        if strategy.record.adapt is not None:  # it changes the model: try it on every backbone now
+            params = _dry_run(lambda s: strategy.record.suggest(s, strategy.options), key).result
+            for backbone in p.backbones.values():
+                _at(f"strategies[{i}] ({key}) on {backbone.entry.key}", lambda: adapt(strategy, build_backbone(backbone, 2), params))
     return loaded
 
 
@@ -793,12 +859,14 @@ class Objective:
         bkey = trial.suggest_categorical("backbone", list(p.backbones))
         skey = trial.suggest_categorical("strategy", list(p.strategies))
         strategy = p.strategies[skey]
-        params = strategy.record.suggest(Space(trial, f"{skey}.", f"strategy {skey}"), strategy.options)
+        space = Space(trial, f"{skey}.", f"strategy {skey}")
+        params = plugin_call(strategy.plugin, f"strategy '{strategy.record.name}': suggest()", lambda: strategy.record.suggest(space, strategy.options))
         training = _suggest_training(Space(trial, "", "training"), p.bench)
         backbone = p.backbones[bkey]
         seed = trial.user_attrs.get("seed", p.bench.seed + trial.number)
         torch.manual_seed(seed)  # the fresh head's init too, whatever ran before in this process
-        built = build_backbone(backbone, len(self.splits.classes))
+        adapted = adapt(strategy, build_backbone(backbone, len(self.splits.classes)), params)
+        built = adapted.built
         phases = list(strategy.record.phases(params, len(built.groups)))
         resolution = backbone.entry.resolution or p.bench.training.resolution or built.data_config.input_size
         settings = train.TrainSettings(
@@ -814,9 +882,10 @@ class Objective:
             data_key=self.shared.data_keys[self.dataset_key],
         )
         _describe(trial, backbone, built, phases, {**params, **training}, settings)
-        # known before training, so that pruned trials have it too
+        # known before training, so that pruned trials have it too; a model a strategy changed is its own architecture
+        arch = (bkey,) if strategy.record.adapt is None else (bkey, skey, json.dumps(params, sort_keys=True, default=str))
         gflops = self.shared.measure(
-            ("forward_gflops", bkey, resolution), lambda: cost.forward_flops(built.model, resolution, device) / 1e9
+            ("forward_gflops", *arch, resolution), lambda: cost.forward_flops(built.model, resolution, device) / 1e9
         )
         trial.set_user_attr("forward_gflops", gflops)
         trial.set_user_attr("total_params", cost.count_params(built.model))
@@ -825,7 +894,12 @@ class Objective:
         start = time.perf_counter()
         try:
             result = train.fit(
-                built, self.splits, phases, settings, on_epoch=lambda e, acc: self._epoch(trial, e, acc, start)
+                built,
+                self.splits,
+                phases,
+                settings,
+                on_epoch=lambda e, acc: self._epoch(trial, e, acc, start),
+                always=adapted.trainable,
             )
         except train.TrialFailed as exc:
             trial.set_user_attr("fail_reason", str(exc))
@@ -833,7 +907,7 @@ class Objective:
         except UserError as exc:  # e.g. an image that cannot be decoded: the run stops, going on retries it once
             trial.set_user_attr("fail_reason", f"{INTERRUPTED}: {exc}")
             raise
-        self._record(trial, built, settings, bkey, result)
+        self._record(trial, built, settings, arch, result)
         return result.val_accuracy
 
     def _epoch(self, trial: optuna.Trial, epoch: int, accuracy: float, start: float) -> None:
@@ -844,7 +918,7 @@ class Objective:
         if not trial.user_attrs.get("recipe") and trial.should_prune():
             raise optuna.TrialPruned(f"pruned after epoch {epoch} at val accuracy {accuracy:.3f}")
 
-    def _record(self, trial, built: BuiltBackbone, settings, bkey: str, result) -> None:
+    def _record(self, trial, built: BuiltBackbone, settings, arch: tuple, result) -> None:
         from tlbench import cost, train
 
         device = settings.device
@@ -856,7 +930,7 @@ class Objective:
             return {"throughput": throughput, "latency_ms": latency}
 
         # per device kind: with several GPUs of one model, measured once
-        measured = self.shared.measure(("speed", bkey, settings.resolution, settings.batch_size, cost.device_name(device)), speed)
+        measured = self.shared.measure(("speed", *arch, settings.resolution, settings.batch_size, cost.device_name(device)), speed)
         memory, memory_kind = cost.peak_memory_mb(device)
         attrs = {
             **measured,

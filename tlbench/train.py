@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -143,6 +143,7 @@ def fit(
     phases: Sequence[Phase],
     settings: TrainSettings,
     on_epoch: Callable[[int, float], None] = lambda epoch, acc: None,
+    always: Collection[str] = (),
 ) -> FitResult:
     """Train through ``phases``; ``on_epoch(epoch, val_accuracy)`` may raise to stop (pruning).
 
@@ -161,7 +162,7 @@ def fit(
     run = _Run(model, settings, dtype, _Images(splits, train_tf, eval_tf, settings, order), len(splits.train), on_epoch)
     updated: set[str] = set()
     for phase in active:
-        trainable = _set_trainable(model, built, phase.frozen_groups)
+        trainable = _set_trainable(model, built, phase.frozen_groups, always)
         updated |= trainable
         finder = features.find_cut if settings.cache is None else settings.cache.find_cut
         cut, _ = finder(model, trainable, settings.resolution, settings.device)
@@ -364,10 +365,11 @@ def _is_channels_last(x: torch.Tensor) -> bool:
     return x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
 
 
-def _set_trainable(model: nn.Module, built: BuiltBackbone, frozen: int) -> set[str]:
-    """Freeze the first ``frozen`` groups; the other groups and the head train."""
+def _set_trainable(model: nn.Module, built: BuiltBackbone, frozen: int, always: Collection[str] = ()) -> set[str]:
+    """Freeze the first ``frozen`` groups; the other groups, the head and the ``always``
+    parameters (a strategy's adapters, see tlbench.types.Adapted) train."""
     frozen = max(0, min(frozen, len(built.groups)))
-    trainable = set(built.head).union(*map(set, built.groups[frozen:]))
+    trainable = set(built.head).union(*map(set, built.groups[frozen:])) | set(always)
     for name, param in model.named_parameters():
         param.requires_grad_(name in trainable)
     return trainable

@@ -158,6 +158,20 @@ class Space(Protocol):
 
 
 @dataclass(frozen=True)
+class Adapted:
+    """A backbone as a strategy's ``adapt`` changed it for one trial (API 1.1).
+
+    ``built.groups`` and ``built.head`` must still name every parameter of
+    ``built.model`` exactly once (new parameters join the group of the layer they
+    belong to). ``trainable`` parameters train in every phase, also inside groups
+    the phase freezes, at the phase's ``lr_backbone``: LoRA factors, BitFit's biases.
+    """
+
+    built: BuiltBackbone  # the model to train (the same object changed in place, or a new one)
+    trainable: tuple[str, ...] = ()  # parameter names that always train
+
+
+@dataclass(frozen=True)
 class Strategy:
     """A way to fine-tune: what it searches, and the phases it trains in."""
 
@@ -166,6 +180,8 @@ class Strategy:
     phases: Callable[[Mapping[str, Any], int], Sequence[Phase]]  # (params, n_groups) -> phases
     options: Mapping[str, Any] = field(default_factory=dict)  # option -> default; configs override
     description: str = ""  # one line for `tlbench plugins`
+    # (built, params) -> Adapted: change the freshly built backbone before training (API 1.1)
+    adapt: Callable[[BuiltBackbone, Mapping[str, Any]], Adapted] | None = None
 
 
 def frozen_groups(fraction: float, n_groups: int) -> int:

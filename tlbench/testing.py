@@ -1,0 +1,413 @@
+"""Conformance checks for plugin authors: run them with pytest against your own plugin.
+
+``pip install tlbench`` registers this module as a pytest plugin (entry point
+``pytest11``), so in a plugin's own test suite the fixture ``tlbench_conformance``
+is this module::
+
+    def test_my_plugin_conforms(tlbench_conformance):
+        tlbench_conformance.check_plugin("my_package.plugin", dataset_options={"leaves": {"path": "tests/data"}})
+
+or, without the fixture, ``from tlbench.testing import check_plugin``. Each check
+raises :class:`ConformanceError` (an ``AssertionError``, so pytest shows it as a
+failure) with one line naming the plugin, the record and the problem.
+
+What is checked (see docs/plugins.md):
+
+- every record: the fields have the right types (a function where one is expected, ...);
+- a backbone builds for a given number of classes; its groups and head name every
+  parameter exactly once; the output has one logit per class; the groups run from
+  input to output; every parameter gets a gradient when everything trains, and
+  freezing the first k groups leaves exactly the rest and the head with gradients;
+- a dataset's splits are disjoint (no shared example id), non-empty, sized as
+  declared (when you declare sizes), with labels in range, every class in the
+  training split, examples that load as images, and the same splits for the same seed;
+- a strategy's search space samples (several random draws) and gives parameters
+  its phases accept for several group counts: phases are :class:`~tlbench.types.Phase`
+  records with whole, non-negative epochs (some > 0), freeze depths within the
+  backbone, finite non-negative learning rates, the same for the same parameters;
+  a strategy with ``adapt`` returns a valid :class:`~tlbench.types.Adapted` on a
+  small timm model, with exactly the head and its ``trainable`` parameters training.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from tlbench.types import Backbone, BackboneRequest, BuiltBackbone, Dataset, DatasetRequest, DatasetSplits, Phase, Split, Strategy, UserError
+
+__all__ = ["ConformanceError", "check_backbone", "check_dataset", "check_plugin", "check_strategy", "records"]
+
+
+class ConformanceError(AssertionError):
+    """A plugin breaks the plugin API; the message names the plugin, the record and the problem."""
+
+
+def _fail(plugin: str, what: str, problem: str) -> ConformanceError:
+    return ConformanceError(f"plugin {plugin}: {what}: {problem}")
+
+
+def _call(plugin: str, what: str, fn):
+    try:
+        return fn()
+    except ConformanceError:
+        raise
+    except UserError as exc:
+        raise _fail(plugin, what, f"raised UserError: {exc}") from exc
+    except Exception as exc:
+        raise _fail(plugin, what, f"raised {type(exc).__name__}: {exc}") from exc
+
+
+# --------------------------------------------------------------------------- the plugin as a whole
+
+
+def records(plugin: str | ModuleType) -> tuple[str, list[Any]]:
+    """(plugin name, the records its hooks yield), each record's fields checked.
+
+    ``plugin``: a module, an importable module name, a ``.py`` file, or the name of
+    an installed entry point in group ``tlbench``.
+    """
+    import importlib.metadata
+
+    import pluggy
+
+    from tlbench import hookspecs, plugins
+
+    if isinstance(plugin, ModuleType):
+        module, name = plugin, plugin.__name__
+    elif str(plugin).endswith(".py"):
+        module, name = plugins._import_file(Path(plugin)), str(plugin)
+    else:
+        eps = [ep for ep in importlib.metadata.entry_points(group=plugins.ENTRY_POINT_GROUP) if ep.name == plugin]
+        module, name = (eps[0].load(), plugin) if eps else (importlib.import_module(plugin), plugin)
+    pm = pluggy.PluginManager(plugins.ENTRY_POINT_GROUP)
+    pm.add_hookspecs(hookspecs)
+    try:
+        pm.register(module, name=name)
+        pm.check_pending()
+    except pluggy.PluginValidationError as exc:
+        raise ConformanceError(f"plugin {name}: {plugins.validation_problem(exc)}") from exc
+    found: list[Any] = []
+    for hook_name, record_type in plugins.HOOKS.items():
+        for impl in getattr(pm.hook, hook_name).get_hookimpls():
+            try:
+                found += plugins._call(impl, hook_name, record_type)
+            except UserError as exc:
+                raise ConformanceError(str(exc)) from exc
+    if not found:
+        raise ConformanceError(f"plugin {name}: its hooks yield no record; implement tlbench_backbones, tlbench_datasets or tlbench_strategies")
+    return name, found
+
+
+def check_plugin(
+    plugin: str | ModuleType,
+    *,
+    dataset_options: Mapping[str, Mapping[str, Any]] | None = None,
+    dataset_sizes: Mapping[str, Sequence[int]] | None = None,
+    backbone_models: Mapping[str, Iterable[str]] | None = None,
+    strategy_options: Mapping[str, Mapping[str, Any]] | None = None,
+    num_classes: int = 3,
+    resolution: int | None = None,
+) -> list[str]:
+    """Check every record a plugin yields; returns what was checked, one line each.
+
+    ``dataset_options``: per dataset name, the config options to load it with
+    (a dataset that needs a path cannot be loaded without). ``backbone_models``:
+    per backbone family, the model names to build (families only).
+    """
+    name, found = records(plugin)
+    checked = []
+    for record in found:
+        if isinstance(record, Backbone):
+            if record.family:
+                models = list((backbone_models or {}).get(record.name, ()))
+                if not models:
+                    raise _fail(name, f"backbone family '{record.name}'", "give model names to build: backbone_models={'%s': ['<model>']}" % record.name)
+                for model in models:
+                    check_backbone(record, model, num_classes=num_classes, resolution=resolution, plugin=name)
+                    checked.append(f"backbone {record.name}:{model}")
+            else:
+                check_backbone(record, num_classes=num_classes, resolution=resolution, plugin=name)
+                checked.append(f"backbone {record.name}")
+        elif isinstance(record, Dataset):
+            sizes = (dataset_sizes or {}).get(record.name)
+            check_dataset(record, (dataset_options or {}).get(record.name, {}), sizes=sizes, plugin=name)
+            checked.append(f"dataset {record.name}")
+        else:
+            check_strategy(record, (strategy_options or {}).get(record.name), plugin=name)
+            checked.append(f"strategy {record.name}")
+    return checked
+
+
+# --------------------------------------------------------------------------- backbones
+
+
+def check_backbone(
+    record: Backbone,
+    model: str | None = None,
+    *,
+    num_classes: int = 3,
+    resolution: int | None = None,
+    pretrained: bool = False,
+    weights: Path | None = None,
+    plugin: str = "?",
+) -> BuiltBackbone:
+    """Build ``record`` (``model``: the model name, for a family) and check the result."""
+    import torch
+
+    from tlbench import search
+    from tlbench.plugins import record_problem
+
+    label = f"backbone '{record.name}:{model}'" if record.family else f"backbone '{record.name}'"
+    problem = record_problem(record)
+    if problem:
+        raise _fail(plugin, label, problem)
+    if record.family and record.known is not None and model is not None and not record.known(model):
+        raise _fail(plugin, label, f"known('{model}') is False for a model it is asked to build")
+    request = BackboneRequest(model=model or record.name, num_classes=num_classes, pretrained=pretrained, weights=weights)
+    built = _call(plugin, f"{label}: build()", lambda: record.build(request))
+    problem = search.built_problem(built)
+    if problem:
+        raise _fail(plugin, f"{label}: build()", problem)
+    if not built.groups or any(not group for group in built.groups):
+        raise _fail(plugin, label, "groups must be a non-empty sequence of non-empty groups of parameter names")
+    size = resolution or built.data_config.input_size
+    model_ = built.model.eval()
+    x = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(0))
+    order = _first_use(model_, x)
+    out = _call(plugin, f"{label}: forward", lambda: model_(x))
+    if tuple(out.shape) != (2, num_classes):
+        raise _fail(plugin, label, f"output has shape {tuple(out.shape)} for 2 images, expected (2, {num_classes}): one logit per class")
+    _check_group_order(built, order, plugin, label)
+    n = len(built.groups)
+    for frozen in sorted({0, n // 2, n}):
+        _check_gradients(built, x, frozen, plugin, label)
+    return built
+
+
+def _first_use(model, x) -> dict[str, int]:
+    """Parameter name -> the position of the first call of the module that owns it."""
+    import torch
+
+    calls: dict[str, int] = {}
+
+    def seen(name: str) -> None:  # a pre-hook that returns something replaces the input
+        calls.setdefault(name, len(calls))
+
+    handles = [module.register_forward_pre_hook(lambda m, a, n=name: seen(n)) for name, module in model.named_modules()]
+    try:
+        with torch.no_grad():
+            model(x)
+    finally:
+        for h in handles:
+            h.remove()
+    owners = {}
+    for name, module in model.named_modules():
+        for p, _ in module.named_parameters(recurse=False):
+            owners[f"{name}.{p}" if name else p] = calls.get(name, math.inf)
+    return owners
+
+
+def _check_group_order(built: BuiltBackbone, order: Mapping[str, float], plugin: str, label: str) -> None:
+    firsts = [min(order.get(n, math.inf) for n in group) for group in built.groups]
+    for i in range(1, len(firsts)):
+        if firsts[i] < firsts[i - 1]:
+            raise _fail(
+                plugin, label,
+                f"groups must run from input to output, but group {i} ({built.groups[i][0]}, ...) is used before "
+                f"group {i - 1} ({built.groups[i - 1][0]}, ...): freezing the first groups would not freeze the input side",
+            )  # fmt: skip
+
+
+def _check_gradients(built: BuiltBackbone, x, frozen: int, plugin: str, label: str) -> None:
+    trainable = set(built.head).union(*map(set, built.groups[frozen:]))
+    model = built.model.train()
+    params = dict(model.named_parameters())
+    for name, p in params.items():
+        p.requires_grad_(name in trainable)
+        p.grad = None
+    model(x.repeat(2, 1, 1, 1)).float().sum().backward()  # 4 images: batch norm trains on more than one
+    with_grad = {n for n, p in params.items() if p.grad is not None}
+    for name, p in params.items():
+        p.requires_grad_(True)
+        p.grad = None
+    model.eval()
+    missing = sorted(trainable - with_grad)
+    if missing:
+        raise _fail(
+            plugin, label,
+            f"with the first {frozen} of {len(built.groups)} groups frozen, {missing[0]} (and {len(missing) - 1} more) got no "
+            "gradient: is it used in forward(), and is it in the right group?",
+        )  # fmt: skip
+    leaked = sorted(with_grad - trainable)
+    if leaked:
+        raise _fail(plugin, label, f"with the first {frozen} groups frozen, frozen parameter {leaked[0]} got a gradient")
+
+
+# --------------------------------------------------------------------------- datasets
+
+
+def check_dataset(
+    record: Dataset,
+    options: Mapping[str, Any] | None = None,
+    *,
+    seed: int = 0,
+    base_dir: str | Path = ".",
+    sizes: Sequence[int] | None = None,
+    plugin: str = "?",
+) -> DatasetSplits:
+    """Load ``record`` with the config ``options`` and check its splits. ``sizes``:
+    the (train, val, test) sizes the dataset declares, if it does."""
+    from PIL import Image
+
+    from tlbench.plugins import record_problem
+
+    label = f"dataset '{record.name}'"
+    problem = record_problem(record)
+    if problem:
+        raise _fail(plugin, label, problem)
+    unknown = [k for k in (options or {}) if k not in record.options]
+    if unknown:
+        raise _fail(plugin, label, f"option {unknown[0]!r} is not declared in the record's options")
+
+    def load():
+        return record.load(DatasetRequest(options=dict(options or {}), seed=seed, base_dir=Path(base_dir)))
+
+    splits = _call(plugin, f"{label}: load()", load)
+    if not isinstance(splits, DatasetSplits):
+        raise _fail(plugin, f"{label}: load()", f"returned {type(splits).__name__}, expected tlbench.types.DatasetSplits")
+    classes = splits.classes
+    if not isinstance(classes, tuple) or len(classes) < 2 or len(set(classes)) != len(classes) or not all(isinstance(c, str) for c in classes):
+        raise _fail(plugin, label, f"classes must be a tuple of 2 or more distinct names, got {classes!r}")
+    seen: dict[str, str] = {}
+    for name in ("train", "val", "test"):
+        split = getattr(splits, name)
+        if not isinstance(split, Split) or len(split) == 0:
+            raise _fail(plugin, label, f"the {name} split must be a non-empty tlbench.types.Split")
+        bad = [y for y in split.labels if not isinstance(y, int) or not 0 <= y < len(classes)]
+        if bad:
+            raise _fail(plugin, label, f"the {name} split has label {bad[0]!r}; labels index classes: 0..{len(classes) - 1}")
+        if len(set(split.ids)) != len(split.ids):
+            raise _fail(plugin, label, f"the {name} split lists an example id twice")
+        for example in split.ids:
+            if seen.setdefault(example, name) != name:
+                raise _fail(plugin, label, f"example {example} is in both the {seen[example]} and the {name} split: splits must be disjoint")
+        for i in {0, len(split) - 1}:
+            image = _call(plugin, f"{label}: {name}.load({i})", lambda i=i: split.load(i))
+            if not isinstance(image, Image.Image):
+                raise _fail(plugin, label, f"{name}.load({i}) returned {type(image).__name__}, expected a PIL image")
+    missing = sorted(set(range(len(classes))) - set(splits.train.labels))
+    if missing:
+        raise _fail(plugin, label, f"class {classes[missing[0]]!r} has no training example")
+    if sizes is not None and tuple(sizes) != (len(splits.train), len(splits.val), len(splits.test)):
+        raise _fail(plugin, label, f"splits have {len(splits.train)}/{len(splits.val)}/{len(splits.test)} examples, declared {tuple(sizes)}")
+    again = load()
+    if any(getattr(again, n).ids != getattr(splits, n).ids or getattr(again, n).labels != getattr(splits, n).labels for n in ("train", "val", "test")):
+        raise _fail(plugin, label, f"loading twice with seed {seed} gave different splits; seed every random choice with request.seed")
+    return splits
+
+
+# --------------------------------------------------------------------------- strategies
+
+
+def check_strategy(
+    record: Strategy,
+    options: Mapping[str, Any] | None = None,
+    *,
+    n_groups: Sequence[int] = (1, 4, 12),
+    samples: int = 5,
+    plugin: str = "?",
+) -> None:
+    """Sample ``record``'s search space and check the phases (and ``adapt``) it gives."""
+    import json
+
+    import optuna
+
+    from tlbench import search
+    from tlbench.plugins import record_problem
+
+    label = f"strategy '{record.name}'"
+    problem = record_problem(record)
+    if problem:
+        raise _fail(plugin, label, problem)
+    unknown = [k for k in (options or {}) if k not in record.options]
+    if unknown:
+        raise _fail(plugin, label, f"option {unknown[0]!r} is not declared in the record's options")
+    merged = {**record.options, **(options or {})}
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    drawn = []
+    for i in range(samples):
+        study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=i))
+        space = search.Space(study.ask(), "", label)
+        params = _call(plugin, f"{label}: suggest()", lambda: record.suggest(space, merged))
+        if not isinstance(params, Mapping):
+            raise _fail(plugin, f"{label}: suggest()", f"returned {type(params).__name__}, expected a dict of parameters")
+        try:
+            json.dumps(dict(params))
+        except TypeError as exc:
+            raise _fail(plugin, f"{label}: suggest()", f"parameters must be JSON values (they are stored with the trial): {exc}") from exc
+        drawn.append(params)
+        for n in n_groups:
+            phases = _call(plugin, f"{label}: phases(params, {n})", lambda: list(record.phases(params, n)))
+            _check_phase_list(phases, n, plugin, label)
+            if list(record.phases(params, n)) != phases:
+                raise _fail(plugin, label, "phases() gave different phases for the same parameters")
+    if record.adapt is not None:
+        _check_adapt(record, drawn[0], plugin, label)
+
+
+def _check_phase_list(phases: list, n: int, plugin: str, label: str) -> None:
+    if not phases or not any(isinstance(p, Phase) and p.epochs > 0 for p in phases):
+        raise _fail(plugin, label, f"phases(params, {n}) must give tlbench.types.Phase records, one with epochs > 0")
+    for p in phases:
+        if not isinstance(p, Phase):
+            raise _fail(plugin, label, f"phases() gave {type(p).__name__}, expected tlbench.types.Phase")
+        if not isinstance(p.name, str) or not p.name:
+            raise _fail(plugin, label, f"a phase needs a name, got {p.name!r}")
+        if not isinstance(p.epochs, int) or p.epochs < 0:
+            raise _fail(plugin, label, f"phase {p.name}: epochs must be a whole number >= 0, got {p.epochs!r}")
+        if not isinstance(p.frozen_groups, int) or not 0 <= p.frozen_groups <= n:
+            raise _fail(plugin, label, f"phase {p.name}: frozen_groups must be 0..{n} for a backbone of {n} groups, got {p.frozen_groups!r}")
+        for lr in (p.lr_backbone, p.lr_head):
+            if not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr < 0:
+                raise _fail(plugin, label, f"phase {p.name}: learning rates must be finite and >= 0, got {lr!r}")
+
+
+def _check_adapt(record: Strategy, params: Mapping[str, Any], plugin: str, label: str) -> None:
+    from tlbench import search, train
+    from tlbench.builtins.backbones import build_timm
+
+    built = build_timm(BackboneRequest(model="test_resnet", num_classes=3, pretrained=False))
+    planned = search.PlannedStrategy(entry=None, record=record, options={}, searched=(), plugin=plugin)
+    try:
+        adapted = search.adapt(planned, built, params)
+    except UserError as exc:
+        raise ConformanceError(f"{exc} (on timm's test_resnet)") from exc
+    head = set(adapted.built.head)
+    if head & set(adapted.trainable):
+        raise _fail(plugin, label, "adapt(): trainable should not repeat head parameters (the head always trains)")
+    n = len(adapted.built.groups)
+    trainable = train._set_trainable(adapted.built.model, adapted.built, n, adapted.trainable)
+    if trainable != head | set(adapted.trainable):
+        raise _fail(plugin, label, "adapt(): with every group frozen, more than the head and trainable would train")
+
+
+# --------------------------------------------------------------------------- pytest
+
+
+try:
+    import pytest
+except ImportError:  # pragma: no cover - only the pytest plugin needs it
+    pytest = None
+
+if pytest is not None:
+
+    @pytest.fixture
+    def tlbench_conformance():
+        """This module: ``tlbench_conformance.check_plugin("my_package.plugin", ...)``."""
+        import sys
+
+        return sys.modules[__name__]
