@@ -349,9 +349,11 @@ def adapt(s: PlannedStrategy, built: BuiltBackbone, params: Mapping[str, Any]) -
     problem = built_problem(adapted.built)
     if problem:
         raise UserError(f"plugin {s.plugin}: {what} {problem}")
+    if isinstance(adapted.trainable, str) or not all(isinstance(n, str) for n in adapted.trainable):
+        raise UserError(f"plugin {s.plugin}: {what} returned trainable={adapted.trainable!r}; give a tuple of parameter names")
     known = {n for n, _ in adapted.built.model.named_parameters()}
     unknown = [n for n in adapted.trainable if n not in known]
-    if unknown or isinstance(adapted.trainable, str):
+    if unknown:
         raise UserError(f"plugin {s.plugin}: {what} returned trainable names that are no parameters: {unknown[:3]}")
     return adapted
 

@@ -132,3 +132,12 @@ def test_quick_run_over_the_plugin_backbones(tmp_path, monkeypatch, capsys):
     assert set(rows) == {(b, "linear_probe") for b in names + ["efficientnet_lite0-scratch"]}
     for row in rows.values():
         assert 0.0 <= row["test_accuracy"] <= 1.0 and row["train_gflops"] > 0
+
+
+def test_the_plugin_passes_the_conformance_kit(tlbench_conformance):
+    # the fixture comes from tlbench's pytest11 entry point, as in any plugin author's project
+    checked = tlbench_conformance.check_plugin("offline")
+    assert checked == [
+        "backbone efficientnet_lite0", "backbone efficientnet_lite1", "backbone efficientnet_lite2",
+        "dataset digits", "dataset mnist5k", "dataset lfw_faces", "dataset textures",
+    ]  # fmt: skip
