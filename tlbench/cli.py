@@ -18,9 +18,12 @@ FORMATS = ("rich", "markdown", "csv", "json")
 
 
 def main(argv: list[str] | None = None) -> int:
+    from tlbench import interrupts
+
     args = _parser().parse_args(argv)
     try:
-        return args.command(args) or 0
+        with interrupts.handled():
+            return args.command(args) or 0
     except UserError as exc:
         if args.verbose:
             traceback.print_exc()
@@ -237,13 +240,19 @@ def _workers(command: list[str], n: int, lock) -> int:
     """
     import signal
     import subprocess
+    import time
+
+    from tlbench import interrupts
 
     fds = () if lock is None else (lock.fileno(),)
     procs = [
         subprocess.Popen([*command, "--name", f"worker {i + 1}"], pass_fds=fds, start_new_session=True) for i in range(n)
     ]
     try:
-        codes = [p.wait() for p in procs]
+        while any(p.poll() is None for p in procs):
+            interrupts.check()  # a Ctrl-C whose KeyboardInterrupt Python dropped
+            time.sleep(0.2)
+        codes = [p.returncode for p in procs]
     except KeyboardInterrupt:
         for p in procs:
             if p.poll() is None:
@@ -275,7 +284,10 @@ def cmd_worker(args) -> int:
         studies = {entry.key: search.study_name(plan.bench, entry.key) for entry, _ in plan.datasets}
         repeats = {entry.key: search.repeats_study_name(plan.bench, entry.key) for entry, _ in plan.datasets}
         devices = ", ".join(dict.fromkeys(cost.device_name(d) for d in shared.devices))
-        results.save_metadata(folder, plan.bench, plan.base_dir, studies, repeats, devices, keep=True)
+        try:
+            results.save_metadata(folder, plan.bench, plan.base_dir, studies, repeats, devices, keep=True)
+        except (UserError, OSError) as exc:  # a worker needs only the storage
+            print(f"tlbench: warning: no run folder on this machine ({exc})", file=sys.stderr)
     status = _console(stderr=True)
     name = args.name or search.WORKER
     progress = make_progress(status, name=name if args.parent or args.name else None)

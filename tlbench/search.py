@@ -25,6 +25,7 @@ from typing import Any
 
 import optuna
 
+from tlbench import interrupts
 from tlbench.config import BackboneEntry, Benchmark, DatasetEntry, StrategyEntry
 from tlbench.plugins import Registry
 from tlbench.splits import subsample
@@ -485,6 +486,7 @@ def run(
         def finished(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
             progress.trial_finished(trial)
             on_trial()
+            interrupts.check()
             if should_stop() or (total is not None and _started(study) >= total):
                 study.stop()
 
@@ -594,6 +596,7 @@ def work_repeats(
         def finished(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
             progress.trial_finished(trial)
             on_trial()
+            interrupts.check()
             if should_stop() or not study.get_trials(deepcopy=False, states=waiting):
                 study.stop()
 
@@ -913,6 +916,7 @@ class Objective:
         return result.val_accuracy
 
     def _epoch(self, trial: optuna.Trial, epoch: int, accuracy: float, start: float) -> None:
+        interrupts.check()
         self.progress.epoch_done(trial.number, epoch, accuracy)
         trial.report(accuracy, epoch)
         trial.set_user_attr("elapsed_seconds", time.perf_counter() - start)  # training + evaluation so far

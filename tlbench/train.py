@@ -18,7 +18,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from tlbench import cost, features
+from tlbench import cost, features, interrupts
 from tlbench.types import BuiltBackbone, DataConfig, DatasetSplits, Phase, Split, UserError
 
 
@@ -418,6 +418,7 @@ def _train_epoch(runner, model, cut, data: _Data, optimizer, schedule, scaler, d
     bad = torch.zeros((), device=device)  # first non-finite loss seen, 0 while none
     every = check_every(device)
     for x, y in data.train():
+        interrupts.check()  # a Ctrl-C whose KeyboardInterrupt Python dropped (see tlbench.interrupts)
         if len(y) == 1:  # a last batch of one example: batch norm cannot train on it (see train_batches)
             continue
         try:
