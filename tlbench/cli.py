@@ -141,25 +141,32 @@ def cmd_validate(args) -> int:
 
 
 def cmd_run(args) -> int:
-    from tlbench import cost, results, search
+    from tlbench import results, search
 
     plan = _load(args.config, verbose=args.verbose, run_name=args.run_name, n_trials=args.n_trials, storage=args.storage)
     splits = search.preflight(plan)
     folder = results.run_dir(plan.bench, plan.base_dir)
     shared = search.Shared(plan, splits)
-    devices = ", ".join(dict.fromkeys(cost.device_name(d) for d in shared.devices))
-    studies = {entry.key: search.study_name(plan.bench, entry.key) for entry, _ in plan.datasets}
-    repeat_studies = {entry.key: search.repeats_study_name(plan.bench, entry.key) for entry, _ in plan.datasets}
     # The run folder's own SQLite file is ours alone (the folder is locked): a RUNNING trial in it was killed.
     # A shared storage may have other workers: their trials are watched by heartbeats instead.
     alone = plan.bench.search.storage is None
     url = results.storage_url(plan.bench.search.storage, folder)
     with results.locked(folder) as lock:
-        results.save_metadata(folder, plan.bench, plan.base_dir, studies, repeat_studies, devices)
+        _save_metadata(plan, folder, shared)
         storage = search.connect(url, heartbeat=None if alone else plan.bench.search.heartbeat)
         if args.workers > 1:
             return _coordinate(args, plan, folder, storage, url, lock)
         return _search(args, plan, splits, shared, folder, storage, alone)
+
+
+def _save_metadata(plan, folder: Path, shared, keep: bool = False) -> None:
+    """config.yaml, run.json (studies by dataset) and environment.json (this machine's devices)."""
+    from tlbench import cost, results, search
+
+    studies = {entry.key: search.study_name(plan.bench, entry.key) for entry, _ in plan.datasets}
+    repeat_studies = {entry.key: search.repeats_study_name(plan.bench, entry.key) for entry, _ in plan.datasets}
+    devices = ", ".join(dict.fromkeys(cost.device_name(d) for d in shared.devices))
+    results.save_metadata(folder, plan.bench, plan.base_dir, studies, repeat_studies, devices, keep=keep)
 
 
 def _search(args, plan, splits, shared, folder, storage, recover: bool) -> int:
@@ -278,14 +285,8 @@ def cmd_worker(args) -> int:
     shared = search.Shared(plan, splits)
     storage = search.connect(url, heartbeat=plan.bench.search.heartbeat)
     if args.parent is None:  # a worker on its own machine: a run folder here too, for `tlbench report`
-        from tlbench import cost
-
-        folder = results.run_dir(plan.bench, plan.base_dir)
-        studies = {entry.key: search.study_name(plan.bench, entry.key) for entry, _ in plan.datasets}
-        repeats = {entry.key: search.repeats_study_name(plan.bench, entry.key) for entry, _ in plan.datasets}
-        devices = ", ".join(dict.fromkeys(cost.device_name(d) for d in shared.devices))
         try:
-            results.save_metadata(folder, plan.bench, plan.base_dir, studies, repeats, devices, keep=True)
+            _save_metadata(plan, results.run_dir(plan.bench, plan.base_dir), shared, keep=True)
         except (UserError, OSError) as exc:  # a worker needs only the storage
             print(f"tlbench: warning: no run folder on this machine ({exc})", file=sys.stderr)
     status = _console(stderr=True)

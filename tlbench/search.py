@@ -7,6 +7,7 @@ search ranges) before any compute; :func:`run` runs and resumes the studies.
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import difflib
 import json
@@ -388,13 +389,12 @@ def preflight(p: Plan) -> dict[str, DatasetSplits]:
     for i, (entry, record) in enumerate(p.datasets):
         plugin = p.dataset_plugins.get(entry.key, "?")
         loaded[entry.key] = _at(f"datasets[{i}] ({entry.key})", lambda: load_splits(entry, record, p.bench.seed, p.base_dir, plugin))
-    for i, (key, backbone) in enumerate(p.backbones.items()):
-        _at(f"backbones[{i}]", lambda: build_backbone(backbone, 2))
+    built = {key: _at(f"backbones[{i}]", lambda: build_backbone(b, 2)) for i, (key, b) in enumerate(p.backbones.items())}
     for i, (key, strategy) in enumerate(p.strategies.items()):
         if strategy.record.adapt is not None:  # it changes the model: try it on every backbone now
             params = _dry_run(lambda s: strategy.record.suggest(s, strategy.options), key).result
-            for backbone in p.backbones.values():
-                _at(f"strategies[{i}] ({key}) on {backbone.entry.key}", lambda: adapt(strategy, build_backbone(backbone, 2), params))
+            for bkey, model in built.items():  # a copy each: adapt may change the model in place
+                _at(f"strategies[{i}] ({key}) on {bkey}", lambda: adapt(strategy, copy.deepcopy(model), params))
     return loaded
 
 

@@ -61,6 +61,18 @@ def _call(plugin: str, what: str, fn):
         raise _fail(plugin, what, f"raised {type(exc).__name__}: {exc}") from exc
 
 
+def _check_record(record: Any, options: Mapping[str, Any] | None, plugin: str, label: str) -> None:
+    """The record's field types, and config options it does not declare."""
+    from tlbench.plugins import record_problem
+
+    problem = record_problem(record)
+    if problem:
+        raise _fail(plugin, label, problem)
+    unknown = [k for k in (options or {}) if k not in record.options]
+    if unknown:
+        raise _fail(plugin, label, f"option {unknown[0]!r} is not declared in the record's options")
+
+
 # --------------------------------------------------------------------------- the plugin as a whole
 
 
@@ -159,12 +171,9 @@ def check_backbone(
     import torch
 
     from tlbench import search
-    from tlbench.plugins import record_problem
 
     label = f"backbone '{record.name}:{model}'" if record.family else f"backbone '{record.name}'"
-    problem = record_problem(record)
-    if problem:
-        raise _fail(plugin, label, problem)
+    _check_record(record, None, plugin, label)
     if record.family and record.known is not None and model is not None and not record.known(model):
         raise _fail(plugin, label, f"known('{model}') is False for a model it is asked to build")
     request = BackboneRequest(model=model or record.name, num_classes=num_classes, pretrained=pretrained, weights=weights)
@@ -223,11 +232,12 @@ def _check_group_order(built: BuiltBackbone, order: Mapping[str, float], plugin:
 
 
 def _check_gradients(built: BuiltBackbone, x, frozen: int, plugin: str, label: str) -> None:
-    trainable = set(built.head).union(*map(set, built.groups[frozen:]))
+    from tlbench import train
+
     model = built.model.train()
+    trainable = train._set_trainable(model, built, frozen)  # freezing as training does it
     params = dict(model.named_parameters())
-    for name, p in params.items():
-        p.requires_grad_(name in trainable)
+    for p in params.values():
         p.grad = None
     model(x.repeat(2, 1, 1, 1)).float().sum().backward()  # 4 images: batch norm trains on more than one
     with_grad = {n for n, p in params.items() if p.grad is not None}
@@ -263,15 +273,8 @@ def check_dataset(
     the (train, val, test) sizes the dataset declares, if it does."""
     from PIL import Image
 
-    from tlbench.plugins import record_problem
-
     label = f"dataset '{record.name}'"
-    problem = record_problem(record)
-    if problem:
-        raise _fail(plugin, label, problem)
-    unknown = [k for k in (options or {}) if k not in record.options]
-    if unknown:
-        raise _fail(plugin, label, f"option {unknown[0]!r} is not declared in the record's options")
+    _check_record(record, options, plugin, label)
 
     def load():
         return record.load(DatasetRequest(options=dict(options or {}), seed=seed, base_dir=Path(base_dir)))
@@ -327,15 +330,9 @@ def check_strategy(
     import optuna
 
     from tlbench import search
-    from tlbench.plugins import record_problem
 
     label = f"strategy '{record.name}'"
-    problem = record_problem(record)
-    if problem:
-        raise _fail(plugin, label, problem)
-    unknown = [k for k in (options or {}) if k not in record.options]
-    if unknown:
-        raise _fail(plugin, label, f"option {unknown[0]!r} is not declared in the record's options")
+    _check_record(record, options, plugin, label)
     merged = {**record.options, **(options or {})}
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     drawn = []
