@@ -14,6 +14,11 @@ FAKE_DIST = Path(__file__).parent / "fake_dist"
 os.environ["HF_HUB_OFFLINE"] = "1"
 
 
+def snapshot(folder: Path) -> dict[str, bytes]:
+    """Every file under ``folder`` and its bytes: to prove a command changed nothing."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
 def tiny_benchmark(**overrides) -> dict:
     """A real benchmark small enough to run in seconds on a CPU."""
     data = {

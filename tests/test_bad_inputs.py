@@ -101,13 +101,15 @@ def test_a_last_batch_of_one_example_trains(write_config, capsys):
 def test_two_different_benchmarks_on_one_study_name_are_refused(tmp_path, write_config, capsys):
     storage = f"sqlite:///{tmp_path / 'shared.db'}"
     first = tiny_benchmark(name="same", run="r", search={"n_trials": 1, "startup_trials": 1, "storage": storage})
-    second = first | {"strategies": [{"name": "finetune", "epochs": 1}]}
+    # another results folder, so that only the shared study tells the two apart
+    second = first | {"strategies": [{"name": "finetune", "epochs": 1}], "results_dir": "elsewhere"}
     assert cli.main(["run", str(write_config(first, filename="a.yaml")), "--format", "csv"]) == 0
     capsys.readouterr()
     code = cli.main(["run", str(write_config(second, filename="b.yaml")), "--format", "csv"])
     _one_line(capsys, code, "study same/r/synthetic was made from a different config", "set another 'run:' name")
     trials = optuna.load_study(study_name="same/r/synthetic", storage=storage).trials
     assert [t.state.name for t in trials] == ["COMPLETE"]  # the first benchmark's trial, untouched
+    assert not (tmp_path / "elsewhere").exists()  # a refused run leaves nothing behind
 
 
 def test_a_database_server_that_is_not_there_is_one_line(write_config, capsys):

@@ -12,7 +12,7 @@ import optuna
 import pandas as pd
 import pytest
 
-from conftest import tiny_benchmark
+from conftest import snapshot, tiny_benchmark
 from tlbench import cli, results
 
 BENCH = tiny_benchmark(
@@ -125,12 +125,15 @@ def test_running_again_resumes_and_extends(write_config, capsys):
     assert "study: 2 of 3 trials already done" in capsys.readouterr().err
 
 
-def test_changed_config_with_the_same_run_name_is_refused(write_config, capsys):
+def test_changed_config_with_the_same_run_name_is_refused_and_changes_no_byte(write_config, capsys):
     config = write_config(BENCH | {"run": "fixed", "search": BENCH["search"] | {"n_trials": 1}})
     assert cli.main(["run", str(config), "--format", "csv"]) == 0
+    folder = config.parent / "results" / "e2e" / "fixed"
+    before = snapshot(folder)
     config.write_text(config.read_text().replace("seed: 0", "seed: 1"))
     assert cli.main(["run", str(config), "--format", "csv"]) == 2
-    assert "was made from a different config" in capsys.readouterr().err
+    assert "holds a run of a different config" in capsys.readouterr().err
+    assert snapshot(folder) == before  # config.yaml, run.json, environment.json, study.db, .lock: all as they were
 
 
 def test_failed_trial_is_recorded_and_the_study_goes_on(write_config, capsys):

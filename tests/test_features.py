@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import json
 from pathlib import Path
 
 import pytest
@@ -13,7 +14,7 @@ from tlbench import features
 from tlbench.builtins.backbones import _head_names, _timm_data_config, timm_groups
 from tlbench.builtins.datasets import load_synthetic
 from tlbench.train import TrainSettings, fit, make_transforms
-from tlbench.types import BuiltBackbone, DatasetRequest, Phase
+from tlbench.types import BuiltBackbone, DatasetRequest, Phase, UserError
 
 CPU = torch.device("cpu")
 
@@ -167,8 +168,9 @@ def test_a_model_that_cannot_be_split_falls_back_to_caching_its_inputs():
 def test_disk_cache_is_reused_bounded_and_safe_to_corrupt(splits, tmp_path):
     built = _built()
     phases = _phases("probe", len(built.groups))
+    own = tmp_path / features.CACHE_SUBFOLDER
     first = fit(built, splits, phases, _settings(features.FeatureCache(directory=tmp_path)))
-    files = list(tmp_path.glob("*.pt"))
+    files = list(own.glob("*.pt"))
     assert first.feature_cache.startswith("head: extracted") and len(files) == 1
     fresh_process = features.FeatureCache(directory=tmp_path)
     assert fit(_built(), splits, phases, _settings(fresh_process)).feature_cache.startswith("head: disk")
@@ -176,12 +178,46 @@ def test_disk_cache_is_reused_bounded_and_safe_to_corrupt(splits, tmp_path):
     assert fit(_built(), splits, phases, _settings(features.FeatureCache(directory=tmp_path))).feature_cache.startswith(
         "head: extracted"
     )
-    (old,) = tmp_path.glob("*.pt")
+    (old,) = own.glob("*.pt")
     one_file = features.FeatureCache(directory=tmp_path, disk_mb=old.stat().st_size / 2**20)
     resnet = _built("test_resnet")
     fit(resnet, splits, _phases("probe", len(resnet.groups)), _settings(one_file))
-    (kept,) = tmp_path.glob("*.pt")  # the oldest file went to keep the folder under its bound
-    assert kept != old and not list(tmp_path.glob("*.tmp*"))
+    (kept,) = own.glob("*.pt")  # the oldest file went to keep the folder under its bound
+    assert kept != old and not list(own.glob("*.tmp*"))
+    assert sorted(json.loads((own / "index.json").read_text())) == [kept.stem]
+
+
+def test_the_disk_cache_never_touches_files_it_did_not_write(splits, tmp_path):
+    """A cache dir that holds the user's weights (or anything else): trimming to a bound
+    smaller than one file deletes only the cache's own files, never theirs."""
+    weights = tmp_path / "resnet.pt"
+    torch.save({"w": torch.ones(1000)}, weights)
+    foreign = [weights, tmp_path / "notes.txt", tmp_path / ("0" * 32 + ".pt")]  # even one named like a cache file
+    foreign[1].write_text("mine")
+    foreign[2].write_bytes(b"also mine")
+    (tmp_path / features.CACHE_SUBFOLDER).mkdir()
+    stray = tmp_path / features.CACHE_SUBFOLDER / ("f" * 32 + ".pt")  # in the cache's folder, but not in its index
+    before = {p: p.read_bytes() for p in foreign}
+    for i in range(3):
+        cache = features.FeatureCache(directory=tmp_path, disk_mb=0.001)  # smaller than any file
+        built = _built("test_resnet" if i % 2 else "test_efficientnet")
+        fit(built, splits, _phases("probe", len(built.groups)), _settings(cache))
+        if i == 0:
+            stray.write_bytes(b"put here by hand")
+    assert {p: p.read_bytes() for p in foreign} == before
+    assert stray.read_bytes() == b"put here by hand"
+
+
+def test_a_cache_folder_tlbench_did_not_make_is_refused(tmp_path):
+    theirs = tmp_path / features.CACHE_SUBFOLDER
+    theirs.mkdir()
+    (theirs / "data.bin").write_bytes(b"x")
+    with pytest.raises(UserError, match="was not made by tlbench's feature cache"):
+        features.DiskFolder(theirs).check()
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    with pytest.raises(UserError, match="is a file, not a folder"):
+        features.DiskFolder(afile / features.CACHE_SUBFOLDER).check()
 
 
 def test_compiled_training_runs_through_the_stubbed_prefix(splits, monkeypatch):

@@ -95,16 +95,22 @@ def test_sigkill_then_rerun_keeps_finished_trials_and_retries_the_killed_one(wri
     assert code == 0 and "retrying" not in out.err and len(_trials(folder)) == len(after)
 
 
-def test_ctrl_c_records_the_trial_as_interrupted_writes_the_report_and_exits_130(write_config, capsys):
+@pytest.mark.parametrize(
+    "sig, code, said",
+    [(signal.SIGINT, 130, "Ctrl-C"), (signal.SIGTERM, 143, "SIGTERM")],  # SIGTERM: docker stop, Slurm, Kubernetes
+)
+def test_ctrl_c_or_sigterm_records_the_trial_as_interrupted_writes_the_report_and_exits_128_plus_signal(
+    write_config, capsys, sig, code, said
+):
     config = write_config(SLOW)
-    proc, folder = _start_and_stop_mid_trial(config, signal.SIGINT)
+    proc, folder = _start_and_stop_mid_trial(config, sig)
     err = proc.stderr.read()
-    assert proc.returncode == 130, err
-    assert "interrupted: finished trials are kept" in err
+    assert proc.returncode == code, err
+    assert f"interrupted ({said}): finished trials are kept" in err
     trials = {t.number: t for t in _trials(folder)}
     stopped = max(trials)
     assert trials[stopped].state.name == "FAIL", err
-    assert trials[stopped].user_attrs["fail_reason"] == "interrupted by Ctrl-C", err
+    assert trials[stopped].user_attrs["fail_reason"] == f"interrupted by {said}", err
     assert pd.read_csv(folder / "trials.csv")["state"].tolist()[-1] == "FAIL"
     assert (folder / "report.md").exists()
 

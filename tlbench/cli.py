@@ -12,14 +12,14 @@ import sys
 import traceback
 from pathlib import Path
 
+from tlbench import interrupts
 from tlbench.types import UserError
 
 FORMATS = ("rich", "markdown", "csv", "json")
+INTERRUPTED = (130, 143)  # exit codes after Ctrl-C (SIGINT) and SIGTERM
 
 
 def main(argv: list[str] | None = None) -> int:
-    from tlbench import interrupts
-
     args = _parser().parse_args(argv)
     try:
         with interrupts.handled():
@@ -30,8 +30,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"tlbench: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("tlbench: interrupted", file=sys.stderr)
-        return 130
+        print(f"tlbench: interrupted ({interrupts.what()})", file=sys.stderr)
+        return interrupts.exit_code()
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -112,15 +112,21 @@ def _load(
     from tlbench import plugins, search
     from tlbench.config import load_config, parse_config
 
+    from tlbench.results import resolve_storage
+
     bench, base_dir = load_config(config)
-    if run_name or n_trials is not None or storage:  # command-line overrides, validated like the file
-        data = bench.model_dump(mode="json")
+    data = bench.model_dump(mode="json")
+    # a relative SQLite path means the same file from wherever tlbench starts: the config's folder,
+    # or for --storage (typed at a shell) the working directory
+    data["search"]["storage"] = resolve_storage(data["search"]["storage"], base_dir)
+    if storage:
+        data["search"]["storage"] = resolve_storage(storage, Path.cwd(), "--storage")
+    if run_name or n_trials is not None:  # command-line overrides, validated like the file
         data["run"] = run_name or data["run"]
         data["search"]["n_trials"] = n_trials if n_trials is not None else data["search"]["n_trials"]
-        data["search"]["storage"] = storage or data["search"]["storage"]
-        bench = parse_config(data, "command line (--run/--n-trials/--storage)")
+    bench = parse_config(data, "command line (--run/--n-trials/--storage)")
     host = plugins.make_plugin_manager(bench.plugins, base_dir=base_dir)
-    _warn_failures(host, verbose)
+    _refuse_failures(host, verbose)
     return search.plan(bench, plugins.collect(host), base_dir)
 
 
@@ -146,17 +152,34 @@ def cmd_run(args) -> int:
     plan = _load(args.config, verbose=args.verbose, run_name=args.run_name, n_trials=args.n_trials, storage=args.storage)
     splits = search.preflight(plan)
     folder = results.run_dir(plan.bench, plan.base_dir)
+    results.check_resumable(folder, plan.bench)
     shared = search.Shared(plan, splits)
     # The run folder's own SQLite file is ours alone (the folder is locked): a RUNNING trial in it was killed.
     # A shared storage may have other workers: their trials are watched by heartbeats instead.
     alone = plan.bench.search.storage is None
     url = results.storage_url(plan.bench.search.storage, folder)
+    heartbeat = None if alone else plan.bench.search.heartbeat
+    storage = None
+    if not alone:  # a shared storage: checked before the run folder is touched
+        storage = search.connect(url, heartbeat, plan.bench.search.retries)
+        _open_studies(plan, storage, alone)
     with results.locked(folder) as lock:
+        if storage is None:  # the run folder's own study.db (check_resumable compared its config)
+            storage = search.connect(url)
+            _open_studies(plan, storage, alone)
         _save_metadata(plan, folder, shared)
-        storage = search.connect(url, heartbeat=None if alone else plan.bench.search.heartbeat)
+        results.claim(lock)
         if args.workers > 1:
             return _coordinate(args, plan, folder, storage, url, lock)
         return _search(args, plan, splits, shared, folder, storage, alone)
+
+
+def _open_studies(plan, storage, alone: bool) -> None:
+    """Create or load each dataset's study: a study made from another config is refused here."""
+    from tlbench import search
+
+    for entry, _ in plan.datasets:
+        search.open_study(plan, entry.key, storage, alone=alone)
 
 
 def _save_metadata(plan, folder: Path, shared, keep: bool = False) -> None:
@@ -193,13 +216,13 @@ def _search(args, plan, splits, shared, folder, storage, recover: bool) -> int:
     finally:
         run = results.write_tables(folder)
         _show(run, args.format, _console())
-    return _finish(run, status, 130 if interrupted else 0)
+    return _finish(run, status, interrupts.exit_code() if interrupted else 0)
 
 
 def _finish(run, status, code: int) -> int:
     _write_report(run, status)
-    if code == 130:
-        status.print("interrupted: finished trials are kept; run the same command to go on", markup=False, highlight=False)
+    if code in INTERRUPTED:
+        status.print(f"interrupted ({interrupts.what()}): finished trials are kept; run the same command to go on", markup=False, highlight=False)
     return code
 
 
@@ -216,7 +239,7 @@ def _coordinate(args, plan, folder, storage, url: str, lock) -> int:
     for entry, _ in plan.datasets:  # create them (and enqueue recipes) once, before any worker starts
         study = search.open_study(plan, entry.key, storage, alone=alone)
         if alone:
-            search.recover_interrupted(study, storage, progress, entry.key)
+            search.recover_interrupted(study, storage, progress, entry.key, plan.bench.search.retries)
     command = [sys.executable, "-m", "tlbench", "worker", str(args.config), "--run", plan.bench.run_name]
     command += ["--storage", url, "--parent", str(os.getpid())]
     command += ["--n-trials", str(args.n_trials)] if args.n_trials is not None else []
@@ -227,11 +250,11 @@ def _coordinate(args, plan, folder, storage, url: str, lock) -> int:
         selected = {key: list(rows["trial"]) for key, rows in summary.groupby("dataset")}
         if search.enqueue_repeats(plan, storage, selected, progress, recover=alone):
             code = _workers(command, args.workers, lock)
-    if code == 130 and alone:
+    if code in INTERRUPTED and alone:
         search.fail_interrupted(plan, storage)  # a trial Optuna had created but not started
     run = results.write_tables(folder)
     _show(run, args.format, _console())
-    if code not in (0, 130):  # the worker printed why; 2: a user error, anything else: a bug
+    if code not in (0, *INTERRUPTED):  # the worker printed why; 2: a user error, anything else: a bug
         status.print(f"a worker stopped with exit code {code}; finished trials are kept", markup=False, highlight=False)
         _write_report(run, status)
         return 2 if code == 2 else 1
@@ -239,7 +262,7 @@ def _coordinate(args, plan, folder, storage, url: str, lock) -> int:
 
 
 def _workers(command: list[str], n: int, lock) -> int:
-    """Start ``n`` workers and wait for them; 0, 130 if interrupted, else the first failing exit code.
+    """Start ``n`` workers and wait for them; 0, 130/143 if interrupted, else the first failing exit code.
 
     Each worker is in a session of its own, so Ctrl-C reaches this process only and is
     passed on once; each holds the run folder's lock too (the inherited descriptor),
@@ -263,11 +286,12 @@ def _workers(command: list[str], n: int, lock) -> int:
     except KeyboardInterrupt:
         for p in procs:
             if p.poll() is None:
-                p.send_signal(signal.SIGINT)
+                p.send_signal(interrupts.received())  # the signal this process got: SIGINT or SIGTERM
         codes = [p.wait() for p in procs]
-        return 130
+        return interrupts.exit_code()
     failed = [c for c in codes if c != 0]
-    return 130 if 130 in failed else (failed[0] if failed else 0)
+    stopped = [c for c in failed if c in INTERRUPTED]
+    return stopped[0] if stopped else (failed[0] if failed else 0)
 
 
 def cmd_worker(args) -> int:
@@ -283,7 +307,7 @@ def cmd_worker(args) -> int:
         )
     splits = search.preflight(plan)
     shared = search.Shared(plan, splits)
-    storage = search.connect(url, heartbeat=plan.bench.search.heartbeat)
+    storage = search.connect(url, heartbeat=plan.bench.search.heartbeat, retries=plan.bench.search.retries)
     if args.parent is None:  # a worker on its own machine: a run folder here too, for `tlbench report`
         try:
             _save_metadata(plan, results.run_dir(plan.bench, plan.base_dir), shared, keep=True)
@@ -304,8 +328,8 @@ def cmd_worker(args) -> int:
         search.run(plan, splits, storage, progress, on_trial=count, shared=shared, should_stop=should_stop)
         search.work_repeats(plan, splits, storage, progress, on_trial=count, shared=shared, should_stop=should_stop)
     except KeyboardInterrupt:
-        status.print(f"{name}: interrupted; its trial is recorded as interrupted", markup=False, highlight=False)
-        return 130
+        status.print(f"{name}: interrupted ({interrupts.what()}); its trial is recorded as interrupted", markup=False, highlight=False)
+        return interrupts.exit_code()
     status.print(f"{name}: done, {len(ran)} trials run here", markup=False, highlight=False)
     return 0
 
@@ -371,6 +395,7 @@ def _show(run, fmt: str, console) -> None:
 
 def cmd_plugins(args) -> int:
     from rich.table import Table
+    from rich.text import Text
 
     from tlbench import plugins
     from tlbench.config import load_config
@@ -385,7 +410,7 @@ def cmd_plugins(args) -> int:
     for heading in ("Plugin", "Origin", "Version", "Provides"):
         table.add_column(heading, overflow="fold")
     for name, info in host.info.items():
-        table.add_row(name, info.origin, info.version, _provides(registry, name))
+        table.add_row(*(Text(cell) for cell in (name, info.origin, info.version, _provides(registry, name))))
     console = _console()
     console.print(table)
     _warn_failures(host, args.verbose)
@@ -406,11 +431,32 @@ def _provides(registry, plugin: str) -> str:
     return "; ".join(parts) or "nothing"
 
 
-def _warn_failures(host, verbose: bool) -> None:
+def _refuse_failures(host, verbose: bool) -> None:
+    """A plugin the config lists that fails to import stops validate, run and worker
+    (its names would be missing); an installed one that fails is a warning, as in
+    ``tlbench plugins``, and named again if a name it might provide is asked for."""
+    _warn_failures(host, verbose, origins=("entry point",))
     for failure in host.failures:
+        if failure.origin == "path":
+            if verbose:
+                traceback.print_exception(failure.error, file=sys.stderr)
+            raise UserError(
+                f"plugins: {failure.name} failed to load: {_failure_text(failure.error)}; fix it or remove it from 'plugins:'"
+                + ("" if verbose else " (-v for the traceback)")
+            )
+
+
+def _failure_text(error: BaseException) -> str:
+    if isinstance(error, SystemExit):
+        return f"it called sys.exit({error.code!r}) while being imported"
+    return f"{type(error).__name__}: {error}"
+
+
+def _warn_failures(host, verbose: bool, origins=("entry point", "path")) -> None:
+    for failure in (f for f in host.failures if f.origin in origins):
         print(
             f"tlbench: warning: plugin {failure.name} ({failure.origin}) failed to load: "
-            f"{type(failure.error).__name__}: {failure.error}" + ("" if verbose else " (-v for the traceback)"),
+            f"{_failure_text(failure.error)}" + ("" if verbose else " (-v for the traceback)"),
             file=sys.stderr,
         )
         if verbose:

@@ -8,18 +8,20 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, ValidationError, field_validator, model_validator
 
 from tlbench.types import UserError
 
 # A searchable value: fixed (3, 0.01, "x"), a range [low, high], {"low", "high", "log"}, or {"choices": [...]}.
 Spec = int | float | str | bool | list | dict
 
+MAX_SEED = 2**32 - 1  # numpy's seeds end here; seeds derived from it wrap around (search.derived_seed)
 _SLUG = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 _DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 
@@ -90,6 +92,13 @@ class SearchConfig(_Strict):
     storage: str | None = None  # Optuna storage URL; default: SQLite file in the run folder
     heartbeat: PositiveInt = 60  # seconds; with a shared storage, a trial silent for twice this is failed and retried
     enqueue: list[Recipe] = Field(default_factory=list)  # known-good recipes to try first
+    retries: int = Field(1, ge=0, le=100)  # times an interrupted (killed, Ctrl-C, lost) trial runs again
+
+    @model_validator(mode="after")
+    def _stops(self) -> SearchConfig:
+        if self.n_trials is None and self.timeout is None:
+            raise ValueError("n_trials is empty and there is no timeout, so the search would never stop; set either")
+        return self
 
 
 class CacheConfig(_Strict):
@@ -126,7 +135,7 @@ class TrainingConfig(_Strict):
 class Benchmark(_Strict):
     name: str = Field(pattern=_SLUG)  # results go to results_dir/name/run
     run: str | None = Field(None, pattern=_SLUG)  # run name; default: a fingerprint of the config
-    seed: int = 0  # seeds splits, sampler and training
+    seed: int = Field(0, ge=0, le=MAX_SEED)  # seeds splits, sampler and training
     repeats: int = Field(0, ge=0)  # retrain each best configuration with this many new seeds, on the test split
     results_dir: str = "results"  # relative to the config file
     plugins: list[str] = Field(default_factory=list)  # .py files or folders, relative to the config file
@@ -141,7 +150,7 @@ class Benchmark(_Strict):
         exclude = {
             "run": True,
             "repeats": True,
-            "search": {"n_trials", "timeout", "storage", "heartbeat"},
+            "search": {"n_trials", "timeout", "storage", "heartbeat", "retries"},
             "training": {"cache", "compile"},  # speed settings: same results either way
         }
         data = self.model_dump(mode="json", exclude=exclude)
@@ -152,23 +161,81 @@ class Benchmark(_Strict):
         return self.run or f"cfg-{self.fingerprint()}"
 
 
+MAX_CONFIG_BYTES = 1_000_000  # a benchmarks.yaml is a few KB; more is a wrong file
+MAX_NODES = 100_000  # values in the loaded config, counting each use of a YAML alias
+MAX_DEPTH = 20  # nesting of mappings and lists
+
+
 def load_config(path: Path) -> tuple[Benchmark, Path]:
     """The benchmark in ``path`` and the folder relative paths resolve against."""
+    return parse_config(read_yaml(path), str(path)), path.resolve().parent
+
+
+def read_yaml(path: Path) -> Any:
+    """The YAML document in ``path``: UTF-8 (or UTF-16 with a byte-order mark), at most
+    ``MAX_CONFIG_BYTES``, parsed safely, and bounded in size and depth after its aliases
+    are expanded (a 1 KB "billion laughs" file expands to gigabytes)."""
     if not path.is_file():
         raise UserError(f"{path}: no such config file; pass the path of a benchmarks.yaml")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        with path.open("rb") as f:
+            raw = f.read(MAX_CONFIG_BYTES + 1)
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read the config ({exc.strerror}); check its permissions") from exc
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise UserError(f"{path}: larger than {MAX_CONFIG_BYTES // 1000} KB; a benchmark config is a small YAML file")
+    text = _decode(raw, path)
+    try:
+        data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise UserError(f"{path}:{where}: invalid YAML: {problem}") from exc
-    return parse_config(data, str(path)), path.resolve().parent
+    except RecursionError as exc:
+        raise UserError(f"{path}: nested too deeply (more than {MAX_DEPTH} levels); a config is a few levels deep") from exc
+    check_bounded(data, str(path))
+    return data
+
+
+def _decode(raw: bytes, path: Path) -> str:
+    if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return raw.decode("utf-16")
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise UserError(
+            f"{path}: not a text file in UTF-8 (byte {exc.start} is 0x{raw[exc.start]:02x}); save the config as UTF-8 YAML"
+        ) from exc
+    if "\x00" in text:
+        raise UserError(f"{path}: contains NUL bytes, so it is no YAML text file; pass the path of a benchmarks.yaml")
+    return text
+
+
+def check_bounded(data: Any, source: str) -> None:
+    """Refuse a loaded document with more than MAX_NODES values (aliases counted at
+    each use), nesting deeper than MAX_DEPTH, or a NaN/infinite number anywhere."""
+    count = 0
+    stack: list[tuple[Any, int, str]] = [(data, 0, "")]
+    while stack:
+        value, depth, where = stack.pop()
+        count += 1
+        if count > MAX_NODES:
+            raise UserError(f"{source}: more than {MAX_NODES} values once YAML aliases are expanded; write the config out plainly")
+        if depth > MAX_DEPTH:
+            raise UserError(f"{source}: {where.lstrip('.')}: nested more than {MAX_DEPTH} levels deep")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise UserError(f"{source}: {where.lstrip('.')}: {value} is not a finite number; give a real value")
+        if isinstance(value, dict):
+            stack += [(v, depth + 1, f"{where}.{k}") for k, v in value.items()]
+        elif isinstance(value, list):
+            stack += [(v, depth + 1, f"{where}[{i}]") for i, v in enumerate(value)]
 
 
 def parse_config(data: Any, source: str = "config") -> Benchmark:
     if not isinstance(data, dict):
         raise UserError(f"{source}: expected a mapping with name, datasets, backbones and strategies")
+    check_bounded(data, source)
     try:
         return Benchmark.model_validate(data)
     except ValidationError as exc:

@@ -7,6 +7,7 @@ products and convolutions, which dominate; norms and activations are not counted
 
 from __future__ import annotations
 
+import os
 import platform
 import resource
 import statistics
@@ -122,6 +123,40 @@ def inference_speed(
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+@torch.no_grad()
+def activation_bytes(model: nn.Module, resolution: int) -> float:
+    """Bytes that every module's output takes for one image at ``resolution`` (on the CPU,
+    in eval mode): what a training step keeps for its backward pass, roughly."""
+    total = [0]
+
+    def count(module, args, out) -> None:
+        for t in out if isinstance(out, (tuple, list)) else (out,):
+            if isinstance(t, torch.Tensor):
+                total[0] += t.numel() * t.element_size()
+
+    was_training = model.training
+    model.eval()
+    leaves = [m for m in model.modules() if not list(m.children())]
+    hooks = [m.register_forward_hook(count) for m in leaves]
+    try:
+        model(torch.zeros(1, 3, resolution, resolution, device=next(model.parameters()).device))
+    finally:
+        for hook in hooks:
+            hook.remove()
+        model.train(was_training)
+    return float(total[0])
+
+
+def available_memory(device: torch.device) -> int | None:
+    """Total bytes of a CUDA device, or the machine's physical memory for the CPU (None if unknown)."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[1]
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
 
 
 def reset_peak_memory(device: torch.device) -> None:

@@ -1,4 +1,4 @@
-"""Ctrl-C that is never lost.
+"""Ctrl-C and SIGTERM that are never lost.
 
 Python raises KeyboardInterrupt wherever the main thread happens to be when SIGINT
 arrives, and an exception raised inside a garbage-collection callback or a
@@ -6,6 +6,12 @@ arrives, and an exception raised inside a garbage-collection callback or a
 be lost and the run would go on. While :func:`handled` is active, SIGINT also sets
 a flag, and :func:`check` turns it into a KeyboardInterrupt at the next safe
 point (every training batch, every epoch, after every trial), in every thread.
+
+SIGTERM is what ``docker stop``, Slurm and Kubernetes send before they kill: by
+default it ends the process on the spot, like ``kill -9``, and the running trial
+is only found as killed at the next start. Here it is handled exactly like Ctrl-C
+(the trial is recorded as interrupted, tables and report are written); the
+command then exits with 128 + the signal's number (130 for SIGINT, 143 for SIGTERM).
 """
 
 from __future__ import annotations
@@ -15,33 +21,52 @@ import signal
 import threading
 
 _requested = threading.Event()
+_signal = [signal.SIGINT]  # the last signal received (one writer: the main thread's handler)
+HANDLED = (signal.SIGINT, signal.SIGTERM)
 
 
-def _on_sigint(signum, frame) -> None:
+def _on_signal(signum, frame) -> None:
+    _signal[0] = signal.Signals(signum)
     _requested.set()
     raise KeyboardInterrupt
 
 
 @contextlib.contextmanager
 def handled():
-    """Install the handler for the duration (main thread only; elsewhere a no-op)."""
+    """Install the handlers for the duration (main thread only; elsewhere a no-op)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
     _requested.clear()
-    previous = signal.signal(signal.SIGINT, _on_sigint)
+    _signal[0] = signal.SIGINT
+    previous = {signum: signal.signal(signum, _on_signal) for signum in HANDLED}
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
         _requested.clear()
 
 
 def check() -> None:
-    """Raise KeyboardInterrupt if Ctrl-C was pressed (its own KeyboardInterrupt may have been dropped)."""
+    """Raise KeyboardInterrupt if Ctrl-C or SIGTERM came (its own KeyboardInterrupt may have been dropped)."""
     if _requested.is_set():
         raise KeyboardInterrupt
 
 
 def requested() -> bool:
     return _requested.is_set()
+
+
+def received() -> signal.Signals:
+    """The signal behind the current interruption (SIGINT for a plain KeyboardInterrupt)."""
+    return _signal[0]
+
+
+def what() -> str:
+    """How a trial stopped by it is described: 'Ctrl-C' or 'SIGTERM'."""
+    return "Ctrl-C" if received() == signal.SIGINT else received().name
+
+
+def exit_code() -> int:
+    return 128 + int(received())

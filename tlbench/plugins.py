@@ -110,7 +110,7 @@ def _register(host: PluginHost, importer, name: str, origin: str, version: str) 
         host.pm.register(module, name=name)
     except pluggy.PluginValidationError as exc:
         raise UserError(f"plugin {name}: {validation_problem(exc)}") from exc
-    except Exception as exc:  # a broken plugin must not take down the others
+    except (Exception, SystemExit) as exc:  # a broken plugin must not take down the others (Ctrl-C still does)
         host.failures.append(PluginFailure(name, origin, exc))
         return
     host.info[name] = PluginInfo(name, origin, version, getattr(module, "__file__", "") or "")

@@ -6,6 +6,7 @@ import threading
 
 import optuna
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from tlbench.search import Progress as ProgressBase
@@ -75,11 +76,11 @@ class RichProgress(ProgressBase):
     def study_started(self, dataset, done, total):
         self.dataset = dataset
         self.bars.start()
-        self.trials = self.bars.add_task(f"[bold]{dataset}[/] trials", total=total, completed=done)
+        self.trials = self.bars.add_task(f"[bold]{escape(dataset)}[/] trials", total=total, completed=done)
 
     def trial_started(self, number, summary, epochs):
         with self.lock:
-            self.running[number] = self.bars.add_task(f"trial {number}: {summary}", total=epochs)
+            self.running[number] = self.bars.add_task(f"trial {number}: {escape(summary)}", total=epochs)
 
     def epoch_done(self, number, epoch, val_accuracy):
         with self.lock:

@@ -12,8 +12,9 @@ import pandas as pd
 from rich import box
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
-from tlbench.results import Run
+from tlbench.results import Run, out_of_retries
 
 
 def human_count(n: float) -> str:
@@ -99,6 +100,10 @@ def notes(run: Run) -> list[str]:
     if set(run.trials["memory_kind"].dropna()) == {"process_peak_rss"}:
         out.append("Peak MB on CPU: the process's peak resident memory, libraries included")
     out += cache_notes(run.trials)
+    gave_up = out_of_retries(pd.concat([run.trials, run.repeats]) if not run.repeats.empty else run.trials)
+    if not gave_up.empty:
+        which = ", ".join(f"{r['dataset']} trial {r['trial']} ({r['backbone']} · {r['strategy']})" for _, r in gave_up.iterrows())
+        out.append(f"⚠ Out of retries (interrupted every time, search.retries): {which}; raise search.retries to try again")
     env = run.environment
     out.append(f"torch {env.get('torch', '?')} · timm {env.get('timm', '?')} · optuna {env.get('optuna', '?')}")
     return out
@@ -131,11 +136,15 @@ def _pick(columns: list[Column], width: int) -> list[Column]:
 
 
 def rich_table(title: str, columns: list[Column], rows: pd.DataFrame, width: int, caption_text: str = "") -> Table:
-    table = Table(title=title, caption=caption_text, box=box.SIMPLE_HEAD, padding=(0, 0), collapse_padding=True, pad_edge=False)
+    """Every cell, title and caption is plain text: labels, paths and configs come from
+    users and plugins, and a '[/]' in one must print as itself, not as rich markup."""
+    table = Table(
+        title=Text(title), caption=Text(caption_text), box=box.SIMPLE_HEAD, padding=(0, 0), collapse_padding=True, pad_edge=False
+    )
     for col in _pick(columns, width):
-        table.add_column(col.heading, justify="right" if col.numeric else "left", no_wrap=col.numeric, overflow="fold")
+        table.add_column(Text(col.heading), justify="right" if col.numeric else "left", no_wrap=col.numeric, overflow="fold")
     for _, row in rows.iterrows():
-        table.add_row(*(col.cell(row) for col in _pick(columns, width)))
+        table.add_row(*(Text(col.cell(row)) for col in _pick(columns, width)))
     return table
 
 
@@ -149,7 +158,7 @@ def markdown_table(columns: list[Column], rows: pd.DataFrame) -> list[str]:
 def print_summary(run: Run, console: Console) -> None:
     """One rich table per dataset, then the cross-dataset ranking when there are several."""
     if run.summary.empty:
-        console.print(f"No completed trials yet in {run.path}.")
+        console.print(f"No completed trials yet in {run.path}.", markup=False, highlight=False)
         return
     for dataset, rows in run.summary.groupby("dataset", sort=False):
         title = f"{run.meta['benchmark']} / {run.meta['run']} — {dataset}"

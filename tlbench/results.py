@@ -27,6 +27,7 @@ from tlbench.config import Benchmark
 from tlbench.types import UserError
 
 DEFAULT_STORAGE = "study.db"
+FORMAT = 1  # run.json's layout; a reader refuses a newer one in one line
 
 
 def write_atomic(path: Path, data: str | bytes) -> None:
@@ -73,14 +74,20 @@ def locked(folder: Path):
                 f"{folder}: another tlbench run is using this run folder ({holder}); "
                 "wait for it to finish, or give this one another --run name"
             ) from None
-        f.seek(0)
-        f.truncate()
-        f.write(f"pid {os.getpid()} on {platform.node()}")
-        f.flush()
         try:
             yield f  # a child given this file's descriptor holds the lock too, until it exits
         finally:
             fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def claim(lock) -> None:
+    """Write who holds the folder into its lock file, once the run has been accepted
+    (a refused command changes nothing in the folder)."""
+    if lock is not None:
+        lock.seek(0)
+        lock.truncate()
+        lock.write(f"pid {os.getpid()} on {platform.node()}")
+        lock.flush()
 
 
 def run_dir(bench: Benchmark, base_dir: Path) -> Path:
@@ -91,6 +98,36 @@ def run_dir(bench: Benchmark, base_dir: Path) -> Path:
 def storage_url(configured: str | None, folder: Path) -> str:
     """The configured Optuna storage URL, or the run folder's own SQLite file."""
     return configured or f"sqlite:///{(folder / DEFAULT_STORAGE).resolve()}"
+
+
+def resolve_storage(url: str | None, base: Path, field: str = "search.storage") -> str | None:
+    """A storage URL with a relative SQLite path made absolute against ``base`` (the
+    config's folder, or the working directory for ``--storage``): the same file, from
+    wherever tlbench is started. In-memory SQLite keeps nothing and is refused."""
+    if url is None or not url.startswith("sqlite"):
+        return url
+    scheme, sep, path = url.partition(":///")
+    if not sep or path in ("", ":memory:") or path.startswith("file::memory:"):
+        raise UserError(f"{field}: {url} is an in-memory database that keeps nothing; give a file, e.g. sqlite:///study.db")
+    if path.startswith("file:"):  # SQLite URI form: leave it as the user wrote it
+        return url
+    if Path(path).is_absolute():
+        return url
+    return f"{scheme}:///{(base / path).resolve()}"
+
+
+def read_only_url(url: str, folder: Path) -> str:
+    """How readers (report, plot, compare) open a run's storage: a SQLite file read-only
+    and only if it is there (opening a missing one would create an empty run)."""
+    if not url.startswith("sqlite:///") or url.startswith("sqlite:///file:"):
+        return url
+    path = Path(url.removeprefix("sqlite:///"))
+    if not path.is_file():
+        raise UserError(
+            f"{folder}: its trials database {path} is missing; restore it (the run's trials live there) "
+            "or run the benchmark again"
+        )
+    return f"sqlite:///file:{path}?mode=ro&uri=true"
 
 
 def save_metadata(
@@ -112,10 +149,11 @@ def save_metadata(
         raise UserError(f"results_dir: cannot create {folder} ({exc.strerror}); set results_dir to a writable folder") from exc
     write_atomic(folder / "config.yaml", yaml.safe_dump(bench.model_dump(mode="json"), sort_keys=False))
     meta = {
+        "format": FORMAT,
         "benchmark": bench.name,
         "run": bench.run_name,
         "fingerprint": bench.fingerprint(),
-        "storage": bench.search.storage,  # None: study.db in this folder
+        "storage": bench.search.storage,  # None: study.db in this folder; else an absolute URL
         "studies": studies,  # dataset key -> Optuna study name of the search
         "repeat_studies": repeat_studies,  # dataset key -> study of the seed repeats
         "config_dir": str(base_dir),
@@ -175,19 +213,78 @@ class Run:
 
 
 def load_run(folder: Path) -> Run:
-    """Read a run folder; the tables come from its Optuna storage."""
-    if not (folder / "run.json").is_file():
-        raise UserError(f"{folder}: not a tlbench run folder (no run.json); pass results/<benchmark>/<run>")
-    meta = json.loads((folder / "run.json").read_text(encoding="utf-8"))
-    env_file, config_file = folder / "environment.json", folder / "config.yaml"
-    env = json.loads(env_file.read_text(encoding="utf-8")) if env_file.is_file() else {}
-    config = yaml.safe_load(config_file.read_text(encoding="utf-8")) if config_file.is_file() else {}
+    """Read a run folder; the tables come from its Optuna storage, opened read-only."""
     from tlbench import search
 
-    storage = search.connect(storage_url(meta["storage"], folder))
+    meta = read_meta(folder)
+    env = _read(folder / "environment.json", folder, json.loads, {})
+    config = _read(folder / "config.yaml", folder, yaml.safe_load, {})
+    storage = search.connect(read_only_url(storage_url(meta["storage"], folder), folder))
     trials = trials_frame(storage, meta["studies"])
     repeats = trials_frame(storage, meta.get("repeat_studies", {}))
     return Run(folder, meta, env, config, trials, repeats, summary_frame(trials, repeats))
+
+
+def read_meta(folder: Path) -> dict[str, Any]:
+    """run.json, checked: a folder that is not a run, or whose run.json is damaged or
+    written by a newer tlbench, is one line."""
+    try:
+        is_run = (folder / "run.json").is_file()
+    except OSError as exc:
+        raise UserError(f"{folder}: cannot read the folder ({exc.strerror}); check its permissions") from exc
+    if not is_run:
+        raise UserError(f"{folder}: not a tlbench run folder (no run.json); pass results/<benchmark>/<run>")
+    meta = _read(folder / "run.json", folder, json.loads, None)
+    shape = {"benchmark": str, "run": str, "fingerprint": str, "studies": dict}
+    bad = [k for k, kind in shape.items() if not isinstance(meta.get(k) if isinstance(meta, dict) else None, kind)]
+    if bad or not isinstance(meta.get("storage"), (str, type(None))):
+        raise UserError(
+            f"{folder / 'run.json'}: damaged (missing or wrong {', '.join(bad) or 'storage'}); "
+            "restore it, or delete it and run the same config again to rewrite it (the trials are in the storage)"
+        )
+    if int(meta.get("format", 1)) > FORMAT:
+        raise UserError(f"{folder}: written by a newer tlbench (run format {meta['format']}); upgrade tlbench to read it")
+    return meta
+
+
+def _read(file: Path, folder: Path, parse, missing):
+    """A metadata file of a run folder, parsed; damage and permissions are one line."""
+    try:
+        if not file.is_file():
+            return missing
+        text = file.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise UserError(f"{file}: cannot read it ({exc.strerror}); check the run folder's permissions") from exc
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{file}: damaged (not UTF-8 text); restore it from a copy of the run folder") from exc
+    try:
+        return parse(text)
+    except (ValueError, yaml.YAMLError) as exc:
+        problem = str(exc).strip().splitlines()[0][:120]
+        raise UserError(f"{file}: damaged ({problem}); restore it from a copy of the run folder") from exc
+
+
+def check_resumable(folder: Path, bench: Benchmark) -> None:
+    """Before ``run`` touches an existing run folder: its run.json is readable and made
+    by the same config on the same storage (else one line, and nothing is changed)."""
+    try:
+        exists = (folder / "run.json").exists()
+    except OSError as exc:
+        raise UserError(f"{folder}: cannot read the run folder ({exc.strerror}); check its permissions") from exc
+    if not exists:
+        return
+    meta = read_meta(folder)
+    if meta["fingerprint"] != bench.fingerprint():
+        raise UserError(
+            f"{folder} holds a run of a different config (fingerprint {meta['fingerprint']}, now {bench.fingerprint()}); "
+            "set another 'run:' name (or remove it to get one from the config) to start a new run"
+        )
+    if meta["storage"] != bench.search.storage:
+        was = meta["storage"] or f"{DEFAULT_STORAGE} in the run folder"
+        now = bench.search.storage or f"{DEFAULT_STORAGE} in the run folder"
+        raise UserError(
+            f"{folder}: its trials are in {was}, not {now}; use the same storage to go on, or another --run name"
+        )
 
 
 def trials_frame(storage, studies: dict[str, str]) -> pd.DataFrame:
@@ -203,10 +300,17 @@ def trials_frame(storage, studies: dict[str, str]) -> pd.DataFrame:
             study = optuna.load_study(study_name=name, storage=storage)
         except KeyError:
             continue  # not started yet
-        lost = search.lost_trials(study)
+        lost, gave_up = search.lost_trials(study), search.gave_up(study)
         # surplus trials never ran: workers racing for a study's last trial (see search.Objective.surplus)
-        rows += [_trial_row(dataset, t, lost) for t in study.get_trials(deepcopy=False) if not t.user_attrs.get(search.SURPLUS)]
+        for t in study.get_trials(deepcopy=False):
+            if not t.user_attrs.get(search.SURPLUS):
+                rows.append(_trial_row(dataset, t, lost) | {"gave_up": gave_up.get(t.number)})
     return pd.DataFrame(rows, columns=TRIAL_COLUMNS + ["repeat_of", "test_correct"])
+
+
+def out_of_retries(trials: pd.DataFrame) -> pd.DataFrame:
+    """Interrupted trials whose configuration ran out of retries (``search.retries``)."""
+    return trials[trials["gave_up"].notna()]
 
 
 TRIAL_COLUMNS = [
@@ -214,7 +318,7 @@ TRIAL_COLUMNS = [
     "frozen_groups", "n_groups", "epochs", "total_params", "trainable_params", "forward_gflops",
     "train_gflops", "train_seconds", "throughput", "latency_ms", "peak_memory_mb", "memory_kind",
     "device", "precision", "resolution", "elapsed_seconds", "val_curve", "fail_reason", "params", "feature_cache",
-    "retry_of", "host", "worker",
+    "retry_of", "host", "worker", "gave_up",
 ]  # fmt: skip
 MEASURED = [  # trial user attributes copied as they are
     "total_params", "trainable_params", "forward_gflops", "train_gflops", "train_seconds", "throughput",

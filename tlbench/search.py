@@ -6,15 +6,20 @@ search ranges) before any compute; :func:`run` runs and resumes the studies.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import copy
 import dataclasses
 import difflib
+import functools
 import json
+import math
+import numbers
 import os
 import platform
 import queue
 import random
+import re
 import sys
 import threading
 import time
@@ -60,11 +65,15 @@ class Space:
 
     def __init__(self, trial: optuna.Trial, prefix: str, where: str):
         self.trial, self.prefix, self.where = trial, prefix, where
+        self._at = f"{where}: " if where else ""  # error prefix ("" where the caller names the place)
         self.values: dict[str, Any] = {}  # every value handed out, fixed ones too
         self.searched: list[str] = []  # names Optuna samples (without the prefix)
         self.result: Any = None  # what the suggest function returned (dry runs keep it)
 
     def suggest(self, name: str, spec: Any, *, log: bool = False) -> Any:
+        for text in _strings(spec):
+            if _DECIMAL_COMMA.match(text):
+                raise UserError(f"{self._at}{name}: {text!r} is not a number; write {text.replace(',', '.')} (a decimal point)")
         value = self._suggest(name, _numbers(spec), log)
         self.values[name] = value
         return value
@@ -86,7 +95,20 @@ class Space:
                 return self.trial.suggest_int(key, low, high, log=log, step=spec.get("step", 1))
             return self.trial.suggest_float(key, float(low), float(high), log=log, step=spec.get("step"))
         except (KeyError, ValueError, TypeError) as exc:
-            raise UserError(f"{self.where}: {name}: bad search range {spec!r}: {exc}") from exc
+            raise UserError(f"{self._at}{name}: bad search range {spec!r}: {exc}") from exc
+
+
+_DECIMAL_COMMA = re.compile(r"^\s*[+-]?\d*,\d+([eE][+-]?\d+)?\s*$")
+
+
+def _strings(spec: Any) -> list[str]:
+    if isinstance(spec, str):
+        return [spec]
+    if isinstance(spec, list):
+        return [v for v in spec if isinstance(v, str)]
+    if isinstance(spec, dict):
+        return [v for k, v in spec.items() if isinstance(v, str) and k in ("low", "high", "step")]
+    return []
 
 
 def _is_number(value: Any) -> bool:
@@ -147,7 +169,7 @@ def plan(bench: Benchmark, registry: Registry, base_dir: Path) -> Plan:
         e.key: _at(f"backbones[{i}]", lambda e=e: _backbone(registry, e, base_dir)) for i, e in enumerate(bench.backbones)
     }
     strategies = {
-        e.key: _at(f"strategies[{i}] ({e.name})", lambda e=e: _strategy(registry, e, f"strategies[{i}] ({e.name})"))
+        e.key: _at(f"strategies[{i}] ({e.name})", lambda e=e: _strategy(registry, e))
         for i, e in enumerate(bench.strategies)
     }
     for kind, entries in (("datasets", bench.datasets), ("backbones", bench.backbones), ("strategies", bench.strategies)):
@@ -159,8 +181,43 @@ def plan(bench: Benchmark, registry: Registry, base_dir: Path) -> Plan:
     dataset_plugins = {e.key: registry.plugin_of(record) for e, record in datasets}
     result = Plan(bench, base_dir, datasets, backbones, strategies, tuple(training.searched), dataset_plugins)
     for i, recipe in enumerate(bench.search.enqueue):
-        _at(f"search.enqueue[{i}]", lambda r=recipe: recipe_params(result, r.backbone, r.strategy, r.params))
+        _at(f"search.enqueue[{i}]", lambda r=recipe: check_recipe(result, recipe_params(result, r.backbone, r.strategy, r.params)))
     return result
+
+
+def check_recipe(p: Plan, params: dict[str, Any]) -> None:
+    """A recipe's values drawn the way a trial draws them: each must lie in the range or
+    choices the config searches (Optuna would only warn, and run a value the search
+    never allows), and the strategy's phases must accept them."""
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    study = optuna.create_study()
+    study.enqueue_trial(params)
+    trial = study.ask()
+    strategy = p.strategies[params["strategy"]]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # Optuna's "out of range": reported below, as an error
+        trial.suggest_categorical("backbone", list(p.backbones))
+        trial.suggest_categorical("strategy", list(p.strategies))
+        values = strategy.record.suggest(Space(trial, f"{params['strategy']}.", ""), strategy.options)
+        _suggest_training(Space(trial, "", "training"), p.bench)
+    for name, value in params.items():
+        distribution = trial.distributions.get(name)
+        short = name.partition(".")[2] or name
+        try:
+            ok = distribution is not None and distribution._contains(distribution.to_internal_repr(value))
+        except (ValueError, TypeError):
+            ok = False
+        if not ok:
+            raise UserError(f"params.{short}: {value!r} is not among the values the config searches ({_searched_values(distribution)})")
+    _check_phases(list(strategy.record.phases(values, 4)))
+
+
+def _searched_values(distribution) -> str:
+    if isinstance(distribution, optuna.distributions.CategoricalDistribution):
+        return "choices " + ", ".join(map(repr, distribution.choices))
+    if distribution is None:
+        return "none"
+    return f"{distribution.low}..{distribution.high}" + (" on a log scale" * bool(getattr(distribution, "log", False)))
 
 
 def _at(where: str, fn):
@@ -177,7 +234,9 @@ def _dataset(registry: Registry, entry: DatasetEntry) -> Dataset:
 
 
 def _check_options(name: str, given: Mapping[str, Any], accepted: Mapping[str, Any]) -> None:
-    for key in given:
+    for key, value in given.items():
+        if value is None and key in accepted:
+            raise UserError(f"{key}: no value (the line ends after the colon); give a value or remove the line")
         if key not in accepted:
             hint = difflib.get_close_matches(key, list(accepted), n=1)
             known = f"did you mean '{hint[0]}'?" if hint else f"{name} accepts: {', '.join(accepted) or 'none'}"
@@ -206,12 +265,12 @@ def _backbone(registry: Registry, entry: BackboneEntry, base_dir: Path) -> Plann
     return PlannedBackbone(entry, record, model, weights, registry.plugin_of(record))
 
 
-def _strategy(registry: Registry, entry: StrategyEntry, where: str) -> PlannedStrategy:
+def _strategy(registry: Registry, entry: StrategyEntry) -> PlannedStrategy:
     record = registry.strategy(entry.name)
     plugin = registry.plugin_of(record)
     _check_options(entry.name, entry.options, record.options)
     options = {**record.options, **entry.options}
-    space = _dry_run(lambda s: plugin_call(plugin, f"strategy '{record.name}': suggest()", lambda: record.suggest(s, options)), where)
+    space = _dry_run(lambda s: plugin_call(plugin, f"strategy '{record.name}': suggest()", lambda: record.suggest(s, options)), "")
     if not isinstance(space.result, Mapping):
         raise UserError(f"plugin {plugin}: strategy '{record.name}': suggest() returned {type(space.result).__name__}, expected a dict")
     try:
@@ -224,16 +283,29 @@ def _strategy(registry: Registry, entry: StrategyEntry, where: str) -> PlannedSt
     return PlannedStrategy(entry, record, options, tuple(space.searched), plugin)
 
 
-def _check_phases(phases: list[Phase]) -> None:
+def _check_phases(phases: list[Phase], n_groups: int = 4) -> None:
     for phase in phases:
-        if not isinstance(phase, Phase):
-            raise UserError(f"phases() returned {type(phase).__name__}, expected tlbench.types.Phase")
-        if not isinstance(phase.epochs, int) or phase.epochs < 0:
-            raise UserError(f"phase {phase.name}: epochs must be a whole number >= 0, got {phase.epochs!r}")
-        if min(phase.lr_backbone, phase.lr_head) < 0:
-            raise UserError(f"phase {phase.name}: learning rates must be >= 0")
+        problem = phase_problem(phase, n_groups)
+        if problem:
+            raise UserError(problem)
     if not any(p.epochs > 0 for p in phases):
         raise UserError("no phase has epochs > 0; set epochs to 1 or more")
+
+
+def phase_problem(phase: Any, n_groups: int) -> str | None:
+    """What is wrong with one phase a strategy returned for a backbone of ``n_groups`` groups, or None."""
+    if not isinstance(phase, Phase):
+        return f"phases() returned {type(phase).__name__}, expected tlbench.types.Phase"
+    if not isinstance(phase.epochs, int) or isinstance(phase.epochs, bool) or phase.epochs < 0:
+        return f"phase {phase.name}: epochs must be a whole number >= 0, got {phase.epochs!r}"
+    frozen = phase.frozen_groups
+    if not isinstance(frozen, int) or isinstance(frozen, bool) or not 0 <= frozen <= n_groups:
+        return f"phase {phase.name}: frozen_groups must be 0..{n_groups} for a backbone of {n_groups} groups, got {frozen!r}"
+    for field in ("lr_backbone", "lr_head"):
+        lr = getattr(phase, field)
+        if not _is_number(lr) or not math.isfinite(lr) or lr < 0:
+            return f"phase {phase.name}: {field} must be a finite number >= 0, got {lr!r}"
+    return None
 
 
 def _dry_run(fn, where: str) -> Space:
@@ -286,6 +358,7 @@ def load_splits(entry: DatasetEntry, record: Dataset, seed: int, base_dir: Path,
     splits = plugin_call(plugin, what, lambda: record.load(request))
     if not isinstance(splits, DatasetSplits):
         raise UserError(f"plugin {plugin}: {what} returned {type(splits).__name__}, expected tlbench.types.DatasetSplits")
+    _check_labels(plugin, what, splits)
     caps = {"train": (entry.train_samples, entry.per_class), "val": (entry.val_samples, None), "test": (entry.test_samples, None)}
     parts = {}
     for name, (total, per_class) in caps.items():
@@ -299,6 +372,24 @@ def load_splits(entry: DatasetEntry, record: Dataset, seed: int, base_dir: Path,
         )
     _check_disjoint(entry.key, parts)
     return DatasetSplits(classes=splits.classes, **parts)
+
+
+def _check_labels(plugin: str, what: str, splits: DatasetSplits) -> None:
+    """Every label is a class index: 0..len(classes)-1, a whole number (a plugin bug
+    otherwise, found before training instead of as a crash in the loss)."""
+    n = len(splits.classes)
+    if n < 2:
+        raise UserError(f"plugin {plugin}: {what} returned {n} class(es); a classifier needs at least 2")
+    for name in ("train", "val", "test"):
+        split = getattr(splits, name)
+        if len(split.labels) != len(split.ids):
+            raise UserError(f"plugin {plugin}: {what}: {name} has {len(split.labels)} labels for {len(split.ids)} ids")
+        bad = next(
+            (label for label in split.labels if not isinstance(label, numbers.Integral) or isinstance(label, bool) or not 0 <= label < n),
+            None,
+        )
+        if bad is not None:
+            raise UserError(f"plugin {plugin}: {what}: {name} has label {bad!r}, but there are {n} classes (labels 0..{n - 1})")
 
 
 def _check_disjoint(key: str, parts: Mapping[str, Any]) -> None:
@@ -384,18 +475,71 @@ def study_name(bench: Benchmark, dataset_key: str) -> str:
 
 def preflight(p: Plan) -> dict[str, DatasetSplits]:
     """Load every dataset and build every backbone once, before any compute is spent:
-    folders, files and weights are real. Returns the splits by dataset key."""
+    folders, files, weights and devices are real, the cache folder usable, one batch
+    fits in memory. ``validate`` and the start of ``run`` and ``worker`` both call it,
+    so a config validate accepts does not fail later on a check it could have made.
+    Returns the splits by dataset key."""
+    from tlbench import features, train
+
+    devices = train.pick_devices(p.bench.training.device)
+    folder = cache_dir(p)
+    if folder is not None:
+        features.DiskFolder(folder / features.CACHE_SUBFOLDER).check()
     loaded = {}
     for i, (entry, record) in enumerate(p.datasets):
         plugin = p.dataset_plugins.get(entry.key, "?")
         loaded[entry.key] = _at(f"datasets[{i}] ({entry.key})", lambda: load_splits(entry, record, p.bench.seed, p.base_dir, plugin))
     built = {key: _at(f"backbones[{i}]", lambda: build_backbone(b, 2)) for i, (key, b) in enumerate(p.backbones.items())}
     for i, (key, strategy) in enumerate(p.strategies.items()):
-        if strategy.record.adapt is not None:  # it changes the model: try it on every backbone now
-            params = _dry_run(lambda s: strategy.record.suggest(s, strategy.options), key).result
-            for bkey, model in built.items():  # a copy each: adapt may change the model in place
+        params = _dry_run(lambda s: strategy.record.suggest(s, strategy.options), key).result
+        for bkey, model in built.items():
+            if strategy.record.adapt is not None:  # it changes the model: try it on every backbone now (on a copy)
                 _at(f"strategies[{i}] ({key}) on {bkey}", lambda: adapt(strategy, copy.deepcopy(model), params))
+            _at(f"strategies[{i}] ({key}) on {bkey}", lambda: _check_phases(strategy_phases(strategy, params, len(model.groups)), len(model.groups)))
+    for key, model in built.items():
+        _at(f"backbones ({key})", lambda: check_memory(p, p.backbones[key], model, devices[0]))
     return loaded
+
+
+def strategy_phases(strategy: PlannedStrategy, params: Mapping[str, Any], n_groups: int) -> list[Phase]:
+    """The strategy's phases for a backbone of ``n_groups`` groups (plugin errors named)."""
+    what = f"strategy '{strategy.record.name}': phases()"
+    phases = plugin_call(strategy.plugin, what, lambda: strategy.record.phases(params, n_groups))
+    try:
+        return list(phases)
+    except TypeError as exc:
+        raise UserError(f"plugin {strategy.plugin}: {what} returned {type(phases).__name__}, expected a list of Phase") from exc
+
+
+def check_memory(p: Plan, backbone: PlannedBackbone, built: BuiltBackbone, device) -> None:
+    """Refuse a resolution and batch size whose activations cannot fit the device.
+
+    Activations grow with the pixels of the input: one forward pass at a small side
+    ``r0`` is measured (the bytes every module outputs), scaled by (r / r0)^2 and the
+    largest batch size, and doubled for the gradients of training. An estimate, meant
+    to stop a 100,000-pixel typo, not to predict peak memory to the megabyte."""
+    from tlbench import cost
+
+    resolution = backbone.entry.resolution or p.bench.training.resolution or built.data_config.input_size
+    batch = max(_batch_sizes(p.bench.training.batch_size))
+    probe = min(resolution, 64)
+    per_image = cost.activation_bytes(built.model, probe) * (resolution / probe) ** 2
+    need = 2 * batch * (per_image + 3 * 4 * resolution**2)
+    have = cost.available_memory(device)
+    if have is not None and need > have:
+        raise UserError(
+            f"resolution {resolution} px with batch_size {batch} needs about {need / 2**30:.1f} GiB for one training "
+            f"batch, more than the {have / 2**30:.1f} GiB available on {device}; lower training.resolution or batch_size"
+        )
+
+
+def _batch_sizes(spec: Any) -> list[int]:
+    """Every batch size a training.batch_size spec can give (its bounds or choices)."""
+    spec = _numbers(spec)
+    if isinstance(spec, dict):
+        spec = [*spec.get("choices", []), spec.get("low"), spec.get("high")]
+    values = spec if isinstance(spec, list) else [spec]
+    return [int(v) for v in values if _is_number(v)] or [1]
 
 
 class Shared:
@@ -413,8 +557,7 @@ class Shared:
         self.measured: dict = {}
         self.lock = threading.Lock()
         c = p.bench.training.cache
-        folder = None if c.dir is None else _relative(Path(c.dir).expanduser(), p.base_dir)
-        self.cache = features.FeatureCache(c.memory_mb, folder, c.disk_mb) if c.enabled else None
+        self.cache = features.FeatureCache(c.memory_mb, cache_dir(p), c.disk_mb) if c.enabled else None
         self.data_keys = {
             entry.key: features.data_fingerprint(
                 json.dumps([entry.model_dump(mode="json"), p.bench.seed], sort_keys=True),
@@ -441,6 +584,12 @@ class Shared:
             yield device
         finally:
             self.free.put(device)
+
+
+def cache_dir(p: Plan) -> Path | None:
+    """``training.cache.dir`` resolved against the config's folder (None: memory only)."""
+    c = p.bench.training.cache
+    return None if c.dir is None or not c.enabled else _relative(Path(c.dir).expanduser(), p.base_dir)
 
 
 def _relative(path: Path, base: Path) -> Path:
@@ -478,7 +627,7 @@ def run(
             return
         study = open_study(p, entry.key, storage, alone=recover)
         if recover:
-            recover_interrupted(study, storage, progress, entry.key)
+            recover_interrupted(study, storage, progress, entry.key, p.bench.search.retries)
         done = sum(t.state in FINISHED for t in budget(study.get_trials(deepcopy=False)))
         if total is not None and _started(study) >= total:
             continue  # finished, or the last trials are running in other workers
@@ -518,6 +667,11 @@ def budget(trials: list[optuna.trial.FrozenTrial]) -> list[optuna.trial.FrozenTr
     return [t for t in trials if not t.user_attrs.get(SURPLUS) and t.number not in retried]
 
 
+def derived_seed(seed: int, offset: int) -> int:
+    """``seed + offset`` within numpy's 0..2**32-1 (the config's seed may be its maximum)."""
+    return (seed + offset) % 2**32
+
+
 REPEAT_SEED = 1_000_000  # repeat r trains with seed bench.seed + REPEAT_SEED + r, apart from search trials
 
 
@@ -552,17 +706,24 @@ def enqueue_repeats(p: Plan, storage, selected: dict[str, list[int]], progress: 
             storage=storage, study_name=repeats_study_name(p.bench, key), direction="maximize", load_if_exists=True
         )
         if recover:  # the interrupted repeat is missing, so it is enqueued again below
-            recover_interrupted(study, storage, progress, f"{key} repeats", retry=False)
+            recover_interrupted(study, storage, progress, f"{key} repeats", retries=0)
         trials = study.get_trials(deepcopy=False)
         lost = lost_trials(study)
-        done = {  # an interrupted repeat is missing: it runs again (unless it was retried already)
-            (t.user_attrs.get("repeat_of"), t.user_attrs.get("repeat"))
-            for t in trials
-            if not fail_reason(t, lost).startswith(INTERRUPTED) and not t.user_attrs.get(SURPLUS)
-        }
-        missing = [(n, r) for n in numbers for r in range(p.bench.repeats) if (n, r) not in done]
+        done, stopped = set(), collections.Counter()
+        for t in trials:
+            if t.user_attrs.get(SURPLUS):
+                continue
+            which = (t.user_attrs.get("repeat_of"), t.user_attrs.get("repeat"))
+            if fail_reason(t, lost).startswith(INTERRUPTED):
+                stopped[which] += 1  # missing: runs again while it has retries left
+            else:
+                done.add(which)
+        retries = p.bench.search.retries
+        missing = [
+            (n, r) for n in numbers for r in range(p.bench.repeats) if (n, r) not in done and stopped[(n, r)] <= retries
+        ]
         for number, r in missing:
-            attrs = {"recipe": True, "repeat_of": number, "repeat": r, "seed": p.bench.seed + REPEAT_SEED + r}
+            attrs = {"recipe": True, "repeat_of": number, "repeat": r, "seed": derived_seed(p.bench.seed, REPEAT_SEED + r)}
             study.enqueue_trial(search_study.trials[number].params, user_attrs=attrs)
         added += len(missing)
     return added
@@ -618,9 +779,10 @@ def work_repeats(
 RETRIED_ATTRS = ("recipe", "seed", "repeat_of", "repeat")  # what a retry keeps of the interrupted trial
 
 
-INTERRUPTED = "interrupted"  # fail_reason prefix of trials a kill, Ctrl-C or a lost worker stopped
+INTERRUPTED = "interrupted"  # fail_reason prefix of trials a kill, Ctrl-C, SIGTERM or a lost worker stopped
 SURPLUS = "surplus"  # user attr of a trial created after its study had all its trials (see Objective.surplus)
 LOST = "lost:"  # study user attr prefix: "lost:<number>" -> why a trial without heartbeat was failed
+GAVE_UP = "gave_up:"  # study user attr prefix: "gave_up:<number>" -> an interrupted trial out of retries
 
 
 def fail_reason(trial: optuna.trial.FrozenTrial, lost: Mapping[int, str]) -> str:
@@ -633,43 +795,56 @@ def lost_trials(study: optuna.Study) -> dict[int, str]:
     return {int(k[len(LOST) :]): v for k, v in study.user_attrs.items() if k.startswith(LOST)}
 
 
-def recover_interrupted(study: optuna.Study, storage, progress: Progress, where: str, retry: bool = True) -> list[int]:
+def gave_up(study: optuna.Study) -> dict[int, str]:
+    """Trial number -> note, for interrupted trials whose configuration ran out of retries."""
+    return {int(k[len(GAVE_UP) :]): v for k, v in study.user_attrs.items() if k.startswith(GAVE_UP)}
+
+
+def attempt(trial: optuna.trial.FrozenTrial) -> int:
+    """0 for a first run, k for its k-th retry."""
+    return int(trial.user_attrs.get("attempt", 1 if "retry_of" in trial.user_attrs else 0))
+
+
+def recover_interrupted(study: optuna.Study, storage, progress: Progress, where: str, retries: int = 1) -> list[int]:
     """Mark trials left RUNNING by a killed process as failed, and enqueue the parameters
-    each interrupted trial (killed, stopped by Ctrl-C, or lost by a worker) had drawn
-    once more, never a retry of a retry nor twice. Call only when no other process uses
-    the study. Returns the numbers marked failed."""
+    each interrupted trial (killed, stopped by Ctrl-C or SIGTERM, or lost by a worker)
+    had drawn again, up to ``retries`` times per configuration, never twice for one
+    trial. Call only when no other process uses the study. Returns the numbers marked failed."""
     stale = fail_running(study, storage, f"{INTERRUPTED}: the process running it was killed")
     trials, lost = study.get_trials(deepcopy=False), lost_trials(study)
     retried = {t.user_attrs.get("retry_of") for t in trials}
     stopped = [
         t for t in trials
         if t.state == optuna.trial.TrialState.FAIL and fail_reason(t, lost).startswith(INTERRUPTED)
+        and t.number not in retried
     ]  # fmt: skip
     for t in stopped:
-        again = retry and "retry_of" not in t.user_attrs and t.number not in retried
-        if again:
-            _enqueue_retry(study, t)
+        again = _retry_or_give_up(study, t, retries)
         if t.number in stale or again:
             progress.trial_recovered(where, t.number, again)
     return stale
 
 
-def _enqueue_retry(study: optuna.Study, t: optuna.trial.FrozenTrial) -> None:
-    attrs = {k: t.user_attrs[k] for k in RETRIED_ATTRS if k in t.user_attrs} | {"retry_of": t.number}
-    study.enqueue_trial(t.params, user_attrs=attrs)
+def _retry_or_give_up(study: optuna.Study, t: optuna.trial.FrozenTrial, retries: int) -> bool:
+    """Enqueue ``t``'s configuration again if it has retries left; else record that it ran out."""
+    if attempt(t) < retries:
+        attrs = {k: t.user_attrs[k] for k in RETRIED_ATTRS if k in t.user_attrs}
+        study.enqueue_trial(t.params, user_attrs=attrs | {"retry_of": t.number, "attempt": attempt(t) + 1})
+        return True
+    if retries and f"{GAVE_UP}{t.number}" not in study.user_attrs:
+        study.set_user_attr(f"{GAVE_UP}{t.number}", f"out of retries: interrupted {attempt(t) + 1} times (search.retries = {retries})")
+    return False
 
 
-def retry_lost(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+def retry_lost(study: optuna.Study, trial: optuna.trial.FrozenTrial, retries: int = 1) -> None:
     """Optuna's heartbeat callback: ``trial``'s worker stopped sending heartbeats (killed,
     or its machine lost) and Optuna has just marked it failed, in exactly one worker.
-    Record why (on the study: a failed trial is read-only) and retry it once."""
+    Record why (on the study: a failed trial is read-only) and retry it (``retries``)."""
     worker = trial.user_attrs.get("worker", "a worker")
     reason = f"{INTERRUPTED}: no heartbeat from {worker} (killed or lost)"
     study.set_user_attr(f"{LOST}{trial.number}", reason)
     trials = study.get_trials(deepcopy=False)
-    again = "retry_of" not in trial.user_attrs and not any(t.user_attrs.get("retry_of") == trial.number for t in trials)
-    if again:
-        _enqueue_retry(study, trial)
+    again = not any(t.user_attrs.get("retry_of") == trial.number for t in trials) and _retry_or_give_up(study, trial, retries)
     print(
         f"tlbench: {study.study_name}: trial {trial.number} {reason}: marked failed" + (", retrying it" * again),
         file=sys.stderr,
@@ -689,7 +864,7 @@ def fail_running(study: optuna.Study, storage, reason: str) -> list[int]:
 
 
 def fail_interrupted(p: Plan, storage) -> None:
-    """After Ctrl-C: a trial stopped before its objective ran (Optuna had created it) is
+    """After Ctrl-C or SIGTERM: a trial stopped before its objective ran (Optuna had created it) is
     still RUNNING; record it as interrupted like the others."""
     for entry, _ in p.datasets:
         for name in (study_name(p.bench, entry.key), repeats_study_name(p.bench, entry.key)):
@@ -697,14 +872,14 @@ def fail_interrupted(p: Plan, storage) -> None:
                 study = optuna.load_study(study_name=name, storage=storage)
             except KeyError:
                 continue
-            fail_running(study, storage, f"{INTERRUPTED} by Ctrl-C")
+            fail_running(study, storage, f"{INTERRUPTED} by {interrupts.what()}")
 
 
 def repeats_study_name(bench: Benchmark, dataset_key: str) -> str:
     return study_name(bench, dataset_key) + "/repeats"
 
 
-def connect(url: str, heartbeat: int | None = None) -> optuna.storages.BaseStorage:
+def connect(url: str, heartbeat: int | None = None, retries: int = 1) -> optuna.storages.BaseStorage:
     """The Optuna storage behind ``url``; a URL that cannot be opened is a user error.
 
     ``heartbeat`` (seconds): for storages other processes share. Each running trial
@@ -719,7 +894,8 @@ def connect(url: str, heartbeat: int | None = None) -> optuna.storages.BaseStora
     if url.startswith("sqlite"):  # several local processes: wait for the file lock rather than fail
         kwargs["engine_kwargs"] = {"connect_args": {"timeout": 60}}
     if heartbeat is not None:
-        kwargs.update(heartbeat_interval=heartbeat, grace_period=2 * heartbeat, heartbeat_stale_trial_callback=retry_lost)
+        callback = functools.partial(retry_lost, retries=retries)
+        kwargs.update(heartbeat_interval=heartbeat, grace_period=2 * heartbeat, heartbeat_stale_trial_callback=callback)
     try:
         return _rdb_storage(url, kwargs)
     except ImportError as exc:  # the database's driver
@@ -737,16 +913,43 @@ def _rdb_storage(url: str, kwargs: dict[str, Any], attempts: int = 5) -> optuna.
     losers get a unique violation in the system catalog. Tables exist by the retry."""
     import sqlalchemy.exc
 
-    for attempt in range(attempts):
+    for tries in range(attempts):
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                return optuna.storages.RDBStorage(url, **kwargs)
+                storage = optuna.storages.RDBStorage(url, **kwargs)
+            if url.startswith("sqlite") and "mode=ro" not in url:  # readers claim nothing
+                _serialize_sqlite(storage.engine)
+            return storage
         except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError):
-            if attempt == attempts - 1:
+            if tries == attempts - 1:
                 raise
             time.sleep(0.2 + random.random())
     raise AssertionError("unreachable")
+
+
+def _serialize_sqlite(engine) -> None:
+    """Make every transaction on a SQLite storage take the write lock when it begins.
+
+    Optuna claims an enqueued trial by reading its state and, if WAITING, setting it to
+    RUNNING, in one transaction with ``SELECT ... FOR UPDATE``. SQLite ignores FOR
+    UPDATE, and Python's sqlite3 opens the transaction only at the UPDATE, so two
+    processes can both read WAITING and both run the trial (the second then dies with
+    "Cannot tell a COMPLETE trial"). ``BEGIN IMMEDIATE`` (SQLAlchemy's recipe for
+    pysqlite) makes the read and the write one atomic step; other processes wait for
+    the lock (the connection's 60 s timeout). Connections made before this are closed.
+    """
+    from sqlalchemy import event
+
+    @event.listens_for(engine, "connect")
+    def _no_implicit_begin(dbapi_connection, record) -> None:
+        dbapi_connection.isolation_level = None  # SQLAlchemy emits BEGIN itself, below
+
+    @event.listens_for(engine, "begin")
+    def _begin_immediate(connection) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    engine.dispose()
 
 
 READY_WAIT = 60.0  # seconds a worker waits for another to finish creating a study
@@ -768,9 +971,9 @@ def open_study(p: Plan, dataset_key: str, storage: optuna.storages.BaseStorage, 
         existing = None
     done = len(existing.trials) if existing else 0
     sampler = (
-        optuna.samplers.TPESampler(seed=bench.seed + done, n_startup_trials=search.startup_trials)
+        optuna.samplers.TPESampler(seed=derived_seed(bench.seed, done), n_startup_trials=search.startup_trials)
         if search.sampler == "tpe"
-        else optuna.samplers.RandomSampler(seed=bench.seed + done)
+        else optuna.samplers.RandomSampler(seed=derived_seed(bench.seed, done))
     )
     settings = {"storage": storage, "study_name": name, "direction": "maximize", "sampler": sampler, "pruner": make_pruner(search)}
     try:
@@ -839,7 +1042,7 @@ class Objective:
                 try:
                     return self._run(trial, device)
                 except KeyboardInterrupt:
-                    trial.set_user_attr("fail_reason", f"{INTERRUPTED} by Ctrl-C")  # Optuna marks it failed
+                    trial.set_user_attr("fail_reason", f"{INTERRUPTED} by {interrupts.what()}")  # Optuna marks it failed
                     raise
 
     def surplus(self, trial: optuna.Trial) -> str | None:
@@ -868,7 +1071,7 @@ class Objective:
         params = plugin_call(strategy.plugin, f"strategy '{strategy.record.name}': suggest()", lambda: strategy.record.suggest(space, strategy.options))
         training = _suggest_training(Space(trial, "", "training"), p.bench)
         backbone = p.backbones[bkey]
-        seed = trial.user_attrs.get("seed", p.bench.seed + trial.number)
+        seed = trial.user_attrs.get("seed", derived_seed(p.bench.seed, trial.number))
         torch.manual_seed(seed)  # the fresh head's init too, whatever ran before in this process
         adapted = adapt(strategy, build_backbone(backbone, len(self.splits.classes)), params)
         built = adapted.built

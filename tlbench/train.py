@@ -18,7 +18,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from tlbench import cost, features, interrupts
+from tlbench import cost, features, images, interrupts
 from tlbench.types import BuiltBackbone, DataConfig, DatasetSplits, Phase, Split, UserError
 
 
@@ -63,6 +63,8 @@ def pick_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(name)
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise UserError(f"training.device: {name} asked for, but this machine has no Apple MPS device; use auto or cpu")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise UserError(f"training.device: {name} asked for, but CUDA is not available; use auto or cpu")
     if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
@@ -111,7 +113,8 @@ def make_transforms(dc: DataConfig, resolution: int, augment: bool):
 
 
 class ImageSplit(torch.utils.data.Dataset):
-    """A Split as (tensor, label) pairs; every image becomes RGB (grayscale to 3 channels)."""
+    """A Split as (tensor, label) pairs; every image becomes 8-bit RGB by its mode's
+    meaning (:func:`tlbench.images.to_rgb`: 16-bit and float scaled, alpha over white)."""
 
     def __init__(self, split: Split, transform):
         self.split, self.transform = split, transform
@@ -120,7 +123,39 @@ class ImageSplit(torch.utils.data.Dataset):
         return len(self.split)
 
     def __getitem__(self, i: int):
-        return self.transform(self.split.load(i).convert("RGB")), self.split.labels[i]
+        image = self.split.load(i)
+        try:
+            rgb = images.to_rgb(image)
+        except ValueError as exc:
+            raise UserError(f"example {self.split.ids[i]}: {exc}") from exc
+        return self.transform(rgb), self.split.labels[i]
+
+
+class Loader(DataLoader):
+    """A DataLoader whose worker processes report a user error as the one line it is.
+
+    With ``num_workers > 0`` PyTorch re-raises an exception from a worker as the same
+    type with the worker's whole traceback as its message; a damaged image would be a
+    30-line error. The original message is its last line.
+    """
+
+    def __iter__(self):
+        batches = super().__iter__()
+        while True:
+            try:
+                batch = next(batches)
+            except StopIteration:
+                return
+            except UserError as exc:
+                raise UserError(_worker_message(str(exc))) from None
+            yield batch
+
+
+def _worker_message(text: str) -> str:
+    if "Original Traceback" not in text:
+        return text
+    last = [line for line in text.strip().splitlines() if line.strip()][-1]
+    return last.partition("UserError: ")[2] or last
 
 
 class EpochOrder(torch.utils.data.Sampler):
@@ -241,9 +276,9 @@ class _Images(_Data):
             generator=torch.Generator().manual_seed(settings.seed + 1),  # worker seeds; never the global RNG
         )
         self.loaders = {
-            "train": DataLoader(ImageSplit(splits.train, train_tf), sampler=order, **common),
-            "val": DataLoader(ImageSplit(splits.val, eval_tf), **common),
-            "test": DataLoader(ImageSplit(splits.test, eval_tf), **common),
+            "train": Loader(ImageSplit(splits.train, train_tf), sampler=order, **common),
+            "val": Loader(ImageSplit(splits.val, eval_tf), **common),
+            "test": Loader(ImageSplit(splits.test, eval_tf), **common),
         }
 
     def train(self):
@@ -327,7 +362,7 @@ def _extract_splits(model, cut, splits: DatasetSplits, eval_tf, settings: TrainS
     out: dict[str, torch.Tensor] = {}
     flops = 0.0
     for name in ("train", "val", "test"):
-        loader = DataLoader(
+        loader = Loader(
             ImageSplit(getattr(splits, name), eval_tf),
             batch_size=settings.batch_size,
             num_workers=settings.num_workers,

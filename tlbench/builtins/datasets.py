@@ -7,9 +7,11 @@ benchmark's seed, so the same config always gives the same split.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import inspect
 import math
+import os
 from pathlib import Path
 
 from tlbench import hookimpl
@@ -124,9 +126,13 @@ def _resolve(base: Path, value, key: str) -> Path:
 
 
 def _scan(folder: Path, split: str) -> dict[str, list[Path]]:
+    """Image files by class folder. One rule at every depth: names starting with '.'
+    (hidden files and folders: ``.DS_Store``, ``.ipynb_checkpoints``, macOS ``._x.jpg``)
+    are not part of the dataset; every other file with an image suffix is, and one
+    that cannot be read (a dangling link, no image) is refused, never skipped."""
     out = {}
     for class_dir in sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        files = sorted(p for p in class_dir.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        files = _image_files(class_dir)
         if not files:
             raise UserError(
                 f"dataset imagefolder: class folder {class_dir} has no images "
@@ -136,6 +142,25 @@ def _scan(folder: Path, split: str) -> dict[str, list[Path]]:
     if not out:
         raise UserError(f"dataset imagefolder: {folder} ({split}) has no class subfolders; put each class's images in a subfolder")
     return out
+
+
+def _image_files(class_dir: Path) -> list[Path]:
+    files = []
+    for root, dirs, names in os.walk(class_dir, followlinks=True):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in names:
+            path = Path(root) / name
+            if name.startswith(".") or path.suffix.lower() not in IMAGE_SUFFIXES:
+                continue
+            if not path.is_file():
+                target = os.readlink(path) if path.is_symlink() else "?"
+                raise UserError(
+                    f"image {path} is a link to {target}, which does not exist; fix the link or delete it"
+                    if path.is_symlink()
+                    else f"image {path} is not a regular file; move it out of the class folder"
+                )
+            files.append(path)
+    return sorted(files)
 
 
 def _files_split(files_by_class: dict[str, list[Path]], classes: tuple[str, ...]) -> Split:
@@ -150,24 +175,35 @@ def _files_split(files_by_class: dict[str, list[Path]], classes: tuple[str, ...]
 def _check_header(path: Path) -> None:
     """Cheap check of every file before any compute: it opens as an image (PIL reads
     the header only). A file cut short after its header is caught when first decoded."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as image:
-            image.size  # noqa: B018 - parsed from the header
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise UserError(f"image {path} cannot be read ({type(exc).__name__}); delete or replace the file") from exc
+    with _opened(path) as image:
+        image.size  # noqa: B018 - parsed from the header
 
 
 def _open_image(path: Path):
+    with _opened(path) as image:
+        try:
+            image.load()
+        except (OSError, SyntaxError, ValueError) as exc:
+            raise UserError(f"image {path} cannot be read ({type(exc).__name__}: {exc}); delete or replace the file") from exc
+        return image
+
+
+@contextlib.contextmanager
+def _opened(path: Path):
+    """``Image.open``, with every way a file can fail to be an image as one line naming it."""
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(path) as image:
-            image.load()
-            return image
-    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+        image = Image.open(path)
+    except Image.DecompressionBombError as exc:
+        raise UserError(
+            f"image {path} has more pixels than Pillow's decompression-bomb limit ({Image.MAX_IMAGE_PIXELS} x 2): "
+            "shrink it, or delete it if you did not make it"
+        ) from exc
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise UserError(f"image {path} cannot be read ({type(exc).__name__}); delete or replace the file") from exc
+    with image:
+        yield image
 
 
 # --------------------------------------------------------------------------- torchvision
