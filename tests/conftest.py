@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,30 @@ FAKE_DIST = Path(__file__).parent / "fake_dist"
 
 # huggingface_hub reads this once, at import: set it before timm is imported.
 os.environ["HF_HUB_OFFLINE"] = "1"
+
+
+def one_line(capsys, code: int, *needles: str) -> str:
+    """Exit code 2 and one error line, the last one (a run's progress lines may come before it)."""
+    err = capsys.readouterr().err
+    assert code == 2, err
+    lines = err.strip().splitlines()
+    assert [line for line in lines if line.startswith("tlbench: error:")] == lines[-1:], err
+    assert "Traceback" not in err, err
+    for needle in needles:
+        assert needle in lines[-1], err
+    return lines[-1]
+
+
+def without_root_override() -> list[str]:
+    """A command prefix under which file permissions hold even for root: tests of unreadable
+    files run as root in CI, and root reads anything. ``setpriv`` drops the capabilities
+    that let root ignore permissions (util-linux; skipped where it is missing)."""
+    if os.geteuid() != 0:
+        return []
+    if shutil.which("setpriv") is None:
+        pytest.skip("running as root without setpriv: permissions cannot be tested")
+    caps = "-dac_override,-dac_read_search"
+    return ["setpriv", f"--bounding-set={caps}", f"--inh-caps={caps}"]
 
 
 def snapshot(folder: Path) -> dict[str, bytes]:

@@ -156,7 +156,7 @@ def test_failed_trial_is_recorded_and_the_study_goes_on(write_config, capsys):
 def test_storage_that_cannot_be_opened_is_a_user_error(write_config, capsys):
     config = write_config(BENCH | {"search": {"n_trials": 1, "storage": "sqlite:////no/such/folder/x.db"}})
     assert cli.main(["run", str(config)]) == 2
-    assert "search.storage: cannot open sqlite:////no/such/folder/x.db" in capsys.readouterr().err
+    assert "search.storage: folder /no/such/folder of sqlite:////no/such/folder/x.db does not exist" in capsys.readouterr().err
 
 
 def test_enqueued_recipes_are_never_pruned(write_config, capsys):

@@ -164,11 +164,11 @@ def cmd_run(args) -> int:
         storage = search.connect(url, heartbeat, plan.bench.search.retries)
         _open_studies(plan, storage, alone)
     with results.locked(folder) as lock:
-        if storage is None:  # the run folder's own study.db (check_resumable compared its config)
+        results.claim(lock)  # every check that can refuse this run has passed (check_resumable covers study.db)
+        if storage is None:  # the run folder's own study.db
             storage = search.connect(url)
             _open_studies(plan, storage, alone)
         _save_metadata(plan, folder, shared)
-        results.claim(lock)
         if args.workers > 1:
             return _coordinate(args, plan, folder, storage, url, lock)
         return _search(args, plan, splits, shared, folder, storage, alone)

@@ -3,6 +3,7 @@ tables, markdown, CSV or JSON; accuracy-versus-cost plots; the run's report.md."
 
 from __future__ import annotations
 
+import io
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -14,7 +15,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from tlbench.results import Run, out_of_retries
+from tlbench.results import Run, out_of_retries, write_atomic
 
 
 def human_count(n: float) -> str:
@@ -288,8 +289,10 @@ def plot_run(run: Run) -> list[Path]:
         axes[0].legend(fontsize=7, loc="lower right")
         fig.suptitle(f"{run.meta['benchmark']} / {run.meta['run']} — {dataset}")
         path = run.path / f"plot-{_slug(dataset)}.png"
-        fig.savefig(path, dpi=110)
+        image = io.BytesIO()
+        fig.savefig(image, format="png", dpi=110)
         plt.close(fig)
+        write_atomic(path, image.getvalue())
         paths.append(path)
     return paths
 
@@ -324,8 +327,6 @@ def _front(points: pd.DataFrame, cost: str) -> pd.DataFrame:
 
 def write_report_md(run: Run, plots: list[Path]) -> Path:
     """report.md in the run folder: the tables, with the plots embedded."""
-    from tlbench.results import write_atomic
-
     images = [f"![{p.stem}]({p.name})" for p in plots]
     text = f"# {run.meta['benchmark']} / {run.meta['run']}\n\n{to_markdown(run)}\n" + "\n\n".join(images) + "\n"
     path = run.path / "report.md"

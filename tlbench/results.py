@@ -30,12 +30,28 @@ DEFAULT_STORAGE = "study.db"
 FORMAT = 1  # run.json's layout; a reader refuses a newer one in one line
 
 
+def _read_umask() -> int:
+    """The process's umask, without changing it (os.umask can only be read by setting it,
+    which races other threads); Linux reports it in /proc."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def write_atomic(path: Path, data: str | bytes) -> None:
     """Write a file so that readers see the old or the new content, never a torn one."""
     path.parent.mkdir(parents=True, exist_ok=True)
     mode = "wb" if isinstance(data, bytes) else "w"
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~_read_umask())  # mkstemp makes 0600; a results file is as readable as any other the user makes
         with os.fdopen(fd, mode, **({} if mode == "wb" else {"encoding": "utf-8"})) as f:
             f.write(data)
             f.flush()

@@ -186,30 +186,39 @@ def plan(bench: Benchmark, registry: Registry, base_dir: Path) -> Plan:
 
 
 def check_recipe(p: Plan, params: dict[str, Any]) -> None:
-    """A recipe's values drawn the way a trial draws them: each must lie in the range or
+    """A recipe's values checked the way a trial draws them: each must lie in the range or
     choices the config searches (Optuna would only warn, and run a value the search
     never allows), and the strategy's phases must accept them."""
-    optuna.logging.set_verbosity(optuna.logging.ERROR)
-    study = optuna.create_study()
-    study.enqueue_trial(params)
-    trial = study.ask()
-    strategy = p.strategies[params["strategy"]]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # Optuna's "out of range": reported below, as an error
-        trial.suggest_categorical("backbone", list(p.backbones))
-        trial.suggest_categorical("strategy", list(p.strategies))
-        values = strategy.record.suggest(Space(trial, f"{params['strategy']}.", ""), strategy.options)
-        _suggest_training(Space(trial, "", "training"), p.bench)
+    distributions = _draw(p, params["strategy"], None).distributions
     for name, value in params.items():
-        distribution = trial.distributions.get(name)
-        short = name.partition(".")[2] or name
+        distribution = distributions.get(name)
         try:
             ok = distribution is not None and distribution._contains(distribution.to_internal_repr(value))
         except (ValueError, TypeError):
             ok = False
         if not ok:
+            short = name.partition(".")[2] or name
             raise UserError(f"params.{short}: {value!r} is not among the values the config searches ({_searched_values(distribution)})")
-    _check_phases(list(strategy.record.phases(values, 4)))
+    trial = _draw(p, params["strategy"], params)
+    _check_phases(list(p.strategies[params["strategy"]].record.phases(trial.values, 4)))
+
+
+def _draw(p: Plan, strategy_key: str, fixed: dict[str, Any] | None):
+    """A throwaway trial that draws what an Objective draws for ``strategy_key``
+    (``fixed``: with those values enqueued); its ``values`` are the strategy's params."""
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    study = optuna.create_study()
+    if fixed is not None:
+        study.enqueue_trial(fixed)
+    trial = study.ask()
+    strategy = p.strategies[strategy_key]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # Optuna's "out of range": check_recipe reports it as an error
+        trial.suggest_categorical("backbone", list(p.backbones))
+        trial.suggest_categorical("strategy", list(p.strategies))
+        trial.values = strategy.record.suggest(Space(trial, f"{strategy_key}.", ""), strategy.options)
+        _suggest_training(Space(trial, "", "training"), p.bench)
+    return trial
 
 
 def _searched_values(distribution) -> str:
@@ -482,6 +491,7 @@ def preflight(p: Plan) -> dict[str, DatasetSplits]:
     from tlbench import features, train
 
     devices = train.pick_devices(p.bench.training.device)
+    check_storage_url(p.bench.search.storage)
     folder = cache_dir(p)
     if folder is not None:
         features.DiskFolder(folder / features.CACHE_SUBFOLDER).check()
@@ -706,22 +716,26 @@ def enqueue_repeats(p: Plan, storage, selected: dict[str, list[int]], progress: 
             storage=storage, study_name=repeats_study_name(p.bench, key), direction="maximize", load_if_exists=True
         )
         if recover:  # the interrupted repeat is missing, so it is enqueued again below
-            recover_interrupted(study, storage, progress, f"{key} repeats", retries=0)
+            recover_interrupted(study, storage, progress, f"{key} repeats", retries=None)
         trials = study.get_trials(deepcopy=False)
         lost = lost_trials(study)
-        done, stopped = set(), collections.Counter()
+        done, stopped, last = set(), collections.Counter(), {}
         for t in trials:
             if t.user_attrs.get(SURPLUS):
                 continue
             which = (t.user_attrs.get("repeat_of"), t.user_attrs.get("repeat"))
             if fail_reason(t, lost).startswith(INTERRUPTED):
                 stopped[which] += 1  # missing: runs again while it has retries left
+                last[which] = t.number
             else:
                 done.add(which)
         retries = p.bench.search.retries
-        missing = [
-            (n, r) for n in numbers for r in range(p.bench.repeats) if (n, r) not in done and stopped[(n, r)] <= retries
-        ]
+        wanted = [(n, r) for n in numbers for r in range(p.bench.repeats) if (n, r) not in done]
+        missing = [which for which in wanted if stopped[which] <= retries]
+        for which in set(wanted) - set(missing):
+            if f"{GAVE_UP}{last[which]}" not in study.user_attrs:
+                note = f"out of retries: interrupted {stopped[which]} times (search.retries = {retries})"
+                study.set_user_attr(f"{GAVE_UP}{last[which]}", note)
         for number, r in missing:
             attrs = {"recipe": True, "repeat_of": number, "repeat": r, "seed": derived_seed(p.bench.seed, REPEAT_SEED + r)}
             study.enqueue_trial(search_study.trials[number].params, user_attrs=attrs)
@@ -805,11 +819,12 @@ def attempt(trial: optuna.trial.FrozenTrial) -> int:
     return int(trial.user_attrs.get("attempt", 1 if "retry_of" in trial.user_attrs else 0))
 
 
-def recover_interrupted(study: optuna.Study, storage, progress: Progress, where: str, retries: int = 1) -> list[int]:
+def recover_interrupted(study: optuna.Study, storage, progress: Progress, where: str, retries: int | None = 1) -> list[int]:
     """Mark trials left RUNNING by a killed process as failed, and enqueue the parameters
     each interrupted trial (killed, stopped by Ctrl-C or SIGTERM, or lost by a worker)
     had drawn again, up to ``retries`` times per configuration, never twice for one
-    trial. Call only when no other process uses the study. Returns the numbers marked failed."""
+    trial (None: only mark them; the caller retries). Call only when no other process
+    uses the study. Returns the numbers marked failed."""
     stale = fail_running(study, storage, f"{INTERRUPTED}: the process running it was killed")
     trials, lost = study.get_trials(deepcopy=False), lost_trials(study)
     retried = {t.user_attrs.get("retry_of") for t in trials}
@@ -819,7 +834,7 @@ def recover_interrupted(study: optuna.Study, storage, progress: Progress, where:
         and t.number not in retried
     ]  # fmt: skip
     for t in stopped:
-        again = _retry_or_give_up(study, t, retries)
+        again = retries is not None and _retry_or_give_up(study, t, retries)
         if t.number in stale or again:
             progress.trial_recovered(where, t.number, again)
     return stale
@@ -831,7 +846,7 @@ def _retry_or_give_up(study: optuna.Study, t: optuna.trial.FrozenTrial, retries:
         attrs = {k: t.user_attrs[k] for k in RETRIED_ATTRS if k in t.user_attrs}
         study.enqueue_trial(t.params, user_attrs=attrs | {"retry_of": t.number, "attempt": attempt(t) + 1})
         return True
-    if retries and f"{GAVE_UP}{t.number}" not in study.user_attrs:
+    if f"{GAVE_UP}{t.number}" not in study.user_attrs:
         study.set_user_attr(f"{GAVE_UP}{t.number}", f"out of retries: interrupted {attempt(t) + 1} times (search.retries = {retries})")
     return False
 
@@ -887,10 +902,7 @@ def connect(url: str, heartbeat: int | None = None, retries: int = 1) -> optuna.
     next worker that starts a trial, and retried once (:func:`retry_lost`).
     """
     kwargs: dict[str, Any] = {}
-    if url.startswith(("postgresql://", "postgres://")):  # the driver tlbench[postgres] installs, whatever SQLAlchemy's default
-        url = "postgresql+psycopg://" + url.partition("://")[2]
-    elif url.startswith("mysql://"):  # likewise tlbench[mysql]'s pure-Python driver
-        url = "mysql+pymysql://" + url.partition("://")[2]
+    url = _driver_url(url)
     if url.startswith("sqlite"):  # several local processes: wait for the file lock rather than fail
         kwargs["engine_kwargs"] = {"connect_args": {"timeout": 60}}
     if heartbeat is not None:
@@ -905,6 +917,41 @@ def connect(url: str, heartbeat: int | None = None, retries: int = 1) -> optuna.
     except Exception as exc:  # bad URL, server down
         reason = str(exc).strip().splitlines()[0][:150] if str(exc).strip() else ""
         raise UserError(f"search.storage: cannot open {url} ({type(exc).__name__}: {reason}); fix the URL or start the server") from exc
+
+
+def check_storage_url(url: str | None) -> None:
+    """What ``validate`` can know of a storage URL without connecting (connecting to a new
+    database creates tables in it): it parses, names a database SQLAlchemy knows, and
+    its driver is installed. Whether the server answers is known only at ``run``."""
+    if url is None:
+        return
+    import sqlalchemy.engine
+    import sqlalchemy.exc
+
+    try:
+        parsed = sqlalchemy.engine.make_url(_driver_url(url))
+        parsed.get_dialect()
+    except sqlalchemy.exc.ArgumentError as exc:
+        raise UserError(f"search.storage: {url!r} is not a database URL; use e.g. postgresql://user@host/db or sqlite:///study.db") from exc
+    except sqlalchemy.exc.NoSuchModuleError as exc:
+        raise UserError(f"search.storage: {url}: SQLAlchemy knows no database '{url.partition(':')[0]}'; use postgresql, mysql or sqlite") from exc
+    except ImportError as exc:
+        extra = "postgres" if url.startswith("postgres") else "mysql" if url.startswith("mysql") else None
+        fix = f"pip install 'tlbench[{extra}]'" if extra else "install the database driver SQLAlchemy names"
+        raise UserError(f"search.storage: no database driver for {url}; {fix}") from exc
+    if parsed.get_backend_name() == "sqlite" and parsed.database and not parsed.database.startswith("file:"):
+        folder = Path(parsed.database).parent
+        if not folder.is_dir():
+            raise UserError(f"search.storage: folder {folder} of {url} does not exist; create it or fix the path")
+
+
+def _driver_url(url: str) -> str:
+    """The URL with the driver tlbench's extras install, whatever SQLAlchemy's default."""
+    if url.startswith(("postgresql://", "postgres://")):
+        return "postgresql+psycopg://" + url.partition("://")[2]
+    if url.startswith("mysql://"):
+        return "mysql+pymysql://" + url.partition("://")[2]
+    return url
 
 
 def _rdb_storage(url: str, kwargs: dict[str, Any], attempts: int = 5) -> optuna.storages.RDBStorage:
