@@ -303,3 +303,23 @@ def test_every_field_refuses_its_bad_values_in_validate(tmp_path, write_config, 
     err = one_line(capsys, _validate(path))
     top = field.split(".")[0]
     assert top in err or field.split(".")[-1] in err or "datasets[0]" in err or "backbones[0]" in err, err
+
+
+@pytest.mark.parametrize("freeze", [[0.5, 1.5], {"choices": [0.0, 0.5, 2.0]}])
+def test_a_range_whose_far_end_the_phases_reject_is_refused_by_validate(write_config, capsys, freeze):
+    """validate tries both ends of every range and every choice, not one random draw."""
+    path = write_config(strategies=[{"name": "finetune", "epochs": 1, "freeze": freeze}])
+    one_line(capsys, _validate(path), "strategies[0] (finetune)", "freeze fraction must be in [0, 1]")
+
+
+def test_a_results_dir_that_is_a_file_is_refused_by_validate(write_config, capsys, tmp_path):
+    (tmp_path / "out").write_text("x")
+    one_line(capsys, _validate(write_config(results_dir="out/results")), "results_dir:", "is a file, not a folder")
+
+
+def test_validate_refuses_what_run_would_refuse_about_an_existing_run_folder(write_config, capsys):
+    path = write_config(tiny_benchmark(run="r", search={"n_trials": 1, "startup_trials": 1}))
+    assert cli.main(["run", str(path), "--format", "csv"]) == 0
+    path.write_text(path.read_text().replace("seed: 0", "seed: 1"))
+    capsys.readouterr()
+    one_line(capsys, _validate(path), "holds a run of a different config")

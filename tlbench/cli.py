@@ -133,8 +133,11 @@ def _load(
 def cmd_validate(args) -> int:
     from tlbench import search
 
+    from tlbench import results
+
     plan = _load(args.config, verbose=args.verbose)
     loaded = search.preflight(plan)
+    results.check_resumable(results.run_dir(plan.bench, plan.base_dir), plan.bench)  # what `run` would refuse
     sizes = ", ".join(
         f"{k} ({len(s.classes)} classes, {len(s.train)}/{len(s.val)}/{len(s.test)} train/val/test)" for k, s in loaded.items()
     )

@@ -340,7 +340,17 @@ class FeatureCache:
         data = {"splits": features.splits, "seconds": features.seconds, "channels_last": features.channels_last,
                 "flops": features.flops_per_image}  # fmt: skip
         torch.save(data, buffer)
-        self.folder.write(key, buffer.getvalue(), self.disk_bytes)
+        try:
+            self.folder.write(key, buffer.getvalue(), self.disk_bytes)
+        except OSError as exc:  # disk full, folder removed or made read-only mid-run: speed only, results unchanged
+            import sys
+
+            print(
+                f"tlbench: warning: feature cache {self.folder.path}: cannot write ({exc.strerror or exc}); "
+                "going on with the in-memory cache only",
+                file=sys.stderr,
+            )
+            self.folder = None
 
 
 CACHE_SUBFOLDER = "tlbench-features"  # the cache's own folder inside training.cache.dir

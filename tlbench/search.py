@@ -63,12 +63,15 @@ class Space:
     text) count as numbers.
     """
 
-    def __init__(self, trial: optuna.Trial, prefix: str, where: str):
+    def __init__(self, trial: optuna.Trial | None, prefix: str, where: str, corner: int | None = None):
         self.trial, self.prefix, self.where = trial, prefix, where
         self._at = f"{where}: " if where else ""  # error prefix ("" where the caller names the place)
         self.values: dict[str, Any] = {}  # every value handed out, fixed ones too
         self.searched: list[str] = []  # names Optuna samples (without the prefix)
         self.result: Any = None  # what the suggest function returned (dry runs keep it)
+        # corner k: no sampling; ranges give their low (k even) or high (k odd) end, choices choice k
+        self.corner = corner
+        self.widest = 2  # the most choices any searched value has (how many corners cover them all)
 
     def suggest(self, name: str, spec: Any, *, log: bool = False) -> Any:
         for text in _strings(spec):
@@ -88,6 +91,8 @@ class Space:
             return spec
         self.searched.append(name)
         try:
+            if self.corner is not None:
+                return self._corner(spec, log)
             if "choices" in spec:
                 return self.trial.suggest_categorical(key, list(spec["choices"]))
             low, high, log = spec["low"], spec["high"], bool(spec.get("log", log))
@@ -96,6 +101,23 @@ class Space:
             return self.trial.suggest_float(key, float(low), float(high), log=log, step=spec.get("step"))
         except (KeyError, ValueError, TypeError) as exc:
             raise UserError(f"{self._at}{name}: bad search range {spec!r}: {exc}") from exc
+
+
+    def _corner(self, spec: dict, log: bool) -> Any:
+        """The value at this space's corner, after Optuna's own checks of the spec."""
+        probe = optuna.create_study().ask()  # validates the range as a real trial would
+        if "choices" in spec:
+            choices = list(spec["choices"])
+            probe.suggest_categorical("x", choices)
+            self.widest = max(self.widest, len(choices))
+            return choices[self.corner % len(choices)]
+        low, high, log = spec["low"], spec["high"], bool(spec.get("log", log))
+        if isinstance(low, int) and isinstance(high, int) and not isinstance(low, bool):
+            probe.suggest_int("x", low, high, log=log, step=spec.get("step", 1))
+            step = spec.get("step", 1)
+            return low if self.corner % 2 == 0 else low + (high - low) // step * step
+        probe.suggest_float("x", float(low), float(high), log=log, step=spec.get("step"))
+        return float(low) if self.corner % 2 == 0 else float(high)
 
 
 _DECIMAL_COMMA = re.compile(r"^\s*[+-]?\d*,\d+([eE][+-]?\d+)?\s*$")
@@ -279,17 +301,31 @@ def _strategy(registry: Registry, entry: StrategyEntry) -> PlannedStrategy:
     plugin = registry.plugin_of(record)
     _check_options(entry.name, entry.options, record.options)
     options = {**record.options, **entry.options}
-    space = _dry_run(lambda s: plugin_call(plugin, f"strategy '{record.name}': suggest()", lambda: record.suggest(s, options)), "")
-    if not isinstance(space.result, Mapping):
-        raise UserError(f"plugin {plugin}: strategy '{record.name}': suggest() returned {type(space.result).__name__}, expected a dict")
-    try:
-        phases = list(record.phases(space.values, 4))
-    except UserError:
-        raise
-    except Exception as exc:
-        raise UserError(f"the options give parameters its phases reject: {type(exc).__name__}: {exc}") from exc
-    _check_phases(phases)
+    suggest = lambda s: plugin_call(plugin, f"strategy '{record.name}': suggest()", lambda: record.suggest(s, options))  # noqa: E731
+    space = _dry_run(suggest, "")
+    for params in [space.result, *corners(suggest)]:  # a random draw, then both ends of every range and every choice
+        if not isinstance(params, Mapping):
+            raise UserError(f"plugin {plugin}: strategy '{record.name}': suggest() returned {type(params).__name__}, expected a dict")
+        try:
+            phases = list(record.phases(params, 4))
+        except UserError:
+            raise
+        except Exception as exc:
+            shown = ", ".join(f"{k}={v!r}" for k, v in params.items())
+            raise UserError(f"the options give parameters its phases reject ({shown}): {type(exc).__name__}: {exc}") from exc
+        _check_phases(phases)
     return PlannedStrategy(entry, record, options, tuple(space.searched), plugin)
+
+
+def corners(suggest) -> list[Any]:
+    """What ``suggest`` returns at the corners of its space: every range at its low and
+    at its high end, and every choice of every categorical value at least once."""
+    out, k, widest = [], 0, 2
+    while k < min(widest, 16):
+        space = Space(None, "", "", corner=k)
+        out.append(suggest(space))
+        widest, k = max(widest, space.widest), k + 1
+    return out
 
 
 def _check_phases(phases: list[Phase], n_groups: int = 4) -> None:
@@ -495,6 +531,9 @@ def preflight(p: Plan) -> dict[str, DatasetSplits]:
     folder = cache_dir(p)
     if folder is not None:
         features.DiskFolder(folder / features.CACHE_SUBFOLDER).check()
+        check_writable(folder, "training.cache.dir")
+    results_root = Path(p.bench.results_dir).expanduser()
+    check_writable(_relative(results_root, p.base_dir), "results_dir")
     loaded = {}
     for i, (entry, record) in enumerate(p.datasets):
         plugin = p.dataset_plugins.get(entry.key, "?")
@@ -509,6 +548,17 @@ def preflight(p: Plan) -> dict[str, DatasetSplits]:
     for key, model in built.items():
         _at(f"backbones ({key})", lambda: check_memory(p, p.backbones[key], model, devices[0]))
     return loaded
+
+
+def check_writable(folder: Path, field: str) -> None:
+    """``folder`` is a folder tlbench can create files in, or can be created."""
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise UserError(f"{field}: {existing} is a file, not a folder; set {field} to a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UserError(f"{field}: cannot write in {existing} (permission denied); set {field} to a writable folder")
 
 
 def strategy_phases(strategy: PlannedStrategy, params: Mapping[str, Any], n_groups: int) -> list[Phase]:
@@ -1122,7 +1172,8 @@ class Objective:
         torch.manual_seed(seed)  # the fresh head's init too, whatever ran before in this process
         adapted = adapt(strategy, build_backbone(backbone, len(self.splits.classes)), params)
         built = adapted.built
-        phases = list(strategy.record.phases(params, len(built.groups)))
+        phases = strategy_phases(strategy, params, len(built.groups))
+        _check_phases(phases, len(built.groups))
         resolution = backbone.entry.resolution or p.bench.training.resolution or built.data_config.input_size
         settings = train.TrainSettings(
             batch_size=training["batch_size"],
