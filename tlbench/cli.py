@@ -111,7 +111,6 @@ def _load(
     """Config -> plugins -> checked plan. Every user mistake surfaces here as UserError."""
     from tlbench import plugins, search
     from tlbench.config import load_config, parse_config
-
     from tlbench.results import resolve_storage
 
     bench, base_dir = load_config(config)
@@ -131,9 +130,7 @@ def _load(
 
 
 def cmd_validate(args) -> int:
-    from tlbench import search
-
-    from tlbench import results
+    from tlbench import results, search
 
     plan = _load(args.config, verbose=args.verbose)
     loaded = search.preflight(plan)
