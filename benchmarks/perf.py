@@ -35,7 +35,9 @@ import optuna  # noqa: E402
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
-from tlbench import cost, features, plugins, search, train  # noqa: E402
+from tlbench import benchmark, cost, features, planning, plugins, studies, train  # noqa: E402
+from tlbench.progress import Progress  # noqa: E402
+from tlbench.trial import TrialResources  # noqa: E402
 from tlbench.config import parse_config  # noqa: E402
 from throughput import plain_step, sync  # noqa: E402  (this folder is on sys.path when run as a script)
 from tlbench.types import Phase  # noqa: E402
@@ -115,7 +117,7 @@ def make_plan(s: Setting, device: str, **overrides):
         "training": {"batch_size": s.batch_size, "resolution": s.resolution, "device": device},
     } | overrides
     bench = parse_config(data, "perf harness")
-    return search.plan(bench, plugins.collect(plugins.make_plugin_manager()), ROOT)
+    return planning.make_plan(bench, plugins.collect(plugins.make_plugin_manager()), ROOT)
 
 
 def settings(s: Setting, device: torch.device, cache: features.FeatureCache | None, seed: int = 0) -> train.TrainSettings:
@@ -127,7 +129,7 @@ def settings(s: Setting, device: torch.device, cache: features.FeatureCache | No
 
 def build(plan, splits):
     torch.manual_seed(0)
-    return search.build_backbone(next(iter(plan.backbones.values())), len(splits.classes))
+    return planning.build_backbone(next(iter(plan.backbones.values())), len(splits.classes))
 
 
 def timed_fit(plan, splits, phases, st: train.TrainSettings) -> tuple[float, train.FitResult]:
@@ -161,7 +163,7 @@ def engine_overhead(s: Setting, device: torch.device, say) -> Measure:
     """Both sides train a freshly built model on the same in-memory tensors, alternately,
     ``repeats`` times; the best of each is compared (the least disturbed by other load)."""
     plan = make_plan(s, str(device), datasets=[s.dataset | _cap(s.dataset, s.overhead_images)])
-    splits = search.preflight(plan)[plan.datasets[0][0].key]
+    splits = planning.preflight(plan)[plan.datasets[0][0].key]
     cache = features.FeatureCache()
     phases = [Phase("all", s.overhead_epochs, 0, 1e-3, 1e-3)]
     train.fit(build(plan, splits), splits, phases, settings(s, device, cache))  # warm-up; fills the cache
@@ -198,7 +200,7 @@ def cache_speedup(s: Setting, device: torch.device, kind: str, say) -> list[Meas
     and with a filled one (an earlier trial did); alternated, the fastest of each kept."""
     images = s.overhead_images * 2 if kind == "finetune" else None  # fine-tuning is slow: fewer images
     plan = make_plan(s, str(device), datasets=[s.dataset | (_cap(s.dataset, images) if images else {})])
-    splits = search.preflight(plan)[plan.datasets[0][0].key]
+    splits = planning.preflight(plan)[plan.datasets[0][0].key]
     n = len(build(plan, splits).groups)
     if kind == "probe":
         epochs, phases = s.probe_epochs, [Phase("head", s.probe_epochs, n, 0.0, 0.02)]
@@ -250,23 +252,23 @@ def search_efficiency(s: Setting, device: torch.device, say) -> list[Measure]:
     0.5 points of the best validation accuracy any of them found."""
     per_seed = []
     for seed in s.seeds:
-        studies, shared = {}, None
+        by_pruner, shared = {}, None
         for pruner in ("none", *PRUNERS):
             plan = make_plan(
                 s, str(device), seed=seed, backbones=s.search_backbones,
                 strategies=[{"name": "linear_probe", "epochs": s.search_epochs, "lr_head": [1e-5, 1.0]}],
                 search={"n_trials": s.search_trials, "startup_trials": 4, "warmup_epochs": 1, "pruner": pruner},
             )  # fmt: skip
-            splits = search.preflight(plan)
-            shared = shared or search.Shared(plan, splits)  # one feature cache for all studies of a seed
+            splits = planning.preflight(plan)
+            shared = shared or TrialResources(plan, splits)  # one feature cache for all studies of a seed
             storage = optuna.storages.InMemoryStorage()
-            search.run(plan, splits, storage, search.Progress(), shared=shared)
-            name = search.study_name(plan.bench, plan.datasets[0][0].key)
-            studies[pruner] = optuna.load_study(study_name=name, storage=storage).trials
-        best = max(t.value for ts in studies.values() for t in ts if t.state.name == "COMPLETE")
-        spent = {k: epochs_to_target(v, best - 0.005) for k, v in studies.items()}
-        total = {k: sum(len(t.intermediate_values) for t in v) for k, v in studies.items()}
-        found = {k: max(t.value for t in v if t.state.name == "COMPLETE") for k, v in studies.items()}
+            benchmark.run_studies(plan, splits, storage, Progress(), resources=shared)
+            name = studies.study_name(plan.bench, plan.datasets[0][0].key)
+            by_pruner[pruner] = optuna.load_study(study_name=name, storage=storage).trials
+        best = max(t.value for ts in by_pruner.values() for t in ts if t.state.name == "COMPLETE")
+        spent = {k: epochs_to_target(v, best - 0.005) for k, v in by_pruner.items()}
+        total = {k: sum(len(t.intermediate_values) for t in v) for k, v in by_pruner.items()}
+        found = {k: max(t.value for t in v if t.state.name == "COMPLETE") for k, v in by_pruner.items()}
         per_seed.append({"seed": seed, "best_val": best, "best_found": found, "epochs_to_target": spent, "total_epochs": total})
         say(f"  search seed {seed}: best val {best:.3f}; epochs to within 0.5 points: {spent}; all epochs: {total}")
     measures = []

@@ -75,3 +75,13 @@ def write_config(tmp_path):
 def _offline_and_isolated(monkeypatch):
     """No installed third-party plugin leaks into a test."""
     monkeypatch.setenv("TLBENCH_LOAD_PLUGINS", "")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Everything outside tests/unit trains real models or runs the command line: marked
+    ``e2e``, so ``-m "not e2e"`` (or ``python -m pytest tests/unit``) is the quick loop."""
+    unit = Path(__file__).parent / "unit"
+    for item in items:
+        if unit not in Path(str(item.fspath)).parents:
+            item.add_marker(pytest.mark.e2e)
+

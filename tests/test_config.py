@@ -43,7 +43,7 @@ def test_valid_config_reports_what_it_found(write_config, capsys):
         ({"datasets": [{"name": "imagefolder", "path": "nowhere"}]}, "path: folder"),
         ({"datasets": [{"name": "synthetic", "colour": 3}]}, "colour: unknown option; synthetic accepts"),
         ({"backbones": [{"name": "timm:test_resnet", "weights": "missing.safetensors"}]}, "weights: file"),
-        ({"training": {"batch_size": 0}}, "training.batch_size: expected a whole number >= 1"),
+        ({"training": {"batch_size": 0}}, "training.batch_size: batch size 0: give whole numbers of 2 or more"),
         (
             {"search": {"enqueue": [{"backbone": "timm:test_resnet", "strategy": "linear_probe"}]}},
             "search.enqueue[0]: backbone: 'timm:test_resnet' is not in this config's backbone list",

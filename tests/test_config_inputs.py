@@ -205,7 +205,7 @@ def tlbench_datasets():
     yield Dataset(name="offbyone", load=load)
 """
     path = write_config(plugins=[_plugin(tmp_path, "offbyone.py", body)], datasets=[{"name": "offbyone"}])
-    one_line(capsys, _validate(path), "offbyone.py", "train has label 2, but there are 2 classes (labels 0..1)")
+    one_line(capsys, _validate(path), "offbyone.py", "the train split has label 2, but there are 2 classes (labels 0..1)")
 
 
 @pytest.mark.parametrize(
@@ -267,7 +267,7 @@ BAD = {  # a field of the schema -> values it must refuse
     "search.heartbeat": [0, "often"],
     "search.enqueue": [{"backbone": "x"}, [{"backbone": "nope", "strategy": "linear_probe"}], [{"backbone": "timm:test_resnet-scratch", "strategy": "linear_probe", "params": {"lr_head": 9.0}}]],
     "search.retries": [-1, 101, "twice"],
-    "training.batch_size": [0, -8, "big", [8, 0.5], {"choices": []}],
+    "training.batch_size": [0, 1, -8, "big", [8, 0.5], {"choices": []}, [16, 32]],
     "training.weight_decay": [-0.1, "heavy", [1e-2, 1e-6]],
     "training.augment": ["maybe", 2],
     "training.resolution": [0, -32, 100_000, "hd"],
@@ -323,3 +323,15 @@ def test_validate_refuses_what_run_would_refuse_about_an_existing_run_folder(wri
     path.write_text(path.read_text().replace("seed: 0", "seed: 1"))
     capsys.readouterr()
     one_line(capsys, _validate(path), "holds a run of a different config")
+
+
+def test_a_key_given_twice_is_one_line_naming_it(tmp_path, capsys):
+    path = tmp_path / "twice.yaml"
+    path.write_text(yaml.safe_dump(tiny_benchmark()) + "seed: 3\n")  # seed again, at the end
+    one_line(capsys, _validate(path), "'seed' appears twice in one mapping; keep one")
+
+
+@pytest.mark.parametrize("batch_size", [1, {"choices": [1, 8]}, {"low": 1, "high": 8}])
+def test_a_batch_size_of_one_is_refused_before_it_trains_nothing(write_config, capsys, batch_size):
+    """A batch of one example is skipped (batch norm cannot train on it): batch_size 1 would train no step."""
+    one_line(capsys, _validate(write_config(training={"batch_size": batch_size, "resolution": 32})), "training.batch_size", "2 or more")

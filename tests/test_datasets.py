@@ -11,8 +11,8 @@ from PIL import Image
 from tlbench.builtins.datasets import load_imagefolder, load_synthetic, load_torchvision
 from tlbench.config import DatasetEntry
 from tlbench.plugins import collect, make_plugin_manager
-from tlbench.search import load_splits
-from tlbench.train import ImageSplit, make_transforms
+from tlbench.planning import load_splits
+from tlbench.pipeline import ImageSplit, make_transforms
 from tlbench.types import DataConfig, DatasetRequest, UserError
 
 

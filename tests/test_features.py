@@ -10,10 +10,11 @@ import pytest
 import timm
 import torch
 
-from tlbench import features
+from tlbench import cachedir, features
 from tlbench.builtins.backbones import _head_names, _timm_data_config, timm_groups
 from tlbench.builtins.datasets import load_synthetic
-from tlbench.train import TrainSettings, fit, make_transforms
+from tlbench.pipeline import make_transforms
+from tlbench.train import TrainSettings, fit
 from tlbench.types import BuiltBackbone, DatasetRequest, Phase, UserError
 
 CPU = torch.device("cpu")
@@ -168,7 +169,7 @@ def test_a_model_that_cannot_be_split_falls_back_to_caching_its_inputs():
 def test_disk_cache_is_reused_bounded_and_safe_to_corrupt(splits, tmp_path):
     built = _built()
     phases = _phases("probe", len(built.groups))
-    own = tmp_path / features.CACHE_SUBFOLDER
+    own = tmp_path / cachedir.CACHE_SUBFOLDER
     first = fit(built, splits, phases, _settings(features.FeatureCache(directory=tmp_path)))
     files = list(own.glob("*.pt"))
     assert first.feature_cache.startswith("head: extracted") and len(files) == 1
@@ -195,8 +196,8 @@ def test_the_disk_cache_never_touches_files_it_did_not_write(splits, tmp_path):
     foreign = [weights, tmp_path / "notes.txt", tmp_path / ("0" * 32 + ".pt")]  # even one named like a cache file
     foreign[1].write_text("mine")
     foreign[2].write_bytes(b"also mine")
-    (tmp_path / features.CACHE_SUBFOLDER).mkdir()
-    stray = tmp_path / features.CACHE_SUBFOLDER / ("f" * 32 + ".pt")  # in the cache's folder, but not in its index
+    (tmp_path / cachedir.CACHE_SUBFOLDER).mkdir()
+    stray = tmp_path / cachedir.CACHE_SUBFOLDER / ("f" * 32 + ".pt")  # in the cache's folder, but not in its index
     before = {p: p.read_bytes() for p in foreign}
     for i in range(3):
         cache = features.FeatureCache(directory=tmp_path, disk_mb=0.001)  # smaller than any file
@@ -209,15 +210,15 @@ def test_the_disk_cache_never_touches_files_it_did_not_write(splits, tmp_path):
 
 
 def test_a_cache_folder_tlbench_did_not_make_is_refused(tmp_path):
-    theirs = tmp_path / features.CACHE_SUBFOLDER
+    theirs = tmp_path / cachedir.CACHE_SUBFOLDER
     theirs.mkdir()
     (theirs / "data.bin").write_bytes(b"x")
     with pytest.raises(UserError, match="was not made by tlbench's feature cache"):
-        features.DiskFolder(theirs).check()
+        cachedir.DiskFolder(theirs).check()
     afile = tmp_path / "afile"
     afile.write_text("x")
     with pytest.raises(UserError, match="is a file, not a folder"):
-        features.DiskFolder(afile / features.CACHE_SUBFOLDER).check()
+        cachedir.DiskFolder(afile / cachedir.CACHE_SUBFOLDER).check()
 
 
 def test_compiled_training_runs_through_the_stubbed_prefix(splits, monkeypatch):

@@ -14,7 +14,7 @@ from test_datasets import make_folder
 from tlbench import cli
 from tlbench.builtins.datasets import load_imagefolder
 from tlbench.images import to_rgb
-from tlbench.train import ImageSplit
+from tlbench.pipeline import ImageSplit
 from tlbench.types import DatasetRequest, Split, UserError
 
 

@@ -143,12 +143,12 @@ def built(request, groups=None, head=None, net=None):
         (  # overlapping splits
             "\nfrom PIL import Image\nS = Split((0, 1), ('x', 'y'), lambda i: Image.new('RGB', (4, 4)))\n"
             "@tlbench.hookimpl\ndef tlbench_datasets():\n    yield Dataset('d1', lambda r: DatasetSplits(S, S, S, ('a', 'b')))\n",
-            r"dataset 'd1': example x is in both the train and the val split: splits must be disjoint",
+            r"dataset 'd1': example x is in both the train and the val split; the splits must be disjoint",
         ),
         (  # a label outside classes
             "\nfrom PIL import Image\nimg = lambda i: Image.new('RGB', (4, 4))\n"
             "@tlbench.hookimpl\ndef tlbench_datasets():\n    yield Dataset('d2', lambda r: DatasetSplits(Split((0, 2), ('a', 'b'), img), Split((0,), ('c',), img), Split((1,), ('d',), img), ('a', 'b')))\n",
-            r"dataset 'd2': the train split has label 2; labels index classes: 0..1",
+            r"dataset 'd2': the train split has label 2, but there are 2 classes \(labels 0..1\)",
         ),
         (  # different splits for the same seed
             "\nimport random\nfrom PIL import Image\nimg = lambda i: Image.new('RGB', (4, 4))\n"
@@ -159,7 +159,7 @@ def built(request, groups=None, head=None, net=None):
         ),
         (  # freezing more groups than the backbone has
             "\n@tlbench.hookimpl\ndef tlbench_strategies():\n    yield Strategy('s1', lambda s, o: {'lr': s.suggest('lr', [0.001, 0.1])}, lambda p, n: [Phase('x', 1, n + 1, 0.0, p['lr'])])\n",
-            r"strategy 's1': phase x: frozen_groups must be 0..1 for a backbone of 1 groups, got 2",
+            r"strategy 's1': phases\(params, 1\): phase x: frozen_groups must be 0..1 for a backbone of 1 groups, got 2",
         ),
         (  # suggest returns no dict
             "\n@tlbench.hookimpl\ndef tlbench_strategies():\n    yield Strategy('s2', lambda s, o: s.suggest('lr', [0.001, 0.1]), lambda p, n: [Phase('x', 1, n, 0.0, 0.1)])\n",
@@ -234,4 +234,4 @@ def test_an_authors_pytest_finds_the_kit_through_the_entry_point(tmp_path):
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests"], cwd=project, capture_output=True, text=True, timeout=300
     )
     assert "1 failed, 1 passed" in out.stdout, out.stdout + out.stderr
-    assert "ConformanceError: plugin broken_strategy.py: strategy 'bad': phases(params, 1) must give tlbench.types.Phase records, one with epochs > 0" in out.stdout
+    assert "ConformanceError: plugin broken_strategy.py: strategy 'bad': phases(params, 1): no phase has epochs > 0; set epochs to 1 or more" in out.stdout

@@ -1,5 +1,4 @@
-"""Study storage: an enqueued trial is claimed by exactly one worker on every storage
-tlbench offers, and interrupted trials are retried as many times as search.retries says."""
+"""Study storage: an enqueued trial is claimed by exactly one worker on every storage tlbench offers."""
 
 from __future__ import annotations
 
@@ -12,14 +11,14 @@ import uuid
 import optuna
 import pytest
 
-from tlbench import report, results, search
+from tlbench import storage
 
 # One worker: claim enqueued trials until none is left; print the id of each trial it ran.
 WORKER = """
 import sys, optuna
-from tlbench import search
+from tlbench import storage
 optuna.logging.set_verbosity(optuna.logging.ERROR)
-study = optuna.load_study(study_name=sys.argv[2], storage=search.connect(sys.argv[1]))
+study = optuna.load_study(study_name=sys.argv[2], storage=storage.connect(sys.argv[1]))
 def objective(trial):
     if not trial.user_attrs.get("enqueued"):  # the queue was empty when this worker asked: not a claim
         raise optuna.TrialPruned()
@@ -52,7 +51,7 @@ def test_many_workers_claim_each_enqueued_trial_exactly_once(tmp_path, kind):
         pytest.skip("no PostgreSQL server: set TLBENCH_TEST_POSTGRES (.ci/run starts one)")
     for round_ in range(3):
         name = f"race-{uuid.uuid4().hex[:8]}"
-        study = optuna.create_study(study_name=name, storage=search.connect(urls[kind]))
+        study = optuna.create_study(study_name=name, storage=storage.connect(urls[kind]))
         for i in range(120):
             study.enqueue_trial({"id": i}, user_attrs={"enqueued": True})
         workers = [
@@ -65,57 +64,3 @@ def test_many_workers_claim_each_enqueued_trial_exactly_once(tmp_path, kind):
         assert ran == collections.Counter(range(120)), f"round {round_}: {[k for k, v in ran.items() if v > 1]} ran twice"
         trials = optuna.load_study(study_name=name, storage=urls[kind]).trials
         assert collections.Counter(t.state.name for t in trials if t.user_attrs.get("enqueued")) == {"COMPLETE": 120}
-
-
-# --------------------------------------------------------------------------- retries (in-memory, no training)
-
-
-class _Quiet(search.Progress):
-    pass
-
-
-def _interrupt(study: optuna.Study) -> optuna.trial.FrozenTrial:
-    """Run the next trial (an enqueued retry if there is one) and stop it as a Ctrl-C would."""
-    trial = study.ask()
-    if "x" not in trial.params:
-        trial.suggest_float("x", 0, 1)
-    trial.set_user_attr("fail_reason", "interrupted by Ctrl-C")
-    study.tell(trial, state=optuna.trial.TrialState.FAIL)
-    return study.trials[trial.number]
-
-
-@pytest.mark.parametrize("retries", [0, 1, 3])
-def test_an_interrupted_configuration_runs_again_retries_times_then_is_marked_out_of_retries(retries):
-    study = optuna.create_study(storage=optuna.storages.InMemoryStorage())
-    first = _interrupt(study)
-    for k in range(1, retries + 1):
-        search.recover_interrupted(study, study._storage, _Quiet(), "d", retries)
-        again = _interrupt(study)  # the retry, interrupted too
-        assert again.params == first.params and again.user_attrs["attempt"] == k
-        assert again.user_attrs["retry_of"] == again.number - 1
-    assert search.recover_interrupted(study, study._storage, _Quiet(), "d", retries) == []
-    assert not study.get_trials(states=(optuna.trial.TrialState.WAITING,))  # nothing more enqueued
-    assert search.gave_up(study) == {retries: f"out of retries: interrupted {retries + 1} times (search.retries = {retries})"}
-    search.recover_interrupted(study, study._storage, _Quiet(), "d", retries)  # idempotent
-    assert len(study.trials) == retries + 1
-
-
-def test_the_report_says_which_configurations_ran_out_of_retries(tmp_path):
-    url = f"sqlite:///{tmp_path / 'study.db'}"
-    study = optuna.create_study(study_name="b/r/d", storage=search.connect(url))
-    _interrupt(study)
-    search.recover_interrupted(study, study._storage, _Quiet(), "d", retries=0)
-    frame = results.trials_frame(url, {"d": "b/r/d"})
-    assert frame["gave_up"].tolist() == ["out of retries: interrupted 1 times (search.retries = 0)"]
-    run = results.Run(tmp_path, {}, {}, {}, frame, frame.iloc[0:0], results.summary_frame(frame))
-    assert any(line.startswith("⚠ Out of retries") and "d trial 0" in line for line in report.notes(run))
-
-
-def test_a_budget_counts_a_retry_chain_once():
-    """Killed, retried, killed again, retried: one configuration of the budget."""
-    study = optuna.create_study(storage=optuna.storages.InMemoryStorage())
-    _interrupt(study)
-    for _ in range(2):
-        search.recover_interrupted(study, study._storage, _Quiet(), "d", retries=2)
-        _interrupt(study)
-    assert [t.number for t in search.budget(study.trials)] == [2]

@@ -68,9 +68,9 @@ def _worker(config, url: str, *extra: str) -> subprocess.Popen:
 
 
 def _study(url: str, name: str = "dist/shared/synthetic") -> optuna.Study:
-    from tlbench import search
+    from tlbench import storage
 
-    return optuna.load_study(study_name=name, storage=search.connect(url))
+    return optuna.load_study(study_name=name, storage=storage.connect(url))
 
 
 def test_three_workers_on_postgresql_run_exactly_the_budget_each_trial_once(write_config, postgres_url, capsys):
@@ -142,9 +142,9 @@ def test_a_killed_worker_is_noticed_by_heartbeat_and_its_trial_retried_once(writ
     assert len(retries) == 1 and retries[0].params == victim.params and retries[0].state.name == "COMPLETE"
     assert sum(t.state.name == "COMPLETE" for t in trials.values()) == 3  # the budget, the lost trial replaced
 
-    from tlbench import results, search
+    from tlbench import results, storage
 
-    frame = results.trials_frame(search.connect(postgres_url), {"synthetic": "dist/shared/synthetic"})
+    frame = results.trials_frame(storage.connect(postgres_url), {"synthetic": "dist/shared/synthetic"})
     reason = frame.set_index("trial").loc[victim.number, "fail_reason"]
     assert reason.startswith("interrupted: no heartbeat from")
 
@@ -179,26 +179,28 @@ def test_a_worker_without_a_shared_storage_is_one_line_and_exit_2(write_config, 
 
 
 def test_a_trial_started_after_its_study_is_full_is_surplus_never_runs_and_is_left_out(write_config, tmp_path):
-    from tlbench import results, search, train
+    from tlbench import benchmark, planning, results, storage, studies, train
+    from tlbench.progress import Progress
+    from tlbench.trial import Objective, TrialResources
 
     config = write_config(bench(search={"n_trials": 2, "startup_trials": 1}))
     plan = cli._load(config)
-    splits = search.preflight(plan)
-    storage = search.connect(f"sqlite:///{tmp_path / 'race.db'}")
-    shared = search.Shared(plan, splits)
-    search.run(plan, splits, storage, search.Progress(), shared=shared)
-    study = search.open_study(plan, "synthetic", storage, alone=False)
+    splits = planning.preflight(plan)
+    store = storage.connect(f"sqlite:///{tmp_path / 'race.db'}")
+    resources = TrialResources(plan, splits)
+    benchmark.run_studies(plan, splits, store, Progress(), resources=resources)
+    study = studies.open_study(plan, "synthetic", store, alone=False)
 
     late = study.ask()  # what a worker that lost the race for the last trial holds
-    objective = search.Objective(plan, splits["synthetic"], "synthetic", search.Progress(), shared)
+    objective = Objective(plan, splits["synthetic"], "synthetic", Progress(), resources)
     with pytest.raises(train.TrialFailed, match="surplus: not run, the study already had its 2 trials"):
         objective(late)
     study.tell(late, state=optuna.trial.TrialState.FAIL)
     trial = study.trials[late.number]
     assert trial.params == {} and "host" not in trial.user_attrs  # it drew nothing and ran nothing
-    frame = results.trials_frame(storage, {"synthetic": study.study_name})
+    frame = results.trials_frame(store, {"synthetic": study.study_name})
     assert frame["trial"].tolist() == [0, 1] and frame["state"].eq("COMPLETE").all()
-    assert len(search.budget(study.trials)) == 2
+    assert len(studies.budget(study.trials)) == 2
 
 
 def test_killing_run_with_workers_lets_them_finish_their_trial_keeps_the_folder_locked_then_resumes(write_config, capsys):

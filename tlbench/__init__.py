@@ -22,11 +22,13 @@ from tlbench.types import (
     frozen_groups,
 )
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 # The plugin API (hooks, records, tlbench.testing): (major, minor). The major number
 # changes when a hook or record changes incompatibly, the minor when one gains an
-# optional field or a hook is added. 1.1: Strategy.adapt and Adapted.
-PLUGIN_API = (1, 1)
+# optional field or a hook is added. 1.1: Strategy.adapt and Adapted. 1.2: a plugin
+# module may set TLBENCH_PLUGIN_API = (major, minor), the oldest API it works with;
+# an older tlbench then refuses it in one line instead of failing somewhere later.
+PLUGIN_API = (1, 2)
 PLUGIN_API_VERSION = PLUGIN_API[0]  # the major number alone, as in API 1.0
 
 hookimpl = pluggy.HookimplMarker("tlbench")

@@ -16,7 +16,6 @@ from tlbench import interrupts
 from tlbench.types import UserError
 
 FORMATS = ("rich", "markdown", "csv", "json")
-INTERRUPTED = (130, 143)  # exit codes after Ctrl-C (SIGINT) and SIGTERM
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -109,7 +108,7 @@ def _load(
     storage: str | None = None,
 ):
     """Config -> plugins -> checked plan. Every user mistake surfaces here as UserError."""
-    from tlbench import plugins, search
+    from tlbench import planning, plugins
     from tlbench.config import load_config, parse_config
     from tlbench.results import resolve_storage
 
@@ -126,14 +125,14 @@ def _load(
     bench = parse_config(data, "command line (--run/--n-trials/--storage)")
     host = plugins.make_plugin_manager(bench.plugins, base_dir=base_dir)
     _refuse_failures(host, verbose)
-    return search.plan(bench, plugins.collect(host), base_dir)
+    return planning.make_plan(bench, plugins.collect(host), base_dir)
 
 
 def cmd_validate(args) -> int:
-    from tlbench import results, search
+    from tlbench import planning, results
 
     plan = _load(args.config, verbose=args.verbose)
-    loaded = search.preflight(plan)
+    loaded = planning.preflight(plan)
     results.check_resumable(results.run_dir(plan.bench, plan.base_dir), plan.bench)  # what `run` would refuse
     sizes = ", ".join(
         f"{k} ({len(s.classes)} classes, {len(s.train)}/{len(s.val)}/{len(s.test)} train/val/test)" for k, s in loaded.items()
@@ -147,190 +146,58 @@ def cmd_validate(args) -> int:
 
 
 def cmd_run(args) -> int:
-    from tlbench import results, search
+    """Parse, call :func:`tlbench.benchmark.run_benchmark`, render what it returns."""
+    from tlbench import benchmark
+    from tlbench.progress import make_progress
 
     plan = _load(args.config, verbose=args.verbose, run_name=args.run_name, n_trials=args.n_trials, storage=args.storage)
-    splits = search.preflight(plan)
-    folder = results.run_dir(plan.bench, plan.base_dir)
-    results.check_resumable(folder, plan.bench)
-    shared = search.Shared(plan, splits)
-    # The run folder's own SQLite file is ours alone (the folder is locked): a RUNNING trial in it was killed.
-    # A shared storage may have other workers: their trials are watched by heartbeats instead.
-    alone = plan.bench.search.storage is None
-    url = results.storage_url(plan.bench.search.storage, folder)
-    heartbeat = None if alone else plan.bench.search.heartbeat
-    storage = None
-    if not alone:  # a shared storage: checked before the run folder is touched
-        storage = search.connect(url, heartbeat, plan.bench.search.retries)
-        _open_studies(plan, storage, alone)
-    with results.locked(folder) as lock:
-        results.claim(lock)  # every check that can refuse this run has passed (check_resumable covers study.db)
-        if storage is None:  # the run folder's own study.db
-            storage = search.connect(url)
-            _open_studies(plan, storage, alone)
-        _save_metadata(plan, folder, shared)
-        if args.workers > 1:
-            return _coordinate(args, plan, folder, storage, url, lock)
-        return _search(args, plan, splits, shared, folder, storage, alone)
-
-
-def _open_studies(plan, storage, alone: bool) -> None:
-    """Create or load each dataset's study: a study made from another config is refused here."""
-    from tlbench import search
-
-    for entry, _ in plan.datasets:
-        search.open_study(plan, entry.key, storage, alone=alone)
-
-
-def _save_metadata(plan, folder: Path, shared, keep: bool = False) -> None:
-    """config.yaml, run.json (studies by dataset) and environment.json (this machine's devices)."""
-    from tlbench import cost, results, search
-
-    studies = {entry.key: search.study_name(plan.bench, entry.key) for entry, _ in plan.datasets}
-    repeat_studies = {entry.key: search.repeats_study_name(plan.bench, entry.key) for entry, _ in plan.datasets}
-    devices = ", ".join(dict.fromkeys(cost.device_name(d) for d in shared.devices))
-    results.save_metadata(folder, plan.bench, plan.base_dir, studies, repeat_studies, devices, keep=keep)
-
-
-def _search(args, plan, splits, shared, folder, storage, recover: bool) -> int:
-    """Run the studies; whatever happens, write the tables (and on Ctrl-C the report too)."""
-    from tlbench import results, search
-    from tlbench.progress import make_progress
-
     status = _console(stderr=True)
-    status.print(f"run folder: {folder}", markup=False, highlight=False)
-    if len(shared.devices) > 1:
-        status.print(f"{len(shared.devices)} trials at a time, one per device", markup=False, highlight=False)
-    progress, write = make_progress(status), lambda: results.write_tables(folder)
-    interrupted = False
-    try:
-        search.run(plan, splits, storage, progress, on_trial=write, shared=shared, recover=recover)
-        if plan.bench.repeats:
-            summary = results.load_run(folder).summary
-            selected = {key: list(rows["trial"]) for key, rows in summary.groupby("dataset")}
-            search.run_repeats(plan, splits, storage, selected, progress, on_trial=write, shared=shared, recover=recover)
-    except KeyboardInterrupt:
-        interrupted = True  # Optuna has marked the running trial failed; our objective said why
-        if recover:
-            search.fail_interrupted(plan, storage)
-    finally:
-        run = results.write_tables(folder)
-        _show(run, args.format, _console())
-    return _finish(run, status, interrupts.exit_code() if interrupted else 0)
 
+    def started(folder: Path, devices: list) -> None:
+        workers = f"; {args.workers} worker processes" if args.workers > 1 else ""
+        status.print(f"run folder: {folder}{workers}", markup=False, highlight=False)
+        if len(devices) > 1 and args.workers == 1:
+            status.print(f"{len(devices)} trials at a time, one per device", markup=False, highlight=False)
 
-def _finish(run, status, code: int) -> int:
-    _write_report(run, status)
-    if code in INTERRUPTED:
+    progress = make_progress(status, name="run" if args.workers > 1 else None)
+    outcome = benchmark.run_benchmark(
+        plan, progress, workers=args.workers, config=args.config, verbose=args.verbose, on_start=started
+    )
+    _show(outcome.run, args.format, _console())
+    _write_report(outcome.run, status)
+    if outcome.worker_exit:  # the worker printed why; 2: a user error, anything else: a bug
+        status.print(f"a worker stopped with exit code {outcome.worker_exit}; finished trials are kept", markup=False, highlight=False)
+        return 2 if outcome.worker_exit == 2 else 1
+    if outcome.interrupted:
         status.print(f"interrupted ({interrupts.what()}): finished trials are kept; run the same command to go on", markup=False, highlight=False)
-    return code
-
-
-def _coordinate(args, plan, folder, storage, url: str, lock) -> int:
-    """``run --workers N``: set the studies up here, let N ``tlbench worker`` processes run
-    the trials (then the seed repeats), and write the tables and report from the storage."""
-    from tlbench import results, search
-    from tlbench.progress import make_progress
-
-    status = _console(stderr=True)
-    status.print(f"run folder: {folder}; {args.workers} worker processes", markup=False, highlight=False)
-    progress = make_progress(status, name="run")
-    alone = plan.bench.search.storage is None
-    for entry, _ in plan.datasets:  # create them (and enqueue recipes) once, before any worker starts
-        study = search.open_study(plan, entry.key, storage, alone=alone)
-        if alone:
-            search.recover_interrupted(study, storage, progress, entry.key, plan.bench.search.retries)
-    command = [sys.executable, "-m", "tlbench", "worker", str(args.config), "--run", plan.bench.run_name]
-    command += ["--storage", url, "--parent", str(os.getpid())]
-    command += ["--n-trials", str(args.n_trials)] if args.n_trials is not None else []
-    command += ["--verbose"] if args.verbose else []
-    code = _workers(command, args.workers, lock)
-    if code == 0 and plan.bench.repeats:
-        summary = results.load_run(folder).summary
-        selected = {key: list(rows["trial"]) for key, rows in summary.groupby("dataset")}
-        if search.enqueue_repeats(plan, storage, selected, progress, recover=alone):
-            code = _workers(command, args.workers, lock)
-    if code in INTERRUPTED and alone:
-        search.fail_interrupted(plan, storage)  # a trial Optuna had created but not started
-    run = results.write_tables(folder)
-    _show(run, args.format, _console())
-    if code not in (0, *INTERRUPTED):  # the worker printed why; 2: a user error, anything else: a bug
-        status.print(f"a worker stopped with exit code {code}; finished trials are kept", markup=False, highlight=False)
-        _write_report(run, status)
-        return 2 if code == 2 else 1
-    return _finish(run, status, code)
-
-
-def _workers(command: list[str], n: int, lock) -> int:
-    """Start ``n`` workers and wait for them; 0, 130/143 if interrupted, else the first failing exit code.
-
-    Each worker is in a session of its own, so Ctrl-C reaches this process only and is
-    passed on once; each holds the run folder's lock too (the inherited descriptor),
-    so the folder stays locked until the last one exits, even if this process is killed.
-    """
-    import signal
-    import subprocess
-    import time
-
-    from tlbench import interrupts
-
-    fds = () if lock is None else (lock.fileno(),)
-    procs = [
-        subprocess.Popen([*command, "--name", f"worker {i + 1}"], pass_fds=fds, start_new_session=True) for i in range(n)
-    ]
-    try:
-        while any(p.poll() is None for p in procs):
-            interrupts.check()  # a Ctrl-C whose KeyboardInterrupt Python dropped
-            time.sleep(0.2)
-        codes = [p.returncode for p in procs]
-    except KeyboardInterrupt:
-        for p in procs:
-            if p.poll() is None:
-                p.send_signal(interrupts.received())  # the signal this process got: SIGINT or SIGTERM
-        codes = [p.wait() for p in procs]
         return interrupts.exit_code()
-    failed = [c for c in codes if c != 0]
-    stopped = [c for c in failed if c in INTERRUPTED]
-    return stopped[0] if stopped else (failed[0] if failed else 0)
+    return 0
 
 
 def cmd_worker(args) -> int:
-    from tlbench import results, search
+    from tlbench import benchmark
     from tlbench.progress import make_progress
+    from tlbench.trial import WORKER
 
     plan = _load(args.config, verbose=args.verbose, run_name=args.run_name, n_trials=args.n_trials, storage=args.storage)
-    url = plan.bench.search.storage
-    if not url:
+    if not plan.bench.search.storage:
         raise UserError(
             "worker: no shared storage; pass --storage URL (e.g. postgresql://user@host/db) or set search.storage, "
             "the same for every worker and for `tlbench run`"
         )
-    splits = search.preflight(plan)
-    shared = search.Shared(plan, splits)
-    storage = search.connect(url, heartbeat=plan.bench.search.heartbeat, retries=plan.bench.search.retries)
-    if args.parent is None:  # a worker on its own machine: a run folder here too, for `tlbench report`
-        try:
-            _save_metadata(plan, results.run_dir(plan.bench, plan.base_dir), shared, keep=True)
-        except (UserError, OSError) as exc:  # a worker needs only the storage
-            print(f"tlbench: warning: no run folder on this machine ({exc})", file=sys.stderr)
     status = _console(stderr=True)
-    name = args.name or search.WORKER
-    progress = make_progress(status, name=name if args.parent or args.name else None)
-    ran = []
+    name = args.name or WORKER
 
     def should_stop() -> bool:  # `run --workers` was killed: finish this trial, then stop
         return args.parent is not None and os.getppid() != args.parent
 
-    def count() -> None:
-        ran.append(1)
-
-    try:
-        search.run(plan, splits, storage, progress, on_trial=count, shared=shared, should_stop=should_stop)
-        search.work_repeats(plan, splits, storage, progress, on_trial=count, shared=shared, should_stop=should_stop)
+    progress = make_progress(status, name=name if args.parent or args.name else None)
+    try:  # a worker on its own machine (no --parent) keeps a run folder here too, for `tlbench report`
+        ran = benchmark.work(plan, progress, should_stop, run_folder=args.parent is None)
     except KeyboardInterrupt:
         status.print(f"{name}: interrupted ({interrupts.what()}); its trial is recorded as interrupted", markup=False, highlight=False)
         return interrupts.exit_code()
-    status.print(f"{name}: done, {len(ran)} trials run here", markup=False, highlight=False)
+    status.print(f"{name}: done, {ran} trials run here", markup=False, highlight=False)
     return 0
 
 
@@ -361,13 +228,13 @@ def cmd_plot(args) -> int:
 
 
 def cmd_compare(args) -> int:
-    from tlbench import report, results
+    from tlbench import report, results, tables
 
     if len(args.run_dirs) < 2:
         raise UserError("compare: give two or more run folders (results/<benchmark>/<run>)")
     runs = [results.load_run(folder) for folder in args.run_dirs]
-    flags = results.environment_flags(runs)
-    report.render_compare(results.compare_frame(runs), [str(r.path) for r in runs], flags, args.format, _console())
+    flags = tables.environment_flags(runs)
+    report.render_compare(tables.compare_frame(runs), [str(r.path) for r in runs], flags, args.format, _console())
     for flag in flags if args.format in ("csv", "json") else []:
         print(f"tlbench: warning: {flag}", file=sys.stderr)
     return 0
@@ -447,6 +314,10 @@ def _refuse_failures(host, verbose: bool) -> None:
 
 
 def _failure_text(error: BaseException) -> str:
+    from tlbench.plugins import PluginAPIError
+
+    if isinstance(error, PluginAPIError):
+        return str(error)
     if isinstance(error, SystemExit):
         return f"it called sys.exit({error.code!r}) while being imported"
     return f"{type(error).__name__}: {error}"

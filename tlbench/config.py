@@ -1,7 +1,7 @@
 """The benchmarks.yaml schema, and turning its mistakes into one-line messages.
 
 Names (datasets, backbones, strategies) are checked against the loaded plugins
-later, in :mod:`tlbench.search`; this module checks shape and types only.
+later, in :mod:`tlbench.planning`; this module checks shape and types only.
 """
 
 from __future__ import annotations
@@ -14,14 +14,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, ValidationError, ValidationInfo, field_validator, model_validator
 
 from tlbench.types import UserError
 
-# A searchable value: fixed (3, 0.01, "x"), a range [low, high], {"low", "high", "log"}, or {"choices": [...]}.
+# A searched value (tlbench.space.parse): fixed (3, 0.01, "x"), a range {low, high, log, step} (short: [0.1, 1.0]),
+# or {choices: [...]} (short: a list of other than two values).
 Spec = int | float | str | bool | list | dict
 
-MAX_SEED = 2**32 - 1  # numpy's seeds end here; seeds derived from it wrap around (search.derived_seed)
+MAX_SEED = 2**32 - 1  # numpy's seeds end here; seeds derived from it wrap around (studies.derived_seed)
 _SLUG = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 _DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 
@@ -120,6 +121,24 @@ class TrainingConfig(_Strict):
     compile: bool = False  # torch.compile each phase's model (worth it on GPU for long trials)
     cache: CacheConfig = CacheConfig()
 
+    @field_validator("batch_size", "weight_decay")
+    @classmethod
+    def _searched(cls, value: Spec, info: ValidationInfo) -> Spec:
+        from tlbench import space
+
+        try:
+            space.parse(value, strict=True)
+        except UserError as exc:
+            raise ValueError(str(exc)) from exc
+        if info.field_name == "batch_size":
+            sizes = space.values_of(value)
+            bad = next((v for v in sizes if not isinstance(v, int) or isinstance(v, bool) or v < 2), None)
+            if bad is not None:
+                raise ValueError(
+                    f"batch size {bad!r}: give whole numbers of 2 or more (batch norm cannot train on one example per step)"
+                )
+        return value  # as written: the fingerprint hashes what the user wrote
+
     @field_validator("device")
     @classmethod
     def _devices(cls, value: str | list[str]) -> str | list[str]:
@@ -186,7 +205,7 @@ def read_yaml(path: Path) -> Any:
         raise UserError(f"{path}: larger than {MAX_CONFIG_BYTES // 1000} KB; a benchmark config is a small YAML file")
     text = _decode(raw, path)
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -196,6 +215,24 @@ def read_yaml(path: Path) -> Any:
         raise UserError(f"{path}: nested too deeply (more than {MAX_DEPTH} levels); a config is a few levels deep") from exc
     check_bounded(data, str(path))
     return data
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.safe_load``, except that a key given twice in one mapping is an error:
+    PyYAML keeps the last one silently, so ``lr_head`` written twice ran with a value
+    the user may not have meant."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if isinstance(key, (str, int, float, bool)) and key in seen:
+                mark = key_node.start_mark
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"{key!r} appears twice in one mapping; keep one (YAML would silently use the last)", mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
 
 
 def _decode(raw: bytes, path: Path) -> str:

@@ -16,7 +16,7 @@ import importlib.util
 import os
 import re
 import sys
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -25,6 +25,7 @@ from typing import Any
 import pluggy
 
 from tlbench import hookspecs
+from tlbench.contract import record_problem
 from tlbench.types import Backbone, Dataset, Strategy, UserError
 
 ENTRY_POINT_GROUP = "tlbench"
@@ -104,9 +105,31 @@ def validation_problem(exc: pluggy.PluginValidationError) -> str:
     return re.sub(r"^Plugin '[^']*' ", "", text)
 
 
+class PluginAPIError(Exception):
+    """A plugin needs a newer plugin API than this tlbench provides."""
+
+
+def api_problem(needed: Any) -> str | None:
+    """Why a plugin that declares ``TLBENCH_PLUGIN_API = (major, minor)`` (the oldest API
+    it works with) cannot load here, or None. Same major, and a minor no newer than ours."""
+    from tlbench import PLUGIN_API
+
+    if needed is None:
+        return None
+    if not (isinstance(needed, tuple) and len(needed) == 2 and all(isinstance(v, int) for v in needed)):
+        return f"TLBENCH_PLUGIN_API must be a (major, minor) tuple such as {PLUGIN_API}, got {needed!r}"
+    if needed[0] != PLUGIN_API[0] or needed[1] > PLUGIN_API[1]:
+        have = ".".join(map(str, PLUGIN_API))
+        return f"it needs plugin API {needed[0]}.{needed[1]}, this tlbench provides {have}; upgrade tlbench (pip install -U tlbench)"
+    return None
+
+
 def _register(host: PluginHost, importer, name: str, origin: str, version: str) -> None:
     try:
         module = importer()
+        problem = api_problem(getattr(module, "TLBENCH_PLUGIN_API", None))
+        if problem:
+            raise PluginAPIError(problem)
         host.pm.register(module, name=name)
     except pluggy.PluginValidationError as exc:
         raise UserError(f"plugin {name}: {validation_problem(exc)}") from exc
@@ -137,10 +160,10 @@ def _load_path(host: PluginHost, path: Path) -> None:
     else:
         raise UserError(f"plugins: {path} is not a .py file or a folder; fix the path under 'plugins:'")
     for file in files:
-        _register(host, lambda f=file: _import_file(f), str(file), "path", "")
+        _register(host, lambda f=file: import_file(f), str(file), "path", "")
 
 
-def _import_file(path: Path) -> ModuleType:
+def import_file(path: Path) -> ModuleType:
     modname = "tlbench_local_plugin_" + hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:12]
     spec = importlib.util.spec_from_file_location(modname, path)
     assert spec is not None and spec.loader is not None
@@ -238,12 +261,13 @@ def collect(host: PluginHost) -> Registry:
     for hook_name, record_type in HOOKS.items():
         hook = getattr(host.pm.hook, hook_name)
         for impl in reversed(hook.get_hookimpls()):  # registration order
-            for record in _call(impl, hook_name, record_type):
+            for record in hook_records(impl, hook_name, record_type):
                 _add(registry, record, impl.plugin_name)
     return registry
 
 
-def _call(impl, hook_name: str, record_type: type) -> list:
+def hook_records(impl, hook_name: str, record_type: type) -> list:
+    """Call one plugin's hook implementation; its records, each checked (UserError naming the plugin)."""
     try:
         records = list(impl.function() or ())
     except UserError:
@@ -256,38 +280,10 @@ def _call(impl, hook_name: str, record_type: type) -> list:
                 f"plugin {impl.plugin_name}: {hook_name}() yielded {type(record).__name__}, "
                 f"expected tlbench.types.{record_type.__name__}"
             )
-        if not isinstance(record.name, str) or not record.name or ":" in record.name:
-            raise UserError(f"plugin {impl.plugin_name}: {record_type.__name__} name {record.name!r} must be a non-empty string without ':'")
         problem = record_problem(record)
         if problem:
             raise UserError(f"plugin {impl.plugin_name}: {record_type.__name__.lower()} '{record.name}': {problem}")
     return records
-
-
-_CALLABLE, _OPTIONAL_CALLABLE = "a function", "a function or None"
-FIELD_KINDS = {  # record type -> field -> what it must be (the dataclasses cannot check)
-    Backbone: {"build": _CALLABLE, "description": str, "family": bool, "known": _OPTIONAL_CALLABLE, "names": _OPTIONAL_CALLABLE},
-    Dataset: {"load": _CALLABLE, "options": Mapping, "description": str},
-    Strategy: {
-        "suggest": _CALLABLE, "phases": _CALLABLE, "options": Mapping, "description": str, "adapt": _OPTIONAL_CALLABLE,
-    },
-}  # fmt: skip
-
-
-def record_problem(record: Any) -> str | None:
-    """What is wrong with a record's fields, or None: 'build must be a function, got str'."""
-    for name, kind in FIELD_KINDS[type(record)].items():
-        value = getattr(record, name)
-        if kind is _CALLABLE:
-            ok = callable(value)
-        elif kind is _OPTIONAL_CALLABLE:
-            ok = value is None or callable(value)
-        else:
-            ok = isinstance(value, kind)
-        if not ok:
-            expected = kind if isinstance(kind, str) else f"a {kind.__name__}"
-            return f"{name} must be {expected}, got {type(value).__name__}"
-    return None
 
 
 def _add(registry: Registry, record: Any, plugin: str) -> None:

@@ -7,26 +7,44 @@ import threading
 import optuna
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
+from rich.progress import Progress as Bars
 
-from tlbench.search import Progress as ProgressBase
+from tlbench.record import TrialRecord
+
+
+class Progress:
+    """What a running benchmark tells the user; the CLI passes a rich or a plain-text one.
+
+    With several devices, trials run in parallel threads: implementations must
+    be thread-safe and tell trials apart by number. Every method may be left out.
+    """
+
+    def study_started(self, dataset: str, done: int, total: int | None) -> None: ...
+    def trial_started(self, number: int, summary: str, epochs: int) -> None: ...
+    def epoch_done(self, number: int, epoch: int, val_accuracy: float) -> None: ...
+    def trial_finished(self, trial: optuna.trial.FrozenTrial) -> None: ...
+    def trial_recovered(self, dataset: str, number: int, retried: bool) -> None: ...
+    def study_finished(self, dataset: str) -> None: ...
 
 
 def outcome(trial: optuna.trial.FrozenTrial) -> str:
     """'COMPLETE val 0.812 test 0.800 in 12.3 s' or the failure or pruning reason."""
     seconds = trial.duration.total_seconds() if trial.duration else 0.0
     state = trial.state.name
+    record = TrialRecord.from_trial(trial)
     if state == "COMPLETE":
-        return f"val {trial.value:.3f} (test {trial.user_attrs.get('test_accuracy', float('nan')):.3f}) in {seconds:.1f} s"
+        test = record.test_accuracy if record.test_accuracy is not None else float("nan")
+        return f"val {trial.value:.3f} (test {test:.3f}) in {seconds:.1f} s"
     if state == "FAIL":
-        return f"FAILED: {trial.user_attrs.get('fail_reason', 'see -v')}"
+        return f"FAILED: {record.fail_reason or 'see -v'}"
     if state == "PRUNED":
         last = list(trial.intermediate_values.values())[-1:] or [float("nan")]
         return f"pruned after epoch {len(trial.intermediate_values)} (val {last[0]:.3f})"
     return state
 
 
-class PlainProgress(ProgressBase):
+class PlainProgress(Progress):
     """One line per event, for logs and pipes."""
 
     def __init__(self, console: Console, name: str | None = None):
@@ -62,11 +80,11 @@ class PlainProgress(ProgressBase):
         self._say("study done")
 
 
-class RichProgress(ProgressBase):
+class RichProgress(Progress):
     """Live bars for trials and epochs, and a line per finished trial."""
 
     def __init__(self, console: Console):
-        self.bars = Progress(
+        self.bars = Bars(
             TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console
         )
         self.console = console
@@ -105,6 +123,6 @@ class RichProgress(ProgressBase):
             self.bars.remove_task(task.id)
 
 
-def make_progress(console: Console, name: str | None = None) -> ProgressBase:
+def make_progress(console: Console, name: str | None = None) -> Progress:
     """Live bars on a terminal, plain lines otherwise or for a named worker (several share the terminal)."""
     return RichProgress(console) if console.is_terminal and name is None else PlainProgress(console, name)

@@ -15,7 +15,8 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from tlbench.results import Run, out_of_retries, write_atomic
+from tlbench.results import Run, write_atomic
+from tlbench.tables import out_of_retries
 
 
 def human_count(n: float) -> str:
@@ -111,24 +112,19 @@ def notes(run: Run) -> list[str]:
 
 
 def cache_notes(trials: pd.DataFrame) -> list[str]:
-    """Whether trials trained on cached outputs of their frozen layers, and why not."""
-    used = trials["feature_cache"].dropna().astype(str)
-    if used.empty:
+    """Whether trials trained on cached outputs of their frozen layers, and why not
+    (from each trial record's cache uses, summed up as ``cache_kind``)."""
+    kinds = trials["cache_kind"].dropna().astype(str)
+    if kinds.empty:
         return []
-    if used.str.contains("off (augmentation)", regex=False).any():
+    if (kinds == "off: augmentation").any():
         return ["Feature cache off: training.augment gives new inputs every epoch, so frozen layers are recomputed"]
-    phases = used.str.split("; ")
-    layers = phases.map(lambda ps: any(_cached(p) and not p.endswith(" at input") for p in ps))
-    inputs = phases.map(lambda ps: all(_cached(p) for p in ps)) & ~layers
-    parts = [f"{layers.sum()} of {len(used)} completed trials trained on frozen-layer outputs computed once"] * bool(layers.any())
-    parts += [f"{inputs.sum()} on decoded images kept in memory"] * bool(inputs.any())
+    layers, inputs = int((kinds == "layers").sum()), int((kinds == "inputs").sum())
+    parts = [f"{layers} of {len(kinds)} completed trials trained on frozen-layer outputs computed once"] * bool(layers)
+    parts += [f"{inputs} on decoded images kept in memory"] * bool(inputs)
     if not parts:
         return []
     return [f"Feature cache: {', '.join(parts)} (same results; Train GFLOPs count the frozen layers once)"]
-
-
-def _cached(phase: str) -> bool:
-    return any(f"{where} at " in phase for where in ("extracted", "memory", "disk"))
 
 
 def _pick(columns: list[Column], width: int) -> list[Column]:

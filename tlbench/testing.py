@@ -37,7 +37,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from tlbench.types import Backbone, BackboneRequest, BuiltBackbone, Dataset, DatasetRequest, DatasetSplits, Phase, Split, Strategy, UserError
+from tlbench.types import Backbone, BackboneRequest, BuiltBackbone, Dataset, DatasetRequest, DatasetSplits, Strategy, UserError
 
 __all__ = ["ConformanceError", "check_backbone", "check_dataset", "check_plugin", "check_strategy", "records"]
 
@@ -63,7 +63,7 @@ def _call(plugin: str, what: str, fn):
 
 def _check_record(record: Any, options: Mapping[str, Any] | None, plugin: str, label: str) -> None:
     """The record's field types, and config options it does not declare."""
-    from tlbench.plugins import record_problem
+    from tlbench.contract import record_problem
 
     problem = record_problem(record)
     if problem:
@@ -91,10 +91,13 @@ def records(plugin: str | ModuleType) -> tuple[str, list[Any]]:
     if isinstance(plugin, ModuleType):
         module, name = plugin, plugin.__name__
     elif str(plugin).endswith(".py"):
-        module, name = plugins._import_file(Path(plugin)), str(plugin)
+        module, name = plugins.import_file(Path(plugin)), str(plugin)
     else:
         eps = [ep for ep in importlib.metadata.entry_points(group=plugins.ENTRY_POINT_GROUP) if ep.name == plugin]
         module, name = (eps[0].load(), plugin) if eps else (importlib.import_module(plugin), plugin)
+    problem = plugins.api_problem(getattr(module, "TLBENCH_PLUGIN_API", None))
+    if problem:
+        raise ConformanceError(f"plugin {name}: {problem}")
     pm = pluggy.PluginManager(plugins.ENTRY_POINT_GROUP)
     pm.add_hookspecs(hookspecs)
     try:
@@ -106,7 +109,7 @@ def records(plugin: str | ModuleType) -> tuple[str, list[Any]]:
     for hook_name, record_type in plugins.HOOKS.items():
         for impl in getattr(pm.hook, hook_name).get_hookimpls():
             try:
-                found += plugins._call(impl, hook_name, record_type)
+                found += plugins.hook_records(impl, hook_name, record_type)
             except UserError as exc:
                 raise ConformanceError(str(exc)) from exc
     if not found:
@@ -170,7 +173,7 @@ def check_backbone(
     """Build ``record`` (``model``: the model name, for a family) and check the result."""
     import torch
 
-    from tlbench import search
+    from tlbench import contract
 
     label = f"backbone '{record.name}:{model}'" if record.family else f"backbone '{record.name}'"
     _check_record(record, None, plugin, label)
@@ -178,11 +181,9 @@ def check_backbone(
         raise _fail(plugin, label, f"known('{model}') is False for a model it is asked to build")
     request = BackboneRequest(model=model or record.name, num_classes=num_classes, pretrained=pretrained, weights=weights)
     built = _call(plugin, f"{label}: build()", lambda: record.build(request))
-    problem = search.built_problem(built)
+    problem = contract.built_problem(built)
     if problem:
         raise _fail(plugin, f"{label}: build()", problem)
-    if not built.groups or any(not group for group in built.groups):
-        raise _fail(plugin, label, "groups must be a non-empty sequence of non-empty groups of parameter names")
     size = resolution or built.data_config.input_size
     model_ = built.model.eval()
     x = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(0))
@@ -235,7 +236,7 @@ def _check_gradients(built: BuiltBackbone, x, frozen: int, plugin: str, label: s
     from tlbench import train
 
     model = built.model.train()
-    trainable = train._set_trainable(model, built, frozen)  # freezing as training does it
+    trainable = train.set_trainable(model, built, frozen)  # freezing as training does it
     params = dict(model.named_parameters())
     for p in params.values():
         p.grad = None
@@ -273,6 +274,8 @@ def check_dataset(
     the (train, val, test) sizes the dataset declares, if it does."""
     from PIL import Image
 
+    from tlbench import contract
+
     label = f"dataset '{record.name}'"
     _check_record(record, options, plugin, label)
 
@@ -280,31 +283,15 @@ def check_dataset(
         return record.load(DatasetRequest(options=dict(options or {}), seed=seed, base_dir=Path(base_dir)))
 
     splits = _call(plugin, f"{label}: load()", load)
-    if not isinstance(splits, DatasetSplits):
-        raise _fail(plugin, f"{label}: load()", f"returned {type(splits).__name__}, expected tlbench.types.DatasetSplits")
-    classes = splits.classes
-    if not isinstance(classes, tuple) or len(classes) < 2 or len(set(classes)) != len(classes) or not all(isinstance(c, str) for c in classes):
-        raise _fail(plugin, label, f"classes must be a tuple of 2 or more distinct names, got {classes!r}")
-    seen: dict[str, str] = {}
+    problem = contract.splits_problem(splits)
+    if problem:
+        raise _fail(plugin, label, problem)
     for name in ("train", "val", "test"):
         split = getattr(splits, name)
-        if not isinstance(split, Split) or len(split) == 0:
-            raise _fail(plugin, label, f"the {name} split must be a non-empty tlbench.types.Split")
-        bad = [y for y in split.labels if not isinstance(y, int) or not 0 <= y < len(classes)]
-        if bad:
-            raise _fail(plugin, label, f"the {name} split has label {bad[0]!r}; labels index classes: 0..{len(classes) - 1}")
-        if len(set(split.ids)) != len(split.ids):
-            raise _fail(plugin, label, f"the {name} split lists an example id twice")
-        for example in split.ids:
-            if seen.setdefault(example, name) != name:
-                raise _fail(plugin, label, f"example {example} is in both the {seen[example]} and the {name} split: splits must be disjoint")
         for i in {0, len(split) - 1}:
-            image = _call(plugin, f"{label}: {name}.load({i})", lambda i=i: split.load(i))
+            image = _call(plugin, f"{label}: {name}.load({i})", lambda i=i, split=split: split.load(i))
             if not isinstance(image, Image.Image):
                 raise _fail(plugin, label, f"{name}.load({i}) returned {type(image).__name__}, expected a PIL image")
-    missing = sorted(set(range(len(classes))) - set(splits.train.labels))
-    if missing:
-        raise _fail(plugin, label, f"class {classes[missing[0]]!r} has no training example")
     if sizes is not None and tuple(sizes) != (len(splits.train), len(splits.val), len(splits.test)):
         raise _fail(plugin, label, f"splits have {len(splits.train)}/{len(splits.val)}/{len(splits.test)} examples, declared {tuple(sizes)}")
     again = load()
@@ -325,11 +312,10 @@ def check_strategy(
     plugin: str = "?",
 ) -> None:
     """Sample ``record``'s search space and check the phases (and ``adapt``) it gives."""
-    import json
-
     import optuna
 
-    from tlbench import search
+    from tlbench import contract
+    from tlbench.space import TrialSpace
 
     label = f"strategy '{record.name}'"
     _check_record(record, options, plugin, label)
@@ -338,56 +324,35 @@ def check_strategy(
     drawn = []
     for i in range(samples):
         study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=i))
-        space = search.Space(study.ask(), "", label)
+        space = TrialSpace(study.ask(), "", label)
         params = _call(plugin, f"{label}: suggest()", lambda: record.suggest(space, merged))
-        if not isinstance(params, Mapping):
-            raise _fail(plugin, f"{label}: suggest()", f"returned {type(params).__name__}, expected a dict of parameters")
-        try:
-            json.dumps(dict(params))
-        except TypeError as exc:
-            raise _fail(plugin, f"{label}: suggest()", f"parameters must be JSON values (they are stored with the trial): {exc}") from exc
+        problem = contract.suggest_problem(params)
+        if problem:
+            raise _fail(plugin, f"{label}: suggest()", problem)
         drawn.append(params)
         for n in n_groups:
             phases = _call(plugin, f"{label}: phases(params, {n})", lambda: list(record.phases(params, n)))
-            _check_phase_list(phases, n, plugin, label)
+            problem = contract.phases_problem(phases, n)
+            if problem:
+                raise _fail(plugin, f"{label}: phases(params, {n})", problem)
             if list(record.phases(params, n)) != phases:
                 raise _fail(plugin, label, "phases() gave different phases for the same parameters")
     if record.adapt is not None:
         _check_adapt(record, drawn[0], plugin, label)
 
 
-def _check_phase_list(phases: list, n: int, plugin: str, label: str) -> None:
-    if not phases or not any(isinstance(p, Phase) and p.epochs > 0 for p in phases):
-        raise _fail(plugin, label, f"phases(params, {n}) must give tlbench.types.Phase records, one with epochs > 0")
-    for p in phases:
-        if not isinstance(p, Phase):
-            raise _fail(plugin, label, f"phases() gave {type(p).__name__}, expected tlbench.types.Phase")
-        if not isinstance(p.name, str) or not p.name:
-            raise _fail(plugin, label, f"a phase needs a name, got {p.name!r}")
-        if not isinstance(p.epochs, int) or p.epochs < 0:
-            raise _fail(plugin, label, f"phase {p.name}: epochs must be a whole number >= 0, got {p.epochs!r}")
-        if not isinstance(p.frozen_groups, int) or not 0 <= p.frozen_groups <= n:
-            raise _fail(plugin, label, f"phase {p.name}: frozen_groups must be 0..{n} for a backbone of {n} groups, got {p.frozen_groups!r}")
-        for lr in (p.lr_backbone, p.lr_head):
-            if not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr < 0:
-                raise _fail(plugin, label, f"phase {p.name}: learning rates must be finite and >= 0, got {lr!r}")
-
-
 def _check_adapt(record: Strategy, params: Mapping[str, Any], plugin: str, label: str) -> None:
-    from tlbench import search, train
+    from tlbench import planning, train
     from tlbench.builtins.backbones import build_timm
 
     built = build_timm(BackboneRequest(model="test_resnet", num_classes=3, pretrained=False))
-    planned = search.PlannedStrategy(entry=None, record=record, options={}, searched=(), plugin=plugin)
     try:
-        adapted = search.adapt(planned, built, params)
+        adapted = planning.adapt(record, built, params, plugin)
     except UserError as exc:
         raise ConformanceError(f"{exc} (on timm's test_resnet)") from exc
     head = set(adapted.built.head)
-    if head & set(adapted.trainable):
-        raise _fail(plugin, label, "adapt(): trainable should not repeat head parameters (the head always trains)")
     n = len(adapted.built.groups)
-    trainable = train._set_trainable(adapted.built.model, adapted.built, n, adapted.trainable)
+    trainable = train.set_trainable(adapted.built.model, adapted.built, n, adapted.trainable)
     if trainable != head | set(adapted.trainable):
         raise _fail(plugin, label, "adapt(): with every group frozen, more than the head and trainable would train")
 

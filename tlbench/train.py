@@ -18,12 +18,18 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from tlbench import cost, features, images, interrupts
-from tlbench.types import BuiltBackbone, DataConfig, DatasetSplits, Phase, Split, UserError
+from tlbench import cost, features, interrupts
+from tlbench.pipeline import ImageSplit, Loader, make_transforms
+from tlbench.types import BuiltBackbone, DatasetSplits, Phase, UserError
 
 
 class TrialFailed(Exception):
-    """The trial cannot go on (NaN loss, out of memory); the study continues."""
+    """The trial cannot go on (NaN loss, out of memory); the study continues.
+    ``kind``: a :class:`tlbench.record.Failure` kind ("diverged", "error", ...)."""
+
+    def __init__(self, message: str, kind: str = "error"):
+        super().__init__(message)
+        self.kind = kind
 
 
 @dataclass(frozen=True)
@@ -48,7 +54,12 @@ class FitResult:
     train_flops: float  # measured train-step FLOPs per image x images trained on, summed over phases
     trainable_params: int  # parameters updated in at least one phase
     precision: str  # "fp32", "bf16" or "fp16"
-    feature_cache: str = "off"  # per phase: where its inputs came from (see _phase_data)
+    cache: tuple[features.CacheUse, ...] = ()  # per phase: where its inputs came from (see _phase_data)
+
+    @property
+    def feature_cache(self) -> str:
+        """The cache uses as text: 'head: extracted at global_pool; ...'."""
+        return "; ".join(map(str, self.cache)) or "off"
 
     @property
     def val_accuracy(self) -> float:
@@ -99,63 +110,12 @@ def precision_name(dtype: torch.dtype | None) -> str:
     return {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[dtype]
 
 
-def make_transforms(dc: DataConfig, resolution: int, augment: bool):
-    """(train, eval) transforms: PIL image -> normalized float tensor [3, H, W]."""
-    from torchvision import transforms as T
-
-    interp = T.InterpolationMode(dc.interpolation if dc.interpolation in ("bilinear", "bicubic", "nearest") else "bilinear")
-    tail = [T.ToTensor(), T.Normalize(dc.mean, dc.std)]
-    eval_tf = T.Compose([T.Resize(int(math.floor(resolution / dc.crop_pct)), interp), T.CenterCrop(resolution), *tail])
-    if not augment:
-        return eval_tf, eval_tf
-    train_tf = T.Compose([T.RandomResizedCrop(resolution, interpolation=interp), T.RandomHorizontalFlip(), *tail])
-    return train_tf, eval_tf
 
 
-class ImageSplit(torch.utils.data.Dataset):
-    """A Split as (tensor, label) pairs; every image becomes 8-bit RGB by its mode's
-    meaning (:func:`tlbench.images.to_rgb`: 16-bit and float scaled, alpha over white)."""
-
-    def __init__(self, split: Split, transform):
-        self.split, self.transform = split, transform
-
-    def __len__(self) -> int:
-        return len(self.split)
-
-    def __getitem__(self, i: int):
-        image = self.split.load(i)
-        try:
-            rgb = images.to_rgb(image)
-        except ValueError as exc:
-            raise UserError(f"example {self.split.ids[i]}: {exc}") from exc
-        return self.transform(rgb), self.split.labels[i]
 
 
-class Loader(DataLoader):
-    """A DataLoader whose worker processes report a user error as the one line it is.
-
-    With ``num_workers > 0`` PyTorch re-raises an exception from a worker as the same
-    type with the worker's whole traceback as its message; a damaged image would be a
-    30-line error. The original message is its last line.
-    """
-
-    def __iter__(self):
-        batches = super().__iter__()
-        while True:
-            try:
-                batch = next(batches)
-            except StopIteration:
-                return
-            except UserError as exc:
-                raise UserError(_worker_message(str(exc))) from None
-            yield batch
 
 
-def _worker_message(text: str) -> str:
-    if "Original Traceback" not in text:
-        return text
-    last = [line for line in text.strip().splitlines() if line.strip()][-1]
-    return last.partition("UserError: ")[2] or last
 
 
 class EpochOrder(torch.utils.data.Sampler):
@@ -197,12 +157,12 @@ def fit(
     run = _Run(model, settings, dtype, _Images(splits, train_tf, eval_tf, settings, order), len(splits.train), on_epoch)
     updated: set[str] = set()
     for phase in active:
-        trainable = _set_trainable(model, built, phase.frozen_groups, always)
+        trainable = set_trainable(model, built, phase.frozen_groups, always)
         updated |= trainable
         finder = features.find_cut if settings.cache is None else settings.cache.find_cut
         cut, _ = finder(model, trainable, settings.resolution, settings.device)
-        data, source, extraction = _phase_data(model, cut, splits, run.images, eval_tf, settings, dtype, order)
-        run.sources.append(f"{phase.name}: {source}")
+        data, use, extraction = _phase_data(model, cut, splits, run.images, eval_tf, settings, dtype, order, phase.name)
+        run.sources.append(use)
         run.seconds += extraction
         run.phase(phase, _optimizer(model, built, trainable, phase, settings.weight_decay), cut, data, last=phase is active[-1])
     return FitResult(
@@ -212,7 +172,7 @@ def fit(
         train_flops=run.flops,
         trainable_params=cost.count_params(model, updated),
         precision=precision_name(dtype),
-        feature_cache="; ".join(run.sources),
+        cache=tuple(run.sources),
     )
 
 
@@ -226,7 +186,7 @@ class _Run:
         self.curve: list[float] = []
         self.test: list[bool] = []
         self.seconds = self.flops = 0.0
-        self.sources: list[str] = []
+        self.sources: list[features.CacheUse] = []
 
     def phase(self, phase: Phase, optimizer, cut: features.Cut, data: _Data, last: bool) -> None:
         s, device, dtype = self.settings, self.settings.device, self.dtype
@@ -324,15 +284,15 @@ class _Cached(_Data):
         return cost.train_step_flops(model, resolution, device, example=example)
 
 
-def _phase_data(model, cut, splits, images, eval_tf, settings: TrainSettings, dtype, order) -> tuple[_Data, str, float]:
+def _phase_data(model, cut, splits, images, eval_tf, settings: TrainSettings, dtype, order, phase: str):
     """(data for the phase, where it came from, seconds spent extracting features).
 
     The source is "memory" / "disk" (cache hits), "extracted" (computed now and
-    cached), or "off (<reason>)".
+    cached), or "off" with the reason.
     """
     reason = _cache_off(cut, splits, settings)
     if reason:
-        return images, f"off ({reason})", 0.0
+        return images, features.CacheUse(phase, "off", reason=reason), 0.0
     key = features.cache_key(model, cut, settings.data_key, repr(eval_tf), precision_name(dtype), settings.device)
     cached, where = settings.cache.get(key)
     seconds = 0.0
@@ -340,7 +300,7 @@ def _phase_data(model, cut, splits, images, eval_tf, settings: TrainSettings, dt
         cached = _extract_splits(model, cut, splits, eval_tf, settings, dtype)
         settings.cache.put(key, cached)
         where, seconds = "extracted", cached.seconds
-    return _Cached(cached, splits, settings, order), f"{where} at {cut.name}", seconds
+    return _Cached(cached, splits, settings, order), features.CacheUse(phase, where, at=cut.name), seconds
 
 
 def _cache_off(cut: features.Cut, splits: DatasetSplits, settings: TrainSettings) -> str:
@@ -400,7 +360,7 @@ def _is_channels_last(x: torch.Tensor) -> bool:
     return x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
 
 
-def _set_trainable(model: nn.Module, built: BuiltBackbone, frozen: int, always: Collection[str] = ()) -> set[str]:
+def set_trainable(model: nn.Module, built: BuiltBackbone, frozen: int, always: Collection[str] = ()) -> set[str]:
     """Freeze the first ``frozen`` groups; the other groups, the head and the ``always``
     parameters (a strategy's adapters, see tlbench.types.Adapted) train."""
     frozen = max(0, min(frozen, len(built.groups)))
@@ -475,7 +435,8 @@ def _check_loss(bad: torch.Tensor, phase: Phase) -> None:
     if value != 0:
         raise TrialFailed(
             f"loss became {value} in phase {phase.name} "
-            f"(lr_backbone={phase.lr_backbone:.3g}, lr_head={phase.lr_head:.3g}); the learning rate is likely too high"
+            f"(lr_backbone={phase.lr_backbone:.3g}, lr_head={phase.lr_head:.3g}); the learning rate is likely too high",
+            kind="diverged",
         )
 
 

@@ -7,6 +7,8 @@ from tlbench.types import Backbone, Dataset
 
 from tlbench_offline import data, weights
 
+TLBENCH_PLUGIN_API = (1, 0)  # the oldest tlbench plugin API this plugin works with
+
 
 @tlbench.hookimpl
 def tlbench_backbones():

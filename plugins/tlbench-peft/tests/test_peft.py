@@ -44,7 +44,7 @@ def _train_one_step(built, trainable: set[str]) -> set[str]:
     from tlbench import train
 
     before = copy.deepcopy(built.model.state_dict())
-    train._set_trainable(built.model, built, len(built.groups), trainable)
+    train.set_trainable(built.model, built, len(built.groups), trainable)
     assert {n for n, p in built.model.named_parameters() if p.requires_grad} == set(built.head) | trainable
     params = [p for p in built.model.parameters() if p.requires_grad]
     optimizer = torch.optim.SGD(params, lr=0.1)

@@ -28,6 +28,8 @@ from torch import nn
 from tlbench import hookimpl
 from tlbench.types import Adapted, BuiltBackbone, Phase, Strategy, UserError
 
+TLBENCH_PLUGIN_API = (1, 1)  # Strategy.adapt  # the oldest tlbench plugin API this plugin works with
+
 NORMS = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm)
 LAYERS = ("all", "linear", "conv")
 

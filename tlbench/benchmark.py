@@ -1,0 +1,344 @@
+"""Running a benchmark: the library function behind ``tlbench run`` (a notebook calls
+:func:`run_benchmark` the same way), and the loops the workers run.
+
+A run is: check everything (:mod:`tlbench.planning`), take the run folder, run one
+study per dataset until it has its trials (here, or in N ``tlbench worker``
+processes), then retrain the best configuration of each dataset x backbone x
+strategy with new seeds (the repeats, chosen from the studies), and write the
+tables. It never renders: it returns the :class:`Outcome` and the CLI shows it.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import optuna
+
+from tlbench import interrupts, results, storage, tables
+from tlbench.planning import Plan, preflight
+from tlbench.progress import Progress
+from tlbench.record import Failure, TrialRecord
+from tlbench.studies import (
+    FINISHED,
+    GAVE_UP,
+    budget,
+    connect_shared,
+    derived_seed,
+    fail_interrupted,
+    failure,
+    lost_trials,
+    open_study,
+    recover_interrupted,
+    repeats_study_name,
+    started,
+    study_name,
+)
+from tlbench.trial import Objective, TrialResources
+from tlbench.types import DatasetSplits, UserError
+
+REPEAT_SEED = 1_000_000  # repeat r trains with seed bench.seed + REPEAT_SEED + r, apart from search trials
+INTERRUPTED = (130, 143)  # exit codes of a worker stopped by Ctrl-C (SIGINT) or SIGTERM
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How a run ended; its tables are written."""
+
+    run: results.Run  # the run folder, read back from the storage
+    interrupted: bool = False  # stopped by Ctrl-C or SIGTERM (interrupts.received() says which)
+    worker_exit: int = 0  # the first failing worker's exit code (2: a user error it printed), else 0
+
+
+def run_benchmark(
+    plan: Plan,
+    progress: Progress,
+    *,
+    workers: int = 1,
+    config: Path | None = None,
+    verbose: bool = False,
+    on_start=lambda folder, devices: None,
+) -> Outcome:
+    """Run (or resume) ``plan``'s benchmark into its run folder and return how it ended.
+
+    Refuses (UserError) before writing anything if the folder holds another config's
+    run or another storage's, or the storage cannot be opened. ``workers > 1`` starts
+    that many ``tlbench worker`` processes on ``config`` (the file ``plan`` came from).
+    ``on_start(folder, devices)`` is called once every check has passed.
+    """
+    splits = preflight(plan)
+    folder = results.run_dir(plan.bench, plan.base_dir)
+    results.check_resumable(folder, plan.bench)
+    resources = TrialResources(plan, splits)
+    # The run folder's own SQLite file is ours alone (the folder is locked): a RUNNING trial in it was killed.
+    # A shared storage may have other workers: their trials are watched by heartbeats instead.
+    alone = plan.bench.search.storage is None
+    url = results.storage_url(plan.bench.search.storage, folder)
+    shared = None
+    if not alone:  # checked before the run folder is touched
+        shared = connect_shared(url, plan.bench.search.heartbeat, plan.bench.search.retries)
+        open_studies(plan, shared, alone)
+    with results.locked(folder) as lock:
+        results.claim(lock)  # every check that can refuse this run has passed (check_resumable covers study.db)
+        store = shared or storage.connect(url)
+        open_studies(plan, store, alone)
+        save_metadata(plan, folder, resources)
+        on_start(folder, resources.devices)
+        if workers > 1:
+            return _coordinate(plan, folder, store, url, lock, progress, workers, config, verbose)
+        return _run_here(plan, splits, resources, folder, store, progress, alone)
+
+
+def open_studies(plan: Plan, store, alone: bool) -> None:
+    """Create or load each dataset's study: a study made from another config is refused here."""
+    for entry, _ in plan.datasets:
+        open_study(plan, entry.key, store, alone=alone)
+
+
+def save_metadata(plan: Plan, folder: Path, resources: TrialResources, keep: bool = False) -> None:
+    """config.yaml, run.json (studies by dataset) and environment.json (this machine's devices)."""
+    from tlbench import cost
+
+    studies = {entry.key: study_name(plan.bench, entry.key) for entry, _ in plan.datasets}
+    repeat_studies = {entry.key: repeats_study_name(plan.bench, entry.key) for entry, _ in plan.datasets}
+    devices = ", ".join(dict.fromkeys(cost.device_name(d) for d in resources.devices))
+    results.save_metadata(folder, plan.bench, plan.base_dir, studies, repeat_studies, devices, keep=keep)
+
+
+def _run_here(plan, splits, resources, folder: Path, store, progress: Progress, recover: bool) -> Outcome:
+    """The studies and repeats in this process; whatever happens, the tables are written."""
+    write = lambda: results.write_tables(folder)  # noqa: E731
+    interrupted = False
+    try:
+        run_studies(plan, splits, store, progress, on_trial=write, resources=resources, recover=recover)
+        if plan.bench.repeats:
+            enqueue_repeats(plan, store, select_repeats(plan, store), progress, recover=recover)
+            work_repeats(plan, splits, store, progress, on_trial=write, resources=resources)
+    except KeyboardInterrupt:
+        interrupted = True  # Optuna has marked the running trial failed; the objective said why
+        if recover:
+            fail_interrupted(plan, store)
+    finally:  # also when a user error (a damaged image) stops the run: the tables say what ran
+        run = results.write_tables(folder)
+    return Outcome(run, interrupted=interrupted)
+
+
+def run_studies(
+    plan: Plan,
+    splits: dict[str, DatasetSplits],
+    store,
+    progress: Progress,
+    on_trial=lambda: None,
+    resources: TrialResources | None = None,
+    recover: bool = False,
+    should_stop=lambda: False,
+) -> None:
+    """Run (or resume, or join) one study per dataset until each has ``n_trials`` trials.
+
+    ``recover``: this process is the only one using the storage, so a trial found
+    RUNNING was interrupted (the process was killed): it is marked failed and its
+    configuration retried (see :func:`tlbench.studies.recover_interrupted`).
+    Otherwise other workers may be running trials of the same studies: each process
+    stops when the study has its trials (see :func:`tlbench.studies.budget`). With
+    several devices, as many trials run at once (Optuna's ``n_jobs``), each on a
+    device of its own. ``should_stop()`` is asked after each trial.
+    """
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # failures are reported by progress, once
+    resources = TrialResources(plan, splits) if resources is None else resources
+    total = plan.bench.search.n_trials
+    for entry, _ in plan.datasets:
+        if should_stop():
+            return
+        study = open_study(plan, entry.key, store, alone=recover)
+        if recover:
+            recover_interrupted(study, store, progress, entry.key, plan.bench.search.retries)
+        done = sum(t.state in FINISHED for t in budget(study.get_trials(deepcopy=False)))
+        if total is not None and started(study) >= total:
+            continue  # finished, or the last trials are running in other workers
+        progress.study_started(entry.key, done, total)
+        objective = Objective(plan, splits[entry.key], entry.key, progress, resources)
+        left = None if total is None else total - done  # at most: other workers may take some
+        full = lambda study: total is not None and started(study) >= total  # noqa: E731
+        _optimize(study, objective, left, plan.bench.search.timeout, resources, progress, on_trial, full, should_stop, entry.key)
+        if should_stop():
+            return
+
+
+def _optimize(study, objective, n_trials, timeout, resources, progress, on_trial, full, should_stop, label: str) -> None:
+    """One study's loop, for the search and the repeats alike: trials until ``n_trials``
+    or ``full(study)``, each reported, Ctrl-C checked after each."""
+    from tlbench import train
+
+    def finished(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        progress.trial_finished(trial)
+        on_trial()
+        interrupts.check()
+        if should_stop() or full(study):
+            study.stop()
+
+    try:
+        study.optimize(
+            objective, n_trials=n_trials, timeout=timeout, n_jobs=len(resources.devices),
+            catch=(train.TrialFailed,), callbacks=[finished],
+        )  # fmt: skip
+    finally:
+        progress.study_finished(label)
+
+
+def select_repeats(plan: Plan, store) -> dict[str, list[int]]:
+    """The trials whose configurations the repeats retrain, by dataset: the best by
+    validation accuracy of each dataset x backbone x strategy, read from the studies."""
+    studies = {entry.key: study_name(plan.bench, entry.key) for entry, _ in plan.datasets}
+    summary = tables.summary_frame(results.trials_frame(store, studies))
+    return {key: [int(n) for n in rows["trial"]] for key, rows in summary.groupby("dataset")}
+
+
+def enqueue_repeats(plan: Plan, store, selected: dict[str, list[int]], progress: Progress, recover: bool = False) -> int:
+    """Enqueue the missing seed repeats of the selected trials; returns how many.
+
+    The repeats live in a study of their own (``<study>/repeats``), one trial per
+    (selected trial, seed); running again adds only the missing ones, and an
+    interrupted one again while it has retries left. Only the coordinating process
+    calls this; workers run what it enqueued.
+    """
+    added = 0
+    for key, numbers in selected.items():
+        search_study = optuna.load_study(study_name=study_name(plan.bench, key), storage=store)
+        study = optuna.create_study(storage=store, study_name=repeats_study_name(plan.bench, key), direction="maximize", load_if_exists=True)
+        if recover:  # the interrupted repeat is missing, so it is enqueued again below
+            recover_interrupted(study, store, progress, f"{key} repeats", retries=None)
+        missing = _missing_repeats(plan, study, numbers)
+        for number, r in missing:
+            repeat = TrialRecord(recipe=True, repeat_of=number, repeat=r, seed=derived_seed(plan.bench.seed, REPEAT_SEED + r))
+            study.enqueue_trial(search_study.trials[number].params, user_attrs=repeat.attrs())
+        added += len(missing)
+    return added
+
+
+def _missing_repeats(plan: Plan, study: optuna.Study, numbers: list[int]) -> list[tuple[int, int]]:
+    """(trial, repeat) pairs still to run; pairs interrupted more than ``retries`` times are
+    recorded as out of retries instead."""
+    lost = lost_trials(study)
+    done, stopped, last = set(), collections.Counter(), {}
+    for t in study.get_trials(deepcopy=False):
+        kind, _ = failure(t, lost)
+        record = TrialRecord.from_trial(t)
+        if kind == Failure.SURPLUS:
+            continue
+        which = (record.repeat_of, record.repeat)
+        if kind == Failure.INTERRUPTED:
+            stopped[which] += 1
+            last[which] = t.number
+        else:
+            done.add(which)
+    retries = plan.bench.search.retries
+    wanted = [(n, r) for n in numbers for r in range(plan.bench.repeats) if (n, r) not in done]
+    missing = [which for which in wanted if stopped[which] <= retries]
+    for which in set(wanted) - set(missing):
+        if f"{GAVE_UP}{last[which]}" not in study.user_attrs:
+            study.set_user_attr(f"{GAVE_UP}{last[which]}", f"out of retries: interrupted {stopped[which]} times (search.retries = {retries})")
+    return missing
+
+
+def work_repeats(
+    plan: Plan,
+    splits: dict[str, DatasetSplits],
+    store,
+    progress: Progress,
+    on_trial=lambda: None,
+    resources: TrialResources | None = None,
+    should_stop=lambda: False,
+) -> None:
+    """Run the enqueued repeats that no process has taken yet (with other workers, if any)."""
+    resources = TrialResources(plan, splits) if resources is None else resources
+    waiting = (optuna.trial.TrialState.WAITING,)
+    for entry, _ in plan.datasets:
+        if should_stop():
+            return
+        try:
+            study = optuna.load_study(study_name=repeats_study_name(plan.bench, entry.key), storage=store)
+        except KeyError:
+            continue
+        left = len(study.get_trials(deepcopy=False, states=waiting))
+        if not left:
+            continue
+        progress.study_started(f"{entry.key} repeats", 0, left)
+        objective = Objective(plan, splits[entry.key], entry.key, progress, resources, repeats=True)
+        empty = lambda study: not study.get_trials(deepcopy=False, states=waiting)  # noqa: E731
+        _optimize(study, objective, left, None, resources, progress, on_trial, empty, should_stop, entry.key)
+        if should_stop():
+            return
+
+
+def work(plan: Plan, progress: Progress, should_stop=lambda: False, run_folder: bool = False) -> int:
+    """A worker: run trials of the run's studies on its shared storage until they are done,
+    then the enqueued repeats. Returns how many trials it ran. ``run_folder``: also write
+    a run folder here (if there is none) for ``tlbench report`` on this machine."""
+    splits = preflight(plan)
+    resources = TrialResources(plan, splits)
+    if run_folder:
+        try:
+            save_metadata(plan, results.run_dir(plan.bench, plan.base_dir), resources, keep=True)
+        except (UserError, OSError) as exc:  # a worker needs only the storage
+            print(f"tlbench: warning: no run folder on this machine ({exc})", file=sys.stderr)
+    store = connect_shared(plan.bench.search.storage, plan.bench.search.heartbeat, plan.bench.search.retries)
+    ran = []
+    run_studies(plan, splits, store, progress, on_trial=lambda: ran.append(1), resources=resources, should_stop=should_stop)
+    work_repeats(plan, splits, store, progress, on_trial=lambda: ran.append(1), resources=resources, should_stop=should_stop)
+    return len(ran)
+
+
+def _coordinate(plan, folder: Path, store, url: str, lock, progress: Progress, n: int, config: Path | None, verbose: bool) -> Outcome:
+    """``run --workers N``: the studies are set up here, N ``tlbench worker`` processes
+    run the trials (then the seed repeats), and the tables come from the storage."""
+    if config is None:
+        raise ValueError("run_benchmark(workers > 1) needs the config file the workers load")
+    alone = plan.bench.search.storage is None
+    if alone:
+        for entry, _ in plan.datasets:
+            study = open_study(plan, entry.key, store, alone=True)
+            recover_interrupted(study, store, progress, entry.key, plan.bench.search.retries)
+    command = [sys.executable, "-m", "tlbench", "worker", str(config), "--run", plan.bench.run_name]
+    command += ["--storage", url, "--parent", str(os.getpid())]
+    command += ["--n-trials", str(plan.bench.search.n_trials)] if plan.bench.search.n_trials is not None else []
+    command += ["--verbose"] if verbose else []
+    code = _workers(command, n, lock)
+    if code == 0 and plan.bench.repeats:
+        if enqueue_repeats(plan, store, select_repeats(plan, store), progress, recover=alone):
+            code = _workers(command, n, lock)
+    if code in INTERRUPTED and alone:
+        fail_interrupted(plan, store)  # a trial Optuna had created but not started
+    run = results.write_tables(folder)
+    return Outcome(run, interrupted=code in INTERRUPTED, worker_exit=0 if code in INTERRUPTED else code)
+
+
+def _workers(command: list[str], n: int, lock) -> int:
+    """Start ``n`` workers and wait for them; 0, 130/143 if interrupted, else the first failing exit code.
+
+    Each worker is in a session of its own, so Ctrl-C reaches this process only and is
+    passed on once; each holds the run folder's lock too (the inherited descriptor),
+    so the folder stays locked until the last one exits, even if this process is killed.
+    """
+    fds = () if lock is None else (lock.fileno(),)
+    procs = [subprocess.Popen([*command, "--name", f"worker {i + 1}"], pass_fds=fds, start_new_session=True) for i in range(n)]
+    try:
+        while any(proc.poll() is None for proc in procs):
+            interrupts.check()  # a Ctrl-C whose KeyboardInterrupt Python dropped
+            time.sleep(0.2)
+        codes = [proc.returncode for proc in procs]
+    except KeyboardInterrupt:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.send_signal(interrupts.received())  # the signal this process got: SIGINT or SIGTERM
+        for proc in procs:
+            proc.wait()
+        return interrupts.exit_code()
+    failed = [c for c in codes if c != 0]
+    stopped = [c for c in failed if c in INTERRUPTED]
+    return stopped[0] if stopped else (failed[0] if failed else 0)
+

@@ -1,0 +1,177 @@
+"""What a plugin must return: the one set of checks the host runs on every record and
+every result of plugin code, and that :mod:`tlbench.testing` (the conformance kit)
+runs on a plugin author's records, so the two can never disagree.
+
+Each check returns the problem as a short phrase (``"returned an empty head: ..."``)
+or None; the host turns it into a UserError naming the plugin, the kit into a
+ConformanceError. Nothing here imports torch: checks read what the objects expose.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import numbers
+from collections.abc import Mapping
+from typing import Any
+
+from tlbench.types import Adapted, Backbone, BuiltBackbone, Dataset, DatasetSplits, Phase, Split, Strategy, UserError
+
+_CALLABLE, _OPTIONAL_CALLABLE = "a function", "a function or None"
+FIELD_KINDS = {  # record type -> field -> what it must be (the dataclasses cannot check)
+    Backbone: {"build": _CALLABLE, "description": str, "family": bool, "known": _OPTIONAL_CALLABLE, "names": _OPTIONAL_CALLABLE},
+    Dataset: {"load": _CALLABLE, "options": Mapping, "description": str},
+    Strategy: {
+        "suggest": _CALLABLE, "phases": _CALLABLE, "options": Mapping, "description": str, "adapt": _OPTIONAL_CALLABLE,
+    },
+}  # fmt: skip
+
+
+def plugin_call(plugin: str, what: str, fn):
+    """Call plugin code. A UserError passes through; any other exception is the plugin's
+    fault, and becomes one line naming the plugin and the record (``-v``: the traceback)."""
+    try:
+        return fn()
+    except UserError:
+        raise
+    except Exception as exc:
+        raise UserError(f"plugin {plugin}: {what} raised {type(exc).__name__}: {exc}") from exc
+
+
+def record_problem(record: Any) -> str | None:
+    """What is wrong with a record's fields, or None: 'build must be a function, got str'."""
+    if not isinstance(record.name, str) or not record.name or ":" in record.name:
+        return f"name {record.name!r} must be a non-empty string without ':'"
+    for name, kind in FIELD_KINDS[type(record)].items():
+        value = getattr(record, name)
+        if kind is _CALLABLE:
+            ok = callable(value)
+        elif kind is _OPTIONAL_CALLABLE:
+            ok = value is None or callable(value)
+        else:
+            ok = isinstance(value, kind)
+        if not ok:
+            expected = kind if isinstance(kind, str) else f"a {kind.__name__}"
+            return f"{name} must be {expected}, got {type(value).__name__}"
+    return None
+
+
+def built_problem(built: Any) -> str | None:
+    """What is wrong with what ``build()`` returned, or None: the model's parameters must be
+    named by non-empty groups and a non-empty head, each exactly once."""
+    if not isinstance(built, BuiltBackbone):
+        return f"returned {type(built).__name__}, expected tlbench.types.BuiltBackbone"
+    if not built.groups or any(not group for group in built.groups):
+        return "returned groups that are empty or hold an empty group; give parameter names by group, input to output"
+    names = [n for group in built.groups for n in group] + list(built.head)
+    params = [n for n, _ in built.model.named_parameters()]
+    if sorted(names) != sorted(params):
+        missing, extra = set(params) - set(names), set(names) - set(params)
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        return (
+            "returned groups + head that do not name every parameter exactly once "
+            f"(missing {sorted(missing)[:3]}, unknown {sorted(extra)[:3]}, repeated {repeated[:3]})"
+        )
+    if not built.head:
+        return "returned an empty head: name the new classifier's parameters in head"
+    return None
+
+
+def adapted_problem(adapted: Any) -> str | None:
+    """What is wrong with what ``adapt()`` returned, or None."""
+    if not isinstance(adapted, Adapted):
+        return f"returned {type(adapted).__name__}, expected tlbench.types.Adapted"
+    problem = built_problem(adapted.built)
+    if problem:
+        return problem
+    if isinstance(adapted.trainable, str) or not all(isinstance(n, str) for n in adapted.trainable):
+        return f"returned trainable={adapted.trainable!r}; give a tuple of parameter names"
+    known = {n for n, _ in adapted.built.model.named_parameters()}
+    unknown = [n for n in adapted.trainable if n not in known]
+    if unknown:
+        return f"returned trainable names that are no parameters: {unknown[:3]}"
+    if set(adapted.trainable) & set(adapted.built.head):
+        return "returned trainable names of head parameters (the head always trains): leave them out"
+    return None
+
+
+def suggest_problem(params: Any) -> str | None:
+    """What is wrong with what ``suggest()`` returned, or None: a dict of JSON values."""
+    if not isinstance(params, Mapping):
+        return f"returned {type(params).__name__}, expected a dict of parameters"
+    try:
+        json.dumps(dict(params))
+    except (TypeError, ValueError) as exc:
+        return f"returned parameters that are no JSON values (they are stored with the trial): {exc}"
+    return None
+
+
+def phases_problem(phases: Any, n_groups: int) -> str | None:
+    """What is wrong with what ``phases(params, n_groups)`` returned, or None."""
+    if not isinstance(phases, list) or not phases:
+        return "returned no phases; give a list of tlbench.types.Phase"
+    for phase in phases:
+        problem = phase_problem(phase, n_groups)
+        if problem:
+            return problem
+    if not any(p.epochs > 0 for p in phases):
+        return "no phase has epochs > 0; set epochs to 1 or more"
+    return None
+
+
+def phase_problem(phase: Any, n_groups: int) -> str | None:
+    """What is wrong with one phase for a backbone of ``n_groups`` groups, or None."""
+    if not isinstance(phase, Phase):
+        return f"phases() returned {type(phase).__name__}, expected tlbench.types.Phase"
+    if not isinstance(phase.name, str) or not phase.name:
+        return f"a phase needs a name, got {phase.name!r}"
+    if not _whole(phase.epochs) or phase.epochs < 0:
+        return f"phase {phase.name}: epochs must be a whole number >= 0, got {phase.epochs!r}"
+    if not _whole(phase.frozen_groups) or not 0 <= phase.frozen_groups <= n_groups:
+        return f"phase {phase.name}: frozen_groups must be 0..{n_groups} for a backbone of {n_groups} groups, got {phase.frozen_groups!r}"
+    for field in ("lr_backbone", "lr_head"):
+        lr = getattr(phase, field)
+        if not isinstance(lr, (int, float)) or isinstance(lr, bool) or not math.isfinite(lr) or lr < 0:
+            return f"phase {phase.name}: {field} must be a finite number >= 0, got {lr!r}"
+    return None
+
+
+def splits_problem(splits: Any) -> str | None:
+    """What is wrong with what ``load()`` returned, or None: disjoint, non-empty splits
+    whose labels index the classes, every class in train."""
+    if not isinstance(splits, DatasetSplits):
+        return f"returned {type(splits).__name__}, expected tlbench.types.DatasetSplits"
+    classes = splits.classes
+    if not isinstance(classes, tuple) or len(classes) < 2 or len(set(classes)) != len(classes) or not all(isinstance(c, str) for c in classes):
+        return f"classes must be a tuple of 2 or more distinct names, got {classes!r}"
+    n = len(classes)
+    for name in ("train", "val", "test"):
+        split = getattr(splits, name)
+        if not isinstance(split, Split) or len(split) == 0:
+            return f"the {name} split must be a non-empty tlbench.types.Split"
+        bad = next((y for y in split.labels if not _whole(y) or not 0 <= y < n), None)
+        if bad is not None:
+            return f"the {name} split has label {bad!r}, but there are {n} classes (labels 0..{n - 1})"
+        if len(set(split.ids)) != len(split.ids):
+            return f"the {name} split lists an example id twice"
+    problem = disjoint_problem({name: getattr(splits, name) for name in ("train", "val", "test")})
+    if problem:
+        return problem
+    missing = sorted(set(range(n)) - set(splits.train.labels))
+    if missing:
+        return f"class {classes[missing[0]]!r} has no training example"
+    return None
+
+
+def disjoint_problem(parts: Mapping[str, Split]) -> str | None:
+    """Splits that share an example, or None."""
+    seen: dict[str, str] = {}
+    for name, split in parts.items():
+        for example in split.ids:
+            if seen.setdefault(example, name) != name:
+                return f"example {example} is in both the {seen[example]} and the {name} split; the splits must be disjoint"
+    return None
+
+
+def _whole(value: Any) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)

@@ -1,0 +1,406 @@
+"""Planning: a benchmark config checked against the loaded plugins, before any compute.
+
+:func:`plan` resolves every name and option and dry-runs every search space;
+:func:`preflight` loads every dataset, builds every backbone, tries every strategy on
+every backbone and checks devices, folders and memory. ``validate`` is these two, so
+a config it accepts does not fail later on something they could have checked. What a
+plugin must return is checked through :mod:`tlbench.contract`.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import difflib
+import os
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+
+from tlbench import contract, space
+from tlbench.config import BackboneEntry, Benchmark, DatasetEntry, StrategyEntry
+from tlbench.contract import plugin_call
+from tlbench.plugins import Registry
+from tlbench.space import TrialSpace
+from tlbench.splits import subsample
+from tlbench.storage import check_storage_url
+from tlbench.types import (
+    Adapted,
+    Backbone,
+    BackboneRequest,
+    BuiltBackbone,
+    Dataset,
+    DatasetRequest,
+    DatasetSplits,
+    Phase,
+    Split,
+    Strategy,
+    UserError,
+)
+
+
+@dataclass(frozen=True)
+class PlannedBackbone:
+    entry: BackboneEntry
+    record: Backbone
+    model: str  # model name passed to the record's build
+    weights: Path | None  # resolved weights file
+    plugin: str = "?"  # the plugin that provides the record, for error messages
+
+
+@dataclass(frozen=True)
+class PlannedStrategy:
+    entry: StrategyEntry
+    record: Strategy
+    options: dict[str, Any]  # the record's defaults overridden by the config
+    searched: tuple[str, ...]  # parameter names Optuna samples
+    plugin: str = "?"  # the plugin that provides the record, for error messages
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A benchmark checked against the plugins: everything :func:`tlbench.benchmark.run_benchmark` needs."""
+
+    bench: Benchmark
+    base_dir: Path
+    datasets: tuple[tuple[DatasetEntry, Dataset], ...]
+    backbones: dict[str, PlannedBackbone]  # by key
+    strategies: dict[str, PlannedStrategy]  # by key
+    training_searched: tuple[str, ...]  # batch_size / weight_decay if searched
+    dataset_plugins: Mapping[str, str] = dataclasses.field(default_factory=dict)  # dataset key -> its plugin
+
+
+def make_plan(bench: Benchmark, registry: Registry, base_dir: Path) -> Plan:
+    """Resolve every name and check every option and range; raises UserError."""
+    datasets = tuple(
+        (entry, _at(f"datasets[{i}]", lambda entry=entry: _dataset(registry, entry))) for i, entry in enumerate(bench.datasets)
+    )
+    backbones = {
+        entry.key: _at(f"backbones[{i}]", lambda entry=entry: _backbone(registry, entry, base_dir))
+        for i, entry in enumerate(bench.backbones)
+    }
+    strategies = {
+        entry.key: _at(f"strategies[{i}] ({entry.name})", lambda entry=entry: _strategy(registry, entry))
+        for i, entry in enumerate(bench.strategies)
+    }
+    for kind, entries in (("datasets", bench.datasets), ("backbones", bench.backbones), ("strategies", bench.strategies)):
+        keys = [e.key for e in entries]
+        dupes = sorted({k for k in keys if keys.count(k) > 1})
+        if dupes:
+            raise UserError(f"{kind}: '{dupes[0]}' appears twice; give one of them a distinct 'label:'")
+    training = space.dry_run(lambda drawn: suggest_training(drawn, bench), "training")
+    dataset_plugins = {e.key: registry.plugin_of(record) for e, record in datasets}
+    result = Plan(bench, base_dir, datasets, backbones, strategies, tuple(training.searched), dataset_plugins)
+    for i, recipe in enumerate(bench.search.enqueue):
+        _at(f"search.enqueue[{i}]", lambda recipe=recipe: check_recipe(result, recipe_params(result, recipe.backbone, recipe.strategy, recipe.params)))
+    return result
+
+
+def check_recipe(plan: Plan, params: dict[str, Any]) -> None:
+    """A recipe's values checked the way a trial draws them: each must lie in the range or
+    choices the config searches (Optuna would only warn, and run a value the search
+    never allows), and the strategy's phases must accept them."""
+    distributions = _draw(plan, params["strategy"], None).distributions
+    for name, value in params.items():
+        distribution = distributions.get(name)
+        try:
+            ok = distribution is not None and distribution._contains(distribution.to_internal_repr(value))
+        except (ValueError, TypeError):
+            ok = False
+        if not ok:
+            short = name.partition(".")[2] or name
+            raise UserError(f"params.{short}: {value!r} is not among the values the config searches ({_searched_values(distribution)})")
+    trial = _draw(plan, params["strategy"], params)
+    check_phases(list(plan.strategies[params["strategy"]].record.phases(trial.values, 4)))
+
+
+def _draw(plan: Plan, strategy_key: str, fixed: dict[str, Any] | None):
+    """A throwaway trial that draws what an Objective draws for ``strategy_key``
+    (``fixed``: with those values enqueued); its ``values`` are the strategy's params."""
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    study = optuna.create_study()
+    if fixed is not None:
+        study.enqueue_trial(fixed)
+    trial = study.ask()
+    strategy = plan.strategies[strategy_key]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # Optuna's "out of range": check_recipe reports it as an error
+        trial.suggest_categorical("backbone", list(plan.backbones))
+        trial.suggest_categorical("strategy", list(plan.strategies))
+        trial.values = strategy.record.suggest(TrialSpace(trial, f"{strategy_key}.", ""), strategy.options)
+        suggest_training(TrialSpace(trial, "", "training"), plan.bench)
+    return trial
+
+
+def _searched_values(distribution) -> str:
+    if isinstance(distribution, optuna.distributions.CategoricalDistribution):
+        return "choices " + ", ".join(map(repr, distribution.choices))
+    if distribution is None:
+        return "none"
+    return f"{distribution.low}..{distribution.high}" + (" on a log scale" * bool(getattr(distribution, "log", False)))
+
+
+def _at(where: str, fn):
+    try:
+        return fn()
+    except UserError as exc:
+        raise UserError(f"{where}: {exc}") from exc
+
+
+def _dataset(registry: Registry, entry: DatasetEntry) -> Dataset:
+    record = registry.dataset(entry.name)
+    _check_options(entry.name, entry.options, record.options)
+    return record
+
+
+def _check_options(name: str, given: Mapping[str, Any], accepted: Mapping[str, Any]) -> None:
+    for key, value in given.items():
+        if value is None and key in accepted:
+            raise UserError(f"{key}: no value (the line ends after the colon); give a value or remove the line")
+        if key not in accepted:
+            hint = difflib.get_close_matches(key, list(accepted), n=1)
+            known = f"did you mean '{hint[0]}'?" if hint else f"{name} accepts: {', '.join(accepted) or 'none'}"
+            raise UserError(f"{key}: unknown option; {known}")
+
+
+def searched_options(given: Mapping[str, Any], defaults: Mapping[str, Any]) -> dict[str, Any]:
+    """A config's options for a record, parsed once: an option whose default is a number or
+    a searched value (a range, choices) takes searched values, checked by the one grammar
+    (:func:`tlbench.space.parse`, strict: ``[16, 32]`` is refused as ambiguous) and with
+    numbers YAML read as text made numbers. Other options are passed on as written."""
+    out = {}
+    for key, value in given.items():
+        default = defaults.get(key)
+        if isinstance(default, bool) or not isinstance(default, (int, float, list, dict)):
+            out[key] = value
+            continue
+        try:
+            space.parse(value, strict=True)
+        except UserError as exc:
+            raise UserError(f"{key}: {exc}") from exc
+        out[key] = space.numbers(value)
+    return out
+
+
+def _backbone(registry: Registry, entry: BackboneEntry, base_dir: Path) -> PlannedBackbone:
+    record, model = registry.backbone(entry.name)
+    weights = None
+    if entry.weights is not None:
+        weights = Path(entry.weights).expanduser()
+        weights = weights if weights.is_absolute() else base_dir / weights
+        if not weights.is_file():
+            raise UserError(f"weights: file {weights} does not exist; fix the path or remove 'weights:'")
+    return PlannedBackbone(entry, record, model, weights, registry.plugin_of(record))
+
+
+def _strategy(registry: Registry, entry: StrategyEntry) -> PlannedStrategy:
+    record = registry.strategy(entry.name)
+    plugin = registry.plugin_of(record)
+    _check_options(entry.name, entry.options, record.options)
+    options = {**record.options, **searched_options(entry.options, record.options)}
+    suggest = lambda s: plugin_call(plugin, f"strategy '{record.name}': suggest()", lambda: record.suggest(s, options))  # noqa: E731
+    drawn = space.dry_run(suggest, "")
+    for params in [drawn.result, *space.corners(suggest)]:  # a random draw, then both ends of every range and every choice
+        if not isinstance(params, Mapping):
+            raise UserError(f"plugin {plugin}: strategy '{record.name}': suggest() returned {type(params).__name__}, expected a dict")
+        try:
+            phases = list(record.phases(params, 4))
+        except UserError:
+            raise
+        except Exception as exc:
+            shown = ", ".join(f"{k}={v!r}" for k, v in params.items())
+            raise UserError(f"the options give parameters its phases reject ({shown}): {type(exc).__name__}: {exc}") from exc
+        check_phases(phases)
+    return PlannedStrategy(entry, record, options, tuple(drawn.searched), plugin)
+
+
+def check_phases(phases: list[Phase], n_groups: int = 4) -> None:
+    problem = contract.phases_problem(phases, n_groups)
+    if problem:
+        raise UserError(problem)
+
+
+def suggest_training(space: TrialSpace, bench: Benchmark) -> dict[str, Any]:
+    values = {
+        "batch_size": space.suggest("batch_size", bench.training.batch_size),
+        "weight_decay": space.suggest("weight_decay", bench.training.weight_decay, log=True),
+    }
+    if not isinstance(values["batch_size"], int) or values["batch_size"] < 1:
+        raise UserError(f"training.batch_size: expected a whole number >= 1, got {values['batch_size']!r}")
+    if not isinstance(values["weight_decay"], (int, float)) or isinstance(values["weight_decay"], bool) or values["weight_decay"] < 0:
+        raise UserError(f"training.weight_decay: expected a number >= 0, got {values['weight_decay']!r}")
+    return values
+
+
+def recipe_params(plan: Plan, backbone: str, strategy: str, params: Mapping[str, Any]) -> dict[str, Any]:
+    """Optuna parameters that fix a recipe: trial params are named ``<strategy key>.<name>``."""
+    for kind, key, table in (("backbone", backbone, plan.backbones), ("strategy", strategy, plan.strategies)):
+        if key not in table:
+            raise UserError(f"{kind}: '{key}' is not in this config's {kind} list ({', '.join(table)})")
+    out: dict[str, Any] = {"backbone": backbone, "strategy": strategy}
+    searched = plan.strategies[strategy].searched
+    for name, value in params.items():
+        if name in plan.training_searched:
+            out[name] = space.number(value)
+        elif name in searched:
+            out[f"{strategy}.{name}"] = space.number(value)
+        else:
+            raise UserError(
+                f"params.{name}: not a searched parameter of {strategy}; searched: {', '.join(searched + plan.training_searched)}"
+            )
+    return out
+
+
+def load_splits(entry: DatasetEntry, record: Dataset, seed: int, base_dir: Path, plugin: str = "?") -> DatasetSplits:
+    """Load a dataset, check it against the contract, and apply the config's subsampling."""
+    request = DatasetRequest(options=entry.options, seed=seed, base_dir=base_dir)
+    what = f"dataset '{record.name}': load()"
+    splits = plugin_call(plugin, what, lambda: record.load(request))
+    if isinstance(splits, DatasetSplits):  # too little data is the user's to fix, not the plugin's
+        for name in ("train", "val", "test"):
+            if isinstance(getattr(splits, name), Split) and len(getattr(splits, name)) == 0:
+                raise UserError(f"dataset {entry.key}: the {name} split is empty; add images or lower the held-out fractions")
+        labels = set(splits.train.labels) if isinstance(splits.train, Split) else set()
+        absent = [c for i, c in enumerate(splits.classes) if i not in labels] if isinstance(splits.classes, tuple) else []
+        if absent:
+            raise UserError(f"dataset {entry.key}: class {absent[0]!r} has no training example; add examples of it")
+    problem = contract.splits_problem(splits)
+    if problem:
+        raise UserError(f"plugin {plugin}: {what}: {problem}")
+    caps = {"train": (entry.train_samples, entry.per_class), "val": (entry.val_samples, None), "test": (entry.test_samples, None)}
+    parts = {}
+    for name, (total, per_class) in caps.items():
+        split = getattr(splits, name)
+        parts[name] = split.subset(subsample(split.labels, total, per_class, seed)) if total or per_class else split
+        if len(parts[name]) == 0:
+            raise UserError(f"dataset {entry.key}: the {name} split is empty; add images or lower the held-out fractions")
+    if len(parts["train"]) < 2:
+        raise UserError(
+            f"dataset {entry.key}: the train split has {len(parts['train'])} example; training needs at least 2, add images"
+        )
+    return DatasetSplits(classes=splits.classes, **parts)
+
+
+def build_backbone(backbone: PlannedBackbone, num_classes: int) -> BuiltBackbone:
+    """Build, and check that groups and head cover every parameter exactly once."""
+    request = BackboneRequest(model=backbone.model, num_classes=num_classes, pretrained=backbone.entry.pretrained, weights=backbone.weights)
+    what = f"backbone '{backbone.entry.name}': build()"
+    built = plugin_call(backbone.plugin, what, lambda: backbone.record.build(request))
+    problem = contract.built_problem(built)
+    if problem:
+        raise UserError(f"plugin {backbone.plugin}: {what} {problem}")
+    return built
+
+
+def adapt(record: Strategy, built: BuiltBackbone, params: Mapping[str, Any], plugin: str = "?") -> Adapted:
+    """The strategy's ``adapt`` applied to a freshly built backbone (or the backbone
+    unchanged), checked against the contract."""
+    if record.adapt is None:
+        return Adapted(built=built)
+    what = f"strategy '{record.name}': adapt()"
+    adapted = plugin_call(plugin, what, lambda: record.adapt(built, params))
+    problem = contract.adapted_problem(adapted)
+    if problem:
+        raise UserError(f"plugin {plugin}: {what} {problem}")
+    return adapted
+
+
+def preflight(plan: Plan) -> dict[str, DatasetSplits]:
+    """Load every dataset and build every backbone once, before any compute is spent:
+    folders, files, weights and devices are real, the cache folder usable, one batch
+    fits in memory. ``validate`` and the start of ``run`` and ``worker`` both call it,
+    so a config validate accepts does not fail later on a check it could have made.
+    Returns the splits by dataset key."""
+    from tlbench import cachedir, train
+
+    devices = train.pick_devices(plan.bench.training.device)
+    check_storage_url(plan.bench.search.storage)
+    folder = cache_dir(plan)
+    if folder is not None:
+        cachedir.DiskFolder(folder / cachedir.CACHE_SUBFOLDER).check()
+        check_writable(folder, "training.cache.dir")
+    results_root = Path(plan.bench.results_dir).expanduser()
+    check_writable(_relative(results_root, plan.base_dir), "results_dir")
+    loaded = {}
+    for i, (entry, record) in enumerate(plan.datasets):
+        plugin = plan.dataset_plugins.get(entry.key, "?")
+        loaded[entry.key] = _at(f"datasets[{i}] ({entry.key})", lambda: load_splits(entry, record, plan.bench.seed, plan.base_dir, plugin))
+    built = {key: _at(f"backbones[{i}]", lambda: build_backbone(b, 2)) for i, (key, b) in enumerate(plan.backbones.items())}
+    for i, (key, strategy) in enumerate(plan.strategies.items()):
+        params = space.dry_run(lambda s: strategy.record.suggest(s, strategy.options), key).result
+        for bkey, model in built.items():
+            if strategy.record.adapt is not None:  # it changes the model: try it on every backbone now (on a copy)
+                _at(f"strategies[{i}] ({key}) on {bkey}", lambda: adapt(strategy.record, copy.deepcopy(model), params, strategy.plugin))
+            _at(f"strategies[{i}] ({key}) on {bkey}", lambda: check_phases(strategy_phases(strategy, params, len(model.groups)), len(model.groups)))
+    for key, model in built.items():
+        _at(f"backbones ({key})", lambda: check_memory(plan, plan.backbones[key], model, devices[0]))
+    return loaded
+
+
+def check_writable(folder: Path, field: str) -> None:
+    """``folder`` is a folder tlbench can create files in, or can be created."""
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise UserError(f"{field}: {existing} is a file, not a folder; set {field} to a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UserError(f"{field}: cannot write in {existing} (permission denied); set {field} to a writable folder")
+
+
+def strategy_phases(strategy: PlannedStrategy, params: Mapping[str, Any], n_groups: int) -> list[Phase]:
+    """The strategy's phases for a backbone of ``n_groups`` groups (plugin errors named)."""
+    what = f"strategy '{strategy.record.name}': phases()"
+    phases = plugin_call(strategy.plugin, what, lambda: strategy.record.phases(params, n_groups))
+    try:
+        return list(phases)
+    except TypeError as exc:
+        raise UserError(f"plugin {strategy.plugin}: {what} returned {type(phases).__name__}, expected a list of Phase") from exc
+
+
+def check_memory(plan: Plan, backbone: PlannedBackbone, built: BuiltBackbone, device) -> None:
+    """Refuse a resolution and batch size whose activations cannot fit the device.
+
+    Activations grow with the pixels of the input: one forward pass at a small side
+    ``r0`` is measured (the bytes every module outputs), scaled by (r / r0)^2 and the
+    largest batch size, and doubled for the gradients of training. An estimate, meant
+    to stop a 100,000-pixel typo, not to predict peak memory to the megabyte."""
+    from tlbench import cost
+
+    resolution = backbone.entry.resolution or plan.bench.training.resolution or built.data_config.input_size
+    batch = max(_batch_sizes(plan.bench.training.batch_size))
+    probe = min(resolution, 64)
+    try:
+        per_image = cost.activation_bytes(built.model, probe) * (resolution / probe) ** 2
+    except RuntimeError as exc:  # too small for the network's strides or kernels
+        problem = str(exc).strip().splitlines()[0][:120]
+        raise UserError(
+            f"resolution {probe} px is too small for {backbone.entry.name} ({problem}); raise training.resolution "
+            "(or this backbone's resolution:)"
+        ) from exc
+    need = 2 * batch * (per_image + 3 * 4 * resolution**2)
+    have = cost.available_memory(device)
+    if have is not None and need > have:
+        raise UserError(
+            f"resolution {resolution} px with batch_size {batch} needs about {need / 2**30:.1f} GiB for one training "
+            f"batch, more than the {have / 2**30:.1f} GiB available on {device}; lower training.resolution or batch_size"
+        )
+
+
+def _batch_sizes(spec: Any) -> list[int]:
+    """Every batch size a training.batch_size spec can give (its bounds or choices)."""
+    return [int(v) for v in space.values_of(spec) if isinstance(v, (int, float)) and not isinstance(v, bool)] or [1]
+
+
+def cache_dir(plan: Plan) -> Path | None:
+    """``training.cache.dir`` resolved against the config's folder (None: memory only)."""
+    c = plan.bench.training.cache
+    return None if c.dir is None or not c.enabled else _relative(Path(c.dir).expanduser(), plan.base_dir)
+
+
+def _relative(path: Path, base: Path) -> Path:
+    return path if path.is_absolute() else base / path

@@ -1,0 +1,175 @@
+"""What one trial is and what it measured: the one typed record every module writes
+and reads, stored as plain Optuna user attributes (the dashboard reads them too).
+
+:meth:`TrialRecord.write` is the only code that sets a trial's attributes and
+:meth:`TrialRecord.from_trial` the only code that reads them, so a name is spelled
+in one place. Runs written before the record had a version (tlbench 0.1 before
+record 2) are read by :meth:`from_trial` too; a record newer than this tlbench is
+refused in one line.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from tlbench.types import UserError
+
+RECORD_VERSION = 2  # 2: versioned, structured cache uses and failure kinds
+INPUT = "input"  # the feature-cache cut before any module: the cache holds decoded, transformed images
+
+
+@dataclass(frozen=True)
+class CacheUse:
+    """Where one phase of a trial got its inputs (tlbench.features decides)."""
+
+    phase: str  # the phase's name
+    source: str  # "extracted" (computed by this trial), "memory" / "disk" (an earlier trial's), or "off"
+    at: str = ""  # the module the cached outputs come from (INPUT: decoded images); "" when off
+    reason: str = ""  # why the cache was off ("augmentation", "disabled", ...); "" otherwise
+
+    @property
+    def layers(self) -> bool:
+        """Frozen-layer outputs were reused, not just decoded images."""
+        return self.source != "off" and self.at != INPUT
+
+    def __str__(self) -> str:
+        return f"{self.phase}: off ({self.reason})" if self.source == "off" else f"{self.phase}: {self.source} at {self.at}"
+
+
+class Failure:
+    """Kinds of failed trials (``TrialRecord.failure``)."""
+
+    INTERRUPTED = "interrupted"  # Ctrl-C, SIGTERM, kill -9, a lost worker, a user error mid-trial: retried
+    SURPLUS = "surplus"  # never ran: its study had all its trials when a worker started it
+    DIVERGED = "diverged"  # the loss became NaN or infinite (an absurd learning rate)
+    ERROR = "error"  # any other failure the study went on after (out of memory, ...)
+
+
+@dataclass
+class TrialRecord:
+    """A trial's attributes. Every field is optional: a trial is written in steps (what it
+    is when it starts, its curve as it trains, its measurements when it ends)."""
+
+    # what the trial is (set when it is enqueued or starts)
+    recipe: bool | None = None  # from search.enqueue or a seed repeat: never pruned
+    seed: int | None = None  # training seed
+    retry_of: int | None = None  # the interrupted trial this one runs again
+    attempt: int | None = None  # k for the k-th retry of a configuration
+    repeat_of: int | None = None  # seed repeats: the search trial whose configuration this retrains
+    repeat: int | None = None  # seed repeats: which one, 0..repeats-1
+    host: str | None = None  # machine that ran it
+    worker: str | None = None  # host:pid of the process that ran it
+    params: dict[str, Any] | None = None  # the strategy's and training's parameters, as drawn
+    phases: list[dict[str, Any]] | None = None  # the phases it trained (tlbench.types.Phase as dicts)
+    n_groups: int | None = None  # parameter groups of the built backbone
+    pretrained: bool | None = None  # started from pretrained or local weights
+    resolution: int | None = None  # input side in pixels
+    forward_gflops: float | None = None  # one forward pass, one image
+    total_params: int | None = None
+    # while it trains
+    elapsed_seconds: float | None = None  # training and evaluation so far
+    # what it measured (set when it ends)
+    val_curve: list[float] | None = None  # validation accuracy after each epoch
+    test_accuracy: float | None = None
+    test_correct: str | None = None  # "1"/"0" per test example, in split order (bootstrap intervals)
+    train_seconds: float | None = None
+    train_gflops: float | None = None
+    trainable_params: int | None = None
+    peak_memory_mb: float | None = None
+    memory_kind: str | None = None  # "cuda_max_allocated" or "process_peak_rss"
+    device: str | None = None  # device name
+    device_index: int | None = None
+    precision: str | None = None  # "fp32", "bf16", "fp16"
+    throughput: float | None = None  # images per second, inference
+    latency_ms: float | None = None  # one batch, inference
+    cache: list[CacheUse] | None = None  # per phase, where its inputs came from
+    # why it failed
+    failure: str | None = None  # a Failure kind
+    fail_reason: str | None = None  # what happened, for people
+    version: int = RECORD_VERSION  # of this layout
+
+    def write(self, trial, *names: str) -> None:
+        """Set the named fields (default: every field that is not None) on an Optuna trial."""
+        for f in dataclasses.fields(self):
+            if (names and f.name not in names) or (not names and getattr(self, f.name) is None):
+                continue
+            value = getattr(self, f.name)
+            trial.set_user_attr(_KEYS.get(f.name, f.name), [dataclasses.asdict(u) for u in value] if f.name == "cache" else value)
+
+    def attrs(self) -> dict[str, Any]:
+        """The fields that are set, as the user attributes :meth:`write` would store (for enqueue_trial)."""
+        return {_KEYS.get(k, k): v for k, v in dataclasses.asdict(self).items() if v is not None and k != "cache"}
+
+    @classmethod
+    def from_trial(cls, trial) -> TrialRecord:
+        """The record of a FrozenTrial (or anything with ``user_attrs``)."""
+        attrs = dict(trial.user_attrs)
+        version = int(attrs.get(_KEYS["version"], 1))
+        if version > RECORD_VERSION:
+            raise UserError(
+                f"trial {getattr(trial, 'number', '?')} was written by a newer tlbench (trial record {version}, "
+                f"this one reads up to {RECORD_VERSION}); upgrade tlbench to read this run"
+            )
+        values = {f.name: attrs.get(_KEYS.get(f.name, f.name)) for f in dataclasses.fields(cls)}
+        values["version"] = version
+        values["cache"] = _cache(attrs)
+        if values["failure"] is None and values["fail_reason"]:  # record 1: the kind was a prefix of the text
+            values["failure"] = _legacy_failure(str(values["fail_reason"]), attrs)
+        return cls(**values)
+
+    # --- derived views, for tables
+
+    @property
+    def cache_text(self) -> str | None:
+        return None if self.cache is None else "; ".join(map(str, self.cache))
+
+    @property
+    def cache_kind(self) -> str | None:
+        """'layers' (frozen-layer outputs reused in some phase), 'inputs' (decoded images
+        cached in every phase), 'off: <reason>' (some phase could not use it), or None."""
+        if not self.cache:
+            return None
+        if any(u.layers for u in self.cache):
+            return "layers"
+        off = [u for u in self.cache if u.source == "off"]
+        return f"off: {off[0].reason}" if off else "inputs"
+
+    @property
+    def frozen_groups(self) -> int | None:
+        return self.phases[-1]["frozen_groups"] if self.phases else None
+
+    @property
+    def epochs(self) -> int | None:
+        return sum(p["epochs"] for p in self.phases) if self.phases else None
+
+
+_KEYS = {"version": "record_version"}  # field -> user attribute, where they differ
+
+
+def _cache(attrs: dict[str, Any]) -> list[CacheUse] | None:
+    if "cache" in attrs:
+        return [CacheUse(**u) for u in attrs["cache"]]
+    text = attrs.get("feature_cache")  # record 1: "head: extracted at global_pool; finetune: off (augmentation)"
+    if not text:
+        return None
+    uses = []
+    for part in str(text).split("; "):
+        phase, _, rest = part.partition(": ")
+        if rest.startswith("off ("):
+            uses.append(CacheUse(phase, "off", reason=rest[len("off (") : -1]))
+        else:
+            source, _, at = rest.partition(" at ")
+            uses.append(CacheUse(phase, source, at=at or INPUT))
+    return uses
+
+
+def _legacy_failure(reason: str, attrs: dict[str, Any]) -> str:
+    if attrs.get("surplus") or reason.startswith("surplus"):
+        return Failure.SURPLUS
+    if reason.startswith("interrupted"):
+        return Failure.INTERRUPTED
+    if reason.startswith("loss became"):
+        return Failure.DIVERGED
+    return Failure.ERROR

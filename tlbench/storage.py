@@ -1,0 +1,120 @@
+"""Optuna storages: opening a URL, what validate can check of one, and SQLite made safe
+for several processes. A leaf module (no other tlbench module but types), so that
+planning, studies and the results reader all open storages the same way."""
+
+from __future__ import annotations
+
+import random
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import optuna
+
+from tlbench.types import UserError
+
+
+def connect(url: str, heartbeat: int | None = None, on_lost=None) -> optuna.storages.BaseStorage:
+    """The Optuna storage behind ``url``; a URL that cannot be opened is a user error.
+
+    ``heartbeat`` (seconds): for storages other processes share. Each running trial
+    records a heartbeat that often; a trial silent for twice as long is failed by the
+    next worker that starts a trial, which calls ``on_lost(study, trial)``
+    (:func:`tlbench.studies.connect_shared` passes its retry).
+    """
+    kwargs: dict[str, Any] = {}
+    url = _driver_url(url)
+    if url.startswith("sqlite"):  # several local processes: wait for the file lock rather than fail
+        kwargs["engine_kwargs"] = {"connect_args": {"timeout": 60}}
+    if heartbeat is not None:
+        kwargs.update(heartbeat_interval=heartbeat, grace_period=2 * heartbeat, heartbeat_stale_trial_callback=on_lost)
+    try:
+        return _rdb_storage(url, kwargs)
+    except ImportError as exc:  # the database's driver
+        extra = "postgres" if url.startswith("postgres") else "mysql" if url.startswith("mysql") else None
+        fix = f"pip install 'tlbench[{extra}]'" if extra else "install the database driver SQLAlchemy names"
+        raise UserError(f"search.storage: no database driver for {url}; {fix}") from exc
+    except Exception as exc:  # bad URL, server down
+        reason = str(exc).strip().splitlines()[0][:150] if str(exc).strip() else ""
+        raise UserError(f"search.storage: cannot open {url} ({type(exc).__name__}: {reason}); fix the URL or start the server") from exc
+
+
+def check_storage_url(url: str | None) -> None:
+    """What ``validate`` can know of a storage URL without connecting (connecting to a new
+    database creates tables in it): it parses, names a database SQLAlchemy knows, and
+    its driver is installed. Whether the server answers is known only at ``run``."""
+    if url is None:
+        return
+    import sqlalchemy.engine
+    import sqlalchemy.exc
+
+    try:
+        parsed = sqlalchemy.engine.make_url(_driver_url(url))
+        parsed.get_dialect()
+    except sqlalchemy.exc.ArgumentError as exc:
+        raise UserError(f"search.storage: {url!r} is not a database URL; use e.g. postgresql://user@host/db or sqlite:///study.db") from exc
+    except sqlalchemy.exc.NoSuchModuleError as exc:
+        raise UserError(f"search.storage: {url}: SQLAlchemy knows no database '{url.partition(':')[0]}'; use postgresql, mysql or sqlite") from exc
+    except ImportError as exc:
+        extra = "postgres" if url.startswith("postgres") else "mysql" if url.startswith("mysql") else None
+        fix = f"pip install 'tlbench[{extra}]'" if extra else "install the database driver SQLAlchemy names"
+        raise UserError(f"search.storage: no database driver for {url}; {fix}") from exc
+    if parsed.get_backend_name() == "sqlite" and parsed.database and not parsed.database.startswith("file:"):
+        folder = Path(parsed.database).parent
+        if not folder.is_dir():
+            raise UserError(f"search.storage: folder {folder} of {url} does not exist; create it or fix the path")
+
+
+def _driver_url(url: str) -> str:
+    """The URL with the driver tlbench's extras install, whatever SQLAlchemy's default."""
+    if url.startswith(("postgresql://", "postgres://")):
+        return "postgresql+psycopg://" + url.partition("://")[2]
+    if url.startswith("mysql://"):
+        return "mysql+pymysql://" + url.partition("://")[2]
+    return url
+
+
+def _rdb_storage(url: str, kwargs: dict[str, Any], attempts: int = 5) -> optuna.storages.RDBStorage:
+    """RDBStorage, which creates its tables on a new database. Workers starting at once
+    race to create them, and PostgreSQL's CREATE TABLE IF NOT EXISTS is not atomic: the
+    losers get a unique violation in the system catalog. Tables exist by the retry."""
+    import sqlalchemy.exc
+
+    for tries in range(attempts):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                storage = optuna.storages.RDBStorage(url, **kwargs)
+            if url.startswith("sqlite") and "mode=ro" not in url:  # readers claim nothing
+                _serialize_sqlite(storage.engine)
+            return storage
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError):
+            if tries == attempts - 1:
+                raise
+            time.sleep(0.2 + random.random())
+    raise AssertionError("unreachable")
+
+
+def _serialize_sqlite(engine) -> None:
+    """Make every transaction on a SQLite storage take the write lock when it begins.
+
+    Optuna claims an enqueued trial by reading its state and, if WAITING, setting it to
+    RUNNING, in one transaction with ``SELECT ... FOR UPDATE``. SQLite ignores FOR
+    UPDATE, and Python's sqlite3 opens the transaction only at the UPDATE, so two
+    processes can both read WAITING and both run the trial (the second then dies with
+    "Cannot tell a COMPLETE trial"). ``BEGIN IMMEDIATE`` (SQLAlchemy's recipe for
+    pysqlite) makes the read and the write one atomic step; other processes wait for
+    the lock (the connection's 60 s timeout). Connections made before this are closed.
+    """
+    from sqlalchemy import event
+
+    @event.listens_for(engine, "connect")
+    def _no_implicit_begin(dbapi_connection, record) -> None:
+        dbapi_connection.isolation_level = None  # SQLAlchemy emits BEGIN itself, below
+
+    @event.listens_for(engine, "begin")
+    def _begin_immediate(connection) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    engine.dispose()

@@ -1,0 +1,150 @@
+"""The tables people read, computed from the trials frame: the summary (best
+configuration per dataset x backbone x strategy, with intervals), Pareto marks, the
+cross-dataset ranking, and compare. Pure functions of data frames: no storage, no files.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+
+if TYPE_CHECKING:  # pragma: no cover - hints only
+    from tlbench.results import Run
+
+def strategy_params(params: dict[str, Any]) -> dict[str, Any]:
+    """Optuna's sampled parameters without backbone/strategy and the strategy prefix."""
+    return {k.partition(".")[2] or k: v for k, v in params.items() if k not in ("backbone", "strategy")}
+
+
+def describe_params(params: dict[str, Any], phases: list[dict], n_groups: int | None) -> str:
+    """A compact 'lr_head=0.012 freeze=0.5 (2/4 frozen)' string for tables."""
+    parts = []
+    for key, value in params.items():
+        text = f"{value:.3g}" if isinstance(value, float) else str(value)
+        if key == "freeze" and phases and n_groups:
+            text += f" ({phases[-1]['frozen_groups']}/{n_groups} frozen)"
+        parts.append(f"{key}={text}")
+    return " ".join(parts)
+
+
+SUMMARY_COLUMNS = [
+    "dataset", "backbone", "strategy", "trial", "trials", "val_accuracy", "test_accuracy",
+    "repeats", "test_mean", "test_std", "ci_low", "ci_high", "config",
+    "total_params", "trainable_params", "forward_gflops", "train_gflops", "train_seconds",
+    "throughput", "latency_ms", "peak_memory_mb", "device", "pareto",
+]  # fmt: skip
+
+
+def summary_frame(trials: pd.DataFrame, repeats: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Per dataset x backbone x strategy, the trial with the best validation accuracy
+    (ties: less training time, then the earlier trial), its test accuracy and costs,
+    and test accuracy over its seed repeats: mean, std and a 95 % bootstrap interval
+    (over the selected trial's own test results when there are no repeats)."""
+    finished = trials[trials["state"].isin(["COMPLETE", "PRUNED", "FAIL"])]
+    counts = finished.groupby(["dataset", "backbone", "strategy"]).size().rename("trials")
+    done = trials[trials["state"] == "COMPLETE"].sort_values(
+        ["val_accuracy", "train_seconds", "trial"], ascending=[False, True, True]
+    )
+    best = done.groupby(["dataset", "backbone", "strategy"], sort=False).head(1)
+    best = best.join(counts, on=["dataset", "backbone", "strategy"])
+    best = best.sort_values(["dataset", "test_accuracy"], ascending=[True, False]).reset_index(drop=True)
+    best["pareto"] = pareto_mask(best)
+    spread = [_spread(row, repeats) for _, row in best.iterrows()]
+    best = pd.concat([best.reset_index(drop=True), pd.DataFrame(spread, columns=SPREAD)], axis=1)
+    return best[SUMMARY_COLUMNS]
+
+
+SPREAD = ["repeats", "test_mean", "test_std", "ci_low", "ci_high"]
+
+
+def _spread(row, repeats: pd.DataFrame | None) -> list:
+    """[repeats, mean, std, ci_low, ci_high] of test accuracy for a summary row."""
+    from tlbench.stats import bootstrap_ci, decode
+
+    runs = pd.DataFrame()
+    if repeats is not None and not repeats.empty:
+        mine = (repeats["dataset"] == row["dataset"]) & (repeats["repeat_of"] == row["trial"])
+        runs = repeats[mine & (repeats["state"] == "COMPLETE")]
+    if runs.empty:  # no repeats: the test examples are the only source of noise
+        # runs made before per-example results were stored have no interval
+        low, high = bootstrap_ci([decode(row["test_correct"])]) if isinstance(row["test_correct"], str) else (None, None)
+        return [0, row["test_accuracy"], None, low, high]
+    low, high = bootstrap_ci([decode(bits) for bits in runs["test_correct"]])
+    std = float(runs["test_accuracy"].std(ddof=1)) if len(runs) > 1 else None
+    return [len(runs), float(runs["test_accuracy"].mean()), std, low, high]
+
+
+def pareto_mask(rows: pd.DataFrame) -> list[bool]:
+    """True where no other row of the same dataset has test accuracy >= and training
+    GFLOPs <= with one strictly better. A reading aid: it selects nothing."""
+    out = []
+    for _, row in rows.iterrows():
+        same = rows[rows["dataset"] == row["dataset"]]
+        dominated = (
+            (same["test_accuracy"] >= row["test_accuracy"])
+            & (same["train_gflops"] <= row["train_gflops"])
+            & ((same["test_accuracy"] > row["test_accuracy"]) | (same["train_gflops"] < row["train_gflops"]))
+        ).any()
+        out.append(not dominated)
+    return out
+
+
+def ranking_frame(summary: pd.DataFrame, trials: pd.DataFrame) -> pd.DataFrame:
+    """Per backbone across datasets: its rank on each dataset (by the test accuracy of
+    its best-by-validation strategy; 1 is best), mean rank, mean test accuracy, and the
+    training compute of all its completed trials."""
+    if summary.empty:
+        return pd.DataFrame(columns=["backbone", "mean_rank", "mean_test", "datasets", "train_gflops", "train_seconds"])
+    best = summary.sort_values(["val_accuracy", "train_seconds"], ascending=[False, True])
+    best = best.drop_duplicates(["dataset", "backbone"]).copy()
+    best["rank"] = best.groupby("dataset")["test_accuracy"].rank(ascending=False, method="min")
+    table = best.groupby("backbone").agg(
+        mean_rank=("rank", "mean"), mean_test=("test_accuracy", "mean"), datasets=("dataset", "nunique")
+    )
+    spent = trials[trials["state"] == "COMPLETE"].groupby("backbone")[["train_gflops", "train_seconds"]].sum()
+    return table.join(spent).reset_index().sort_values(["mean_rank", "mean_test"], ascending=[True, False])
+
+
+KEY = ["dataset", "backbone", "strategy"]
+
+
+COMPARED = ["train_seconds", "train_gflops", "throughput", "peak_memory_mb"]  # costs compared as ratios
+
+
+ENVIRONMENT_KEYS = ["device", "cuda", "torch", "torchvision", "timm", "optuna", "tlbench", "python"]
+
+
+def compare_frame(runs: list[Run]) -> pd.DataFrame:
+    """Summary rows of several runs aligned by dataset x backbone x strategy (a row
+    missing from a run stays, with gaps); deltas are against the first run."""
+    table = None
+    for i, run in enumerate(runs):
+        part = run.summary[KEY + ["test_accuracy", "test_mean", "ci_low", "ci_high"] + COMPARED].copy()
+        part["test_accuracy"] = part["test_mean"].fillna(part["test_accuracy"])  # the repeats' mean when there are some
+        part = part.drop(columns=["test_mean"]).rename(columns={"test_accuracy": "test"})
+        part = part.rename(columns={c: f"{c}_{i}" for c in part.columns if c not in KEY})
+        table = part if table is None else table.merge(part, on=KEY, how="outer")
+    for i in range(1, len(runs)):
+        table[f"d_test_{i}"] = table[f"test_{i}"] - table["test_0"]
+        overlap = (table[f"ci_low_{i}"] <= table["ci_high_0"]) & (table["ci_low_0"] <= table[f"ci_high_{i}"])
+        table[f"noise_{i}"] = overlap & table[f"d_test_{i}"].notna()
+        for cost in COMPARED:
+            table[f"d_{cost}_{i}"] = table[f"{cost}_{i}"] / table[f"{cost}_0"] - 1
+    return table.sort_values(KEY).reset_index(drop=True)
+
+
+def environment_flags(runs: list[Run]) -> list[str]:
+    """One line per environment field that differs between runs (hardware, versions)."""
+    flags = []
+    for key in ENVIRONMENT_KEYS:
+        values = [str(run.environment.get(key)) for run in runs]
+        if len(set(values)) > 1:
+            kind = "hardware" if key in ("device", "cuda") else "versions"
+            flags.append(f"different {kind}: {key} = " + " vs ".join(values) + " (costs are not comparable as they are)")
+    return flags
+
+
+def out_of_retries(trials: pd.DataFrame) -> pd.DataFrame:
+    """Interrupted trials whose configuration ran out of retries (``search.retries``)."""
+    return trials[trials["gave_up"].notna()]

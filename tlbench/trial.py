@@ -1,0 +1,237 @@
+"""One trial: draw a configuration, build, adapt, train, measure, and record it.
+
+:class:`Objective` is what Optuna calls; everything it stores goes through
+:class:`tlbench.record.TrialRecord`. :class:`TrialResources` is what the trials of
+one process share: the devices, the measurements that depend on the architecture
+only, and the feature cache. The engine (:func:`tlbench.train.fit`) knows nothing
+of Optuna: it reports each epoch through ``on_epoch``, and pruning is decided here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import platform
+import queue
+import threading
+import time
+
+import optuna
+
+from tlbench import interrupts
+from tlbench.planning import Plan, PlannedBackbone, adapt, build_backbone, cache_dir, check_phases, strategy_phases, suggest_training
+from tlbench.record import Failure, TrialRecord
+from tlbench.space import TrialSpace
+from tlbench.studies import budget, derived_seed
+from tlbench.types import DatasetSplits, UserError
+
+WORKER = f"{platform.node()}:{os.getpid()}"  # who runs a trial: host and process
+
+
+class TrialResources:
+    """What the trials of one process share: the devices (one trial each at a time),
+    architecture-only costs measured once, and the frozen-prefix feature cache."""
+
+    def __init__(self, plan: Plan, splits: dict[str, DatasetSplits]):
+        from tlbench import features, train
+
+        self.devices = train.pick_devices(plan.bench.training.device)
+        self.free: queue.SimpleQueue = queue.SimpleQueue()
+        for device in self.devices:
+            self.free.put(device)
+        self.measured: dict = {}
+        self.lock = threading.Lock()
+        c = plan.bench.training.cache
+        self.cache = features.FeatureCache(c.memory_mb, cache_dir(plan), c.disk_mb) if c.enabled else None
+        self.data_keys = {
+            entry.key: features.data_fingerprint(
+                json.dumps([entry.model_dump(mode="json"), plan.bench.seed], sort_keys=True),
+                {name: getattr(splits[entry.key], name).ids for name in ("train", "val", "test")},
+                {name: getattr(splits[entry.key], name).labels for name in ("train", "val", "test")},
+            )
+            for entry, _ in plan.datasets
+            if entry.key in splits
+        }
+
+    def measure(self, key, fn):
+        """``fn()`` the first time ``key`` is asked for, its stored value afterwards."""
+        with self.lock:
+            if key in self.measured:
+                return self.measured[key]
+        value = fn()
+        with self.lock:
+            return self.measured.setdefault(key, value)
+
+    @contextlib.contextmanager
+    def device(self):
+        device = self.free.get()
+        try:
+            yield device
+        finally:
+            self.free.put(device)
+
+
+class Objective:
+    """One trial: pick backbone and strategy, draw their parameters, train, measure.
+
+    ``repeats``: the study holds enqueued seed repeats only (see :mod:`tlbench.benchmark`).
+    """
+
+    def __init__(self, plan: Plan, splits: DatasetSplits, dataset_key: str, progress, resources: TrialResources, repeats: bool = False):
+        self.plan, self.splits, self.dataset_key, self.progress, self.resources = plan, splits, dataset_key, progress, resources
+        self.repeats = repeats
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        import torch
+
+        from tlbench import train
+
+        surplus = self.surplus(trial)
+        if surplus:
+            TrialRecord(failure=Failure.SURPLUS, fail_reason=f"surplus: not run, {surplus}").write(trial)
+            raise train.TrialFailed(f"surplus: not run, {surplus}", kind=Failure.SURPLUS)  # the callback then stops the study
+        TrialRecord(host=platform.node(), worker=WORKER).write(trial)
+        with self.resources.device() as device:
+            # libraries that allocate on "the current GPU" use this trial's
+            with torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext():
+                try:
+                    return self._run(trial, device)
+                except KeyboardInterrupt:  # Optuna marks it failed; this says why
+                    TrialRecord(failure=Failure.INTERRUPTED, fail_reason=f"interrupted by {interrupts.what()}").write(trial)
+                    raise
+
+    def surplus(self, trial: optuna.Trial) -> str | None:
+        """Why this trial must not run, if it must not. Workers stop once their study has
+        its trials, but two may each start one more at the same moment: trial numbers
+        are given out one at a time (Optuna locks the study row), so the first
+        ``n_trials`` trials of the budget run and any later one is surplus."""
+        if self.repeats:
+            return None if TrialRecord.from_trial(trial).repeat_of is not None else "every enqueued repeat was taken by other workers"
+        total = self.plan.bench.search.n_trials
+        if total is None:
+            return None
+        ahead = [t for t in budget(trial.study.get_trials(deepcopy=False)) if t.number < trial.number]
+        return f"the study already had its {total} trials (other workers took the last ones)" if len(ahead) >= total else None
+
+    def _run(self, trial: optuna.Trial, device) -> float:
+        import torch
+
+        from tlbench import cost, train
+
+        plan = self.plan
+        bkey = trial.suggest_categorical("backbone", list(plan.backbones))
+        skey = trial.suggest_categorical("strategy", list(plan.strategies))
+        strategy, backbone = plan.strategies[skey], plan.backbones[bkey]
+        space = TrialSpace(trial, f"{skey}.", f"strategy {skey}")
+        params = self._call(strategy, "suggest()", lambda: strategy.record.suggest(space, strategy.options))
+        training = suggest_training(TrialSpace(trial, "", "training"), plan.bench)
+        record = TrialRecord.from_trial(trial)
+        seed = record.seed if record.seed is not None else derived_seed(plan.bench.seed, trial.number)
+        torch.manual_seed(seed)  # the fresh head's init too, whatever ran before in this process
+        adapted = adapt(strategy.record, build_backbone(backbone, len(self.splits.classes)), params, strategy.plugin)
+        built = adapted.built
+        phases = strategy_phases(strategy, params, len(built.groups))
+        check_phases(phases, len(built.groups))
+        resolution = backbone.entry.resolution or plan.bench.training.resolution or built.data_config.input_size
+        settings = self._settings(training, resolution, device, seed)
+        # known before training, so that pruned trials have it too; a model a strategy changed is its own architecture
+        arch = (bkey,) if strategy.record.adapt is None else (bkey, skey, json.dumps(params, sort_keys=True, default=str))
+        gflops = self.resources.measure(
+            ("forward_gflops", *arch, resolution), lambda: cost.forward_flops(built.model, resolution, device) / 1e9
+        )
+        _described(backbone, built, phases, {**params, **training}, settings, gflops).write(trial)
+        self.progress.trial_started(trial.number, f"{bkey} · {skey}", sum(ph.epochs for ph in phases))
+        cost.reset_peak_memory(device)  # so that CUDA peak memory is this trial's own
+        start = time.perf_counter()
+        try:
+            result = train.fit(
+                built, self.splits, phases, settings, on_epoch=lambda e, acc: self._epoch(trial, e, acc, start), always=adapted.trainable
+            )
+        except train.TrialFailed as exc:
+            TrialRecord(failure=exc.kind, fail_reason=str(exc)).write(trial)
+            raise
+        except UserError as exc:  # e.g. an image that cannot be decoded: the run stops, going on retries it
+            TrialRecord(failure=Failure.INTERRUPTED, fail_reason=f"interrupted: {exc}").write(trial)
+            raise
+        self._measured(built, settings, arch, result).write(trial)
+        return result.val_accuracy
+
+    def _call(self, strategy, what: str, fn):
+        from tlbench.contract import plugin_call
+
+        return plugin_call(strategy.plugin, f"strategy '{strategy.record.name}': {what}", fn)
+
+    def _settings(self, training: dict, resolution: int, device, seed: int):
+        from tlbench import train
+
+        t = self.plan.bench.training
+        return train.TrainSettings(
+            batch_size=training["batch_size"],
+            weight_decay=float(training["weight_decay"]),
+            augment=t.augment,
+            resolution=resolution,
+            device=device,
+            seed=seed,
+            num_workers=t.num_workers,
+            compile=t.compile,
+            cache=self.resources.cache,
+            data_key=self.resources.data_keys[self.dataset_key],
+        )
+
+    def _epoch(self, trial: optuna.Trial, epoch: int, accuracy: float, start: float) -> None:
+        interrupts.check()
+        self.progress.epoch_done(trial.number, epoch, accuracy)
+        trial.report(accuracy, epoch)
+        TrialRecord(elapsed_seconds=time.perf_counter() - start).write(trial)  # training + evaluation so far
+        # A recipe from the config runs to the end: it is the baseline the search is measured against.
+        if not TrialRecord.from_trial(trial).recipe and trial.should_prune():
+            raise optuna.TrialPruned(f"pruned after epoch {epoch} at val accuracy {accuracy:.3f}")
+
+    def _measured(self, built, settings, arch: tuple, result) -> TrialRecord:
+        from tlbench import cost, train
+
+        device = settings.device
+
+        def speed() -> dict:
+            throughput, latency = cost.inference_speed(
+                built.model, settings.resolution, device, settings.batch_size, train.autocast_dtype(device)
+            )
+            return {"throughput": throughput, "latency_ms": latency}
+
+        # per device kind: with several GPUs of one model, measured once
+        measured = self.resources.measure(("speed", *arch, settings.resolution, settings.batch_size, cost.device_name(device)), speed)
+        memory, memory_kind = cost.peak_memory_mb(device)
+        return TrialRecord(
+            **measured,
+            val_curve=result.val_curve,
+            test_accuracy=result.test_accuracy,
+            test_correct="".join("1" if c else "0" for c in result.test_correct),
+            train_seconds=result.train_seconds,
+            train_gflops=result.train_flops / 1e9,
+            trainable_params=result.trainable_params,
+            peak_memory_mb=memory,
+            memory_kind=memory_kind,
+            device=cost.device_name(device),
+            device_index=device.index if device.index is not None else 0,
+            precision=result.precision,
+            cache=list(result.cache),
+        )
+
+
+def _described(backbone: PlannedBackbone, built, phases, params: dict, settings, gflops: float) -> TrialRecord:
+    """What the trial is, stored before it trains, so that tables need nothing but the storage."""
+    from dataclasses import asdict
+
+    from tlbench import cost
+
+    return TrialRecord(
+        params=params,
+        phases=[asdict(ph) for ph in phases],
+        n_groups=len(built.groups),
+        pretrained=bool(backbone.entry.pretrained or backbone.weights),
+        resolution=settings.resolution,
+        seed=settings.seed,
+        forward_gflops=gflops,
+        total_params=cost.count_params(built.model),
+    )
