@@ -1,6 +1,6 @@
 """Planning: a benchmark config checked against the loaded plugins, before any compute.
 
-:func:`plan` resolves every name and option and dry-runs every search space;
+:func:`make_plan` resolves every name and option and dry-runs every search space;
 :func:`preflight` loads every dataset, builds every backbone, tries every strategy on
 every backbone and checks devices, folders and memory. ``validate`` is these two, so
 a config it accepts does not fail later on something they could have checked. What a
@@ -205,8 +205,9 @@ def _strategy(registry: Registry, entry: StrategyEntry) -> PlannedStrategy:
     suggest = lambda s: plugin_call(plugin, f"strategy '{record.name}': suggest()", lambda: record.suggest(s, options))  # noqa: E731
     drawn = space.dry_run(suggest, "")
     for params in [drawn.result, *space.corners(suggest)]:  # a random draw, then both ends of every range and every choice
-        if not isinstance(params, Mapping):
-            raise UserError(f"plugin {plugin}: strategy '{record.name}': suggest() returned {type(params).__name__}, expected a dict")
+        problem = contract.suggest_problem(params)
+        if problem:
+            raise UserError(f"plugin {plugin}: strategy '{record.name}': suggest() {problem}")
         try:
             phases = list(record.phases(params, 4))
         except UserError:
@@ -224,10 +225,11 @@ def check_phases(phases: list[Phase], n_groups: int = 4) -> None:
         raise UserError(problem)
 
 
-def suggest_training(space: TrialSpace, bench: Benchmark) -> dict[str, Any]:
+def suggest_training(drawn: TrialSpace, bench: Benchmark) -> dict[str, Any]:
+    """The training values a trial draws (batch size, weight decay), checked."""
     values = {
-        "batch_size": space.suggest("batch_size", bench.training.batch_size),
-        "weight_decay": space.suggest("weight_decay", bench.training.weight_decay, log=True),
+        "batch_size": drawn.suggest("batch_size", bench.training.batch_size),
+        "weight_decay": drawn.suggest("weight_decay", bench.training.weight_decay, log=True),
     }
     if not isinstance(values["batch_size"], int) or values["batch_size"] < 1:
         raise UserError(f"training.batch_size: expected a whole number >= 1, got {values['batch_size']!r}")
