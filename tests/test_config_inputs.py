@@ -335,3 +335,7 @@ def test_a_key_given_twice_is_one_line_naming_it(tmp_path, capsys):
 def test_a_batch_size_of_one_is_refused_before_it_trains_nothing(write_config, capsys, batch_size):
     """A batch of one example is skipped (batch norm cannot train on it): batch_size 1 would train no step."""
     one_line(capsys, _validate(write_config(training={"batch_size": batch_size, "resolution": 32})), "training.batch_size", "2 or more")
+
+
+def test_a_folder_given_as_the_config_is_one_line(tmp_path, capsys):
+    one_line(capsys, _validate(tmp_path), "is a folder, not a config file")

@@ -145,3 +145,22 @@ def test_an_undecodable_image_with_dataloader_workers_is_one_line(tmp_path, writ
         )
     )
     one_line(capsys, cli.main(["run", str(config), "--format", "csv"]), f"image {broken} cannot be read", "delete or replace the file")
+
+
+def test_an_unreadable_subfolder_of_a_class_is_refused_not_skipped(tmp_path, write_config):
+    """os.walk skips a folder it cannot read without a word: its images would silently be missing."""
+    import subprocess
+    import sys
+
+    from conftest import without_root_override
+
+    make_folder(tmp_path / "images", {"a": 4, "b": 4})
+    hidden = make_folder(tmp_path / "images" / "a", {"more": 2}) / "more"
+    config = write_config(tiny_benchmark(datasets=[{"name": "imagefolder", "path": "images"}]))
+    hidden.chmod(0)
+    try:
+        proc = subprocess.run([*without_root_override(), sys.executable, "-m", "tlbench", "validate", str(config)], capture_output=True, text=True)
+    finally:
+        hidden.chmod(0o755)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip().splitlines() == [f"tlbench: error: datasets[0] (imagefolder): dataset imagefolder: cannot read folder {hidden} (Permission denied); check its permissions"]

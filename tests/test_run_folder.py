@@ -172,3 +172,15 @@ def test_optuna_sees_the_storage_of_a_resolved_run(run_folder):
     _, folder = run_folder
     (study,) = optuna.get_all_study_summaries(f"sqlite:///{folder / 'study.db'}")
     assert study.n_trials == 1
+
+
+def test_a_results_file_that_cannot_be_written_is_a_user_error_naming_it(tmp_path):
+    """A full disk or a folder made read-only mid-run: one line naming the file, not a traceback."""
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    folder.chmod(0o555)
+    code = "from pathlib import Path; from tlbench.results import write_atomic; write_atomic(Path(%r) / 'trials.csv', 'x')" % str(folder)
+    proc = subprocess.run([*without_root_override(), sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 1 and "tlbench.types.UserError" in proc.stderr, proc.stderr
+    assert f"{folder}/trials.csv: cannot write it (Permission denied); free space or fix permissions" in proc.stderr
+    assert list(folder.iterdir()) == []

@@ -64,3 +64,26 @@ def test_many_workers_claim_each_enqueued_trial_exactly_once(tmp_path, kind):
         assert ran == collections.Counter(range(120)), f"round {round_}: {[k for k, v in ran.items() if v > 1]} ran twice"
         trials = optuna.load_study(study_name=name, storage=urls[kind]).trials
         assert collections.Counter(t.state.name for t in trials if t.user_attrs.get("enqueued")) == {"COMPLETE": 120}
+
+
+OPEN = """
+import sys, time
+from tlbench import storage
+while time.time() < float(sys.argv[2]):
+    pass
+storage.connect(sys.argv[1])
+"""
+
+
+def test_processes_opening_a_new_sqlite_file_at_once_all_get_it(tmp_path):
+    """Workers started together on a new SQLite file race to create Optuna's tables; the
+    losers got "table studies already exists" (as PostgreSQL's got a unique violation)."""
+    import time
+
+    for round_ in range(3):
+        url = f"sqlite:///{tmp_path / f'new{round_}.db'}"
+        start = time.time() + 8  # after every process has imported optuna
+        procs = [subprocess.Popen([sys.executable, "-c", OPEN, url, str(start)], stderr=subprocess.PIPE, text=True) for _ in range(4)]
+        errors = [p.communicate(timeout=120)[1] for p in procs]
+        assert [p.returncode for p in procs] == [0] * 4, [e[-300:] for e in errors if e]
+

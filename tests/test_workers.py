@@ -218,8 +218,9 @@ def test_killing_run_with_workers_lets_them_finish_their_trial_keeps_the_folder_
     )  # fmt: skip
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline:
-        try:
-            trials = optuna.load_study(study_name="dist/shared/synthetic", storage=f"sqlite:///{folder / 'study.db'}").trials
+        try:  # read-only: opening it read-write would create the database and race the run creating its tables
+            url = f"sqlite:///file:{folder / 'study.db'}?mode=ro&uri=true"
+            trials = optuna.load_study(study_name="dist/shared/synthetic", storage=url).trials
         except Exception:  # not created yet
             trials = []
         if any("params" in t.user_attrs for t in trials):

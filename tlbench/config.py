@@ -194,6 +194,8 @@ def read_yaml(path: Path) -> Any:
     """The YAML document in ``path``: UTF-8 (or UTF-16 with a byte-order mark), at most
     ``MAX_CONFIG_BYTES``, parsed safely, and bounded in size and depth after its aliases
     are expanded (a 1 KB "billion laughs" file expands to gigabytes)."""
+    if path.is_dir():
+        raise UserError(f"{path}: is a folder, not a config file; pass the path of a benchmarks.yaml")
     if not path.is_file():
         raise UserError(f"{path}: no such config file; pass the path of a benchmarks.yaml")
     try:

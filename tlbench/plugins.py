@@ -154,7 +154,11 @@ def _load_entry_points(host: PluginHost) -> None:
 
 def _load_path(host: PluginHost, path: Path) -> None:
     if path.is_dir():
-        files = sorted(p for p in path.glob("*.py") if not p.name.startswith("_"))
+        try:
+            names = os.listdir(path)  # Path.glob would return nothing for a folder it cannot read
+        except OSError as exc:
+            raise UserError(f"plugins: cannot read folder {path} ({exc.strerror}); check its permissions") from exc
+        files = sorted(path / n for n in names if n.endswith(".py") and not n.startswith("_"))
     elif path.suffix == ".py" and path.is_file():
         files = [path]
     else:

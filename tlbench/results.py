@@ -48,7 +48,15 @@ def _read_umask() -> int:
 
 
 def write_atomic(path: Path, data: str | bytes) -> None:
-    """Write a file so that readers see the old or the new content, never a torn one."""
+    """Write a file so that readers see the old or the new content, never a torn one.
+    A full disk or a folder made read-only is a user error naming the file."""
+    try:
+        _write_atomic(path, data)
+    except OSError as exc:
+        raise UserError(f"{path}: cannot write it ({exc.strerror or exc}); free space or fix permissions, then run the same command again") from exc
+
+
+def _write_atomic(path: Path, data: str | bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     mode = "wb" if isinstance(data, bytes) else "w"
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")

@@ -76,9 +76,10 @@ def _driver_url(url: str) -> str:
 
 
 def _rdb_storage(url: str, kwargs: dict[str, Any], attempts: int = 5) -> optuna.storages.RDBStorage:
-    """RDBStorage, which creates its tables on a new database. Workers starting at once
-    race to create them, and PostgreSQL's CREATE TABLE IF NOT EXISTS is not atomic: the
-    losers get a unique violation in the system catalog. Tables exist by the retry."""
+    """RDBStorage, which creates its tables on a new database. Processes starting at once
+    race to create them: PostgreSQL's CREATE TABLE IF NOT EXISTS is not atomic (the losers
+    get a unique violation in the system catalog), and on SQLite the losers get "table
+    ... already exists". Tables exist by the retry."""
     import sqlalchemy.exc
 
     for tries in range(attempts):
@@ -89,8 +90,10 @@ def _rdb_storage(url: str, kwargs: dict[str, Any], attempts: int = 5) -> optuna.
             if url.startswith("sqlite") and "mode=ro" not in url:  # readers claim nothing
                 _serialize_sqlite(storage.engine)
             return storage
-        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError):
-            if tries == attempts - 1:
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError, sqlalchemy.exc.OperationalError) as exc:
+            # SQLite's form of the same race: "table studies already exists"; a server that is down fails every time
+            racing = not isinstance(exc, sqlalchemy.exc.OperationalError) or "already exists" in str(exc)
+            if tries == attempts - 1 or not racing:
                 raise
             time.sleep(0.2 + random.random())
     raise AssertionError("unreachable")

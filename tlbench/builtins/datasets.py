@@ -131,7 +131,11 @@ def _scan(folder: Path, split: str) -> dict[str, list[Path]]:
     are not part of the dataset; every other file with an image suffix is, and one
     that cannot be read (a dangling link, no image) is refused, never skipped."""
     out = {}
-    for class_dir in sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")):
+    try:
+        entries = sorted(folder.iterdir())
+    except OSError as exc:
+        raise UserError(f"dataset imagefolder: cannot read folder {folder} ({exc.strerror}); check its permissions") from exc
+    for class_dir in (p for p in entries if p.is_dir() and not p.name.startswith(".")):
         files = _image_files(class_dir)
         if not files:
             raise UserError(
@@ -146,7 +150,11 @@ def _scan(folder: Path, split: str) -> dict[str, list[Path]]:
 
 def _image_files(class_dir: Path) -> list[Path]:
     files = []
-    for root, dirs, names in os.walk(class_dir, followlinks=True):
+
+    def unreadable(error: OSError) -> None:  # os.walk would skip the folder silently
+        raise UserError(f"dataset imagefolder: cannot read folder {error.filename} ({error.strerror}); check its permissions")
+
+    for root, dirs, names in os.walk(class_dir, onerror=unreadable, followlinks=True):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         for name in names:
             path = Path(root) / name
