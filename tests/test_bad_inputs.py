@@ -5,6 +5,8 @@ test of each case, is docs/bad-inputs.md; these are the cases no other file cove
 from __future__ import annotations
 
 
+from pathlib import Path
+
 import optuna
 import pandas as pd
 import pytest
@@ -32,11 +34,17 @@ def test_an_image_that_cannot_be_decoded_stops_the_run_keeps_earlier_trials_and_
     kept = pd.read_csv(folder / "trials.csv")
     capsys.readouterr()
 
-    broken = tmp_path / "images" / "a" / "3.png"
+    # an image that is not the first of its split (validate decodes those) and so is first decoded in a trial
+    from tlbench.builtins.datasets import load_imagefolder
+    from tlbench.types import DatasetRequest
+
+    options = {"path": "images", "val_fraction": 0.25, "test_fraction": 0.25}
+    splits = load_imagefolder(DatasetRequest(options=options, seed=0, base_dir=tmp_path))
+    broken = next(Path(i) for i in splits.train.ids[1:] if i not in {s.ids[0] for s in (splits.train, splits.val, splits.test)})
     good = broken.read_bytes()
     broken.write_bytes(good[:200])  # a valid header, then nothing: only decoding finds out
     code = cli.main(["run", str(config), "--n-trials", "2", "--format", "csv"])
-    _one_line(capsys, code, "3.png cannot be read", "delete or replace the file")
+    _one_line(capsys, code, f"{broken.name} cannot be read", "delete or replace the file")
     after = pd.read_csv(folder / "trials.csv")
     pd.testing.assert_frame_equal(after.iloc[:1], kept, check_dtype=False)  # nothing saved is lost
     assert after["fail_reason"].iloc[1].startswith("interrupted: image")

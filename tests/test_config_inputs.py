@@ -339,3 +339,23 @@ def test_a_batch_size_of_one_is_refused_before_it_trains_nothing(write_config, c
 
 def test_a_folder_given_as_the_config_is_one_line(tmp_path, capsys):
     one_line(capsys, _validate(tmp_path), "is a folder, not a config file")
+
+
+def test_a_hook_that_returns_a_record_instead_of_yielding_is_told_so(write_config, capsys, tmp_path):
+    body = "\n@hookimpl\ndef tlbench_strategies():\n    return Strategy(name='once', suggest=lambda s, o: {}, phases=lambda p, n: [Phase('x', 1, n, 0.0, 0.1)])\n"
+    path = write_config(plugins=[_plugin(tmp_path, "returns.py", body)])
+    one_line(capsys, _validate(path), "tlbench_strategies() returned a Strategy; hooks yield their records: write 'yield Strategy(...)'")
+
+
+def test_a_dataset_whose_examples_are_no_images_is_refused_by_validate(write_config, capsys, tmp_path):
+    body = """
+import numpy as np
+@hookimpl
+def tlbench_datasets():
+    def load(request):
+        split = lambda labels, p: Split(labels=labels, ids=tuple(f"{p}{i}" for i in range(len(labels))), load=lambda i: np.zeros((8, 8, 3)))
+        return DatasetSplits(train=split((0, 1), "a"), val=split((0, 1), "b"), test=split((0, 1), "c"), classes=("x", "y"))
+    yield Dataset(name="arrays", load=load)
+"""
+    path = write_config(plugins=[_plugin(tmp_path, "arrays.py", body)], datasets=[{"name": "arrays"}])
+    one_line(capsys, _validate(path), "dataset 'arrays': train.load(0) returned ndarray, expected a PIL image")

@@ -184,3 +184,12 @@ def test_a_results_file_that_cannot_be_written_is_a_user_error_naming_it(tmp_pat
     assert proc.returncode == 1 and "tlbench.types.UserError" in proc.stderr, proc.stderr
     assert f"{folder}/trials.csv: cannot write it (Permission denied); free space or fix permissions" in proc.stderr
     assert list(folder.iterdir()) == []
+
+
+def test_a_damaged_study_db_is_refused_and_the_folder_left_as_it_was(run_folder, capsys):
+    config, folder = run_folder
+    (folder / "study.db").write_bytes(b"not a database" * 100)
+    before = snapshot(folder)
+    one_line(capsys, cli.main(["run", str(config)]), "search.storage: cannot open")
+    one_line(capsys, cli.main(["report", str(folder)]), "search.storage: cannot open")
+    assert snapshot(folder) == before

@@ -83,6 +83,8 @@ def run_benchmark(
     if not alone:  # checked before the run folder is touched
         shared = connect_shared(url, plan.bench.search.heartbeat, plan.bench.search.retries)
         open_studies(plan, shared, alone)
+    elif (folder / results.DEFAULT_STORAGE).exists():  # the folder's own: readable? (read-only: nothing changes)
+        storage.connect(results.read_only_url(url, folder))
     with results.locked(folder) as lock:
         results.claim(lock)  # every check that can refuse this run has passed (check_resumable covers study.db)
         store = shared or storage.connect(url)

@@ -163,6 +163,15 @@ def splits_problem(splits: Any) -> str | None:
     return None
 
 
+def example_problem(image: Any) -> str | None:
+    """What is wrong with what a split's ``load(i)`` returned, or None: a PIL image."""
+    from PIL import Image
+
+    if not isinstance(image, Image.Image):
+        return f"returned {type(image).__name__}, expected a PIL image"
+    return None
+
+
 def disjoint_problem(parts: Mapping[str, Split]) -> str | None:
     """Splits that share an example, or None."""
     seen: dict[str, str] = {}

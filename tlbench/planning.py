@@ -273,6 +273,12 @@ def load_splits(entry: DatasetEntry, record: Dataset, seed: int, base_dir: Path,
     problem = contract.splits_problem(splits)
     if problem:
         raise UserError(f"plugin {plugin}: {what}: {problem}")
+    for name in ("train", "val", "test"):  # one example each, as a trial will load it (a damaged file is named then)
+        split = getattr(splits, name)
+        image = plugin_call(plugin, f"dataset '{record.name}': {name}.load(0)", lambda split=split: split.load(0))
+        problem = contract.example_problem(image)
+        if problem:
+            raise UserError(f"plugin {plugin}: dataset '{record.name}': {name}.load(0) {problem}")
     caps = {"train": (entry.train_samples, entry.per_class), "val": (entry.val_samples, None), "test": (entry.test_samples, None)}
     parts = {}
     for name, (total, per_class) in caps.items():
@@ -378,11 +384,11 @@ def check_memory(plan: Plan, backbone: PlannedBackbone, built: BuiltBackbone, de
     probe = min(resolution, 64)
     try:
         per_image = cost.activation_bytes(built.model, probe) * (resolution / probe) ** 2
-    except RuntimeError as exc:  # too small for the network's strides or kernels
+    except (RuntimeError, ValueError, TypeError) as exc:  # e.g. an input too small for the network's strides or kernels
         problem = str(exc).strip().splitlines()[0][:120]
         raise UserError(
-            f"resolution {probe} px is too small for {backbone.entry.name} ({problem}); raise training.resolution "
-            "(or this backbone's resolution:)"
+            f"plugin {backbone.plugin}: backbone '{backbone.entry.name}': a forward pass of one {probe} px image failed "
+            f"({type(exc).__name__}: {problem}); if the input is too small, raise training.resolution"
         ) from exc
     need = 2 * batch * (per_image + 3 * 4 * resolution**2)
     have = cost.available_memory(device)

@@ -273,7 +273,13 @@ def collect(host: PluginHost) -> Registry:
 def hook_records(impl, hook_name: str, record_type: type) -> list:
     """Call one plugin's hook implementation; its records, each checked (UserError naming the plugin)."""
     try:
-        records = list(impl.function() or ())
+        returned = impl.function()
+        if isinstance(returned, (Backbone, Dataset, Strategy)):
+            raise UserError(
+                f"plugin {impl.plugin_name}: {hook_name}() returned a {type(returned).__name__}; hooks yield their records: "
+                f"write 'yield {type(returned).__name__}(...)' instead of 'return'"
+            )
+        records = list(returned or ())
     except UserError:
         raise
     except Exception as exc:

@@ -272,7 +272,6 @@ def check_dataset(
 ) -> DatasetSplits:
     """Load ``record`` with the config ``options`` and check its splits. ``sizes``:
     the (train, val, test) sizes the dataset declares, if it does."""
-    from PIL import Image
 
     from tlbench import contract
 
@@ -290,8 +289,9 @@ def check_dataset(
         split = getattr(splits, name)
         for i in {0, len(split) - 1}:
             image = _call(plugin, f"{label}: {name}.load({i})", lambda i=i, split=split: split.load(i))
-            if not isinstance(image, Image.Image):
-                raise _fail(plugin, label, f"{name}.load({i}) returned {type(image).__name__}, expected a PIL image")
+            problem = contract.example_problem(image)
+            if problem:
+                raise _fail(plugin, label, f"{name}.load({i}) {problem}")
     if sizes is not None and tuple(sizes) != (len(splits.train), len(splits.val), len(splits.test)):
         raise _fail(plugin, label, f"splits have {len(splits.train)}/{len(splits.val)}/{len(splits.test)} examples, declared {tuple(sizes)}")
     again = load()
