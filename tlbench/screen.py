@@ -1,0 +1,136 @@
+"""Screening scores: how well a backbone's frozen features suit a dataset, without fine-tuning.
+
+Issue 14's first step: the scores, on feature matrices (what the feature cache holds
+for a linear probe: one row per example). Wiring them into the search (score every
+backbone first, drop or deprioritise the clearly worse ones) comes next.
+
+- :func:`logme` — LogME (You, Liu, Wang, Long: "LogME: Practical Assessment of
+  Pre-trained Models for Transfer Learning", ICML 2021). For each class, the log
+  evidence of a Bayesian linear regression from the features to the class's
+  one-hot column, maximised over the prior precision alpha and the noise precision
+  beta by the paper's fixed-point iteration, divided by the number of examples and
+  averaged over classes. Higher is better; training-free (one SVD).
+- :func:`knn_accuracy` — accuracy of a k-nearest-neighbour classifier (cosine
+  similarity, majority vote, ties to the nearest) from the training features to
+  the validation features: the "kNN on features" transferability baseline.
+- :func:`ridge_probe_accuracy` — a linear probe in closed form: ridge regression to
+  one-hot targets, argmax, on validation.
+- :func:`kendall_tau` and :func:`tau_interval` — agreement of a screen's ranking of
+  backbones with the fine-tuned ranking, with a bootstrap interval over datasets or
+  seeds (Kendall's tau-b: ties count as neither agreement nor disagreement).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+
+
+def logme(features: np.ndarray, labels: Sequence[int], iterations: int = 100, tol: float = 1e-5) -> float:
+    """LogME of ``features`` [n, d] for integer ``labels`` [n] (see the module docstring)."""
+    f = np.asarray(features, dtype=np.float64)
+    y_all = np.asarray(labels)
+    n, d = f.shape
+    u, s, _ = np.linalg.svd(f, full_matrices=False)  # f = u diag(s) v^T, rank r = min(n, d)
+    sigma = s**2  # eigenvalues of f^T f (the rest, d - r of them, are 0)
+    scores = []
+    for k in np.unique(y_all):
+        y = (y_all == k).astype(np.float64)
+        uty = u.T @ y
+        outside = max(float(y @ y - uty @ uty), 0.0)  # the part of y outside the features' span
+        alpha, beta = 1.0, 1.0
+        for _ in range(iterations):
+            t = alpha / beta
+            gamma = float((sigma / (sigma + t)).sum())
+            mm = float((sigma * uty**2 / (sigma + t) ** 2).sum())  # m^T m, m the posterior mean of the weights
+            res = float(((t / (sigma + t)) ** 2 * uty**2).sum()) + outside  # ||f m - y||^2
+            alpha, beta = gamma / max(mm, 1e-12), max(n - gamma, 1e-12) / max(res, 1e-12)
+            if abs(alpha / beta - t) / t < tol:
+                break
+        t = alpha / beta
+        mm = float((sigma * uty**2 / (sigma + t) ** 2).sum())
+        res = float(((t / (sigma + t)) ** 2 * uty**2).sum()) + outside
+        logdet = float(np.log(alpha + beta * sigma).sum()) + (d - len(sigma)) * math.log(alpha)
+        evidence = (
+            n / 2 * math.log(beta) + d / 2 * math.log(alpha) - n / 2 * math.log(2 * math.pi)
+            - beta / 2 * res - alpha / 2 * mm - logdet / 2
+        )  # fmt: skip
+        scores.append(evidence / n)
+    return float(np.mean(scores))
+
+
+def knn_accuracy(train: np.ndarray, train_labels: Sequence[int], val: np.ndarray, val_labels: Sequence[int], k: int = 5) -> float:
+    """Accuracy on ``val`` of a cosine k-nearest-neighbour vote over ``train``; ties go to
+    the class of the nearest neighbour among the tied ones."""
+    a, b = _unit(train), _unit(val)
+    similarity = b @ a.T  # [n_val, n_train]
+    k = min(k, len(a))
+    nearest = np.argsort(-similarity, axis=1, kind="stable")[:, :k]
+    train_labels, val_labels = np.asarray(train_labels), np.asarray(val_labels)
+    correct = 0
+    for row, truth in zip(nearest, val_labels):
+        votes = train_labels[row]
+        counts = np.bincount(votes)
+        best = np.flatnonzero(counts == counts.max())
+        predicted = next(label for label in votes if label in best)  # the nearest of the tied classes
+        correct += int(predicted == truth)
+    return correct / len(val_labels)
+
+
+def ridge_probe_accuracy(
+    train: np.ndarray, train_labels: Sequence[int], val: np.ndarray, val_labels: Sequence[int], l2: float = 1e-2
+) -> float:
+    """Validation accuracy of ridge regression (``l2`` times the mean squared feature as
+    the penalty, a bias column unpenalised) from features to one-hot targets."""
+    x = np.asarray(train, dtype=np.float64)
+    mean, scale = x.mean(0), x.std(0) + 1e-8
+    x = np.hstack([(x - mean) / scale, np.ones((len(x), 1))])
+    classes = int(max(max(train_labels), max(val_labels))) + 1
+    y = np.eye(classes)[np.asarray(train_labels)]
+    penalty = l2 * len(x) * np.eye(x.shape[1])
+    penalty[-1, -1] = 0.0
+    w = np.linalg.solve(x.T @ x + penalty, x.T @ y)
+    v = np.hstack([(np.asarray(val, dtype=np.float64) - mean) / scale, np.ones((len(val), 1))])
+    return float(((v @ w).argmax(1) == np.asarray(val_labels)).mean())
+
+
+def kendall_tau(a: Sequence[float], b: Sequence[float]) -> float:
+    """Kendall's tau-b between two scorings of the same items (nan with fewer than 2, or no order)."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    concordant = discordant = ties_a = ties_b = 0
+    for i in range(len(a)):
+        for j in range(i + 1, len(a)):
+            da, db = np.sign(a[i] - a[j]), np.sign(b[i] - b[j])
+            if da == 0 and db == 0:
+                continue
+            if da == 0:
+                ties_a += 1
+            elif db == 0:
+                ties_b += 1
+            elif da == db:
+                concordant += 1
+            else:
+                discordant += 1
+    denominator = math.sqrt((concordant + discordant + ties_a) * (concordant + discordant + ties_b))
+    return (concordant - discordant) / denominator if denominator else float("nan")
+
+
+def tau_interval(
+    screen: Sequence[Sequence[float]], final: Sequence[Sequence[float]], draws: int = 2000, seed: int = 0
+) -> tuple[float, float, float]:
+    """(mean tau, 2.5 %, 97.5 %): Kendall's tau between screen and final scores of the same
+    backbones, averaged over groups (datasets, or seeds), with a bootstrap over groups."""
+    taus = np.array([kendall_tau(s, f) for s, f in zip(screen, final)])
+    taus = taus[~np.isnan(taus)]
+    if len(taus) == 0:
+        return float("nan"), float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    means = taus[rng.integers(0, len(taus), (draws, len(taus)))].mean(1)
+    return float(taus.mean()), float(np.quantile(means, 0.025)), float(np.quantile(means, 0.975))
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float64)
+    return x / (np.linalg.norm(x, axis=1, keepdims=True) + 1e-12)
