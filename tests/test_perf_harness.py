@@ -42,3 +42,19 @@ def test_throughput_script_runs_on_cpu(tmp_path):
     print(proc.stdout)
     (row,) = json.loads(out.read_text())["rows"]
     assert row["model"] == "test_resnet" and row["images_per_s"] > 0 and row["precision"] == "fp32"
+
+
+def test_the_screening_script_prints_a_score_line_per_backbone(write_config):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from conftest import tiny_benchmark
+
+    config = write_config(tiny_benchmark(backbones=[{"name": "timm:test_resnet", "pretrained": False}, {"name": "timm:test_efficientnet", "pretrained": False}]))
+    script = Path(__file__).parent.parent / "benchmarks" / "screen_scores.py"
+    out = subprocess.run([sys.executable, str(script), str(config)], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.strip().splitlines()
+    assert [line.split(": LogME")[0] for line in lines] == ["synthetic timm:test_resnet-scratch", "synthetic timm:test_efficientnet-scratch"]
+    assert all("LogME" in line and "kNN" in line and "ridge" in line for line in lines)
