@@ -267,6 +267,7 @@ BAD = {  # a field of the schema -> values it must refuse
     "search.heartbeat": [0, "often"],
     "search.enqueue": [{"backbone": "x"}, [{"backbone": "nope", "strategy": "linear_probe"}], [{"backbone": "timm:test_resnet-scratch", "strategy": "linear_probe", "params": {"lr_head": 9.0}}]],
     "search.retries": [-1, 101, "twice"],
+    "search.screen": ["sometimes", 3],
     "training.batch_size": [0, 1, -8, "big", [8, 0.5], {"choices": []}, [16, 32]],
     "training.weight_decay": [-0.1, "heavy", [1e-2, 1e-6]],
     "training.augment": ["maybe", 2],

@@ -88,9 +88,16 @@ def test_summary_selects_by_validation_only(finished_run):
 def test_report_formats(finished_run, capsys):
     _, folder, _ = finished_run
     assert cli.main(["report", str(folder), "--format", "markdown"]) == 0
-    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("|")]
-    assert len(lines) >= 3 and lines[1].startswith("|---")
-    assert len({len(re.split(r"(?<!\\)\|", line)) for line in lines}) == 1  # every row has the header's cells
+    tables: list[list[str]] = []
+    previous = ""
+    for line in capsys.readouterr().out.splitlines():  # consecutive "|" lines make one table
+        if line.startswith("|"):
+            tables.append([line]) if not previous.startswith("|") else tables[-1].append(line)
+        previous = line
+    assert len(tables) == 2  # the summary, then the screen
+    for lines in tables:
+        assert len(lines) >= 3 and lines[1].startswith("|---")
+        assert len({len(re.split(r"(?<!\\)\|", line)) for line in lines}) == 1  # every row has the header's cells
     assert cli.main(["report", str(folder), "--format", "json"]) == 0
     rows = json.loads(capsys.readouterr().out)
     assert rows and {"backbone", "strategy", "test_accuracy", "train_gflops", "pareto"} <= set(rows[0])

@@ -91,8 +91,9 @@ def run_benchmark(
         open_studies(plan, store, alone)
         save_metadata(plan, folder, resources)
         on_start(folder, resources.devices)
+        screen_all(plan, splits, store, resources)
         if workers > 1:
-            return _coordinate(plan, folder, store, url, lock, progress, workers, config, verbose)
+            return _coordinate(plan, splits, folder, store, url, lock, progress, workers, config, verbose)
         return _run_here(plan, splits, resources, folder, store, progress, alone)
 
 
@@ -295,7 +296,17 @@ def work(plan: Plan, progress: Progress, should_stop=lambda: False, run_folder: 
     return len(ran)
 
 
-def _coordinate(plan, folder: Path, store, url: str, lock, progress: Progress, n: int, config: Path | None, verbose: bool) -> Outcome:
+def screen_all(plan: Plan, splits: dict[str, DatasetSplits], store, resources: TrialResources) -> None:
+    """Screening scores of every backbone on every dataset, before any trial (``search.screen``)."""
+    if not plan.bench.search.screen:
+        return
+    from tlbench import screen
+
+    for entry, _ in plan.datasets:
+        screen.screen_backbones(plan, open_study(plan, entry.key, store, alone=False), splits[entry.key], resources)
+
+
+def _coordinate(plan, splits, folder: Path, store, url: str, lock, progress: Progress, n: int, config: Path | None, verbose: bool) -> Outcome:
     """``run --workers N``: the studies are set up here, N ``tlbench worker`` processes
     run the trials (then the seed repeats), and the tables come from the storage."""
     if config is None:

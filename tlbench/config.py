@@ -94,6 +94,7 @@ class SearchConfig(_Strict):
     heartbeat: PositiveInt = 60  # seconds; with a shared storage, a trial silent for twice this is failed and retried
     enqueue: list[Recipe] = Field(default_factory=list)  # known-good recipes to try first
     retries: int = Field(1, ge=0, le=100)  # times an interrupted (killed, Ctrl-C, lost) trial runs again
+    screen: bool = True  # score every backbone on its frozen features first (LogME, kNN, ridge; reported, not used yet)
 
     @model_validator(mode="after")
     def _stops(self) -> SearchConfig:
@@ -169,7 +170,7 @@ class Benchmark(_Strict):
         exclude = {
             "run": True,
             "repeats": True,
-            "search": {"n_trials", "timeout", "storage", "heartbeat", "retries"},
+            "search": {"n_trials", "timeout", "storage", "heartbeat", "retries", "screen"},
             "training": {"cache", "compile"},  # speed settings: same results either way
         }
         data = self.model_dump(mode="json", exclude=exclude)

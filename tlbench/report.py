@@ -163,16 +163,48 @@ def print_summary(run: Run, console: Console) -> None:
         if console.width < 160:
             for _, row in rows.iterrows():
                 console.print(f"  {row['backbone']} · {row['strategy']}: {row['config']}", markup=False, highlight=False)
+        screened = run.screen[run.screen["dataset"] == dataset] if not run.screen.empty else run.screen
+        if not screened.empty:
+            console.print(rich_table(f"{dataset}: screen", SCREEN, screened, console.width))
+            for line in screen_lines(run, dataset):
+                console.print(line, style="dim", markup=False, highlight=False)
     if run.summary["dataset"].nunique() > 1:
         console.print(rich_table("Across datasets", RANKING, run.ranking, console.width))
     for line in notes(run):
         console.print(line, style="dim", markup=False, highlight=False)
 
 
+SCREEN = [  # the screening table: each backbone scored on frozen features before the search
+    Column("Backbone", lambda r: str(r["backbone"]), numeric=False, narrow=True),
+    Column("LogME", _num("logme", lambda v: f"{v:.3f}")),
+    Column("kNN", _num("knn", lambda v: f"{v:.3f}")),
+    Column("Ridge", _num("ridge", lambda v: f"{v:.3f}")),
+    Column("Screen s", _num("seconds", lambda v: f"{v:.1f}")),
+    Column("Best test", _num("best_test", lambda v: f"{v:.3f}")),
+]
+
+
+def screen_lines(run: Run, dataset: str) -> list[str]:
+    """What the screen said, under its table: agreement with the search, and what was not screened."""
+    from tlbench.screen import agreement
+
+    rows = run.screen[run.screen["dataset"] == dataset]
+    out = []
+    for score in ("logme", "knn", "ridge"):
+        tau = agreement(rows, run.summary, run.trials, score)
+        if tau is not None:
+            out.append(f"Kendall τ, {score} vs best test across backbones: {tau[0]:.2f} (95% CI {tau[1]:.2f}..{tau[2]:.2f}, test examples resampled)")
+    out += [f"{r['backbone']}: not screened ({r['skipped']})" for _, r in rows.iterrows() if isinstance(r["skipped"], str)]
+    return out + ["Screen: scores on the frozen features of each backbone before any fine-tuning (tlbench/screen.py); the search does not use them yet"]
+
+
 def to_markdown(run: Run) -> str:
     out: list[str] = []
     for dataset, rows in run.summary.groupby("dataset", sort=False):
         out += [f"### {dataset}", "", caption(run), "", *markdown_table(SUMMARY, rows), ""]
+        screened = run.screen[run.screen["dataset"] == dataset] if not run.screen.empty else run.screen
+        if not screened.empty:
+            out += [f"#### {dataset}: screen", "", *markdown_table(SCREEN, screened), "", *[line + "  " for line in screen_lines(run, dataset)], ""]
     if run.summary["dataset"].nunique() > 1:
         out += ["### Across datasets", "", *markdown_table(RANKING, run.ranking), ""]
     return "\n".join(out + [line + "  " for line in notes(run)] + [""]) if out else "No completed trials.\n"

@@ -15,6 +15,7 @@ import platform
 import subprocess
 import sys
 import tempfile
+import dataclasses
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -25,6 +26,7 @@ import yaml
 
 from tlbench.config import Benchmark
 from tlbench.record import Failure, TrialRecord
+from tlbench.screen import screen_frame
 from tlbench.tables import describe_params, ranking_frame, strategy_params, summary_frame
 from tlbench.types import UserError
 
@@ -232,6 +234,7 @@ class Run:
     trials: pd.DataFrame  # one row per search trial, all datasets
     repeats: pd.DataFrame  # one row per seed repeat of a selected trial
     summary: pd.DataFrame  # best trial per dataset x backbone x strategy
+    screen: pd.DataFrame = dataclasses.field(default_factory=pd.DataFrame)  # screening scores per dataset x backbone
 
     @property
     def ranking(self) -> pd.DataFrame:
@@ -248,7 +251,21 @@ def load_run(folder: Path) -> Run:
     store = storage.connect(read_only_url(storage_url(meta["storage"], folder), folder))
     trials = trials_frame(store, meta["studies"])
     repeats = trials_frame(store, meta.get("repeat_studies", {}))
-    return Run(folder, meta, env, config, trials, repeats, summary_frame(trials, repeats))
+    summary = summary_frame(trials, repeats)
+    return Run(folder, meta, env, config, trials, repeats, summary, screen_frame(_study_attrs(store, meta["studies"]), trials, summary))
+
+
+def _study_attrs(store, studies: dict[str, str]) -> dict[str, dict]:
+    """Dataset key -> its study's user attributes (screening scores among them)."""
+    import optuna
+
+    out = {}
+    for dataset, name in studies.items():
+        try:
+            out[dataset] = optuna.load_study(study_name=name, storage=store).user_attrs
+        except KeyError:
+            continue
+    return out
 
 
 def read_meta(folder: Path) -> dict[str, Any]:

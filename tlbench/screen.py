@@ -1,8 +1,10 @@
 """Screening scores: how well a backbone's frozen features suit a dataset, without fine-tuning.
 
-Issue 14's first step: the scores, on feature matrices (what the feature cache holds
-for a linear probe: one row per example). Wiring them into the search (score every
-backbone first, drop or deprioritise the clearly worse ones) comes next.
+Issue 14's first step: the scores, on feature matrices (the frozen prefix's output up to
+the linear probe's cut, averaged over space or tokens: one row per example), computed
+for every backbone before a run's search (``search.screen``), stored with the study and
+reported with their agreement with what the search found. Using them to drop or
+deprioritise backbones comes next.
 
 - :func:`logme` — LogME (You, Liu, Wang, Long: "LogME: Practical Assessment of
   Pre-trained Models for Transfer Learning", ICML 2021). For each class, the log
@@ -23,6 +25,8 @@ backbone first, drop or deprioritise the clearly worse ones) comes next.
 from __future__ import annotations
 
 import math
+import time
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -134,3 +138,99 @@ def tau_interval(
 def _unit(x: np.ndarray) -> np.ndarray:
     x = np.asarray(x, dtype=np.float64)
     return x / (np.linalg.norm(x, axis=1, keepdims=True) + 1e-12)
+
+
+# --------------------------------------------------------------------------- screening a run's backbones
+
+SCREEN = "screen:"  # study user attr prefix: "screen:<backbone key>" -> that backbone's scores on the study's dataset
+
+
+def screen_backbones(plan, study, splits, resources) -> None:
+    """Score every backbone of ``plan`` on the study's dataset from its frozen features
+    (the frozen prefix up to the linear probe's cut, at the trials' resolution), once:
+    stored as study attributes, skipped when already there (a resume). A backbone whose
+    features cannot be cut out (no module boundary before the head) is recorded as not
+    screened, with why. Nothing is trained; the search does not use the scores yet."""
+    import torch
+
+    from tlbench import features, planning
+    from tlbench.pipeline import ImageSplit, make_transforms
+
+    device = resources.devices[0]
+    for key, backbone in plan.backbones.items():
+        if f"{SCREEN}{key}" in study.user_attrs:
+            continue
+        start = time.perf_counter()
+        torch.manual_seed(0)
+        built = planning.build_backbone(backbone, len(splits.classes))
+        resolution = backbone.entry.resolution or plan.bench.training.resolution or built.data_config.input_size
+        model = built.model.to(device).eval()
+        cut, _ = features.find_cut(model, set(built.head), resolution, device)
+        if cut.name == features.INPUT:
+            study.set_user_attr(f"{SCREEN}{key}", {"skipped": "no cut before the head: its features cannot be taken out"})
+            continue
+        _, transform = make_transforms(built.data_config, resolution, False)
+        taken = {name: _features(model, cut, ImageSplit(getattr(splits, name), transform), device) for name in ("train", "val")}
+        train, val = (taken["train"], splits.train.labels), (taken["val"], splits.val.labels)
+        scores = {"logme": logme(*train), "knn": knn_accuracy(*train, *val), "ridge": ridge_probe_accuracy(*train, *val)}
+        study.set_user_attr(f"{SCREEN}{key}", scores | {"seconds": time.perf_counter() - start, "at": cut.name})
+
+
+def _features(model, cut, images, device, batch: int = 64) -> np.ndarray:
+    """[n, channels] for every example: the prefix's output, averaged over space or tokens."""
+    import torch
+
+    from tlbench import features
+
+    out = []
+    with torch.no_grad():
+        for first in range(0, len(images), batch):
+            x = torch.stack([images[i][0] for i in range(first, min(first + batch, len(images)))]).to(device)
+            y = features.extract_batch(model, cut, x).float()
+            out.append((y.flatten(2).mean(2) if y.dim() == 4 else y.mean(1) if y.dim() == 3 else y).cpu())
+    return torch.cat(out).numpy()
+
+
+def screen_frame(studies: dict, trials, summary):
+    """One row per dataset x backbone: its scores, what screening cost, and the best test
+    accuracy the search found for it (the best-by-validation trial's)."""
+    import pandas as pd
+
+    rows = []
+    for dataset, attrs in studies.items():
+        best = summary[summary["dataset"] == dataset].sort_values("val_accuracy", ascending=False).drop_duplicates("backbone")
+        found = dict(zip(best["backbone"], best["test_accuracy"]))
+        for name, value in attrs.items():
+            if name.startswith(SCREEN):
+                backbone = name[len(SCREEN) :]
+                rows.append({"dataset": dataset, "backbone": backbone, **value, "best_test": found.get(backbone)})
+    columns = ["dataset", "backbone", "logme", "knn", "ridge", "seconds", "at", "skipped", "best_test"]
+    return pd.DataFrame(rows).reindex(columns=columns)
+
+
+def agreement(screen, summary, trials, score: str = "logme", draws: int = 1000, seed: int = 0) -> tuple[float, float, float] | None:
+    """Kendall's tau between a screen score and the best test accuracy across backbones
+    (per dataset, averaged over datasets), with a 95 % interval from resampling each
+    dataset's test examples (the best trials' per-example results, one draw for all
+    backbones) — or None with fewer than 3 screened backbones on every dataset."""
+    from tlbench.stats import decode
+
+    rng = np.random.default_rng(seed)
+    taus, resampled_taus = [], []
+    for dataset, rows in screen.dropna(subset=[score, "best_test"]).groupby("dataset"):
+        if len(rows) < 3:
+            continue
+        best = summary[summary["dataset"] == dataset].sort_values("val_accuracy", ascending=False).drop_duplicates("backbone")
+        mine = trials[trials["dataset"] == dataset].set_index("trial")["test_correct"]
+        bits = {b: np.asarray(decode(mine[t]), dtype=float) for b, t in zip(best["backbone"], best["trial"])}
+        taus.append(kendall_tau(rows[score], rows["best_test"]))
+        n = len(next(iter(bits.values())))
+        picks = rng.integers(0, n, (draws, n))
+        accuracy = np.array([bits[b][picks].mean(1) for b in rows["backbone"]])  # [backbones, draws]
+        resampled_taus.append([kendall_tau(rows[score], accuracy[:, i]) for i in range(draws)])
+    if not taus:
+        return None
+    with warnings.catch_warnings():  # a resample where every backbone ties has no order: nan, left out
+        warnings.simplefilter("ignore", RuntimeWarning)
+        means = np.nanmean(np.array(resampled_taus), axis=0)
+        return float(np.mean(taus)), float(np.nanquantile(means, 0.025)), float(np.nanquantile(means, 0.975))

@@ -1,0 +1,39 @@
+"""Screening in a real run: every backbone scored on its frozen features before the search,
+stored with the study, reported with its agreement with what the search then found."""
+
+from __future__ import annotations
+
+import optuna
+
+from conftest import tiny_benchmark
+from tlbench import cli, results
+
+BACKBONES = [{"name": f"timm:{m}", "pretrained": False} for m in ("test_resnet", "test_efficientnet", "test_vit")]
+RECIPES = [{"backbone": f"timm:{m}-scratch", "strategy": "linear_probe", "params": {"lr_head": 0.05}} for m in ("test_resnet", "test_efficientnet", "test_vit")]
+
+
+def test_a_run_screens_every_backbone_once_and_reports_the_agreement(write_config, capsys):
+    config = write_config(tiny_benchmark(run="r", backbones=BACKBONES, search={"n_trials": 3, "startup_trials": 1, "enqueue": RECIPES}))
+    assert cli.main(["run", str(config), "--format", "csv"]) == 0, capsys.readouterr().err
+    folder = config.parent / "results" / "tiny" / "r"
+    study = optuna.load_study(study_name="tiny/r/synthetic", storage=f"sqlite:///{folder / 'study.db'}")
+    scores = {k.removeprefix("screen:"): v for k, v in study.user_attrs.items() if k.startswith("screen:")}
+    assert sorted(scores) == sorted(f"timm:{m}-scratch" for m in ("test_resnet", "test_efficientnet", "test_vit"))
+    assert all({"logme", "knn", "ridge", "seconds", "at"} <= set(v) for v in scores.values())
+    assert scores["timm:test_vit-scratch"]["at"] == "forward_features"  # a ViT cuts at its features, tokens averaged
+    run = results.load_run(folder)
+    assert run.screen["best_test"].notna().all() and len(run.screen) == 3
+    report = (folder / "report.md").read_text()
+    assert "#### synthetic: screen" in report and "Kendall τ, logme vs best test across backbones" in report
+    assert cli.main(["run", str(config), "--format", "csv"]) == 0  # resumed: not screened again
+    again = optuna.load_study(study_name="tiny/r/synthetic", storage=f"sqlite:///{folder / 'study.db'}").user_attrs
+    assert {k: v for k, v in again.items() if k.startswith("screen:")} == {f"screen:{k}": v for k, v in scores.items()}
+
+
+def test_the_screen_can_be_switched_off(write_config, capsys):
+    config = write_config(tiny_benchmark(run="r", search={"n_trials": 1, "startup_trials": 1, "screen": False}))
+    assert cli.main(["run", str(config), "--format", "csv"]) == 0, capsys.readouterr().err
+    folder = config.parent / "results" / "tiny" / "r"
+    study = optuna.load_study(study_name="tiny/r/synthetic", storage=f"sqlite:///{folder / 'study.db'}")
+    assert not [k for k in study.user_attrs if k.startswith("screen:")]
+    assert "screen" not in (folder / "report.md").read_text()
