@@ -195,7 +195,10 @@ def screen_lines(run: Run, dataset: str) -> list[str]:
         if tau is not None:
             out.append(f"Kendall τ, {score} vs best test across backbones: {tau[0]:.2f} (95% CI {tau[1]:.2f}..{tau[2]:.2f}, test examples resampled)")
     out += [f"{r['backbone']}: not screened ({r['skipped']})" for _, r in rows.iterrows() if isinstance(r["skipped"], str)]
-    return out + ["Screen: scores on the frozen features of each backbone before any fine-tuning (tlbench/screen.py); the search does not use them yet"]
+    return out + [
+        "Screen: scores on the frozen features of each backbone before any fine-tuning (tlbench/screen.py); the search "
+        "does not use them yet. Best test: the test accuracy of the backbone's best-by-validation trial"
+    ]
 
 
 def to_markdown(run: Run) -> str:
