@@ -37,3 +37,16 @@ def test_the_screen_can_be_switched_off(write_config, capsys):
     study = optuna.load_study(study_name="tiny/r/synthetic", storage=f"sqlite:///{folder / 'study.db'}")
     assert not [k for k in study.user_attrs if k.startswith("screen:")]
     assert "screen" not in (folder / "report.md").read_text()
+
+
+def test_a_backbone_the_screen_cannot_take_apart_is_listed_and_the_run_goes_on(write_config, capsys, monkeypatch):
+    from tlbench import screen
+
+    def fails(*args, **kwargs):
+        raise RuntimeError("cannot trace this model")
+
+    monkeypatch.setattr(screen, "_features", fails)  # only the screen takes features this way; trials are untouched
+    config = write_config(tiny_benchmark(run="r", search={"n_trials": 1, "startup_trials": 1}))
+    assert cli.main(["run", str(config), "--format", "csv"]) == 0, capsys.readouterr().err
+    report = (config.parent / "results" / "tiny" / "r" / "report.md").read_text()
+    assert "timm:test_resnet-scratch: not screened (RuntimeError: cannot trace this model)" in report

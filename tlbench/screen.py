@@ -165,14 +165,18 @@ def screen_backbones(plan, study, splits, resources) -> None:
         built = planning.build_backbone(backbone, len(splits.classes))
         resolution = backbone.entry.resolution or plan.bench.training.resolution or built.data_config.input_size
         model = built.model.to(device).eval()
-        cut, _ = features.find_cut(model, set(built.head), resolution, device)
-        if cut.name == features.INPUT:
-            study.set_user_attr(f"{SCREEN}{key}", {"skipped": "no cut before the head: its features cannot be taken out"})
+        try:  # the screen only reports: a model it cannot take apart is recorded as not screened, with why
+            cut, _ = features.find_cut(model, set(built.head), resolution, device)
+            if cut.name == features.INPUT:
+                study.set_user_attr(f"{SCREEN}{key}", {"skipped": "no cut before the head: its features cannot be taken out"})
+                continue
+            _, transform = make_transforms(built.data_config, resolution, False)
+            taken = {name: _features(model, cut, ImageSplit(getattr(splits, name), transform), device) for name in ("train", "val")}
+            train, val = (taken["train"], splits.train.labels), (taken["val"], splits.val.labels)
+            scores = {"logme": logme(*train), "knn": knn_accuracy(*train, *val), "ridge": ridge_probe_accuracy(*train, *val)}
+        except (RuntimeError, ValueError, TypeError, np.linalg.LinAlgError) as exc:
+            study.set_user_attr(f"{SCREEN}{key}", {"skipped": f"{type(exc).__name__}: {str(exc).strip()[:150]}"})
             continue
-        _, transform = make_transforms(built.data_config, resolution, False)
-        taken = {name: _features(model, cut, ImageSplit(getattr(splits, name), transform), device) for name in ("train", "val")}
-        train, val = (taken["train"], splits.train.labels), (taken["val"], splits.val.labels)
-        scores = {"logme": logme(*train), "knn": knn_accuracy(*train, *val), "ridge": ridge_probe_accuracy(*train, *val)}
         study.set_user_attr(f"{SCREEN}{key}", scores | {"seconds": time.perf_counter() - start, "at": cut.name})
 
 
