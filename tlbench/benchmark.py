@@ -229,8 +229,8 @@ def _missing_repeats(plan: Plan, study: optuna.Study, numbers: list[int]) -> lis
     lost = lost_trials(study)
     done, stopped, last = set(), collections.Counter(), {}
     for t in study.get_trials(deepcopy=False):
-        kind, _ = failure(t, lost)
         record = TrialRecord.from_trial(t)
+        kind, _ = failure(t, lost, record)
         if kind == Failure.SURPLUS:
             continue
         which = (record.repeat_of, record.repeat)

@@ -216,8 +216,7 @@ def read_yaml(path: Path) -> Any:
         raise UserError(f"{path}:{where}: invalid YAML: {problem}") from exc
     except RecursionError as exc:
         raise UserError(f"{path}: nested too deeply (more than {MAX_DEPTH} levels); a config is a few levels deep") from exc
-    check_bounded(data, str(path))
-    return data
+    return data  # parse_config bounds it (aliases expanded, depth, NaN) before anything walks it
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):

@@ -37,7 +37,6 @@ from tlbench.types import (
     DatasetRequest,
     DatasetSplits,
     Phase,
-    Split,
     Strategy,
     UserError,
 )
@@ -262,14 +261,9 @@ def load_splits(entry: DatasetEntry, record: Dataset, seed: int, base_dir: Path,
     request = DatasetRequest(options=entry.options, seed=seed, base_dir=base_dir)
     what = f"dataset '{record.name}': load()"
     splits = plugin_call(plugin, what, lambda: record.load(request))
-    if isinstance(splits, DatasetSplits):  # too little data is the user's to fix, not the plugin's
-        for name in ("train", "val", "test"):
-            if isinstance(getattr(splits, name), Split) and len(getattr(splits, name)) == 0:
-                raise UserError(f"dataset {entry.key}: the {name} split is empty; add images or lower the held-out fractions")
-        labels = set(splits.train.labels) if isinstance(splits.train, Split) else set()
-        absent = [c for i, c in enumerate(splits.classes) if i not in labels] if isinstance(splits.classes, tuple) else []
-        if absent:
-            raise UserError(f"dataset {entry.key}: class {absent[0]!r} has no training example; add examples of it")
+    too_little = contract.coverage_problem(splits) if isinstance(splits, DatasetSplits) else None
+    if too_little:  # the user's to fix, not the plugin's
+        raise UserError(f"dataset {entry.key}: {too_little}")
     problem = contract.splits_problem(splits)
     if problem:
         raise UserError(f"plugin {plugin}: {what}: {problem}")

@@ -163,7 +163,7 @@ def print_summary(run: Run, console: Console) -> None:
         if console.width < 160:
             for _, row in rows.iterrows():
                 console.print(f"  {row['backbone']} · {row['strategy']}: {row['config']}", markup=False, highlight=False)
-        screened = run.screen[run.screen["dataset"] == dataset] if not run.screen.empty else run.screen
+        screened = _screened(run, dataset)
         if not screened.empty:
             console.print(rich_table(f"{dataset}: screen", SCREEN, screened, console.width))
             for line in screen_lines(run, dataset):
@@ -184,11 +184,15 @@ SCREEN = [  # the screening table: each backbone scored on frozen features befor
 ]
 
 
+def _screened(run: Run, dataset: str) -> pd.DataFrame:
+    return run.screen[run.screen["dataset"] == dataset] if not run.screen.empty else run.screen
+
+
 def screen_lines(run: Run, dataset: str) -> list[str]:
     """What the screen said, under its table: agreement with the search, and what was not screened."""
     from tlbench.screen import agreement
 
-    rows = run.screen[run.screen["dataset"] == dataset]
+    rows = _screened(run, dataset)
     out = []
     for score in ("logme", "knn", "ridge"):
         tau = agreement(rows, run.summary, run.trials, score)
@@ -205,7 +209,7 @@ def to_markdown(run: Run) -> str:
     out: list[str] = []
     for dataset, rows in run.summary.groupby("dataset", sort=False):
         out += [f"### {dataset}", "", caption(run), "", *markdown_table(SUMMARY, rows), ""]
-        screened = run.screen[run.screen["dataset"] == dataset] if not run.screen.empty else run.screen
+        screened = _screened(run, dataset)
         if not screened.empty:
             out += [f"#### {dataset}: screen", "", *markdown_table(SCREEN, screened), "", *[line + "  " for line in screen_lines(run, dataset)], ""]
     if run.summary["dataset"].nunique() > 1:

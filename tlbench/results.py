@@ -345,9 +345,10 @@ def trials_frame(store, studies: dict[str, str]) -> pd.DataFrame:
             continue  # not started yet
         lost, gave_up = studies_.lost_trials(study), studies_.gave_up(study)
         for t in study.get_trials(deepcopy=False):
-            kind, reason = studies_.failure(t, lost)
+            record = TrialRecord.from_trial(t)
+            kind, reason = studies_.failure(t, lost, record)
             if kind != Failure.SURPLUS:  # never ran: workers racing for a study's last trial
-                rows.append(_trial_row(dataset, t, TrialRecord.from_trial(t), kind, reason, gave_up.get(t.number)))
+                rows.append(_trial_row(dataset, t, record, kind, reason, gave_up.get(t.number)))
     return pd.DataFrame(rows, columns=TRIAL_COLUMNS + ["repeat_of", "test_correct"])
 
 

@@ -121,10 +121,10 @@ LOST = "lost:"  # study user attr prefix: "lost:<number>" -> why a trial without
 GAVE_UP = "gave_up:"  # study user attr prefix: "gave_up:<number>" -> an interrupted trial out of retries
 
 
-def failure(trial: optuna.trial.FrozenTrial, lost: Mapping[int, str]) -> tuple[str | None, str]:
+def failure(trial: optuna.trial.FrozenTrial, lost: Mapping[int, str], record: TrialRecord | None = None) -> tuple[str | None, str]:
     """(kind, reason) of a trial's failure: its record's, or the study's note of a lost worker
     (a trial Optuna failed by heartbeat is read-only, so the note is on the study)."""
-    record = TrialRecord.from_trial(trial)
+    record = record or TrialRecord.from_trial(trial)
     if record.failure is None and trial.number in lost:
         return Failure.INTERRUPTED, lost[trial.number]
     return record.failure, record.fail_reason or ""
