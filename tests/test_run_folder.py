@@ -193,3 +193,30 @@ def test_a_damaged_study_db_is_refused_and_the_folder_left_as_it_was(run_folder,
     one_line(capsys, cli.main(["run", str(config)]), "search.storage: cannot open")
     one_line(capsys, cli.main(["report", str(folder)]), "search.storage: cannot open")
     assert snapshot(folder) == before
+
+
+def test_a_held_folder_is_refused_before_its_half_made_study_db_is_read(write_config, capsys):
+    """The race a second `run` used to lose: the first run holds the folder and has only
+    just created study.db (no tables yet). Reading it first failed as a storage error."""
+    import fcntl
+
+    config = write_config(tiny_benchmark(run="busy", search=ONE))
+    folder = config.parent / "results" / "tiny" / "busy"
+    folder.mkdir(parents=True)
+    (folder / "study.db").touch()  # created, not yet written: what a starting run leaves for a moment
+    with open(folder / ".lock", "a+", encoding="utf-8") as held:  # another open file: flock conflicts as across processes
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        results.claim(held)
+        before = snapshot(folder)
+        one_line(capsys, cli.main(["run", str(config)]), "another tlbench run is using this run folder (pid")
+        assert snapshot(folder) == before
+
+
+def test_an_empty_study_db_left_by_a_killed_start_is_made_by_the_next_run(write_config, capsys):
+    config = write_config(tiny_benchmark(run="empty", search=ONE))
+    folder = config.parent / "results" / "tiny" / "empty"
+    folder.mkdir(parents=True)
+    (folder / "study.db").touch()
+    assert cli.main(["run", str(config), "--format", "csv"]) == 0, capsys.readouterr().err
+    (study,) = optuna.get_all_study_summaries(f"sqlite:///{folder / 'study.db'}")
+    assert study.n_trials == 1

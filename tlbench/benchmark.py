@@ -73,6 +73,7 @@ def run_benchmark(
     """
     splits = preflight(plan)
     folder = results.run_dir(plan.bench, plan.base_dir)
+    results.check_free(folder)
     results.check_resumable(folder, plan.bench)
     resources = TrialResources(plan, splits)
     # The run folder's own SQLite file is ours alone (the folder is locked): a RUNNING trial in it was killed.
@@ -83,7 +84,7 @@ def run_benchmark(
     if not alone:  # checked before the run folder is touched
         shared = connect_shared(url, plan.bench.search.heartbeat, plan.bench.search.retries)
         open_studies(plan, shared, alone)
-    elif (folder / results.DEFAULT_STORAGE).exists():  # the folder's own: readable? (read-only: nothing changes)
+    elif _has_content(folder / results.DEFAULT_STORAGE):  # the folder's own: readable? (read-only: nothing changes)
         storage.connect(results.read_only_url(url, folder))
     with results.locked(folder) as lock:
         results.claim(lock)  # every check that can refuse this run has passed (check_resumable covers study.db)
@@ -95,6 +96,15 @@ def run_benchmark(
         if workers > 1:
             return _coordinate(plan, splits, folder, store, url, lock, progress, workers, config, verbose)
         return _run_here(plan, splits, resources, folder, store, progress, alone)
+
+
+def _has_content(db: Path) -> bool:
+    """An empty study.db is what a run killed while creating it leaves: nothing to read
+    (read-only, its tables could not be made), so the locked run below makes them."""
+    try:
+        return db.stat().st_size > 0
+    except FileNotFoundError:
+        return False
 
 
 def open_studies(plan: Plan, store, alone: bool) -> None:

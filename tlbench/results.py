@@ -96,16 +96,40 @@ def locked(folder: Path):
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
-            f.seek(0)
-            holder = f.read().strip() or "another process"
-            raise UserError(
-                f"{folder}: another tlbench run is using this run folder ({holder}); "
-                "wait for it to finish, or give this one another --run name"
-            ) from None
+            raise _busy(folder, f) from None
         try:
             yield f  # a child given this file's descriptor holds the lock too, until it exits
         finally:
             fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def check_free(folder: Path) -> None:
+    """Refuse a run folder another process holds before anything in it is read (its
+    study.db may be half made). Creates nothing: :func:`locked` still takes the lock,
+    and catches a run that starts between the two."""
+    try:
+        import fcntl
+    except ImportError:
+        return
+    try:
+        f = open(folder / ".lock", encoding="utf-8")  # noqa: SIM115 - closed below
+    except OSError:  # no lock file (a new folder) or none readable: locked() decides
+        return
+    with f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError:
+            raise _busy(folder, f) from None
+        fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _busy(folder: Path, lock) -> UserError:
+    lock.seek(0)
+    holder = lock.read().strip() or "another process"
+    return UserError(
+        f"{folder}: another tlbench run is using this run folder ({holder}); "
+        "wait for it to finish, or give this one another --run name"
+    )
 
 
 def claim(lock) -> None:
