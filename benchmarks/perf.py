@@ -244,7 +244,7 @@ def epochs_to_target(trials: list[optuna.trial.FrozenTrial], target: float) -> i
     return None
 
 
-PRUNERS = ("median", "hyperband")  # each compared with pruner: none
+PRUNERS = ("median", "asha")  # each compared with pruner: none (both within each strategy, the default)
 
 
 def search_efficiency(s: Setting, device: torch.device, say) -> list[Measure]:

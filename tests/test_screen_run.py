@@ -6,7 +6,7 @@ from __future__ import annotations
 import optuna
 
 from conftest import tiny_benchmark
-from tlbench import cli, results
+from tlbench import cli, results, screen
 
 BACKBONES = [{"name": f"timm:{m}", "pretrained": False} for m in ("test_resnet", "test_efficientnet", "test_vit")]
 RECIPES = [{"backbone": f"timm:{m}-scratch", "strategy": "linear_probe", "params": {"lr_head": 0.05}} for m in ("test_resnet", "test_efficientnet", "test_vit")]
@@ -50,3 +50,23 @@ def test_a_backbone_the_screen_cannot_take_apart_is_listed_and_the_run_goes_on(w
     assert cli.main(["run", str(config), "--format", "csv"]) == 0, capsys.readouterr().err
     report = (config.parent / "results" / "tiny" / "r" / "report.md").read_text()
     assert "timm:test_resnet-scratch: not screened (RuntimeError: cannot trace this model)" in report
+
+
+def test_the_search_skips_the_backbones_the_screen_drops_and_the_report_says_why(write_config, capsys):
+    search = {"n_trials": 8, "startup_trials": 8, "enqueue": RECIPES, "screen": {"margin": 0.001}}  # anything behind the best
+    config = write_config(tiny_benchmark(run="r", backbones=BACKBONES, search=search))
+    assert cli.main(["run", str(config), "--format", "csv"]) == 0
+    err = capsys.readouterr().err
+    folder = config.parent / "results" / "tiny" / "r"
+    study = optuna.load_study(study_name="tiny/r/synthetic", storage=f"sqlite:///{folder / 'study.db'}")
+    scores = {k.removeprefix("screen:"): v for k, v in study.user_attrs.items() if k.startswith("screen:")}
+    dropped = screen.dropped(scores, "knn", 0.001)
+    assert dropped and study.user_attrs[screen.DROPPED]["dropped"] == dropped  # the synthetic data tells them apart
+    sampled = [t.params["backbone"] for t in study.trials if not t.user_attrs.get("recipe")]
+    assert len(sampled) == 5 and not set(sampled) & set(dropped)
+    recipes = {t.params["backbone"] for t in study.trials if t.user_attrs.get("recipe")}
+    assert set(dropped) <= recipes  # recipes on a dropped backbone still ran
+    for backbone, why in dropped.items():
+        assert f"screen: the search skips {backbone} ({why}" in err
+        assert f"{backbone}: dropped from the search ({why})" in (folder / "report.md").read_text()
+    assert "search.screen rule: drop a backbone whose knn accuracy is more than 0.001 below" in (folder / "report.md").read_text()

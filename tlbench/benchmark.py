@@ -30,9 +30,11 @@ from tlbench.studies import (
     budget,
     connect_shared,
     derived_seed,
+    directions,
     fail_interrupted,
     failure,
     lost_trials,
+    over_budget,
     open_study,
     recover_interrupted,
     repeats_study_name,
@@ -92,7 +94,7 @@ def run_benchmark(
         open_studies(plan, store, alone)
         save_metadata(plan, folder, resources)
         on_start(folder, resources.devices)
-        screen_all(plan, splits, store, resources)
+        screen_all(plan, splits, store, resources, progress)
         if workers > 1:
             return _coordinate(plan, splits, folder, store, url, lock, progress, workers, config, verbose)
         return _run_here(plan, splits, resources, folder, store, progress, alone)
@@ -173,10 +175,16 @@ def run_studies(
         done = sum(t.state in FINISHED for t in budget(study.get_trials(deepcopy=False)))
         if total is not None and started(study) >= total:
             continue  # finished, or the last trials are running in other workers
+        spent_all = over_budget(study, plan.bench.search)
+        if spent_all:
+            progress.note(f"[{entry.key}] no new trials: {spent_all}")
+            continue
         progress.study_started(entry.key, done, total)
         objective = Objective(plan, splits[entry.key], entry.key, progress, resources)
         left = None if total is None else total - done  # at most: other workers may take some
-        full = lambda study: total is not None and started(study) >= total  # noqa: E731
+        def full(study: optuna.Study) -> bool:
+            return (total is not None and started(study) >= total) or over_budget(study, plan.bench.search) is not None
+
         _optimize(study, objective, left, plan.bench.search.timeout, resources, progress, on_trial, full, should_stop, entry.key)
         if should_stop():
             return
@@ -207,7 +215,8 @@ def select_repeats(plan: Plan, store) -> dict[str, list[int]]:
     """The trials whose configurations the repeats retrain, by dataset: the best by
     validation accuracy of each dataset x backbone x strategy, read from the studies."""
     studies = {entry.key: study_name(plan.bench, entry.key) for entry, _ in plan.datasets}
-    summary = tables.summary_frame(results.trials_frame(store, studies))
+    limits = plan.bench.search.constraints.model_dump()
+    summary = tables.summary_frame(results.trials_frame(store, studies, limits))
     return {key: [int(n) for n in rows["trial"]] for key, rows in summary.groupby("dataset")}
 
 
@@ -222,7 +231,7 @@ def enqueue_repeats(plan: Plan, store, selected: dict[str, list[int]], progress:
     added = 0
     for key, numbers in selected.items():
         search_study = optuna.load_study(study_name=study_name(plan.bench, key), storage=store)
-        study = optuna.create_study(storage=store, study_name=repeats_study_name(plan.bench, key), direction="maximize", load_if_exists=True)
+        study = optuna.create_study(storage=store, study_name=repeats_study_name(plan.bench, key), directions=directions(plan.bench.search), load_if_exists=True)
         if recover:  # the interrupted repeat is missing, so it is enqueued again below
             recover_interrupted(study, store, progress, f"{key} repeats", retries=None)
         missing = _missing_repeats(plan, study, numbers)
@@ -306,14 +315,20 @@ def work(plan: Plan, progress: Progress, should_stop=lambda: False, run_folder: 
     return len(ran)
 
 
-def screen_all(plan: Plan, splits: dict[str, DatasetSplits], store, resources: TrialResources) -> None:
-    """Screening scores of every backbone on every dataset, before any trial (``search.screen``)."""
-    if not plan.bench.search.screen:
-        return
+def screen_all(plan: Plan, splits: dict[str, DatasetSplits], store, resources: TrialResources, progress: Progress) -> None:
+    """Screening scores of every backbone on every dataset, before any trial, and the
+    backbones the sampler then skips (``search.screen``)."""
     from tlbench import screen
 
+    settings = plan.bench.search.screen
     for entry, _ in plan.datasets:
-        screen.screen_backbones(plan, open_study(plan, entry.key, store, alone=False), splits[entry.key], resources)
+        study = open_study(plan, entry.key, store, alone=False)
+        if not settings.enabled:
+            study.set_user_attr(screen.DROPPED, {"rule": "off (search.screen: false)", "dropped": {}})
+            continue
+        screen.screen_backbones(plan, study, splits[entry.key], resources)
+        for backbone, why in study.user_attrs[screen.DROPPED]["dropped"].items():
+            progress.note(f"[{entry.key}] screen: the search skips {backbone} ({why}; recipes on it still run)")
 
 
 def _coordinate(plan, splits, folder: Path, store, url: str, lock, progress: Progress, n: int, config: Path | None, verbose: bool) -> Outcome:

@@ -80,6 +80,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir", type=Path)
     p.set_defaults(command=cmd_plot)
 
+    p = sub.add_parser("export", parents=[common], help="write a run's trials as a replayable table (tlbench-table JSON)")
+    p.add_argument("run_dir", type=Path)
+    p.add_argument("--out", type=Path, help="where to write it (default: <run_dir>/table.json)")
+    p.set_defaults(command=cmd_export)
+
     p = sub.add_parser("plugins", parents=[common], help="list plugins and the names they provide")
     p.add_argument("--config", type=Path, help="also load the plugin paths this config lists")
     p.set_defaults(command=cmd_plugins)
@@ -224,6 +229,13 @@ def cmd_plot(args) -> int:
         raise UserError("tlbench plot needs matplotlib: pip install 'tlbench[plot]'") from exc
     path = report.write_report_md(run, plots)
     print("\n".join(str(p) for p in [*plots, path]))
+    return 0
+
+
+def cmd_export(args) -> int:
+    from tlbench.export import write_export
+
+    print(write_export(args.run_dir, args.out))
     return 0
 
 

@@ -83,23 +83,77 @@ class Recipe(_Strict):
     params: dict[str, Any] = Field(default_factory=dict)  # strategy and training params to fix, e.g. lr_head
 
 
+class ScreenConfig(_Strict):
+    """Score every backbone on its frozen features before the search (tlbench/screen.py)."""
+
+    enabled: bool = True  # false: no screen
+    drop: bool = True  # the sampler skips backbones the rule drops (recipes on them still run)
+    score: Literal["knn", "ridge"] = "knn"  # the validation accuracy the rule compares
+    margin: float = Field(0.10, gt=0.0, le=1.0)  # dropped when this much accuracy below the best backbone's score
+
+
+class ConstraintsConfig(_Strict):
+    """Upper bounds on cost. Known before training (forward_gflops, params_m, latency_ms):
+    a configuration over them is never trained. Known after (train_seconds,
+    peak_memory_mb): the sampler is told, and learns to avoid them."""
+
+    forward_gflops: PositiveFloat | None = None  # one image's forward pass, GFLOPs
+    params_m: PositiveFloat | None = None  # the adapted model's parameters, millions
+    latency_ms: PositiveFloat | None = None  # inference latency per batch, ms (measured once per architecture)
+    train_seconds: PositiveFloat | None = None  # training time of a trial
+    peak_memory_mb: PositiveFloat | None = None  # peak memory of a trial
+
+    def before(self) -> dict[str, float]:
+        return {k: v for k, v in self.model_dump().items() if v is not None and k in BEFORE_TRAINING}
+
+    def after(self) -> dict[str, float]:
+        return {k: v for k, v in self.model_dump().items() if v is not None and k not in BEFORE_TRAINING}
+
+
+BEFORE_TRAINING = ("forward_gflops", "params_m", "latency_ms")
+
+
+class BudgetConfig(_Strict):
+    """Compute to spend per dataset study, besides n_trials and timeout: no trial starts
+    once the study's trials have used this much training (each trial counts fully)."""
+
+    gflops: PositiveFloat | None = None  # training GFLOPs, summed over the study's trials
+    seconds: PositiveFloat | None = None  # training seconds, summed over the study's trials
+
+
 class SearchConfig(_Strict):
     n_trials: PositiveInt | None = 10  # finished trials per dataset study (resuming counts earlier ones)
     timeout: PositiveFloat | None = None  # seconds per dataset study, per invocation
     sampler: Literal["tpe", "random"] = "tpe"  # seeded with the benchmark's seed
-    pruner: Literal["median", "hyperband", "none"] = "median"  # prunes on validation accuracy after each epoch
-    startup_trials: PositiveInt = 4  # trials before TPE models and the pruner prunes
+    pruner: Literal["median", "asha", "hyperband", "none"] = "median"  # prunes on validation accuracy after each epoch
+    prune_within: Literal["strategy", "strategy_backbone", "study"] = "strategy"  # whom a trial is compared with
+    prune_startup: PositiveInt = 2  # completed trials of a group before the median rule judges that group
+    startup_trials: PositiveInt = 4  # random trials before TPE models
     warmup_epochs: int = Field(1, ge=0)  # the pruner never stops a trial during its first epochs
     storage: str | None = None  # Optuna storage URL; default: SQLite file in the run folder
     heartbeat: PositiveInt = 60  # seconds; with a shared storage, a trial silent for twice this is failed and retried
     enqueue: list[Recipe] = Field(default_factory=list)  # known-good recipes to try first
     retries: int = Field(1, ge=0, le=100)  # times an interrupted (killed, Ctrl-C, lost) trial runs again
-    screen: bool = True  # score every backbone on its frozen features first (LogME, kNN, ridge; reported, not used yet)
+    objective: Literal["accuracy", "pareto"] = "accuracy"  # pareto: validation accuracy against search.cost
+    cost: Literal["train_gflops", "latency_ms"] = "train_gflops"  # the cost a Pareto search minimises
+    screen: ScreenConfig = ScreenConfig()  # true/false, or its settings
+    constraints: ConstraintsConfig = ConstraintsConfig()
+    budget: BudgetConfig = BudgetConfig()
+
+    @field_validator("screen", mode="before")
+    @classmethod
+    def _screen_switch(cls, value: Any) -> Any:
+        return {"enabled": value} if isinstance(value, bool) else value
 
     @model_validator(mode="after")
     def _stops(self) -> SearchConfig:
         if self.n_trials is None and self.timeout is None:
             raise ValueError("n_trials is empty and there is no timeout, so the search would never stop; set either")
+        if self.pruner == "hyperband" and self.prune_within != "study":
+            raise ValueError(
+                "pruner hyperband compares every trial (its brackets are whole-study); use pruner: asha for "
+                "successive halving within each strategy, or set prune_within: study"
+            )
         return self
 
 
@@ -152,6 +206,16 @@ class TrainingConfig(_Strict):
         return value
 
 
+# search fields added after runs were made (tlbench 0.2.0): left out of the fingerprint at their defaults
+ADDED_SEARCH_FIELDS = {
+    "prune_within": "strategy",
+    "prune_startup": 2,
+    "constraints": ConstraintsConfig().model_dump(mode="json"),
+    "objective": "accuracy",
+    "cost": "train_gflops",
+}
+
+
 class Benchmark(_Strict):
     name: str = Field(pattern=_SLUG)  # results go to results_dir/name/run
     run: str | None = Field(None, pattern=_SLUG)  # run name; default: a fingerprint of the config
@@ -170,10 +234,14 @@ class Benchmark(_Strict):
         exclude = {
             "run": True,
             "repeats": True,
-            "search": {"n_trials", "timeout", "storage", "heartbeat", "retries", "screen"},
+            # budgets and how the search spends them: a run goes on under new ones
+            "search": {"n_trials", "timeout", "storage", "heartbeat", "retries", "screen", "budget"},
             "training": {"cache", "compile"},  # speed settings: same results either way
         }
         data = self.model_dump(mode="json", exclude=exclude)
+        for field, default in ADDED_SEARCH_FIELDS.items():  # so that runs made before they existed go on
+            if data["search"].get(field) == default:
+                del data["search"][field]
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:10]
 
     @property

@@ -26,6 +26,7 @@ class Progress:
     def trial_finished(self, trial: optuna.trial.FrozenTrial) -> None: ...
     def trial_recovered(self, dataset: str, number: int, retried: bool) -> None: ...
     def study_finished(self, dataset: str) -> None: ...
+    def note(self, text: str) -> None: ...  # a line about the search itself (the screen's decision, a spent budget)
 
 
 def outcome(trial: optuna.trial.FrozenTrial) -> str:
@@ -35,9 +36,11 @@ def outcome(trial: optuna.trial.FrozenTrial) -> str:
     record = TrialRecord.from_trial(trial)
     if state == "COMPLETE":
         test = record.test_accuracy if record.test_accuracy is not None else float("nan")
-        return f"val {trial.value:.3f} (test {test:.3f}) in {seconds:.1f} s"
+        return f"val {trial.values[0]:.3f} (test {test:.3f}) in {seconds:.1f} s"
     if state == "FAIL":
         return f"FAILED: {record.fail_reason or 'see -v'}"
+    if state == "PRUNED" and record.infeasible:
+        return f"not trained: {record.infeasible}"
     if state == "PRUNED":
         last = list(trial.intermediate_values.values())[-1:] or [float("nan")]
         return f"pruned after epoch {len(trial.intermediate_values)} (val {last[0]:.3f})"
@@ -79,6 +82,10 @@ class PlainProgress(Progress):
     def study_finished(self, dataset):
         self._say("study done")
 
+    def note(self, text):
+        with self.lock:
+            self.console.print(f"{self.prefix}{text}", markup=False, highlight=False, soft_wrap=True)
+
 
 class RichProgress(Progress):
     """Live bars for trials and epochs, and a line per finished trial."""
@@ -116,6 +123,9 @@ class RichProgress(Progress):
     def trial_recovered(self, dataset, number, retried):
         message = f"trial {number} was interrupted: marked failed" + (", retrying it" * retried)
         self.console.print(f"[{dataset}] {message}", markup=False, highlight=False)
+
+    def note(self, text):
+        self.console.print(text, markup=False, highlight=False)
 
     def study_finished(self, dataset):
         self.bars.stop()

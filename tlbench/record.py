@@ -86,6 +86,7 @@ class TrialRecord:
     latency_ms: float | None = None  # one batch, inference
     cache: list[CacheUse] | None = None  # per phase, where its inputs came from
     # why it failed
+    infeasible: str | None = None  # why it was not trained: over a constraint known before training
     failure: str | None = None  # a Failure kind
     fail_reason: str | None = None  # what happened, for people
     version: int = RECORD_VERSION  # of this layout

@@ -163,6 +163,8 @@ def print_summary(run: Run, console: Console) -> None:
         if console.width < 160:
             for _, row in rows.iterrows():
                 console.print(f"  {row['backbone']} · {row['strategy']}: {row['config']}", markup=False, highlight=False)
+        for line in pareto_lines(run, dataset):
+            console.print(line, markup=False, highlight=False)
         screened = _screened(run, dataset)
         if not screened.empty:
             console.print(rich_table(f"{dataset}: screen", SCREEN, screened, console.width))
@@ -181,11 +183,28 @@ SCREEN = [  # the screening table: each backbone scored on frozen features befor
     Column("Ridge", _num("ridge", lambda v: f"{v:.3f}")),
     Column("Screen s", _num("seconds", lambda v: f"{v:.1f}")),
     Column("Best test", _num("best_test", lambda v: f"{v:.3f}")),
+    Column("Search", lambda r: "dropped" if isinstance(r["dropped"], str) else "searched", numeric=False),
 ]
 
 
 def _screened(run: Run, dataset: str) -> pd.DataFrame:
     return run.screen[run.screen["dataset"] == dataset] if not run.screen.empty else run.screen
+
+
+def pareto_lines(run: Run, dataset: str) -> list[str]:
+    """A Pareto search's hypervolume against the compute it spent (empty for an accuracy search)."""
+    from tlbench.tables import hypervolume_history
+
+    search = run.config.get("search") or {}
+    if search.get("objective") != "pareto":
+        return []
+    cost = search.get("cost", "train_gflops")
+    reference, history = hypervolume_history(run.trials[run.trials["dataset"] == dataset], cost)
+    if not history:
+        return []
+    steps = ", ".join(f"{human_gflops(spent)} → {hv:.4g}" for spent, hv in history)
+    return [f"Pareto search (val accuracy vs {cost}): hypervolume after training GFLOPs spent {steps} "
+            f"(reference: accuracy 0, {cost} {reference:.4g})"]  # fmt: skip
 
 
 def screen_lines(run: Run, dataset: str) -> list[str]:
@@ -199,9 +218,12 @@ def screen_lines(run: Run, dataset: str) -> list[str]:
         if tau is not None:
             out.append(f"Kendall τ, {score} vs best test across backbones: {tau[0]:.2f} (95% CI {tau[1]:.2f}..{tau[2]:.2f}, test examples resampled)")
     out += [f"{r['backbone']}: not screened ({r['skipped']})" for _, r in rows.iterrows() if isinstance(r["skipped"], str)]
+    out += [f"{r['backbone']}: dropped from the search ({r['dropped']}); recipes on it still ran" for _, r in rows.iterrows() if isinstance(r["dropped"], str)]
+    rule = next((r for r in rows["rule"] if isinstance(r, str)), None)
     return out + [
-        "Screen: scores on the frozen features of each backbone before any fine-tuning (tlbench/screen.py); the search "
-        "does not use them yet. Best test: the test accuracy of the backbone's best-by-validation trial"
+        "Screen: scores on the frozen features of each backbone before any fine-tuning (tlbench/screen.py)"
+        + (f"; search.screen rule: {rule}" if rule else "")
+        + ". Best test: the test accuracy of the backbone's best-by-validation trial"
     ]
 
 
@@ -209,6 +231,7 @@ def to_markdown(run: Run) -> str:
     out: list[str] = []
     for dataset, rows in run.summary.groupby("dataset", sort=False):
         out += [f"### {dataset}", "", caption(run), "", *markdown_table(SUMMARY, rows), ""]
+        out += [*[line + "  " for line in pareto_lines(run, dataset)], ""] if pareto_lines(run, dataset) else []
         screened = _screened(run, dataset)
         if not screened.empty:
             out += [f"#### {dataset}: screen", "", *markdown_table(SCREEN, screened), "", *[line + "  " for line in screen_lines(run, dataset)], ""]
@@ -345,7 +368,7 @@ def _scatter(ax, trials: pd.DataFrame, summary: pd.DataFrame, cost: str) -> None
     x = stopped[cost].fillna(stopped["elapsed_seconds"]) if cost == "train_seconds" else stopped[cost]
     if x.notna().any():  # at the time they were stopped, and their last validation accuracy
         ax.scatter(x, stopped["val_accuracy"], marker="x", c="grey", s=22, label="pruned/failed (val)")
-    front = _front(done, cost)
+    front = _front(done[done["infeasible"].isna()], cost)  # over feasible trials only (search.constraints)
     ax.step(front[cost], front["test_accuracy"], where="post", c="black", lw=1, alpha=0.6, label="Pareto front")
     for _, best in summary.sort_values("val_accuracy", ascending=False).drop_duplicates("backbone").iterrows():
         ax.annotate(f"{best['backbone']}\n{best['strategy']}", (best[cost], best["test_accuracy"]), fontsize=7,

@@ -270,13 +270,19 @@ def load_run(folder: Path) -> Run:
     from tlbench import storage
 
     meta = read_meta(folder)
-    env = _read(folder / "environment.json", folder, json.loads, {})
+    env = read_environment(folder)
     config = _read(folder / "config.yaml", folder, yaml.safe_load, {})
     store = storage.connect(read_only_url(storage_url(meta["storage"], folder), folder))
-    trials = trials_frame(store, meta["studies"])
+    limits = (config.get("search") or {}).get("constraints") or {}
+    trials = trials_frame(store, meta["studies"], limits)
     repeats = trials_frame(store, meta.get("repeat_studies", {}))
     summary = summary_frame(trials, repeats)
     return Run(folder, meta, env, config, trials, repeats, summary, screen_frame(_study_attrs(store, meta["studies"]), trials, summary))
+
+
+def read_environment(folder: Path) -> dict[str, Any]:
+    """environment.json (machine and versions), checked like run.json; {} if absent."""
+    return _read(folder / "environment.json", folder, json.loads, {})
 
 
 def _study_attrs(store, studies: dict[str, str]) -> dict[str, dict]:
@@ -354,10 +360,13 @@ def check_resumable(folder: Path, bench: Benchmark) -> None:
         )
 
 
-def trials_frame(store, studies: dict[str, str]) -> pd.DataFrame:
+def trials_frame(store, studies: dict[str, str], limits: dict | None = None) -> pd.DataFrame:
     """One row per trial of the named studies (dataset key -> study name) in ``store``
-    (a URL or an Optuna storage), read through :class:`tlbench.record.TrialRecord`."""
+    (a URL or an Optuna storage), read through :class:`tlbench.record.TrialRecord`;
+    ``limits``: ``search.constraints``, which mark rows infeasible."""
     import optuna
+
+    from tlbench.sampling import infeasible
 
     from tlbench import studies as studies_
 
@@ -372,7 +381,8 @@ def trials_frame(store, studies: dict[str, str]) -> pd.DataFrame:
             record = TrialRecord.from_trial(t)
             kind, reason = studies_.failure(t, lost, record)
             if kind != Failure.SURPLUS:  # never ran: workers racing for a study's last trial
-                rows.append(_trial_row(dataset, t, record, kind, reason, gave_up.get(t.number)))
+                row = _trial_row(dataset, t, record, kind, reason, gave_up.get(t.number))
+                rows.append(row | {"infeasible": infeasible(record, limits or {})})
     return pd.DataFrame(rows, columns=TRIAL_COLUMNS + ["repeat_of", "test_correct"])
 
 
@@ -383,7 +393,7 @@ TRIAL_COLUMNS = [
     "frozen_groups", "n_groups", "epochs", "total_params", "trainable_params", "forward_gflops",
     "train_gflops", "train_seconds", "throughput", "latency_ms", "peak_memory_mb", "memory_kind",
     "device", "precision", "resolution", "elapsed_seconds", "val_curve", "failure", "fail_reason", "params",
-    "feature_cache", "cache_kind", "retry_of", "host", "worker", "pretrained", "gave_up",
+    "feature_cache", "cache_kind", "retry_of", "host", "worker", "pretrained", "gave_up", "infeasible",
 ]  # fmt: skip
 MEASURED = [  # record fields copied as they are
     "total_params", "trainable_params", "forward_gflops", "train_gflops", "train_seconds", "throughput",
@@ -401,7 +411,7 @@ def _trial_row(dataset: str, t, record: TrialRecord, kind: str | None, reason: s
         "state": t.state.name,
         "backbone": t.params.get("backbone"),
         "strategy": t.params.get("strategy"),
-        "val_accuracy": t.value if t.state.name == "COMPLETE" else (curve[-1] if curve else None),
+        "val_accuracy": t.values[0] if t.state.name == "COMPLETE" else (curve[-1] if curve else None),
         "config": describe_params(strategy_params(t.params), record.phases or [], record.n_groups),
         **{k: getattr(record, k) for k in MEASURED},
         "val_curve": json.dumps(curve),

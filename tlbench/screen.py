@@ -1,10 +1,11 @@
 """Screening scores: how well a backbone's frozen features suit a dataset, without fine-tuning.
 
-Issue 14's first step: the scores, on feature matrices (the frozen prefix's output up to
-the linear probe's cut, averaged over space or tokens: one row per example), computed
-for every backbone before a run's search (``search.screen``), stored with the study and
-reported with their agreement with what the search found. Using them to drop or
-deprioritise backbones comes next.
+The scores, on feature matrices (the frozen prefix's output up to the linear probe's
+cut, averaged over space or tokens: one row per example), are computed for every
+backbone before a run's search (``search.screen``), stored with the study and reported
+with their agreement with what the search found. :func:`dropped` is the rule that takes
+clearly worse backbones out of the search (the sampler skips them, see
+:mod:`tlbench.sampling`); recipes on them still run.
 
 - :func:`logme` — LogME (You, Liu, Wang, Long: "LogME: Practical Assessment of
   Pre-trained Models for Transfer Learning", ICML 2021). For each class, the log
@@ -140,6 +141,34 @@ def _unit(x: np.ndarray) -> np.ndarray:
     return x / (np.linalg.norm(x, axis=1, keepdims=True) + 1e-12)
 
 
+# --------------------------------------------------------------------------- the rule the search applies
+
+DROPPED = "screen_dropped"  # study user attr: {"rule": text, "dropped": {backbone key: why}}
+
+
+def dropped(scores: dict[str, dict], score: str = "knn", margin: float = 0.10) -> dict[str, str]:
+    """Backbones the screen drops: those whose ``score`` (a validation accuracy) is more
+    than ``margin`` below the best backbone's. Conservative by construction: the best is
+    never dropped, nor a backbone that was not screened, nor any with fewer than two
+    screened backbones to compare."""
+    usable = {b: float(s[score]) for b, s in scores.items() if isinstance(s.get(score), (int, float))}
+    if len(usable) < 2:
+        return {}
+    leader, best = max(usable.items(), key=lambda item: item[1])
+    return {
+        b: f"{score} {value:.3f} is more than {margin:g} below {leader}'s {best:.3f}"
+        for b, value in usable.items()
+        if value < best - margin
+    }
+
+
+def rule_text(settings) -> str:
+    """The rule of ``search.screen`` in words, as the report prints it."""
+    if not settings.drop:
+        return "off (search.screen.drop: false): nothing dropped"
+    return f"drop a backbone whose {settings.score} accuracy is more than {settings.margin:g} below the best backbone's"
+
+
 # --------------------------------------------------------------------------- screening a run's backbones
 
 SCREEN = "screen:"  # study user attr prefix: "screen:<backbone key>" -> that backbone's scores on the study's dataset
@@ -150,7 +179,8 @@ def screen_backbones(plan, study, splits, resources) -> None:
     (the frozen prefix up to the linear probe's cut, at the trials' resolution), once:
     stored as study attributes, skipped when already there (a resume). A backbone whose
     features cannot be cut out (no module boundary before the head) is recorded as not
-    screened, with why. Nothing is trained; the search does not use the scores yet."""
+    screened, with why. Nothing is trained. Then :func:`apply_rule` decides which
+    backbones the sampler skips."""
     import torch
 
     from tlbench import features, planning
@@ -178,6 +208,16 @@ def screen_backbones(plan, study, splits, resources) -> None:
             study.set_user_attr(f"{SCREEN}{key}", {"skipped": f"{type(exc).__name__}: {str(exc).strip()[:150]}"})
             continue
         study.set_user_attr(f"{SCREEN}{key}", scores | {"seconds": time.perf_counter() - start, "at": cut.name})
+    apply_rule(study, plan.bench.search.screen)
+
+
+def apply_rule(study, settings) -> dict[str, str]:
+    """Decide which backbones the sampler skips (from the stored scores and today's rule;
+    a resumed run may change the rule) and store the decision with the study."""
+    scores = {k[len(SCREEN) :]: v for k, v in study.user_attrs.items() if k.startswith(SCREEN)}
+    out = dropped(scores, settings.score, settings.margin) if settings.drop else {}
+    study.set_user_attr(DROPPED, {"rule": rule_text(settings), "dropped": out})
+    return out
 
 
 def _features(model, cut, images, device, batch: int = 64) -> np.ndarray:
@@ -196,19 +236,23 @@ def _features(model, cut, images, device, batch: int = 64) -> np.ndarray:
 
 
 def screen_frame(studies: dict, trials, summary):
-    """One row per dataset x backbone: its scores, what screening cost, and the best test
-    accuracy the search found for it (the best-by-validation trial's)."""
+    """One row per dataset x backbone: its scores, what screening cost, the best test
+    accuracy the search found for it (the best-by-validation trial's), and whether the
+    screen's rule dropped it from the search (why, and the rule)."""
     import pandas as pd
 
     rows = []
     for dataset, attrs in studies.items():
         best = summary[summary["dataset"] == dataset].sort_values("val_accuracy", ascending=False).drop_duplicates("backbone")
         found = dict(zip(best["backbone"], best["test_accuracy"]))
+        decision = attrs.get(DROPPED, {})
         for name, value in attrs.items():
             if name.startswith(SCREEN):
                 backbone = name[len(SCREEN) :]
-                rows.append({"dataset": dataset, "backbone": backbone, **value, "best_test": found.get(backbone)})
-    columns = ["dataset", "backbone", "logme", "knn", "ridge", "seconds", "at", "skipped", "best_test"]
+                why = decision.get("dropped", {}).get(backbone)
+                rows.append({"dataset": dataset, "backbone": backbone, **value, "best_test": found.get(backbone),
+                             "dropped": why, "rule": decision.get("rule")})  # fmt: skip
+    columns = ["dataset", "backbone", "logme", "knn", "ridge", "seconds", "at", "skipped", "best_test", "dropped", "rule"]
     return pd.DataFrame(rows).reindex(columns=columns)
 
 

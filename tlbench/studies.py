@@ -20,7 +20,9 @@ import optuna
 from tlbench import interrupts, storage
 from tlbench.config import Benchmark
 from tlbench.planning import Plan, recipe_params
+from tlbench.pruning import make_pruner
 from tlbench.record import Failure, TrialRecord
+from tlbench.sampling import make_sampler
 from tlbench.types import UserError
 
 FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.FAIL)
@@ -38,6 +40,11 @@ def connect_shared(url: str, heartbeat: int, retries: int) -> optuna.storages.Ba
     """A storage other processes share: running trials send heartbeats, and a trial silent
     for twice ``heartbeat`` seconds is failed by the next worker and retried (:func:`retry_lost`)."""
     return storage.connect(url, heartbeat, on_lost=functools.partial(retry_lost, retries=retries))
+
+
+def directions(search) -> list[str]:
+    """Validation accuracy up; in a Pareto search (``search.objective: pareto``) also ``search.cost`` down."""
+    return ["maximize", "minimize"] if search.objective == "pareto" else ["maximize"]
 
 
 def derived_seed(seed: int, offset: int) -> int:
@@ -63,12 +70,8 @@ def open_study(plan: Plan, dataset_key: str, storage: optuna.storages.BaseStorag
     except KeyError:
         existing = None
     done = len(existing.trials) if existing else 0
-    sampler = (
-        optuna.samplers.TPESampler(seed=derived_seed(bench.seed, done), n_startup_trials=search.startup_trials)
-        if search.sampler == "tpe"
-        else optuna.samplers.RandomSampler(seed=derived_seed(bench.seed, done))
-    )
-    settings = {"storage": storage, "study_name": name, "direction": "maximize", "sampler": sampler, "pruner": make_pruner(search)}
+    sampler = make_sampler(search, derived_seed(bench.seed, done))
+    settings = {"storage": storage, "study_name": name, "directions": directions(search), "sampler": sampler, "pruner": make_pruner(search)}
     try:
         study, created = optuna.create_study(**settings), True
     except optuna.exceptions.DuplicatedStudyError:
@@ -91,15 +94,27 @@ def open_study(plan: Plan, dataset_key: str, storage: optuna.storages.BaseStorag
     return study
 
 
-def make_pruner(search) -> optuna.pruners.BasePruner:
-    """Steps are 1-based epochs; no trial is pruned during its first ``warmup_epochs``."""
-    if search.pruner == "median":
-        # Optuna may prune once step >= n_warmup_steps
-        return optuna.pruners.MedianPruner(n_startup_trials=search.startup_trials, n_warmup_steps=search.warmup_epochs + 1)
-    if search.pruner == "hyperband":
-        # brackets of successive halving from warmup + 1 epochs up to the longest trial's epochs
-        return optuna.pruners.HyperbandPruner(min_resource=search.warmup_epochs + 1, reduction_factor=3)
-    return optuna.pruners.NopPruner()
+def spent(study: optuna.Study) -> dict[str, float]:
+    """Training GFLOPs and seconds the study's trials have used (pruned ones up to where
+    they stopped; a trial still running counts what it has reported so far)."""
+    gflops = seconds = 0.0
+    for t in study.get_trials(deepcopy=False):
+        record = TrialRecord.from_trial(t)
+        gflops += record.train_gflops or 0.0
+        seconds += record.train_seconds or 0.0
+    return {"gflops": gflops, "seconds": seconds}
+
+
+def over_budget(study: optuna.Study, search) -> str | None:
+    """Why no further trial may start under ``search.budget``, or None."""
+    limits = search.budget.model_dump(exclude_none=True)
+    if not limits:
+        return None
+    used = spent(study)
+    for unit, limit in limits.items():
+        if used[unit] >= limit:
+            return f"search.budget.{unit}: {used[unit]:.1f} of {limit:g} spent"
+    return None
 
 
 def started(study: optuna.Study) -> int:

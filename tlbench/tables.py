@@ -37,13 +37,15 @@ SUMMARY_COLUMNS = [
 
 
 def summary_frame(trials: pd.DataFrame, repeats: pd.DataFrame | None = None) -> pd.DataFrame:
-    """Per dataset x backbone x strategy, the trial with the best validation accuracy
-    (ties: less training time, then the earlier trial), its test accuracy and costs,
+    """Per dataset x backbone x strategy, the feasible trial (within ``search.constraints``)
+    with the best validation accuracy (ties: less training time, then the earlier trial),
+    its test accuracy and costs,
     and test accuracy over its seed repeats: mean, std and a 95 % bootstrap interval
     (over the selected trial's own test results when there are no repeats)."""
     finished = trials[trials["state"].isin(["COMPLETE", "PRUNED", "FAIL"])]
     counts = finished.groupby(["dataset", "backbone", "strategy"]).size().rename("trials")
-    done = trials[trials["state"] == "COMPLETE"].sort_values(
+    feasible = trials["infeasible"].isna() if "infeasible" in trials else True
+    done = trials[(trials["state"] == "COMPLETE") & feasible].sort_values(
         ["val_accuracy", "train_seconds", "trial"], ascending=[False, True, True]
     )
     best = done.groupby(["dataset", "backbone", "strategy"], sort=False).head(1)
@@ -148,3 +150,33 @@ def environment_flags(runs: list[Run]) -> list[str]:
 def out_of_retries(trials: pd.DataFrame) -> pd.DataFrame:
     """Interrupted trials whose configuration ran out of retries (``search.retries``)."""
     return trials[trials["gave_up"].notna()]
+
+
+def hypervolume_history(trials: pd.DataFrame, cost: str, fractions=(0.25, 0.5, 0.75, 1.0)) -> tuple[float, list[tuple[float, float]]]:
+    """A Pareto search's progress on one dataset: the hypervolume of the front of feasible
+    completed trials (validation accuracy up, ``cost`` down; reference point accuracy 0
+    and 1.1 x the costliest completed trial's cost) after the given fractions of the
+    training GFLOPs the study spent (pruned trials count what they spent). Returns
+    (reference cost, [(GFLOPs spent, hypervolume), ...])."""
+    ordered = trials.sort_values("trial")
+    done = ordered[(ordered["state"] == "COMPLETE") & ordered["infeasible"].isna()].dropna(subset=[cost, "val_accuracy"])
+    if done.empty:
+        return float("nan"), []
+    reference = 1.1 * float(done[cost].max())
+    spent = ordered["train_gflops"].fillna(0.0).cumsum()
+    total = float(spent.iloc[-1])
+    out = []
+    for fraction in fractions:
+        upto = ordered[spent <= fraction * total + 1e-9]["trial"]
+        out.append((fraction * total, hypervolume(done[done["trial"].isin(upto)], cost, reference)))
+    return reference, out
+
+
+def hypervolume(points: pd.DataFrame, cost: str, reference: float) -> float:
+    """Area dominated by ``points`` (val_accuracy up, ``cost`` down) above accuracy 0 and below ``reference`` cost."""
+    area, best = 0.0, 0.0
+    for _, p in points.sort_values([cost, "val_accuracy"], ascending=[True, False]).iterrows():
+        if p["val_accuracy"] > best and p[cost] < reference:
+            area += (reference - p[cost]) * (p["val_accuracy"] - best)
+            best = p["val_accuracy"]
+    return area

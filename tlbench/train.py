@@ -139,8 +139,10 @@ def fit(
     settings: TrainSettings,
     on_epoch: Callable[[int, float], None] = lambda epoch, acc: None,
     always: Collection[str] = (),
+    on_spent: Callable[[float, float], None] = lambda seconds, flops: None,
 ) -> FitResult:
     """Train through ``phases``; ``on_epoch(epoch, val_accuracy)`` may raise to stop (pruning).
+    ``on_spent(train_seconds, train_flops)`` is told the cost so far before each ``on_epoch``.
 
     Each phase trains on cached outputs of its frozen prefix when it can
     (``settings.cache`` set, no augmentation, features within the cache's
@@ -154,7 +156,7 @@ def fit(
     model = built.model.to(settings.device, memory_format=torch.channels_last)
     train_tf, eval_tf = make_transforms(built.data_config, settings.resolution, settings.augment)
     order = EpochOrder(len(splits.train), torch.Generator().manual_seed(settings.seed))
-    run = _Run(model, settings, dtype, _Images(splits, train_tf, eval_tf, settings, order), len(splits.train), on_epoch)
+    run = _Run(model, settings, dtype, _Images(splits, train_tf, eval_tf, settings, order), len(splits.train), on_epoch, on_spent)
     updated: set[str] = set()
     for phase in active:
         trainable = set_trainable(model, built, phase.frozen_groups, always)
@@ -179,8 +181,9 @@ def fit(
 class _Run:
     """One fit's running state: the curve so far, time and FLOPs spent, where data came from."""
 
-    def __init__(self, model: nn.Module, settings: TrainSettings, dtype, images: _Images, n_train: int, on_epoch):
+    def __init__(self, model: nn.Module, settings: TrainSettings, dtype, images: _Images, n_train: int, on_epoch, on_spent):
         self.model, self.settings, self.dtype, self.images, self.on_epoch = model, settings, dtype, images, on_epoch
+        self.on_spent = on_spent
         self.n_train = n_train
         self.scaler = torch.amp.GradScaler(enabled=dtype == torch.float16)
         self.curve: list[float] = []
@@ -202,6 +205,7 @@ class _Run:
                 self.seconds += time.perf_counter() - start
                 self.flops += step_flops * n
                 self.curve.append(evaluate(runner, data.eval("val"), device, dtype, data.channels_last))
+                self.on_spent(self.seconds, self.flops)
                 self.on_epoch(len(self.curve), self.curve[-1])
             if last:
                 self.test = correctness(runner, data.eval("test"), device, dtype, data.channels_last)

@@ -22,6 +22,7 @@ import optuna
 from tlbench import interrupts
 from tlbench.planning import Plan, PlannedBackbone, adapt, build_backbone, cache_dir, check_phases, strategy_phases, suggest_training
 from tlbench.record import Failure, TrialRecord
+from tlbench.sampling import tell_constraints
 from tlbench.space import TrialSpace
 from tlbench.studies import budget, derived_seed
 from tlbench.types import DatasetSplits, UserError
@@ -141,21 +142,49 @@ class Objective:
             ("forward_gflops", *arch, resolution), lambda: cost.forward_flops(built.model, resolution, device) / 1e9
         )
         _described(backbone, built, phases, {**params, **training}, settings, gflops).write(trial)
-        self.progress.trial_started(trial.number, f"{bkey} · {skey}", sum(ph.epochs for ph in phases))
+        over = self._over_limits(built, settings, arch, gflops)
+        if over:  # never trained: zero compute, and the sampler learns it is infeasible
+            TrialRecord(infeasible=over, train_seconds=0.0, train_gflops=0.0).write(trial)
+            tell_constraints(trial, self.plan.bench.search.constraints.model_dump(exclude_none=True))
+            raise optuna.TrialPruned(f"not trained: {over}")
+        epochs = sum(ph.epochs for ph in phases)
+        # what the pruner of a Pareto search compares: the trial's cost, known (latency) or projected (training GFLOPs)
+        latency = self._speed(built, settings, arch)["latency_ms"] if plan.bench.search.cost == "latency_ms" else None
+        so_far = _SoFar(epochs=epochs, latency_ms=latency)
+        self.progress.trial_started(trial.number, f"{bkey} · {skey}", epochs)
         cost.reset_peak_memory(device)  # so that CUDA peak memory is this trial's own
         start = time.perf_counter()
         try:
             result = train.fit(
-                built, self.splits, phases, settings, on_epoch=lambda e, acc: self._epoch(trial, e, acc, start), always=adapted.trainable
-            )
+                built, self.splits, phases, settings, on_epoch=lambda e, acc: self._epoch(trial, e, acc, start, so_far),
+                always=adapted.trainable, on_spent=lambda seconds, flops: so_far.spent(trial, seconds, flops),
+            )  # fmt: skip
         except train.TrialFailed as exc:
             TrialRecord(failure=exc.kind, fail_reason=str(exc)).write(trial)
             raise
         except UserError as exc:  # e.g. an image that cannot be decoded: the run stops, going on retries it
             TrialRecord(failure=Failure.INTERRUPTED, fail_reason=f"interrupted: {exc}").write(trial)
             raise
-        self._measured(built, settings, arch, result).write(trial)
+        measured = self._measured(built, settings, arch, result)
+        measured.write(trial)
+        tell_constraints(trial, self.plan.bench.search.constraints.model_dump(exclude_none=True))
+        if plan.bench.search.objective == "pareto":
+            return result.val_accuracy, getattr(measured, plan.bench.search.cost)
         return result.val_accuracy
+
+    def _over_limits(self, built, settings, arch: tuple, gflops: float) -> str | None:
+        """Which ``search.constraints`` known before training this configuration breaks
+        (latency measured once per architecture and resolution), or None."""
+        from tlbench import cost
+
+        limits = self.plan.bench.search.constraints.before()
+        known = {"forward_gflops": gflops}
+        if "params_m" in limits:
+            known["params_m"] = cost.count_params(built.model) / 1e6
+        if "latency_ms" in limits:
+            known["latency_ms"] = self._speed(built, settings, arch)["latency_ms"]
+        over = [f"{k} {known[k]:.3g} > {limit:g}" for k, limit in limits.items() if known[k] > limit]
+        return "search.constraints: " + ", ".join(over) if over else None
 
     def _call(self, strategy, what: str, fn):
         from tlbench.contract import plugin_call
@@ -179,16 +208,31 @@ class Objective:
             data_key=self.resources.data_keys[self.dataset_key],
         )
 
-    def _epoch(self, trial: optuna.Trial, epoch: int, accuracy: float, start: float) -> None:
+    def _epoch(self, trial: optuna.Trial, epoch: int, accuracy: float, start: float, so_far: _SoFar) -> None:
+        from tlbench import pruning
+
         interrupts.check()
         self.progress.epoch_done(trial.number, epoch, accuracy)
-        trial.report(accuracy, epoch)
+        so_far.curve.append(accuracy)
+        search = self.plan.bench.search
+        if search.objective == "pareto":  # Optuna cannot report or prune multi-objective trials: the curve is ours
+            TrialRecord(val_curve=list(so_far.curve)).write(trial)
+        else:
+            trial.report(accuracy, epoch)
         TrialRecord(elapsed_seconds=time.perf_counter() - start).write(trial)  # training + evaluation so far
         # A recipe from the config runs to the end: it is the baseline the search is measured against.
-        if not TrialRecord.from_trial(trial).recipe and trial.should_prune():
+        if TrialRecord.from_trial(trial).recipe:
+            return
+        if search.objective == "pareto":
+            ahead = pruning.dominated_by(trial, epoch, accuracy, so_far.cost(epoch, search.cost), search)
+            if ahead:
+                raise optuna.TrialPruned(f"pruned after epoch {epoch} at val accuracy {accuracy:.3f}: {ahead}")
+        elif trial.should_prune():
             raise optuna.TrialPruned(f"pruned after epoch {epoch} at val accuracy {accuracy:.3f}")
 
-    def _measured(self, built, settings, arch: tuple, result) -> TrialRecord:
+    def _speed(self, built, settings, arch: tuple) -> dict:
+        """Inference throughput and latency of this architecture (weights do not matter),
+        measured once per architecture, resolution, batch size and device kind."""
         from tlbench import cost, train
 
         device = settings.device
@@ -199,8 +243,13 @@ class Objective:
             )
             return {"throughput": throughput, "latency_ms": latency}
 
-        # per device kind: with several GPUs of one model, measured once
-        measured = self.resources.measure(("speed", *arch, settings.resolution, settings.batch_size, cost.device_name(device)), speed)
+        return self.resources.measure(("speed", *arch, settings.resolution, settings.batch_size, cost.device_name(device)), speed)
+
+    def _measured(self, built, settings, arch: tuple, result) -> TrialRecord:
+        from tlbench import cost
+
+        device = settings.device
+        measured = self._speed(built, settings, arch)
         memory, memory_kind = cost.peak_memory_mb(device)
         return TrialRecord(
             **measured,
@@ -217,6 +266,24 @@ class Objective:
             precision=result.precision,
             cache=list(result.cache),
         )
+
+
+class _SoFar:
+    """A running trial's curve and spend, for the epoch callback."""
+
+    def __init__(self, epochs: int, latency_ms: float | None):
+        self.epochs, self.latency_ms = epochs, latency_ms
+        self.curve: list[float] = []
+        self.gflops = 0.0
+
+    def spent(self, trial: optuna.Trial, seconds: float, flops: float) -> None:
+        self.gflops = flops / 1e9
+        TrialRecord(train_seconds=seconds, train_gflops=self.gflops).write(trial)  # a pruned trial keeps its spend
+
+    def cost(self, epoch: int, kind: str) -> float:
+        """The trial's cost as a Pareto search compares it: latency as measured, training
+        GFLOPs projected from the epochs so far to all of them."""
+        return self.latency_ms if kind == "latency_ms" else self.gflops * self.epochs / epoch
 
 
 def _described(backbone: PlannedBackbone, built, phases, params: dict, settings, gflops: float) -> TrialRecord:

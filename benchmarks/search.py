@@ -1,0 +1,106 @@
+"""Is tlbench's search worth it? Search methods replayed on a recorded grid (a tabular
+benchmark, the way HPOBench and LCBench work).
+
+    python benchmarks/search.py                     # replay (seconds to minutes): results/search-bench.json + plot
+    python benchmarks/search.py record [NAME ...]   # record the grid again (CPU hours; resumable, per dataset)
+
+Recording: for each dataset, ``benchmarks/search-grid/<name>.yaml`` (written here) is
+an ordinary tlbench config whose searched space is a grid of choices (every backbone x
+strategy x learning rate / freeze value) and whose recipes are every point of it; it
+runs with ``tlbench run`` into ``benchmarks/search-grid/runs/`` (kill it and run again:
+it goes on) and is exported with ``tlbench export`` to
+``benchmarks/search-grid/<name>.json``, the table kept in the repository.
+
+Replaying: see :mod:`replay` below (the same module) and docs/performance.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+GRID_DIR = ROOT / "benchmarks" / "search-grid"
+
+# what the offline datasets are trained on: the default benchmark's setting (64 px, 3 epochs)
+DATASETS = {
+    "mnist5k": {"train_samples": 1000, "val_samples": 300},
+    "digits": {},
+    "lfw_faces": {},
+    "textures": {},
+}
+BACKBONES = [
+    {"name": "efficientnet_lite0"},
+    {"name": "efficientnet_lite1"},
+    {"name": "efficientnet_lite2"},
+    {"name": "efficientnet_lite0", "pretrained": False},
+]
+BACKBONE_KEYS = ["efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2", "efficientnet_lite0-scratch"]
+# strategy -> fixed options and the grid of searched ones (as choices, so that samplers draw grid points)
+GRID = {
+    "linear_probe": ({"epochs": 3}, {"lr_head": [0.003, 0.01, 0.03, 0.1]}),
+    "finetune": ({"epochs": 3, "lr_head": 0.01}, {"freeze": [0.0, 0.5, 0.75], "lr_backbone": [0.0003, 0.001, 0.003]}),
+    "two_stage": ({"head_epochs": 1, "epochs": 2, "lr_head": 0.01}, {"freeze": [0.5, 0.75], "lr_finetune": [0.0003, 0.001]}),
+    "bitfit": ({"epochs": 3, "lr_head": 0.02}, {"lr_bias": [0.003, 0.01, 0.03]}),
+    "lora": ({"epochs": 3, "rank": 8, "alpha": 16, "lr_head": 0.02}, {"lr_lora": [0.001, 0.003]}),
+}
+
+
+def grid_config(dataset: str) -> dict:
+    """The tlbench config that records ``dataset``'s grid: every point enqueued as a recipe."""
+    strategies, enqueue = [], []
+    for name, (fixed, searched) in GRID.items():
+        strategies.append({"name": name, **fixed, **searched})
+        points = [dict(zip(searched, values)) for values in itertools.product(*searched.values())]
+        enqueue += [{"backbone": b, "strategy": name, "params": p} for b in BACKBONE_KEYS for p in points]
+    return {
+        "name": "search-grid",
+        "run": dataset,
+        "seed": 0,
+        "results_dir": "runs",
+        "datasets": [{"name": dataset, **DATASETS[dataset]}],
+        "backbones": BACKBONES,
+        "strategies": strategies,
+        "search": {"n_trials": len(enqueue), "pruner": "none", "enqueue": enqueue},
+        "training": {"batch_size": 32, "resolution": 64},
+    }
+
+
+def record(names: list[str]) -> None:
+    GRID_DIR.mkdir(exist_ok=True)
+    for name in names:
+        config = GRID_DIR / f"{name}.yaml"
+        header = f"# written by benchmarks/search.py record: the recorded grid for {name} ({len(grid_config(name)['search']['enqueue'])} points)\n"
+        config.write_text(header + yaml.safe_dump(grid_config(name), sort_keys=False))
+        print(f"recording {name}: tlbench run {config.relative_to(ROOT)}", flush=True)
+        subprocess.run([sys.executable, "-m", "tlbench", "run", str(config), "--format", "csv"], check=True, stdout=subprocess.DEVNULL)
+        run = GRID_DIR / "runs" / "search-grid" / name
+        subprocess.run([sys.executable, "-m", "tlbench", "export", str(run), "--out", str(GRID_DIR / f"{name}.json")], check=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command")
+    rec = sub.add_parser("record", help="record the grid (CPU hours; resumable)")
+    rec.add_argument("names", nargs="*", default=list(DATASETS), help="datasets (default: all)")
+    parser.add_argument("--grid", type=Path, default=GRID_DIR, help="folder of tlbench-table JSON files to replay")
+    parser.add_argument("--seeds", type=int, default=20)
+    parser.add_argument("--out", type=Path, default=ROOT / "results" / "search-bench.json")
+    parser.add_argument("--plot", type=Path, default=ROOT / "results" / "search-bench.png")
+    args = parser.parse_args(argv)
+    if args.command == "record":
+        record(args.names)
+        return 0
+    sys.path.insert(0, str(Path(__file__).parent))
+    from replay import main as replay_main  # the replay trains nothing
+
+    return replay_main(args.grid, args.seeds, args.out, args.plot)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

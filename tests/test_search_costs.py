@@ -1,0 +1,121 @@
+"""Cost steers the search in real runs: constraints known before training refuse a
+configuration at zero compute, those known after mark it infeasible for the sampler
+and the tables, a compute budget stops the study; and a finished run exports as a
+replayable table."""
+
+from __future__ import annotations
+
+import json
+
+import optuna
+import pandas as pd
+
+from conftest import one_line, snapshot, tiny_benchmark
+from tlbench import cli
+
+
+def _run(write_config, capsys, **search):
+    config = write_config(tiny_benchmark(run="r", search={"n_trials": 3, "startup_trials": 1} | search))
+    code = cli.main(["run", str(config), "--format", "csv"])
+    out = capsys.readouterr()
+    assert code == 0, out.err
+    folder = config.parent / "results" / "tiny" / "r"
+    return config, folder, out
+
+
+def _study(folder):
+    return optuna.load_study(study_name="tiny/r/synthetic", storage=f"sqlite:///{folder / 'study.db'}")
+
+
+def test_a_configuration_over_a_constraint_known_before_training_is_never_trained(write_config, capsys):
+    _, folder, out = _run(write_config, capsys, constraints={"forward_gflops": 1e-9})
+    trials = _study(folder).trials
+    assert [t.state.name for t in trials] == ["PRUNED"] * 3
+    for t in trials:
+        assert t.user_attrs["infeasible"].startswith("search.constraints: forward_gflops ") and "> 1e-09" in t.user_attrs["infeasible"]
+        assert t.user_attrs["train_gflops"] == 0.0 and t.intermediate_values == {}  # zero compute: not one epoch
+        assert t.constraints["refused"] == 1.0  # the sampler sees it as infeasible
+    assert "not trained: search.constraints: forward_gflops" in out.err
+    table = pd.read_csv(folder / "trials.csv")
+    assert table["infeasible"].notna().all()
+    assert pd.read_csv(folder / "summary.csv").empty  # nothing feasible to recommend
+
+
+def test_a_constraint_known_after_training_marks_the_trial_for_the_sampler_and_the_tables(write_config, capsys):
+    _, folder, _ = _run(write_config, capsys, constraints={"train_seconds": 1e-6})
+    trials = _study(folder).trials
+    assert {t.state.name for t in trials} == {"COMPLETE"}
+    assert all(t.constraints["train_seconds"] == t.user_attrs["train_seconds"] - 1e-6 > 0 for t in trials)
+    table = pd.read_csv(folder / "trials.csv")
+    assert table["infeasible"].str.startswith("search.constraints: train_seconds").all()
+    assert pd.read_csv(folder / "summary.csv").empty  # the Pareto front and the best are over feasible trials
+
+
+def test_a_compute_budget_stops_the_study_and_a_new_run_starts_nothing(write_config, capsys):
+    config, folder, _ = _run(write_config, capsys, n_trials=6, budget={"gflops": 1e-6})
+    trials = _study(folder).trials
+    assert len(trials) == 1 and trials[0].user_attrs["train_gflops"] > 1e-6  # the first trial spent it all
+    assert cli.main(["run", str(config), "--format", "csv"]) == 0
+    assert "no new trials: search.budget.gflops:" in capsys.readouterr().err
+    assert len(_study(folder).trials) == 1
+
+
+def test_a_pruned_trial_records_what_it_spent(write_config, capsys, monkeypatch):
+    """The budget and the replay count pruned trials' compute up to where they stopped."""
+    from tlbench.trial import Objective
+
+    def prune_after_the_first_epoch(self, trial, epoch, accuracy, start):
+        raise optuna.TrialPruned("the pruner said so")  # what should_prune() leads to
+
+    monkeypatch.setattr(Objective, "_epoch", prune_after_the_first_epoch)
+    strategies = [{"name": "linear_probe", "epochs": 3}]
+    config = write_config(tiny_benchmark(run="r", strategies=strategies, search={"n_trials": 1, "startup_trials": 1}))
+    assert cli.main(["run", str(config), "--format", "csv"]) == 0
+    (trial,) = _study(config.parent / "results" / "tiny" / "r").trials
+    assert trial.state.name == "PRUNED"
+    assert trial.user_attrs["train_gflops"] > 0 and trial.user_attrs["train_seconds"] > 0
+    assert "test_accuracy" not in trial.user_attrs  # it did not finish: the spend is one epoch's
+
+
+def test_a_run_exports_as_a_replayable_table(write_config, capsys, tmp_path):
+    _, folder, _ = _run(write_config, capsys)
+    assert cli.main(["export", str(folder)]) == 0
+    table = json.loads((folder / "table.json").read_text())
+    assert table["format"] == "tlbench-table" and table["version"] == 1 and table["run"]["run"] == "r"
+    rows = table["datasets"]["synthetic"]["trials"]
+    assert len(rows) == 3 and set(table["datasets"]["synthetic"]["screen"]) == {"timm:test_resnet-scratch"}
+    for row in rows:
+        assert row["params"]["strategy"] == "linear_probe" and "linear_probe.lr_head" in row["distributions"]
+        assert len(row["val_curve"]) == 1 and row["train_gflops"] > 0
+        if row["state"] == "COMPLETE":
+            assert row["val_accuracy"] == row["val_curve"][-1] and 0 <= row["test_accuracy"] <= 1
+    assert cli.main(["export", str(folder)]) == 0  # its own table: replaced
+    theirs = tmp_path / "notes.json"
+    theirs.write_text('{"mine": true}')
+    before = snapshot(tmp_path)
+    one_line(capsys, cli.main(["export", str(folder), "--out", str(theirs)]), "notes.json: exists and is not a tlbench table")
+    assert snapshot(tmp_path) == before
+
+
+def test_export_of_a_folder_that_is_not_a_run_is_one_line(tmp_path, capsys):
+    one_line(capsys, cli.main(["export", str(tmp_path)]), str(tmp_path))
+    assert list(tmp_path.iterdir()) == []
+
+
+
+def test_a_pareto_search_trades_accuracy_against_cost_and_reports_its_hypervolume(write_config, capsys):
+    strategies = [{"name": "linear_probe", "epochs": 2}, {"name": "finetune", "epochs": 2}]
+    config = write_config(
+        tiny_benchmark(run="r", strategies=strategies, search={"n_trials": 4, "startup_trials": 2, "objective": "pareto"})
+    )
+    assert cli.main(["run", str(config), "--format", "csv"]) == 0, capsys.readouterr().err
+    folder = config.parent / "results" / "tiny" / "r"
+    study = _study(folder)
+    assert [d.name for d in study.directions] == ["MAXIMIZE", "MINIMIZE"]
+    done = [t for t in study.trials if t.state.name == "COMPLETE"]
+    assert done and all(t.values[1] == t.user_attrs["train_gflops"] for t in done)
+    assert all(len(t.user_attrs["val_curve"]) == 2 for t in done)  # the curve, since Optuna cannot take reports
+    report = (folder / "report.md").read_text()
+    assert "Pareto search (val accuracy vs train_gflops): hypervolume after training GFLOPs spent" in report
+    summary = pd.read_csv(folder / "summary.csv")
+    assert set(summary["val_accuracy"]) <= {t.values[0] for t in done}

@@ -1,0 +1,217 @@
+"""The search's own rules, on real Optuna studies without training: like-with-like
+pruning, the screen's drop rule and the sampler that honours it, constraints, budgets."""
+
+from __future__ import annotations
+
+import optuna
+import pytest
+
+from tlbench import pruning, sampling, screen, studies
+from tlbench.config import SearchConfig
+from tlbench.record import TrialRecord
+
+CAT = optuna.distributions.CategoricalDistribution
+DISTS = {"backbone": CAT(["a", "b", "c"]), "strategy": CAT(["linear_probe", "finetune"])}
+
+
+def _finished(study, strategy: str, curve: list[float], backbone: str = "a", attrs: dict | None = None) -> None:
+    study.add_trial(
+        optuna.trial.create_trial(
+            params={"backbone": backbone, "strategy": strategy}, distributions=DISTS, value=curve[-1],
+            intermediate_values=dict(enumerate(curve, 1)), user_attrs=attrs or {},
+        )
+    )  # fmt: skip
+
+
+@pytest.fixture
+def probes_ahead():
+    """Probes are near their end at epoch 2; fine-tunes are still climbing."""
+    study = optuna.create_study(direction="maximize")
+    for top in (0.90, 0.91, 0.92):
+        _finished(study, "linear_probe", [top - 0.01, top, top])
+    for top in (0.95, 0.96):
+        _finished(study, "finetune", [0.40, 0.60, top])
+    return study
+
+
+def _median(within: str):
+    return pruning.GroupedPruner(optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=2), within)
+
+
+def _running(strategy: str, curve: list[float]) -> optuna.trial.FrozenTrial:
+    return optuna.trial.create_trial(
+        params={"backbone": "a", "strategy": strategy}, distributions=DISTS,
+        intermediate_values=dict(enumerate(curve, 1)), state=optuna.trial.TrialState.RUNNING,
+    )  # fmt: skip
+
+
+def test_a_fine_tune_is_compared_with_fine_tunes_not_with_probes(probes_ahead):
+    climbing = _running("finetune", [0.45, 0.65])  # ahead of the other fine-tunes at epoch 2, behind every probe
+    assert pruning.GroupedPruner(optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=2), "study").prune(
+        probes_ahead, climbing
+    )  # what Optuna alone does: pruned against the probes
+    assert not _median("strategy").prune(probes_ahead, climbing)
+    assert _median("strategy").prune(probes_ahead, _running("finetune", [0.30, 0.50]))  # behind its own kind: pruned
+
+
+def test_a_probe_is_still_pruned_against_probes(probes_ahead):
+    assert _median("strategy").prune(probes_ahead, _running("linear_probe", [0.70, 0.72]))
+    assert not _median("strategy").prune(probes_ahead, _running("linear_probe", [0.90, 0.93]))
+
+
+def test_a_group_is_not_judged_before_it_has_its_startup_trials(probes_ahead):
+    study = optuna.create_study(direction="maximize")
+    _finished(study, "finetune", [0.9, 0.9, 0.9])
+    assert not _median("strategy").prune(study, _running("finetune", [0.1, 0.1]))  # one completed fine-tune only
+
+
+def test_within_strategy_and_backbone_splits_groups_further(probes_ahead):
+    pruner = _median("strategy_backbone")
+    trial = optuna.trial.create_trial(
+        params={"backbone": "b", "strategy": "finetune"}, distributions=DISTS,
+        intermediate_values={1: 0.1, 2: 0.1}, state=optuna.trial.TrialState.RUNNING,
+    )  # fmt: skip
+    assert not pruner.prune(probes_ahead, trial)  # no completed fine-tune on backbone b yet
+    assert _median("strategy").prune(probes_ahead, trial)
+
+
+def test_successive_halving_keeps_rungs_per_group(probes_ahead):
+    pruner = pruning.make_pruner(SearchConfig(pruner="asha", warmup_epochs=1))
+    assert isinstance(pruner, pruning.GroupedPruner) and isinstance(pruner.inner, optuna.pruners.SuccessiveHalvingPruner)
+
+
+def test_hyperband_needs_the_whole_study():
+    with pytest.raises(ValueError, match="use pruner: asha"):
+        SearchConfig(pruner="hyperband")
+    assert isinstance(pruning.make_pruner(SearchConfig(pruner="hyperband", prune_within="study")), optuna.pruners.HyperbandPruner)
+
+
+# --------------------------------------------------------------------------- the screen's rule
+
+
+def test_the_rule_drops_only_what_is_clearly_behind_the_best():
+    scores = {"good": {"knn": 0.90}, "close": {"knn": 0.81}, "bad": {"knn": 0.70}, "skipped": {"skipped": "no cut"}}
+    out = screen.dropped(scores, "knn", 0.10)
+    assert list(out) == ["bad"] and "0.700 is more than 0.1 below good's 0.900" in out["bad"]
+    assert screen.dropped({"only": {"knn": 0.1}}, "knn", 0.10) == {}  # nothing to compare with
+    assert screen.dropped({"a": {"knn": 0.5}, "b": {"knn": 0.5}}, "knn", 0.10) == {}
+
+
+def test_the_rule_is_stored_with_the_study_and_can_be_switched_off():
+    study = optuna.create_study()
+    study.set_user_attr("screen:a", {"knn": 0.9})
+    study.set_user_attr("screen:b", {"knn": 0.2})
+    assert screen.apply_rule(study, SearchConfig().screen) == {"b": "knn 0.200 is more than 0.1 below a's 0.900"}
+    assert sampling.dropped_backbones(study) == {"b"}
+    assert screen.apply_rule(study, SearchConfig(screen={"drop": False}).screen) == {}
+    assert sampling.dropped_backbones(study) == set() and "off" in study.user_attrs[screen.DROPPED]["rule"]
+
+
+@pytest.mark.parametrize("kind", ["tpe", "random"])
+def test_the_sampler_never_proposes_a_dropped_backbone(kind):
+    search = SearchConfig(sampler=kind, startup_trials=3)
+    study = optuna.create_study(direction="maximize", sampler=sampling.make_sampler(search, seed=1))
+    study.set_user_attr(screen.DROPPED, {"rule": "test", "dropped": {"a": "why", "c": "why"}})
+    study.enqueue_trial({"backbone": "a"})  # a recipe on a dropped backbone still runs
+
+    def objective(trial):
+        backbone = trial.suggest_categorical("backbone", ["a", "b", "c"])
+        x = trial.suggest_float("x", 0, 1)
+        return x + (backbone == "a")  # the dropped backbone would even be the best
+
+    study.optimize(objective, n_trials=30)
+    drawn = [t.params["backbone"] for t in study.trials]
+    assert drawn[0] == "a" and set(drawn[1:]) == {"b"}
+
+
+# --------------------------------------------------------------------------- constraints and budget
+
+
+def _with_costs(**costs) -> optuna.trial.FrozenTrial:
+    return optuna.trial.create_trial(value=0.5, user_attrs=TrialRecord(**costs).attrs())
+
+
+def test_constraint_values_are_value_minus_limit_and_unknown_is_feasible():
+    values = sampling.constraint_values({"train_seconds": 10.0, "peak_memory_mb": 100.0})
+    assert list(values(_with_costs(train_seconds=12.0, peak_memory_mb=50.0))) == [2.0, -50.0]
+    assert list(values(_with_costs())) == [0.0, 0.0]
+    assert list(values(_with_costs(infeasible="over")))[-1] == 1.0
+    assert sampling.infeasible(TrialRecord(train_seconds=12.0), {"train_seconds": 10.0, "latency_ms": None}) == (
+        "search.constraints: train_seconds 12 > 10"
+    )
+    assert sampling.infeasible(TrialRecord(train_seconds=8.0), {"train_seconds": 10.0}) is None
+
+
+def test_tpe_learns_from_the_constraints():
+    """A real TPE study with constraints_func: it stores each trial's constraint values."""
+    search = SearchConfig(constraints={"train_seconds": 1.0}, startup_trials=2)
+    study = optuna.create_study(direction="maximize", sampler=sampling.make_sampler(search, seed=0))
+
+    def objective(trial):
+        x = trial.suggest_float("x", 0, 1)
+        TrialRecord(train_seconds=2 * x).write(trial)
+        sampling.tell_constraints(trial, {"train_seconds": 1.0})
+        return x
+
+    study.optimize(objective, n_trials=12)
+    assert all(t.constraints["train_seconds"] == pytest.approx(2 * t.params["x"] - 1.0) for t in study.trials)
+    assert {t.constraints["train_seconds"] > 0 for t in study.trials} == {True, False}
+
+
+def test_the_budget_counts_what_trials_spent():
+    study = optuna.create_study()
+    for gflops in (10.0, 15.0):
+        study.add_trial(optuna.trial.create_trial(value=0.1, user_attrs=TrialRecord(train_gflops=gflops, train_seconds=1.0).attrs()))
+    assert studies.spent(study) == {"gflops": 25.0, "seconds": 2.0}
+    assert studies.over_budget(study, SearchConfig(budget={"gflops": 30})) is None
+    assert studies.over_budget(study, SearchConfig(budget={"gflops": 25})) == "search.budget.gflops: 25.0 of 25 spent"
+    assert studies.over_budget(study, SearchConfig(budget={"seconds": 1.5})) == "search.budget.seconds: 2.0 of 1.5 spent"
+
+
+# --------------------------------------------------------------------------- Pareto mode
+
+
+def _pareto_study(*done):
+    """A two-objective study (accuracy up, cost down) with completed trials (strategy, curve, cost)."""
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    for strategy, curve, cost in done:
+        study.add_trial(
+            optuna.trial.create_trial(
+                params={"backbone": "a", "strategy": strategy}, distributions=DISTS, values=[curve[-1], cost],
+                user_attrs=TrialRecord(val_curve=curve).attrs(),
+            )
+        )  # fmt: skip
+    return study
+
+
+def _asking(study, strategy):
+    """A running trial of ``strategy``, as the objective sees it."""
+    study.enqueue_trial({"backbone": "a", "strategy": strategy})
+    return study.ask(fixed_distributions=DISTS)
+
+
+def test_a_pareto_trial_is_pruned_only_when_dominated_within_its_strategy():
+    study = _pareto_study(("finetune", [0.5, 0.8, 0.9], 100.0), ("finetune", [0.6, 0.85, 0.92], 120.0), ("linear_probe", [0.9, 0.9, 0.9], 10.0))
+    search = SearchConfig(objective="pareto")
+    trial = _asking(study, "finetune")
+    assert "dominated at epoch 2 by 2 completed trials" in pruning.dominated_by(trial, 2, 0.7, 150.0, search)
+    assert pruning.dominated_by(trial, 2, 0.7, 110.0, search) is None  # only one of them is as cheap: not enough
+    assert pruning.dominated_by(trial, 2, 0.82, 150.0, search) is None  # ahead of one: not dominated by two
+    assert pruning.dominated_by(trial, 1, 0.1, 150.0, search) is None  # warm-up epoch
+    assert pruning.dominated_by(trial, 2, 0.7, 150.0, SearchConfig(objective="pareto", pruner="none")) is None
+    probe = _asking(study, "linear_probe")
+    assert pruning.dominated_by(probe, 2, 0.5, 50.0, search) is None  # one probe ahead; fine-tunes are not its group
+
+
+def test_hypervolume_is_the_area_the_front_dominates():
+    import pandas as pd
+
+    from tlbench.tables import hypervolume, hypervolume_history
+
+    points = pd.DataFrame({"val_accuracy": [0.5, 0.8, 0.4], "train_gflops": [1.0, 2.0, 3.0]})  # the last is dominated
+    assert hypervolume(points, "train_gflops", 4.0) == pytest.approx(3 * 0.5 + 2 * 0.3)
+    trials = points.assign(trial=[0, 1, 2], state="COMPLETE", infeasible=None)
+    reference, history = hypervolume_history(trials, "train_gflops", fractions=(0.5, 1.0))
+    assert reference == pytest.approx(3.3) and history[0][0] == pytest.approx(3.0)
+    assert history[0][1] == pytest.approx(2.3 * 0.5 + 1.3 * 0.3)  # the first two trials spent 3 of 6 GFLOPs
+    assert history[1][1] == history[0][1]  # the third added nothing to the front

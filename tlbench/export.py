@@ -1,0 +1,102 @@
+"""A finished run as a tabular benchmark: every trial's search-space point, learning
+curve and costs, so that HPO methods can be replayed on it in seconds (the way
+HPOBench and LCBench replay tabular benchmarks). ``tlbench export RUN_DIR`` writes it;
+``benchmarks/search.py`` replays random search, TPE + median and tlbench's search on
+such tables. The format (``tlbench-table``, version 1) is documented in docs/export.md.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from tlbench.record import TrialRecord
+from tlbench.screen import SCREEN
+from tlbench.types import UserError
+
+FORMAT, VERSION = "tlbench-table", 1
+COSTS = (  # per trial, from its record (None where the trial did not get that far)
+    "train_gflops", "train_seconds", "elapsed_seconds", "forward_gflops", "total_params", "trainable_params",
+    "latency_ms", "throughput", "peak_memory_mb",
+)  # fmt: skip
+
+
+def export_run(folder: Path) -> dict[str, Any]:
+    """The run in ``folder`` as a ``tlbench-table`` document (plain JSON types)."""
+    import optuna
+
+    from tlbench import results, storage, studies
+
+    meta = results.read_meta(folder)
+    store = storage.connect(results.read_only_url(results.storage_url(meta["storage"], folder), folder))
+    datasets = {}
+    for dataset, name in meta["studies"].items():
+        try:
+            study = optuna.load_study(study_name=name, storage=store)
+        except KeyError:
+            continue  # not started yet
+        lost = studies.lost_trials(study)
+        screen = {k[len(SCREEN) :]: v for k, v in study.user_attrs.items() if k.startswith(SCREEN)}
+        trials = [_trial(t, lost) for t in study.get_trials(deepcopy=False)]
+        datasets[dataset] = {"study": name, "screen": screen, "trials": [t for t in trials if t is not None]}
+    return {
+        "format": FORMAT,
+        "version": VERSION,
+        "run": {
+            "benchmark": meta.get("benchmark"),
+            "run": meta.get("run"),
+            "fingerprint": meta["fingerprint"],
+            "environment": results.read_environment(folder),
+        },
+        "datasets": datasets,
+    }
+
+
+def _trial(t, lost) -> dict[str, Any] | None:
+    import optuna
+
+    from tlbench import studies
+    from tlbench.record import Failure
+
+    record = TrialRecord.from_trial(t)
+    kind, reason = studies.failure(t, lost, record)
+    if kind == Failure.SURPLUS:
+        return None  # never ran
+    curve = [t.intermediate_values[k] for k in sorted(t.intermediate_values)]
+    return {
+        "number": t.number,
+        "state": t.state.name,
+        "params": dict(t.params),  # Optuna's names: backbone, strategy, <strategy>.<param>, training params
+        "distributions": {k: optuna.distributions.distribution_to_json(d) for k, d in t.distributions.items()},
+        "recipe": bool(record.recipe),
+        "epochs": record.epochs,
+        "val_curve": curve,  # validation accuracy after each epoch (1-based: curve[0] is epoch 1)
+        "val_accuracy": t.values[0] if t.state.name == "COMPLETE" else None,  # a Pareto study's values[1] is its cost
+        "test_accuracy": record.test_accuracy,  # at the end of training (completed trials)
+        **{k: _plain(getattr(record, k)) for k in COSTS},
+        "failure": kind,
+        "reason": reason or None,
+    }
+
+
+def _plain(value):
+    return None if isinstance(value, float) and not math.isfinite(value) else value
+
+
+def write_export(folder: Path, out: Path | None) -> Path:
+    """Write ``export_run(folder)`` to ``out`` (default: ``<folder>/table.json``), refusing to
+    replace a file that is not a tlbench table."""
+    from tlbench.results import write_atomic
+
+    out = out or folder / "table.json"
+    if out.exists():
+        try:
+            known = json.loads(out.read_text(encoding="utf-8")).get("format") == FORMAT
+        except (OSError, UnicodeDecodeError, ValueError, AttributeError):
+            known = False
+        if not known:
+            raise UserError(f"{out}: exists and is not a tlbench table; give another --out (tlbench replaces only its own)")
+    write_atomic(out, json.dumps(export_run(folder), indent=1, sort_keys=True) + "\n")
+    return out
