@@ -11,10 +11,13 @@ pruner, and is charged the recorded training GFLOPs up to the epoch it stopped a
 - ``tpe_median``: tlbench before issue 14: TPE (4 random startup trials) and Optuna's
   MedianPruner over the whole study (startup 4, judged from epoch 2);
 - ``tlbench``: today's defaults, from the same code a run uses: the screen's rule
-  (:func:`tlbench.screen.dropped` on the recorded screen scores; the screen's own
-  compute, one forward pass per train and validation example per backbone, is
-  charged first), :func:`tlbench.sampling.make_sampler` and
-  :func:`tlbench.pruning.make_pruner` (the median rule within each strategy).
+  (:func:`tlbench.screen.dropped` on the recorded screen scores), then the screen's
+  linear probe on each kept backbone (enqueued first, never pruned, as
+  :func:`tlbench.studies.enqueue_probes` does), then
+  :func:`tlbench.sampling.make_sampler` and :func:`tlbench.pruning.make_pruner` (the
+  median rule within each strategy). The screen's own pass over the train and
+  validation examples is charged where the probes cannot share it
+  (:meth:`Grid.screen_charge`).
 
 Score: after each trial, the test accuracy of the best-by-validation completed trial
 so far (ties: the earlier, as Optuna's ``best_trial``). Target: within 1 point of the
@@ -27,6 +30,7 @@ from __future__ import annotations
 
 import json
 import statistics
+import warnings
 from pathlib import Path
 
 import optuna
@@ -37,7 +41,7 @@ OUT = ROOT / "results" / "search-bench.json"
 PLOT = ROOT / "results" / "search-bench.png"
 SEEDS = 20
 TARGET_POINTS = 0.01
-# examples the screen passes through each backbone (train + validation), as recorded (benchmarks/search.py)
+# examples the screen passed through each backbone (train + validation) in grids recorded before the screen stored it
 SCREENED_EXAMPLES = {"mnist5k": 1000 + 300, "digits": 1079 + 359, "lfw_faces": 120 + 40, "textures": 300 + 120}
 
 
@@ -59,8 +63,27 @@ class Grid:
         self.best_test = statistics.mean(tied)
         self.target = self.best_test - TARGET_POINTS
         self.total_gflops = sum(t["train_gflops"] for t in self.trials)
-        forward = {t["params"]["backbone"]: t["forward_gflops"] for t in self.trials}
-        self.screen_gflops = sum(forward.values()) * SCREENED_EXAMPLES.get(name, 0)
+        self.forward = {t["params"]["backbone"]: t["forward_gflops"] for t in self.trials}
+        self.pretrained = {t["params"]["backbone"]: t.get("pretrained", True) for t in self.trials}
+        self.screen_gflops = sum(self.extraction(b) for b in self.forward)
+
+    def extraction(self, backbone: str) -> float:
+        """GFLOPs of the screen's own pass over the train and validation examples."""
+        return self.forward[backbone] * (self.screen.get(backbone, {}).get("examples") or SCREENED_EXAMPLES.get(self.name, 0))
+
+    def screen_charge(self, dropped: dict) -> float:
+        """What the screen costs beyond its probes: a pretrained backbone's features are the
+        ones its probe trial trains on (shared through the feature cache, and counted in
+        that trial's training GFLOPs); a random-init one's differ (the probe's seed builds
+        other weights), and a dropped one gets no probe."""
+        return sum(self.extraction(b) for b in self.forward if b in dropped or not self.pretrained[b])
+
+    def probes(self) -> list[dict]:
+        """The screen's linear probes as tlbench enqueues them: the middle recorded value of
+        each linear_probe parameter (tlbench.space's middle choice), on every backbone."""
+        names = [k for k in self.distributions if k.startswith("linear_probe.")]
+        middle = {k: self.distributions[k].choices[(len(self.distributions[k].choices) - 1) // 2] for k in names}
+        return [{"backbone": b, "strategy": "linear_probe", **middle} for b in self.forward]
 
     def lookup(self, trial: optuna.Trial) -> dict:
         backbone = trial.suggest_categorical("backbone", self.distributions["backbone"].choices)
@@ -88,13 +111,18 @@ def _key(params: dict) -> tuple:
     return tuple(sorted(params.items()))
 
 
-def replay(grid: Grid, sampler, pruner, seed: int, dropped: dict | None = None, charge: float = 0.0) -> list[tuple[float, float]]:
-    """(compute spent, score) after each trial, until the grid's total compute is spent."""
+def replay(
+    grid: Grid, sampler, pruner, seed: int, dropped: dict | None = None, charge: float = 0.0, first: list[dict] = ()
+) -> list[tuple[float, float]]:
+    """(compute spent, score) after each trial, until the grid's total compute is spent.
+    ``first``: trials enqueued before the sampler's (never pruned, like tlbench's probes)."""
     from tlbench.screen import DROPPED
 
     study = optuna.create_study(direction="maximize", sampler=sampler, pruner=pruner)
     if dropped is not None:
         study.set_user_attr(DROPPED, {"rule": "replay", "dropped": dropped})
+    for params in first:
+        study.enqueue_trial(params, user_attrs={"probe": True})
     spent, events, best = charge, [], None
 
     def objective(trial: optuna.Trial) -> float:
@@ -103,7 +131,7 @@ def replay(grid: Grid, sampler, pruner, seed: int, dropped: dict | None = None, 
         curve, per_epoch = row["val_curve"], row["train_gflops"] / len(row["val_curve"])
         for epoch, value in enumerate(curve, 1):
             trial.report(value, epoch)
-            if epoch < len(curve) and trial.should_prune():
+            if epoch < len(curve) and not trial.user_attrs.get("probe") and trial.should_prune():
                 spent += per_epoch * epoch
                 raise optuna.TrialPruned()
         spent += row["train_gflops"]
@@ -122,9 +150,26 @@ def replay(grid: Grid, sampler, pruner, seed: int, dropped: dict | None = None, 
     return events
 
 
-def methods(grid: Grid, seed: int) -> dict[str, list[tuple[float, float]]]:
+def methods(grid: Grid, seed: int, others: list[dict]) -> dict[str, list[tuple[float, float]]]:
+    """The three methods the issue compares, then ablations of tlbench's search (what the
+    screen, the portfolio and the grouped pruner each buy; a LogME rule, chosen after
+    seeing these grids). ``others``: the portfolio built from the other datasets' grids
+    only (leave one dataset out: the grid being replayed never ranks its own entries)."""
     from tlbench import pruning, sampling, screen
     from tlbench.config import SearchConfig
+
+    def ours(search: SearchConfig, screened: bool = True):
+        if not screened:
+            return replay(grid, sampling.make_sampler(search, seed), pruning.make_pruner(search), seed)
+        dropped = screen.dropped(grid.screen, search.screen.score, search.screen.margin)
+        score = lambda b: grid.screen.get(b, {}).get(search.screen.score, float("-inf"))  # noqa: E731
+        probes = sorted((p for p in grid.probes() if p["backbone"] not in dropped), key=lambda p: -score(p["backbone"]))
+        first = max((b for b in grid.forward if b not in dropped), key=score)
+        entries = [e for e in others if e["strategy"] in grid.distributions["strategy"].choices][: search.portfolio]
+        warm = [{"backbone": first, "strategy": e["strategy"], **{f"{e['strategy']}.{k}": v for k, v in e["params"].items()}}
+                for e in entries]  # fmt: skip
+        return replay(grid, sampling.make_sampler(search, seed), pruning.make_pruner(search), seed,
+                      dropped=dropped, charge=grid.screen_charge(dropped), first=probes + warm)  # fmt: skip
 
     defaults = SearchConfig()
     return {
@@ -135,14 +180,10 @@ def methods(grid: Grid, seed: int) -> dict[str, list[tuple[float, float]]]:
             optuna.pruners.MedianPruner(n_startup_trials=4, n_warmup_steps=2),
             seed,
         ),
-        "tlbench": replay(
-            grid,
-            sampling.make_sampler(defaults, seed),
-            pruning.make_pruner(defaults),
-            seed,
-            dropped=screen.dropped(grid.screen, defaults.screen.score, defaults.screen.margin),
-            charge=grid.screen_gflops,
-        ),
+        "tlbench": ours(defaults),
+        "tlbench_no_portfolio": ours(SearchConfig(portfolio=0)),  # the screen, its probes and grouped pruning
+        "tlbench_no_screen": ours(defaults, screened=False),  # grouped pruning alone (no screen: no portfolio)
+        "tlbench_study_pruning": ours(SearchConfig(prune_within="study")),  # pruning as Optuna does it
     }
 
 
@@ -183,7 +224,7 @@ def plot(grids: dict, curves: dict, path: Path) -> None:
 
     fig, axes = plt.subplots(1, len(grids), figsize=(4.2 * len(grids), 3.6), squeeze=False)
     for ax, (name, grid) in zip(axes[0], grids.items()):
-        xs = np.linspace(0, grid.total_gflops, 200)
+        xs = np.geomspace(1.0, grid.total_gflops, 300)  # log scale: the searches differ in their first trials
         for method, runs in curves[name].items():
             ys = []
             for events in runs:
@@ -191,12 +232,15 @@ def plot(grids: dict, curves: dict, path: Path) -> None:
                 score = np.array([e[1] for e in events])
                 idx = np.searchsorted(spent, xs, side="right") - 1
                 ys.append(np.where(idx >= 0, score[np.clip(idx, 0, None)], np.nan))
-            ax.plot(xs, np.nanmedian(np.array(ys), axis=0), label=method)
+            with warnings.catch_warnings():  # before a seed's first trial there is no score yet
+                warnings.simplefilter("ignore", RuntimeWarning)
+                ax.plot(xs, np.nanmedian(np.array(ys), axis=0), label=method, linewidth=2 if method == "tlbench" else 1)
         ax.axhline(grid.target, color="grey", linestyle=":", linewidth=1)
         ax.set_title(name)
-        ax.set_xlabel("training GFLOPs spent")
+        ax.set_xscale("log")
+        ax.set_xlabel("training GFLOPs spent (log)")
     axes[0][0].set_ylabel("test acc. of best-by-val trial (median of seeds)")
-    axes[0][-1].legend(loc="lower right")
+    axes[0][-1].legend(loc="lower right", fontsize=7)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
@@ -208,13 +252,18 @@ def main(grid_dir: Path = GRID_DIR, seeds: int = SEEDS, out: Path = OUT, plot_to
     if not tables:
         print(f"no recorded grid in {grid_dir}; record one: python benchmarks/search.py record")
         return 2
-    grids = {}
+    grids, tables_by_name = {}, {}
     for path in tables:
-        for name, data in json.loads(path.read_text())["datasets"].items():
+        table = json.loads(path.read_text())
+        for name, data in table["datasets"].items():
             grids[name] = Grid(name, data)
+            tables_by_name[name] = {"datasets": {name: data}}
     report, curves = {"seeds": seeds, "target_points": TARGET_POINTS, "compute": "training GFLOPs", "datasets": {}}, {}
+    from tlbench import portfolio
+
     for name, grid in grids.items():
-        runs = [methods(grid, seed) for seed in range(seeds)]
+        others = portfolio.build([t for n, t in tables_by_name.items() if n != name])
+        runs = [methods(grid, seed, others) for seed in range(seeds)]
         curves[name] = {m: [r[m] for r in runs] for m in runs[0]}
         report["datasets"][name] = summary = summarise(grid, runs)
         cells = "  ".join(

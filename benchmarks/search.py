@@ -3,6 +3,7 @@ benchmark, the way HPOBench and LCBench work).
 
     python benchmarks/search.py                     # replay (seconds to minutes): results/search-bench.json + plot
     python benchmarks/search.py record [NAME ...]   # record the grid again (CPU hours; resumable, per dataset)
+    python benchmarks/search.py portfolio           # rebuild tlbench/portfolio.json from the recorded grids
 
 Recording: for each dataset, ``benchmarks/search-grid/<name>.yaml`` (written here) is
 an ordinary tlbench config whose searched space is a grid of choices (every backbone x
@@ -83,6 +84,20 @@ def record(names: list[str]) -> None:
         subprocess.run([sys.executable, "-m", "tlbench", "export", str(run), "--out", str(GRID_DIR / f"{name}.json")], check=True)
 
 
+def write_portfolio() -> None:
+    """tlbench/portfolio.json from every recorded grid (what tlbench ships)."""
+    import json
+
+    from tlbench import portfolio
+
+    tables = [json.loads(p.read_text()) for p in sorted(GRID_DIR.glob("*.json"))]
+    entries = portfolio.build(tables)
+    names = sorted(n for t in tables for n in t["datasets"])
+    doc = {"built_from": f"benchmarks/search-grid: {', '.join(names)} (python benchmarks/search.py portfolio)", "entries": entries}
+    portfolio.SHIPPED.write_text(json.dumps(doc, indent=1) + "\n")
+    print(f"wrote {portfolio.SHIPPED.relative_to(ROOT)}: {len(entries)} entries from {', '.join(names)}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command")
@@ -92,9 +107,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, default=20)
     parser.add_argument("--out", type=Path, default=ROOT / "results" / "search-bench.json")
     parser.add_argument("--plot", type=Path, default=ROOT / "results" / "search-bench.png")
+    sub.add_parser("portfolio", help="rebuild tlbench/portfolio.json from the recorded grids")
     args = parser.parse_args(argv)
     if args.command == "record":
         record(args.names)
+        return 0
+    if args.command == "portfolio":
+        write_portfolio()
         return 0
     sys.path.insert(0, str(Path(__file__).parent))
     from replay import main as replay_main  # the replay trains nothing

@@ -28,7 +28,7 @@ def _folder_bench(tmp_path, **overrides) -> dict:
 
 def test_an_image_that_cannot_be_decoded_stops_the_run_keeps_earlier_trials_and_is_retried(tmp_path, write_config, capsys):
     make_folder(tmp_path / "images", {"a": 8, "b": 8}, size=64)
-    config = write_config(_folder_bench(tmp_path, search={"n_trials": 1, "startup_trials": 1}))
+    config = write_config(_folder_bench(tmp_path, search={"n_trials": 1, "startup_trials": 1, "screen": False}))
     assert cli.main(["run", str(config), "--format", "csv"]) == 0
     folder = tmp_path / "results" / "bad" / "r"
     kept = pd.read_csv(folder / "trials.csv")
@@ -97,7 +97,7 @@ def test_a_last_batch_of_one_example_trains(write_config, capsys):
 
 def test_two_different_benchmarks_on_one_study_name_are_refused(tmp_path, write_config, capsys):
     storage = f"sqlite:///{tmp_path / 'shared.db'}"
-    first = tiny_benchmark(name="same", run="r", search={"n_trials": 1, "startup_trials": 1, "storage": storage})
+    first = tiny_benchmark(name="same", run="r", search={"n_trials": 1, "startup_trials": 1, "storage": storage, "screen": False})
     # another results folder, so that only the shared study tells the two apart
     second = first | {"strategies": [{"name": "finetune", "epochs": 1}], "results_dir": "elsewhere"}
     assert cli.main(["run", str(write_config(first, filename="a.yaml")), "--format", "csv"]) == 0

@@ -60,8 +60,11 @@ def test_run_writes_every_results_file(finished_run):
 
 def test_trials_have_measured_costs(finished_run):
     _, folder, _ = finished_run
-    trials = pd.read_csv(folder / "trials.csv")
-    assert len(trials) == 3 and set(trials["state"]) <= {"COMPLETE", "PRUNED"}
+    everything = pd.read_csv(folder / "trials.csv")
+    probes = int((everything["origin"] == "probe").sum())  # one per backbone the screen kept: outside n_trials
+    assert 1 <= probes <= 2 and list(everything["origin"]) == ["recipe"] + ["probe"] * probes + ["portfolio"] * 2
+    trials = everything[everything["origin"] != "probe"]
+    assert len(trials) == 3 and set(everything["state"]) <= {"COMPLETE", "PRUNED"}
     done = trials[trials["state"] == "COMPLETE"]
     assert len(done) >= 1
     for column in ("total_params", "trainable_params", "forward_gflops", "train_gflops", "train_seconds", "throughput", "latency_ms", "peak_memory_mb"):
@@ -119,7 +122,7 @@ def _trials(folder):
 
 
 def test_running_again_resumes_and_extends(write_config, capsys):
-    config = write_config(BENCH | {"search": BENCH["search"] | {"n_trials": 2}})
+    config = write_config(BENCH | {"search": BENCH["search"] | {"n_trials": 2, "screen": False}})
     assert cli.main(["run", str(config), "--format", "csv"]) == 0
     folder = _run_folder(config)
     before = _trials(folder)
@@ -176,6 +179,7 @@ def test_enqueued_recipes_are_never_pruned(write_config, capsys):
             "search": {
                 "n_trials": 2,
                 "startup_trials": 1,
+                "screen": False,  # no probes, no portfolio: the two recipes alone
                 "enqueue": [
                     recipe | {"params": {"lr_backbone": 1.0e-2, "lr_head": 1.0e-2}},
                     recipe | {"params": {"lr_backbone": 1.0e-7, "lr_head": 1.0e-7}},  # learns nothing
@@ -222,7 +226,7 @@ def test_one_trial_per_device_in_parallel(write_config, capsys):
     config = write_config(
         name="par",
         strategies=[{"name": "linear_probe", "epochs": 2}],
-        search={"n_trials": 4, "startup_trials": 4},
+        search={"n_trials": 4, "startup_trials": 4, "screen": False, "pruner": "none"},  # all four run to the end
         training={"batch_size": 8, "resolution": 32, "device": ["cpu", "cpu"]},
     )
     assert cli.main(["run", str(config), "--format", "csv"]) == 0

@@ -58,3 +58,31 @@ def test_the_screening_script_prints_a_score_line_per_backbone(write_config):
     lines = out.stdout.strip().splitlines()
     assert [line.split(": LogME")[0] for line in lines] == ["synthetic timm:test_resnet-scratch", "synthetic timm:test_efficientnet-scratch"]
     assert all("LogME" in line and "kNN" in line and "ridge" in line for line in lines)
+
+
+def test_the_search_benchmark_replays_an_exported_grid(tmp_path, write_config):
+    """Record a (tiny, real) grid with tlbench run + export, replay the three methods on it."""
+    from conftest import tiny_benchmark
+    from tlbench import cli
+
+    lrs = [0.003, 0.03, 0.3]
+    strategies = [{"name": "linear_probe", "epochs": 2, "lr_head": {"choices": lrs}}]
+    enqueue = [{"backbone": "timm:test_resnet-scratch", "strategy": "linear_probe", "params": {"lr_head": lr}} for lr in lrs]
+    config = write_config(tiny_benchmark(run="grid", strategies=strategies, search={"n_trials": 3, "pruner": "none", "enqueue": enqueue}))
+    assert cli.main(["run", str(config), "--format", "csv"]) == 0
+    grid = tmp_path / "grid"
+    assert cli.main(["export", str(config.parent / "results" / "tiny" / "grid"), "--out", str(grid / "tiny.json")]) == 0
+    out = tmp_path / "search-bench.json"
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "search.py"), "--grid", str(grid), "--seeds", "3", "--out", str(out),
+         "--plot", str(tmp_path / "plot.png")],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    print(proc.stdout)
+    report = json.loads(out.read_text())["datasets"]["synthetic"]
+    assert {"random", "tpe_median", "tlbench"} <= set(report["methods"]) and report["trials"] == 3
+    for method in report["methods"].values():
+        assert {"median_compute_to_target", "never"} <= set(method) and len(method["compute_to_target"]) == 3
+    assert "ratio_random" in report and "ratio_tpe_median" in report
+    assert (tmp_path / "plot.png").stat().st_size > 0

@@ -15,7 +15,7 @@ import pytest
 from conftest import one_line, snapshot, tiny_benchmark, without_root_override
 from tlbench import cli, results
 
-ONE = {"n_trials": 1, "startup_trials": 1}
+ONE = {"n_trials": 1, "startup_trials": 1, "screen": False}  # one trial, no screen probe
 
 
 @pytest.fixture

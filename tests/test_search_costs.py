@@ -15,7 +15,8 @@ from tlbench import cli
 
 
 def _run(write_config, capsys, **search):
-    config = write_config(tiny_benchmark(run="r", search={"n_trials": 3, "startup_trials": 1} | search))
+    # the screen's probe trials are tested in test_screen_run.py; here every trial is the sampler's
+    config = write_config(tiny_benchmark(run="r", search={"n_trials": 3, "startup_trials": 1, "screen": False} | search))
     code = cli.main(["run", str(config), "--format", "csv"])
     out = capsys.readouterr()
     assert code == 0, out.err
@@ -39,6 +40,7 @@ def test_a_configuration_over_a_constraint_known_before_training_is_never_traine
     table = pd.read_csv(folder / "trials.csv")
     assert table["infeasible"].notna().all()
     assert pd.read_csv(folder / "summary.csv").empty  # nothing feasible to recommend
+    assert "No feasible completed trials" in (folder / "report.md").read_text()
 
 
 def test_a_constraint_known_after_training_marks_the_trial_for_the_sampler_and_the_tables(write_config, capsys):
@@ -49,6 +51,8 @@ def test_a_constraint_known_after_training_marks_the_trial_for_the_sampler_and_t
     table = pd.read_csv(folder / "trials.csv")
     assert table["infeasible"].str.startswith("search.constraints: train_seconds").all()
     assert pd.read_csv(folder / "summary.csv").empty  # the Pareto front and the best are over feasible trials
+    assert cli.main(["report", str(folder)]) == 0
+    assert "No feasible completed trials" in capsys.readouterr().out
 
 
 def test_a_compute_budget_stops_the_study_and_a_new_run_starts_nothing(write_config, capsys):
@@ -64,12 +68,12 @@ def test_a_pruned_trial_records_what_it_spent(write_config, capsys, monkeypatch)
     """The budget and the replay count pruned trials' compute up to where they stopped."""
     from tlbench.trial import Objective
 
-    def prune_after_the_first_epoch(self, trial, epoch, accuracy, start):
+    def prune_after_the_first_epoch(self, trial, epoch, accuracy, start, so_far):
         raise optuna.TrialPruned("the pruner said so")  # what should_prune() leads to
 
     monkeypatch.setattr(Objective, "_epoch", prune_after_the_first_epoch)
     strategies = [{"name": "linear_probe", "epochs": 3}]
-    config = write_config(tiny_benchmark(run="r", strategies=strategies, search={"n_trials": 1, "startup_trials": 1}))
+    config = write_config(tiny_benchmark(run="r", strategies=strategies, search={"n_trials": 1, "startup_trials": 1, "screen": False}))
     assert cli.main(["run", str(config), "--format", "csv"]) == 0
     (trial,) = _study(config.parent / "results" / "tiny" / "r").trials
     assert trial.state.name == "PRUNED"
@@ -78,12 +82,13 @@ def test_a_pruned_trial_records_what_it_spent(write_config, capsys, monkeypatch)
 
 
 def test_a_run_exports_as_a_replayable_table(write_config, capsys, tmp_path):
-    _, folder, _ = _run(write_config, capsys)
+    _, folder, _ = _run(write_config, capsys, screen=True)
     assert cli.main(["export", str(folder)]) == 0
     table = json.loads((folder / "table.json").read_text())
     assert table["format"] == "tlbench-table" and table["version"] == 1 and table["run"]["run"] == "r"
     rows = table["datasets"]["synthetic"]["trials"]
-    assert len(rows) == 3 and set(table["datasets"]["synthetic"]["screen"]) == {"timm:test_resnet-scratch"}
+    assert len(rows) == 4 and set(table["datasets"]["synthetic"]["screen"]) == {"timm:test_resnet-scratch"}
+    assert [r["probe"] for r in rows] == [True, False, False, False]  # the screen's probe, then the 3 of n_trials
     for row in rows:
         assert row["params"]["strategy"] == "linear_probe" and "linear_probe.lr_head" in row["distributions"]
         assert len(row["val_curve"]) == 1 and row["train_gflops"] > 0
@@ -119,3 +124,9 @@ def test_a_pareto_search_trades_accuracy_against_cost_and_reports_its_hypervolum
     assert "Pareto search (val accuracy vs train_gflops): hypervolume after training GFLOPs spent" in report
     summary = pd.read_csv(folder / "summary.csv")
     assert set(summary["val_accuracy"]) <= {t.values[0] for t in done}
+
+
+def test_report_trials_marks_the_infeasible_ones(write_config, capsys):
+    _, folder, _ = _run(write_config, capsys, constraints={"train_seconds": 1e-6})
+    assert cli.main(["report", str(folder), "--trials"]) == 0
+    assert capsys.readouterr().out.count("infeasible: search.constraints: train_seconds") == 3

@@ -31,11 +31,14 @@ from tlbench.studies import (
     connect_shared,
     derived_seed,
     directions,
+    enqueue_portfolio,
+    enqueue_probes,
     fail_interrupted,
     failure,
     lost_trials,
     over_budget,
     open_study,
+    probes_waiting,
     recover_interrupted,
     repeats_study_name,
     started,
@@ -181,7 +184,7 @@ def run_studies(
             continue
         progress.study_started(entry.key, done, total)
         objective = Objective(plan, splits[entry.key], entry.key, progress, resources)
-        left = None if total is None else total - done  # at most: other workers may take some
+        left = None if total is None else total - done + probes_waiting(study)  # at most: other workers may take some
         def full(study: optuna.Study) -> bool:
             return (total is not None and started(study) >= total) or over_budget(study, plan.bench.search) is not None
 
@@ -326,9 +329,15 @@ def screen_all(plan: Plan, splits: dict[str, DatasetSplits], store, resources: T
         if not settings.enabled:
             study.set_user_attr(screen.DROPPED, {"rule": "off (search.screen: false)", "dropped": {}})
             continue
-        screen.screen_backbones(plan, study, splits[entry.key], resources)
-        for backbone, why in study.user_attrs[screen.DROPPED]["dropped"].items():
+        screen.screen_backbones(plan, study, splits[entry.key], resources, entry.key)
+        dropped = study.user_attrs[screen.DROPPED]["dropped"]
+        for backbone, why in dropped.items():
             progress.note(f"[{entry.key}] screen: the search skips {backbone} ({why}; recipes on it still run)")
+        kept = [b for b in plan.backbones if b not in dropped]
+        enqueue_probes(plan, study, kept)
+        if enqueue_portfolio(plan, study, kept):
+            progress.note(f"[{entry.key}] portfolio: {plan.bench.search.portfolio} configurations that did best on earlier "
+                          f"benchmarks go first, on {study.user_attrs['portfolio']} (the screen's first)")  # fmt: skip
 
 
 def _coordinate(plan, splits, folder: Path, store, url: str, lock, progress: Progress, n: int, config: Path | None, verbose: bool) -> Outcome:

@@ -88,8 +88,8 @@ class ScreenConfig(_Strict):
 
     enabled: bool = True  # false: no screen
     drop: bool = True  # the sampler skips backbones the rule drops (recipes on them still run)
-    score: Literal["knn", "ridge"] = "knn"  # the validation accuracy the rule compares
-    margin: float = Field(0.10, gt=0.0, le=1.0)  # dropped when this much accuracy below the best backbone's score
+    score: Literal["knn", "ridge", "logme"] = "knn"  # the score the rule compares (knn, ridge: validation accuracy)
+    margin: float = Field(0.10, gt=0.0, le=1.0)  # dropped when this far below the best backbone's score
 
 
 class ConstraintsConfig(_Strict):
@@ -137,6 +137,7 @@ class SearchConfig(_Strict):
     objective: Literal["accuracy", "pareto"] = "accuracy"  # pareto: validation accuracy against search.cost
     cost: Literal["train_gflops", "latency_ms"] = "train_gflops"  # the cost a Pareto search minimises
     screen: ScreenConfig = ScreenConfig()  # true/false, or its settings
+    portfolio: int = Field(2, ge=0, le=8)  # configurations best on earlier benchmarks, tried first (tlbench/portfolio.py)
     constraints: ConstraintsConfig = ConstraintsConfig()
     budget: BudgetConfig = BudgetConfig()
 
@@ -213,6 +214,7 @@ ADDED_SEARCH_FIELDS = {
     "constraints": ConstraintsConfig().model_dump(mode="json"),
     "objective": "accuracy",
     "cost": "train_gflops",
+    "portfolio": 2,
 }
 
 

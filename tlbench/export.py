@@ -71,6 +71,8 @@ def _trial(t, lost) -> dict[str, Any] | None:
         "params": dict(t.params),  # Optuna's names: backbone, strategy, <strategy>.<param>, training params
         "distributions": {k: optuna.distributions.distribution_to_json(d) for k, d in t.distributions.items()},
         "recipe": bool(record.recipe),
+        "probe": bool(record.probe),  # the screen's linear probe
+        "pretrained": record.pretrained,
         "epochs": record.epochs,
         "val_curve": curve,  # validation accuracy after each epoch (1-based: curve[0] is epoch 1)
         "val_accuracy": t.values[0] if t.state.name == "COMPLETE" else None,  # a Pareto study's values[1] is its cost

@@ -54,6 +54,8 @@ class TrialRecord:
 
     # what the trial is (set when it is enqueued or starts)
     recipe: bool | None = None  # from search.enqueue or a seed repeat: never pruned
+    probe: bool | None = None  # the screen's linear probe on one backbone, run before the search: never pruned
+    portfolio: bool | None = None  # a configuration from tlbench.portfolio, tried first on the screen's best backbone
     seed: int | None = None  # training seed
     retry_of: int | None = None  # the interrupted trial this one runs again
     attempt: int | None = None  # k for the k-th retry of a configuration

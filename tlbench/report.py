@@ -102,6 +102,13 @@ def notes(run: Run) -> list[str]:
     if set(run.trials["memory_kind"].dropna()) == {"process_peak_rss"}:
         out.append("Peak MB on CPU: the process's peak resident memory, libraries included")
     out += cache_notes(run.trials)
+    if "infeasible" in run.trials and run.trials["infeasible"].notna().any():
+        over = run.trials[run.trials["infeasible"].notna()]
+        limits = {k: v for k, v in ((run.config.get("search") or {}).get("constraints") or {}).items() if v is not None}
+        out.append(
+            f"Infeasible (search.constraints {limits}): {len(over)} trial(s), left out of the table and the Pareto front; "
+            "tlbench report --trials lists them"
+        )
     gave_up = out_of_retries(pd.concat([run.trials, run.repeats]) if not run.repeats.empty else run.trials)
     if not gave_up.empty:
         which = ", ".join(f"{r['dataset']} trial {r['trial']} ({r['backbone']} · {r['strategy']})" for _, r in gave_up.iterrows())
@@ -155,7 +162,7 @@ def markdown_table(columns: list[Column], rows: pd.DataFrame) -> list[str]:
 def print_summary(run: Run, console: Console) -> None:
     """One rich table per dataset, then the cross-dataset ranking when there are several."""
     if run.summary.empty:
-        console.print(f"No completed trials yet in {run.path}.", markup=False, highlight=False)
+        console.print(_nothing(run), markup=False, highlight=False)
         return
     for dataset, rows in run.summary.groupby("dataset", sort=False):
         title = f"{run.meta['benchmark']} / {run.meta['run']} — {dataset}"
@@ -218,7 +225,7 @@ def screen_lines(run: Run, dataset: str) -> list[str]:
         if tau is not None:
             out.append(f"Kendall τ, {score} vs best test across backbones: {tau[0]:.2f} (95% CI {tau[1]:.2f}..{tau[2]:.2f}, test examples resampled)")
     out += [f"{r['backbone']}: not screened ({r['skipped']})" for _, r in rows.iterrows() if isinstance(r["skipped"], str)]
-    out += [f"{r['backbone']}: dropped from the search ({r['dropped']}); recipes on it still ran" for _, r in rows.iterrows() if isinstance(r["dropped"], str)]
+    out += [f"{r['backbone']}: dropped from the search ({r['dropped']}); recipes on it, if any, still ran" for _, r in rows.iterrows() if isinstance(r["dropped"], str)]
     rule = next((r for r in rows["rule"] if isinstance(r, str)), None)
     return out + [
         "Screen: scores on the frozen features of each backbone before any fine-tuning (tlbench/screen.py)"
@@ -237,7 +244,15 @@ def to_markdown(run: Run) -> str:
             out += [f"#### {dataset}: screen", "", *markdown_table(SCREEN, screened), "", *[line + "  " for line in screen_lines(run, dataset)], ""]
     if run.summary["dataset"].nunique() > 1:
         out += ["### Across datasets", "", *markdown_table(RANKING, run.ranking), ""]
-    return "\n".join(out + [line + "  " for line in notes(run)] + [""]) if out else "No completed trials.\n"
+    return "\n".join(out + [line + "  " for line in notes(run)] + [""]) if out else _nothing(run) + "\n"
+
+
+def _nothing(run: Run) -> str:
+    """What an empty summary means."""
+    over = run.trials[run.trials["infeasible"].notna()] if "infeasible" in run.trials else run.trials.iloc[:0]
+    if not over.empty:
+        return f"No feasible completed trials in {run.path}: {len(over)} infeasible ({over['infeasible'].iloc[0]}, ...)."
+    return f"No completed trials yet in {run.path}."
 
 
 def render(run: Run, fmt: str) -> str:
@@ -254,7 +269,10 @@ def render(run: Run, fmt: str) -> str:
 def trials_table(trials: pd.DataFrame) -> str:
     """Plain-text list of every trial, for `tlbench report --trials`."""
     cols = ["dataset", "trial", "state", "backbone", "strategy", "val_accuracy", "test_accuracy", "train_seconds", "config", "fail_reason"]
-    return trials[cols].to_string(index=False)
+    shown = trials[cols].copy()
+    if "infeasible" in trials:  # a trial over search.constraints says so where a failure would
+        shown["fail_reason"] = trials["fail_reason"].where(trials["infeasible"].isna(), "infeasible: " + trials["infeasible"].astype(str))
+    return shown.to_string(index=False)
 
 
 # --------------------------------------------------------------------------- across datasets

@@ -393,7 +393,7 @@ TRIAL_COLUMNS = [
     "frozen_groups", "n_groups", "epochs", "total_params", "trainable_params", "forward_gflops",
     "train_gflops", "train_seconds", "throughput", "latency_ms", "peak_memory_mb", "memory_kind",
     "device", "precision", "resolution", "elapsed_seconds", "val_curve", "failure", "fail_reason", "params",
-    "feature_cache", "cache_kind", "retry_of", "host", "worker", "pretrained", "gave_up", "infeasible",
+    "feature_cache", "cache_kind", "retry_of", "host", "worker", "pretrained", "gave_up", "infeasible", "origin",
 ]  # fmt: skip
 MEASURED = [  # record fields copied as they are
     "total_params", "trainable_params", "forward_gflops", "train_gflops", "train_seconds", "throughput",
@@ -420,7 +420,16 @@ def _trial_row(dataset: str, t, record: TrialRecord, kind: str | None, reason: s
         "params": json.dumps(record.params or {}, sort_keys=True),
         "feature_cache": record.cache_text,
         "gave_up": gave_up,
+        "origin": origin(record),
     }
+
+
+def origin(record: TrialRecord) -> str:
+    """Who chose a trial's configuration: the config (recipe), a seed repeat, the screen
+    (probe), the portfolio, or the sampler."""
+    if record.repeat_of is not None:
+        return "repeat"
+    return "recipe" if record.recipe else "probe" if record.probe else "portfolio" if record.portfolio else "sampled"
 
 
 

@@ -5,7 +5,9 @@ cut, averaged over space or tokens: one row per example), are computed for every
 backbone before a run's search (``search.screen``), stored with the study and reported
 with their agreement with what the search found. :func:`dropped` is the rule that takes
 clearly worse backbones out of the search (the sampler skips them, see
-:mod:`tlbench.sampling`); recipes on them still run.
+:mod:`tlbench.sampling`); recipes on them still run. The kept ones then get one
+linear-probe trial each (:func:`probe_strategy`, :func:`probe_params`), trained on
+the features the screen took out.
 
 - :func:`logme` — LogME (You, Liu, Wang, Long: "LogME: Practical Assessment of
   Pre-trained Models for Transfer Learning", ICML 2021). For each class, the log
@@ -147,8 +149,9 @@ DROPPED = "screen_dropped"  # study user attr: {"rule": text, "dropped": {backbo
 
 
 def dropped(scores: dict[str, dict], score: str = "knn", margin: float = 0.10) -> dict[str, str]:
-    """Backbones the screen drops: those whose ``score`` (a validation accuracy) is more
-    than ``margin`` below the best backbone's. Conservative by construction: the best is
+    """Backbones the screen drops: those whose ``score`` is more than ``margin`` below the
+    best backbone's (knn, ridge: validation accuracy, so 0.10 is 10 points; logme: log
+    evidence per example, whose scale differs between datasets). Conservative by construction: the best is
     never dropped, nor a backbone that was not screened, nor any with fewer than two
     screened backbones to compare."""
     usable = {b: float(s[score]) for b, s in scores.items() if isinstance(s.get(score), (int, float))}
@@ -166,7 +169,8 @@ def rule_text(settings) -> str:
     """The rule of ``search.screen`` in words, as the report prints it."""
     if not settings.drop:
         return "off (search.screen.drop: false): nothing dropped"
-    return f"drop a backbone whose {settings.score} accuracy is more than {settings.margin:g} below the best backbone's"
+    what = "LogME" if settings.score == "logme" else f"{settings.score} accuracy"
+    return f"drop a backbone whose {what} is more than {settings.margin:g} below the best backbone's"
 
 
 # --------------------------------------------------------------------------- screening a run's backbones
@@ -174,17 +178,18 @@ def rule_text(settings) -> str:
 SCREEN = "screen:"  # study user attr prefix: "screen:<backbone key>" -> that backbone's scores on the study's dataset
 
 
-def screen_backbones(plan, study, splits, resources) -> None:
+def screen_backbones(plan, study, splits, resources, dataset_key: str) -> None:
     """Score every backbone of ``plan`` on the study's dataset from its frozen features
     (the frozen prefix up to the linear probe's cut, at the trials' resolution), once:
-    stored as study attributes, skipped when already there (a resume). A backbone whose
-    features cannot be cut out (no module boundary before the head) is recorded as not
-    screened, with why. Nothing is trained. Then :func:`apply_rule` decides which
-    backbones the sampler skips."""
+    stored as study attributes, skipped when already there (a resume). The features
+    come from the trials' feature cache (:func:`tlbench.train.frozen_features`), so the
+    screen's linear-probe trials (:func:`probe_params`) train on them without computing
+    them again. A backbone whose features cannot be cut out (no module boundary before
+    the head) is recorded as not screened, with why. Nothing is trained. Then
+    :func:`apply_rule` decides which backbones the sampler skips."""
     import torch
 
-    from tlbench import features, planning
-    from tlbench.pipeline import ImageSplit, make_transforms
+    from tlbench import features, planning, train
 
     device = resources.devices[0]
     for key, backbone in plan.backbones.items():
@@ -194,21 +199,57 @@ def screen_backbones(plan, study, splits, resources) -> None:
         torch.manual_seed(0)
         built = planning.build_backbone(backbone, len(splits.classes))
         resolution = backbone.entry.resolution or plan.bench.training.resolution or built.data_config.input_size
-        model = built.model.to(device).eval()
+        settings = train.TrainSettings(
+            batch_size=64, weight_decay=0.0, augment=False, resolution=resolution, device=device, seed=0,
+            num_workers=plan.bench.training.num_workers, cache=resources.cache, data_key=resources.data_keys[dataset_key],
+        )  # fmt: skip
         try:  # the screen only reports: a model it cannot take apart is recorded as not screened, with why
-            cut, _ = features.find_cut(model, set(built.head), resolution, device)
+            taken, cut, where = train.frozen_features(built, splits, settings)
             if cut.name == features.INPUT:
                 study.set_user_attr(f"{SCREEN}{key}", {"skipped": "no cut before the head: its features cannot be taken out"})
                 continue
-            _, transform = make_transforms(built.data_config, resolution, False)
-            taken = {name: _features(model, cut, ImageSplit(getattr(splits, name), transform), device) for name in ("train", "val")}
-            train, val = (taken["train"], splits.train.labels), (taken["val"], splits.val.labels)
-            scores = {"logme": logme(*train), "knn": knn_accuracy(*train, *val), "ridge": ridge_probe_accuracy(*train, *val)}
+            x = {name: _pooled(taken.splits[name]) for name in ("train", "val")}
+            train_, val = (x["train"], splits.train.labels), (x["val"], splits.val.labels)
+            scores = {"logme": logme(*train_), "knn": knn_accuracy(*train_, *val), "ridge": ridge_probe_accuracy(*train_, *val)}
         except (RuntimeError, ValueError, TypeError, np.linalg.LinAlgError) as exc:
             study.set_user_attr(f"{SCREEN}{key}", {"skipped": f"{type(exc).__name__}: {str(exc).strip()[:150]}"})
             continue
-        study.set_user_attr(f"{SCREEN}{key}", scores | {"seconds": time.perf_counter() - start, "at": cut.name})
+        examples = len(splits.train) + len(splits.val)  # each passed once through the frozen prefix
+        study.set_user_attr(
+            f"{SCREEN}{key}",
+            scores | {"seconds": time.perf_counter() - start, "at": cut.name, "examples": examples, "features": where},
+        )
     apply_rule(study, plan.bench.search.screen)
+
+
+def _pooled(x) -> np.ndarray:
+    """[n, channels]: a prefix's output averaged over space (maps) or tokens (sequences)."""
+    x = x.float()
+    return (x.flatten(2).mean(2) if x.dim() == 4 else x.mean(1) if x.dim() == 3 else x).cpu().numpy()
+
+
+def probe_strategy(plan) -> str | None:
+    """The config's first strategy that trains the head alone (every phase freezes every
+    group, at the middle of its searched options): the screen's linear probe. None if
+    the config has none."""
+    from tlbench.planning import strategy_phases
+
+    for key, strategy in plan.strategies.items():
+        params = probe_params(plan, key)
+        phases = strategy_phases(strategy, params, 8)
+        if phases and all(ph.frozen_groups >= 8 for ph in phases if ph.epochs > 0):
+            return key
+    return None
+
+
+def probe_params(plan, strategy_key: str) -> dict:
+    """A strategy's parameters at the middle of its searched options (the geometric middle
+    of a log range), as the screen's linear probe trains them."""
+    from tlbench.space import TrialSpace
+
+    strategy = plan.strategies[strategy_key]
+    space = TrialSpace(None, "", "", middle=True)
+    return strategy.record.suggest(space, strategy.options)
 
 
 def apply_rule(study, settings) -> dict[str, str]:
@@ -218,21 +259,6 @@ def apply_rule(study, settings) -> dict[str, str]:
     out = dropped(scores, settings.score, settings.margin) if settings.drop else {}
     study.set_user_attr(DROPPED, {"rule": rule_text(settings), "dropped": out})
     return out
-
-
-def _features(model, cut, images, device, batch: int = 64) -> np.ndarray:
-    """[n, channels] for every example: the prefix's output, averaged over space or tokens."""
-    import torch
-
-    from tlbench import features
-
-    out = []
-    with torch.no_grad():
-        for first in range(0, len(images), batch):
-            x = torch.stack([images[i][0] for i in range(first, min(first + batch, len(images)))]).to(device)
-            y = features.extract_batch(model, cut, x).float()
-            out.append((y.flatten(2).mean(2) if y.dim() == 4 else y.mean(1) if y.dim() == 3 else y).cpu())
-    return torch.cat(out).numpy()
 
 
 def screen_frame(studies: dict, trials, summary):

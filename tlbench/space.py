@@ -24,6 +24,7 @@ at a corner of the space (:func:`corners`).
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -145,8 +146,9 @@ class TrialSpace:
     trial, a corner of the space: ranges at their low (k even) or high (k odd) end,
     the k-th of every set of choices."""
 
-    def __init__(self, trial, prefix: str, where: str, corner: int | None = None):
+    def __init__(self, trial, prefix: str, where: str, corner: int | None = None, middle: bool = False):
         self.trial, self.prefix, self.where = trial, prefix, where
+        self.middle = middle  # no trial: every range at its middle (geometric on a log scale), the middle choice
         self._at = f"{where}: " if where else ""  # error prefix ("" where the caller names the place)
         self.values: dict[str, Any] = {}  # every value handed out, fixed ones too
         self.searched: list[str] = []  # names that are sampled (without the prefix)
@@ -167,6 +169,8 @@ class TrialSpace:
         import optuna
 
         self.searched.append(name)
+        if self.middle:
+            return _middle(searched, searched.log if isinstance(searched, Range) and searched.log is not None else log)
         trial = self.trial if self.corner is None else optuna.create_study().ask()  # a probe: Optuna checks the spec
         key = self.prefix + name if self.corner is None else "x"
         try:
@@ -187,6 +191,21 @@ class TrialSpace:
         if self.corner is None:
             return value
         return (int(searched.low) if searched.integer else float(searched.low)) if self.corner % 2 == 0 else high
+
+
+def _middle(searched: Range | Choices, log: bool) -> Any:
+    """The middle of a range (geometric on a log scale; whole numbers rounded onto the
+    step), or the middle choice (the lower of two middles)."""
+    if isinstance(searched, Choices):
+        return searched.values[(len(searched.values) - 1) // 2]
+    low, high = float(searched.low), float(searched.high)
+    mid = math.sqrt(low * high) if log and low > 0 else (low + high) / 2
+    if searched.integer:
+        step = searched.step or 1
+        return int(searched.low + round((mid - searched.low) / step) * step)
+    if searched.step:
+        return low + round((mid - low) / searched.step) * searched.step
+    return mid
 
 
 def dry_run(fn, where: str) -> TrialSpace:

@@ -42,6 +42,67 @@ def connect_shared(url: str, heartbeat: int, retries: int) -> optuna.storages.Ba
     return storage.connect(url, heartbeat, on_lost=functools.partial(retry_lost, retries=retries))
 
 
+def enqueue_probes(plan: Plan, study: optuna.Study, kept: list[str]) -> int:
+    """After the screen: one trial per kept backbone with the config's head-only strategy
+    at the middle of its options (none without such a strategy), outside ``n_trials``.
+    They train on the features the screen took out, so they cost the head's training;
+    a recipe with the same parameters stands in for one. Only before the study's first
+    trial. Returns how many were added."""
+    from tlbench.screen import probe_params, probe_strategy
+
+    key = probe_strategy(plan)
+    if key is None or study.user_attrs.get(PROBES) or _begun(study):
+        return 0
+    searched = set(plan.strategies[key].searched)
+    params = {k: v for k, v in probe_params(plan, key).items() if k in searched}
+    before = len(study.get_trials(deepcopy=False))
+    score = plan.bench.search.screen.score
+    ranked = sorted(kept, key=lambda b: -_score(study, b, score))  # the most promising backbone's probe first
+    for backbone in ranked:
+        study.enqueue_trial(recipe_params(plan, backbone, key, params), user_attrs=TrialRecord(probe=True).attrs(), skip_if_exists=True)
+    study.set_user_attr(PROBES, True)
+    return len(study.get_trials(deepcopy=False)) - before
+
+
+PROBES = "screen_probes"  # study user attr: the screen's probes were enqueued (once)
+PORTFOLIO = "portfolio"  # study user attr: the portfolio's entries were enqueued (once)
+
+
+def enqueue_portfolio(plan: Plan, study: optuna.Study, kept: list[str]) -> list[int]:
+    """After the screen and its probes: the first ``search.portfolio`` entries of
+    :mod:`tlbench.portfolio` the config can run, on the kept backbone with the best
+    screen score (``search.screen.score``); they count towards ``n_trials``. Returns
+    the trial numbers added (none without a screened backbone, once done, or after the
+    study's first trial)."""
+    from tlbench import portfolio
+    from tlbench.screen import SCREEN
+
+    n, score = plan.bench.search.portfolio, plan.bench.search.screen.score
+    scores = {b: study.user_attrs.get(f"{SCREEN}{b}", {}).get(score) for b in kept}
+    scores = {b: v for b, v in scores.items() if isinstance(v, (int, float))}
+    if not n or not scores or study.user_attrs.get(PORTFOLIO) or _begun(study):
+        return []
+    first = max(scores, key=scores.get)
+    before = {t.number for t in study.get_trials(deepcopy=False)}
+    for key, params in portfolio.entries_for(plan, n):
+        study.enqueue_trial(recipe_params(plan, first, key, params), user_attrs=TrialRecord(portfolio=True).attrs(), skip_if_exists=True)
+    study.set_user_attr(PORTFOLIO, first)
+    return sorted({t.number for t in study.get_trials(deepcopy=False)} - before)
+
+
+def _begun(study: optuna.Study) -> bool:
+    """Some trial has started: a run made before probes and portfolios existed, or one
+    whose workers began without the screen. Nothing goes in front of it any more."""
+    return any(t.state != optuna.trial.TrialState.WAITING for t in study.get_trials(deepcopy=False))
+
+
+def _score(study: optuna.Study, backbone: str, score: str) -> float:
+    from tlbench.screen import SCREEN
+
+    value = study.user_attrs.get(f"{SCREEN}{backbone}", {}).get(score)
+    return float(value) if isinstance(value, (int, float)) else float("-inf")
+
+
 def directions(search) -> list[str]:
     """Validation accuracy up; in a Pareto search (``search.objective: pareto``) also ``search.cost`` down."""
     return ["maximize", "minimize"] if search.objective == "pareto" else ["maximize"]
@@ -124,11 +185,18 @@ def started(study: optuna.Study) -> int:
 
 def budget(trials: list[optuna.trial.FrozenTrial]) -> list[optuna.trial.FrozenTrial]:
     """The trials that count towards ``n_trials``: all but surplus trials (see
-    :meth:`tlbench.trial.Objective.surplus`) and interrupted trials that were retried
-    (their retry counts)."""
+    :meth:`tlbench.trial.Objective.surplus`), the screen's linear probes (one per
+    backbone, before the search) and interrupted trials that were retried (their
+    retry counts)."""
     records = [TrialRecord.from_trial(t) for t in trials]
     retried = {r.retry_of for r in records}
-    return [t for t, r in zip(trials, records) if r.failure != Failure.SURPLUS and t.number not in retried]
+    return [t for t, r in zip(trials, records) if r.failure != Failure.SURPLUS and not r.probe and t.number not in retried]
+
+
+def probes_waiting(study: optuna.Study) -> int:
+    """The screen's linear probes not yet started (they run first, outside ``n_trials``)."""
+    waiting = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,))
+    return sum(bool(TrialRecord.from_trial(t).probe) for t in waiting)
 
 
 RETRIED = ("recipe", "seed", "repeat_of", "repeat")  # what a retry keeps of the interrupted trial's record

@@ -307,6 +307,29 @@ def _phase_data(model, cut, splits, images, eval_tf, settings: TrainSettings, dt
     return _Cached(cached, splits, settings, order), features.CacheUse(phase, where, at=cut.name), seconds
 
 
+def frozen_features(built: BuiltBackbone, splits: DatasetSplits, settings: TrainSettings) -> tuple[features.Features, features.Cut, str]:
+    """The outputs of ``built``'s frozen layers up to its head (a linear probe's cut) for
+    every split, through the eval transform: from the feature cache when a trial (or an
+    earlier call) put them there, else extracted and put there, so that the screen and
+    the linear-probe trials after it compute them once. Returns (features, cut, where:
+    "memory", "disk", "extracted", or "uncached" when the cache is off or too small)."""
+    dtype = autocast_dtype(settings.device)
+    model = built.model.to(settings.device, memory_format=torch.channels_last).eval()
+    _, eval_tf = make_transforms(built.data_config, settings.resolution, False)
+    trainable = set_trainable(model, built, len(built.groups))
+    finder = features.find_cut if settings.cache is None else settings.cache.find_cut
+    cut, _ = finder(model, trainable, settings.resolution, settings.device)
+    if _cache_off(cut, splits, settings):
+        return _extract_splits(model, cut, splits, eval_tf, settings, dtype), cut, "uncached"
+    key = features.cache_key(model, cut, settings.data_key, repr(eval_tf), precision_name(dtype), settings.device)
+    cached, where = settings.cache.get(key)
+    if cached is None:
+        cached = _extract_splits(model, cut, splits, eval_tf, settings, dtype)
+        settings.cache.put(key, cached)
+        where = "extracted"
+    return cached, cut, where
+
+
 def _cache_off(cut: features.Cut, splits: DatasetSplits, settings: TrainSettings) -> str:
     """Why this phase cannot train on cached features, or "" if it can."""
     if settings.cache is None:

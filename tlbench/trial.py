@@ -109,6 +109,8 @@ class Objective:
         ``n_trials`` trials of the budget run and any later one is surplus."""
         if self.repeats:
             return None if TrialRecord.from_trial(trial).repeat_of is not None else "every enqueued repeat was taken by other workers"
+        if TrialRecord.from_trial(trial).probe:
+            return None  # the screen's probes run outside n_trials
         total = self.plan.bench.search.n_trials
         if total is None:
             return None
@@ -220,8 +222,10 @@ class Objective:
         else:
             trial.report(accuracy, epoch)
         TrialRecord(elapsed_seconds=time.perf_counter() - start).write(trial)  # training + evaluation so far
-        # A recipe from the config runs to the end: it is the baseline the search is measured against.
-        if TrialRecord.from_trial(trial).recipe:
+        # A recipe from the config runs to the end: it is the baseline the search is measured against;
+        # so does a screen probe (one per backbone: the yardstick of its group).
+        record = TrialRecord.from_trial(trial)
+        if record.recipe or record.probe:
             return
         if search.objective == "pareto":
             ahead = pruning.dominated_by(trial, epoch, accuracy, so_far.cost(epoch, search.cost), search)

@@ -215,3 +215,47 @@ def test_hypervolume_is_the_area_the_front_dominates():
     assert reference == pytest.approx(3.3) and history[0][0] == pytest.approx(3.0)
     assert history[0][1] == pytest.approx(2.3 * 0.5 + 1.3 * 0.3)  # the first two trials spent 3 of 6 GFLOPs
     assert history[1][1] == history[0][1]  # the third added nothing to the front
+
+
+# --------------------------------------------------------------------------- the portfolio
+
+
+def _table(name, screen_scores, rows):
+    trials = [
+        {"state": "COMPLETE", "val_accuracy": v, "params": {"backbone": b, "strategy": s, **{f"{s}.{k}": x for k, x in p.items()}}}
+        for b, s, p, v in rows
+    ]
+    return {"datasets": {name: {"screen": {b: {"knn": k} for b, k in screen_scores.items()}, "trials": trials}}}
+
+
+def test_the_portfolio_ranks_points_on_each_datasets_screen_first_backbone():
+    from tlbench import portfolio
+
+    a = _table("a", {"good": 0.9, "bad": 0.5}, [
+        ("good", "finetune", {"freeze": 0.5}, 0.90), ("good", "finetune", {"freeze": 0.0}, 0.80),
+        ("bad", "finetune", {"freeze": 0.0}, 0.99),  # not the screen's first: not counted
+        ("good", "linear_probe", {"lr_head": 0.01}, 0.95),  # head-only: the probes cover it
+    ])  # fmt: skip
+    b = _table("b", {"good": 0.7}, [("good", "finetune", {"freeze": 0.5}, 0.60), ("good", "finetune", {"freeze": 0.0}, 0.70)])
+    built = portfolio.build([a, b])
+    assert [e["params"] for e in built] == [{"freeze": 0.0}, {"freeze": 0.5}]  # (0.8/0.99 + 1)/2 > (0.9/0.99 + 0.6/0.7)/2
+    assert built[0]["datasets"] == ["a", "b"] and built[0]["relative_val"] == pytest.approx((0.8 / 0.99 + 1) / 2, abs=1e-4)
+
+
+def test_portfolio_entries_outside_the_configs_space_are_skipped(tmp_path):
+    from conftest import tiny_benchmark
+    from tlbench import plugins, portfolio
+    from tlbench.config import parse_config
+    from tlbench.planning import make_plan
+
+    strategies = [{"name": "finetune", "epochs": 1, "freeze": [0.0, 0.6]}, {"name": "linear_probe", "epochs": 1}]
+    plan = make_plan(parse_config(tiny_benchmark(strategies=strategies)), plugins.collect(plugins.make_plugin_manager(entry_points=False)), tmp_path)
+    entries = [
+        {"strategy": "finetune", "params": {"freeze": 0.75, "lr_backbone": 0.001}},  # freeze outside [0, 0.6]
+        {"strategy": "bitfit", "params": {"lr_bias": 0.01}},  # not in this config
+        {"strategy": "finetune", "params": {"freeze": 0.5, "lr_backbone": 0.003}},
+        {"strategy": "finetune", "params": {"freeze": 0.0, "lr_backbone": 0.001}},
+    ]
+    assert portfolio.entries_for(plan, 1, entries) == [("finetune", {"freeze": 0.5, "lr_backbone": 0.003})]
+    assert len(portfolio.entries_for(plan, 5, entries)) == 2
+    assert portfolio.shipped()[0]["strategy"] == "finetune"  # the packaged one loads
