@@ -229,12 +229,15 @@ def _pooled(x) -> np.ndarray:
 
 
 def probe_strategy(plan) -> str | None:
-    """The config's first strategy that trains the head alone (every phase freezes every
-    group, at the middle of its searched options): the screen's linear probe. None if
-    the config has none."""
+    """The config's first strategy that trains the head alone (it adapts nothing, as
+    BitFit's biases or LoRA's adapters, and every phase freezes every group, at the
+    middle of its searched options): the screen's linear probe. None if the config
+    has none."""
     from tlbench.planning import strategy_phases
 
     for key, strategy in plan.strategies.items():
+        if strategy.record.adapt is not None:
+            continue
         params = probe_params(plan, key)
         phases = strategy_phases(strategy, params, 8)
         if phases and all(ph.frozen_groups >= 8 for ph in phases if ph.epochs > 0):

@@ -259,3 +259,36 @@ def test_portfolio_entries_outside_the_configs_space_are_skipped(tmp_path):
     assert portfolio.entries_for(plan, 1, entries) == [("finetune", {"freeze": 0.5, "lr_backbone": 0.003})]
     assert len(portfolio.entries_for(plan, 5, entries)) == 2
     assert portfolio.shipped()[0]["strategy"] == "finetune"  # the packaged one loads
+
+
+ADAPTING = """
+from tlbench import hookimpl
+from tlbench.types import Phase, Strategy
+
+TLBENCH_PLUGIN_API = (1, 1)  # uses Strategy.adapt
+
+
+@hookimpl
+def tlbench_strategies():  # trains adapters inside frozen groups, as BitFit and LoRA do: not a probe
+    yield Strategy(name="adapters", options={"epochs": 1}, suggest=lambda s, o: {"epochs": s.suggest("epochs", o["epochs"])},
+                   phases=lambda p, n: [Phase("a", p["epochs"], n, 0.01, 0.01)], adapt=lambda built, params: built)
+"""
+
+
+def test_the_probe_is_the_first_strategy_that_trains_the_head_alone(tmp_path):
+    from conftest import tiny_benchmark
+    from tlbench import plugins, screen
+    from tlbench.config import parse_config
+    from tlbench.planning import make_plan
+
+    (tmp_path / "adapting.py").write_text(ADAPTING)
+
+    def plan(strategies):
+        bench = parse_config(tiny_benchmark(strategies=strategies, plugins=["adapting.py"]))
+        return make_plan(bench, plugins.collect(plugins.make_plugin_manager(bench.plugins, base_dir=tmp_path, entry_points=False)), tmp_path)
+
+    lp = {"name": "linear_probe", "epochs": 1, "lr_head": {"choices": [0.1, 0.2, 0.3]}}
+    both = plan([{"name": "adapters"}, {"name": "finetune", "epochs": 1}, lp])
+    assert screen.probe_strategy(both) == "linear_probe" and screen.probe_params(both, "linear_probe")["lr_head"] == 0.2
+    assert screen.probe_strategy(plan([{"name": "finetune", "epochs": 1}])) is None
+    assert screen.probe_params(plan([{"name": "linear_probe", "epochs": 1}]), "linear_probe")["lr_head"] == pytest.approx(0.01)  # geometric
