@@ -81,7 +81,8 @@ def test_broken_plugin_is_recorded_by_name_and_the_others_load(tmp_path):
     assert "synthetic" in collect(host).datasets
 
 
-def test_plugins_command_lists_plugins_and_warns_about_broken_ones(tmp_path, capsys):
+def test_plugins_command_lists_plugins_and_warns_about_broken_ones(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "250")  # rich does not wrap the cells
     (tmp_path / "broken.py").write_text("raise RuntimeError('boom')\n")
     _write_plugin(tmp_path / "good.py", DATASET_PLUGIN.format(name="good_data"))
     config = tmp_path / "b.yaml"
@@ -92,6 +93,7 @@ def test_plugins_command_lists_plugins_and_warns_about_broken_ones(tmp_path, cap
     assert cli.main(["plugins", "--config", str(config)]) == 0
     out, err = capsys.readouterr()
     assert "good_data" in out and "linear_probe" in out and "timm:<model>" in out
+    assert "feature extraction: the backbone is frozen, only the new head trains" in out  # each name's description
     warning = [line for line in err.splitlines() if "broken.py" in line]
     assert len(warning) == 1 and "RuntimeError: boom" in warning[0] and "Traceback" not in err
 

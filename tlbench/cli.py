@@ -292,8 +292,27 @@ def cmd_plugins(args) -> int:
         table.add_row(*(Text(cell) for cell in (name, info.origin, info.version, _provides(registry, name))))
     console = _console()
     console.print(table)
+    console.print(_descriptions(registry))
     _warn_failures(host, args.verbose)
     return 0
+
+
+def _descriptions(registry):
+    """Every name with the one-line description its record gives (the records' ``description``)."""
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table(title="names")
+    for heading in ("Kind", "Name", "Plugin", "Description"):
+        table.add_column(heading, overflow="fold")
+    kinds = [
+        ("backbone", registry.backbones), ("backbone family", {f"{k}:<model>": v for k, v in registry.families.items()}),
+        ("dataset", registry.datasets), ("strategy", registry.strategies),
+    ]  # fmt: skip
+    for kind, provided in kinds:
+        for name, p in provided.items():
+            table.add_row(*(Text(cell) for cell in (kind, name, p.plugin, p.record.description or "—")))
+    return table
 
 
 def _provides(registry, plugin: str) -> str:
