@@ -106,9 +106,6 @@ class ConstraintsConfig(_Strict):
     def before(self) -> dict[str, float]:
         return {k: v for k, v in self.model_dump().items() if v is not None and k in BEFORE_TRAINING}
 
-    def after(self) -> dict[str, float]:
-        return {k: v for k, v in self.model_dump().items() if v is not None and k not in BEFORE_TRAINING}
-
 
 BEFORE_TRAINING = ("forward_gflops", "params_m", "latency_ms")
 

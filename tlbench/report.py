@@ -238,7 +238,8 @@ def to_markdown(run: Run) -> str:
     out: list[str] = []
     for dataset, rows in run.summary.groupby("dataset", sort=False):
         out += [f"### {dataset}", "", caption(run), "", *markdown_table(SUMMARY, rows), ""]
-        out += [*[line + "  " for line in pareto_lines(run, dataset)], ""] if pareto_lines(run, dataset) else []
+        hypervolume = pareto_lines(run, dataset)
+        out += [*[line + "  " for line in hypervolume], ""] if hypervolume else []
         screened = _screened(run, dataset)
         if not screened.empty:
             out += [f"#### {dataset}: screen", "", *markdown_table(SCREEN, screened), "", *[line + "  " for line in screen_lines(run, dataset)], ""]

@@ -75,11 +75,10 @@ def enqueue_portfolio(plan: Plan, study: optuna.Study, kept: list[str]) -> list[
     the trial numbers added (none without a screened backbone, once done, or after the
     study's first trial)."""
     from tlbench import portfolio
-    from tlbench.screen import SCREEN
 
     n, score = plan.bench.search.portfolio, plan.bench.search.screen.score
-    scores = {b: study.user_attrs.get(f"{SCREEN}{b}", {}).get(score) for b in kept}
-    scores = {b: v for b, v in scores.items() if isinstance(v, (int, float))}
+    scores = {b: _score(study, b, score) for b in kept}
+    scores = {b: v for b, v in scores.items() if v != float("-inf")}
     if not n or not scores or study.user_attrs.get(PORTFOLIO) or _begun(study):
         return []
     first = max(scores, key=scores.get)

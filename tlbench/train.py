@@ -297,14 +297,21 @@ def _phase_data(model, cut, splits, images, eval_tf, settings: TrainSettings, dt
     reason = _cache_off(cut, splits, settings)
     if reason:
         return images, features.CacheUse(phase, "off", reason=reason), 0.0
+    cached, where = _from_cache(model, cut, splits, eval_tf, settings, dtype)
+    seconds = cached.seconds if where == "extracted" else 0.0
+    return _Cached(cached, splits, settings, order), features.CacheUse(phase, where, at=cut.name), seconds
+
+
+def _from_cache(model, cut, splits: DatasetSplits, eval_tf, settings: TrainSettings, dtype) -> tuple[features.Features, str]:
+    """The prefix's outputs from the feature cache ("memory", "disk"), or extracted now
+    and put there ("extracted")."""
     key = features.cache_key(model, cut, settings.data_key, repr(eval_tf), precision_name(dtype), settings.device)
     cached, where = settings.cache.get(key)
-    seconds = 0.0
     if cached is None:
         cached = _extract_splits(model, cut, splits, eval_tf, settings, dtype)
         settings.cache.put(key, cached)
-        where, seconds = "extracted", cached.seconds
-    return _Cached(cached, splits, settings, order), features.CacheUse(phase, where, at=cut.name), seconds
+        where = "extracted"
+    return cached, where
 
 
 def frozen_features(built: BuiltBackbone, splits: DatasetSplits, settings: TrainSettings) -> tuple[features.Features, features.Cut, str]:
@@ -321,12 +328,7 @@ def frozen_features(built: BuiltBackbone, splits: DatasetSplits, settings: Train
     cut, _ = finder(model, trainable, settings.resolution, settings.device)
     if _cache_off(cut, splits, settings):
         return _extract_splits(model, cut, splits, eval_tf, settings, dtype), cut, "uncached"
-    key = features.cache_key(model, cut, settings.data_key, repr(eval_tf), precision_name(dtype), settings.device)
-    cached, where = settings.cache.get(key)
-    if cached is None:
-        cached = _extract_splits(model, cut, splits, eval_tf, settings, dtype)
-        settings.cache.put(key, cached)
-        where = "extracted"
+    cached, where = _from_cache(model, cut, splits, eval_tf, settings, dtype)
     return cached, cut, where
 
 

@@ -178,15 +178,15 @@ class Objective:
         """Which ``search.constraints`` known before training this configuration breaks
         (latency measured once per architecture and resolution), or None."""
         from tlbench import cost
+        from tlbench.sampling import infeasible
 
         limits = self.plan.bench.search.constraints.before()
-        known = {"forward_gflops": gflops}
-        if "params_m" in limits:
-            known["params_m"] = cost.count_params(built.model) / 1e6
-        if "latency_ms" in limits:
-            known["latency_ms"] = self._speed(built, settings, arch)["latency_ms"]
-        over = [f"{k} {known[k]:.3g} > {limit:g}" for k, limit in limits.items() if known[k] > limit]
-        return "search.constraints: " + ", ".join(over) if over else None
+        known = TrialRecord(
+            forward_gflops=gflops,
+            total_params=cost.count_params(built.model) if "params_m" in limits else None,
+            latency_ms=self._speed(built, settings, arch)["latency_ms"] if "latency_ms" in limits else None,
+        )
+        return infeasible(known, limits)
 
     def _call(self, strategy, what: str, fn):
         from tlbench.contract import plugin_call
