@@ -99,7 +99,8 @@ def test_a_run_exports_as_a_replayable_table(write_config, capsys, tmp_path):
     theirs.write_text('{"mine": true}')
     before = snapshot(tmp_path)
     one_line(capsys, cli.main(["export", str(folder), "--out", str(theirs)]), "notes.json: exists and is not a tlbench table")
-    assert snapshot(tmp_path) == before
+    one_line(capsys, cli.main(["export", str(folder), "--out", str(tmp_path / "typo" / "t.json")]), "--out: folder", "does not exist")
+    assert snapshot(tmp_path) == before and not (tmp_path / "typo").exists()
 
 
 def test_export_of_a_folder_that_is_not_a_run_is_one_line(tmp_path, capsys):

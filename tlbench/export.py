@@ -93,6 +93,8 @@ def write_export(folder: Path, out: Path | None) -> Path:
     from tlbench.results import write_atomic
 
     out = out or folder / "table.json"
+    if not out.parent.is_dir():  # a mistyped --out is not a reason to make folders
+        raise UserError(f"--out: folder {out.parent} does not exist; create it or give another path")
     if out.exists():
         try:
             known = json.loads(out.read_text(encoding="utf-8")).get("format") == FORMAT
