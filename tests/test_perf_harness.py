@@ -71,6 +71,7 @@ def test_the_search_benchmark_replays_an_exported_grid(tmp_path, write_config):
     config = write_config(tiny_benchmark(run="grid", strategies=strategies, search={"n_trials": 3, "pruner": "none", "enqueue": enqueue}))
     assert cli.main(["run", str(config), "--format", "csv"]) == 0
     grid = tmp_path / "grid"
+    grid.mkdir()  # export writes into a folder that exists
     assert cli.main(["export", str(config.parent / "results" / "tiny" / "grid"), "--out", str(grid / "tiny.json")]) == 0
     out = tmp_path / "search-bench.json"
     proc = subprocess.run(
