@@ -29,7 +29,7 @@ def test_valid_config_reports_what_it_found(write_config, capsys):
         ({"search": {"n_trials": "many"}}, "search.n_trials: Input should be a valid integer"),
         ({"search": {"n_trials": 0}}, "search.n_trials: Input should be greater than 0"),
         ({"datasets": [{"name": "synthetic", "train_samples": "x"}]}, "datasets[0].train_samples"),
-        ({"backbones": [{"name": "timm:test_resnet", "pretrianed": False}]}, "backbones[0].pretrianed: unknown field"),
+        ({"backbones": [{"name": "timm:test_resnet", "pretrianed": False}]}, "backbones[0]: pretrianed: unknown option; did you mean 'pretrained'?"),
         ({"strategies": []}, "strategies: List should have at least 1 item"),
         ({"name": "has space"}, "name: String should match pattern"),
         ({"datasets": [{"name": "synthetc"}]}, "datasets[0]: unknown dataset 'synthetc'; did you mean 'synthetic'?"),

@@ -255,7 +255,7 @@ BAD = {  # a field of the schema -> values it must refuse
     "results_dir": [{"a": 1}, 3],
     "plugins": ["one.py", [1]],
     "datasets": [[], "synthetic", [{"classes": 3}], [{"name": "synthetic", "train_samples": 0}], [{"name": "synthetic", "per_class": -1}], [{"name": "synthetic", "val_samples": "x"}], [{"name": "synthetic", "test_samples": 1.5}], [{"name": "synthetic", "label": 3}]],
-    "backbones": [[], [{"name": "timm:test_resnet", "pretrained": "sure"}], [{"name": "timm:test_resnet", "resolution": 0}], [{"name": "timm:test_resnet", "weights": "missing.pt"}], [{"name": "timm:test_resnet", "label": ["x"]}], [{"name": "timm:test_resnet", "colour": 1}]],
+    "backbones": [[], [{"name": "timm:test_resnet", "pretrained": "sure"}], [{"name": "timm:test_resnet", "resolution": 0}], [{"name": "timm:test_resnet", "weights": "missing.pt"}], [{"name": "timm:test_resnet", "label": ["x"]}], [{"name": "timm:test_resnet", "colour": 1}], [{"name": "timm:test_resnet", "drop_rate": 2}], [{"name": "timm:test_resnet", "drop_path_rate": "some"}]],
     "strategies": [[], [{"name": "linear_probe", "epochs": 0}], [{"name": "linear_probe", "label": 1}]],
     "search.n_trials": [0, -3, "many", 2.5],
     "search.timeout": [0, -1, "long"],
@@ -294,6 +294,7 @@ BAD = {  # a field of the schema -> values it must refuse
     "training.cache.memory_mb": [0, -1, "lots"],
     "training.cache.dir": [5, "afile"],
     "training.cache.disk_mb": [0, "lots"],
+    "trackers": ["tensorboard", [{"nm": "x"}], [{"name": "nope"}], [{"name": 3}], [{"name": "tensorboard"}]],  # the last: not installed here
 }
 
 

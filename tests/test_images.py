@@ -163,4 +163,4 @@ def test_an_unreadable_subfolder_of_a_class_is_refused_not_skipped(tmp_path, wri
     finally:
         hidden.chmod(0o755)
     assert proc.returncode == 2, proc.stderr
-    assert proc.stderr.strip().splitlines() == [f"tlbench: error: datasets[0] (imagefolder): dataset imagefolder: cannot read folder {hidden} (Permission denied); check its permissions"]
+    assert proc.stderr.strip().splitlines() == [f"tlbench: error: datasets[0] (imagefolder): cannot read folder {hidden} (Permission denied); check its permissions"]

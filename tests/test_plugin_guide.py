@@ -5,6 +5,7 @@ clear message; mistakes in plugins are one line naming the plugin and the record
 from __future__ import annotations
 
 import csv
+import json
 import re
 import subprocess
 import sys
@@ -51,6 +52,21 @@ def test_the_examples_pass_the_conformance_kit(tmp_path):
     assert testing.check_plugin(str(EXAMPLES / "tiny_cnn.py")) == ["backbone tiny_cnn"]
     assert testing.check_plugin(str(EXAMPLES / "head_then_all.py")) == ["strategy head_then_all"]
     assert testing.check_plugin(str(EXAMPLES / "adapter_example.py")) == ["strategy head_and_last_norm"]
+    assert testing.check_plugin(str(EXAMPLES / "l2sp_strategy.py")) == ["strategy l2sp"]
+    assert testing.check_plugin(str(EXAMPLES / "jsonl_tracker.py")) == ["tracker jsonl"]
+
+
+def test_the_kit_hands_back_what_a_tracker_wrote():
+    from tlbench import plugins
+
+    _, (record,) = testing.records(str(EXAMPLES / "jsonl_tracker.py"))
+    folder = testing.check_tracker(record)
+    (line,) = (folder / "trials.jsonl").read_text().splitlines()
+    assert json.loads(line) == {
+        "run": "run", "dataset": "data", "trial": 0, "state": "complete", "backbone": "tiny", "strategy": "linear_probe",
+        "params": {"lr_head": 0.01}, "val_curve": [0.5, 0.75], "test_accuracy": 0.7, "train_gflops": 2.0,
+    }  # fmt: skip
+    assert plugins.KINDS[type(record)] == "tracker"
 
 
 def test_the_examples_run_in_a_benchmark(tmp_path, write_config, capsys):
@@ -63,12 +79,29 @@ def test_the_examples_run_in_a_benchmark(tmp_path, write_config, capsys):
         plugins=["plugins/"],
         datasets=[{"name": "csv_images", "path": "leaves"}],
         backbones=[{"name": "tiny_cnn", "pretrained": False}],
-        strategies=[{"name": "head_then_all", "head_epochs": 1, "epochs": 1}, {"name": "head_and_last_norm", "epochs": 1}],
-        search={"n_trials": 4, "startup_trials": 4, "sampler": "random"},
+        strategies=[
+            {"name": "head_then_all", "head_epochs": 1, "epochs": 1}, {"name": "head_and_last_norm", "epochs": 1},
+            {"name": "l2sp", "epochs": 1, "alpha": 0.01},
+        ],
+        search={
+            "n_trials": 6, "startup_trials": 6, "sampler": "random", "pruner": "none",
+            "enqueue": [  # each strategy once, the random sampler the rest
+                {"backbone": "tiny_cnn-scratch", "strategy": "l2sp", "params": {"freeze": 0.0, "lr_backbone": 1e-3, "lr_head": 1e-2}},
+                {"backbone": "tiny_cnn-scratch", "strategy": "head_then_all", "params": {"lr": 1e-3}},
+                {"backbone": "tiny_cnn-scratch", "strategy": "head_and_last_norm", "params": {"lr": 1e-2}},
+            ],
+        },  # fmt: skip
+        trackers=[{"name": "jsonl", "path": "seen.jsonl"}],
     )
     assert cli.main(["run", str(write_config(data)), "--format", "csv"]) == 0, capsys.readouterr().err
     trials = pd.read_csv(next((tmp_path / "results" / "guide").glob("*/trials.csv")))
-    assert trials["state"].eq("COMPLETE").all() and set(trials["strategy"]) == {"head_then_all", "head_and_last_norm"}
+    assert trials["state"].eq("COMPLETE").all() and set(trials["strategy"]) == {"head_then_all", "head_and_last_norm", "l2sp"}
+    assert (trials.loc[trials["strategy"] == "l2sp", "feature_cache"] == "l2sp: off (extra loss)").all()
+    # the tracker saw every trial, with what the results hold
+    seen = {line["trial"]: line for line in map(json.loads, (tmp_path / "seen.jsonl").read_text().splitlines())}
+    assert sorted(seen) == sorted(trials["trial"])
+    for _, row in trials.iterrows():
+        assert seen[row["trial"]]["test_accuracy"] == row["test_accuracy"] and seen[row["trial"]]["strategy"] == row["strategy"]
     # the head (64*3 + 3) and block2's batch norm (64 + 64) train; tiny_cnn has 24,003 parameters
     adapted = trials[trials["strategy"] == "head_and_last_norm"]
     assert adapted["trainable_params"].eq(195 + 128).all() and adapted["total_params"].eq(24003).all()
@@ -92,7 +125,7 @@ def test_every_built_in_and_first_party_plugin_passes_the_kit(tmp_path):
     assert testing.check_plugin(
         "tlbench.builtins.backbones", backbone_models={"timm": ["test_resnet", "test_efficientnet", "test_vit"], "torchvision": ["mobilenet_v3_small"]}
     )
-    assert testing.check_plugin("tlbench.builtins.strategies") == ["strategy linear_probe", "strategy finetune", "strategy two_stage"]
+    assert testing.check_plugin("tlbench.builtins.strategies") == ["strategy linear_probe", "strategy finetune", "strategy two_stage", "strategy layerwise"]
     assert testing.check_plugin("peft") == ["strategy bitfit", "strategy lora"]  # by entry-point name
 
 

@@ -82,7 +82,7 @@ def test_broken_plugin_is_recorded_by_name_and_the_others_load(tmp_path):
 
 
 def test_plugins_command_lists_plugins_and_warns_about_broken_ones(tmp_path, capsys, monkeypatch):
-    monkeypatch.setenv("COLUMNS", "250")  # rich does not wrap the cells
+    monkeypatch.setenv("COLUMNS", "400")  # rich does not wrap the cells
     (tmp_path / "broken.py").write_text("raise RuntimeError('boom')\n")
     _write_plugin(tmp_path / "good.py", DATASET_PLUGIN.format(name="good_data"))
     config = tmp_path / "b.yaml"

@@ -20,7 +20,9 @@ from pathlib import Path
 
 import optuna
 
+from tlbench import events as run_events
 from tlbench import interrupts, results, storage, tables
+from tlbench.events import Events, as_events
 from tlbench.planning import Plan, preflight
 from tlbench.progress import Progress
 from tlbench.record import Failure, TrialRecord
@@ -96,11 +98,27 @@ def run_benchmark(
         store = shared or storage.connect(url)
         open_studies(plan, store, alone)
         save_metadata(plan, folder, resources)
+        events = run_events.start(plan, progress, folder, url) if workers == 1 else as_events(progress)  # workers send their own
         on_start(folder, resources.devices)
-        screen_all(plan, splits, store, resources, progress)
-        if workers > 1:
-            return _coordinate(plan, splits, folder, store, url, lock, progress, workers, config, verbose)
-        return _run_here(plan, splits, resources, folder, store, progress, alone)
+        events.run_started()
+        outcome = None
+        try:
+            screen_all(plan, splits, store, resources, events)
+            if workers > 1:
+                outcome = _coordinate(plan, splits, folder, store, url, lock, events, workers, config, verbose)
+            else:
+                outcome = _run_here(plan, splits, resources, folder, store, events, alone)
+            return outcome
+        finally:  # an exception (a user error mid-run) ends the run too: interrupted
+            _finish(events, interrupted=outcome is None or outcome.interrupted)
+
+
+def _finish(events: Events, interrupted: bool) -> None:
+    """The run's end event, then its trackers closed (also when the event fails)."""
+    try:
+        events.run_finished(interrupted=interrupted)
+    finally:
+        events.close()
 
 
 def _has_content(db: Path) -> bool:
@@ -167,6 +185,7 @@ def run_studies(
     device of its own. ``should_stop()`` is asked after each trial.
     """
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # failures are reported by progress, once
+    progress = as_events(progress)
     resources = TrialResources(plan, splits) if resources is None else resources
     total = plan.bench.search.n_trials
     for entry, _ in plan.datasets:
@@ -199,7 +218,7 @@ def _optimize(study, objective, n_trials, timeout, resources, progress, on_trial
     from tlbench import train
 
     def finished(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        progress.trial_finished(trial)
+        progress.trial_finished(run_events.finished(trial, label, study.study_name))
         on_trial()
         interrupts.check()
         if should_stop() or full(study):
@@ -280,6 +299,7 @@ def work_repeats(
     should_stop=lambda: False,
 ) -> None:
     """Run the enqueued repeats that no process has taken yet (with other workers, if any)."""
+    progress = as_events(progress)
     resources = TrialResources(plan, splits) if resources is None else resources
     waiting = (optuna.trial.TrialState.WAITING,)
     for entry, _ in plan.datasets:
@@ -313,8 +333,16 @@ def work(plan: Plan, progress: Progress, should_stop=lambda: False, run_folder: 
             print(f"tlbench: warning: no run folder on this machine ({exc})", file=sys.stderr)
     store = connect_shared(plan.bench.search.storage, plan.bench.search.heartbeat, plan.bench.search.retries)
     ran = []
-    run_studies(plan, splits, store, progress, on_trial=lambda: ran.append(1), resources=resources, should_stop=should_stop)
-    work_repeats(plan, splits, store, progress, on_trial=lambda: ran.append(1), resources=resources, should_stop=should_stop)
+    folder = results.run_dir(plan.bench, plan.base_dir)
+    events = run_events.start(plan, progress, folder if folder.is_dir() else None, plan.bench.search.storage)
+    events.run_started()
+    completed = False
+    try:
+        run_studies(plan, splits, store, events, on_trial=lambda: ran.append(1), resources=resources, should_stop=should_stop)
+        work_repeats(plan, splits, store, events, on_trial=lambda: ran.append(1), resources=resources, should_stop=should_stop)
+        completed = not should_stop()
+    finally:
+        _finish(events, interrupted=not completed)
     return len(ran)
 
 

@@ -303,15 +303,16 @@ def _descriptions(registry):
     from rich.text import Text
 
     table = Table(title="names")
-    for heading in ("Kind", "Name", "Plugin", "Description"):
+    for heading in ("Kind", "Name", "Plugin", "Options", "Description"):
         table.add_column(heading, overflow="fold")
     kinds = [
         ("backbone", registry.backbones), ("backbone family", {f"{k}:<model>": v for k, v in registry.families.items()}),
-        ("dataset", registry.datasets), ("strategy", registry.strategies),
+        ("dataset", registry.datasets), ("strategy", registry.strategies), ("tracker", registry.trackers),
     ]  # fmt: skip
     for kind, provided in kinds:
         for name, p in provided.items():
-            table.add_row(*(Text(cell) for cell in (kind, name, p.plugin, p.record.description or "—")))
+            options = ", ".join(p.record.options) or "—"
+            table.add_row(*(Text(cell) for cell in (kind, name, p.plugin, options, p.record.description or "—")))
     return table
 
 
@@ -320,6 +321,7 @@ def _provides(registry, plugin: str) -> str:
         ("backbones", {**registry.backbones, **{f"{k}:<model>": v for k, v in registry.families.items()}}),
         ("datasets", registry.datasets),
         ("strategies", registry.strategies),
+        ("trackers", registry.trackers),
     ]
     parts = []
     for kind, table in kinds:
@@ -334,6 +336,8 @@ def _refuse_failures(host, verbose: bool) -> None:
     (its names would be missing); an installed one that fails is a warning, as in
     ``tlbench plugins``, and named again if a name it might provide is asked for."""
     _warn_failures(host, verbose, origins=("entry point",))
+    if host.restrict_problem:
+        raise UserError(host.restrict_problem)
     for failure in host.failures:
         if failure.origin == "path":
             if verbose:
@@ -355,6 +359,8 @@ def _failure_text(error: BaseException) -> str:
 
 
 def _warn_failures(host, verbose: bool, origins=("entry point", "path")) -> None:
+    if host.restrict_problem and "path" in origins:  # tlbench plugins: a warning; validate/run/worker refuse it
+        print(f"tlbench: warning: {host.restrict_problem}", file=sys.stderr)
     for failure in (f for f in host.failures if f.origin in origins):
         print(
             f"tlbench: warning: plugin {failure.name} ({failure.origin}) failed to load: "

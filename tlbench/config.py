@@ -41,7 +41,7 @@ class _Open(BaseModel):
         return dict(self.model_extra or {})
 
 
-class BackboneEntry(_Strict):
+class BackboneEntry(_Open):
     name: str  # a backbone record name, or family:model such as timm:resnet18
     pretrained: bool = True  # load pretrained weights; false: random init (a from-scratch baseline)
     weights: str | None = None  # local weights file (.safetensors or torch state dict), relative to the config
@@ -75,6 +75,10 @@ class StrategyEntry(_Open):
     @property
     def key(self) -> str:
         return self.label or self.name
+
+
+class TrackerEntry(_Open):
+    name: str  # a tracker record name, e.g. tensorboard, mlflow (tlbench-tracking)
 
 
 class Recipe(_Strict):
@@ -135,8 +139,8 @@ class SearchConfig(_Strict):
     cost: Literal["train_gflops", "latency_ms"] = "train_gflops"  # the cost a Pareto search minimises
     screen: ScreenConfig = ScreenConfig()  # true/false, or its settings
     portfolio: int = Field(2, ge=0, le=8)  # configurations best on earlier benchmarks, tried first (tlbench/portfolio.py)
-    constraints: ConstraintsConfig = ConstraintsConfig()
-    budget: BudgetConfig = BudgetConfig()
+    constraints: ConstraintsConfig = ConstraintsConfig()  # upper bounds on a configuration's cost
+    budget: BudgetConfig = BudgetConfig()  # compute a study may spend
 
     @field_validator("screen", mode="before")
     @classmethod
@@ -172,7 +176,7 @@ class TrainingConfig(_Strict):
     device: str | list[str] = "auto"  # auto (every GPU, else CPU), cpu, cuda, cuda:1, or a list: one trial per device
     num_workers: int = Field(0, ge=0)  # DataLoader worker processes
     compile: bool = False  # torch.compile each phase's model (worth it on GPU for long trials)
-    cache: CacheConfig = CacheConfig()
+    cache: CacheConfig = CacheConfig()  # the frozen-prefix feature cache
 
     @field_validator("batch_size", "weight_decay")
     @classmethod
@@ -222,17 +226,19 @@ class Benchmark(_Strict):
     repeats: int = Field(0, ge=0)  # retrain each best configuration with this many new seeds, on the test split
     results_dir: str = "results"  # relative to the config file
     plugins: list[str] = Field(default_factory=list)  # .py files or folders, relative to the config file
-    datasets: list[DatasetEntry] = Field(min_length=1)
-    backbones: list[BackboneEntry] = Field(min_length=1)
-    strategies: list[StrategyEntry] = Field(min_length=1)
-    search: SearchConfig = SearchConfig()
-    training: TrainingConfig = TrainingConfig()
+    datasets: list[DatasetEntry] = Field(min_length=1)  # one Optuna study each (see below)
+    backbones: list[BackboneEntry] = Field(min_length=1)  # the pretrained networks the search chooses among
+    strategies: list[StrategyEntry] = Field(min_length=1)  # the ways of fine-tuning the search chooses among
+    search: SearchConfig = SearchConfig()  # how the search spends its trials
+    training: TrainingConfig = TrainingConfig()  # how every trial trains
+    trackers: list[TrackerEntry] = Field(default_factory=list)  # where each trial is also recorded (TensorBoard, MLflow, ...)
 
     def fingerprint(self) -> str:
         """Hash of what defines the search: not the budget, repeats, storage or run name."""
         exclude = {
             "run": True,
             "repeats": True,
+            "trackers": True,  # where results are copied to, not what they are
             # budgets and how the search spends them: a run goes on under new ones
             "search": {"n_trials", "timeout", "storage", "heartbeat", "retries", "screen", "budget"},
             "training": {"cache", "compile"},  # speed settings: same results either way

@@ -15,16 +15,45 @@ import numbers
 from collections.abc import Mapping
 from typing import Any
 
-from tlbench.types import Adapted, Backbone, BuiltBackbone, Dataset, DatasetSplits, Phase, Split, Strategy, UserError
+from tlbench.types import (
+    BATCHNORM,
+    OPTIMIZERS,
+    SCHEDULES,
+    Adapted,
+    Backbone,
+    BuiltBackbone,
+    Dataset,
+    DatasetSplits,
+    Phase,
+    Split,
+    Strategy,
+    Tracker,
+    UserError,
+)
 
 _CALLABLE, _OPTIONAL_CALLABLE = "a function", "a function or None"
 FIELD_KINDS = {  # record type -> field -> what it must be (the dataclasses cannot check)
-    Backbone: {"build": _CALLABLE, "description": str, "family": bool, "known": _OPTIONAL_CALLABLE, "names": _OPTIONAL_CALLABLE},
+    Backbone: {
+        "build": _CALLABLE, "description": str, "family": bool, "known": _OPTIONAL_CALLABLE, "names": _OPTIONAL_CALLABLE,
+        "options": Mapping,
+    },
     Dataset: {"load": _CALLABLE, "options": Mapping, "description": str},
     Strategy: {
         "suggest": _CALLABLE, "phases": _CALLABLE, "options": Mapping, "description": str, "adapt": _OPTIONAL_CALLABLE,
     },
+    Tracker: {"open": _CALLABLE, "options": Mapping, "description": str},
 }  # fmt: skip
+
+# Names the host itself reads in a config entry, or draws for every trial: a plugin's
+# option or parameter of the same name would be taken by the host, silently. Kept
+# equal to the config schema's fields by tests/unit/test_contract.py.
+RESERVED_OPTIONS = {
+    Backbone: ("name", "pretrained", "weights", "label", "resolution"),  # fields of a backbones: entry
+    Dataset: ("name", "label", "train_samples", "val_samples", "test_samples", "per_class"),  # of a datasets: entry
+    Strategy: ("name", "label", "backbone", "strategy", "batch_size", "weight_decay"),  # of a strategies: entry + RESERVED_PARAMS
+    Tracker: ("name",),  # of a trackers: entry
+}
+RESERVED_PARAMS = ("backbone", "strategy", "batch_size", "weight_decay")  # trial parameters the host draws (training.*)
 
 
 def plugin_call(plugin: str, what: str, fn):
@@ -53,6 +82,19 @@ def record_problem(record: Any) -> str | None:
         if not ok:
             expected = kind if isinstance(kind, str) else f"a {kind.__name__}"
             return f"{name} must be {expected}, got {type(value).__name__}"
+    return reserved_problem(record)
+
+
+def reserved_problem(record: Any) -> str | None:
+    """An option named like a field the host reads from the same config entry, or None."""
+    reserved = RESERVED_OPTIONS[type(record)]
+    taken = [k for k in record.options if k in reserved]
+    if taken:
+        kind = type(record).__name__.lower()
+        return (
+            f"option {taken[0]!r} is a name tlbench reserves for every {kind} "
+            f"(reserved: {', '.join(reserved)}); rename the option, e.g. '{record.name}_{taken[0]}'"
+        )
     return None
 
 
@@ -92,6 +134,23 @@ def adapted_problem(adapted: Any) -> str | None:
         return f"returned trainable names that are no parameters: {unknown[:3]}"
     if set(adapted.trainable) & set(adapted.built.head):
         return "returned trainable names of head parameters (the head always trains): leave them out"
+    if adapted.extra_loss is not None and not callable(adapted.extra_loss):
+        return f"returned extra_loss={type(adapted.extra_loss).__name__}; give a function (model, logits, targets) -> scalar, or None"
+    return None
+
+
+def group_order_problem(built: BuiltBackbone, first_use: Mapping[str, float]) -> str | None:
+    """Groups that do not run from input to output, or None. ``first_use``: parameter
+    name -> when, in one forward pass, the module owning it was first called
+    (tlbench.cost.first_use). A group's time is its earliest parameter's."""
+    firsts = [(min(first_use.get(n, math.inf) for n in group), i) for i, group in enumerate(built.groups)]
+    used = [(t, i) for t, i in firsts if t != math.inf]  # a group no forward pass uses has no place in the order
+    for (before, j), (t, i) in zip(used, used[1:]):
+        if t < before:
+            return (
+                f"groups must run from input to output, but group {i} ({built.groups[i][0]}, ...) is used before "
+                f"group {j} ({built.groups[j][0]}, ...): freezing the first groups would not freeze the input side"
+            )
     return None
 
 
@@ -103,6 +162,12 @@ def suggest_problem(params: Any) -> str | None:
         json.dumps(dict(params))
     except (TypeError, ValueError) as exc:
         return f"returned parameters that are no JSON values (they are stored with the trial): {exc}"
+    taken = [k for k in params if k in RESERVED_PARAMS]
+    if taken:
+        return (
+            f"returned a parameter named {taken[0]!r}, a name the host draws for every trial "
+            f"(reserved: {', '.join(RESERVED_PARAMS)}); rename it"
+        )
     return None
 
 
@@ -129,11 +194,26 @@ def phase_problem(phase: Any, n_groups: int) -> str | None:
         return f"phase {phase.name}: epochs must be a whole number >= 0, got {phase.epochs!r}"
     if not _whole(phase.frozen_groups) or not 0 <= phase.frozen_groups <= n_groups:
         return f"phase {phase.name}: frozen_groups must be 0..{n_groups} for a backbone of {n_groups} groups, got {phase.frozen_groups!r}"
-    for field in ("lr_backbone", "lr_head"):
-        lr = getattr(phase, field)
-        if not isinstance(lr, (int, float)) or isinstance(lr, bool) or not math.isfinite(lr) or lr < 0:
-            return f"phase {phase.name}: {field} must be a finite number >= 0, got {lr!r}"
+    for field in ("lr_backbone", "lr_head", "momentum", "warmup_epochs"):
+        if not _number(getattr(phase, field)):
+            return f"phase {phase.name}: {field} must be a finite number >= 0, got {getattr(phase, field)!r}"
+    if phase.weight_decay is not None and not _number(phase.weight_decay):
+        return f"phase {phase.name}: weight_decay must be None or a finite number >= 0, got {phase.weight_decay!r}"
+    if phase.group_lrs is not None:
+        lrs = phase.group_lrs
+        if isinstance(lrs, (str, bytes)) or not hasattr(lrs, "__len__") or len(lrs) != n_groups or not all(map(_number, lrs)):
+            return (
+                f"phase {phase.name}: group_lrs must be {n_groups} finite numbers >= 0 for a backbone of {n_groups} "
+                f"groups (one per group, input to output), got {lrs!r}"
+            )
+    for field, allowed in (("optimizer", OPTIMIZERS), ("schedule", SCHEDULES), ("batchnorm", BATCHNORM)):
+        if getattr(phase, field) not in allowed:
+            return f"phase {phase.name}: {field} must be one of {', '.join(allowed)}, got {getattr(phase, field)!r}"
     return None
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value >= 0
 
 
 def splits_problem(splits: Any) -> str | None:

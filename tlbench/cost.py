@@ -7,6 +7,7 @@ products and convolutions, which dominate; norms and activations are not counted
 
 from __future__ import annotations
 
+import math
 import os
 import platform
 import resource
@@ -125,28 +126,56 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-@torch.no_grad()
 def activation_bytes(model: nn.Module, resolution: int) -> float:
     """Bytes that every module's output takes for one image at ``resolution`` (on the CPU,
     in eval mode): what a training step keeps for its backward pass, roughly."""
+    return forward_probe(model, resolution)[0]
+
+
+def first_use(model: nn.Module, x: torch.Tensor) -> dict[str, float]:
+    """Parameter name -> the position, in one forward pass of ``x``, of the first call of
+    the module that owns it (``math.inf``: never called). What the group-order check
+    (tlbench.contract.group_order_problem) reads."""
+    return _traced(model, x)[1]
+
+
+def forward_probe(model: nn.Module, resolution: int) -> tuple[float, dict[str, float]]:
+    """One forward pass of one zero image at ``resolution`` in eval mode: (bytes every
+    module's output takes, :func:`first_use` of every parameter)."""
+    was_training = model.training
+    model.eval()
+    try:
+        return _traced(model, torch.zeros(1, 3, resolution, resolution, device=next(model.parameters()).device))
+    finally:
+        model.train(was_training)
+
+
+@torch.no_grad()
+def _traced(model: nn.Module, x: torch.Tensor) -> tuple[float, dict[str, float]]:
     total = [0]
+    calls: dict[str, int] = {}
 
     def count(module, args, out) -> None:
         for t in out if isinstance(out, (tuple, list)) else (out,):
             if isinstance(t, torch.Tensor):
                 total[0] += t.numel() * t.element_size()
 
-    was_training = model.training
-    model.eval()
-    leaves = [m for m in model.modules() if not list(m.children())]
-    hooks = [m.register_forward_hook(count) for m in leaves]
+    def seen(name: str) -> None:  # a pre-hook that returns something replaces the input: this returns None
+        calls.setdefault(name, len(calls))
+
+    modules = dict(model.named_modules())
+    hooks = [m.register_forward_hook(count) for m in modules.values() if not list(m.children())]
+    hooks += [m.register_forward_pre_hook(lambda m, a, n=name: seen(n)) for name, m in modules.items()]
     try:
-        model(torch.zeros(1, 3, resolution, resolution, device=next(model.parameters()).device))
+        model(x)
     finally:
         for hook in hooks:
             hook.remove()
-        model.train(was_training)
-    return float(total[0])
+    owners = {}
+    for name, module in modules.items():
+        for p, _ in module.named_parameters(recurse=False):
+            owners[f"{name}.{p}" if name else p] = calls.get(name, math.inf)
+    return float(total[0]), owners
 
 
 def available_memory(device: torch.device) -> int | None:

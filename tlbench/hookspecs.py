@@ -1,9 +1,13 @@
-"""The whole plugin API: three hooks, each yielding records from :mod:`tlbench.types`
-(guide: docs/plugins.md; conformance checks: :mod:`tlbench.testing`).
+"""The whole plugin API (guide: docs/plugins.md; conformance checks: :mod:`tlbench.testing`).
+
+Four *record hooks*, each a generator yielding records from :mod:`tlbench.types`
+(test one with ``list(tlbench_backbones())``), and five *event hooks* (API 1.3),
+called as a run goes on, whose return values are ignored.
 
 A plugin is a module (or installed package, entry-point group ``tlbench``) with
-functions marked ``@tlbench.hookimpl`` and named like the hooks below. Each
-hook is a generator: test one with ``list(tlbench_backbones())``.
+functions marked ``@tlbench.hookimpl`` and named like the hooks below. An event
+hook implementation may take any subset of the hook's arguments, by name. The
+objects a :class:`~tlbench.types.Tracker` opens receive the event hooks too.
 """
 
 from __future__ import annotations
@@ -12,9 +16,10 @@ from collections.abc import Iterable
 
 import pluggy
 
-from tlbench.types import Backbone, Dataset, Strategy
+from tlbench.types import Backbone, Dataset, RunInfo, Strategy, Tracker, TrialInfo
 
 hookspec = pluggy.HookspecMarker("tlbench")
+EVENT_HOOKS = ("tlbench_run_started", "tlbench_trial_started", "tlbench_epoch_done", "tlbench_trial_finished", "tlbench_run_finished")
 
 
 @hookspec
@@ -75,3 +80,48 @@ def tlbench_strategies() -> Iterable[Strategy]:
     model, and parameters that train in every phase (LoRA factors, BitFit's
     biases); see docs/plugins.md.
     """
+
+
+@hookspec
+def tlbench_trackers() -> Iterable[Tracker]:
+    """Yield the trackers this plugin provides (API 1.3): what a config's ``trackers:``
+    list names. ``open(request)`` returns the object that receives the event hooks below.
+
+    Example::
+
+        @tlbench.hookimpl
+        def tlbench_trackers():
+            yield Tracker(name="jsonl", open=JsonLines, options={"path": "file to append to"})
+    """
+
+
+# --------------------------------------------------------------------------- event hooks (API 1.3)
+
+
+@hookspec
+def tlbench_run_started(run: RunInfo) -> None:
+    """A run (``tlbench run``, or one ``tlbench worker``) has checked everything and
+    taken its run folder; its trials are about to start."""
+
+
+@hookspec
+def tlbench_trial_started(run: RunInfo, trial: TrialInfo) -> None:
+    """A trial is about to train: ``trial.record`` has its parameters, phases and seed."""
+
+
+@hookspec
+def tlbench_epoch_done(run: RunInfo, trial: TrialInfo, epoch: int, val_accuracy: float) -> None:
+    """A trial finished epoch ``epoch`` (1, 2, ...) with this validation accuracy, before
+    the pruner decides whether it goes on."""
+
+
+@hookspec
+def tlbench_trial_finished(run: RunInfo, trial: TrialInfo) -> None:
+    """A trial ended: ``trial.state`` is "complete", "pruned" or "failed" (``trial.reason``
+    says why), ``trial.record`` holds everything it measured (test accuracy, costs)."""
+
+
+@hookspec
+def tlbench_run_finished(run: RunInfo, interrupted: bool) -> None:
+    """The run's trials are done (or it was interrupted: Ctrl-C, SIGTERM, a user error
+    mid-run); its tables are written."""

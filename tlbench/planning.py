@@ -22,7 +22,7 @@ from typing import Any
 import optuna
 
 from tlbench import contract, space
-from tlbench.config import BackboneEntry, Benchmark, DatasetEntry, StrategyEntry
+from tlbench.config import BackboneEntry, Benchmark, DatasetEntry, StrategyEntry, TrackerEntry
 from tlbench.contract import plugin_call
 from tlbench.plugins import Registry
 from tlbench.space import TrialSpace
@@ -38,6 +38,7 @@ from tlbench.types import (
     DatasetSplits,
     Phase,
     Strategy,
+    Tracker,
     UserError,
 )
 
@@ -61,6 +62,13 @@ class PlannedStrategy:
 
 
 @dataclass(frozen=True)
+class PlannedTracker:
+    entry: TrackerEntry
+    record: Tracker
+    plugin: str = "?"  # the plugin that provides the record, for error messages
+
+
+@dataclass(frozen=True)
 class Plan:
     """A benchmark checked against the plugins: everything :func:`tlbench.benchmark.run_benchmark` needs."""
 
@@ -71,19 +79,22 @@ class Plan:
     strategies: dict[str, PlannedStrategy]  # by key
     training_searched: tuple[str, ...]  # batch_size / weight_decay if searched
     dataset_plugins: Mapping[str, str] = dataclasses.field(default_factory=dict)  # dataset key -> its plugin
+    trackers: tuple[PlannedTracker, ...] = ()  # opened when the run starts (tlbench.events.start)
+    pm: Any = None  # the plugin manager of the plugins: a run sends its event hooks through it
 
 
 def make_plan(bench: Benchmark, registry: Registry, base_dir: Path) -> Plan:
     """Resolve every name and check every option and range; raises UserError."""
     datasets = tuple(
-        (entry, _at(f"datasets[{i}]", lambda entry=entry: _dataset(registry, entry))) for i, entry in enumerate(bench.datasets)
+        (entry, _at(f"datasets[{i}]", lambda entry=entry: _dataset(registry, entry), (entry.name, entry.key)))
+        for i, entry in enumerate(bench.datasets)
     )
     backbones = {
         entry.key: _at(f"backbones[{i}]", lambda entry=entry: _backbone(registry, entry, base_dir))
         for i, entry in enumerate(bench.backbones)
     }
     strategies = {
-        entry.key: _at(f"strategies[{i}] ({entry.name})", lambda entry=entry: _strategy(registry, entry))
+        entry.key: _at(f"strategies[{i}] ({entry.key})", lambda entry=entry: _strategy(registry, entry), (entry.name, entry.key))
         for i, entry in enumerate(bench.strategies)
     }
     for kind, entries in (("datasets", bench.datasets), ("backbones", bench.backbones), ("strategies", bench.strategies)):
@@ -91,9 +102,12 @@ def make_plan(bench: Benchmark, registry: Registry, base_dir: Path) -> Plan:
         dupes = sorted({k for k in keys if keys.count(k) > 1})
         if dupes:
             raise UserError(f"{kind}: '{dupes[0]}' appears twice; give one of them a distinct 'label:'")
+    trackers = tuple(
+        _at(f"trackers[{i}] ({entry.name})", lambda entry=entry: _tracker(registry, entry)) for i, entry in enumerate(bench.trackers)
+    )
     training = space.dry_run(lambda drawn: suggest_training(drawn, bench), "training")
     dataset_plugins = {e.key: registry.plugin_of(record) for e, record in datasets}
-    result = Plan(bench, base_dir, datasets, backbones, strategies, tuple(training.searched), dataset_plugins)
+    result = Plan(bench, base_dir, datasets, backbones, strategies, tuple(training.searched), dataset_plugins, trackers, registry.pm)
     for i, recipe in enumerate(bench.search.enqueue):
         _at(f"search.enqueue[{i}]", lambda recipe=recipe: check_recipe(result, recipe_params(result, recipe.backbone, recipe.strategy, recipe.params)))
     return result
@@ -143,26 +157,36 @@ def _searched_values(distribution) -> str:
     return f"{distribution.low}..{distribution.high}" + (" on a log scale" * bool(getattr(distribution, "log", False)))
 
 
-def _at(where: str, fn):
+def _at(where: str, fn, names: tuple[str, ...] = ()):
+    """``fn()``, its UserError prefixed with where in the config it comes from. A message
+    that already starts by naming the entry (``dataset imagefolder: ...``, as plugins
+    write them) keeps one name: ``datasets[0] (imagefolder): ...``."""
     try:
         return fn()
     except UserError as exc:
-        raise UserError(f"{where}: {exc}") from exc
+        message = str(exc)
+        for name in names:
+            for kind in ("dataset", "backbone", "strategy"):
+                for prefix in (f"{kind} {name}: ", f"{kind} '{name}': "):
+                    message = message.removeprefix(prefix)
+        raise UserError(f"{where}: {message}") from exc
 
 
 def _dataset(registry: Registry, entry: DatasetEntry) -> Dataset:
     record = registry.dataset(entry.name)
-    _check_options(entry.name, entry.options, record.options)
+    _check_options(entry.name, entry.options, record.options, type(entry).model_fields)
     return record
 
 
-def _check_options(name: str, given: Mapping[str, Any], accepted: Mapping[str, Any]) -> None:
+def _check_options(name: str, given: Mapping[str, Any], accepted: Mapping[str, Any], fields: Mapping[str, Any] = {}) -> None:
+    """Every option given is one the record accepts; ``fields``: the entry's own (host) fields,
+    so that a misspelt one is suggested too."""
     for key, value in given.items():
         if value is None and key in accepted:
             raise UserError(f"{key}: no value (the line ends after the colon); give a value or remove the line")
         if key not in accepted:
-            hint = difflib.get_close_matches(key, list(accepted), n=1)
-            known = f"did you mean '{hint[0]}'?" if hint else f"{name} accepts: {', '.join(accepted) or 'none'}"
+            hint = difflib.get_close_matches(key, [*accepted, *fields], n=1)
+            known = f"did you mean '{hint[0]}'?" if hint else f"{name} accepts: {', '.join(accepted) or 'no options'}"
             raise UserError(f"{key}: unknown option; {known}")
 
 
@@ -185,8 +209,15 @@ def searched_options(given: Mapping[str, Any], defaults: Mapping[str, Any]) -> d
     return out
 
 
+def _tracker(registry: Registry, entry: TrackerEntry) -> PlannedTracker:
+    record = registry.tracker(entry.name)
+    _check_options(entry.name, entry.options, record.options, type(entry).model_fields)
+    return PlannedTracker(entry, record, registry.plugin_of(record))
+
+
 def _backbone(registry: Registry, entry: BackboneEntry, base_dir: Path) -> PlannedBackbone:
     record, model = registry.backbone(entry.name)
+    _check_options(entry.name, entry.options, record.options, type(entry).model_fields)
     weights = None
     if entry.weights is not None:
         weights = Path(entry.weights).expanduser()
@@ -199,7 +230,7 @@ def _backbone(registry: Registry, entry: BackboneEntry, base_dir: Path) -> Plann
 def _strategy(registry: Registry, entry: StrategyEntry) -> PlannedStrategy:
     record = registry.strategy(entry.name)
     plugin = registry.plugin_of(record)
-    _check_options(entry.name, entry.options, record.options)
+    _check_options(entry.name, entry.options, record.options, type(entry).model_fields)
     options = {**record.options, **searched_options(entry.options, record.options)}
     suggest = lambda s: plugin_call(plugin, f"strategy '{record.name}': suggest()", lambda: record.suggest(s, options))  # noqa: E731
     drawn = space.dry_run(suggest, "")
@@ -289,7 +320,10 @@ def load_splits(entry: DatasetEntry, record: Dataset, seed: int, base_dir: Path,
 
 def build_backbone(backbone: PlannedBackbone, num_classes: int) -> BuiltBackbone:
     """Build, and check that groups and head cover every parameter exactly once."""
-    request = BackboneRequest(model=backbone.model, num_classes=num_classes, pretrained=backbone.entry.pretrained, weights=backbone.weights)
+    request = BackboneRequest(
+        model=backbone.model, num_classes=num_classes, pretrained=backbone.entry.pretrained, weights=backbone.weights,
+        options=backbone.entry.options,
+    )  # fmt: skip
     what = f"backbone '{backbone.entry.name}': build()"
     built = plugin_call(backbone.plugin, what, lambda: backbone.record.build(request))
     problem = contract.built_problem(built)
@@ -330,8 +364,9 @@ def preflight(plan: Plan) -> dict[str, DatasetSplits]:
     loaded = {}
     for i, (entry, record) in enumerate(plan.datasets):
         plugin = plan.dataset_plugins.get(entry.key, "?")
-        loaded[entry.key] = _at(f"datasets[{i}] ({entry.key})", lambda: load_splits(entry, record, plan.bench.seed, plan.base_dir, plugin))
-    built = {key: _at(f"backbones[{i}]", lambda: build_backbone(b, 2)) for i, (key, b) in enumerate(plan.backbones.items())}
+        load = lambda: load_splits(entry, record, plan.bench.seed, plan.base_dir, plugin)  # noqa: E731
+        loaded[entry.key] = _at(f"datasets[{i}] ({entry.key})", load, (entry.name, entry.key))
+    built = {key: _at(f"backbones[{i}] ({key})", lambda: build_backbone(b, 2), (b.entry.name, key)) for i, (key, b) in enumerate(plan.backbones.items())}
     for i, (key, strategy) in enumerate(plan.strategies.items()):
         params = space.dry_run(lambda s: strategy.record.suggest(s, strategy.options), key).result
         for bkey, model in built.items():
@@ -339,7 +374,7 @@ def preflight(plan: Plan) -> dict[str, DatasetSplits]:
                 _at(f"strategies[{i}] ({key}) on {bkey}", lambda: adapt(strategy.record, copy.deepcopy(model), params, strategy.plugin))
             _at(f"strategies[{i}] ({key}) on {bkey}", lambda: check_phases(strategy_phases(strategy, params, len(model.groups)), len(model.groups)))
     for key, model in built.items():
-        _at(f"backbones ({key})", lambda: check_memory(plan, plan.backbones[key], model, devices[0]))
+        _at(f"backbones ({key})", lambda: check_memory(plan, plan.backbones[key], model, devices[0]), (key,))
     return loaded
 
 
@@ -365,7 +400,8 @@ def strategy_phases(strategy: PlannedStrategy, params: Mapping[str, Any], n_grou
 
 
 def check_memory(plan: Plan, backbone: PlannedBackbone, built: BuiltBackbone, device) -> None:
-    """Refuse a resolution and batch size whose activations cannot fit the device.
+    """Refuse a resolution and batch size whose activations cannot fit the device, and
+    groups that do not run from input to output (the same forward pass shows both).
 
     Activations grow with the pixels of the input: one forward pass at a small side
     ``r0`` is measured (the bytes every module outputs), scaled by (r / r0)^2 and the
@@ -377,13 +413,17 @@ def check_memory(plan: Plan, backbone: PlannedBackbone, built: BuiltBackbone, de
     batch = max(_batch_sizes(plan.bench.training.batch_size))
     probe = min(resolution, 64)
     try:
-        per_image = cost.activation_bytes(built.model, probe) * (resolution / probe) ** 2
+        activations, first_use = cost.forward_probe(built.model, probe)
     except (RuntimeError, ValueError, TypeError) as exc:  # e.g. an input too small for the network's strides or kernels
         problem = str(exc).strip().splitlines()[0][:120]
         raise UserError(
             f"plugin {backbone.plugin}: backbone '{backbone.entry.name}': a forward pass of one {probe} px image failed "
             f"({type(exc).__name__}: {problem}); if the input is too small, raise training.resolution"
         ) from exc
+    order = contract.group_order_problem(built, first_use)  # the same pass shows the order groups run in
+    if order:
+        raise UserError(f"plugin {backbone.plugin}: backbone '{backbone.entry.name}': build() returned {order}")
+    per_image = activations * (resolution / probe) ** 2
     need = 2 * batch * (per_image + 3 * 4 * resolution**2)
     have = cost.available_memory(device)
     if have is not None and need > have:

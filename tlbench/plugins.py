@@ -13,6 +13,7 @@ import hashlib
 import importlib
 import importlib.metadata
 import importlib.util
+import inspect
 import os
 import re
 import sys
@@ -26,7 +27,7 @@ import pluggy
 
 from tlbench import hookspecs
 from tlbench.contract import record_problem
-from tlbench.types import Backbone, Dataset, Strategy, UserError
+from tlbench.types import Backbone, Dataset, Strategy, Tracker, UserError
 
 ENTRY_POINT_GROUP = "tlbench"
 RESTRICT_ENV = "TLBENCH_LOAD_PLUGINS"
@@ -39,7 +40,9 @@ HOOKS = {  # hook name -> record type it must yield
     "tlbench_backbones": Backbone,
     "tlbench_datasets": Dataset,
     "tlbench_strategies": Strategy,
+    "tlbench_trackers": Tracker,
 }
+KINDS = {Backbone: "backbone", Dataset: "dataset", Strategy: "strategy", Tracker: "tracker"}
 
 
 @dataclass(frozen=True)
@@ -68,6 +71,8 @@ class PluginHost:
     pm: pluggy.PluginManager
     info: dict[str, PluginInfo] = field(default_factory=dict)
     failures: list[PluginFailure] = field(default_factory=list)
+    excluded: list[importlib.metadata.EntryPoint] = field(default_factory=list)  # installed, left out by TLBENCH_LOAD_PLUGINS
+    restrict_problem: str = ""  # TLBENCH_LOAD_PLUGINS names something that is not installed: what to tell the user
 
 
 def make_plugin_manager(
@@ -98,10 +103,14 @@ def validation_problem(exc: pluggy.PluginValidationError) -> str:
     args = re.search(r"for hook '(\w+)'.*Argument\(s\) \{(.*?)\} are declared in the hookimpl but can not be found", text)
     if args:
         hook = args[1]
-        return f"hook {hook}() takes {args[2]}, but tlbench calls it without arguments; define it as {hook}()"
+        spec = getattr(hookspecs, hook, None)
+        given = list(inspect.signature(spec).parameters) if spec is not None else []
+        if not given:
+            return f"hook {hook}() takes {args[2]}, but tlbench calls it without arguments; define it as {hook}()"
+        return f"hook {hook}() takes {args[2]}, but tlbench passes only {', '.join(given)}; take any of those, by name"
     unknown = re.search(r"unknown hook '(\w+)'", text)
     if unknown:
-        return f"unknown hook '{unknown[1]}'; hooks are named {', '.join(HOOKS)}"
+        return f"unknown hook '{unknown[1]}'; hooks are named {', '.join([*HOOKS, *hookspecs.EVENT_HOOKS])}"
     return re.sub(r"^Plugin '[^']*' ", "", text)
 
 
@@ -142,14 +151,32 @@ def _register(host: PluginHost, importer, name: str, origin: str, version: str) 
 def _load_entry_points(host: PluginHost) -> None:
     allowed = os.environ.get(RESTRICT_ENV)
     allowed_names = None if allowed is None else {n.strip() for n in allowed.split(",") if n.strip()}
-    for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+    eps = list(importlib.metadata.entry_points(group=ENTRY_POINT_GROUP))
+    for ep in eps:
         dist = ep.dist.name if ep.dist else ""
         if allowed_names is not None and ep.name not in allowed_names and dist not in allowed_names:
+            host.excluded.append(ep)
             continue
         if host.pm.has_plugin(ep.name):
             continue
         version = ep.dist.version if ep.dist else ""
         _register(host, ep.load, ep.name, "entry point", version)
+    if allowed_names:
+        host.restrict_problem = restrict_problem(allowed_names, eps)
+
+
+def restrict_problem(allowed: set[str], eps: Sequence[importlib.metadata.EntryPoint]) -> str:
+    """What is wrong with TLBENCH_LOAD_PLUGINS: names no installed plugin has ("" if none)."""
+    known = {ep.name for ep in eps} | {ep.dist.name for ep in eps if ep.dist}
+    unknown = sorted(allowed - known)
+    if not unknown:
+        return ""
+    close = difflib.get_close_matches(unknown[0], sorted(known), n=1, cutoff=0.6)
+    hint = f"did you mean '{close[0]}'?" if close else f"installed: {', '.join(sorted(known)) or 'none'}"
+    return (
+        f"{RESTRICT_ENV} names {', '.join(map(repr, unknown))}, which is no installed plugin (entry point or "
+        f"distribution name); {hint} (unset {RESTRICT_ENV} to load every installed plugin)"
+    )
 
 
 def _load_path(host: PluginHost, path: Path) -> None:
@@ -204,6 +231,10 @@ class Registry:
     families: dict[str, Provided] = field(default_factory=dict)
     datasets: dict[str, Provided] = field(default_factory=dict)
     strategies: dict[str, Provided] = field(default_factory=dict)
+    trackers: dict[str, Provided] = field(default_factory=dict)
+    excluded: tuple[importlib.metadata.EntryPoint, ...] = ()  # installed plugins TLBENCH_LOAD_PLUGINS left out
+    failed: tuple[str, ...] = ()  # installed plugins that failed to load
+    pm: pluggy.PluginManager | None = None  # the manager the records came from: a run sends its event hooks through it
 
     def backbone(self, name: str) -> tuple[Backbone, str]:
         """The record that builds ``name`` and the model name to pass to it."""
@@ -213,11 +244,11 @@ class Registry:
         family = self.families.get(prefix) if sep else None
         if family is not None and model and (family.record.known is None or family.record.known(model)):
             return family.record, model
-        raise UserError(f"unknown backbone '{name}'{self._suggest_backbone(name)}")
+        raise UserError(f"unknown backbone '{name}'{self._suggest_backbone(name)}{self._missing_plugin('backbone', name)}")
 
     def plugin_of(self, record: Any) -> str:
         """The name of the plugin that yielded ``record``."""
-        for table in (self.backbones, self.families, self.datasets, self.strategies):
+        for table in (self.backbones, self.families, self.datasets, self.strategies, self.trackers):
             for provided in table.values():
                 if provided.record is record:
                     return provided.plugin
@@ -229,10 +260,25 @@ class Registry:
     def strategy(self, name: str) -> Strategy:
         return self._lookup(self.strategies, name, "strategy").record
 
+    def tracker(self, name: str) -> Tracker:
+        return self._lookup(self.trackers, name, "tracker").record
+
     def _lookup(self, table: dict[str, Provided], name: str, kind: str) -> Provided:
         if name not in table:
-            raise UserError(f"unknown {kind} '{name}'{_did_you_mean(name, table)}")
+            raise UserError(f"unknown {kind} '{name}'{_did_you_mean(name, table)}{self._missing_plugin(kind, name)}")
         return table[name]
+
+    def _missing_plugin(self, kind: str, name: str) -> str:
+        """Why an installed plugin that would provide ``name`` is not loaded, if one is not."""
+        owner = excluded_owner(self.excluded, kind, name)
+        if owner:
+            return (
+                f"; it is provided by the installed plugin {owner}, which {RESTRICT_ENV}="
+                f"{os.environ.get(RESTRICT_ENV, '')!r} leaves out: add {owner} to it, or unset it"
+            )
+        if self.failed:
+            return f"; the installed plugin(s) {', '.join(self.failed)} failed to load and may provide it (see the warning above)"
+        return ""
 
     def _suggest_backbone(self, name: str) -> str:
         prefix, sep, model = name.partition(":")
@@ -261,7 +307,8 @@ def _did_you_mean(name: str, options: Iterable[str]) -> str:
 
 def collect(host: PluginHost) -> Registry:
     """Call every hook of every plugin, check the records, and index them by name."""
-    registry = Registry()
+    failed = tuple(f.name for f in host.failures if f.origin == "entry point")
+    registry = Registry(excluded=tuple(host.excluded), failed=failed, pm=host.pm)
     for hook_name, record_type in HOOKS.items():
         hook = getattr(host.pm.hook, hook_name)
         for impl in reversed(hook.get_hookimpls()):  # registration order
@@ -274,7 +321,7 @@ def hook_records(impl, hook_name: str, record_type: type) -> list:
     """Call one plugin's hook implementation; its records, each checked (UserError naming the plugin)."""
     try:
         returned = impl.function()
-        if isinstance(returned, (Backbone, Dataset, Strategy)):
+        if isinstance(returned, tuple(KINDS)):
             raise UserError(
                 f"plugin {impl.plugin_name}: {hook_name}() returned a {type(returned).__name__}; hooks yield their records: "
                 f"write 'yield {type(returned).__name__}(...)' instead of 'return'"
@@ -292,7 +339,7 @@ def hook_records(impl, hook_name: str, record_type: type) -> list:
             )
         problem = record_problem(record)
         if problem:
-            raise UserError(f"plugin {impl.plugin_name}: {record_type.__name__.lower()} '{record.name}': {problem}")
+            raise UserError(f"plugin {impl.plugin_name}: {KINDS[record_type]} '{record.name}': {problem}")
     return records
 
 
@@ -300,13 +347,29 @@ def _add(registry: Registry, record: Any, plugin: str) -> None:
     if isinstance(record, Backbone):
         table = registry.families if record.family else registry.backbones
         kind = "backbone family" if record.family else "backbone"
-    elif isinstance(record, Dataset):
-        table, kind = registry.datasets, "dataset"
     else:
-        table, kind = registry.strategies, "strategy"
+        kind = KINDS[type(record)]
+        table = {"dataset": registry.datasets, "strategy": registry.strategies, "tracker": registry.trackers}[kind]
     if record.name in table:
         raise UserError(
             f"{kind} '{record.name}' is provided by two plugins: {table[record.name].plugin} and {plugin}; "
             f"uninstall one or restrict loading with {RESTRICT_ENV}"
         )
     table[record.name] = Provided(record, plugin)
+
+
+def excluded_owner(excluded: Iterable[importlib.metadata.EntryPoint], kind: str, name: str) -> str | None:
+    """The entry-point name of an excluded plugin that provides ``name``, or None. Called
+    only to explain an unknown name: it imports the excluded plugins (and ignores any
+    that fail; a family is matched by its prefix)."""
+    hook = next(h for h, t in HOOKS.items() if KINDS[t] == kind)
+    for ep in excluded:
+        try:
+            records = list(getattr(ep.load(), hook, lambda: ())() or ())
+        except (Exception, SystemExit):  # noqa: S112 - a broken excluded plugin explains nothing
+            continue
+        for record in records:
+            family = getattr(record, "family", False)
+            if record.name == name or (family and name.partition(":")[0] == record.name):
+                return ep.name
+    return None

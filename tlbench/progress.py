@@ -4,47 +4,59 @@ from __future__ import annotations
 
 import threading
 
-import optuna
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
 from rich.progress import Progress as Bars
 
-from tlbench.record import TrialRecord
+from tlbench import hookimpl
+from tlbench.types import TrialInfo
 
 
 class Progress:
     """What a running benchmark tells the user; the CLI passes a rich or a plain-text one.
 
-    With several devices, trials run in parallel threads: implementations must
-    be thread-safe and tell trials apart by number. Every method may be left out.
+    The trial events reach it through the event hooks (tlbench.events registers it
+    for each run like any plugin), the study-level ones by direct calls. Several
+    devices run trials in parallel threads, but events arrive one at a time; tell
+    trials apart by number. Every method may be left out.
     """
 
     def study_started(self, dataset: str, done: int, total: int | None) -> None: ...
     def trial_started(self, number: int, summary: str, epochs: int) -> None: ...
     def epoch_done(self, number: int, epoch: int, val_accuracy: float) -> None: ...
-    def trial_finished(self, trial: optuna.trial.FrozenTrial) -> None: ...
+    def trial_finished(self, trial: TrialInfo) -> None: ...
     def trial_recovered(self, dataset: str, number: int, retried: bool) -> None: ...
     def study_finished(self, dataset: str) -> None: ...
     def note(self, text: str) -> None: ...  # a line about the search itself (the screen's decision, a spent budget)
 
+    @hookimpl
+    def tlbench_trial_started(self, trial: TrialInfo) -> None:
+        self.trial_started(trial.number, f"{trial.backbone} · {trial.strategy}", trial.epochs)
 
-def outcome(trial: optuna.trial.FrozenTrial) -> str:
-    """'COMPLETE val 0.812 test 0.800 in 12.3 s' or the failure or pruning reason."""
-    seconds = trial.duration.total_seconds() if trial.duration else 0.0
-    state = trial.state.name
-    record = TrialRecord.from_trial(trial)
-    if state == "COMPLETE":
+    @hookimpl
+    def tlbench_epoch_done(self, trial: TrialInfo, epoch: int, val_accuracy: float) -> None:
+        self.epoch_done(trial.number, epoch, val_accuracy)
+
+    @hookimpl
+    def tlbench_trial_finished(self, trial: TrialInfo) -> None:
+        self.trial_finished(trial)
+
+
+def outcome(trial: TrialInfo) -> str:
+    """'val 0.812 (test 0.800) in 12.3 s' or the failure or pruning reason."""
+    record = trial.record
+    if trial.state == "complete":
         test = record.test_accuracy if record.test_accuracy is not None else float("nan")
-        return f"val {trial.values[0]:.3f} (test {test:.3f}) in {seconds:.1f} s"
-    if state == "FAIL":
-        return f"FAILED: {record.fail_reason or 'see -v'}"
-    if state == "PRUNED" and record.infeasible:
-        return f"not trained: {record.infeasible}"
-    if state == "PRUNED":
-        last = list(trial.intermediate_values.values())[-1:] or [float("nan")]
-        return f"pruned after epoch {len(trial.intermediate_values)} (val {last[0]:.3f})"
-    return state
+        return f"val {trial.values[0]:.3f} (test {test:.3f}) in {trial.seconds:.1f} s"
+    if trial.state == "failed":
+        return f"FAILED: {trial.reason}"
+    if trial.state == "pruned" and record.infeasible:
+        return trial.reason
+    if trial.state == "pruned":
+        last = trial.curve[-1] if trial.curve else float("nan")
+        return f"pruned after epoch {len(trial.curve)} (val {last:.3f})"
+    return trial.state.upper()
 
 
 class PlainProgress(Progress):

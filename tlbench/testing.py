@@ -31,15 +31,14 @@ What is checked (see docs/plugins.md):
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from tlbench.types import Backbone, BackboneRequest, BuiltBackbone, Dataset, DatasetRequest, DatasetSplits, Strategy, UserError
+from tlbench.types import Backbone, BackboneRequest, BuiltBackbone, Dataset, DatasetRequest, DatasetSplits, Strategy, Tracker, UserError
 
-__all__ = ["ConformanceError", "check_backbone", "check_dataset", "check_plugin", "check_strategy", "records"]
+__all__ = ["ConformanceError", "check_backbone", "check_dataset", "check_plugin", "check_strategy", "check_tracker", "records"]
 
 
 class ConformanceError(AssertionError):
@@ -113,7 +112,7 @@ def records(plugin: str | ModuleType) -> tuple[str, list[Any]]:
             except UserError as exc:
                 raise ConformanceError(str(exc)) from exc
     if not found:
-        raise ConformanceError(f"plugin {name}: its hooks yield no record; implement tlbench_backbones, tlbench_datasets or tlbench_strategies")
+        raise ConformanceError(f"plugin {name}: its hooks yield no record; implement one of {', '.join(plugins.HOOKS)}")
     return name, found
 
 
@@ -123,7 +122,9 @@ def check_plugin(
     dataset_options: Mapping[str, Mapping[str, Any]] | None = None,
     dataset_sizes: Mapping[str, Sequence[int]] | None = None,
     backbone_models: Mapping[str, Iterable[str]] | None = None,
+    backbone_options: Mapping[str, Mapping[str, Any]] | None = None,
     strategy_options: Mapping[str, Mapping[str, Any]] | None = None,
+    tracker_options: Mapping[str, Mapping[str, Any]] | None = None,
     num_classes: int = 3,
     resolution: int | None = None,
 ) -> list[str]:
@@ -131,7 +132,8 @@ def check_plugin(
 
     ``dataset_options``: per dataset name, the config options to load it with
     (a dataset that needs a path cannot be loaded without). ``backbone_models``:
-    per backbone family, the model names to build (families only).
+    per backbone family, the model names to build (families only). ``backbone_options``,
+    ``strategy_options``, ``tracker_options``: per record name, config options to use.
     """
     name, found = records(plugin)
     checked = []
@@ -142,15 +144,20 @@ def check_plugin(
                 if not models:
                     raise _fail(name, f"backbone family '{record.name}'", "give model names to build: backbone_models={'%s': ['<model>']}" % record.name)
                 for model in models:
-                    check_backbone(record, model, num_classes=num_classes, resolution=resolution, plugin=name)
+                    options = (backbone_options or {}).get(f"{record.name}:{model}", (backbone_options or {}).get(record.name))
+                    check_backbone(record, model, num_classes=num_classes, resolution=resolution, options=options, plugin=name)
                     checked.append(f"backbone {record.name}:{model}")
             else:
-                check_backbone(record, num_classes=num_classes, resolution=resolution, plugin=name)
+                options = (backbone_options or {}).get(record.name)
+                check_backbone(record, num_classes=num_classes, resolution=resolution, options=options, plugin=name)
                 checked.append(f"backbone {record.name}")
         elif isinstance(record, Dataset):
             sizes = (dataset_sizes or {}).get(record.name)
             check_dataset(record, (dataset_options or {}).get(record.name, {}), sizes=sizes, plugin=name)
             checked.append(f"dataset {record.name}")
+        elif isinstance(record, Tracker):
+            check_tracker(record, (tracker_options or {}).get(record.name), plugin=name)
+            checked.append(f"tracker {record.name}")
         else:
             check_strategy(record, (strategy_options or {}).get(record.name), plugin=name)
             checked.append(f"strategy {record.name}")
@@ -168,18 +175,22 @@ def check_backbone(
     resolution: int | None = None,
     pretrained: bool = False,
     weights: Path | None = None,
+    options: Mapping[str, Any] | None = None,
     plugin: str = "?",
 ) -> BuiltBackbone:
-    """Build ``record`` (``model``: the model name, for a family) and check the result."""
+    """Build ``record`` (``model``: the model name, for a family; ``options``: config fields
+    it declares in ``options``) and check the result."""
     import torch
 
-    from tlbench import contract
+    from tlbench import contract, cost
 
     label = f"backbone '{record.name}:{model}'" if record.family else f"backbone '{record.name}'"
-    _check_record(record, None, plugin, label)
+    _check_record(record, options, plugin, label)
     if record.family and record.known is not None and model is not None and not record.known(model):
         raise _fail(plugin, label, f"known('{model}') is False for a model it is asked to build")
-    request = BackboneRequest(model=model or record.name, num_classes=num_classes, pretrained=pretrained, weights=weights)
+    request = BackboneRequest(
+        model=model or record.name, num_classes=num_classes, pretrained=pretrained, weights=weights, options=dict(options or {})
+    )
     built = _call(plugin, f"{label}: build()", lambda: record.build(request))
     problem = contract.built_problem(built)
     if problem:
@@ -187,7 +198,7 @@ def check_backbone(
     size = resolution or built.data_config.input_size
     model_ = built.model.eval()
     x = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(0))
-    order = _first_use(model_, x)
+    order = cost.first_use(model_, x)
     out = _call(plugin, f"{label}: forward", lambda: model_(x))
     if tuple(out.shape) != (2, num_classes):
         raise _fail(plugin, label, f"output has shape {tuple(out.shape)} for 2 images, expected (2, {num_classes}): one logit per class")
@@ -198,38 +209,12 @@ def check_backbone(
     return built
 
 
-def _first_use(model, x) -> dict[str, int]:
-    """Parameter name -> the position of the first call of the module that owns it."""
-    import torch
-
-    calls: dict[str, int] = {}
-
-    def seen(name: str) -> None:  # a pre-hook that returns something replaces the input
-        calls.setdefault(name, len(calls))
-
-    handles = [module.register_forward_pre_hook(lambda m, a, n=name: seen(n)) for name, module in model.named_modules()]
-    try:
-        with torch.no_grad():
-            model(x)
-    finally:
-        for h in handles:
-            h.remove()
-    owners = {}
-    for name, module in model.named_modules():
-        for p, _ in module.named_parameters(recurse=False):
-            owners[f"{name}.{p}" if name else p] = calls.get(name, math.inf)
-    return owners
-
-
 def _check_group_order(built: BuiltBackbone, order: Mapping[str, float], plugin: str, label: str) -> None:
-    firsts = [min(order.get(n, math.inf) for n in group) for group in built.groups]
-    for i in range(1, len(firsts)):
-        if firsts[i] < firsts[i - 1]:
-            raise _fail(
-                plugin, label,
-                f"groups must run from input to output, but group {i} ({built.groups[i][0]}, ...) is used before "
-                f"group {i - 1} ({built.groups[i - 1][0]}, ...): freezing the first groups would not freeze the input side",
-            )  # fmt: skip
+    from tlbench.contract import group_order_problem
+
+    problem = group_order_problem(built, order)
+    if problem:
+        raise _fail(plugin, label, problem)
 
 
 def _check_gradients(built: BuiltBackbone, x, frozen: int, plugin: str, label: str) -> None:
@@ -355,6 +340,66 @@ def _check_adapt(record: Strategy, params: Mapping[str, Any], plugin: str, label
     trainable = train.set_trainable(adapted.built.model, adapted.built, n, adapted.trainable)
     if trainable != head | set(adapted.trainable):
         raise _fail(plugin, label, "adapt(): with every group frozen, more than the head and trainable would train")
+    if adapted.extra_loss is not None:
+        _check_extra_loss(adapted, plugin, label)
+
+
+def _check_extra_loss(adapted, plugin: str, label: str) -> None:
+    """``extra_loss`` gives one finite value for a batch, and gradients flow from it."""
+    import torch
+
+    from tlbench import train
+
+    model = adapted.built.model.train()
+    train.set_trainable(model, adapted.built, 0, adapted.trainable)
+    x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    logits = model(x)
+    value = _call(plugin, f"{label}: extra_loss()", lambda: adapted.extra_loss(model, logits.float(), torch.tensor([0, 1])))
+    if not isinstance(value, torch.Tensor) or value.numel() != 1 or not torch.isfinite(value).all():
+        raise _fail(plugin, f"{label}: extra_loss()", f"returned {value!r}; return a finite scalar tensor")
+    if value.requires_grad:
+        value.reshape(()).backward()
+
+
+# --------------------------------------------------------------------------- trackers
+
+
+def check_tracker(record: Tracker, options: Mapping[str, Any] | None = None, *, plugin: str = "?") -> Path:
+    """Open ``record`` for a run in a fresh temporary run folder and send it one trial's
+    events (started, two epochs, finished) and the run's; returns the run folder, whose
+    files a test can read back. Whatever its hooks raise fails the check."""
+    import tempfile
+
+    from tlbench import events
+    from tlbench.record import TrialRecord
+    from tlbench.types import RunInfo, TrackerRequest, TrialInfo
+
+    label = f"tracker '{record.name}'"
+    _check_record(record, options, plugin, label)
+    folder = Path(tempfile.mkdtemp(prefix="tlbench-tracker-")) / "results" / "kit" / "run"
+    folder.mkdir(parents=True)
+    run = RunInfo(
+        benchmark="kit", run="run", folder=folder, fingerprint="0" * 10, datasets=("data",), studies={"data": "kit/run/data"},
+        storage=f"sqlite:///{folder}/study.db", worker="kit:0", config={"name": "kit"},
+    )  # fmt: skip
+    request = TrackerRequest(options=dict(options or {}), run=run, base_dir=folder.parent.parent.parent)
+    opened = _call(plugin, f"{label}: open()", lambda: record.open(request))
+    sink = events.Events(None, run, trackers=[(record.name, opened)], warn=lambda text: _raise(_fail(plugin, label, text)))
+    record_ = TrialRecord(params={"lr_head": 0.01}, seed=0, phases=[{"name": "head", "epochs": 2}])
+    trial = TrialInfo("data", "kit/run/data", 0, "tiny", "linear_probe", "running", record_, epochs=2)
+    sink.run_started()
+    sink.trial_started(trial)
+    for epoch, accuracy in ((1, 0.5), (2, 0.75)):
+        sink.epoch_done(trial, epoch, accuracy)
+    done = TrialRecord(**{**vars(record_), "val_curve": [0.5, 0.75], "test_accuracy": 0.7, "train_seconds": 1.0, "train_gflops": 2.0})
+    sink.trial_finished(TrialInfo("data", "kit/run/data", 0, "tiny", "linear_probe", "complete", done, 2, (0.5, 0.75), (0.75,), seconds=1.5))
+    sink.run_finished(interrupted=False)
+    sink.close()
+    return folder
+
+
+def _raise(exc: Exception):
+    raise exc
 
 
 # --------------------------------------------------------------------------- pytest

@@ -110,14 +110,6 @@ def precision_name(dtype: torch.dtype | None) -> str:
     return {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[dtype]
 
 
-
-
-
-
-
-
-
-
 class EpochOrder(torch.utils.data.Sampler):
     """A fresh permutation per epoch from one generator, whichever path reads the data:
     cached and uncached training see the same batches."""
@@ -140,13 +132,16 @@ def fit(
     on_epoch: Callable[[int, float], None] = lambda epoch, acc: None,
     always: Collection[str] = (),
     on_spent: Callable[[float, float], None] = lambda seconds, flops: None,
+    extra_loss: Callable | None = None,
 ) -> FitResult:
     """Train through ``phases``; ``on_epoch(epoch, val_accuracy)`` may raise to stop (pruning).
     ``on_spent(train_seconds, train_flops)`` is told the cost so far before each ``on_epoch``.
+    ``extra_loss(model, logits, targets)``: a term added to every step's loss (Adapted.extra_loss).
 
     Each phase trains on cached outputs of its frozen prefix when it can
-    (``settings.cache`` set, no augmentation, features within the cache's
-    memory bound), else on images through the transforms.
+    (``settings.cache`` set, no augmentation, no extra loss, batch norm not in
+    "train" mode, features within the cache's memory bound), else on images
+    through the transforms.
     """
     active = [phase for phase in phases if phase.epochs > 0]
     if not active:
@@ -157,16 +152,18 @@ def fit(
     train_tf, eval_tf = make_transforms(built.data_config, settings.resolution, settings.augment)
     order = EpochOrder(len(splits.train), torch.Generator().manual_seed(settings.seed))
     run = _Run(model, settings, dtype, _Images(splits, train_tf, eval_tf, settings, order), len(splits.train), on_epoch, on_spent)
+    run.extra_loss = extra_loss
     updated: set[str] = set()
     for phase in active:
         trainable = set_trainable(model, built, phase.frozen_groups, always)
         updated |= trainable
         finder = features.find_cut if settings.cache is None else settings.cache.find_cut
         cut, _ = finder(model, trainable, settings.resolution, settings.device)
-        data, use, extraction = _phase_data(model, cut, splits, run.images, eval_tf, settings, dtype, order, phase.name)
+        off = _phase_off(phase, extra_loss)
+        data, use, extraction = _phase_data(model, cut, splits, run.images, eval_tf, settings, dtype, order, phase.name, off)
         run.sources.append(use)
         run.seconds += extraction
-        run.phase(phase, _optimizer(model, built, trainable, phase, settings.weight_decay), cut, data, last=phase is active[-1])
+        run.phase(phase, make_optimizer(model, built, trainable, phase, settings.weight_decay), cut, data, last=phase is active[-1])
     return FitResult(
         val_curve=run.curve,
         test_correct=run.test,
@@ -190,18 +187,19 @@ class _Run:
         self.test: list[bool] = []
         self.seconds = self.flops = 0.0
         self.sources: list[features.CacheUse] = []
+        self.extra_loss = None  # Adapted.extra_loss
 
     def phase(self, phase: Phase, optimizer, cut: features.Cut, data: _Data, last: bool) -> None:
         s, device, dtype = self.settings, self.settings.device, self.dtype
-        steps = max(1, phase.epochs * train_batches(self.n_train, s.batch_size))
-        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda i: 0.5 * (1 + math.cos(math.pi * i / steps)))
+        per_epoch = train_batches(self.n_train, s.batch_size)
+        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(phase, per_epoch))
         with data.model(self.model, cut) as net:
             runner = torch.compile(net) if s.compile else net
             step_flops = data.step_flops(net, s.resolution, device)
             self.flops += data.prefix_flops * self.n_train  # the frozen prefix ran once per training image
             for _ in range(phase.epochs):
                 start = time.perf_counter()
-                n = _train_epoch(runner, net, cut, data, optimizer, schedule, self.scaler, device, dtype, phase)
+                n = _train_epoch(runner, net, cut, data, optimizer, schedule, self.scaler, device, dtype, phase, self.extra_loss)
                 self.seconds += time.perf_counter() - start
                 self.flops += step_flops * n
                 self.curve.append(evaluate(runner, data.eval("val"), device, dtype, data.channels_last))
@@ -288,13 +286,24 @@ class _Cached(_Data):
         return cost.train_step_flops(model, resolution, device, example=example)
 
 
-def _phase_data(model, cut, splits, images, eval_tf, settings: TrainSettings, dtype, order, phase: str):
+def _phase_off(phase: Phase, extra_loss) -> str:
+    """Why a phase must see its frozen layers run (no feature cache), or "": an extra loss
+    may read any layer's activations (through hooks), and batch norm in "train" mode
+    updates the frozen layers' statistics."""
+    if extra_loss is not None:
+        return "extra loss"
+    if phase.batchnorm == "train":
+        return "batchnorm train"
+    return ""
+
+
+def _phase_data(model, cut, splits, images, eval_tf, settings: TrainSettings, dtype, order, phase: str, off: str = ""):
     """(data for the phase, where it came from, seconds spent extracting features).
 
     The source is "memory" / "disk" (cache hits), "extracted" (computed now and
-    cached), or "off" with the reason.
+    cached), or "off" with the reason (``off``: the phase's own, see _phase_off).
     """
-    reason = _cache_off(cut, splits, settings)
+    reason = off or _cache_off(cut, splits, settings)
     if reason:
         return images, features.CacheUse(phase, "off", reason=reason), 0.0
     cached, where = _from_cache(model, cut, splits, eval_tf, settings, dtype)
@@ -399,27 +408,66 @@ def set_trainable(model: nn.Module, built: BuiltBackbone, frozen: int, always: C
     return trainable
 
 
-def _train_mode(model: nn.Module, cut: features.Cut | None = None) -> None:
-    """Train mode, except the frozen prefix (eval: no dropout, no statistics updates)
-    and norm layers whose parameters are all frozen: their running statistics
-    stay as loaded, as a frozen layer should."""
+def _train_mode(model: nn.Module, cut: features.Cut | None = None, batchnorm: str = "auto") -> None:
+    """Train mode, except (Phase.batchnorm "auto") the frozen prefix (eval: no dropout, no
+    statistics updates) and norm layers whose parameters are all frozen: their running
+    statistics stay as loaded, as a frozen layer should. "eval": every batch-norm layer
+    in eval mode, trained ones too (statistics as loaded: small batches). "train": every
+    layer in train mode, frozen ones too (statistics follow the new data)."""
     model.train()
+    if batchnorm == "train":
+        return
     for module in model.modules():
         if isinstance(module, nn.modules.batchnorm._NormBase):
             params = list(module.parameters(recurse=False))
-            if params and not any(p.requires_grad for p in params):
+            if batchnorm == "eval" or (params and not any(p.requires_grad for p in params)):
                 module.eval()
     features.set_prefix_eval(model, cut)
 
 
-def _optimizer(model, built: BuiltBackbone, trainable: set[str], phase: Phase, weight_decay: float):
+def make_optimizer(model: nn.Module, built: BuiltBackbone, trainable: set[str], phase: Phase, weight_decay: float):
+    """The phase's optimizer: AdamW (or SGD with Nesterov momentum), one parameter group per
+    learning rate: the backbone groups at their ``group_lrs`` entry or ``lr_backbone``,
+    then the head at ``lr_head``; weight decay ``phase.weight_decay`` (None: the training
+    setting) on every trainable parameter."""
     head = set(built.head)
-    named = [(n, p) for n, p in model.named_parameters() if n in trainable]
-    groups = [
-        {"params": [p for n, p in named if n not in head], "lr": phase.lr_backbone},
-        {"params": [p for n, p in named if n in head], "lr": phase.lr_head},
-    ]
-    return torch.optim.AdamW([g for g in groups if g["params"]], weight_decay=weight_decay)
+    group_of = {n: i for i, group in enumerate(built.groups) for n in group}
+    by_lr: dict[tuple[bool, float], list] = {}
+    for name, param in model.named_parameters():
+        if name not in trainable:
+            continue
+        if name in head:
+            lr = phase.lr_head
+        elif phase.group_lrs is not None and name in group_of:
+            lr = float(phase.group_lrs[group_of[name]])
+        else:
+            lr = phase.lr_backbone
+        by_lr.setdefault((name in head, lr), []).append(param)
+    groups = [{"params": params, "lr": lr} for (_, lr), params in sorted(by_lr.items(), key=lambda kv: kv[0][0])]
+    decay = weight_decay if phase.weight_decay is None else phase.weight_decay
+    if phase.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=phase.lr_backbone, momentum=phase.momentum, nesterov=phase.momentum > 0, weight_decay=decay)
+    return torch.optim.AdamW(groups, weight_decay=decay)
+
+
+def lr_factor(phase: Phase, batches_per_epoch: int) -> Callable[[int], float]:
+    """Step -> the factor on each learning rate: a linear warm-up over
+    ``phase.warmup_epochs`` (from 1/(w+1) of the rate, reaching it at step w), then the
+    schedule over the remaining steps (cosine or linear to 0, or constant)."""
+    steps = max(1, phase.epochs * batches_per_epoch)
+    warm = min(steps - 1, round(phase.warmup_epochs * batches_per_epoch)) if phase.warmup_epochs > 0 else 0
+    rest = max(1, steps - warm)
+
+    def factor(i: int) -> float:
+        if i < warm:
+            return (i + 1) / (warm + 1)
+        if phase.schedule == "constant":
+            return 1.0
+        if phase.schedule == "linear":
+            return 1.0 - (i - warm) / rest
+        return 0.5 * (1 + math.cos(math.pi * (i - warm) / rest))  # written as before API 1.3: the same floats
+
+    return factor
 
 
 def check_every(device: torch.device) -> int:
@@ -435,9 +483,10 @@ def train_batches(n: int, batch_size: int) -> int:
     return n // batch_size + (n % batch_size > 1)
 
 
-def _train_epoch(runner, model, cut, data: _Data, optimizer, schedule, scaler, device, dtype, phase: Phase) -> int:
+def _train_epoch(runner, model, cut, data: _Data, optimizer, schedule, scaler, device, dtype, phase: Phase, extra_loss=None) -> int:
     """One pass over the training data; ``runner`` is ``model`` or its compiled form."""
-    _train_mode(model, cut)
+    _train_mode(model, None if phase.batchnorm == "train" else cut, phase.batchnorm)
+    extra = None if extra_loss is None else (lambda logits, y: extra_loss(model, logits, y))
     images = steps = 0
     bad = torch.zeros((), device=device)  # first non-finite loss seen, 0 while none
     every = check_every(device)
@@ -446,7 +495,7 @@ def _train_epoch(runner, model, cut, data: _Data, optimizer, schedule, scaler, d
         if len(y) == 1:  # a last batch of one example: batch norm cannot train on it (see train_batches)
             continue
         try:
-            loss = _train_step(runner, _to(x, device, data.channels_last), y.to(device, non_blocking=True), optimizer, scaler, dtype)
+            loss = _train_step(runner, _to(x, device, data.channels_last), y.to(device, non_blocking=True), optimizer, scaler, dtype, extra)
         except torch.OutOfMemoryError as exc:
             raise TrialFailed(f"out of memory in phase {phase.name} at batch size {len(x)}") from exc
         bad = torch.where((bad == 0) & ~torch.isfinite(loss), loss, bad)
@@ -469,9 +518,15 @@ def _check_loss(bad: torch.Tensor, phase: Phase) -> None:
         )
 
 
-def _train_step(model, x, y, optimizer, scaler, dtype) -> torch.Tensor:
+def _train_step(model, x, y, optimizer, scaler, dtype, extra=None) -> torch.Tensor:
+    """One optimizer step. ``extra(logits, targets)``: a term added to the loss in fp32,
+    outside autocast, before loss scaling, so that fp16's scaler scales (and unscales)
+    its gradients with the cross-entropy's."""
     with torch.autocast(x.device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-        loss = nn.functional.cross_entropy(model(x), y)
+        logits = model(x)
+        loss = nn.functional.cross_entropy(logits, y)
+    if extra is not None:
+        loss = loss.float() + extra(logits.float(), y)
     optimizer.zero_grad(set_to_none=True)
     scaler.scale(loss).backward()
     scaler.step(optimizer)

@@ -20,6 +20,7 @@ import time
 import optuna
 
 from tlbench import interrupts
+from tlbench.events import as_events, running
 from tlbench.planning import Plan, PlannedBackbone, adapt, build_backbone, cache_dir, check_phases, strategy_phases, suggest_training
 from tlbench.record import Failure, TrialRecord
 from tlbench.sampling import tell_constraints
@@ -79,8 +80,9 @@ class Objective:
     ``repeats``: the study holds enqueued seed repeats only (see :mod:`tlbench.benchmark`).
     """
 
-    def __init__(self, plan: Plan, splits: DatasetSplits, dataset_key: str, progress, resources: TrialResources, repeats: bool = False):
-        self.plan, self.splits, self.dataset_key, self.progress, self.resources = plan, splits, dataset_key, progress, resources
+    def __init__(self, plan: Plan, splits: DatasetSplits, dataset_key: str, events, resources: TrialResources, repeats: bool = False):
+        self.plan, self.splits, self.dataset_key, self.resources = plan, splits, dataset_key, resources
+        self.events = as_events(events)  # a bare Progress works too (tests, benchmark scripts)
         self.repeats = repeats
 
     def __call__(self, trial: optuna.Trial) -> float:
@@ -144,22 +146,23 @@ class Objective:
             ("forward_gflops", *arch, resolution), lambda: cost.forward_flops(built.model, resolution, device) / 1e9
         )
         _described(backbone, built, phases, {**params, **training}, settings, gflops).write(trial)
+        epochs = sum(ph.epochs for ph in phases)
+        self.events.trial_started(running(trial, self.dataset_key, epochs))
         over = self._over_limits(built, settings, arch, gflops)
         if over:  # never trained: zero compute, and the sampler learns it is infeasible
             TrialRecord(infeasible=over, train_seconds=0.0, train_gflops=0.0).write(trial)
             tell_constraints(trial, self.plan.bench.search.constraints.model_dump(exclude_none=True))
             raise optuna.TrialPruned(f"not trained: {over}")
-        epochs = sum(ph.epochs for ph in phases)
         # what the pruner of a Pareto search compares: the trial's cost, known (latency) or projected (training GFLOPs)
         latency = self._speed(built, settings, arch)["latency_ms"] if plan.bench.search.cost == "latency_ms" else None
         so_far = _SoFar(epochs=epochs, latency_ms=latency)
-        self.progress.trial_started(trial.number, f"{bkey} · {skey}", epochs)
         cost.reset_peak_memory(device)  # so that CUDA peak memory is this trial's own
         start = time.perf_counter()
         try:
             result = train.fit(
                 built, self.splits, phases, settings, on_epoch=lambda e, acc: self._epoch(trial, e, acc, start, so_far),
                 always=adapted.trainable, on_spent=lambda seconds, flops: so_far.spent(trial, seconds, flops),
+                extra_loss=None if adapted.extra_loss is None else _ExtraLoss(adapted.extra_loss, strategy),
             )  # fmt: skip
         except train.TrialFailed as exc:
             TrialRecord(failure=exc.kind, fail_reason=str(exc)).write(trial)
@@ -214,8 +217,8 @@ class Objective:
         from tlbench import pruning
 
         interrupts.check()
-        self.progress.epoch_done(trial.number, epoch, accuracy)
         so_far.curve.append(accuracy)
+        self.events.epoch_done(running(trial, self.dataset_key, so_far.epochs, so_far.curve), epoch, accuracy)
         search = self.plan.bench.search
         if search.objective == "pareto":  # Optuna cannot report or prune multi-objective trials: the curve is ours
             TrialRecord(val_curve=list(so_far.curve)).write(trial)
@@ -270,6 +273,26 @@ class Objective:
             precision=result.precision,
             cache=list(result.cache),
         )
+
+
+class _ExtraLoss:
+    """A strategy's ``Adapted.extra_loss``, its failures named: what it returns must be a
+    finite-or-not scalar tensor (a NaN is the divergence check's to report)."""
+
+    def __init__(self, fn, strategy):
+        self.fn, self.strategy = fn, strategy
+
+    def __call__(self, model, logits, targets):
+        import torch
+
+        from tlbench.contract import plugin_call
+
+        what = f"strategy '{self.strategy.record.name}': extra_loss()"
+        value = plugin_call(self.strategy.plugin, what, lambda: self.fn(model, logits, targets))
+        if not isinstance(value, torch.Tensor) or value.numel() != 1:
+            shape = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
+            raise UserError(f"plugin {self.strategy.plugin}: {what} returned {shape}; return a scalar tensor (one value)")
+        return value.reshape(()).float()
 
 
 class _SoFar:

@@ -7,6 +7,7 @@ This module imports neither torch nor timm, so listing plugins stays fast.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,6 +16,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 if TYPE_CHECKING:  # pragma: no cover - hints only
     from PIL.Image import Image
     from torch import nn
+
+    from tlbench.record import TrialRecord
 
 
 class UserError(Exception):
@@ -47,7 +50,7 @@ class BackboneRequest:
     num_classes: int  # outputs of the fresh classification head
     pretrained: bool  # load the model's pretrained weights (never fall back to random)
     weights: Path | None = None  # a local weights file to load instead of downloading
-    options: Mapping[str, Any] = field(default_factory=dict)  # extra config fields
+    options: Mapping[str, Any] = field(default_factory=dict)  # the backbone's own config fields (Backbone.options), API 1.3
 
 
 @dataclass(frozen=True)
@@ -75,6 +78,7 @@ class Backbone:
     family: bool = False  # True: ``name`` is a prefix for many models
     known: Callable[[str], bool] | None = None  # family: is this model name valid?
     names: Callable[[], Iterable[str]] | None = None  # family: all model names, for suggestions
+    options: Mapping[str, str] = field(default_factory=dict)  # accepted config field -> one-line help (API 1.3)
 
 
 # --------------------------------------------------------------------------- datasets
@@ -138,15 +142,36 @@ class Dataset:
 # --------------------------------------------------------------------------- strategies
 
 
+OPTIMIZERS = ("adamw", "sgd")  # Phase.optimizer
+SCHEDULES = ("cosine", "linear", "constant")  # Phase.schedule
+BATCHNORM = ("auto", "eval", "train")  # Phase.batchnorm
+
+
 @dataclass(frozen=True)
 class Phase:
-    """A stretch of training with one set of trainable groups and learning rates."""
+    """A stretch of training with one set of trainable groups, learning rates and optimizer.
+
+    Each phase gets a fresh optimizer (its state does not carry over) and a schedule
+    over its own steps. With the defaults (API 1.0 behaviour): AdamW, weight decay
+    ``training.weight_decay`` on every trainable parameter, cosine decay from the
+    learning rates to 0, no warm-up, and batch-norm layers whose parameters are all
+    frozen in eval mode (their running statistics stay as loaded). docs/plugins.md
+    ("What a phase means") says each step exactly.
+    """
 
     name: str  # shown in progress and stored with the trial, e.g. "head", "finetune"
     epochs: int  # passes over the training split
     frozen_groups: int  # the first k backbone groups do not train; k = all groups: head only
-    lr_backbone: float  # learning rate of the trainable backbone groups
+    lr_backbone: float  # learning rate of the trainable backbone groups (and of Adapted.trainable parameters)
     lr_head: float  # learning rate of the head
+    # API 1.3, each optional:
+    group_lrs: tuple[float, ...] | None = None  # one learning rate per backbone group (input -> output) instead of lr_backbone
+    optimizer: str = "adamw"  # "adamw" or "sgd" (momentum below, Nesterov)
+    momentum: float = 0.9  # sgd only
+    weight_decay: float | None = None  # None: training.weight_decay; applies to every trainable parameter
+    schedule: str = "cosine"  # after warm-up: "cosine" (to 0), "linear" (to 0) or "constant"
+    warmup_epochs: float = 0.0  # linear warm-up from 0 over this many epochs (fractions allowed), then the schedule
+    batchnorm: str = "auto"  # "auto": frozen norm layers eval, trained ones train; "eval": all eval; "train": all train
 
 
 class Space(Protocol):
@@ -169,6 +194,9 @@ class Adapted:
 
     built: BuiltBackbone  # the model to train (the same object changed in place, or a new one)
     trainable: tuple[str, ...] = ()  # parameter names that always train
+    # API 1.3: (model, logits, targets) -> a scalar added to the cross-entropy of every training step, before loss
+    # scaling (so fp16 scales both), outside autocast (in fp32): L2-SP, DELTA, BSS. The feature cache is off with it.
+    extra_loss: Callable[[nn.Module, Any, Any], Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -185,11 +213,78 @@ class Strategy:
 
 
 def frozen_groups(fraction: float, n_groups: int) -> int:
-    """Freeze depth as a fraction of the backbone mapped to whole groups.
+    """Freeze depth as a fraction of the backbone mapped to whole groups, counted from the input.
 
     0.0 trains every group, 1.0 freezes them all; the same fraction means the
     same relative depth on backbones with different numbers of groups.
+    ``fraction * n_groups`` is rounded to the nearest whole group, and a tie
+    (exactly half a group) freezes that group: 0.5 of 5 groups freezes 3, of 7
+    freezes 4, of 17 freezes 9. (Before API 1.3, Python's round() sent ties to the
+    even number: 2 of 5 but 4 of 7.) The product is rounded to 9 decimals first, so
+    that 0.7 * 5, which floating point makes 3.4999999999999996, is the tie it means.
     """
     if not 0.0 <= fraction <= 1.0:
         raise ValueError(f"freeze fraction must be in [0, 1], got {fraction}")
-    return int(round(fraction * n_groups))
+    return math.floor(round(fraction * n_groups, 9) + 0.5)
+
+
+# --------------------------------------------------------------------------- events and trackers (API 1.3)
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """The run an event belongs to: what ``tlbench run`` (or one ``tlbench worker``) is doing."""
+
+    benchmark: str  # the config's ``name``
+    run: str  # the run's name (its folder: results_dir/benchmark/run)
+    folder: Path | None  # the run folder; None for a worker on a machine without one
+    fingerprint: str  # the config's fingerprint (what defines the search)
+    datasets: tuple[str, ...]  # dataset keys, one study each
+    studies: Mapping[str, str]  # dataset key -> Optuna study name
+    storage: str  # the Optuna storage URL
+    worker: str  # host:pid of the process sending the events
+    config: Mapping[str, Any]  # the config as loaded (plain JSON values)
+
+
+@dataclass(frozen=True)
+class TrialInfo:
+    """One trial at an event. ``record`` is everything stored with it so far (the
+    same fields as the trials table, tlbench.record.TrialRecord)."""
+
+    dataset: str  # dataset key
+    study: str  # Optuna study name
+    number: int  # Optuna trial number, unique within the study
+    backbone: str  # backbone key
+    strategy: str  # strategy key
+    state: str  # "running", "complete", "pruned" or "failed"
+    record: TrialRecord  # params, phases, seed, costs, curve so far, failure ...
+    epochs: int = 0  # epochs the trial trains in all (0 when not known: a trial that never started)
+    curve: tuple[float, ...] = ()  # validation accuracy after each epoch so far
+    values: tuple[float, ...] = ()  # complete: the objective values (validation accuracy, and the cost for pareto)
+    reason: str = ""  # pruned or failed: why
+    seconds: float = 0.0  # finished: wall clock from its start to its end
+
+
+@dataclass(frozen=True)
+class TrackerRequest:
+    """What the host gives a tracker when a run starts."""
+
+    options: Mapping[str, Any]  # the tracker's own fields from the config's ``trackers:`` entry
+    run: RunInfo  # the run
+    base_dir: Path  # the config file's folder: resolve relative paths against it
+
+
+@dataclass(frozen=True)
+class Tracker:
+    """Something that records a run elsewhere (TensorBoard, MLflow, a chat message).
+
+    Listed in a config under ``trackers:``. When a run starts, the host calls
+    ``open(request)`` once per process; the object it returns receives the event
+    hooks (``tlbench_trial_started``, ``tlbench_epoch_done``, ... as methods marked
+    ``@tlbench.hookimpl``, each optional) until the run ends, then ``close()`` if it has one.
+    """
+
+    name: str  # the name configs use
+    open: Callable[[TrackerRequest], Any]  # request -> an object with event-hook methods
+    options: Mapping[str, str] = field(default_factory=dict)  # accepted option -> one-line help
+    description: str = ""  # one line for `tlbench plugins`

@@ -21,6 +21,10 @@ from tlbench.types import Backbone, BackboneRequest, BuiltBackbone, DataConfig, 
 
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)
 _IMAGENET_STD = (0.229, 0.224, 0.225)
+TIMM_OPTIONS = {  # backbone options timm models take (timm.create_model keyword arguments)
+    "drop_rate": "dropout before the classifier, in [0, 1) (the model's default)",
+    "drop_path_rate": "stochastic depth: chance a residual block is skipped in training, in [0, 1) (the model's default)",
+}
 
 
 @hookimpl
@@ -31,6 +35,7 @@ def tlbench_backbones():
         family=True,
         known=_timm_known,
         names=_timm_names,
+        options=TIMM_OPTIONS,
         description="any timm model: timm:<model>[.<pretrained tag>]",
     )
     yield Backbone(
@@ -68,8 +73,9 @@ def build_timm(request: BackboneRequest, convert: Callable[[dict, Any], dict] | 
     import timm
 
     hub = request.pretrained and request.weights is None
+    kwargs = timm_options(request)
     try:
-        model = timm.create_model(request.model, pretrained=hub, num_classes=request.num_classes)
+        model = timm.create_model(request.model, pretrained=hub, num_classes=request.num_classes, **kwargs)
     except Exception as exc:
         if hub and _looks_like_download_failure(exc):
             raise UserError(
@@ -90,6 +96,18 @@ def build_timm(request: BackboneRequest, convert: Callable[[dict, Any], dict] | 
         head=_head_names(model, model.get_classifier()),
         data_config=_timm_data_config(model),
     )
+
+
+def timm_options(request: BackboneRequest) -> dict[str, float]:
+    """The request's TIMM_OPTIONS, checked: rates in [0, 1)."""
+    out = {}
+    for key, value in request.options.items():
+        if key not in TIMM_OPTIONS:  # the host checks names; a caller outside it may not
+            raise UserError(f"{key}: unknown option; timm backbones accept: {', '.join(TIMM_OPTIONS)}")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+            raise UserError(f"{key}: must be a number in [0, 1), got {value!r}")
+        out[key] = float(value)
+    return out
 
 
 def _looks_like_download_failure(exc: BaseException) -> bool:

@@ -1,4 +1,4 @@
-"""Built-in strategies: ``linear_probe``, ``finetune`` and ``two_stage``.
+"""Built-in strategies: ``linear_probe``, ``finetune``, ``two_stage`` and ``layerwise``.
 
 Freeze depth is searched as ``freeze``, a fraction of the backbone's groups
 (counted from the input) that stay frozen, so that it means the same on
@@ -57,6 +57,27 @@ def tlbench_strategies():
         phases=_two_stage_phases,
         description="train the head on a frozen backbone, then unfreeze the last groups at a lower learning rate",
     )
+    yield Strategy(
+        name="layerwise",
+        options={
+            "epochs": 3,
+            "freeze": [0.0, 0.5],
+            "lr_backbone": [1e-4, 1e-2],
+            "decay": [0.5, 1.0],
+            "lr_head": [1e-4, 1e-1],
+            "warmup_epochs": 0.0,
+        },
+        suggest=lambda space, o: {
+            "epochs": space.suggest("epochs", o["epochs"]),
+            "freeze": space.suggest("freeze", o["freeze"]),
+            "lr_backbone": space.suggest("lr_backbone", o["lr_backbone"], log=True),
+            "decay": space.suggest("decay", o["decay"]),
+            "lr_head": space.suggest("lr_head", o["lr_head"], log=True),
+            "warmup_epochs": space.suggest("warmup_epochs", o["warmup_epochs"]),
+        },
+        phases=_layerwise_phases,
+        description="discriminative learning rates: lr_backbone on the last group, times decay per group towards the input",
+    )
 
 
 def _two_stage_phases(p, n_groups: int) -> list[Phase]:
@@ -64,3 +85,19 @@ def _two_stage_phases(p, n_groups: int) -> list[Phase]:
         Phase("head", p["head_epochs"], n_groups, 0.0, p["lr_head"]),
         Phase("unfrozen", p["epochs"], frozen_groups(p["freeze"], n_groups), p["lr_finetune"], p["lr_finetune"]),
     ]
+
+
+def layer_rates(top: float, decay: float, n_groups: int) -> tuple[float, ...]:
+    """Learning rates per group, input to output: ``top`` for the last group, each group
+    below it ``decay`` times the one above (fastai's discriminative rates, layer decay)."""
+    return tuple(top * decay ** (n_groups - 1 - i) for i in range(n_groups))
+
+
+def _layerwise_phases(p, n_groups: int) -> list[Phase]:
+    rates = layer_rates(p["lr_backbone"], p["decay"], n_groups)
+    return [
+        Phase(
+            "layerwise", p["epochs"], frozen_groups(p["freeze"], n_groups), p["lr_backbone"], p["lr_head"],
+            group_lrs=rates, warmup_epochs=p["warmup_epochs"],
+        )
+    ]  # fmt: skip

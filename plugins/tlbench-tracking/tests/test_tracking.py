@@ -1,0 +1,103 @@
+"""The two trackers through a real run, installed as a user has them (entry point),
+read back with TensorBoard's and MLflow's own readers: every trial, its validation
+curve epoch by epoch, its test accuracy and costs as the results hold them."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # before timm is imported: no hub in tests
+
+import optuna
+import pandas as pd
+import pytest
+import yaml
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from tlbench import cli, testing
+from tlbench.record import TrialRecord
+
+
+def _config(tmp_path, trackers) -> str:
+    data = {
+        "name": "tracked",
+        "run": "r",
+        "datasets": [{"name": "synthetic", "classes": 3, "size": 16, "train_per_class": 8, "val_per_class": 4, "test_per_class": 4}],
+        "backbones": [{"name": "timm:test_resnet", "pretrained": False}],
+        "strategies": [{"name": "finetune", "epochs": 2}],
+        "search": {"n_trials": 3, "startup_trials": 1, "screen": False, "pruner": "none"},
+        "training": {"batch_size": 8, "resolution": 32},
+        "trackers": trackers,
+    }
+    path = tmp_path / "b.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return str(path)
+
+
+def _stored(run: "os.PathLike") -> dict[int, optuna.trial.FrozenTrial]:
+    url = f"sqlite:///{run}/study.db"
+    (summary,) = optuna.get_all_study_summaries(url)
+    return {t.number: t for t in optuna.load_study(study_name=summary.study_name, storage=url).trials}
+
+
+@pytest.fixture
+def tracked_run(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("TLBENCH_LOAD_PLUGINS", "tracking")  # the installed package's entry point
+    monkeypatch.delenv("MLFLOW_ALLOW_FILE_STORE", raising=False)
+    config = _config(tmp_path, [{"name": "tensorboard"}, {"name": "mlflow"}])
+    assert cli.main(["run", config, "--format", "csv"]) == 0, capsys.readouterr().err
+    return tmp_path / "results" / "tracked" / "r"
+
+
+def test_tensorboard_holds_each_trial_as_the_storage_does(tracked_run):
+    stored = _stored(tracked_run)
+    folders = sorted((tracked_run / "tensorboard" / "synthetic").iterdir())
+    assert [f.name for f in folders] == [f"trial-{n:04d}" for n in sorted(stored)]
+    for folder in folders:
+        trial = stored[int(folder.name.split("-")[1])]
+        record = TrialRecord.from_trial(trial)
+        events = EventAccumulator(str(folder))
+        events.Reload()
+        curve = [(e.step, e.value) for e in events.Scalars("val_accuracy")]
+        assert curve == [(i + 1, pytest.approx(v)) for i, v in enumerate(record.val_curve)]
+        assert events.Scalars("test_accuracy")[0].value == pytest.approx(record.test_accuracy)
+        assert events.Scalars("train_gflops")[0].value == pytest.approx(record.train_gflops, rel=1e-6)
+
+
+def test_mlflow_holds_each_trial_as_the_storage_does(tracked_run):
+    from mlflow.tracking import MlflowClient
+
+    os.environ["MLFLOW_ALLOW_FILE_STORE"] = "true"  # reading MLflow's file store, as `mlflow ui` would be told to
+    client = MlflowClient(tracking_uri=(tracked_run / "mlruns").as_uri())
+    experiment = client.get_experiment_by_name("tlbench/tracked/r")
+    runs = {int(r.data.tags["tlbench.trial"]): r for r in client.search_runs([experiment.experiment_id])}
+    stored = _stored(tracked_run)
+    assert sorted(runs) == sorted(stored)
+    for number, run in runs.items():
+        record = TrialRecord.from_trial(stored[number])
+        assert run.info.status == "FINISHED" and run.data.tags["tlbench.state"] == "complete"
+        assert run.data.params["backbone"] == "timm:test_resnet-scratch" and float(run.data.params["lr_head"]) == pytest.approx(record.params["lr_head"])
+        history = client.get_metric_history(run.info.run_id, "val_accuracy")
+        assert [(m.step, m.value) for m in sorted(history, key=lambda m: m.step)] == [(i + 1, pytest.approx(v)) for i, v in enumerate(record.val_curve)]
+        assert run.data.metrics["test_accuracy"] == pytest.approx(record.test_accuracy)
+        assert run.data.metrics["trainable_params"] == record.trainable_params
+
+
+def test_resuming_adds_runs_and_overwrites_none(tracked_run, tmp_path, capsys, monkeypatch):
+    before = {p: p.read_bytes() for p in (tracked_run / "tensorboard").rglob("*") if p.is_file()}
+    monkeypatch.setenv("TLBENCH_LOAD_PLUGINS", "tracking")
+    assert cli.main(["run", str(tmp_path / "b.yaml"), "--n-trials", "4"]) == 0, capsys.readouterr().err
+    after = {p: p.read_bytes() for p in (tracked_run / "tensorboard").rglob("*") if p.is_file()}
+    assert all(after[p] == data for p, data in before.items())
+    assert len(list((tracked_run / "tensorboard" / "synthetic").iterdir())) == 4
+
+
+def test_a_tracker_option_that_does_not_exist_is_refused(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("TLBENCH_LOAD_PLUGINS", "tracking")
+    code = cli.main(["validate", _config(tmp_path, [{"name": "mlflow", "tracking_url": "x"}])])
+    err = capsys.readouterr().err
+    assert code == 2 and "trackers[0] (mlflow): tracking_url: unknown option; did you mean 'tracking_uri'?" in err
+
+
+def test_both_pass_the_conformance_kit():
+    assert testing.check_plugin("tracking") == ["tracker tensorboard", "tracker mlflow"]

@@ -1,0 +1,87 @@
+"""MLflow: one MLflow run per trial in one experiment, through ``MlflowClient`` (no
+global MLflow state is changed, no server needed).
+
+The default store is MLflow's file store in the run folder (``<run folder>/mlruns``;
+``mlflow ui --backend-store-uri <run folder>/mlruns`` shows it). MLflow 3 keeps the
+file store in maintenance mode and refuses it unless ``MLFLOW_ALLOW_FILE_STORE`` is
+true; this tracker sets that variable for its own process when it uses a file store
+(``file:`` URI or a plain path) and the variable is unset. Any other tracking URI
+(``sqlite:///mlflow.db``, a server) is used as given.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import tlbench
+from tlbench.types import TrackerRequest, TrialInfo, UserError
+
+from tlbench_tracking.metrics import final_metrics, parameters, run_name
+
+STATUS = {"complete": "FINISHED", "pruned": "KILLED", "failed": "FAILED"}
+
+
+class MLflowTracker:
+    def __init__(self, request: TrackerRequest):
+        from mlflow.tracking import MlflowClient
+
+        uri = request.options.get("tracking_uri")
+        if uri is None:
+            if request.run.folder is None:
+                raise UserError("trackers: mlflow: this process has no run folder; set 'tracking_uri:'")
+            uri = (request.run.folder / "mlruns").resolve().as_uri()
+        uri = _resolved(str(uri), request.base_dir)
+        if uri.startswith("file:"):
+            os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
+        self.client = MlflowClient(tracking_uri=uri)
+        name = str(request.options.get("experiment") or f"tlbench/{request.run.benchmark}/{request.run.run}")
+        found = self.client.get_experiment_by_name(name)
+        self.experiment = found.experiment_id if found is not None else self.client.create_experiment(name)
+        self.uri = uri
+        self.tags = {"tlbench.benchmark": request.run.benchmark, "tlbench.run": request.run.run, "tlbench.worker": request.run.worker}
+        self.runs: dict[tuple[str, int], str] = {}  # (study, trial number) -> MLflow run id
+
+    @tlbench.hookimpl
+    def tlbench_trial_started(self, trial: TrialInfo) -> None:
+        tags = {**self.tags, "tlbench.dataset": trial.dataset, "tlbench.trial": str(trial.number), "tlbench.study": trial.study}
+        run = self.client.create_run(self.experiment, run_name=run_name(trial), tags=tags)
+        self.runs[(trial.study, trial.number)] = run.info.run_id
+        for key, value in parameters(trial).items():
+            self.client.log_param(run.info.run_id, key, value[:6000])
+
+    @tlbench.hookimpl
+    def tlbench_epoch_done(self, trial: TrialInfo, epoch: int, val_accuracy: float) -> None:
+        run_id = self.runs.get((trial.study, trial.number))
+        if run_id is not None:
+            self.client.log_metric(run_id, "val_accuracy", val_accuracy, step=epoch)
+
+    @tlbench.hookimpl
+    def tlbench_trial_finished(self, trial: TrialInfo) -> None:
+        run_id = self.runs.pop((trial.study, trial.number), None)
+        if run_id is None:
+            return  # it never started in this process (a surplus trial, another worker's)
+        steps = max(len(trial.curve), 1)
+        for name, value in final_metrics(trial).items():
+            if name != "val_accuracy":
+                self.client.log_metric(run_id, name, value, step=steps)
+        self.client.set_tag(run_id, "tlbench.state", trial.state)
+        if trial.reason:
+            self.client.set_tag(run_id, "tlbench.reason", trial.reason[:5000])
+        self.client.set_terminated(run_id, status=STATUS.get(trial.state, "FAILED"))
+
+    def close(self) -> None:
+        for run_id in self.runs.values():  # trials cut short by the end of the run (Ctrl-C)
+            self.client.set_terminated(run_id, status="KILLED")
+        self.runs.clear()
+
+
+def _resolved(uri: str, base: Path) -> str:
+    """A relative SQLite or file path in the config resolves against the config's folder."""
+    for prefix in ("sqlite:///", "file:"):
+        if uri.startswith(prefix) and not uri.startswith(prefix + "/") and not uri.startswith("file://"):
+            return prefix + str((base / uri[len(prefix):]).resolve())
+    if "://" not in uri and not uri.startswith("file:"):  # a plain path: MLflow's file store
+        path = Path(uri).expanduser()
+        return (path if path.is_absolute() else base / path).resolve().as_uri()
+    return uri

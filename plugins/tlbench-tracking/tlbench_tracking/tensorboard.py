@@ -1,0 +1,60 @@
+"""TensorBoard: one event-file folder per trial, under <dir>/<dataset>/trial-NNNN/.
+
+The validation curve is written as it trains (``val_accuracy`` per epoch), the rest
+when the trial ends; the parameters go in as text and, for TensorBoard's HParams
+tab, as hyperparameters. New files only: event files are named by time, host and
+process, so a resumed run or a second worker never overwrites one.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import tlbench
+from tlbench.types import TrackerRequest, TrialInfo, UserError
+
+from tlbench_tracking.metrics import final_metrics, parameters
+
+
+class TensorBoardTracker:
+    def __init__(self, request: TrackerRequest):
+        from torch.utils.tensorboard import SummaryWriter  # needs the tensorboard package
+
+        self._writer_type = SummaryWriter
+        given = request.options.get("dir")
+        if given is None and request.run.folder is None:
+            raise UserError("trackers: tensorboard: this process has no run folder; set 'dir:' to a folder for the event files")
+        folder = Path(str(given)).expanduser() if given is not None else request.run.folder / "tensorboard"
+        self.root = folder if folder.is_absolute() else request.base_dir / folder
+        if self.root.exists() and not self.root.is_dir():
+            raise UserError(f"trackers: tensorboard: dir {self.root} is a file; give a folder")
+        self.writers = {}
+
+    @tlbench.hookimpl
+    def tlbench_trial_started(self, trial: TrialInfo) -> None:
+        writer = self._writer_type(str(self.root / trial.dataset / f"trial-{trial.number:04d}"))
+        self.writers[(trial.study, trial.number)] = writer
+        writer.add_text("parameters", "\n".join(f"- {k}: {v}" for k, v in parameters(trial).items()), 0)
+
+    @tlbench.hookimpl
+    def tlbench_epoch_done(self, trial: TrialInfo, epoch: int, val_accuracy: float) -> None:
+        writer = self.writers.get((trial.study, trial.number))
+        if writer is not None:
+            writer.add_scalar("val_accuracy", val_accuracy, epoch)
+
+    @tlbench.hookimpl
+    def tlbench_trial_finished(self, trial: TrialInfo) -> None:
+        writer = self.writers.pop((trial.study, trial.number), None)
+        if writer is None:
+            return  # it never started in this process (a surplus trial, another worker's)
+        steps = max(len(trial.curve), 1)
+        for name, value in final_metrics(trial).items():
+            if name != "val_accuracy":
+                writer.add_scalar(name, value, steps)
+        writer.add_text("state", f"{trial.state}{': ' + trial.reason if trial.reason else ''}", steps)
+        writer.close()
+
+    def close(self) -> None:
+        for writer in self.writers.values():
+            writer.close()
+        self.writers.clear()

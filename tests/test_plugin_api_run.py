@@ -1,0 +1,202 @@
+"""Plugin API 1.3 as a user meets it through the command line: reserved names refused in
+one line, TLBENCH_LOAD_PLUGINS mistakes named, backbones whose groups run backwards
+refused by validate, and the event hooks of a real run, in order, with typed records."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+
+import pandas as pd
+import yaml
+
+from conftest import FAKE_DIST, one_line, tiny_benchmark
+from tlbench import cli
+
+
+def _config(tmp_path, plugin: str | None = None, **overrides) -> str:
+    data = tiny_benchmark(**overrides)
+    if plugin is not None:
+        (tmp_path / "plugin.py").write_text("import tlbench\nfrom tlbench.types import *\n" + textwrap.dedent(plugin))
+        data["plugins"] = ["plugin.py"]
+    path = tmp_path / "benchmarks.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return str(path)
+
+
+def test_a_dataset_option_named_like_a_host_field_is_refused_in_one_line(tmp_path, capsys):
+    plugin = """
+    from tlbench.builtins.datasets import load_synthetic
+
+    @tlbench.hookimpl
+    def tlbench_datasets():
+        yield Dataset("mine", load_synthetic, options={"per_class": "examples per class"})
+    """
+    code = cli.main(["validate", _config(tmp_path, plugin, datasets=[{"name": "mine", "per_class": 3}])])
+    one_line(capsys, code, "plugin.py: dataset 'mine': option 'per_class' is a name tlbench reserves for every dataset",
+             "(reserved: name, label, train_samples, val_samples, test_samples, per_class)", "rename the option")  # fmt: skip
+
+
+def test_a_strategy_parameter_named_like_a_training_setting_is_refused(tmp_path, capsys):
+    plugin = """
+    @tlbench.hookimpl
+    def tlbench_strategies():
+        yield Strategy("wd", lambda s, o: {"lr": s.suggest("lr", [1e-3, 1e-1], log=True), "weight_decay": 0.1},
+                       lambda p, n: [Phase("head", 1, n, 0.0, p["lr"])])
+    """
+    code = cli.main(["validate", _config(tmp_path, plugin, strategies=[{"name": "wd"}])])
+    one_line(capsys, code, "strategy 'wd': suggest() returned a parameter named 'weight_decay', a name the host draws for every trial")
+
+
+def test_a_misspelt_name_in_the_restriction_stops_validate_and_warns_in_plugins(tmp_path, capsys, monkeypatch):
+    monkeypatch.syspath_prepend(str(FAKE_DIST))
+    monkeypatch.setenv("TLBENCH_LOAD_PLUGINS", "fak")
+    code = cli.main(["validate", _config(tmp_path)])
+    one_line(capsys, code, "TLBENCH_LOAD_PLUGINS names 'fak', which is no installed plugin", "did you mean 'fake'?")
+    assert cli.main(["plugins"]) == 0
+    assert "tlbench: warning: TLBENCH_LOAD_PLUGINS names 'fak'" in capsys.readouterr().err
+
+
+def test_an_unknown_name_that_an_excluded_plugin_provides_names_that_plugin(tmp_path, capsys, monkeypatch):
+    monkeypatch.syspath_prepend(str(FAKE_DIST))
+    monkeypatch.setenv("TLBENCH_LOAD_PLUGINS", "")  # every installed plugin left out
+    code = cli.main(["validate", _config(tmp_path, strategies=[{"name": "fake_head_only"}])])
+    one_line(capsys, code, "strategies[0] (fake_head_only): unknown strategy 'fake_head_only'",
+             "it is provided by the installed plugin fake, which TLBENCH_LOAD_PLUGINS='' leaves out: add fake to it, or unset it")  # fmt: skip
+
+
+BACKWARDS = """
+import torch
+from torch import nn
+
+class Net(nn.Module):
+    def __init__(self, n):
+        super().__init__()
+        self.a, self.b, self.head = nn.Conv2d(3, 4, 3), nn.Conv2d(4, 4, 3), nn.Linear(4, n)
+    def forward(self, x):
+        return self.head(self.b(self.a(x)).mean((2, 3)))
+
+def build(request):
+    net = Net(request.num_classes)
+    # output side first: freeze: 0.5 would freeze b and train a
+    return BuiltBackbone(net, (("b.weight", "b.bias"), ("a.weight", "a.bias")), ("head.weight", "head.bias"),
+                         DataConfig(16, (0.5,) * 3, (0.5,) * 3))
+
+@tlbench.hookimpl
+def tlbench_backbones():
+    yield Backbone("backwards", build)
+"""
+
+
+def test_groups_that_run_output_to_input_are_refused_by_validate(tmp_path, capsys):
+    code = cli.main(["validate", _config(tmp_path, BACKWARDS, backbones=[{"name": "backwards", "pretrained": False}])])
+    one_line(capsys, code, "backbone 'backwards': build() returned groups must run from input to output, but group 1 (a.weight, ...) is used before group 0")
+
+
+def test_an_error_names_its_entry_once(tmp_path, capsys):
+    code = cli.main(["validate", _config(tmp_path, datasets=[{"name": "imagefolder", "path": "missing"}])])
+    line = one_line(capsys, code, "datasets[0] (imagefolder): ")
+    assert line.count("imagefolder") == 1 + line.count("/imagefolder"), line
+
+
+RECORDER = """
+import json
+
+events = []
+
+def _keep(kind, **fields):
+    with open(__file__ + ".events", "a") as f:
+        f.write(json.dumps({"event": kind, **fields}) + "\\n")
+
+@tlbench.hookimpl
+def tlbench_run_started(run):
+    _keep("run_started", run=run.run, folder=str(run.folder), datasets=list(run.datasets))
+
+@tlbench.hookimpl
+def tlbench_trial_started(trial):
+    _keep("trial_started", number=trial.number, state=trial.state, epochs=trial.epochs, params=trial.record.params)
+
+@tlbench.hookimpl
+def tlbench_epoch_done(trial, epoch, val_accuracy):
+    _keep("epoch_done", number=trial.number, epoch=epoch, val=val_accuracy, curve=list(trial.curve))
+
+@tlbench.hookimpl
+def tlbench_trial_finished(run, trial):
+    _keep("trial_finished", number=trial.number, state=trial.state, test=trial.record.test_accuracy, curve=list(trial.curve),
+          values=list(trial.values), gflops=trial.record.train_gflops)
+
+@tlbench.hookimpl
+def tlbench_run_finished(run, interrupted):
+    _keep("run_finished", interrupted=interrupted)
+"""
+
+
+def test_a_plugin_gets_every_event_of_a_run_in_order_with_what_the_storage_holds(tmp_path, capsys):
+    config = _config(tmp_path, RECORDER, strategies=[{"name": "finetune", "epochs": 2}], search={"n_trials": 3, "startup_trials": 1, "screen": False})
+    assert cli.main(["run", config, "--format", "csv"]) == 0, capsys.readouterr().err
+    events = [json.loads(line) for line in (tmp_path / "plugin.py.events").read_text().splitlines()]
+    kinds = [e["event"] for e in events]
+    assert kinds[0] == "run_started" and kinds[-1] == "run_finished" and events[-1]["interrupted"] is False
+    # one device: trials one after another, each started, its epochs in order, finished (a pruned one ends early)
+    expected = []
+    for e in events[1:-1]:
+        if e["event"] == "trial_finished":
+            run = len(e["curve"])
+            assert run == 2 or e["state"] == "pruned"
+            expected += ["trial_started"] + ["epoch_done"] * run + ["trial_finished"]
+    assert kinds[1:-1] == expected and kinds.count("trial_finished") == 3
+    assert [e["epoch"] for e in events if e["event"] == "epoch_done"] == [k for e in events if e["event"] == "trial_finished" for k in range(1, len(e["curve"]) + 1)]
+    trials = pd.read_csv(next((tmp_path / "results" / "tiny").glob("*/trials.csv")))
+    finished = {e["number"]: e for e in events if e["event"] == "trial_finished"}
+    assert sorted(finished) == sorted(trials["trial"])
+    for _, row in trials.iterrows():
+        event = finished[row["trial"]]
+        assert event["state"] == row["state"].lower()
+        if row["state"] == "COMPLETE":
+            assert event["test"] == row["test_accuracy"] and event["values"] == [event["curve"][-1]]
+            assert event["gflops"] == row["train_gflops"]
+    curves = [e["curve"] for e in events if e["event"] == "epoch_done"]
+    assert all(len(c) == e["epoch"] for c, e in zip(curves, [e for e in events if e["event"] == "epoch_done"]))
+    assert all(e["epochs"] == 2 and "lr_head" in e["params"] for e in events if e["event"] == "trial_started")
+
+
+def test_a_hook_that_raises_is_named_once_and_the_run_goes_on(tmp_path, capsys):
+    plugin = """
+    @tlbench.hookimpl
+    def tlbench_epoch_done(epoch):
+        raise RuntimeError("tracker down")
+    """
+    config = _config(tmp_path, plugin, search={"n_trials": 2, "startup_trials": 1, "screen": False})
+    assert cli.main(["run", config]) == 0
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if "tracker down" in line]
+    assert len(lines) == 1 and "tlbench_epoch_done() raised RuntimeError: tracker down; it gets no more events in this run" in lines[0]
+    trials = pd.read_csv(next((tmp_path / "results" / "tiny").glob("*/trials.csv")))
+    assert trials["state"].eq("COMPLETE").all() and len(trials) == 2
+
+
+def test_layerwise_runs_with_a_rate_per_group(tmp_path, capsys):
+    config = _config(tmp_path, strategies=[{"name": "layerwise", "epochs": 1, "decay": 0.5, "freeze": 0.0}],
+                     search={"n_trials": 1, "startup_trials": 1, "screen": False})  # fmt: skip
+    assert cli.main(["run", config, "--format", "csv"]) == 0, capsys.readouterr().err
+    import optuna
+
+    from tlbench.record import TrialRecord
+
+    db = next((tmp_path / "results" / "tiny").glob("*/study.db"))
+    summaries = optuna.get_all_study_summaries(f"sqlite:///{db}")
+    study = optuna.load_study(study_name=summaries[0].study_name, storage=f"sqlite:///{db}")
+    record = TrialRecord.from_trial(study.trials[0])
+    (phase,) = record.phases
+    rates, top = phase["group_lrs"], record.params["lr_backbone"]
+    assert len(rates) == record.n_groups and rates[-1] == top and rates[0] == top * 0.5 ** (record.n_groups - 1)
+
+
+def test_an_event_hook_with_an_unknown_argument_is_named(tmp_path, capsys):
+    plugin = """
+    @tlbench.hookimpl
+    def tlbench_epoch_done(trial, foo):
+        pass
+    """
+    code = cli.main(["validate", _config(tmp_path, plugin)])
+    one_line(capsys, code, "hook tlbench_epoch_done() takes 'foo', but tlbench passes only run, trial, epoch, val_accuracy")

@@ -1,0 +1,185 @@
+"""Run and trial events, sent to every plugin that implements the event hooks
+(:mod:`tlbench.hookspecs`): tlbench's own progress display, the trackers a config
+lists, and any installed plugin.
+
+Events are delivered one at a time, in order, from whichever thread runs the trial
+(several devices: several trial threads), so an implementation needs no lock of
+its own. A hook of a third-party plugin or tracker that raises is reported once, in
+one line naming it, and gets no further events in this run: the trial and the
+results in the storage are unaffected. tlbench's own implementations raise.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import optuna
+import pluggy
+
+from tlbench import hookspecs
+from tlbench.record import TrialRecord
+from tlbench.types import RunInfo, TrialInfo, UserError
+
+_STATES = {"COMPLETE": "complete", "PRUNED": "pruned", "FAIL": "failed", "RUNNING": "running", "WAITING": "waiting"}
+
+
+class Events:
+    """The event hooks of one run, and the progress display's study-level lines.
+
+    ``progress`` (a :class:`tlbench.progress.Progress`) is registered for the run's
+    events like any plugin; its other methods (``study_started``, ``note``, ...) are
+    passed through. ``pm``: the plugin manager the plan's plugins came from (None:
+    progress alone). ``trackers``: (name, object) pairs opened from the config.
+    """
+
+    def __init__(self, progress, run: RunInfo | None = None, pm: pluggy.PluginManager | None = None,
+                 trackers: Sequence[tuple[str, Any]] = (), warn: Callable[[str], None] | None = None):  # fmt: skip
+        self.progress, self.run = progress, run
+        self.pm = pm if pm is not None else _bare_manager()
+        self.lock = threading.RLock()
+        self.off: set[str] = set()  # plugins whose hook raised: no more events
+        self.warn = warn or (lambda text: print(f"tlbench: warning: {text}", file=sys.stderr))
+        self.ours = {"tlbench.progress"}
+        self.registered: list[Any] = []
+        self._register(progress, "tlbench.progress")
+        self.trackers = list(trackers)
+        for name, tracker in self.trackers:
+            self._register(tracker, f"tracker {name}")
+
+    def _register(self, plugin: Any, name: str) -> None:
+        if plugin is None or self.pm.is_registered(plugin):
+            return
+        try:
+            self.pm.register(plugin, name=name)
+        except pluggy.PluginValidationError as exc:
+            from tlbench.plugins import validation_problem
+
+            raise UserError(f"{name}: {validation_problem(exc)}") from exc
+        self.registered.append(plugin)
+
+    def close(self) -> None:
+        """Unregister what this run registered and close its trackers (their ``close()``)."""
+        for plugin in self.registered:
+            if self.pm.is_registered(plugin):
+                self.pm.unregister(plugin)
+        self.registered.clear()
+        for name, tracker in self.trackers:
+            closer = getattr(tracker, "close", None)
+            if callable(closer) and f"tracker {name}" not in self.off:
+                self._guarded(f"tracker {name}", "close()", closer, {})
+
+    # the events ------------------------------------------------------------------------
+
+    def run_started(self) -> None:
+        self._emit("tlbench_run_started", run=self.run)
+
+    def run_finished(self, interrupted: bool) -> None:
+        self._emit("tlbench_run_finished", run=self.run, interrupted=interrupted)
+
+    def trial_started(self, trial: TrialInfo) -> None:
+        self._emit("tlbench_trial_started", run=self.run, trial=trial)
+
+    def epoch_done(self, trial: TrialInfo, epoch: int, val_accuracy: float) -> None:
+        self._emit("tlbench_epoch_done", run=self.run, trial=trial, epoch=epoch, val_accuracy=val_accuracy)
+
+    def trial_finished(self, trial: TrialInfo) -> None:
+        self._emit("tlbench_trial_finished", run=self.run, trial=trial)
+
+    # passed through to the progress display ----------------------------------------------
+
+    def study_started(self, dataset: str, done: int, total: int | None) -> None:
+        self.progress.study_started(dataset, done, total)
+
+    def trial_recovered(self, dataset: str, number: int, retried: bool) -> None:
+        self.progress.trial_recovered(dataset, number, retried)
+
+    def study_finished(self, dataset: str) -> None:
+        self.progress.study_finished(dataset)
+
+    def note(self, text: str) -> None:
+        self.progress.note(text)
+
+    # ------------------------------------------------------------------------------------
+
+    def _emit(self, hook: str, **kwargs) -> None:
+        with self.lock:
+            for impl in reversed(getattr(self.pm.hook, hook).get_hookimpls()):  # registration order
+                if impl.plugin_name in self.off:
+                    continue
+                args = {name: kwargs[name] for name in impl.argnames}
+                if impl.plugin_name in self.ours:
+                    impl.function(**args)  # our own display: a bug in it is a bug
+                else:
+                    self._guarded(impl.plugin_name, f"{hook}()", impl.function, args)
+
+    def _guarded(self, plugin: str, what: str, fn, args: dict) -> None:
+        try:
+            fn(**args)
+        except Exception as exc:
+            self.off.add(plugin)
+            self.warn(f"{plugin}: {what} raised {type(exc).__name__}: {exc}; it gets no more events in this run")
+
+
+def as_events(progress) -> Events:
+    """``progress`` as the events of a run without plugins (tests, benchmark scripts)."""
+    return progress if isinstance(progress, Events) else Events(progress)
+
+
+def _bare_manager() -> pluggy.PluginManager:
+    pm = pluggy.PluginManager("tlbench")
+    pm.add_hookspecs(hookspecs)
+    return pm
+
+
+def running(trial: optuna.Trial, dataset: str, epochs: int, curve: Sequence[float] = ()) -> TrialInfo:
+    """A running trial as the event hooks see it: everything stored with it so far."""
+    record = TrialRecord.from_trial(trial)
+    return TrialInfo(
+        dataset=dataset, study=trial.study.study_name, number=trial.number,
+        backbone=str(trial.params.get("backbone", "?")), strategy=str(trial.params.get("strategy", "?")),
+        state="running", record=record, epochs=epochs, curve=tuple(curve),
+    )  # fmt: skip
+
+
+def finished(trial: optuna.trial.FrozenTrial, dataset: str, study: str) -> TrialInfo:
+    """A finished trial as the event hooks see it."""
+    record = TrialRecord.from_trial(trial)
+    state = _STATES.get(trial.state.name, trial.state.name.lower())
+    curve = tuple(record.val_curve or ()) or tuple(trial.intermediate_values[k] for k in sorted(trial.intermediate_values))
+    reason = ""
+    if state == "failed":
+        reason = record.fail_reason or "see -v"
+    elif state == "pruned":
+        reason = f"not trained: {record.infeasible}" if record.infeasible else f"pruned after epoch {len(curve)}"
+    return TrialInfo(
+        dataset=dataset, study=study, number=trial.number,
+        backbone=str(trial.params.get("backbone", "?")), strategy=str(trial.params.get("strategy", "?")),
+        state=state, record=record, epochs=sum(p.get("epochs", 0) for p in record.phases or ()),
+        curve=curve, values=tuple(trial.values or ()) if state == "complete" else (), reason=reason,
+        seconds=trial.duration.total_seconds() if trial.duration else 0.0,
+    )  # fmt: skip
+
+
+def start(plan, progress, folder, storage_url: str) -> Events:
+    """The events of a run of ``plan``: its trackers opened (a UserError from one stops
+    the run before any trial), its plugins' event hooks and ``progress`` registered."""
+    from tlbench.contract import plugin_call
+    from tlbench.studies import study_name
+    from tlbench.trial import WORKER
+    from tlbench.types import TrackerRequest
+
+    run = RunInfo(
+        benchmark=plan.bench.name, run=plan.bench.run_name, folder=folder, fingerprint=plan.bench.fingerprint(),
+        datasets=tuple(entry.key for entry, _ in plan.datasets),
+        studies={entry.key: study_name(plan.bench, entry.key) for entry, _ in plan.datasets},
+        storage=storage_url, worker=WORKER, config=plan.bench.model_dump(mode="json"),
+    )  # fmt: skip
+    opened = []
+    for tracker in plan.trackers:
+        request = TrackerRequest(options=tracker.entry.options, run=run, base_dir=plan.base_dir)
+        what = f"tracker '{tracker.record.name}': open()"
+        opened.append((tracker.entry.name, plugin_call(tracker.plugin, what, lambda r=tracker.record: r.open(request))))
+    return Events(progress, run, plan.pm, opened)
