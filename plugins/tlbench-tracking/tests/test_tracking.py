@@ -9,7 +9,6 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # before timm is imported: no hub in tests
 
 import optuna
-import pandas as pd
 import pytest
 import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -101,3 +100,19 @@ def test_a_tracker_option_that_does_not_exist_is_refused(tmp_path, capsys, monke
 
 def test_both_pass_the_conformance_kit():
     assert testing.check_plugin("tracking") == ["tracker tensorboard", "tracker mlflow"]
+
+
+def test_a_worker_that_loses_the_race_to_create_the_experiment_uses_it(tmp_path, monkeypatch):
+    """Workers of one run open the tracker at the same moment; the one whose create comes
+    second finds the experiment the other made instead of stopping."""
+    from mlflow.tracking import MlflowClient
+
+    from tlbench_tracking import mlflow_tracker
+
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    client = MlflowClient(tracking_uri=(tmp_path / "mlruns").as_uri())
+    made = mlflow_tracker._experiment(client, "tlbench/x/r")
+    real = client.get_experiment_by_name
+    answers = iter([None])  # the loser's first look came before the winner's create
+    monkeypatch.setattr(client, "get_experiment_by_name", lambda name: next(answers, None) or real(name))
+    assert mlflow_tracker._experiment(client, "tlbench/x/r") == made

@@ -36,8 +36,7 @@ class MLflowTracker:
             os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
         self.client = MlflowClient(tracking_uri=uri)
         name = str(request.options.get("experiment") or f"tlbench/{request.run.benchmark}/{request.run.run}")
-        found = self.client.get_experiment_by_name(name)
-        self.experiment = found.experiment_id if found is not None else self.client.create_experiment(name)
+        self.experiment = _experiment(self.client, name)
         self.uri = uri
         self.tags = {"tlbench.benchmark": request.run.benchmark, "tlbench.run": request.run.run, "tlbench.worker": request.run.worker}
         self.runs: dict[tuple[str, int], str] = {}  # (study, trial number) -> MLflow run id
@@ -74,6 +73,22 @@ class MLflowTracker:
         for run_id in self.runs.values():  # trials cut short by the end of the run (Ctrl-C)
             self.client.set_terminated(run_id, status="KILLED")
         self.runs.clear()
+
+
+def _experiment(client, name: str) -> str:
+    """The id of experiment ``name``, created if missing. Workers of one run open their
+    trackers at the same moment: when another created it first, creating fails and
+    the experiment is there to be read."""
+    found = client.get_experiment_by_name(name)
+    if found is not None:
+        return found.experiment_id
+    try:
+        return client.create_experiment(name)
+    except Exception:
+        found = client.get_experiment_by_name(name)
+        if found is None:
+            raise
+        return found.experiment_id
 
 
 def _resolved(uri: str, base: Path) -> str:
