@@ -29,8 +29,37 @@ def _trials(folder) -> list[optuna.trial.FrozenTrial]:
     return optuna.load_study(study_name=name, storage=f"sqlite:///{folder / 'study.db'}").trials
 
 
+# A config plugin that holds trial 1 after its first epoch until the test has sent its signal:
+# the signal then lands mid-trial every time (polling the storage for a running trial could
+# miss the window on a busy machine, and did in CI). Trial 1 of a rerun is never held again.
+PAUSE = """
+import time
+from pathlib import Path
+
+import tlbench
+
+MARK = Path(__file__).with_name("paused")
+
+
+@tlbench.hookimpl
+def tlbench_epoch_done(trial, epoch):
+    if trial.number == 1 and epoch == 1 and not MARK.exists():
+        MARK.write_text("trial 1 is training")
+        deadline = time.monotonic() + 120  # bounded: a test that never signals still ends
+        while time.monotonic() < deadline:
+            time.sleep(0.05)
+"""
+
+
+def _held(write_config):
+    """The SLOW config with the PAUSE plugin next to it."""
+    config = write_config(SLOW | {"plugins": ["pause.py"]})
+    (config.parent / "pause.py").write_text(PAUSE)
+    return config
+
+
 def _start_and_stop_mid_trial(config, sig) -> tuple[subprocess.Popen, object]:
-    """Start a run, wait until one trial has finished and the next is running, then send ``sig``."""
+    """Start a run, wait until trial 0 has finished and trial 1 is held mid-training, then send ``sig``."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "tlbench", "run", str(config), "--format", "csv"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -38,19 +67,16 @@ def _start_and_stop_mid_trial(config, sig) -> tuple[subprocess.Popen, object]:
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline:
         assert proc.poll() is None, proc.communicate()
-        # trials.csv appears after the first trial: the storage's tables exist by then (opening
-        # it earlier would race the run creating them)
-        folders = [p.parent for p in (config.parent / "results" / "kill").glob("*/trials.csv")]
-        trials = _trials(folders[0]) if folders else []
-        states = [t.state.name for t in trials]
-        # the next trial is running and has drawn its whole configuration (it is training)
-        if "COMPLETE" in states and states[-1] == "RUNNING" and "params" in trials[-1].user_attrs and len(states) < 4:
+        if (config.parent / "paused").exists():
+            (folder,) = [p.parent for p in (config.parent / "results" / "kill").glob("*/trials.csv")]
+            states = [t.state.name for t in _trials(folder)]
+            assert states == ["COMPLETE", "RUNNING"], states
             proc.send_signal(sig)
             proc.wait(timeout=120)
-            return proc, folders[0]
-        time.sleep(0.1)
+            return proc, folder
+        time.sleep(0.05)
     proc.kill()
-    pytest.fail("no trial finished in time")
+    pytest.fail("trial 1 did not start in time")
 
 
 def _rerun(config, capsys):
@@ -59,7 +85,7 @@ def _rerun(config, capsys):
 
 
 def test_sigkill_then_rerun_keeps_finished_trials_and_retries_the_killed_one(write_config, capsys):
-    config = write_config(SLOW)
+    config = _held(write_config)
     proc, folder = _start_and_stop_mid_trial(config, signal.SIGKILL)
     assert proc.returncode == -signal.SIGKILL
     before = {t.number: t for t in _trials(folder)}
@@ -102,7 +128,7 @@ def test_sigkill_then_rerun_keeps_finished_trials_and_retries_the_killed_one(wri
 def test_ctrl_c_or_sigterm_records_the_trial_as_interrupted_writes_the_report_and_exits_128_plus_signal(
     write_config, capsys, sig, code, said
 ):
-    config = write_config(SLOW)
+    config = _held(write_config)
     proc, folder = _start_and_stop_mid_trial(config, sig)
     err = proc.stderr.read()
     assert proc.returncode == code, err
