@@ -38,6 +38,7 @@ from tlbench.studies import (
     fail_interrupted,
     failure,
     lost_trials,
+    note_test_split,
     over_budget,
     open_study,
     probes_waiting,
@@ -354,6 +355,7 @@ def screen_all(plan: Plan, splits: dict[str, DatasetSplits], store, resources: T
     settings = plan.bench.search.screen
     for entry, _ in plan.datasets:
         study = open_study(plan, entry.key, store, alone=False)
+        note_test_split(study, splits[entry.key].classes, splits[entry.key].test.labels)
         if not settings.enabled:
             study.set_user_attr(screen.DROPPED, {"rule": "off (search.screen: false)", "dropped": {}})
             continue

@@ -44,7 +44,7 @@ class _Open(BaseModel):
 class BackboneEntry(_Open):
     name: str  # a backbone record name, or family:model such as timm:resnet18
     pretrained: bool = True  # load pretrained weights; false: random init (a from-scratch baseline)
-    weights: str | None = None  # local weights file (.safetensors or torch state dict), relative to the config
+    weights: str | None = None  # local weights file (.safetensors or torch state dict), relative to the config, or package:<module>/<file>
     label: str | None = None  # key in results; default: name, plus "-scratch" for random init
     resolution: PositiveInt | None = None  # input side in pixels; default: training.resolution or the backbone's
 

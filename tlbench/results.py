@@ -377,13 +377,30 @@ def trials_frame(store, studies: dict[str, str], limits: dict | None = None) -> 
         except KeyError:
             continue  # not started yet
         lost, gave_up = studies_.lost_trials(study), studies_.gave_up(study)
+        test_split = study.user_attrs.get(studies_.TEST_SPLIT)
         for t in study.get_trials(deepcopy=False):
             record = TrialRecord.from_trial(t)
             kind, reason = studies_.failure(t, lost, record)
             if kind != Failure.SURPLUS:  # never ran: workers racing for a study's last trial
                 row = _trial_row(dataset, t, record, kind, reason, gave_up.get(t.number))
-                rows.append(row | {"infeasible": infeasible(record, limits or {})})
+                rows.append(row | {"infeasible": infeasible(record, limits or {})} | per_class(record.test_correct, test_split))
     return pd.DataFrame(rows, columns=TRIAL_COLUMNS + ["repeat_of", "test_correct"])
+
+
+def per_class(bits: str | None, test_split: dict | None) -> dict[str, Any]:
+    """``test_balanced`` (the mean over classes of each class's test accuracy) and
+    ``test_per_class`` (JSON: class -> [right, examples]) from a trial's per-example test
+    results and the study's test labels; empty when either is missing (runs made before
+    tlbench 0.3 stored no labels)."""
+    if not bits or not test_split or len(test_split["labels"]) != len(bits):
+        return {}
+    classes = test_split["classes"]
+    counts = {c: [0, 0] for c in classes}
+    for bit, label in zip(bits, test_split["labels"]):
+        counts[classes[label]][0] += bit == "1"
+        counts[classes[label]][1] += 1
+    present = [right / n for right, n in counts.values() if n]
+    return {"test_balanced": sum(present) / len(present), "test_per_class": json.dumps(counts)}
 
 
 
@@ -394,6 +411,7 @@ TRIAL_COLUMNS = [
     "train_gflops", "train_seconds", "throughput", "latency_ms", "peak_memory_mb", "memory_kind",
     "device", "precision", "resolution", "elapsed_seconds", "val_curve", "failure", "fail_reason", "params",
     "feature_cache", "cache_kind", "retry_of", "host", "worker", "pretrained", "gave_up", "infeasible", "origin",
+    "test_balanced", "test_per_class",
 ]  # fmt: skip
 MEASURED = [  # record fields copied as they are
     "total_params", "trainable_params", "forward_gflops", "train_gflops", "train_seconds", "throughput",

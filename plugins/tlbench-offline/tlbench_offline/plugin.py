@@ -5,7 +5,7 @@ from __future__ import annotations
 import tlbench
 from tlbench.types import Backbone, Dataset
 
-from tlbench_offline import data, weights
+from tlbench_offline import data, elpv, weights
 
 TLBENCH_PLUGIN_API = (1, 3)  # Backbone.options (timm's drop rates); the oldest plugin API this plugin works with
 
@@ -25,3 +25,9 @@ def tlbench_backbones():
 def tlbench_datasets():
     for name, (load, description) in data.DATASETS.items():
         yield Dataset(name=name, load=load, description=description)
+    yield Dataset(
+        name="elpv",
+        load=elpv.load_elpv,
+        options=elpv.OPTIONS,
+        description="2,624 solar-cell EL images, 300x300 grey, 4 defect levels (imbalanced); images CC BY-NC-SA 4.0",
+    )
