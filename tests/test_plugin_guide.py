@@ -91,7 +91,7 @@ def test_the_examples_run_in_a_benchmark(tmp_path, write_config, capsys):
                 {"backbone": "tiny_cnn-scratch", "strategy": "head_and_last_norm", "params": {"lr": 1e-2}},
             ],
         },  # fmt: skip
-        trackers=[{"name": "jsonl", "path": "seen.jsonl"}],
+        trackers=[{"name": "jsonl", "path": "seen.jsonl"}, {"name": "jsonl", "path": "also.jsonl"}],  # one tracker twice
     )
     assert cli.main(["run", str(write_config(data)), "--format", "csv"]) == 0, capsys.readouterr().err
     trials = pd.read_csv(next((tmp_path / "results" / "guide").glob("*/trials.csv")))
@@ -99,6 +99,7 @@ def test_the_examples_run_in_a_benchmark(tmp_path, write_config, capsys):
     assert (trials.loc[trials["strategy"] == "l2sp", "feature_cache"] == "l2sp: off (extra loss)").all()
     # the tracker saw every trial, with what the results hold
     seen = {line["trial"]: line for line in map(json.loads, (tmp_path / "seen.jsonl").read_text().splitlines())}
+    assert (tmp_path / "also.jsonl").read_text() == (tmp_path / "seen.jsonl").read_text()
     assert sorted(seen) == sorted(trials["trial"])
     for _, row in trials.iterrows():
         assert seen[row["trial"]]["test_accuracy"] == row["test_accuracy"] and seen[row["trial"]]["strategy"] == row["strategy"]

@@ -45,9 +45,9 @@ class Events:
         self.ours = {"tlbench.progress"}
         self.registered: list[Any] = []
         self._register(progress, "tlbench.progress")
-        self.trackers = list(trackers)
+        self.trackers = list(trackers)  # (name, object): the name is unique in the run, e.g. "trackers[0] (mlflow)"
         for name, tracker in self.trackers:
-            self._register(tracker, f"tracker {name}")
+            self._register(tracker, name)
 
     def _register(self, plugin: Any, name: str) -> None:
         if plugin is None or self.pm.is_registered(plugin):
@@ -68,8 +68,8 @@ class Events:
         self.registered.clear()
         for name, tracker in self.trackers:
             closer = getattr(tracker, "close", None)
-            if callable(closer) and f"tracker {name}" not in self.off:
-                self._guarded(f"tracker {name}", "close()", closer, {})
+            if callable(closer) and name not in self.off:
+                self._guarded(name, "close()", closer, {})
 
     # the events ------------------------------------------------------------------------
 
@@ -178,8 +178,8 @@ def start(plan, progress, folder, storage_url: str) -> Events:
         storage=storage_url, worker=WORKER, config=plan.bench.model_dump(mode="json"),
     )  # fmt: skip
     opened = []
-    for tracker in plan.trackers:
+    for i, tracker in enumerate(plan.trackers):  # the same tracker may be listed twice (two MLflow stores)
         request = TrackerRequest(options=tracker.entry.options, run=run, base_dir=plan.base_dir)
         what = f"tracker '{tracker.record.name}': open()"
-        opened.append((tracker.entry.name, plugin_call(tracker.plugin, what, lambda r=tracker.record: r.open(request))))
+        opened.append((f"trackers[{i}] ({tracker.entry.name})", plugin_call(tracker.plugin, what, lambda r=tracker.record: r.open(request))))
     return Events(progress, run, plan.pm, opened)
