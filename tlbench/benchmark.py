@@ -22,7 +22,6 @@ import optuna
 
 from tlbench import events as run_events
 from tlbench import interrupts, results, storage, tables
-from tlbench.events import Events, as_events
 from tlbench.planning import Plan, preflight
 from tlbench.progress import Progress
 from tlbench.record import Failure, TrialRecord
@@ -99,7 +98,7 @@ def run_benchmark(
         store = shared or storage.connect(url)
         open_studies(plan, store, alone)
         save_metadata(plan, folder, resources)
-        events = run_events.start(plan, progress, folder, url) if workers == 1 else as_events(progress)  # workers send their own
+        events = run_events.start(plan, progress, folder, url) if workers == 1 else run_events.as_events(progress)  # workers send their own
         on_start(folder, resources.devices)
         events.run_started()
         outcome = None
@@ -114,7 +113,7 @@ def run_benchmark(
             _finish(events, interrupted=outcome is None or outcome.interrupted)
 
 
-def _finish(events: Events, interrupted: bool) -> None:
+def _finish(events: run_events.Events, interrupted: bool) -> None:
     """The run's end event, then its trackers closed (also when the event fails)."""
     try:
         events.run_finished(interrupted=interrupted)
@@ -186,7 +185,7 @@ def run_studies(
     device of its own. ``should_stop()`` is asked after each trial.
     """
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # failures are reported by progress, once
-    progress = as_events(progress)
+    progress = run_events.as_events(progress)
     resources = TrialResources(plan, splits) if resources is None else resources
     total = plan.bench.search.n_trials
     for entry, _ in plan.datasets:
@@ -300,7 +299,7 @@ def work_repeats(
     should_stop=lambda: False,
 ) -> None:
     """Run the enqueued repeats that no process has taken yet (with other workers, if any)."""
-    progress = as_events(progress)
+    progress = run_events.as_events(progress)
     resources = TrialResources(plan, splits) if resources is None else resources
     waiting = (optuna.trial.TrialState.WAITING,)
     for entry, _ in plan.datasets:

@@ -10,6 +10,7 @@ import ast
 import inspect
 import io
 import tokenize
+import types
 import typing
 from typing import Any
 
@@ -99,7 +100,7 @@ def _type(annotation: Any) -> str:
     origin = typing.get_origin(annotation)
     if origin is typing.Literal:
         return " / ".join(f"`{a}`" for a in typing.get_args(annotation))
-    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+    if origin in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(annotation) if a is not type(None)]
         if set(args) >= {int, float, str, bool}:
             return "value or searched"

@@ -47,13 +47,13 @@ FIELD_KINDS = {  # record type -> field -> what it must be (the dataclasses cann
 # Names the host itself reads in a config entry, or draws for every trial: a plugin's
 # option or parameter of the same name would be taken by the host, silently. Kept
 # equal to the config schema's fields by tests/unit/test_contract.py.
+RESERVED_PARAMS = ("backbone", "strategy", "batch_size", "weight_decay")  # trial parameters the host draws (training.*)
 RESERVED_OPTIONS = {
     Backbone: ("name", "pretrained", "weights", "label", "resolution"),  # fields of a backbones: entry
     Dataset: ("name", "label", "train_samples", "val_samples", "test_samples", "per_class"),  # of a datasets: entry
-    Strategy: ("name", "label", "backbone", "strategy", "batch_size", "weight_decay"),  # of a strategies: entry + RESERVED_PARAMS
+    Strategy: ("name", "label", *RESERVED_PARAMS),  # of a strategies: entry, and what the host draws
     Tracker: ("name",),  # of a trackers: entry
 }
-RESERVED_PARAMS = ("backbone", "strategy", "batch_size", "weight_decay")  # trial parameters the host draws (training.*)
 
 
 def plugin_call(plugin: str, what: str, fn):

@@ -126,12 +126,6 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def activation_bytes(model: nn.Module, resolution: int) -> float:
-    """Bytes that every module's output takes for one image at ``resolution`` (on the CPU,
-    in eval mode): what a training step keeps for its backward pass, roughly."""
-    return forward_probe(model, resolution)[0]
-
-
 def first_use(model: nn.Module, x: torch.Tensor) -> dict[str, float]:
     """Parameter name -> the position, in one forward pass of ``x``, of the first call of
     the module that owns it (``math.inf``: never called). What the group-order check

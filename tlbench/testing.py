@@ -368,6 +368,7 @@ def check_tracker(record: Tracker, options: Mapping[str, Any] | None = None, *, 
     """Open ``record`` for a run in a fresh temporary run folder and send it one trial's
     events (started, two epochs, finished) and the run's; returns the run folder, whose
     files a test can read back. Whatever its hooks raise fails the check."""
+    import dataclasses
     import tempfile
 
     from tlbench import events
@@ -391,7 +392,7 @@ def check_tracker(record: Tracker, options: Mapping[str, Any] | None = None, *, 
     sink.trial_started(trial)
     for epoch, accuracy in ((1, 0.5), (2, 0.75)):
         sink.epoch_done(trial, epoch, accuracy)
-    done = TrialRecord(**{**vars(record_), "val_curve": [0.5, 0.75], "test_accuracy": 0.7, "train_seconds": 1.0, "train_gflops": 2.0})
+    done = dataclasses.replace(record_, val_curve=[0.5, 0.75], test_accuracy=0.7, train_seconds=1.0, train_gflops=2.0)
     sink.trial_finished(TrialInfo("data", "kit/run/data", 0, "tiny", "linear_probe", "complete", done, 2, (0.5, 0.75), (0.75,), seconds=1.5))
     sink.run_finished(interrupted=False)
     sink.close()
