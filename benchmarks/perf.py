@@ -122,7 +122,7 @@ def make_plan(s: Setting, device: str, **overrides):
 
 def settings(s: Setting, device: torch.device, cache: features.FeatureCache | None, seed: int = 0) -> train.TrainSettings:
     return train.TrainSettings(
-        batch_size=s.batch_size, weight_decay=0.0, augment=False, resolution=s.resolution, device=device, seed=seed,
+        batch_size=s.batch_size, weight_decay=0.0, augment=False, size=s.resolution, device=device, seed=seed,
         cache=cache, data_key="perf",
     )  # fmt: skip
 

@@ -15,7 +15,8 @@ import torch
 
 from tlbench import planning, plugins
 from tlbench.config import load_config
-from tlbench.pipeline import ImageSplit, make_transforms
+from tlbench.inputs import input_size, inputs_of
+from tlbench.pipeline import ExampleSplit
 from tlbench.screen import knn_accuracy, logme, ridge_probe_accuracy
 
 
@@ -28,13 +29,13 @@ def main(path: Path) -> None:
         torch.manual_seed(0)
         built = planning.build_backbone(backbone, len(splits.classes))
         model = built.model.eval()
-        resolution = backbone.entry.resolution or bench.training.resolution or built.data_config.input_size
-        _, transform = make_transforms(built.data_config, resolution, False)
+        inputs = inputs_of(built)
+        _, transform = inputs.transforms(input_size(inputs, backbone.entry, bench.training), False)
         start = time.perf_counter()
         feats = {}
         with torch.no_grad():
             for name in ("train", "val"):
-                images = ImageSplit(getattr(splits, name), transform)
+                images = ExampleSplit(getattr(splits, name), transform)
                 x = torch.stack([images[i][0] for i in range(len(images))])
                 feats[name] = torch.cat([model.forward_head(model.forward_features(b), pre_logits=True) for b in x.split(128)]).numpy()
         extracted = time.perf_counter() - start

@@ -8,6 +8,7 @@ import timm
 import torch
 
 from tlbench import cost
+from tlbench.inputs import image_batch
 from tlbench.builtins.backbones import build_timm, build_torchvision
 from tlbench.types import BackboneRequest, UserError
 
@@ -100,7 +101,7 @@ def _no_network(*args, **kwargs):
 def test_forward_flops_match_timm_published_gmacs():
     # timm's results table lists resnet18 at 224 px with 1.82 GMACs; FLOPs = 2 x MACs.
     model = timm.create_model("resnet18")
-    flops = cost.forward_flops(model, 224, torch.device("cpu"))
+    flops = cost.forward_flops(model, image_batch(1, 224))
     assert abs(flops - 2 * 1.82e9) / (2 * 1.82e9) < 0.02
 
 
@@ -120,17 +121,17 @@ def test_conv_backward_costs_twice_the_forward_even_when_grouped(groups):
 @pytest.mark.parametrize("model_name", ["test_resnet", "test_efficientnet"])
 def test_train_step_flops_shrink_when_the_backbone_is_frozen(model_name):
     model = timm.create_model(model_name, num_classes=3)
-    full = cost.train_step_flops(model, 64, torch.device("cpu"))
+    full = cost.train_step_flops(model, image_batch(2, 64))
     head = {id(p) for p in model.get_classifier().parameters()}
     for p in model.parameters():
         p.requires_grad_(id(p) in head)
-    head_only = cost.train_step_flops(model, 64, torch.device("cpu"))
-    forward = cost.forward_flops(model, 64, torch.device("cpu"))
+    head_only = cost.train_step_flops(model, image_batch(2, 64))
+    forward = cost.forward_flops(model, image_batch(1, 64))
     assert head_only < 1.1 * forward < full  # no backward through a frozen backbone
     assert 2.5 * forward < full < 3.5 * forward  # backward is about twice the forward
 
 
 def test_inference_speed_is_measured(tmp_path):
     model = timm.create_model("test_resnet", num_classes=3)
-    throughput, latency = cost.inference_speed(model, 32, torch.device("cpu"), batch_size=4, budget_s=0.05)
+    throughput, latency = cost.inference_speed(model, lambda n: image_batch(n, 32), torch.device("cpu"), batch_size=4, budget_s=0.05)
     assert throughput > 0 and latency > 0

@@ -255,7 +255,7 @@ BAD = {  # a field of the schema -> values it must refuse
     "results_dir": [{"a": 1}, 3],
     "plugins": ["one.py", [1]],
     "datasets": [[], "synthetic", [{"classes": 3}], [{"name": "synthetic", "train_samples": 0}], [{"name": "synthetic", "per_class": -1}], [{"name": "synthetic", "val_samples": "x"}], [{"name": "synthetic", "test_samples": 1.5}], [{"name": "synthetic", "label": 3}]],
-    "backbones": [[], [{"name": "timm:test_resnet", "pretrained": "sure"}], [{"name": "timm:test_resnet", "resolution": 0}], [{"name": "timm:test_resnet", "weights": "missing.pt"}], [{"name": "timm:test_resnet", "label": ["x"]}], [{"name": "timm:test_resnet", "colour": 1}], [{"name": "timm:test_resnet", "drop_rate": 2}], [{"name": "timm:test_resnet", "drop_path_rate": "some"}]],
+    "backbones": [[], [{"name": "timm:test_resnet", "pretrained": "sure"}], [{"name": "timm:test_resnet", "resolution": 0}], [{"name": "timm:test_resnet", "weights": "missing.pt"}], [{"name": "timm:test_resnet", "label": ["x"]}], [{"name": "timm:test_resnet", "colour": 1}], [{"name": "timm:test_resnet", "drop_rate": 2}], [{"name": "timm:test_resnet", "drop_path_rate": "some"}], [{"name": "timm:test_resnet", "max_length": 0}], [{"name": "timm:test_resnet", "max_length": 64}]],
     "strategies": [[], [{"name": "linear_probe", "epochs": 0}], [{"name": "linear_probe", "label": 1}]],
     "search.n_trials": [0, -3, "many", 2.5],
     "search.timeout": [0, -1, "long"],
@@ -287,6 +287,7 @@ BAD = {  # a field of the schema -> values it must refuse
     "training.weight_decay": [-0.1, "heavy", [1e-2, 1e-6]],
     "training.augment": ["maybe", 2],
     "training.resolution": [0, -32, 100_000, "hd"],
+    "training.max_length": [0, -1, "long", 64],  # 64: no backbone of the config reads text
     "training.device": ["gpu", "cuda:x", [], ["auto", "cpu"], "mps"],
     "training.num_workers": [-1, "all"],
     "training.compile": ["yes please", 3],

@@ -12,7 +12,8 @@ from tlbench.builtins.datasets import load_imagefolder, load_synthetic, load_tor
 from tlbench.config import DatasetEntry
 from tlbench.plugins import collect, make_plugin_manager
 from tlbench.planning import load_splits
-from tlbench.pipeline import ImageSplit, make_transforms
+from tlbench.inputs import ImageInputs
+from tlbench.pipeline import ExampleSplit
 from tlbench.types import DataConfig, DatasetRequest, UserError
 
 
@@ -61,8 +62,8 @@ def test_grayscale_images_become_three_channels(tmp_path):
     make_folder(tmp_path / "train", {"a": 5, "b": 5}, mode="L")
     splits = load_imagefolder(_request(tmp_path, path="train"))
     assert splits.train.load(0).mode == "L"
-    tf, _ = make_transforms(DataConfig(24, (0.5,) * 3, (0.5,) * 3), 24, augment=False)
-    x, y = ImageSplit(splits.train, tf)[0]
+    tf, _ = ImageInputs(DataConfig(24, (0.5,) * 3, (0.5,) * 3)).transforms(24, augment=False)
+    x, y = ExampleSplit(splits.train, tf)[0]
     assert x.shape == (3, 24, 24) and y in (0, 1)
 
 

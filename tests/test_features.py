@@ -13,7 +13,7 @@ import torch
 from tlbench import cachedir, features
 from tlbench.builtins.backbones import _head_names, _timm_data_config, timm_groups
 from tlbench.builtins.datasets import load_synthetic
-from tlbench.pipeline import make_transforms
+from tlbench.inputs import ImageInputs, image_batch
 from tlbench.train import TrainSettings, fit
 from tlbench.types import BuiltBackbone, DatasetRequest, Phase, UserError
 
@@ -34,7 +34,7 @@ def _built(name: str = "test_efficientnet") -> BuiltBackbone:
 
 
 def _settings(cache=None, **overrides) -> TrainSettings:
-    values = dict(batch_size=8, weight_decay=1e-4, augment=False, resolution=32, device=CPU, seed=3, cache=cache, data_key="d")
+    values = dict(batch_size=8, weight_decay=1e-4, augment=False, size=32, device=CPU, seed=3, cache=cache, data_key="d")
     return TrainSettings(**(values | overrides))
 
 
@@ -95,7 +95,7 @@ def test_features_over_the_memory_bound_are_not_cached(splits):
 
 def _key(built: BuiltBackbone, trainable_from: int, transform: str = "T", resolution: int = 32) -> str:
     trainable = set(built.head).union(*map(set, built.groups[trainable_from:]))
-    cut, _ = features.find_cut(built.model, trainable, resolution, CPU)
+    cut, _ = features.find_cut(built.model, trainable, image_batch(2, resolution))
     return features.cache_key(built.model, cut, "data", transform, "fp32", CPU)
 
 
@@ -112,14 +112,14 @@ def test_the_key_follows_weights_transform_data_and_cut_but_not_the_head():
     with torch.no_grad():
         built.model.conv_stem.weight.add_(1e-3)
     assert _key(built, n) != key
-    cut, _ = features.find_cut(built.model, set(built.head), 32, CPU)
+    cut, _ = features.find_cut(built.model, set(built.head), image_batch(2, 32))
     assert features.cache_key(built.model, cut, "other data", "T", "fp32", CPU) != _key(built, n)
     assert features.cache_key(built.model, cut, "data", "T", "bf16", CPU) != _key(built, n)
 
 
 def test_the_real_transform_repr_separates_resolutions():
     dc = _built().data_config
-    assert repr(make_transforms(dc, 32, False)[1]) != repr(make_transforms(dc, 48, False)[1])
+    assert repr(ImageInputs(dc).transforms(32, False)[1]) != repr(ImageInputs(dc).transforms(48, False)[1])
 
 
 def test_data_fingerprint_follows_ids_labels_and_file_changes(tmp_path):
@@ -140,14 +140,14 @@ def test_every_cut_keeps_trainable_parameters_out_of_the_prefix(model):
     n = len(built.groups)
     for frozen in range(n + 1):
         trainable = set(built.head).union(*map(set, built.groups[frozen:]))
-        cut, _ = features.find_cut(built.model, trainable, 32, CPU)
+        cut, _ = features.find_cut(built.model, trainable, image_batch(2, 32))
         prefix_params = {
             f"{m}.{p}" for m in cut.prefix for p, _ in built.model.get_submodule(m).named_parameters()
         }
         assert not prefix_params & trainable, (model, frozen, cut.name)
         if frozen == 0:
             assert cut.name == features.INPUT
-    probe, _ = features.find_cut(built.model, set(built.head), 32, CPU)
+    probe, _ = features.find_cut(built.model, set(built.head), image_batch(2, 32))
     assert probe.name != features.INPUT  # a linear probe always cuts somewhere in the network
 
 
@@ -162,7 +162,7 @@ def test_a_model_that_cannot_be_split_falls_back_to_caching_its_inputs():
         def forward(self, x):
             return self.head((x + self.frozen(x)).mean((2, 3)))
 
-    cut, why = features.find_cut(Skip(), {"head.weight", "head.bias"}, 8, CPU)
+    cut, why = features.find_cut(Skip(), {"head.weight", "head.bias"}, image_batch(2, 8))
     assert cut.name == features.INPUT and "no module boundary" in why
 
 

@@ -14,7 +14,8 @@ from test_datasets import make_folder
 from tlbench import cli
 from tlbench.builtins.datasets import load_imagefolder
 from tlbench.images import to_rgb
-from tlbench.pipeline import ImageSplit
+from tlbench.inputs import ToRGB
+from tlbench.pipeline import ExampleSplit
 from tlbench.types import DatasetRequest, Split, UserError
 
 
@@ -85,7 +86,7 @@ def test_a_16_bit_dataset_trains_on_its_content(tmp_path):
             values = (np.random.default_rng(i).integers(0, 4096, (16, 16))).astype(np.uint16)
             Image.fromarray(values).save(tmp_path / cls / f"{i}.png")
     splits = load_imagefolder(DatasetRequest(options={"path": str(tmp_path), "val_fraction": 0.25, "test_fraction": 0.25}, seed=0, base_dir=tmp_path))
-    x, _ = ImageSplit(splits.train, T.ToTensor())[0]
+    x, _ = ExampleSplit(splits.train, T.Compose([ToRGB(), T.ToTensor()]))[0]
     assert x.shape == (3, 16, 16) and x.std() > 0.1  # a real image, not a constant
 
 
@@ -128,7 +129,7 @@ def test_an_image_mode_that_cannot_become_rgb_names_the_example():
 
     split = Split(labels=(0,), ids=("odd:0",), load=lambda i: Odd())
     with pytest.raises(UserError, match="example odd:0: Pillow cannot convert its mode XYZ to RGB"):
-        ImageSplit(split, T.ToTensor())[0]
+        ExampleSplit(split, T.Compose([ToRGB(), T.ToTensor()]))[0]
 
 
 def test_an_undecodable_image_with_dataloader_workers_is_one_line(tmp_path, write_config, capsys):

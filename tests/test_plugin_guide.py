@@ -172,7 +172,7 @@ def built(request, groups=None, head=None, net=None):
         ),
         (  # a head that ignores num_classes
             TINY + "\n@tlbench.hookimpl\ndef tlbench_backbones():\n    yield Backbone('b4', lambda r: built(r, net=Net(7)))\n",
-            r"backbone 'b4': output has shape \(2, 7\) for 2 images, expected \(2, 3\)",
+            r"backbone 'b4': output has shape \(2, 7\) for 2 inputs, expected \(2, 3\)",
         ),
         (  # overlapping splits
             "\nfrom PIL import Image\nS = Split((0, 1), ('x', 'y'), lambda i: Image.new('RGB', (4, 4)))\n"

@@ -13,7 +13,7 @@ from tlbench.plugins import collect, make_plugin_manager
 from tlbench.train import TrainSettings, TrialFailed, autocast_dtype, check_every, fit, pick_devices, precision_for
 from tlbench.types import BackboneRequest, DatasetRequest, Phase, UserError
 
-SETTINGS = TrainSettings(batch_size=8, weight_decay=0.0, augment=False, resolution=32, device=torch.device("cpu"), seed=0)
+SETTINGS = TrainSettings(batch_size=8, weight_decay=0.0, augment=False, size=32, device=torch.device("cpu"), seed=0)
 
 
 @pytest.fixture(scope="module")

@@ -362,7 +362,7 @@ def screen_all(plan: Plan, splits: dict[str, DatasetSplits], store, resources: T
         dropped = study.user_attrs[screen.DROPPED]["dropped"]
         for backbone, why in dropped.items():
             progress.note(f"[{entry.key}] screen: the search skips {backbone} ({why}; recipes on it still run)")
-        kept = [b for b in plan.backbones if b not in dropped]
+        kept = [b for b in plan.backbones_for(entry.key) if b not in dropped]
         enqueue_probes(plan, study, kept)
         if enqueue_portfolio(plan, study, kept):
             progress.note(f"[{entry.key}] portfolio: {plan.bench.search.portfolio} configurations that did best on earlier "

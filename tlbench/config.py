@@ -46,7 +46,8 @@ class BackboneEntry(_Open):
     pretrained: bool = True  # load pretrained weights; false: random init (a from-scratch baseline)
     weights: str | None = None  # local weights file (.safetensors or torch state dict), relative to the config, or package:<module>/<file>
     label: str | None = None  # key in results; default: name, plus "-scratch" for random init
-    resolution: PositiveInt | None = None  # input side in pixels; default: training.resolution or the backbone's
+    resolution: PositiveInt | None = None  # image backbones: input side in pixels; default: training.resolution or the backbone's
+    max_length: PositiveInt | None = None  # text backbones: tokens per text (padded or cut); default: training.max_length or the backbone's
 
     @property
     def key(self) -> str:
@@ -101,7 +102,7 @@ class ConstraintsConfig(_Strict):
     a configuration over them is never trained. Known after (train_seconds,
     peak_memory_mb): the sampler is told, and learns to avoid them."""
 
-    forward_gflops: PositiveFloat | None = None  # one image's forward pass, GFLOPs
+    forward_gflops: PositiveFloat | None = None  # one example's forward pass (an image, a text), GFLOPs
     params_m: PositiveFloat | None = None  # the adapted model's parameters, millions
     latency_ms: PositiveFloat | None = None  # inference latency per batch, ms (measured once per architecture)
     train_seconds: PositiveFloat | None = None  # training time of a trial
@@ -171,8 +172,9 @@ class CacheConfig(_Strict):
 class TrainingConfig(_Strict):
     batch_size: Spec = 32  # fixed, or searched (e.g. {choices: [16, 32, 64]})
     weight_decay: Spec = 0.0  # fixed, or searched (e.g. [1.0e-6, 1.0e-2], log scale)
-    augment: bool = False  # random resized crop + flip on training images
-    resolution: PositiveInt | None = None  # input side for every backbone; default: each backbone's own
+    augment: bool = False  # random resized crop + flip on training images (text backbones do not augment)
+    resolution: PositiveInt | None = None  # input side for every image backbone; default: each backbone's own
+    max_length: PositiveInt | None = None  # tokens per text for every text backbone; default: each backbone's own
     device: str | list[str] = "auto"  # auto (every GPU, else CPU), cpu, cuda, cuda:1, or a list: one trial per device
     num_workers: int = Field(0, ge=0)  # DataLoader worker processes
     compile: bool = False  # torch.compile each phase's model (worth it on GPU for long trials)
@@ -247,6 +249,9 @@ class Benchmark(_Strict):
         for field, default in ADDED_SEARCH_FIELDS.items():  # so that runs made before they existed go on
             if data["search"].get(field) == default:
                 del data["search"][field]
+        for section in [data["training"], *data["backbones"]]:  # text's max_length (0.4): likewise when unset
+            if section.get("max_length", 0) is None:
+                del section["max_length"]
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:10]
 
     @property

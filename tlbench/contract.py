@@ -22,6 +22,7 @@ from tlbench.types import (
     Adapted,
     Backbone,
     BuiltBackbone,
+    DataConfig,
     Dataset,
     DatasetSplits,
     Phase,
@@ -35,9 +36,9 @@ _CALLABLE, _OPTIONAL_CALLABLE = "a function", "a function or None"
 FIELD_KINDS = {  # record type -> field -> what it must be (the dataclasses cannot check)
     Backbone: {
         "build": _CALLABLE, "description": str, "family": bool, "known": _OPTIONAL_CALLABLE, "names": _OPTIONAL_CALLABLE,
-        "options": Mapping,
+        "options": Mapping, "modality": str,
     },
-    Dataset: {"load": _CALLABLE, "options": Mapping, "description": str},
+    Dataset: {"load": _CALLABLE, "options": Mapping, "description": str, "modality": str},
     Strategy: {
         "suggest": _CALLABLE, "phases": _CALLABLE, "options": Mapping, "description": str, "adapt": _OPTIONAL_CALLABLE,
     },
@@ -49,7 +50,7 @@ FIELD_KINDS = {  # record type -> field -> what it must be (the dataclasses cann
 # equal to the config schema's fields by tests/unit/test_contract.py.
 RESERVED_PARAMS = ("backbone", "strategy", "batch_size", "weight_decay")  # trial parameters the host draws (training.*)
 RESERVED_OPTIONS = {
-    Backbone: ("name", "pretrained", "weights", "label", "resolution"),  # fields of a backbones: entry
+    Backbone: ("name", "pretrained", "weights", "label", "resolution", "max_length"),  # fields of a backbones: entry
     Dataset: ("name", "label", "train_samples", "val_samples", "test_samples", "per_class"),  # of a datasets: entry
     Strategy: ("name", "label", *RESERVED_PARAMS),  # of a strategies: entry, and what the host draws
     Tracker: ("name",),  # of a trackers: entry
@@ -116,6 +117,27 @@ def built_problem(built: Any) -> str | None:
         )
     if not built.head:
         return "returned an empty head: name the new classifier's parameters in head"
+    return inputs_problem(built)
+
+
+INPUTS_MEMBERS = ("modality", "size", "size_field", "transforms", "example", "memory_probe")  # tlbench.types.Inputs
+
+
+def inputs_problem(built: BuiltBackbone) -> str | None:
+    """What is wrong with how the built backbone says it reads its inputs, or None."""
+    from tlbench.inputs import SIZE_FIELDS
+
+    if built.inputs is None:
+        if not isinstance(built.data_config, DataConfig):
+            return f"returned data_config={type(built.data_config).__name__} and no inputs; give a DataConfig (images) or inputs"
+        return None
+    missing = [m for m in INPUTS_MEMBERS if not hasattr(built.inputs, m)]
+    if missing:
+        return f"returned inputs without {', '.join(missing)}; see tlbench.types.Inputs"
+    if built.inputs.size_field not in SIZE_FIELDS:
+        return f"returned inputs.size_field={built.inputs.size_field!r}; give one of {', '.join(SIZE_FIELDS)}"
+    if not _whole(built.inputs.size) or built.inputs.size < 1:
+        return f"returned inputs.size={built.inputs.size!r}; give the default input size, a whole number >= 1"
     return None
 
 
@@ -252,13 +274,17 @@ def coverage_problem(splits: DatasetSplits) -> str | None:
     return None
 
 
-def example_problem(image: Any) -> str | None:
-    """What is wrong with what a split's ``load(i)`` returned, or None: a PIL image."""
-    from PIL import Image
+def example_problem(example: Any, modality: str = "image") -> str | None:
+    """What is wrong with what a split's ``load(i)`` returned, or None: a PIL image for
+    an image dataset, a str for a text dataset; another modality's examples are its
+    backbone's transform's to check (anything but None)."""
+    if modality == "image":
+        from PIL import Image
 
-    if not isinstance(image, Image.Image):
-        return f"returned {type(image).__name__}, expected a PIL image"
-    return None
+        return None if isinstance(example, Image.Image) else f"returned {type(example).__name__}, expected a PIL image"
+    if modality == "text":
+        return None if isinstance(example, str) else f"returned {type(example).__name__}, expected a str (the text)"
+    return "returned None, expected an example" if example is None else None
 
 
 def disjoint_problem(parts: Mapping[str, Split]) -> str | None:

@@ -14,6 +14,7 @@ import resource
 import statistics
 import sys
 import time
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -42,31 +43,29 @@ def count_params(model: nn.Module, names: set[str] | None = None) -> int:
 
 
 @torch.no_grad()
-def forward_flops(model: nn.Module, resolution: int, device: torch.device) -> int:
-    """FLOPs of one forward pass for one image of ``resolution`` x ``resolution``."""
+def forward_flops(model: nn.Module, x: torch.Tensor) -> int:
+    """FLOPs of one forward pass per example of the batch ``x`` (Inputs.example: one
+    image at the trials' resolution, one text at the configured sequence length)."""
     was_training = model.training
     model.eval()
-    x = torch.zeros(1, 3, resolution, resolution, device=device)
     with counting() as counter:
         model(x)
     model.train(was_training)
-    return int(counter.get_total_flops())
+    return int(counter.get_total_flops() / len(x))
 
 
-def train_step_flops(
-    model: nn.Module, resolution: int, device: torch.device, batch: int = 2, example: torch.Tensor | None = None
-) -> float:
-    """FLOPs of one training step (forward + backward) per image, with the model's
-    current ``requires_grad`` flags: a frozen prefix costs no backward pass.
-
-    ``example``: an input batch other than images (cached features); its first
-    dimension is the batch. The model's buffers (batch-norm statistics),
-    gradients, mode and the random state are as they were afterwards.
+def train_step_flops(model: nn.Module, x: torch.Tensor) -> float:
+    """FLOPs of one training step (forward + backward) per example of the batch ``x``
+    (made-up inputs, or cached features; floating point ones in fp32), with the
+    model's current ``requires_grad`` flags: a frozen prefix costs no backward pass.
+    The model's buffers (batch-norm statistics), gradients, mode and the random
+    state are as they were afterwards.
     """
     was_training = model.training
     buffers = {name: b.clone() for name, b in model.named_buffers()}
     grads = {name: p.grad for name, p in model.named_parameters()}
-    x = torch.zeros(batch, 3, resolution, resolution, device=device) if example is None else example.float()
+    device = x.device
+    x = x.float() if x.is_floating_point() else x
     target = torch.zeros(len(x), dtype=torch.long, device=device)
     try:
         model.train()
@@ -88,21 +87,23 @@ def train_step_flops(
 @torch.no_grad()
 def inference_speed(
     model: nn.Module,
-    resolution: int,
+    example: Callable[[int], torch.Tensor],
     device: torch.device,
     batch_size: int,
     autocast_dtype: torch.dtype | None = None,
     budget_s: float = 0.3,
 ) -> tuple[float, float]:
-    """(throughput in images/s at ``batch_size``, median latency in ms for one image).
+    """(throughput in examples/s at ``batch_size``, median latency in ms for one example).
 
-    Synthetic input already on the device; each measurement is warmed up, then
-    repeated for about ``budget_s`` seconds (at least 3 times).
+    ``example(n)``: a batch of n made-up inputs (Inputs.example at the trials' size),
+    moved to the device first; each measurement is warmed up, then repeated for
+    about ``budget_s`` seconds (at least 3 times).
     """
     model.eval()
 
     def timed(n: int) -> list[float]:
-        x = torch.randn(n, 3, resolution, resolution, device=device).contiguous(memory_format=torch.channels_last)
+        x = example(n).to(device)
+        x = x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x
         times: list[float] = []
         with torch.autocast(device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
             for i in range(1000):
@@ -133,13 +134,13 @@ def first_use(model: nn.Module, x: torch.Tensor) -> dict[str, float]:
     return _traced(model, x)[1]
 
 
-def forward_probe(model: nn.Module, resolution: int) -> tuple[float, dict[str, float]]:
-    """One forward pass of one zero image at ``resolution`` in eval mode: (bytes every
+def forward_probe(model: nn.Module, x: torch.Tensor) -> tuple[float, dict[str, float]]:
+    """One forward pass of the batch ``x`` (one made-up input) in eval mode: (bytes every
     module's output takes, :func:`first_use` of every parameter)."""
     was_training = model.training
     model.eval()
     try:
-        return _traced(model, torch.zeros(1, 3, resolution, resolution, device=next(model.parameters()).device))
+        return _traced(model, x.to(next(model.parameters()).device))
     finally:
         model.train(was_training)
 

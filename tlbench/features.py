@@ -52,7 +52,7 @@ class Cut:
     prefix: frozenset[str]  # modules entirely inside the prefix (they run in eval mode)
     opened: frozenset[str]  # modules started before the cut and finished after it (their own parameters are frozen)
     stubs: tuple[str, ...]  # outermost prefix modules: pass-throughs when training on cached features
-    feature_shape: tuple[int, ...]  # output of the prefix for one image
+    feature_shape: tuple[int, ...]  # output of the prefix for one example
 
 
 class _Stop(Exception):
@@ -62,18 +62,18 @@ class _Stop(Exception):
 # --------------------------------------------------------------------------- finding a cut
 
 
-def find_cut(model: nn.Module, trainable: set[str], resolution: int, device: torch.device) -> tuple[Cut, str]:
+def find_cut(model: nn.Module, trainable: set[str], x: torch.Tensor) -> tuple[Cut, str]:
     """The deepest valid cut whose prefix holds only frozen parameters, and a note when
     frozen layers exist but no cut after them works (the cut is then at the input).
 
-    ``trainable``: parameter names that train in this phase. Leaves the model as
-    it was (eval-mode forward passes without gradients, on a private RNG).
+    ``trainable``: parameter names that train in this phase; ``x``: a batch of two
+    made-up inputs on the model's device (Inputs.example). Leaves the model as it
+    was (eval-mode forward passes without gradients).
     """
     was_training = model.training
     model.eval()
     try:
-        x = torch.randn(2, 3, resolution, resolution, generator=torch.Generator().manual_seed(0)).to(device)
-        x = x.contiguous(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x
         with torch.no_grad():
             events, shapes, reference = _trace(model, x)
             return _search(model, trainable, x, reference, events, shapes)
@@ -254,7 +254,7 @@ class Features:
     splits: dict[str, torch.Tensor]  # "train" / "val" / "test" -> [N, *feature_shape]
     seconds: float  # wall clock the extraction took (train split)
     channels_last: bool  # 4-D maps the prefix produced in channels_last layout (images, conv features)
-    flops_per_image: float = 0.0  # forward FLOPs of the prefix for one image (0 for cached inputs)
+    flops_per_image: float = 0.0  # forward FLOPs of the prefix for one example (0 for cached inputs)
 
     @property
     def nbytes(self) -> int:
@@ -282,14 +282,14 @@ class FeatureCache:
         self._lock = threading.Lock()
         self.hits = self.misses = self.disk_hits = 0
 
-    def find_cut(self, model: nn.Module, trainable: set[str], resolution: int, device: torch.device) -> tuple[Cut, str]:
-        """:func:`find_cut`, remembered per architecture, trainable set, resolution and device:
+    def find_cut(self, model: nn.Module, trainable: set[str], x: torch.Tensor) -> tuple[Cut, str]:
+        """:func:`find_cut`, remembered per architecture, trainable set, input shape and device:
         later trials of a search skip the traced passes."""
-        key = (type(model).__qualname__, repr(model), frozenset(trainable), resolution, str(device))
+        key = (type(model).__qualname__, repr(model), frozenset(trainable), tuple(x.shape), str(x.dtype), str(x.device))
         with self._lock:
             if key in self._cuts:
                 return self._cuts[key]
-        found = find_cut(model, trainable, resolution, device)
+        found = find_cut(model, trainable, x)
         with self._lock:
             return self._cuts.setdefault(key, found)
 

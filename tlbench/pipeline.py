@@ -1,37 +1,21 @@
-"""From a dataset's examples to batches of tensors: transforms, conversion to RGB, loaders.
+"""From a dataset's examples to batches of tensors: a split through a backbone's transform, loaders.
 
-Every image becomes 8-bit RGB by its mode's meaning (:func:`tlbench.images.to_rgb`),
-then the backbone's resize, crop and normalization (its :class:`~tlbench.types.DataConfig`).
-A user error raised while loading an example (a damaged image) stays one line even
+What a transform does is the backbone's :class:`~tlbench.types.Inputs` (images: RGB,
+resize, crop, normalize; text: tokenize). A user error raised while loading or
+transforming an example (a damaged image) names the example and stays one line even
 when DataLoader worker processes load it.
 """
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch.utils.data import DataLoader
 
-from tlbench import images
-from tlbench.types import DataConfig, Split, UserError
-
-def make_transforms(dc: DataConfig, resolution: int, augment: bool):
-    """(train, eval) transforms: PIL image -> normalized float tensor [3, H, W]."""
-    from torchvision import transforms as T
-
-    interp = T.InterpolationMode(dc.interpolation if dc.interpolation in ("bilinear", "bicubic", "nearest") else "bilinear")
-    tail = [T.ToTensor(), T.Normalize(dc.mean, dc.std)]
-    eval_tf = T.Compose([T.Resize(int(math.floor(resolution / dc.crop_pct)), interp), T.CenterCrop(resolution), *tail])
-    if not augment:
-        return eval_tf, eval_tf
-    train_tf = T.Compose([T.RandomResizedCrop(resolution, interpolation=interp), T.RandomHorizontalFlip(), *tail])
-    return train_tf, eval_tf
+from tlbench.types import BadExample, Split, UserError
 
 
-class ImageSplit(torch.utils.data.Dataset):
-    """A Split as (tensor, label) pairs; every image becomes 8-bit RGB by its mode's
-    meaning (:func:`tlbench.images.to_rgb`: 16-bit and float scaled, alpha over white)."""
+class ExampleSplit(torch.utils.data.Dataset):
+    """A Split as (tensor, label) pairs through ``transform`` (an Inputs transform)."""
 
     def __init__(self, split: Split, transform):
         self.split, self.transform = split, transform
@@ -40,12 +24,12 @@ class ImageSplit(torch.utils.data.Dataset):
         return len(self.split)
 
     def __getitem__(self, i: int):
-        image = self.split.load(i)
+        example = self.split.load(i)
         try:
-            rgb = images.to_rgb(image)
-        except ValueError as exc:
+            x = self.transform(example)
+        except BadExample as exc:
             raise UserError(f"example {self.split.ids[i]}: {exc}") from exc
-        return self.transform(rgb), self.split.labels[i]
+        return x, self.split.labels[i]
 
 
 class Loader(DataLoader):

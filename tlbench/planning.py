@@ -24,6 +24,7 @@ import optuna
 from tlbench import contract, space
 from tlbench.config import BackboneEntry, Benchmark, DatasetEntry, StrategyEntry, TrackerEntry
 from tlbench.contract import plugin_call
+from tlbench.inputs import SIZE_FIELDS, SIZE_UNITS, input_size, inputs_of, reads
 from tlbench.plugins import Registry
 from tlbench.space import TrialSpace
 from tlbench.splits import subsample
@@ -82,6 +83,15 @@ class Plan:
     trackers: tuple[PlannedTracker, ...] = ()  # opened when the run starts (tlbench.events.start)
     pm: Any = None  # the plugin manager of the plugins: a run sends its event hooks through it
 
+    def modality(self, dataset_key: str) -> str:
+        """What the dataset's examples are ("image", "text")."""
+        return next(record.modality for entry, record in self.datasets if entry.key == dataset_key)
+
+    def backbones_for(self, dataset_key: str) -> list[str]:
+        """The backbone keys a dataset's study searches: those that read its modality."""
+        modality = self.modality(dataset_key)
+        return [key for key, b in self.backbones.items() if b.record.modality == modality]
+
 
 def make_plan(bench: Benchmark, registry: Registry, base_dir: Path) -> Plan:
     """Resolve every name and check every option and range; raises UserError."""
@@ -102,6 +112,7 @@ def make_plan(bench: Benchmark, registry: Registry, base_dir: Path) -> Plan:
         dupes = sorted({k for k in keys if keys.count(k) > 1})
         if dupes:
             raise UserError(f"{kind}: '{dupes[0]}' appears twice; give one of them a distinct 'label:'")
+    check_modalities(datasets, backbones)
     trackers = tuple(
         _at(f"trackers[{i}] ({entry.name})", lambda entry=entry: _tracker(registry, entry)) for i, entry in enumerate(bench.trackers)
     )
@@ -111,6 +122,25 @@ def make_plan(bench: Benchmark, registry: Registry, base_dir: Path) -> Plan:
     for i, recipe in enumerate(bench.search.enqueue):
         _at(f"search.enqueue[{i}]", lambda recipe=recipe: check_recipe(result, recipe_params(result, recipe.backbone, recipe.strategy, recipe.params)))
     return result
+
+
+def check_modalities(datasets, backbones: Mapping[str, PlannedBackbone]) -> None:
+    """Every dataset has a backbone that reads its modality, and every backbone a dataset
+    of its modality: a study searches only the backbones of its dataset's modality, so an
+    unpaired one would be left out in silence."""
+    modalities = {b.record.modality for b in backbones.values()}
+    for i, (entry, record) in enumerate(datasets):
+        if record.modality not in modalities:
+            raise UserError(
+                f"datasets[{i}] ({entry.key}): its examples are {record.modality}, and no backbone of this config "
+                f"{reads(record.modality)}; add one to backbones: (tlbench plugins lists them)"
+            )
+    for i, (key, backbone) in enumerate(backbones.items()):
+        if not any(record.modality == backbone.record.modality for _, record in datasets):
+            raise UserError(
+                f"backbones[{i}] ({key}): it {reads(backbone.record.modality)}, and no dataset of this config is "
+                f"{backbone.record.modality}; remove it or add a {backbone.record.modality} dataset"
+            )
 
 
 def check_recipe(plan: Plan, params: dict[str, Any]) -> None:
@@ -324,8 +354,8 @@ def load_splits(entry: DatasetEntry, record: Dataset, seed: int, base_dir: Path,
         raise UserError(f"plugin {plugin}: {what}: {problem}")
     for name in ("train", "val", "test"):  # one example each, as a trial will load it (a damaged file is named then)
         split = getattr(splits, name)
-        image = plugin_call(plugin, f"dataset '{record.name}': {name}.load(0)", lambda split=split: split.load(0))
-        problem = contract.example_problem(image)
+        example = plugin_call(plugin, f"dataset '{record.name}': {name}.load(0)", lambda split=split: split.load(0))
+        problem = contract.example_problem(example, record.modality)
         if problem:
             raise UserError(f"plugin {plugin}: dataset '{record.name}': {name}.load(0) {problem}")
     caps = {"train": (entry.train_samples, entry.per_class), "val": (entry.val_samples, None), "test": (entry.test_samples, None)}
@@ -351,6 +381,8 @@ def build_backbone(backbone: PlannedBackbone, num_classes: int) -> BuiltBackbone
     what = f"backbone '{backbone.entry.name}': build()"
     built = plugin_call(backbone.plugin, what, lambda: backbone.record.build(request))
     problem = contract.built_problem(built)
+    if problem is None and inputs_of(built).modality != backbone.record.modality:
+        problem = f"returned a model that reads {inputs_of(built).modality}, but the record says modality={backbone.record.modality!r}"
     if problem:
         raise UserError(f"plugin {backbone.plugin}: {what} {problem}")
     return built
@@ -397,9 +429,29 @@ def preflight(plan: Plan) -> dict[str, DatasetSplits]:
             if strategy.record.adapt is not None:  # it changes the model: try it on every backbone now (on a copy)
                 _at(f"strategies[{i}] ({key}) on {bkey}", lambda: adapt(strategy.record, copy.deepcopy(model), params, strategy.plugin))
             _at(f"strategies[{i}] ({key}) on {bkey}", lambda: check_phases(strategy_phases(strategy, params, len(model.groups)), len(model.groups)))
+    for i, (key, model) in enumerate(built.items()):
+        _at(f"backbones[{i}] ({key})", lambda: check_size_field(plan.backbones[key], model))
+    check_training_sizes(plan, built)
     for key, model in built.items():
         _at(f"backbones ({key})", lambda: check_memory(plan, plan.backbones[key], model, devices[0]), (key,))
     return loaded
+
+
+def check_size_field(backbone: PlannedBackbone, built: BuiltBackbone) -> None:
+    """A backbone entry sets only the size its backbone reads (resolution for images,
+    max_length for text)."""
+    inputs = inputs_of(built)
+    for field in SIZE_FIELDS:
+        if field != inputs.size_field and getattr(backbone.entry, field) is not None:
+            raise UserError(f"{field}: this backbone {reads(inputs.modality)}; its input size is {inputs.size_field}")
+
+
+def check_training_sizes(plan: Plan, built: Mapping[str, BuiltBackbone]) -> None:
+    """``training.resolution`` / ``training.max_length`` set with no backbone that reads them."""
+    used = {inputs_of(b).size_field for b in built.values()}
+    for field in SIZE_FIELDS:
+        if getattr(plan.bench.training, field) is not None and field not in used:
+            raise UserError(f"training.{field}: no backbone of this config reads it ({', '.join(sorted(used))} only); remove it")
 
 
 def check_writable(folder: Path, field: str) -> None:
@@ -424,36 +476,39 @@ def strategy_phases(strategy: PlannedStrategy, params: Mapping[str, Any], n_grou
 
 
 def check_memory(plan: Plan, backbone: PlannedBackbone, built: BuiltBackbone, device) -> None:
-    """Refuse a resolution and batch size whose activations cannot fit the device, and
+    """Refuse an input size and batch size whose activations cannot fit the device, and
     groups that do not run from input to output (the same forward pass shows both).
 
-    Activations grow with the pixels of the input: one forward pass at a small side
-    ``r0`` is measured (the bytes every module outputs), scaled by (r / r0)^2 and the
-    largest batch size, and doubled for the gradients of training. An estimate, meant
-    to stop a 100,000-pixel typo, not to predict peak memory to the megabyte."""
+    One forward pass of one made-up input is measured (the bytes every module outputs)
+    at the backbone's probe size (Inputs.memory_probe: images at a side of at most
+    64 px), scaled by how activations grow with the size ((r / r0)^2 for images) and
+    by the largest batch size, and doubled for the gradients of training. An estimate,
+    meant to stop a 100,000-pixel typo, not to predict peak memory to the megabyte."""
     from tlbench import cost
 
-    resolution = backbone.entry.resolution or plan.bench.training.resolution or built.data_config.input_size
+    inputs = inputs_of(built)
+    size, field = input_size(inputs, backbone.entry, plan.bench.training), inputs.size_field
     batch = max(_batch_sizes(plan.bench.training.batch_size))
-    probe = min(resolution, 64)
+    probe, power = inputs.memory_probe(size)
+    x = inputs.example(1, probe)
     try:
-        activations, first_use = cost.forward_probe(built.model, probe)
-    except (RuntimeError, ValueError, TypeError) as exc:  # e.g. an input too small for the network's strides or kernels
+        activations, first_use = cost.forward_probe(built.model, x)
+    except (RuntimeError, ValueError, TypeError, IndexError) as exc:  # e.g. an input too small for the network's strides
         problem = str(exc).strip().splitlines()[0][:120]
         raise UserError(
-            f"plugin {backbone.plugin}: backbone '{backbone.entry.name}': a forward pass of one {probe} px image failed "
-            f"({type(exc).__name__}: {problem}); if the input is too small, raise training.resolution"
+            f"plugin {backbone.plugin}: backbone '{backbone.entry.name}': a forward pass of one input at {field} {probe} {SIZE_UNITS[field]} "
+            f"failed ({type(exc).__name__}: {problem}); if the input is too small, raise training.{field}"
         ) from exc
     order = contract.group_order_problem(built, first_use)  # the same pass shows the order groups run in
     if order:
         raise UserError(f"plugin {backbone.plugin}: backbone '{backbone.entry.name}': build() returned {order}")
-    per_image = activations * (resolution / probe) ** 2
-    need = 2 * batch * (per_image + 3 * 4 * resolution**2)
+    per_example = activations * (size / probe) ** power
+    need = 2 * batch * (per_example + x.numel() * x.element_size() * (size / probe) ** power)
     have = cost.available_memory(device)
     if have is not None and need > have:
         raise UserError(
-            f"resolution {resolution} px with batch_size {batch} needs about {need / 2**30:.1f} GiB for one training "
-            f"batch, more than the {have / 2**30:.1f} GiB available on {device}; lower training.resolution or batch_size"
+            f"{field} {size} {SIZE_UNITS[field]} with batch_size {batch} needs about {need / 2**30:.1f} GiB for one training "
+            f"batch, more than the {have / 2**30:.1f} GiB available on {device}; lower training.{field} or batch_size"
         )
 
 

@@ -14,7 +14,8 @@ At run time (``search.portfolio: N``, default 2) :func:`entries_for` keeps the f
 N entries whose strategy the config has (by strategy name) and whose values lie in
 the config's searched space (else the entry is skipped: nothing is forced outside
 what the user searches). They are enqueued after the screen's probes, on the kept
-backbone with the best screen score, and count towards ``n_trials``.
+backbone with the best screen score, and count towards ``n_trials``. The grids are image
+benchmarks: studies of another modality (text) start without a portfolio.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from typing import Any
 from tlbench.types import UserError
 
 SHIPPED = Path(__file__).with_name("portfolio.json")
+MODALITY = "image"  # what the recorded grids were: a text dataset's study gets no portfolio
 SIZE = 8  # entries kept in a built portfolio
 
 

@@ -17,7 +17,7 @@ from typing import Any
 from tlbench.types import UserError
 
 RECORD_VERSION = 2  # 2: versioned, structured cache uses and failure kinds
-INPUT = "input"  # the feature-cache cut before any module: the cache holds decoded, transformed images
+INPUT = "input"  # the feature-cache cut before any module: the cache holds decoded, transformed inputs (images, tokens)
 
 
 @dataclass(frozen=True)
@@ -26,7 +26,7 @@ class CacheUse:
 
     phase: str  # the phase's name
     source: str  # "extracted" (computed by this trial), "memory" / "disk" (an earlier trial's), or "off"
-    at: str = ""  # the module the cached outputs come from (INPUT: decoded images); "" when off
+    at: str = ""  # the module the cached outputs come from (INPUT: decoded inputs); "" when off
     reason: str = ""  # why the cache was off ("augmentation", "disabled", ...); "" otherwise
 
     @property
@@ -67,8 +67,10 @@ class TrialRecord:
     phases: list[dict[str, Any]] | None = None  # the phases it trained (tlbench.types.Phase as dicts)
     n_groups: int | None = None  # parameter groups of the built backbone
     pretrained: bool | None = None  # started from pretrained or local weights
-    resolution: int | None = None  # input side in pixels
-    forward_gflops: float | None = None  # one forward pass, one image
+    modality: str | None = None  # what the backbone read: "image", "text" (None in runs before it was stored: image)
+    resolution: int | None = None  # images: input side in pixels
+    max_length: int | None = None  # text: sequence length in tokens (every text padded or cut to it)
+    forward_gflops: float | None = None  # one forward pass, one example (an image, a text)
     total_params: int | None = None
     # while it trains
     elapsed_seconds: float | None = None  # training and evaluation so far
@@ -84,7 +86,7 @@ class TrialRecord:
     device: str | None = None  # device name
     device_index: int | None = None
     precision: str | None = None  # "fp32", "bf16", "fp16"
-    throughput: float | None = None  # images per second, inference
+    throughput: float | None = None  # examples (images, texts) per second, inference
     latency_ms: float | None = None  # one batch, inference
     cache: list[CacheUse] | None = None  # per phase, where its inputs came from
     # why it failed

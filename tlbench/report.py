@@ -85,14 +85,26 @@ SUMMARY = [
 BALANCED = Column("Balanced", _num("test_balanced", lambda v: f"{v:.3f}"))
 
 
+PER_EXAMPLE = {"image": ("img", "Img"), "text": ("text", "Texts")}  # modality -> how its per-example columns read
+
+
 def summary_columns(rows: pd.DataFrame) -> list[Column]:
-    """The summary's columns; with an imbalanced test split, balanced accuracy after the CI."""
+    """The summary's columns; with an imbalanced test split, balanced accuracy after the CI;
+    per-example costs named by the dataset's modality (GFLOP/text, Texts/s)."""
+    from dataclasses import replace
+
     from tlbench.tables import imbalanced
 
+    columns = SUMMARY
+    modality = str(rows["modality"].iloc[0]) if "modality" in rows and len(rows) else "image"
+    if modality != "image":
+        one, many = PER_EXAMPLE.get(modality, ("example", "Examples"))
+        names = {"GFLOP/img": f"GFLOP/{one}", "Img/s": f"{many}/s"}
+        columns = [replace(c, heading=names.get(c.heading, c.heading)) for c in columns]
     if not imbalanced(rows):
-        return SUMMARY
-    at = next(i for i, c in enumerate(SUMMARY) if c.heading == "95% CI") + 1
-    return [*SUMMARY[:at], BALANCED, *SUMMARY[at:]]
+        return columns
+    at = next(i for i, c in enumerate(columns) if c.heading == "95% CI") + 1
+    return [*columns[:at], BALANCED, *columns[at:]]
 
 
 def class_lines(rows: pd.DataFrame) -> list[str]:
@@ -158,7 +170,7 @@ def cache_notes(trials: pd.DataFrame) -> list[str]:
         return ["Feature cache off: training.augment gives new inputs every epoch, so frozen layers are recomputed"]
     layers, inputs = int((kinds == "layers").sum()), int((kinds == "inputs").sum())
     parts = [f"{layers} of {len(kinds)} completed trials trained on frozen-layer outputs computed once"] * bool(layers)
-    parts += [f"{inputs} on decoded images kept in memory"] * bool(inputs)
+    parts += [f"{inputs} on decoded inputs (images, tokens) kept in memory"] * bool(inputs)
     if not parts:
         return []
     return [f"Feature cache: {', '.join(parts)} (same results; Train GFLOPs count the frozen layers once)"]
@@ -208,7 +220,7 @@ def print_summary(run: Run, console: Console) -> None:
             for line in screen_lines(run, dataset):
                 console.print(line, style="dim", markup=False, highlight=False)
     if run.summary["dataset"].nunique() > 1:
-        console.print(rich_table("Across datasets", RANKING, run.ranking, console.width))
+        console.print(rich_table("Across datasets", ranking_columns(run.ranking), run.ranking, console.width))
     for line in notes(run):
         console.print(line, style="dim", markup=False, highlight=False)
 
@@ -274,7 +286,7 @@ def to_markdown(run: Run) -> str:
         if not screened.empty:
             out += [f"#### {dataset}: screen", "", *markdown_table(SCREEN, screened), "", *[line + "  " for line in screen_lines(run, dataset)], ""]
     if run.summary["dataset"].nunique() > 1:
-        out += ["### Across datasets", "", *markdown_table(RANKING, run.ranking), ""]
+        out += ["### Across datasets", "", *markdown_table(ranking_columns(run.ranking), run.ranking), ""]
     return "\n".join(out + [line + "  " for line in notes(run)] + [""]) if out else _nothing(run) + "\n"
 
 
@@ -316,6 +328,14 @@ RANKING = [
     Column("Train GFLOP", _num("train_gflops", human_gflops)),
     Column("Train time", _num("train_seconds", human_seconds)),
 ]
+
+
+def ranking_columns(ranking: pd.DataFrame) -> list[Column]:
+    """The ranking's columns, with its modality when backbones of several are ranked
+    (each among its own modality's backbones, on its modality's datasets)."""
+    if "modality" in ranking and ranking["modality"].nunique() > 1:
+        return [Column("Modality", lambda r: str(r["modality"]), numeric=False), *RANKING]
+    return RANKING
 
 
 # --------------------------------------------------------------------------- compare

@@ -410,14 +410,14 @@ TRIAL_COLUMNS = [
     "frozen_groups", "n_groups", "epochs", "total_params", "trainable_params", "forward_gflops",
     "train_gflops", "train_seconds", "throughput", "latency_ms", "peak_memory_mb", "memory_kind",
     "device", "precision", "resolution", "elapsed_seconds", "val_curve", "failure", "fail_reason", "params",
-    "feature_cache", "cache_kind", "retry_of", "host", "worker", "pretrained", "gave_up", "infeasible", "origin",
+    "modality", "max_length", "feature_cache", "cache_kind", "retry_of", "host", "worker", "pretrained", "gave_up", "infeasible", "origin",
     "test_balanced", "test_per_class",
 ]  # fmt: skip
 MEASURED = [  # record fields copied as they are
     "total_params", "trainable_params", "forward_gflops", "train_gflops", "train_seconds", "throughput",
     "latency_ms", "peak_memory_mb", "memory_kind", "device", "precision", "resolution", "elapsed_seconds",
     "retry_of", "host", "worker", "pretrained", "test_accuracy", "n_groups", "frozen_groups", "epochs",
-    "repeat_of", "test_correct", "cache_kind",
+    "repeat_of", "test_correct", "cache_kind", "max_length",
 ]  # fmt: skip
 
 
@@ -432,6 +432,7 @@ def _trial_row(dataset: str, t, record: TrialRecord, kind: str | None, reason: s
         "val_accuracy": t.values[0] if t.state.name == "COMPLETE" else (curve[-1] if curve else None),
         "config": describe_params(strategy_params(t.params), record.phases or [], record.n_groups),
         **{k: getattr(record, k) for k in MEASURED},
+        "modality": record.modality or "image",  # runs from before text stored no modality: they were images
         "val_curve": json.dumps(curve),
         "failure": kind,
         "fail_reason": reason or None,

@@ -190,17 +190,19 @@ def screen_backbones(plan, study, splits, resources, dataset_key: str) -> None:
     import torch
 
     from tlbench import features, planning, train
+    from tlbench.inputs import input_size, inputs_of
 
     device = resources.devices[0]
-    for key, backbone in plan.backbones.items():
+    for key in plan.backbones_for(dataset_key):
+        backbone = plan.backbones[key]
         if f"{SCREEN}{key}" in study.user_attrs:
             continue
         start = time.perf_counter()
         torch.manual_seed(0)
         built = planning.build_backbone(backbone, len(splits.classes))
-        resolution = backbone.entry.resolution or plan.bench.training.resolution or built.data_config.input_size
+        size = input_size(inputs_of(built), backbone.entry, plan.bench.training)
         settings = train.TrainSettings(
-            batch_size=64, weight_decay=0.0, augment=False, resolution=resolution, device=device, seed=0,
+            batch_size=64, weight_decay=0.0, augment=False, size=size, device=device, seed=0,
             num_workers=plan.bench.training.num_workers, cache=resources.cache, data_key=resources.data_keys[dataset_key],
         )  # fmt: skip
         try:  # the screen only reports: a model it cannot take apart is recorded as not screened, with why

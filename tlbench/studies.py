@@ -81,6 +81,8 @@ def enqueue_portfolio(plan: Plan, study: optuna.Study, kept: list[str]) -> list[
     scores = {b: v for b, v in scores.items() if v != float("-inf")}
     if not n or not scores or study.user_attrs.get(PORTFOLIO) or _begun(study):
         return []
+    if plan.backbones[kept[0]].record.modality != portfolio.MODALITY:
+        return []  # learnt from image benchmarks: not carried over to another modality
     first = max(scores, key=scores.get)
     before = {t.number for t in study.get_trials(deepcopy=False)}
     for key, params in portfolio.entries_for(plan, n):
@@ -143,6 +145,8 @@ def open_study(plan: Plan, dataset_key: str, storage: optuna.storages.BaseStorag
     stored = study.user_attrs.get("fingerprint")
     if stored is None:  # we created it, or its creator died before finishing
         for recipe in search.enqueue:
+            if recipe.backbone not in plan.backbones_for(dataset_key):
+                continue  # a recipe runs on the datasets of its backbone's modality
             params = recipe_params(plan, recipe.backbone, recipe.strategy, recipe.params)
             study.enqueue_trial(params, user_attrs=TrialRecord(recipe=True).attrs(), skip_if_exists=True)
         study.set_user_attr("fingerprint", bench.fingerprint())

@@ -32,7 +32,7 @@ SUMMARY_COLUMNS = [
     "dataset", "backbone", "strategy", "trial", "trials", "val_accuracy", "test_accuracy",
     "repeats", "test_mean", "test_std", "ci_low", "ci_high", "config",
     "total_params", "trainable_params", "forward_gflops", "train_gflops", "train_seconds",
-    "throughput", "latency_ms", "peak_memory_mb", "device", "pareto", "test_balanced", "test_per_class",
+    "throughput", "latency_ms", "peak_memory_mb", "device", "pareto", "test_balanced", "test_per_class", "modality",
 ]  # fmt: skip
 
 
@@ -54,6 +54,8 @@ def summary_frame(trials: pd.DataFrame, repeats: pd.DataFrame | None = None) -> 
     its test accuracy and costs,
     and test accuracy over its seed repeats: mean, std and a 95 % bootstrap interval
     (over the selected trial's own test results when there are no repeats)."""
+    if "modality" not in trials:  # frames from before text: every trial was an image one
+        trials = trials.assign(modality="image")
     finished = trials[trials["state"].isin(["COMPLETE", "PRUNED", "FAIL"])]
     counts = finished.groupby(["dataset", "backbone", "strategy"]).size().rename("trials")
     feasible = trials["infeasible"].isna() if "infeasible" in trials else True
@@ -104,20 +106,26 @@ def pareto_mask(rows: pd.DataFrame) -> list[bool]:
     return out
 
 
+RANKING_COLUMNS = ["modality", "backbone", "mean_rank", "mean_test", "datasets", "train_gflops", "train_seconds"]
+
+
 def ranking_frame(summary: pd.DataFrame, trials: pd.DataFrame) -> pd.DataFrame:
-    """Per backbone across datasets: its rank on each dataset (by the test accuracy of
-    its best-by-validation strategy; 1 is best), mean rank, mean test accuracy, and the
-    training compute of all its completed trials."""
+    """Per modality, per backbone across the datasets of that modality (a text encoder is
+    ranked among text encoders on text datasets only): its rank on each dataset (by the
+    test accuracy of its best-by-validation strategy; 1 is best), mean rank, mean test
+    accuracy, and the training compute of all its completed trials."""
     if summary.empty:
-        return pd.DataFrame(columns=["backbone", "mean_rank", "mean_test", "datasets", "train_gflops", "train_seconds"])
+        return pd.DataFrame(columns=RANKING_COLUMNS)
+    summary = summary if "modality" in summary else summary.assign(modality="image")
     best = summary.sort_values(["val_accuracy", "train_seconds"], ascending=[False, True])
     best = best.drop_duplicates(["dataset", "backbone"]).copy()
     best["rank"] = best.groupby("dataset")["test_accuracy"].rank(ascending=False, method="min")
-    table = best.groupby("backbone").agg(
+    table = best.groupby(["modality", "backbone"]).agg(
         mean_rank=("rank", "mean"), mean_test=("test_accuracy", "mean"), datasets=("dataset", "nunique")
     )
     spent = trials[trials["state"] == "COMPLETE"].groupby("backbone")[["train_gflops", "train_seconds"]].sum()
-    return table.join(spent).reset_index().sort_values(["mean_rank", "mean_test"], ascending=[True, False])
+    table = table.reset_index().join(spent, on="backbone")
+    return table.sort_values(["modality", "mean_rank", "mean_test"], ascending=[True, True, False])[RANKING_COLUMNS]
 
 
 KEY = ["dataset", "backbone", "strategy"]

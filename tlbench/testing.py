@@ -36,6 +36,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from tlbench.inputs import inputs_of
 from tlbench.types import Backbone, BackboneRequest, BuiltBackbone, Dataset, DatasetRequest, DatasetSplits, Strategy, Tracker, UserError
 
 __all__ = ["ConformanceError", "check_backbone", "check_dataset", "check_plugin", "check_strategy", "check_tracker", "records"]
@@ -180,7 +181,6 @@ def check_backbone(
 ) -> BuiltBackbone:
     """Build ``record`` (``model``: the model name, for a family; ``options``: config fields
     it declares in ``options``) and check the result."""
-    import torch
 
     from tlbench import contract, cost
 
@@ -195,13 +195,15 @@ def check_backbone(
     problem = contract.built_problem(built)
     if problem:
         raise _fail(plugin, f"{label}: build()", problem)
-    size = resolution or built.data_config.input_size
+    inputs = inputs_of(built)
+    if inputs.modality != record.modality:
+        raise _fail(plugin, f"{label}: build()", f"its inputs read {inputs.modality}, but the record says modality={record.modality!r}")
+    x = _call(plugin, f"{label}: inputs.example()", lambda: inputs.example(2, resolution or inputs.size))
     model_ = built.model.eval()
-    x = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(0))
     order = cost.first_use(model_, x)
     out = _call(plugin, f"{label}: forward", lambda: model_(x))
     if tuple(out.shape) != (2, num_classes):
-        raise _fail(plugin, label, f"output has shape {tuple(out.shape)} for 2 images, expected (2, {num_classes}): one logit per class")
+        raise _fail(plugin, label, f"output has shape {tuple(out.shape)} for 2 inputs, expected (2, {num_classes}): one logit per class")
     _check_group_order(built, order, plugin, label)
     n = len(built.groups)
     for frozen in sorted({0, n // 2, n}):
@@ -218,6 +220,8 @@ def _check_group_order(built: BuiltBackbone, order: Mapping[str, float], plugin:
 
 
 def _check_gradients(built: BuiltBackbone, x, frozen: int, plugin: str, label: str) -> None:
+    import torch
+
     from tlbench import train
 
     model = built.model.train()
@@ -225,7 +229,7 @@ def _check_gradients(built: BuiltBackbone, x, frozen: int, plugin: str, label: s
     params = dict(model.named_parameters())
     for p in params.values():
         p.grad = None
-    model(x.repeat(2, 1, 1, 1)).float().sum().backward()  # 4 images: batch norm trains on more than one
+    model(torch.cat([x, x])).float().sum().backward()  # 4 inputs: batch norm trains on more than one
     with_grad = {n for n, p in params.items() if p.grad is not None}
     for name, p in params.items():
         p.requires_grad_(True)
@@ -273,8 +277,8 @@ def check_dataset(
     for name in ("train", "val", "test"):
         split = getattr(splits, name)
         for i in {0, len(split) - 1}:
-            image = _call(plugin, f"{label}: {name}.load({i})", lambda i=i, split=split: split.load(i))
-            problem = contract.example_problem(image)
+            example = _call(plugin, f"{label}: {name}.load({i})", lambda i=i, split=split: split.load(i))
+            problem = contract.example_problem(example, record.modality)
             if problem:
                 raise _fail(plugin, label, f"{name}.load({i}) {problem}")
     if sizes is not None and tuple(sizes) != (len(splits.train), len(splits.val), len(splits.test)):

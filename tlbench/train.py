@@ -19,7 +19,8 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from tlbench import cost, features, interrupts
-from tlbench.pipeline import ImageSplit, Loader, make_transforms
+from tlbench.inputs import inputs_of
+from tlbench.pipeline import ExampleSplit, Loader
 from tlbench.types import BuiltBackbone, DatasetSplits, Phase, UserError
 
 
@@ -36,8 +37,8 @@ class TrialFailed(Exception):
 class TrainSettings:
     batch_size: int  # training batch size (evaluation uses the same)
     weight_decay: float  # AdamW weight decay for every trainable parameter
-    augment: bool  # random resized crop + horizontal flip on training images
-    resolution: int  # input side in pixels
+    augment: bool  # images: random resized crop + horizontal flip in training (Inputs.transforms)
+    size: int  # input size: an image side in pixels, a sequence length in tokens (Inputs.size_field)
     device: torch.device  # where the model trains
     seed: int  # seeds init of the head, shuffling and augmentation
     num_workers: int = 0  # DataLoader worker processes
@@ -51,7 +52,7 @@ class FitResult:
     val_curve: list[float]  # validation accuracy after each epoch
     test_correct: list[bool]  # per test example, in split order: right or wrong; reported, never used to select
     train_seconds: float  # wall clock of the training steps (and of feature extraction done here), evaluation excluded
-    train_flops: float  # measured train-step FLOPs per image x images trained on, summed over phases
+    train_flops: float  # measured train-step FLOPs per example x examples trained on, summed over phases
     trainable_params: int  # parameters updated in at least one phase
     precision: str  # "fp32", "bf16" or "fp16"
     cache: tuple[features.CacheUse, ...] = ()  # per phase: where its inputs came from (see _phase_data)
@@ -140,7 +141,7 @@ def fit(
 
     Each phase trains on cached outputs of its frozen prefix when it can
     (``settings.cache`` set, no augmentation, no extra loss, batch norm not in
-    "train" mode, features within the cache's memory bound), else on images
+    "train" mode, features within the cache's memory bound), else on examples
     through the transforms.
     """
     active = [phase for phase in phases if phase.epochs > 0]
@@ -149,21 +150,25 @@ def fit(
     torch.manual_seed(settings.seed)
     dtype = autocast_dtype(settings.device)
     model = built.model.to(settings.device, memory_format=torch.channels_last)
-    train_tf, eval_tf = make_transforms(built.data_config, settings.resolution, settings.augment)
+    inputs = inputs_of(built)
+    train_tf, eval_tf = inputs.transforms(settings.size, settings.augment)
     order = EpochOrder(len(splits.train), torch.Generator().manual_seed(settings.seed))
-    run = _Run(model, settings, dtype, _Images(splits, train_tf, eval_tf, settings, order), len(splits.train), on_epoch, on_spent)
+    run = _Run(model, settings, dtype, _Examples(splits, train_tf, eval_tf, settings, order), len(splits.train), on_epoch, on_spent)
+    probe = inputs.example(2, settings.size).to(settings.device)
     run.extra_loss = extra_loss
     updated: set[str] = set()
     for phase in active:
         trainable = set_trainable(model, built, phase.frozen_groups, always)
         updated |= trainable
         finder = features.find_cut if settings.cache is None else settings.cache.find_cut
-        cut, _ = finder(model, trainable, settings.resolution, settings.device)
+        cut, _ = finder(model, trainable, probe)
         off = _phase_off(phase, extra_loss)
-        data, use, extraction = _phase_data(model, cut, splits, run.images, eval_tf, settings, dtype, order, phase.name, off)
+        data, use, extraction = _phase_data(
+            model, cut, splits, run.examples, eval_tf, settings, dtype, order, phase.name, off, augmenting=train_tf is not eval_tf
+        )
         run.sources.append(use)
         run.seconds += extraction
-        run.phase(phase, make_optimizer(model, built, trainable, phase, settings.weight_decay), cut, data, last=phase is active[-1])
+        run.phase(phase, make_optimizer(model, built, trainable, phase, settings.weight_decay), cut, data, probe, last=phase is active[-1])
     return FitResult(
         val_curve=run.curve,
         test_correct=run.test,
@@ -178,8 +183,8 @@ def fit(
 class _Run:
     """One fit's running state: the curve so far, time and FLOPs spent, where data came from."""
 
-    def __init__(self, model: nn.Module, settings: TrainSettings, dtype, images: _Images, n_train: int, on_epoch, on_spent):
-        self.model, self.settings, self.dtype, self.images, self.on_epoch = model, settings, dtype, images, on_epoch
+    def __init__(self, model: nn.Module, settings: TrainSettings, dtype, examples: _Examples, n_train: int, on_epoch, on_spent):
+        self.model, self.settings, self.dtype, self.examples, self.on_epoch = model, settings, dtype, examples, on_epoch
         self.on_spent = on_spent
         self.n_train = n_train
         self.scaler = torch.amp.GradScaler(enabled=dtype == torch.float16)
@@ -189,14 +194,15 @@ class _Run:
         self.sources: list[features.CacheUse] = []
         self.extra_loss = None  # Adapted.extra_loss
 
-    def phase(self, phase: Phase, optimizer, cut: features.Cut, data: _Data, last: bool) -> None:
+    def phase(self, phase: Phase, optimizer, cut: features.Cut, data: _Data, probe: torch.Tensor, last: bool) -> None:
+        """Train the phase's epochs; ``probe``: a batch of made-up inputs (Inputs.example) to meter a step with."""
         s, device, dtype = self.settings, self.settings.device, self.dtype
         per_epoch = train_batches(self.n_train, s.batch_size)
         schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(phase, per_epoch))
         with data.model(self.model, cut) as net:
             runner = torch.compile(net) if s.compile else net
-            step_flops = data.step_flops(net, s.resolution, device)
-            self.flops += data.prefix_flops * self.n_train  # the frozen prefix ran once per training image
+            step_flops = data.step_flops(net, probe)
+            self.flops += data.prefix_flops * self.n_train  # the frozen prefix ran once per training example
             for _ in range(phase.epochs):
                 start = time.perf_counter()
                 n = _train_epoch(runner, net, cut, data, optimizer, schedule, self.scaler, device, dtype, phase, self.extra_loss)
@@ -212,8 +218,8 @@ class _Run:
 class _Data:
     """Where a phase's batches come from."""
 
-    prefix_flops = 0.0  # FLOPs per image spent once, before the epochs
-    channels_last = True  # batches are images (or conv feature maps) best fed as channels_last
+    prefix_flops = 0.0  # FLOPs per example spent once, before the epochs
+    channels_last = True  # 4-D batches (images, conv feature maps) are fed as channels_last
 
     def train(self): ...  # (x, y) batches in this epoch's order
     def eval(self, split: str): ...  # (x, y) batches in split order
@@ -221,12 +227,12 @@ class _Data:
     def model(self, model: nn.Module, cut: features.Cut | None):
         return contextlib.nullcontext(model)
 
-    def step_flops(self, model: nn.Module, resolution: int, device: torch.device) -> float:
-        return cost.train_step_flops(model, resolution, device)
+    def step_flops(self, model: nn.Module, probe: torch.Tensor) -> float:
+        return cost.train_step_flops(model, probe)
 
 
-class _Images(_Data):
-    """Images decoded and transformed every epoch (the uncached path)."""
+class _Examples(_Data):
+    """Examples loaded and transformed every epoch (the uncached path)."""
 
     def __init__(self, splits: DatasetSplits, train_tf, eval_tf, settings: TrainSettings, order: EpochOrder):
         cuda = settings.device.type == "cuda"
@@ -238,9 +244,9 @@ class _Images(_Data):
             generator=torch.Generator().manual_seed(settings.seed + 1),  # worker seeds; never the global RNG
         )
         self.loaders = {
-            "train": Loader(ImageSplit(splits.train, train_tf), sampler=order, **common),
-            "val": Loader(ImageSplit(splits.val, eval_tf), **common),
-            "test": Loader(ImageSplit(splits.test, eval_tf), **common),
+            "train": Loader(ExampleSplit(splits.train, train_tf), sampler=order, **common),
+            "val": Loader(ExampleSplit(splits.val, eval_tf), **common),
+            "test": Loader(ExampleSplit(splits.test, eval_tf), **common),
         }
 
     def train(self):
@@ -281,9 +287,8 @@ class _Cached(_Data):
     def model(self, model: nn.Module, cut: features.Cut | None):
         return features.stubbed(model, cut)
 
-    def step_flops(self, model: nn.Module, resolution: int, device: torch.device) -> float:
-        example = self.features["train"][:2].to(device)
-        return cost.train_step_flops(model, resolution, device, example=example)
+    def step_flops(self, model: nn.Module, probe: torch.Tensor) -> float:
+        return cost.train_step_flops(model, self.features["train"][:2].to(probe.device))
 
 
 def _phase_off(phase: Phase, extra_loss) -> str:
@@ -297,15 +302,16 @@ def _phase_off(phase: Phase, extra_loss) -> str:
     return ""
 
 
-def _phase_data(model, cut, splits, images, eval_tf, settings: TrainSettings, dtype, order, phase: str, off: str = ""):
+def _phase_data(model, cut, splits, examples, eval_tf, settings: TrainSettings, dtype, order, phase: str, off: str = "", augmenting=False):
     """(data for the phase, where it came from, seconds spent extracting features).
 
     The source is "memory" / "disk" (cache hits), "extracted" (computed now and
     cached), or "off" with the reason (``off``: the phase's own, see _phase_off).
+    ``augmenting``: the training transform is not the evaluation one.
     """
-    reason = off or _cache_off(cut, splits, settings)
+    reason = off or _cache_off(cut, splits, settings, augmenting)
     if reason:
-        return images, features.CacheUse(phase, "off", reason=reason), 0.0
+        return examples, features.CacheUse(phase, "off", reason=reason), 0.0
     cached, where = _from_cache(model, cut, splits, eval_tf, settings, dtype)
     seconds = cached.seconds if where == "extracted" else 0.0
     return _Cached(cached, splits, settings, order), features.CacheUse(phase, where, at=cut.name), seconds
@@ -331,21 +337,22 @@ def frozen_features(built: BuiltBackbone, splits: DatasetSplits, settings: Train
     "memory", "disk", "extracted", or "uncached" when the cache is off or too small)."""
     dtype = autocast_dtype(settings.device)
     model = built.model.to(settings.device, memory_format=torch.channels_last).eval()
-    _, eval_tf = make_transforms(built.data_config, settings.resolution, False)
+    inputs = inputs_of(built)
+    _, eval_tf = inputs.transforms(settings.size, False)
     trainable = set_trainable(model, built, len(built.groups))
     finder = features.find_cut if settings.cache is None else settings.cache.find_cut
-    cut, _ = finder(model, trainable, settings.resolution, settings.device)
+    cut, _ = finder(model, trainable, inputs.example(2, settings.size).to(settings.device))
     if _cache_off(cut, splits, settings):
         return _extract_splits(model, cut, splits, eval_tf, settings, dtype), cut, "uncached"
     cached, where = _from_cache(model, cut, splits, eval_tf, settings, dtype)
     return cached, cut, where
 
 
-def _cache_off(cut: features.Cut, splits: DatasetSplits, settings: TrainSettings) -> str:
+def _cache_off(cut: features.Cut, splits: DatasetSplits, settings: TrainSettings, augmenting: bool = False) -> str:
     """Why this phase cannot train on cached features, or "" if it can."""
     if settings.cache is None:
         return "disabled"
-    if settings.augment:
+    if augmenting:
         return "augmentation"  # random crops: the frozen layers see new inputs every epoch
     n = len(splits.train) + len(splits.val) + len(splits.test)
     nbytes = n * math.prod(cut.feature_shape) * 4
@@ -361,7 +368,7 @@ def _extract_splits(model, cut, splits: DatasetSplits, eval_tf, settings: TrainS
     flops = 0.0
     for name in ("train", "val", "test"):
         loader = Loader(
-            ImageSplit(getattr(splits, name), eval_tf),
+            ExampleSplit(getattr(splits, name), eval_tf),
             batch_size=settings.batch_size,
             num_workers=settings.num_workers,
             generator=torch.Generator().manual_seed(settings.seed + 1),

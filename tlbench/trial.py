@@ -123,9 +123,10 @@ class Objective:
         import torch
 
         from tlbench import cost, train
+        from tlbench.inputs import input_size, inputs_of
 
         plan = self.plan
-        bkey = trial.suggest_categorical("backbone", list(plan.backbones))
+        bkey = trial.suggest_categorical("backbone", plan.backbones_for(self.dataset_key))
         skey = trial.suggest_categorical("strategy", list(plan.strategies))
         strategy, backbone = plan.strategies[skey], plan.backbones[bkey]
         space = TrialSpace(trial, f"{skey}.", f"strategy {skey}")
@@ -138,14 +139,15 @@ class Objective:
         built = adapted.built
         phases = strategy_phases(strategy, params, len(built.groups))
         check_phases(phases, len(built.groups))
-        resolution = backbone.entry.resolution or plan.bench.training.resolution or built.data_config.input_size
-        settings = self._settings(training, resolution, device, seed)
+        inputs = inputs_of(built)
+        settings = self._settings(training, input_size(inputs, backbone.entry, plan.bench.training), device, seed)
         # known before training, so that pruned trials have it too; a model a strategy changed is its own architecture
         arch = (bkey,) if strategy.record.adapt is None else (bkey, skey, json.dumps(params, sort_keys=True, default=str))
         gflops = self.resources.measure(
-            ("forward_gflops", *arch, resolution), lambda: cost.forward_flops(built.model, resolution, device) / 1e9
+            ("forward_gflops", *arch, settings.size),
+            lambda: cost.forward_flops(built.model.to(device), inputs.example(1, settings.size).to(device)) / 1e9,
         )
-        _described(backbone, built, phases, {**params, **training}, settings, gflops).write(trial)
+        _described(backbone, built, phases, {**params, **training}, settings, gflops, inputs).write(trial)
         epochs = sum(ph.epochs for ph in phases)
         self.events.trial_started(running(trial, self.dataset_key, epochs))
         over = self._over_limits(built, settings, arch, gflops)
@@ -196,7 +198,7 @@ class Objective:
 
         return plugin_call(strategy.plugin, f"strategy '{strategy.record.name}': {what}", fn)
 
-    def _settings(self, training: dict, resolution: int, device, seed: int):
+    def _settings(self, training: dict, size: int, device, seed: int):
         from tlbench import train
 
         t = self.plan.bench.training
@@ -204,7 +206,7 @@ class Objective:
             batch_size=training["batch_size"],
             weight_decay=float(training["weight_decay"]),
             augment=t.augment,
-            resolution=resolution,
+            size=size,
             device=device,
             seed=seed,
             num_workers=t.num_workers,
@@ -239,18 +241,18 @@ class Objective:
 
     def _speed(self, built, settings, arch: tuple) -> dict:
         """Inference throughput and latency of this architecture (weights do not matter),
-        measured once per architecture, resolution, batch size and device kind."""
+        measured once per architecture, input size, batch size and device kind."""
         from tlbench import cost, train
+        from tlbench.inputs import inputs_of
 
         device = settings.device
+        example = lambda n: inputs_of(built).example(n, settings.size)  # noqa: E731
 
         def speed() -> dict:
-            throughput, latency = cost.inference_speed(
-                built.model, settings.resolution, device, settings.batch_size, train.autocast_dtype(device)
-            )
+            throughput, latency = cost.inference_speed(built.model, example, device, settings.batch_size, train.autocast_dtype(device))
             return {"throughput": throughput, "latency_ms": latency}
 
-        return self.resources.measure(("speed", *arch, settings.resolution, settings.batch_size, cost.device_name(device)), speed)
+        return self.resources.measure(("speed", *arch, settings.size, settings.batch_size, cost.device_name(device)), speed)
 
     def _measured(self, built, settings, arch: tuple, result) -> TrialRecord:
         from tlbench import cost
@@ -313,7 +315,7 @@ class _SoFar:
         return self.latency_ms if kind == "latency_ms" else self.gflops * self.epochs / epoch
 
 
-def _described(backbone: PlannedBackbone, built, phases, params: dict, settings, gflops: float) -> TrialRecord:
+def _described(backbone: PlannedBackbone, built, phases, params: dict, settings, gflops: float, inputs) -> TrialRecord:
     """What the trial is, stored before it trains, so that tables need nothing but the storage."""
     from dataclasses import asdict
 
@@ -324,7 +326,8 @@ def _described(backbone: PlannedBackbone, built, phases, params: dict, settings,
         phases=[asdict(ph) for ph in phases],
         n_groups=len(built.groups),
         pretrained=bool(backbone.entry.pretrained or backbone.weights),
-        resolution=settings.resolution,
+        modality=inputs.modality,
+        **{inputs.size_field: settings.size},  # resolution (images) or max_length (text)
         seed=settings.seed,
         forward_gflops=gflops,
         total_params=cost.count_params(built.model),

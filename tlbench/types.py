@@ -28,6 +28,11 @@ class UserError(Exception):
     """
 
 
+class BadExample(ValueError):
+    """Raised by an input transform for an example it cannot take (a damaged image, a
+    number where text belongs): the user's to fix; the host names the example (API 1.4)."""
+
+
 # --------------------------------------------------------------------------- backbones
 
 
@@ -40,6 +45,33 @@ class DataConfig:
     std: tuple[float, float, float]  # per-channel std used to normalize
     interpolation: str = "bicubic"  # resize filter: "bilinear", "bicubic" or "nearest"
     crop_pct: float = 1.0  # eval: resize to input_size / crop_pct, then center-crop
+
+
+class Inputs(Protocol):
+    """What a backbone consumes and how a dataset's examples become its tensors (API 1.4).
+
+    A backbone whose ``BuiltBackbone.inputs`` is None reads images (tlbench.inputs.ImageInputs
+    from its ``data_config``). Another modality gives an object with these members;
+    the engine needs nothing else (docs/plugins.md, "Another modality").
+    """
+
+    modality: str  # what it reads: "image", "text", ...; only datasets of this modality are paired with it
+    size: int  # its default input size: an image side in pixels, a sequence length in tokens
+    size_field: str  # the config field that sets the size: "resolution" (images) or "max_length" (text)
+
+    def transforms(self, size: int, augment: bool) -> tuple[Callable[[Any], Any], Callable[[Any], Any]]:
+        """(train, eval): an example as ``Split.load`` returns it -> the tensor of one input.
+        Return the same object twice when training does not augment: the feature cache
+        then covers the training split too. Raise tlbench.types.BadExample
+        for an example it cannot take."""
+
+    def example(self, n: int, size: int) -> Any:
+        """A batch of ``n`` made-up inputs at ``size``, the same every call, as the model
+        takes them (FLOPs, throughput, the feature-cut search, the memory check)."""
+
+    def memory_probe(self, size: int) -> tuple[int, float]:
+        """(a size at most ``size`` to measure one forward pass's activations at, the power
+        of size / that size they grow with): images (min(size, 64), 2), text (size, 1)."""
 
 
 @dataclass(frozen=True)
@@ -60,7 +92,8 @@ class BuiltBackbone:
     model: nn.Module  # the network with a fresh head of num_classes outputs
     groups: tuple[tuple[str, ...], ...]  # parameter names by group, input -> output, head excluded
     head: tuple[str, ...]  # parameter names of the fresh head
-    data_config: DataConfig  # input size and normalization the weights were trained with
+    data_config: DataConfig | None = None  # images: input size and normalization the weights were trained with
+    inputs: Inputs | None = None  # API 1.4: what the model reads, if not images by data_config (text: a tokenizer)
 
 
 @dataclass(frozen=True)
@@ -79,6 +112,7 @@ class Backbone:
     known: Callable[[str], bool] | None = None  # family: is this model name valid?
     names: Callable[[], Iterable[str]] | None = None  # family: all model names, for suggestions
     options: Mapping[str, str] = field(default_factory=dict)  # accepted config field -> one-line help (API 1.3)
+    modality: str = "image"  # API 1.4: what its models read; equals its BuiltBackbone's inputs.modality
 
 
 # --------------------------------------------------------------------------- datasets
@@ -86,11 +120,11 @@ class Backbone:
 
 @dataclass(frozen=True)
 class Split:
-    """One split of a dataset: labels up front, images loaded on demand."""
+    """One split of a dataset: labels up front, examples loaded on demand."""
 
     labels: tuple[int, ...]  # class index of each example
     ids: tuple[str, ...]  # stable identity of each example (file path, index): splits must not share one
-    load: Callable[[int], Image]  # example index -> PIL image (any mode; the host converts to RGB)
+    load: Callable[[int], Image | str | Any]  # example index -> the example: a PIL image (any mode), a str for text
 
     def __post_init__(self) -> None:
         if len(self.labels) != len(self.ids):
@@ -131,12 +165,13 @@ class DatasetRequest:
 
 @dataclass(frozen=True)
 class Dataset:
-    """A source of labelled images."""
+    """A source of labelled examples: images, or another modality's (API 1.4)."""
 
     name: str  # the name configs and results use
     load: Callable[[DatasetRequest], DatasetSplits]  # called once per benchmark run
     options: Mapping[str, str] = field(default_factory=dict)  # accepted option -> one-line help
     description: str = ""  # one line for `tlbench plugins`
+    modality: str = "image"  # API 1.4: what its examples are ("image": PIL images, "text": str); paired with backbones of it
 
 
 # --------------------------------------------------------------------------- strategies

@@ -12,6 +12,7 @@ from torch import nn
 
 from conftest import tiny_benchmark
 from tlbench import config, contract, plugins, train
+from tlbench.inputs import image_batch
 from tlbench.builtins.backbones import build_timm
 from tlbench.builtins.strategies import layer_rates
 from tlbench.config import parse_config
@@ -147,7 +148,7 @@ def test_groups_listed_output_first_are_caught_by_one_forward_pass():
     from tlbench import cost
 
     built = _built()
-    first = cost.forward_probe(built.model, 32)[1]
+    first = cost.forward_probe(built.model, image_batch(1, 32))[1]
     assert contract.group_order_problem(built, first) is None
     reversed_ = type(built)(built.model, tuple(reversed(built.groups)), built.head, built.data_config)
     assert "groups must run from input to output" in contract.group_order_problem(reversed_, first)

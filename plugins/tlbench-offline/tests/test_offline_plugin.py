@@ -174,7 +174,7 @@ def test_mobilenet_v2_weights_load_through_weights_and_classify_real_photos(tmp_
     from skimage import data
 
     from tlbench.builtins.backbones import build_torchvision, load_weights
-    from tlbench.pipeline import make_transforms
+    from tlbench.inputs import ImageInputs
     from tlbench.planning import weights_path
 
     path = weights_path(MOBILENET, tmp_path)
@@ -186,7 +186,7 @@ def test_mobilenet_v2_weights_load_through_weights_and_classify_real_photos(tmp_
     body = {k: v for k, v in built.model.state_dict().items() if not k.startswith("classifier.1")}
     assert all(torch.equal(v, state[k]) for k, v in body.items())  # tlbench's build keeps every tensor, fresh head
     categories = torchvision.models.MobileNet_V2_Weights.IMAGENET1K_V1.meta["categories"]
-    _, eval_tf = make_transforms(built.data_config, built.data_config.input_size, augment=False)
+    _, eval_tf = ImageInputs(built.data_config).transforms(built.data_config.input_size, augment=False)
     photos = {"chelsea": {"tabby", "tiger cat", "Egyptian cat"}, "coffee": {"espresso"}, "camera": {"tripod"}}
     for name, right in photos.items():
         image = Image.fromarray(getattr(data, name)()).convert("RGB")
