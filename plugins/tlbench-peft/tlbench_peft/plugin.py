@@ -13,11 +13,15 @@ trains is exactly the head plus those parameters.
   the backbone gets a trainable low-rank update ``B @ A`` (rank ``r``, scaled by
   ``alpha / r``; ``B`` starts at zero, so training starts from the pretrained
   function); the original weights stay frozen. Rank and alpha are searched.
+  ``layers: attention`` adapts only the attention's query, key and value projections
+  (Linear layers named ``query``/``key``/``value``, ``q_proj``/``k_proj``/``v_proj``
+  or ``qkv``: BERT-family encoders, timm's ViTs), as the LoRA paper does.
 """
 
 from __future__ import annotations
 
 import math
+import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
@@ -28,10 +32,11 @@ from torch import nn
 from tlbench import hookimpl
 from tlbench.types import Adapted, BuiltBackbone, Phase, Strategy, UserError
 
-TLBENCH_PLUGIN_API = (1, 1)  # Strategy.adapt  # the oldest tlbench plugin API this plugin works with
+TLBENCH_PLUGIN_API = (1, 1)  # Strategy.adapt  # the oldest tlbench plugin API this plugin works with (1.4 adds text, which it serves unchanged)
 
 NORMS = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm)
-LAYERS = ("all", "linear", "conv")
+LAYERS = ("all", "linear", "conv", "attention")
+ATTENTION = ("query", "key", "value", "q_proj", "k_proj", "v_proj", "qkv")  # names of attention projections
 
 
 @hookimpl
@@ -61,7 +66,7 @@ def tlbench_strategies():
         suggest=_suggest_lora,
         phases=lambda p, n: [Phase("lora", p["epochs"], n, p["lr_lora"], p["lr_head"])],
         adapt=lora,
-        description="LoRA: frozen backbone, trainable low-rank updates on its linear and conv layers (rank, alpha searched)",
+        description="LoRA: frozen backbone, trainable low-rank updates on its linear and conv layers, or attention only (rank, alpha searched)",
     )
 
 
@@ -102,7 +107,8 @@ def lora(built: BuiltBackbone, params: Mapping[str, Any]) -> Adapted:
     rank, alpha, layers = int(params["rank"]), float(params["alpha"]), params.get("layers", "all")
     added: dict[str, list[str]] = {}  # the adapted layer's weight name -> its LoRA parameter names
     for name, module, _ in list(_backbone_modules(built)):
-        if isinstance(module, nn.Linear) and layers in ("all", "linear"):
+        attention = name.rsplit(".", 1)[-1] in ATTENTION
+        if isinstance(module, nn.Linear) and (layers in ("all", "linear") or (layers == "attention" and attention)):
             _add_lora(module, rank, alpha, module.in_features, module.out_features)
         elif isinstance(module, nn.Conv2d) and module.groups == 1 and layers in ("all", "conv"):
             _add_lora(module, rank, alpha, module.in_channels, module.out_channels)
@@ -111,10 +117,11 @@ def lora(built: BuiltBackbone, params: Mapping[str, Any]) -> Adapted:
         prefix = f"{name}." if name else ""
         added[f"{prefix}weight"] = [f"{prefix}lora_A", f"{prefix}lora_B"]
     if not added:
-        raise UserError(f"lora: the backbone has no {'linear or conv' if layers == 'all' else layers} layer to adapt")
+        what = {"all": "linear or conv", "attention": f"attention projection ({', '.join(ATTENTION)})"}.get(layers, layers)
+        raise UserError(f"lora: the backbone has no {what} layer to adapt")
     # each LoRA factor joins the group of the layer it adapts: groups still cover every parameter once
     groups = tuple(tuple(n for p in group for n in (p, *added.get(p, ()))) for group in built.groups)
-    new = BuiltBackbone(model=built.model, groups=groups, head=built.head, data_config=built.data_config)
+    new = dataclasses.replace(built, groups=groups)  # its inputs (image data config, a text tokenizer) unchanged
     return Adapted(built=new, trainable=tuple(n for names in added.values() for n in names))
 
 
