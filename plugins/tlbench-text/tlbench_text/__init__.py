@@ -1,0 +1,1 @@
+"""tlbench-text: text classification with BERT-family encoders, offline (see README.md)."""
