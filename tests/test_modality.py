@@ -137,12 +137,12 @@ def test_the_ranking_ranks_a_backbone_among_its_own_modality():
 
 def test_a_text_dataset_without_a_text_backbone_is_one_line(tmp_path, capsys):
     code = cli.main(["validate", _config(tmp_path, [TEXT], [RESNET])])
-    one_line(capsys, code, "datasets[0] (words): its examples are text, and no backbone of this config reads text")
+    one_line(capsys, code, "datasets[0] (words): it holds text, and no backbone of this config reads text; add one to backbones:")
 
 
 def test_a_text_backbone_without_a_text_dataset_is_one_line(tmp_path, capsys):
     code = cli.main(["validate", _config(tmp_path, [IMAGES], [RESNET, CHARNET])])
-    one_line(capsys, code, "backbones[1] (chars-scratch): it reads text, and no dataset of this config is text; remove it")
+    one_line(capsys, code, "backbones[1] (chars-scratch): it reads text, and no dataset of this config holds text; remove it")
 
 
 def test_each_backbone_takes_only_the_size_it_reads(tmp_path, capsys):

@@ -35,8 +35,9 @@ def input_size(inputs: Inputs, entry: Any, training: Any) -> int:
     return getattr(entry, field, None) or getattr(training, field, None) or int(inputs.size)
 
 
-def reads(modality: str) -> str:
-    return f"reads {MODALITY_NOUNS.get(modality, modality)}"
+def noun(modality: str) -> str:
+    """"images", "text", or the modality's own name: for messages."""
+    return MODALITY_NOUNS.get(modality, modality)
 
 
 def image_batch(n: int, side: int) -> torch.Tensor:

@@ -24,7 +24,7 @@ import optuna
 from tlbench import contract, space
 from tlbench.config import BackboneEntry, Benchmark, DatasetEntry, StrategyEntry, TrackerEntry
 from tlbench.contract import plugin_call
-from tlbench.inputs import SIZE_FIELDS, SIZE_UNITS, input_size, inputs_of, reads
+from tlbench.inputs import SIZE_FIELDS, SIZE_UNITS, input_size, inputs_of, noun
 from tlbench.plugins import Registry
 from tlbench.space import TrialSpace
 from tlbench.splits import subsample
@@ -131,15 +131,17 @@ def check_modalities(datasets, backbones: Mapping[str, PlannedBackbone]) -> None
     modalities = {b.record.modality for b in backbones.values()}
     for i, (entry, record) in enumerate(datasets):
         if record.modality not in modalities:
+            what = noun(record.modality)
             raise UserError(
-                f"datasets[{i}] ({entry.key}): its examples are {record.modality}, and no backbone of this config "
-                f"{reads(record.modality)}; add one to backbones: (tlbench plugins lists them)"
+                f"datasets[{i}] ({entry.key}): it holds {what}, and no backbone of this config reads {what}; "
+                "add one to backbones: (tlbench plugins lists them)"
             )
     for i, (key, backbone) in enumerate(backbones.items()):
         if not any(record.modality == backbone.record.modality for _, record in datasets):
+            what = noun(backbone.record.modality)
             raise UserError(
-                f"backbones[{i}] ({key}): it {reads(backbone.record.modality)}, and no dataset of this config is "
-                f"{backbone.record.modality}; remove it or add a {backbone.record.modality} dataset"
+                f"backbones[{i}] ({key}): it reads {what}, and no dataset of this config holds {what}; "
+                f"remove it or add a dataset of {what}"
             )
 
 
@@ -381,8 +383,9 @@ def build_backbone(backbone: PlannedBackbone, num_classes: int) -> BuiltBackbone
     what = f"backbone '{backbone.entry.name}': build()"
     built = plugin_call(backbone.plugin, what, lambda: backbone.record.build(request))
     problem = contract.built_problem(built)
-    if problem is None and inputs_of(built).modality != backbone.record.modality:
-        problem = f"returned a model that reads {inputs_of(built).modality}, but the record says modality={backbone.record.modality!r}"
+    reads = None if problem else inputs_of(built).modality
+    if reads is not None and reads != backbone.record.modality:
+        problem = f"returned a model that reads {reads}, but the record says modality={backbone.record.modality!r}"
     if problem:
         raise UserError(f"plugin {backbone.plugin}: {what} {problem}")
     return built
@@ -443,7 +446,7 @@ def check_size_field(backbone: PlannedBackbone, built: BuiltBackbone) -> None:
     inputs = inputs_of(built)
     for field in SIZE_FIELDS:
         if field != inputs.size_field and getattr(backbone.entry, field) is not None:
-            raise UserError(f"{field}: this backbone {reads(inputs.modality)}; its input size is {inputs.size_field}")
+            raise UserError(f"{field}: this backbone reads {noun(inputs.modality)}; its input size is {inputs.size_field}")
 
 
 def check_training_sizes(plan: Plan, built: Mapping[str, BuiltBackbone]) -> None:

@@ -190,3 +190,18 @@ def test_text_and_images_in_one_run_each_ranked_among_its_own_modality(tmp_path)
     report = (run / "report.md").read_text()
     across = report[report.index("### Across datasets"):]
     assert "Modality" in across and "| text" in across and "| image" in across
+
+
+def test_a_max_length_beyond_the_encoder_positions_is_one_line_from_validate(tmp_path, capsys, monkeypatch):
+    from tlbench import cli
+
+    monkeypatch.setenv("TLBENCH_LOAD_PLUGINS", "text")
+    path = tmp_path / "bench.yaml"
+    path.write_text(yaml.safe_dump({
+        "name": "long", "datasets": [{"name": "bbc_news"}], "backbones": [{"name": "minilm", "max_length": 1000}],
+        "strategies": [{"name": "linear_probe"}],
+    }))  # fmt: skip
+    assert cli.main(["validate", str(path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("tlbench: error:") and "max_length 1000: the encoder has 512 positions; give at most 512" in err[-1]
+    assert "Traceback" not in "\n".join(err)

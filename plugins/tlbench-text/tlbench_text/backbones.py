@@ -62,7 +62,8 @@ def build(source: str | Path, request: BackboneRequest, label: str) -> BuiltBack
     hf_model = _load(source, request.pretrained, label)
     tokenizer = _tokenizer(str(source), label)
     model = TextEncoder(hf_model, request.num_classes, pooling)
-    inputs = TextInputs(tokenizer, default_length(source, hf_model, tokenizer), tokenizer_identity(tokenizer, source))
+    positions = int(getattr(hf_model.config, "max_position_embeddings", LONGEST))
+    inputs = TextInputs(tokenizer, default_length(source, hf_model, tokenizer), tokenizer_identity(tokenizer, source), positions)
     return BuiltBackbone(model=model, groups=groups_of(model), head=("head.weight", "head.bias"), inputs=inputs)
 
 

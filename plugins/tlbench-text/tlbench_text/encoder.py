@@ -27,7 +27,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from tlbench.types import BadExample
+from tlbench.types import BadExample, UserError
 
 POOLING = ("mean", "cls")
 
@@ -97,8 +97,6 @@ def encoder_layers(hf_model: nn.Module) -> nn.ModuleList:
     ``encoder.layer``), or a clear error for an architecture laid out otherwise."""
     layers = getattr(getattr(hf_model, "encoder", None), "layer", None)
     if not isinstance(layers, nn.ModuleList) or not hasattr(hf_model, "embeddings"):
-        from tlbench.types import UserError
-
         raise UserError(
             f"{type(hf_model).__name__} is not laid out as a BERT-family encoder (embeddings, encoder.layer); "
             "tlbench-text supports BERT, RoBERTa, MiniLM, ELECTRA and models built like them"
@@ -141,23 +139,29 @@ class TextInputs:
     modality = "text"
     size_field = "max_length"
 
-    def __init__(self, tokenizer, size: int, identity: str):
-        self.tokenizer, self.size, self.identity = tokenizer, size, identity
+    def __init__(self, tokenizer, size: int, identity: str, positions: int):
+        self.tokenizer, self.size, self.identity, self.positions = tokenizer, size, identity, positions
 
     def transforms(self, size: int, augment: bool):
         """The same tokenization for training and evaluation (text is not augmented)."""
-        tokenize = Tokenize(self.tokenizer, size, self.identity)
+        tokenize = Tokenize(self.tokenizer, self._fits(size), self.identity)
         return tokenize, tokenize
 
     def example(self, n: int, size: int) -> torch.Tensor:
         """n texts of ``size`` real tokens (no padding): costs at the full length."""
         vocab = len(self.tokenizer)
+        self._fits(size)
         ids = torch.randint(1000 if vocab > 2000 else 1, vocab, (n, size), generator=torch.Generator().manual_seed(0))
         return torch.stack([ids, torch.ones_like(ids)], dim=1)
 
     def memory_probe(self, size: int) -> tuple[int, float]:
         """Measured at the full length (short, and attention makes growth more than linear)."""
         return size, 1.0
+
+    def _fits(self, size: int) -> int:
+        if size > self.positions:
+            raise UserError(f"max_length {size}: the encoder has {self.positions} positions; give at most {self.positions}")
+        return size
 
 
 def tokenizer_identity(tokenizer, source: str | Path) -> str:
