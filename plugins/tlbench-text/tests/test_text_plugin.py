@@ -151,7 +151,7 @@ def _run(config: dict, folder: Path) -> subprocess.CompletedProcess:
 
 def test_text_and_images_in_one_run_each_ranked_among_its_own_modality(tmp_path):
     """One benchmark: a text dataset with MiniLM (pretrained and random init; probe,
-    fine-tune, LoRA, BitFit) and an image dataset with a tiny timm model.
+    fine-tune, LoRA, BitFit, two-stage, each trained once) and an image dataset with a tiny timm model.
     Each study searches only its modality's backbones, the probe trains on cached
     pooled text features, and the ranking keeps the modalities apart."""
     config = {
@@ -171,9 +171,16 @@ def test_text_and_images_in_one_run_each_ranked_among_its_own_modality(tmp_path)
             {"name": "finetune", "epochs": 1, "freeze": 0.7},
             {"name": "lora", "epochs": 1, "rank": 4, "alpha": 8},
             {"name": "bitfit", "epochs": 1},
+            {"name": "two_stage", "head_epochs": 1, "epochs": 1},
         ],
         "training": {"batch_size": 8, "resolution": 16},
-        "search": {"n_trials": 12, "screen": False, "portfolio": 0},
+        "search": {"n_trials": 6, "screen": False, "portfolio": 0, "enqueue": [  # every strategy once on MiniLM
+            {"backbone": "minilm", "strategy": "linear_probe", "params": {"lr_head": 0.01}},
+            {"backbone": "minilm", "strategy": "finetune", "params": {"lr_backbone": 1e-4, "lr_head": 0.01}},
+            {"backbone": "minilm", "strategy": "lora", "params": {"lr_lora": 1e-3, "lr_head": 0.01}},
+            {"backbone": "minilm", "strategy": "bitfit", "params": {"lr_bias": 1e-3, "lr_head": 0.01}},
+            {"backbone": "minilm", "strategy": "two_stage", "params": {"lr_head": 0.01, "freeze": 0.5, "lr_finetune": 1e-4}},
+        ]},
     }
     done = _run(config, tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -181,6 +188,8 @@ def test_text_and_images_in_one_run_each_ranked_among_its_own_modality(tmp_path)
     trials = pd.read_csv(run / "trials.csv")
     text = trials[trials["dataset"] == "bbc_news"]
     assert set(text["backbone"]) <= {"minilm", "minilm-scratch"} and set(text["modality"]) == {"text"}
+    ran = text[(text["backbone"] == "minilm") & (text["state"] == "COMPLETE")]
+    assert set(ran["strategy"]) == {"linear_probe", "finetune", "lora", "bitfit", "two_stage"}
     assert set(trials[trials["dataset"] == "shapes"]["backbone"]) == {"timm:test_resnet-scratch"}
     assert (text["max_length"].dropna() == 24).all() and text["resolution"].isna().all()
     probes = text[(text["strategy"] == "linear_probe") & (text["state"] == "COMPLETE")]
