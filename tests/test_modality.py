@@ -27,6 +27,8 @@ class Chars:
     def __call__(self, text):
         if not isinstance(text, str):
             raise BadExample(f"expected a text, got {type(text).__name__}")
+        if not text:
+            raise BadExample("an empty text; remove it")
         codes = [min(ord(c), 127) for c in text[: self.size]]
         return torch.tensor(codes + [0] * (self.size - len(codes)))
 
@@ -73,7 +75,8 @@ def build(request):
 
 def load(request):
     texts = [WORDS[i % 2] * (1 + i % 3) + " " + str(i) for i in range(60)]
-    broken = request.options.get("broken", False)
+    broken, empty = request.options.get("broken", False), request.options.get("empty_first", False)
+    texts[0] = "" if empty else texts[0]
     split = lambda lo, hi: Split(tuple(i % 2 for i in range(lo, hi)), tuple(f"words:{i}" for i in range(lo, hi)),
                                  lambda i, lo=lo: 42 if broken and lo + i == 3 else texts[lo + i])
     return DatasetSplits(split(0, 36), split(36, 48), split(48, 60), ("vowels", "consonants"))
@@ -86,7 +89,7 @@ def tlbench_backbones():
 
 @tlbench.hookimpl
 def tlbench_datasets():
-    yield Dataset("words", load, modality="text", options={"broken": "example 3 is a number"})
+    yield Dataset("words", load, modality="text", options={"broken": "example 3 is a number", "empty_first": "example 0 is ''"})
 """
 
 TEXT = {"name": "words"}
@@ -159,3 +162,8 @@ def test_a_text_example_that_is_no_text_is_named_in_one_line(tmp_path, capsys):
     config = _config(tmp_path, [{**TEXT, "broken": True}], [CHARNET], search={"n_trials": 1, "screen": False}, training={"batch_size": 8})
     code = cli.main(["run", config])
     one_line(capsys, code, "example words:3: expected a text, got int")
+
+
+def test_an_example_the_backbone_transform_refuses_fails_validate_not_the_run(tmp_path, capsys):
+    config = _config(tmp_path, [{**TEXT, "empty_first": True}], [CHARNET], training={"batch_size": 8})
+    one_line(capsys, cli.main(["validate", config]), "datasets[0] (words): example words:0: an empty text; remove it")

@@ -31,6 +31,7 @@ from tlbench.splits import subsample
 from tlbench.storage import check_storage_url
 from tlbench.types import (
     Adapted,
+    BadExample,
     Backbone,
     BackboneRequest,
     BuiltBackbone,
@@ -437,6 +438,7 @@ def preflight(plan: Plan) -> dict[str, DatasetSplits]:
     check_training_sizes(plan, built)
     for key, model in built.items():
         _at(f"backbones ({key})", lambda: check_memory(plan, plan.backbones[key], model, devices[0]), (key,))
+    check_transforms(plan, loaded, built)  # after the memory check: an absurd size must not be tried on a real example
     return loaded
 
 
@@ -455,6 +457,34 @@ def check_training_sizes(plan: Plan, built: Mapping[str, BuiltBackbone]) -> None
     for field in SIZE_FIELDS:
         if getattr(plan.bench.training, field) is not None and field not in used:
             raise UserError(f"training.{field}: no backbone of this config reads it ({', '.join(sorted(used))} only); remove it")
+
+
+def check_transforms(plan: Plan, loaded: Mapping[str, DatasetSplits], built: Mapping[str, BuiltBackbone]) -> None:
+    """Each dataset's first training example through the evaluation transform of every
+    backbone that reads it, as a trial will take it: a transform (a tokenizer) that
+    cannot take the dataset's examples fails validate, not a trial."""
+    import torch
+
+    for i, (entry, _) in enumerate(plan.datasets):
+        train = loaded[entry.key].train
+        example = train.load(0)
+        for key in plan.backbones_for(entry.key):
+            backbone, inputs = plan.backbones[key], inputs_of(built[key])
+            size = input_size(inputs, backbone.entry, plan.bench.training)
+            what = f"backbone '{backbone.entry.name}': inputs.transforms({size})"
+            _, eval_tf = plugin_call(backbone.plugin, what, lambda: inputs.transforms(size, False))
+            where = f"datasets[{i}] ({entry.key}): example {train.ids[0]}"
+            x = plugin_call(backbone.plugin, f"{what} of example {train.ids[0]}", lambda: _transformed(eval_tf, example, where))
+            if not isinstance(x, torch.Tensor):
+                raise UserError(f"plugin {backbone.plugin}: {what} gave {type(x).__name__} for example {train.ids[0]}, expected a tensor")
+
+
+def _transformed(transform, example, where: str):
+    """``transform(example)``; an example it refuses (BadExample) is the user's, named by ``where``."""
+    try:
+        return transform(example)
+    except BadExample as exc:
+        raise UserError(f"{where}: {exc}") from exc
 
 
 def check_writable(folder: Path, field: str) -> None:
@@ -492,8 +522,7 @@ def check_memory(plan: Plan, backbone: PlannedBackbone, built: BuiltBackbone, de
     inputs = inputs_of(built)
     size, field = input_size(inputs, backbone.entry, plan.bench.training), inputs.size_field
     batch = max(_batch_sizes(plan.bench.training.batch_size))
-    probe, power = inputs.memory_probe(size)
-    x = inputs.example(1, probe)
+    x, probe, power = _probe_input(backbone, inputs, size)
     try:
         activations, first_use = cost.forward_probe(built.model, x)
     except (RuntimeError, ValueError, TypeError, IndexError) as exc:  # e.g. an input too small for the network's strides
@@ -513,6 +542,18 @@ def check_memory(plan: Plan, backbone: PlannedBackbone, built: BuiltBackbone, de
             f"{field} {size} {SIZE_UNITS[field]} with batch_size {batch} needs about {need / 2**30:.1f} GiB for one training "
             f"batch, more than the {have / 2**30:.1f} GiB available on {device}; lower training.{field} or batch_size"
         )
+
+
+def _probe_input(backbone: PlannedBackbone, inputs, size: int):
+    """(one made-up input at the backbone's probe size, that size, the power activations grow with)."""
+    import torch
+
+    label = f"backbone '{backbone.entry.name}'"
+    probe, power = plugin_call(backbone.plugin, f"{label}: inputs.memory_probe({size})", lambda: inputs.memory_probe(size))
+    x = plugin_call(backbone.plugin, f"{label}: inputs.example(1, {probe})", lambda: inputs.example(1, probe))
+    if not isinstance(x, torch.Tensor) or len(x) != 1:
+        raise UserError(f"plugin {backbone.plugin}: {label}: inputs.example(1, {probe}) gave {type(x).__name__}, expected a tensor batch of 1")
+    return x, probe, power
 
 
 def _batch_sizes(spec: Any) -> list[int]:

@@ -201,7 +201,7 @@ def test_text_and_images_in_one_run_each_ranked_among_its_own_modality(tmp_path)
     assert "Modality" in across and "| text" in across and "| image" in across
 
 
-def test_a_max_length_beyond_the_encoder_positions_is_one_line_from_validate(tmp_path, capsys, monkeypatch):
+def test_a_max_length_the_encoder_cannot_take_is_one_line_from_validate(tmp_path, capsys, monkeypatch):
     from tlbench import cli
 
     monkeypatch.setenv("TLBENCH_LOAD_PLUGINS", "text")
@@ -214,3 +214,6 @@ def test_a_max_length_beyond_the_encoder_positions_is_one_line_from_validate(tmp
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("tlbench: error:") and "max_length 1000: the encoder has 512 positions; give at most 512" in err[-1]
     assert "Traceback" not in "\n".join(err)
+    path.write_text(path.read_text().replace("max_length: 1000", "max_length: 1"))
+    assert cli.main(["validate", str(path)]) == 2
+    assert "max_length 1: a text needs at least 3 tokens" in capsys.readouterr().err

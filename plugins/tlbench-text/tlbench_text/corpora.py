@@ -61,7 +61,10 @@ def read_folder(folder: Path, dataset: str, fallback: str | None = None) -> tupl
 
 
 def _decoded(path: Path, dataset: str, fallback: str | None) -> str:
-    data = path.read_bytes()
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise UserError(f"dataset {dataset}: {path}: cannot read it ({exc.strerror or exc}); check its permissions") from exc
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
