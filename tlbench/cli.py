@@ -312,7 +312,9 @@ def _descriptions(registry):
     for kind, provided in kinds:
         for name, p in provided.items():
             options = ", ".join(p.record.options) or "—"
-            table.add_row(*(Text(cell) for cell in (kind, name, p.plugin, options, p.record.description or "—")))
+            modality = getattr(p.record, "modality", "image")  # backbones and datasets: what they read or hold
+            shown = kind if modality == "image" else f"{kind} ({modality})"
+            table.add_row(*(Text(cell) for cell in (shown, name, p.plugin, options, p.record.description or "—")))
     return table
 
 

@@ -217,3 +217,14 @@ def test_a_max_length_the_encoder_cannot_take_is_one_line_from_validate(tmp_path
     path.write_text(path.read_text().replace("max_length: 1000", "max_length: 1"))
     assert cli.main(["validate", str(path)]) == 2
     assert "max_length 1: a text needs at least 3 tokens" in capsys.readouterr().err
+
+
+def test_tlbench_plugins_says_what_each_text_record_reads(capsys, monkeypatch):
+    from tlbench import cli
+
+    monkeypatch.setenv("TLBENCH_LOAD_PLUGINS", "text")
+    monkeypatch.setenv("COLUMNS", "200")
+    assert cli.main(["plugins"]) == 0
+    out = capsys.readouterr().out
+    assert "backbone (text)" in out and "dataset (text)" in out and "backbone family (text)" in out
+    assert "backbone (image)" not in out  # images are the default, not named
