@@ -82,9 +82,16 @@ def load(request):
     return DatasetSplits(split(0, 36), split(36, 48), split(48, 60), ("vowels", "consonants"))
 
 
+def build_images(request):  # says text, builds a model that reads images
+    net = CharNet(request.num_classes)
+    return BuiltBackbone(net, (("embed.weight",), ("body.0.weight", "body.0.bias")), ("head.weight", "head.bias"),
+                         DataConfig(16, (0.5,) * 3, (0.5,) * 3))
+
+
 @tlbench.hookimpl
 def tlbench_backbones():
     yield Backbone("chars", build, modality="text", description="a character embedding model")
+    yield Backbone("liar", build_images, modality="text")
 
 
 @tlbench.hookimpl
@@ -167,3 +174,8 @@ def test_a_text_example_that_is_no_text_is_named_in_one_line(tmp_path, capsys):
 def test_an_example_the_backbone_transform_refuses_fails_validate_not_the_run(tmp_path, capsys):
     config = _config(tmp_path, [{**TEXT, "empty_first": True}], [CHARNET], training={"batch_size": 8})
     one_line(capsys, cli.main(["validate", config]), "datasets[0] (words): example words:0: an empty text; remove it")
+
+
+def test_a_backbone_that_reads_another_modality_than_its_record_says_is_named(tmp_path, capsys):
+    config = _config(tmp_path, [TEXT], [{"name": "liar", "pretrained": False}], training={"batch_size": 8})
+    one_line(capsys, cli.main(["validate", config]), "backbone 'liar': build() returned a model that reads image, but the record says modality='text'")

@@ -120,6 +120,16 @@ def built_problem(built: Any) -> str | None:
     return inputs_problem(built)
 
 
+def modality_problem(built: BuiltBackbone, record: Backbone) -> str | None:
+    """A built model that reads another modality than its record says, or None."""
+    from tlbench.inputs import inputs_of
+
+    reads = inputs_of(built).modality
+    if reads != record.modality:
+        return f"returned a model that reads {reads}, but the record says modality={record.modality!r}"
+    return None
+
+
 INPUTS_MEMBERS = ("modality", "size", "size_field", "transforms", "example", "memory_probe")  # tlbench.types.Inputs
 
 

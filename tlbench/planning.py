@@ -383,10 +383,7 @@ def build_backbone(backbone: PlannedBackbone, num_classes: int) -> BuiltBackbone
     )  # fmt: skip
     what = f"backbone '{backbone.entry.name}': build()"
     built = plugin_call(backbone.plugin, what, lambda: backbone.record.build(request))
-    problem = contract.built_problem(built)
-    reads = None if problem else inputs_of(built).modality
-    if reads is not None and reads != backbone.record.modality:
-        problem = f"returned a model that reads {reads}, but the record says modality={backbone.record.modality!r}"
+    problem = contract.built_problem(built) or contract.modality_problem(built, backbone.record)
     if problem:
         raise UserError(f"plugin {backbone.plugin}: {what} {problem}")
     return built

@@ -192,12 +192,10 @@ def check_backbone(
         model=model or record.name, num_classes=num_classes, pretrained=pretrained, weights=weights, options=dict(options or {})
     )
     built = _call(plugin, f"{label}: build()", lambda: record.build(request))
-    problem = contract.built_problem(built)
+    problem = contract.built_problem(built) or contract.modality_problem(built, record)
     if problem:
         raise _fail(plugin, f"{label}: build()", problem)
     inputs = inputs_of(built)
-    if inputs.modality != record.modality:
-        raise _fail(plugin, f"{label}: build()", f"its inputs read {inputs.modality}, but the record says modality={record.modality!r}")
     x = _call(plugin, f"{label}: inputs.example()", lambda: inputs.example(2, resolution or inputs.size))
     model_ = built.model.eval()
     order = cost.first_use(model_, x)

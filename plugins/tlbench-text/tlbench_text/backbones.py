@@ -60,10 +60,10 @@ def build(source: str | Path, request: BackboneRequest, label: str) -> BuiltBack
     if request.weights is not None:
         raise UserError(f"backbone {label}: weights: a text backbone loads its model folder; give it as hf:<folder> instead")
     hf_model = _load(source, request.pretrained, label)
-    tokenizer = _tokenizer(str(source), label)
+    tokenizer, identity = _tokenizer(str(source), label)
     model = TextEncoder(hf_model, request.num_classes, pooling)
     positions = int(getattr(hf_model.config, "max_position_embeddings", LONGEST))
-    inputs = TextInputs(tokenizer, default_length(source, hf_model, tokenizer), tokenizer_identity(tokenizer, source), positions)
+    inputs = TextInputs(tokenizer, default_length(source, hf_model, tokenizer), identity, positions)
     return BuiltBackbone(model=model, groups=groups_of(model), head=("head.weight", "head.bias"), inputs=inputs)
 
 
@@ -102,12 +102,14 @@ def _unreachable(source: str | Path, label: str, exc: Exception) -> str:
 
 @functools.lru_cache(maxsize=8)
 def _tokenizer(source: str, label: str):
+    """(the tokenizer, its identity for cache keys), loaded and hashed once per process."""
     from transformers import AutoTokenizer
 
     try:
-        return AutoTokenizer.from_pretrained(source)
+        tokenizer = AutoTokenizer.from_pretrained(source)
     except (OSError, ValueError) as exc:
         raise UserError(_unreachable(source, label, exc)) from exc
+    return tokenizer, tokenizer_identity(tokenizer, source)
 
 
 def default_length(source: str | Path, hf_model, tokenizer) -> int:
