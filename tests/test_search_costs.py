@@ -12,6 +12,7 @@ import pandas as pd
 
 from conftest import one_line, snapshot, tiny_benchmark
 from tlbench import cli
+from tlbench.record import TrialRecord
 
 
 def _run(write_config, capsys, **search):
@@ -125,6 +126,30 @@ def test_a_pareto_search_trades_accuracy_against_cost_and_reports_its_hypervolum
     assert "Pareto search (val accuracy vs train_gflops): hypervolume after training GFLOPs spent" in report
     summary = pd.read_csv(folder / "summary.csv")
     assert set(summary["val_accuracy"]) <= {t.values[0] for t in done}
+    assert cli.main(["export", str(folder)]) == 0  # its curves come from the record: Optuna holds none for Pareto trials
+    rows = {r["number"]: r for r in json.loads((folder / "table.json").read_text())["datasets"]["synthetic"]["trials"]}
+    assert all(rows[t.number]["val_curve"] == t.user_attrs["val_curve"] and len(rows[t.number]["val_curve"]) == 2 for t in done)
+
+
+def test_test_curve_records_test_accuracy_after_every_epoch_and_exports_it(write_config, capsys):
+    """training.test_curve (recorded grids): one test accuracy per epoch, the last one the trial's."""
+    strategies = [{"name": "linear_probe", "epochs": 3}, {"name": "two_stage", "head_epochs": 1, "epochs": 2}]
+    bench = tiny_benchmark(run="r", strategies=strategies, search={"n_trials": 2, "startup_trials": 2, "screen": False})
+    config = write_config({**bench, "training": {**bench["training"], "test_curve": True}})
+    assert cli.main(["run", str(config), "--format", "csv"]) == 0, capsys.readouterr().err
+    folder = config.parent / "results" / "tiny" / "r"
+    assert cli.main(["export", str(folder)]) == 0
+    rows = json.loads((folder / "table.json").read_text())["datasets"]["synthetic"]["trials"]
+    assert rows and all(r["state"] == "COMPLETE" for r in rows)
+    for row in rows:
+        assert len(row["test_curve"]) == len(row["val_curve"]) == 3  # across both phases of two_stage too
+        assert row["test_curve"][-1] == row["test_accuracy"] and all(0 <= a <= 1 for a in row["test_curve"])
+        assert isinstance(row["seed"], int)
+    plain = write_config(tiny_benchmark(run="plain", search={"n_trials": 1, "screen": False}), filename="plain.yaml")
+    assert cli.main(["run", str(plain), "--format", "csv"]) == 0
+    store = f"sqlite:///{plain.parent / 'results' / 'tiny' / 'plain' / 'study.db'}"
+    trials = optuna.load_study(study_name="tiny/plain/synthetic", storage=store).trials
+    assert trials and all(TrialRecord.from_trial(t).test_curve is None for t in trials)
 
 
 def test_report_trials_marks_the_infeasible_ones(write_config, capsys):

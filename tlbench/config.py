@@ -179,6 +179,7 @@ class TrainingConfig(_Strict):
     num_workers: int = Field(0, ge=0)  # DataLoader worker processes
     compile: bool = False  # torch.compile each phase's model (worth it on GPU for long trials)
     cache: CacheConfig = CacheConfig()  # the frozen-prefix feature cache
+    test_curve: bool = False  # also test after every epoch (for recorded grids; never selects; one test pass an epoch)
 
     @field_validator("batch_size", "weight_decay")
     @classmethod
@@ -252,6 +253,8 @@ class Benchmark(_Strict):
         for section in [data["training"], *data["backbones"]]:  # text's max_length (0.4): likewise when unset
             if section.get("max_length", 0) is None:
                 del section["max_length"]
+        if not data["training"]["test_curve"]:  # 0.4.1: likewise when off
+            del data["training"]["test_curve"]
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:10]
 
     @property

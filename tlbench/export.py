@@ -64,7 +64,8 @@ def _trial(t, lost) -> dict[str, Any] | None:
     kind, reason = studies.failure(t, lost, record)
     if kind == Failure.SURPLUS:
         return None  # never ran
-    curve = [t.intermediate_values[k] for k in sorted(t.intermediate_values)]
+    # a Pareto search stores its curve in the record (Optuna cannot report multi-objective trials)
+    curve = [t.intermediate_values[k] for k in sorted(t.intermediate_values)] or list(record.val_curve or [])
     return {
         "number": t.number,
         "state": t.state.name,
@@ -77,6 +78,8 @@ def _trial(t, lost) -> dict[str, Any] | None:
         "val_curve": curve,  # validation accuracy after each epoch (1-based: curve[0] is epoch 1)
         "val_accuracy": t.values[0] if t.state.name == "COMPLETE" else None,  # a Pareto study's values[1] is its cost
         "test_accuracy": record.test_accuracy,  # at the end of training (completed trials)
+        "test_curve": record.test_curve,  # test accuracy after each epoch, where training.test_curve recorded it
+        "seed": record.seed,  # training seed
         **{k: _plain(getattr(record, k)) for k in COSTS},
         "failure": kind,
         "reason": reason or None,

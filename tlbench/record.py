@@ -76,6 +76,7 @@ class TrialRecord:
     elapsed_seconds: float | None = None  # training and evaluation so far
     # what it measured (set when it ends)
     val_curve: list[float] | None = None  # validation accuracy after each epoch
+    test_curve: list[float] | None = None  # test accuracy after each epoch (training.test_curve: recorded grids)
     test_accuracy: float | None = None
     test_correct: str | None = None  # "1"/"0" per test example, in split order (bootstrap intervals)
     train_seconds: float | None = None

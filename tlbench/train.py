@@ -45,6 +45,7 @@ class TrainSettings:
     compile: bool = False  # torch.compile the model for each phase
     cache: features.FeatureCache | None = None  # frozen-prefix feature cache; None: never cache
     data_key: str = ""  # identity of the examples (features.data_fingerprint), part of cache keys
+    test_curve: bool = False  # also evaluate the test split after every epoch (recorded grids; never selects)
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,7 @@ class FitResult:
     trainable_params: int  # parameters updated in at least one phase
     precision: str  # "fp32", "bf16" or "fp16"
     cache: tuple[features.CacheUse, ...] = ()  # per phase: where its inputs came from (see _phase_data)
+    test_curve: list[float] | None = None  # test accuracy after each epoch (TrainSettings.test_curve), else None
 
     @property
     def feature_cache(self) -> str:
@@ -177,6 +179,7 @@ def fit(
         trainable_params=cost.count_params(model, updated),
         precision=precision_name(dtype),
         cache=tuple(run.sources),
+        test_curve=run.test_curve if settings.test_curve else None,
     )
 
 
@@ -190,6 +193,7 @@ class _Run:
         self.scaler = torch.amp.GradScaler(enabled=dtype == torch.float16)
         self.curve: list[float] = []
         self.test: list[bool] = []
+        self.test_curve: list[float] = []  # with TrainSettings.test_curve
         self.seconds = self.flops = 0.0
         self.sources: list[features.CacheUse] = []
         self.extra_loss = None  # Adapted.extra_loss
@@ -209,9 +213,12 @@ class _Run:
                 self.seconds += time.perf_counter() - start
                 self.flops += step_flops * n
                 self.curve.append(evaluate(runner, data.eval("val"), device, dtype, data.channels_last))
+                if s.test_curve:  # before on_epoch, which may stop the trial; the last epoch's pass is the test result
+                    self.test = correctness(runner, data.eval("test"), device, dtype, data.channels_last)
+                    self.test_curve.append(sum(self.test) / len(self.test))
                 self.on_spent(self.seconds, self.flops)
                 self.on_epoch(len(self.curve), self.curve[-1])
-            if last:
+            if last and not s.test_curve:
                 self.test = correctness(runner, data.eval("test"), device, dtype, data.channels_last)
 
 

