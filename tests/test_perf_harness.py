@@ -51,12 +51,22 @@ def test_the_screening_script_prints_a_score_line_per_backbone(write_config):
 
     from conftest import tiny_benchmark
 
-    config = write_config(tiny_benchmark(backbones=[{"name": "timm:test_resnet", "pretrained": False}, {"name": "timm:test_efficientnet", "pretrained": False}]))
+    config = write_config(
+        tiny_benchmark(
+            backbones=[
+                {"name": "timm:test_resnet", "pretrained": False},
+                {"name": "timm:test_efficientnet", "pretrained": False},
+            ]
+        )
+    )
     script = Path(__file__).parent.parent / "benchmarks" / "screen_scores.py"
     out = subprocess.run([sys.executable, str(script), str(config)], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     lines = out.stdout.strip().splitlines()
-    assert [line.split(": LogME")[0] for line in lines] == ["synthetic timm:test_resnet-scratch", "synthetic timm:test_efficientnet-scratch"]
+    assert [line.split(": LogME")[0] for line in lines] == [
+        "synthetic timm:test_resnet-scratch",
+        "synthetic timm:test_efficientnet-scratch",
+    ]
     assert all("LogME" in line and "kNN" in line and "ridge" in line for line in lines)
 
 
@@ -67,8 +77,12 @@ def test_the_search_benchmark_replays_an_exported_grid(tmp_path, write_config):
 
     lrs = [0.003, 0.03, 0.3]
     strategies = [{"name": "linear_probe", "epochs": 2, "lr_head": {"choices": lrs}}]
-    enqueue = [{"backbone": "timm:test_resnet-scratch", "strategy": "linear_probe", "params": {"lr_head": lr}} for lr in lrs]
-    config = write_config(tiny_benchmark(run="grid", strategies=strategies, search={"n_trials": 3, "pruner": "none", "enqueue": enqueue}))
+    enqueue = [
+        {"backbone": "timm:test_resnet-scratch", "strategy": "linear_probe", "params": {"lr_head": lr}} for lr in lrs
+    ]
+    config = write_config(
+        tiny_benchmark(run="grid", strategies=strategies, search={"n_trials": 3, "pruner": "none", "enqueue": enqueue})
+    )
     assert cli.main(["run", str(config), "--format", "csv"]) == 0
     grid = tmp_path / "grid"
     grid.mkdir()  # export writes into a folder that exists
@@ -81,9 +95,15 @@ def test_the_search_benchmark_replays_an_exported_grid(tmp_path, write_config):
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     print(proc.stdout)
-    report = json.loads(out.read_text())["datasets"]["synthetic"]
-    assert {"random", "tpe_median", "tlbench"} <= set(report["methods"]) and report["trials"] == 3
+    bench = json.loads(out.read_text())
+    report = bench["datasets"]["synthetic"]
+    named = {"uniform_random", "optuna_random", "tpe_median", "successive_halving", "asha", "hyperband", "opening",
+             "opening_then_random", "screen_top1_default", "tlbench"}  # fmt: skip
+    assert named <= set(report["methods"]) and report["trials"] == 3
     for method in report["methods"].values():
-        assert {"median_compute_to_target", "never"} <= set(method) and len(method["compute_to_target"]) == 3
-    assert "ratio_random" in report and "ratio_tpe_median" in report
+        assert {"median_compute_to_target", "never", "regret_auc", "regret_auc_ci", "reach", "keep"} <= set(method)
+        assert len(method["compute_to_target"]) == 3 and 0 <= method["regret_auc"] <= 1
+        assert method["regret_auc_ci"][0] <= method["regret_auc"] <= method["regret_auc_ci"][1]
+    assert {"ratio_random", "ratio_tpe_median", "ratio_uniform_random", "ratio_opening_then_random"} <= set(report)
+    assert bench["frozen_commit"] is None and "held_out" not in bench  # no held-out grid was judged
     assert (tmp_path / "plot.png").stat().st_size > 0

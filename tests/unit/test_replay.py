@@ -1,0 +1,79 @@
+"""The search benchmark's arithmetic (benchmarks/replay.py) on hand-made grids: regret,
+its area on a log-compute axis, reach and keep, successive halving, seeds merged."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+import replay  # noqa: E402
+
+
+def _row(backbone: str, lr: float, val: list[float], test: float, gflops: float = 100.0, seed: int = 0) -> dict:
+    params = {"backbone": backbone, "strategy": "finetune", "finetune.lr_backbone": lr, "finetune.freeze": 0.0}
+    return {"params": params, "state": "COMPLETE", "val_curve": val, "val_accuracy": val[-1], "test_accuracy": test,
+            "train_gflops": gflops, "train_seconds": 1.0, "forward_gflops": 0.01, "seed": seed}  # fmt: skip
+
+
+def _grid(rows: list[dict], **kw) -> replay.Grid:
+    return replay.Grid("toy", [{"trials": rows, "screen": {}}], **kw)
+
+
+def test_regret_is_normalized_between_the_best_and_worst_point_and_clipped():
+    grid = _grid([_row("a", 0.1, [0.5], 0.5), _row("a", 0.2, [0.9], 0.9)])
+    assert (grid.y_best, grid.y_worst) == (0.9, 0.5)
+    assert grid.regret(0.9) == 0 and grid.regret(0.5) == 1 and grid.regret(0.7) == pytest.approx(0.5)
+    assert grid.regret(0.95) == 0 and grid.regret(0.1) == 1  # a lucky seed above the best mean; below the worst
+
+
+def test_area_is_mean_regret_over_log_compute_from_a_tenth_to_ten_units():
+    grid = _grid([_row("a", 0.1, [0.5], 0.5, gflops=100.0), _row("a", 0.2, [0.9], 0.9, gflops=100.0)])
+    assert grid.unit == 100.0
+    trace = replay.Trace(grid)
+    trace.events = [(0.0, 1.0), (100.0, 0.0)]  # regret 1 up to 1 F, then 0: half the log axis
+    assert replay.area(trace, grid) == pytest.approx(0.5)
+    trace.events = [(0.0, 1.0), (1.0, 0.0)]  # before F/10: nothing counted
+    assert replay.area(trace, grid) == 0
+    trace.events = [(0.0, 1.0), (10_000.0, 0.0)]  # after 10 F: all of it
+    assert replay.area(trace, grid) == 1
+    assert replay.regret_at(trace, 9_999.0) == 1 and replay.regret_at(trace, 10_000.0) == 0
+
+
+def test_reach_is_the_first_time_within_a_point_and_keep_the_time_it_stays():
+    grid = _grid([_row("a", 0.1, [0.5], 0.5), _row("a", 0.2, [0.9], 0.9)])
+    trace = replay.Trace(grid)
+    trace.events = [(0.0, 1.0), (50.0, 0.0), (80.0, 0.5), (120.0, 0.0)]
+    assert replay.reach_keep(trace, grid) == (50.0, 120.0)
+    trace.events = [(0.0, 1.0), (2_000.0, 0.0)]  # past the horizon: never
+    assert replay.reach_keep(trace, grid) == (None, None)
+
+
+def test_the_incumbent_is_the_best_by_validation_trial_not_the_best_by_test():
+    grid = _grid([_row("a", 0.1, [0.9], 0.5), _row("a", 0.2, [0.8], 0.9)])
+    trace = replay.in_order(grid, replay.Draw(grid, 0), grid.points())
+    assert [r for _, r in trace.events] == [1.0, 1.0, 1.0]  # the val-best trial tests worst, and stays incumbent
+
+
+def test_successive_halving_pays_each_epoch_once_and_promotes_the_best():
+    rows = [
+        _row("a", lr, [v, v, v], v, gflops=30.0)
+        for lr, v in zip([1, 2, 3, 4, 5, 6, 7, 8, 9], [0.1 * k for k in range(1, 10)])
+    ]
+    grid = _grid(rows)
+    assert replay.rungs(3) == [1, 3] and replay.rungs(10) == [1, 3, 10] and replay.rungs(1) == [1]
+    trace = replay.successive_halving(grid, replay.Draw(grid, 0), seed=0)
+    # 9 points one epoch (10 GFLOPs each), the best 3 two more epochs (20 each): 150 GFLOPs, best point found
+    assert trace.spent == pytest.approx(9 * 10 + 3 * 20) and trace.events[-1][1] == 0
+
+
+def test_two_recorded_seeds_of_a_point_are_drawn_per_replay_seed():
+    rows = [_row("a", 0.1, [0.5], 0.5, seed=0), _row("a", 0.1, [0.6], 0.7, seed=1), _row("a", 0.2, [0.9], 0.9)]
+    grid = _grid(rows)
+    assert len(grid.by_point) == 2 and grid.y_worst == pytest.approx(0.6)  # the point's mean over its seeds
+    drawn = {replay.Draw(grid, s).row(rows[0]["params"])["seed"] for s in range(40)}
+    assert drawn == {0, 1}
+    draw = replay.Draw(grid, 3)
+    assert draw.row(rows[0]["params"]) is draw.row(dict(rows[0]["params"]))  # one seed per point within a replay
