@@ -14,7 +14,9 @@ A trial looks its configuration up and takes one of the point's recorded trainin
 epoch to its pruner and is charged the recorded training GFLOPs up to the epoch it
 stopped at (spread evenly over its epochs): a pruned epoch is spent. tlbench's screen
 is charged in full for every backbone: its wall-clock (extraction of the train and
-validation splits and the scoring) at the grid's median training rate in GFLOP/s.
+validation splits and the scoring) at the grid's median training rate in GFLOP/s; its
+probes on pretrained backbones then train heads on the features it took out (charged
+nothing more: the screen paid for them), a random-init backbone's probe pays its own.
 
 Score: after each trial, the normalized regret of the incumbent, the best-by-validation
 completed trial (ties: the earlier, as Optuna's ``best_trial``): (y* - its test accuracy)
@@ -102,6 +104,13 @@ class Grid:
             seconds = self.screen.get(b, {}).get("seconds") or 0.0
             total += max(self.extraction(b), seconds * self.rate)
         return total
+
+    def shares_screen(self, params: dict) -> bool:
+        """A screen probe on a pretrained backbone trains its head on the features the screen
+        took out (the feature cache): the screen's charge already paid for them, and the
+        head's training is a fraction of a second. A random-init backbone's probe builds
+        other weights (its seed), so it pays its own extraction."""
+        return params.get("strategy") == "linear_probe" and bool(self.pretrained.get(params["backbone"]))
 
     # --- the grid as a search space
 
@@ -195,7 +204,8 @@ def optuna_method(
         study.enqueue_trial(params, user_attrs={"probe": True})
 
     def objective(trial: optuna.Trial) -> float:
-        row = draw.row(_suggest_point(grid, trial))
+        params = _suggest_point(grid, trial)
+        row = draw.row(params)
         curve, per_epoch = row["val_curve"], row["train_gflops"] / len(row["val_curve"])
         for epoch, value in enumerate(curve, 1):
             trial.report(value, epoch)
@@ -203,7 +213,7 @@ def optuna_method(
                 trace.pay(per_epoch * epoch)
                 trace.events.append((trace.spent, trace.events[-1][1]))
                 raise optuna.TrialPruned()
-        trace.pay(row["train_gflops"])
+        trace.pay(0.0 if trial.user_attrs.get("probe") and grid.shares_screen(params) else row["train_gflops"])
         trace.done(row)
         return row["val_accuracy"]
 
@@ -226,14 +236,15 @@ def _suggest_point(grid: Grid, trial: optuna.Trial) -> dict:
     return dict(trial.params)
 
 
-def in_order(grid: Grid, draw: Draw, order: list[dict], charge: float = 0.0) -> Trace:
-    """Train the points in ``order`` to their end, one after another, until the horizon."""
+def in_order(grid: Grid, draw: Draw, order: list[dict], charge: float = 0.0, probes: int = 0) -> Trace:
+    """Train the points in ``order`` to their end, one after another, until the horizon.
+    The first ``probes`` are the screen's probes (see :meth:`Grid.shares_screen`)."""
     trace = Trace(grid, charge)
-    for params in order:
+    for i, params in enumerate(order):
         if trace.over():
             break
         row = draw.row(params)
-        trace.pay(row["train_gflops"])
+        trace.pay(0.0 if i < probes and grid.shares_screen(params) else row["train_gflops"])
         trace.done(row)
     return trace
 
@@ -290,6 +301,7 @@ def methods(grid: Grid, seed: int, others: list[dict]) -> dict[str, Trace]:
     draw = Draw(grid, seed)
     defaults = SearchConfig()
     opening, dropped = tlbench_opening(grid, defaults, others)
+    n_probes = sum(p["strategy"] == "linear_probe" for p in opening)
     charge = grid.screen_charge()
 
     def ours(search: SearchConfig, first: list[dict] = opening):
@@ -317,8 +329,8 @@ def methods(grid: Grid, seed: int, others: list[dict]) -> dict[str, Trace]:
         "hyperband": optuna_method(
             grid, draw, random_sampler(), optuna.pruners.HyperbandPruner(min_resource=1, max_resource=epochs, reduction_factor=ETA)
         ),
-        "opening": in_order(grid, draw, opening, charge=charge),
-        "opening_then_random": in_order(grid, draw, opening + uniform_order(grid, seed, exclude=opening), charge=charge),
+        "opening": in_order(grid, draw, opening, charge=charge, probes=n_probes),
+        "opening_then_random": in_order(grid, draw, opening + uniform_order(grid, seed, exclude=opening), charge=charge, probes=n_probes),
         "screen_top1_default": top1(defaults.screen.score),
         "logme_top1_default": top1("logme"),
         "tlbench": ours(defaults),

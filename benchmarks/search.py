@@ -37,6 +37,7 @@ DATASETS = {
     "lfw_faces": {},
     "textures": {},
 }
+DOMAINS = {"mnist5k": "digits", "digits": "digits", "lfw_faces": "faces", "textures": "textures"}  # digits: one domain
 BACKBONES = [
     {"name": "efficientnet_lite0"},
     {"name": "efficientnet_lite1"},
@@ -206,20 +207,27 @@ def record_held_out(tasks: list[str]) -> None:
 
 
 def write_portfolio() -> None:
-    """tlbench/portfolio.json from every recorded grid (what tlbench ships)."""
+    """tlbench/portfolio.json from every recorded in-sample grid (what tlbench ships): each
+    point's relative validation accuracy per grid, and each grid's domain, so that a
+    study can leave its own domain out (the held-out grids never enter it)."""
     import json
 
     from tlbench import portfolio
 
-    tables = [json.loads(p.read_text()) for p in sorted(GRID_DIR.glob("*.json"))]
-    entries = portfolio.build(tables)
-    names = sorted(n for t in tables for n in t["datasets"])
+    tables = {p.stem: json.loads(p.read_text()) for p in sorted(GRID_DIR.glob("*.json"))}
+    sources = {
+        name: {"domain": DOMAINS[name], "modality": "image", "table": f"benchmarks/search-grid/{stem}.json"}
+        for stem, table in tables.items()
+        for name in table["datasets"]
+    }
+    points = portfolio.relative_points(list(tables.values()))
     doc = {
-        "built_from": f"benchmarks/search-grid: {', '.join(names)} (python benchmarks/search.py portfolio)",
-        "entries": entries,
+        "built_from": f"benchmarks/search-grid: {', '.join(sorted(sources))} (python benchmarks/search.py portfolio)",
+        "sources": sources,
+        "points": {k: {d: round(v, 4) for d, v in by.items()} for k, by in sorted(points.items())},
     }
     portfolio.SHIPPED.write_text(json.dumps(doc, indent=1) + "\n")
-    print(f"wrote {portfolio.SHIPPED.relative_to(ROOT)}: {len(entries)} entries from {', '.join(names)}")
+    print(f"wrote {portfolio.SHIPPED.relative_to(ROOT)}: {len(points)} points from {', '.join(sorted(sources))}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -273,7 +273,8 @@ BAD = {  # a field of the schema -> values it must refuse
     "search.screen.margin": [0, -0.1, 1.5, "wide"],
     "search.prune_within": ["dataset", 1],
     "search.objective": ["best", 1],
-    "search.portfolio": [-1, 9, "some"],
+    "search.portfolio": [-1, 9, "some", True, 2.0],  # true is not a count
+    "search.portfolio_from": ["earlier.json", ["missing.json"], ["afile"], [3]],  # afile: not a tlbench table
     "search.cost": ["flops", 2],
     "search.prune_startup": [0, "few"],
     "search.constraints.forward_gflops": [0, -1, "small"],
@@ -295,6 +296,7 @@ BAD = {  # a field of the schema -> values it must refuse
     "training.cache.memory_mb": [0, -1, "lots"],
     "training.cache.dir": [5, "afile"],
     "training.cache.disk_mb": [0, "lots"],
+    "training.test_curve": ["each epoch", 2],
     "trackers": ["tensorboard", [{"nm": "x"}], [{"name": "nope"}], [{"name": 3}], [{"name": "tensorboard"}]],  # the last: not installed here
 }
 

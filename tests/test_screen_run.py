@@ -9,17 +9,24 @@ from conftest import tiny_benchmark
 from tlbench import cli, portfolio, results, screen
 
 BACKBONES = [{"name": f"timm:{m}", "pretrained": False} for m in ("test_resnet", "test_efficientnet", "test_vit")]
-RECIPES = [{"backbone": f"timm:{m}-scratch", "strategy": "linear_probe", "params": {"lr_head": 0.05}} for m in ("test_resnet", "test_efficientnet", "test_vit")]
+RECIPES = [
+    {"backbone": f"timm:{m}-scratch", "strategy": "linear_probe", "params": {"lr_head": 0.05}}
+    for m in ("test_resnet", "test_efficientnet", "test_vit")
+]
 
 
 def test_a_run_screens_every_backbone_once_and_reports_the_agreement(write_config, capsys):
-    config = write_config(tiny_benchmark(run="r", backbones=BACKBONES, search={"n_trials": 3, "startup_trials": 1, "enqueue": RECIPES}))
+    config = write_config(
+        tiny_benchmark(run="r", backbones=BACKBONES, search={"n_trials": 3, "startup_trials": 1, "enqueue": RECIPES})
+    )
     assert cli.main(["run", str(config), "--format", "csv"]) == 0, capsys.readouterr().err
     folder = config.parent / "results" / "tiny" / "r"
     study = optuna.load_study(study_name="tiny/r/synthetic", storage=f"sqlite:///{folder / 'study.db'}")
     scores = {k.removeprefix("screen:"): v for k, v in study.user_attrs.items() if k.startswith("screen:")}
     assert sorted(scores) == sorted(f"timm:{m}-scratch" for m in ("test_resnet", "test_efficientnet", "test_vit"))
-    assert all({"logme", "knn", "ridge", "seconds", "at"} <= set(v) and v["examples"] == 24 + 12 for v in scores.values())
+    assert all(
+        {"logme", "knn", "ridge", "seconds", "at"} <= set(v) and v["examples"] == 24 + 12 for v in scores.values()
+    )
     assert scores["timm:test_vit-scratch"]["at"] == "forward_features"  # a ViT cuts at its features, tokens averaged
     run = results.load_run(folder)
     assert run.screen["best_test"].notna().all() and len(run.screen) == 3
@@ -53,7 +60,12 @@ def test_a_backbone_the_screen_cannot_take_apart_is_listed_and_the_run_goes_on(w
 
 
 def test_the_search_skips_the_backbones_the_screen_drops_and_the_report_says_why(write_config, capsys):
-    search = {"n_trials": 8, "startup_trials": 8, "enqueue": RECIPES, "screen": {"margin": 0.001}}  # anything behind the best
+    search = {
+        "n_trials": 8,
+        "startup_trials": 8,
+        "enqueue": RECIPES,
+        "screen": {"margin": 0.001},
+    }  # anything behind the best
     config = write_config(tiny_benchmark(run="r", backbones=BACKBONES, search=search))
     assert cli.main(["run", str(config), "--format", "csv"]) == 0
     err = capsys.readouterr().err
@@ -62,13 +74,25 @@ def test_the_search_skips_the_backbones_the_screen_drops_and_the_report_says_why
     scores = {k.removeprefix("screen:"): v for k, v in study.user_attrs.items() if k.startswith("screen:")}
     dropped = screen.dropped(scores, "knn", 0.001)
     assert dropped and study.user_attrs[screen.DROPPED]["dropped"] == dropped  # the synthetic data tells them apart
-    sampled = [t.params["backbone"] for t in study.trials if not (t.user_attrs.get("recipe") or t.user_attrs.get("probe"))]
+    sampled = [
+        t.params["backbone"] for t in study.trials if not (t.user_attrs.get("recipe") or t.user_attrs.get("probe"))
+    ]
     assert len(sampled) == 5 and not set(sampled) & set(dropped)
     probes = [t for t in study.trials if t.user_attrs.get("probe")]  # one per kept backbone, the best screened first
     in_config = [f"{b['name']}-scratch" for b in BACKBONES]  # ties keep the config's order
     kept = sorted((b for b in in_config if b not in dropped), key=lambda b: -scores[b]["knn"])
-    assert [t.params["backbone"] for t in probes] == kept and all(t.params["linear_probe.lr_head"] == 0.01 for t in probes)
-    assert all(t.number < min(u.number for u in study.trials if u.number not in {p.number for p in probes} and not u.user_attrs.get("recipe")) for t in probes)
+    assert [t.params["backbone"] for t in probes] == kept and all(
+        t.params["linear_probe.lr_head"] == 0.01 for t in probes
+    )
+    assert all(
+        t.number
+        < min(
+            u.number
+            for u in study.trials
+            if u.number not in {p.number for p in probes} and not u.user_attrs.get("recipe")
+        )
+        for t in probes
+    )
     assert len([t for t in study.trials if not t.user_attrs.get("probe")]) == 8  # n_trials: probes are outside it
     assert not [t for t in study.trials if t.user_attrs.get("portfolio")]  # no strategy of the portfolio in this config
     recipes = {t.params["backbone"] for t in study.trials if t.user_attrs.get("recipe")}
@@ -76,23 +100,68 @@ def test_the_search_skips_the_backbones_the_screen_drops_and_the_report_says_why
     for backbone, why in dropped.items():
         assert f"screen: the search skips {backbone} ({why}" in err
         assert f"{backbone}: dropped from the search ({why})" in (folder / "report.md").read_text()
-    assert "search.screen rule: drop a backbone whose knn accuracy is more than 0.001 below" in (folder / "report.md").read_text()
+    assert (
+        "search.screen rule: drop a backbone whose knn accuracy is more than 0.001 below"
+        in (folder / "report.md").read_text()
+    )
 
 
 def test_the_portfolio_goes_first_on_the_backbone_the_screen_ranks_first(write_config, capsys):
     strategies = [{"name": "linear_probe", "epochs": 1}, {"name": "finetune", "epochs": 1}]
-    config = write_config(tiny_benchmark(run="r", backbones=BACKBONES[:2], strategies=strategies, search={"n_trials": 4, "startup_trials": 4}))
+    config = write_config(
+        tiny_benchmark(
+            run="r", backbones=BACKBONES[:2], strategies=strategies, search={"n_trials": 4, "startup_trials": 4}
+        )
+    )
     assert cli.main(["run", str(config), "--format", "csv"]) == 0
     err = capsys.readouterr().err
     folder = config.parent / "results" / "tiny" / "r"
     study = optuna.load_study(study_name="tiny/r/synthetic", storage=f"sqlite:///{folder / 'study.db'}")
     scores = {k.removeprefix("screen:"): v["knn"] for k, v in study.user_attrs.items() if k.startswith("screen:")}
     dropped = study.user_attrs[screen.DROPPED]["dropped"]
-    first = max((f"{b['name']}-scratch" for b in BACKBONES[:2] if f"{b['name']}-scratch" not in dropped), key=scores.get)
+    first = max(
+        (f"{b['name']}-scratch" for b in BACKBONES[:2] if f"{b['name']}-scratch" not in dropped), key=scores.get
+    )
     warm = [t for t in study.trials if t.user_attrs.get("portfolio")]
     shipped = [e for e in portfolio.shipped() if e["strategy"] == "finetune"][:2]
     assert [(t.params["backbone"], t.params["finetune.freeze"], t.params["finetune.lr_backbone"]) for t in warm] == [
         (first, e["params"]["freeze"], e["params"]["lr_backbone"]) for e in shipped
     ]
     assert f"portfolio: 2 configurations that did best on earlier benchmarks go first, on {first}" in err
+    assert "learnt from digits, lfw_faces, mnist5k, textures" in err  # synthetic is no grid's domain: all four
     assert len([t for t in study.trials if not t.user_attrs.get("probe")]) == 4  # the portfolio's count in n_trials
+    assert (
+        "Portfolio (tried first on the screen's first backbone): learnt from digits"
+        in (folder / "report.md").read_text()
+    )
+
+
+def test_portfolio_from_learns_from_an_earlier_run_folder(write_config, capsys):
+    """search.portfolio_from: the user's earlier run (a folder or its export) ranks the warm start."""
+    strategies = [
+        {"name": "linear_probe", "epochs": 1},
+        {"name": "finetune", "epochs": 1, "freeze": {"choices": [0.0, 0.6]}},
+    ]
+    enqueue = [{"backbone": "timm:test_resnet-scratch", "strategy": "finetune", "params": {"freeze": f, "lr_backbone": lr}}
+               for f, lr in ((0.0, 1e-5), (0.6, 0.01))]  # fmt: skip
+    earlier = write_config(
+        tiny_benchmark(run="earlier", strategies=strategies, search={"n_trials": 2, "enqueue": enqueue, "portfolio": 0})
+    )
+    assert cli.main(["run", str(earlier), "--format", "csv"]) == 0
+    folder = earlier.parent / "results" / "tiny" / "earlier"
+    study = optuna.load_study(study_name="tiny/earlier/synthetic", storage=f"sqlite:///{folder / 'study.db'}")
+    done = [t for t in study.trials if t.state.name == "COMPLETE" and t.params["strategy"] == "finetune"]
+    best = max(done, key=lambda t: t.value)
+    now = write_config(tiny_benchmark(run="now", strategies=strategies, search={"n_trials": 2, "startup_trials": 2, "portfolio": 1,
+                                                                                  "portfolio_from": ["results/tiny/earlier"]}), filename="now.yaml")  # fmt: skip
+    capsys.readouterr()
+    assert cli.main(["run", str(now), "--format", "csv"]) == 0
+    err = capsys.readouterr().err
+    assert "learnt from digits, lfw_faces, mnist5k, synthetic (portfolio_from), textures" in err
+    later = optuna.load_study(
+        study_name="tiny/now/synthetic", storage=f"sqlite:///{now.parent / 'results' / 'tiny' / 'now' / 'study.db'}"
+    )
+    warm = [t for t in later.trials if t.user_attrs.get("portfolio")]
+    # the user's best point scores 1.0 on its dataset: above every shipped point (at most 0.992 on average)
+    point = lambda t: (t.params["finetune.freeze"], t.params["finetune.lr_backbone"])  # noqa: E731
+    assert [point(t) for t in warm] == [point(best)]

@@ -98,7 +98,9 @@ def run_benchmark(
         store = shared or storage.connect(url)
         open_studies(plan, store, alone)
         save_metadata(plan, folder, resources)
-        events = run_events.start(plan, progress, folder, url) if workers == 1 else run_events.as_events(progress)  # workers send their own
+        events = (
+            run_events.start(plan, progress, folder, url) if workers == 1 else run_events.as_events(progress)
+        )  # workers send their own
         on_start(folder, resources.devices)
         events.run_started()
         outcome = None
@@ -204,15 +206,29 @@ def run_studies(
         progress.study_started(entry.key, done, total)
         objective = Objective(plan, splits[entry.key], entry.key, progress, resources)
         left = None if total is None else total - done + probes_waiting(study)  # at most: other workers may take some
+
         def full(study: optuna.Study) -> bool:
             return (total is not None and started(study) >= total) or over_budget(study, plan.bench.search) is not None
 
-        _optimize(study, objective, left, plan.bench.search.timeout, resources, progress, on_trial, full, should_stop, entry.key)
+        _optimize(
+            study,
+            objective,
+            left,
+            plan.bench.search.timeout,
+            resources,
+            progress,
+            on_trial,
+            full,
+            should_stop,
+            entry.key,
+        )
         if should_stop():
             return
 
 
-def _optimize(study, objective, n_trials, timeout, resources, progress, on_trial, full, should_stop, label: str) -> None:
+def _optimize(
+    study, objective, n_trials, timeout, resources, progress, on_trial, full, should_stop, label: str
+) -> None:
     """One study's loop, for the search and the repeats alike: trials until ``n_trials``
     or ``full(study)``, each reported, Ctrl-C checked after each."""
     from tlbench import train
@@ -242,7 +258,9 @@ def select_repeats(plan: Plan, store) -> dict[str, list[int]]:
     return {key: [int(n) for n in rows["trial"]] for key, rows in summary.groupby("dataset")}
 
 
-def enqueue_repeats(plan: Plan, store, selected: dict[str, list[int]], progress: Progress, recover: bool = False) -> int:
+def enqueue_repeats(
+    plan: Plan, store, selected: dict[str, list[int]], progress: Progress, recover: bool = False
+) -> int:
     """Enqueue the missing seed repeats of the selected trials; returns how many.
 
     The repeats live in a study of their own (``<study>/repeats``), one trial per
@@ -253,12 +271,19 @@ def enqueue_repeats(plan: Plan, store, selected: dict[str, list[int]], progress:
     added = 0
     for key, numbers in selected.items():
         search_study = optuna.load_study(study_name=study_name(plan.bench, key), storage=store)
-        study = optuna.create_study(storage=store, study_name=repeats_study_name(plan.bench, key), directions=directions(plan.bench.search), load_if_exists=True)
+        study = optuna.create_study(
+            storage=store,
+            study_name=repeats_study_name(plan.bench, key),
+            directions=directions(plan.bench.search),
+            load_if_exists=True,
+        )
         if recover:  # the interrupted repeat is missing, so it is enqueued again below
             recover_interrupted(study, store, progress, f"{key} repeats", retries=None)
         missing = _missing_repeats(plan, study, numbers)
         for number, r in missing:
-            repeat = TrialRecord(recipe=True, repeat_of=number, repeat=r, seed=derived_seed(plan.bench.seed, REPEAT_SEED + r))
+            repeat = TrialRecord(
+                recipe=True, repeat_of=number, repeat=r, seed=derived_seed(plan.bench.seed, REPEAT_SEED + r)
+            )
             study.enqueue_trial(search_study.trials[number].params, user_attrs=repeat.attrs())
         added += len(missing)
     return added
@@ -285,7 +310,10 @@ def _missing_repeats(plan: Plan, study: optuna.Study, numbers: list[int]) -> lis
     missing = [which for which in wanted if stopped[which] <= retries]
     for which in set(wanted) - set(missing):
         if f"{GAVE_UP}{last[which]}" not in study.user_attrs:
-            study.set_user_attr(f"{GAVE_UP}{last[which]}", f"out of retries: interrupted {stopped[which]} times (search.retries = {retries})")
+            study.set_user_attr(
+                f"{GAVE_UP}{last[which]}",
+                f"out of retries: interrupted {stopped[which]} times (search.retries = {retries})",
+            )
     return missing
 
 
@@ -338,20 +366,29 @@ def work(plan: Plan, progress: Progress, should_stop=lambda: False, run_folder: 
     events.run_started()
     completed = False
     try:
-        run_studies(plan, splits, store, events, on_trial=lambda: ran.append(1), resources=resources, should_stop=should_stop)
-        work_repeats(plan, splits, store, events, on_trial=lambda: ran.append(1), resources=resources, should_stop=should_stop)
+        run_studies(
+            plan, splits, store, events, on_trial=lambda: ran.append(1), resources=resources, should_stop=should_stop
+        )
+        work_repeats(
+            plan, splits, store, events, on_trial=lambda: ran.append(1), resources=resources, should_stop=should_stop
+        )
         completed = not should_stop()
     finally:
         _finish(events, interrupted=not completed)
     return len(ran)
 
 
-def screen_all(plan: Plan, splits: dict[str, DatasetSplits], store, resources: TrialResources, progress: Progress) -> None:
+def screen_all(
+    plan: Plan, splits: dict[str, DatasetSplits], store, resources: TrialResources, progress: Progress
+) -> None:
     """Screening scores of every backbone on every dataset, before any trial, and the
     backbones the sampler then skips (``search.screen``)."""
     from tlbench import screen
 
+    from tlbench.planning import portfolio_history
+
     settings = plan.bench.search.screen
+    history = portfolio_history(plan) if plan.bench.search.portfolio else []
     for entry, _ in plan.datasets:
         study = open_study(plan, entry.key, store, alone=False)
         note_test_split(study, splits[entry.key].classes, splits[entry.key].test.labels)
@@ -364,12 +401,16 @@ def screen_all(plan: Plan, splits: dict[str, DatasetSplits], store, resources: T
             progress.note(f"[{entry.key}] screen: the search skips {backbone} ({why}; recipes on it still run)")
         kept = [b for b in plan.backbones_for(entry.key) if b not in dropped]
         enqueue_probes(plan, study, kept)
-        if enqueue_portfolio(plan, study, kept):
-            progress.note(f"[{entry.key}] portfolio: {plan.bench.search.portfolio} configurations that did best on earlier "
-                          f"benchmarks go first, on {study.user_attrs['portfolio']} (the screen's first)")  # fmt: skip
+        added = enqueue_portfolio(plan, study, kept, entry.key, history)
+        if added:
+            progress.note(f"[{entry.key}] portfolio: {len(added)} configurations that did best on earlier benchmarks go first, "
+                          f"on {study.user_attrs['portfolio']} (the screen's first); "
+                          f"{study.user_attrs['portfolio_sources']}")  # fmt: skip
 
 
-def _coordinate(plan, splits, folder: Path, store, url: str, lock, progress: Progress, n: int, config: Path | None, verbose: bool) -> Outcome:
+def _coordinate(
+    plan, splits, folder: Path, store, url: str, lock, progress: Progress, n: int, config: Path | None, verbose: bool
+) -> Outcome:
     """``run --workers N``: the studies are set up here, N ``tlbench worker`` processes
     run the trials (then the seed repeats), and the tables come from the storage."""
     if config is None:
@@ -401,7 +442,10 @@ def _workers(command: list[str], n: int, lock) -> int:
     so the folder stays locked until the last one exits, even if this process is killed.
     """
     fds = () if lock is None else (lock.fileno(),)
-    procs = [subprocess.Popen([*command, "--name", f"worker {i + 1}"], pass_fds=fds, start_new_session=True) for i in range(n)]
+    procs = [
+        subprocess.Popen([*command, "--name", f"worker {i + 1}"], pass_fds=fds, start_new_session=True)
+        for i in range(n)
+    ]
     try:
         while any(proc.poll() is None for proc in procs):
             interrupts.check()  # a Ctrl-C whose KeyboardInterrupt Python dropped
@@ -417,4 +461,3 @@ def _workers(command: list[str], n: int, lock) -> int:
     failed = [c for c in codes if c != 0]
     stopped = [c for c in failed if c in INTERRUPTED]
     return stopped[0] if stopped else (failed[0] if failed else 0)
-

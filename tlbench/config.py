@@ -139,7 +139,8 @@ class SearchConfig(_Strict):
     objective: Literal["accuracy", "pareto"] = "accuracy"  # pareto: validation accuracy against search.cost
     cost: Literal["train_gflops", "latency_ms"] = "train_gflops"  # the cost a Pareto search minimises
     screen: ScreenConfig = ScreenConfig()  # true/false, or its settings
-    portfolio: int = Field(2, ge=0, le=8)  # configurations best on earlier benchmarks, tried first (tlbench/portfolio.py)
+    portfolio: int = Field(2, ge=0, le=8, strict=True)  # configurations best on earlier benchmarks, tried first (tlbench/portfolio.py)
+    portfolio_from: list[str] = Field(default_factory=list)  # your exported tables or run folders it also learns from
     constraints: ConstraintsConfig = ConstraintsConfig()  # upper bounds on a configuration's cost
     budget: BudgetConfig = BudgetConfig()  # compute a study may spend
 
@@ -219,6 +220,7 @@ ADDED_SEARCH_FIELDS = {
     "objective": "accuracy",
     "cost": "train_gflops",
     "portfolio": 2,
+    "portfolio_from": [],
 }
 
 

@@ -40,7 +40,13 @@ def export_run(folder: Path) -> dict[str, Any]:
         lost = studies.lost_trials(study)
         screen = {k[len(SCREEN) :]: v for k, v in study.user_attrs.items() if k.startswith(SCREEN)}
         trials = [_trial(t, lost) for t in study.get_trials(deepcopy=False)]
-        datasets[dataset] = {"study": name, "screen": screen, "trials": [t for t in trials if t is not None]}
+        learnt = study.user_attrs.get(studies.PORTFOLIO_SOURCES)  # what the run's portfolio learnt from
+        datasets[dataset] = {
+            "study": name,
+            "screen": screen,
+            "portfolio": learnt,
+            "trials": [t for t in trials if t is not None],
+        }
     return {
         "format": FORMAT,
         "version": VERSION,
@@ -80,6 +86,7 @@ def _trial(t, lost) -> dict[str, Any] | None:
         "test_accuracy": record.test_accuracy,  # at the end of training (completed trials)
         "test_curve": record.test_curve,  # test accuracy after each epoch, where training.test_curve recorded it
         "seed": record.seed,  # training seed
+        "modality": record.modality or "image",  # what the backbone read
         **{k: _plain(getattr(record, k)) for k in COSTS},
         "failure": kind,
         "reason": reason or None,
@@ -104,6 +111,8 @@ def write_export(folder: Path, out: Path | None) -> Path:
         except (OSError, UnicodeDecodeError, ValueError, AttributeError):
             known = False
         if not known:
-            raise UserError(f"{out}: exists and is not a tlbench table; give another --out (tlbench replaces only its own)")
+            raise UserError(
+                f"{out}: exists and is not a tlbench table; give another --out (tlbench replaces only its own)"
+            )
     write_atomic(out, json.dumps(export_run(folder), indent=1, sort_keys=True) + "\n")
     return out

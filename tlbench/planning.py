@@ -105,23 +105,45 @@ def make_plan(bench: Benchmark, registry: Registry, base_dir: Path) -> Plan:
         for i, entry in enumerate(bench.backbones)
     }
     strategies = {
-        entry.key: _at(f"strategies[{i}] ({entry.key})", lambda entry=entry: _strategy(registry, entry), (entry.name, entry.key))
+        entry.key: _at(
+            f"strategies[{i}] ({entry.key})", lambda entry=entry: _strategy(registry, entry), (entry.name, entry.key)
+        )
         for i, entry in enumerate(bench.strategies)
     }
-    for kind, entries in (("datasets", bench.datasets), ("backbones", bench.backbones), ("strategies", bench.strategies)):
+    for kind, entries in (
+        ("datasets", bench.datasets),
+        ("backbones", bench.backbones),
+        ("strategies", bench.strategies),
+    ):
         keys = [e.key for e in entries]
         dupes = sorted({k for k in keys if keys.count(k) > 1})
         if dupes:
             raise UserError(f"{kind}: '{dupes[0]}' appears twice; give one of them a distinct 'label:'")
     check_modalities(datasets, backbones)
     trackers = tuple(
-        _at(f"trackers[{i}] ({entry.name})", lambda entry=entry: _tracker(registry, entry)) for i, entry in enumerate(bench.trackers)
+        _at(f"trackers[{i}] ({entry.name})", lambda entry=entry: _tracker(registry, entry))
+        for i, entry in enumerate(bench.trackers)
     )
     training = space.dry_run(lambda drawn: suggest_training(drawn, bench), "training")
     dataset_plugins = {e.key: registry.plugin_of(record) for e, record in datasets}
-    result = Plan(bench, base_dir, datasets, backbones, strategies, tuple(training.searched), dataset_plugins, trackers, registry.pm)
+    result = Plan(
+        bench,
+        base_dir,
+        datasets,
+        backbones,
+        strategies,
+        tuple(training.searched),
+        dataset_plugins,
+        trackers,
+        registry.pm,
+    )
     for i, recipe in enumerate(bench.search.enqueue):
-        _at(f"search.enqueue[{i}]", lambda recipe=recipe: check_recipe(result, recipe_params(result, recipe.backbone, recipe.strategy, recipe.params)))
+        _at(
+            f"search.enqueue[{i}]",
+            lambda recipe=recipe: check_recipe(
+                result, recipe_params(result, recipe.backbone, recipe.strategy, recipe.params)
+            ),
+        )
     return result
 
 
@@ -159,7 +181,9 @@ def check_recipe(plan: Plan, params: dict[str, Any]) -> None:
             ok = False
         if not ok:
             short = name.partition(".")[2] or name
-            raise UserError(f"params.{short}: {value!r} is not among the values the config searches ({_searched_values(distribution)})")
+            raise UserError(
+                f"params.{short}: {value!r} is not among the values the config searches ({_searched_values(distribution)})"
+            )
     trial = _draw(plan, params["strategy"], params)
     check_phases(list(plan.strategies[params["strategy"]].record.phases(trial.values, 4)))
 
@@ -211,7 +235,9 @@ def _dataset(registry: Registry, entry: DatasetEntry) -> Dataset:
     return record
 
 
-def _check_options(name: str, given: Mapping[str, Any], accepted: Mapping[str, Any], fields: Mapping[str, Any] = {}) -> None:
+def _check_options(
+    name: str, given: Mapping[str, Any], accepted: Mapping[str, Any], fields: Mapping[str, Any] = {}
+) -> None:
     """Every option given is one the record accepts; ``fields``: the entry's own (host) fields,
     so that a misspelt one is suggested too."""
     for key, value in given.items():
@@ -252,7 +278,7 @@ def weights_path(given: str, base_dir: Path) -> Path:
     if given.startswith(PACKAGE):
         import importlib.util
 
-        name, _, inside = given[len(PACKAGE):].partition("/")
+        name, _, inside = given[len(PACKAGE) :].partition("/")
         try:
             spec = importlib.util.find_spec(name) if name.isidentifier() else None
         except (ImportError, ValueError):
@@ -291,7 +317,10 @@ def _strategy(registry: Registry, entry: StrategyEntry) -> PlannedStrategy:
     options = {**record.options, **searched_options(entry.options, record.options)}
     suggest = lambda s: plugin_call(plugin, f"strategy '{record.name}': suggest()", lambda: record.suggest(s, options))  # noqa: E731
     drawn = space.dry_run(suggest, "")
-    for params in [drawn.result, *space.corners(suggest)]:  # a random draw, then both ends of every range and every choice
+    for params in [
+        drawn.result,
+        *space.corners(suggest),
+    ]:  # a random draw, then both ends of every range and every choice
         problem = contract.suggest_problem(params)
         if problem:
             raise UserError(f"plugin {plugin}: strategy '{record.name}': suggest() {problem}")
@@ -301,7 +330,9 @@ def _strategy(registry: Registry, entry: StrategyEntry) -> PlannedStrategy:
             raise
         except Exception as exc:
             shown = ", ".join(f"{k}={v!r}" for k, v in params.items())
-            raise UserError(f"the options give parameters its phases reject ({shown}): {type(exc).__name__}: {exc}") from exc
+            raise UserError(
+                f"the options give parameters its phases reject ({shown}): {type(exc).__name__}: {exc}"
+            ) from exc
         check_phases(phases)
     return PlannedStrategy(entry, record, options, tuple(drawn.searched), plugin)
 
@@ -320,7 +351,11 @@ def suggest_training(drawn: TrialSpace, bench: Benchmark) -> dict[str, Any]:
     }
     if not isinstance(values["batch_size"], int) or values["batch_size"] < 1:
         raise UserError(f"training.batch_size: expected a whole number >= 1, got {values['batch_size']!r}")
-    if not isinstance(values["weight_decay"], (int, float)) or isinstance(values["weight_decay"], bool) or values["weight_decay"] < 0:
+    if (
+        not isinstance(values["weight_decay"], (int, float))
+        or isinstance(values["weight_decay"], bool)
+        or values["weight_decay"] < 0
+    ):
         raise UserError(f"training.weight_decay: expected a number >= 0, got {values['weight_decay']!r}")
     return values
 
@@ -361,13 +396,19 @@ def load_splits(entry: DatasetEntry, record: Dataset, seed: int, base_dir: Path,
         problem = contract.example_problem(example, record.modality)
         if problem:
             raise UserError(f"plugin {plugin}: dataset '{record.name}': {name}.load(0) {problem}")
-    caps = {"train": (entry.train_samples, entry.per_class), "val": (entry.val_samples, None), "test": (entry.test_samples, None)}
+    caps = {
+        "train": (entry.train_samples, entry.per_class),
+        "val": (entry.val_samples, None),
+        "test": (entry.test_samples, None),
+    }
     parts = {}
     for name, (total, per_class) in caps.items():
         split = getattr(splits, name)
         parts[name] = split.subset(subsample(split.labels, total, per_class, seed)) if total or per_class else split
         if len(parts[name]) == 0:
-            raise UserError(f"dataset {entry.key}: the {name} split is empty; add images or lower the held-out fractions")
+            raise UserError(
+                f"dataset {entry.key}: the {name} split is empty; add images or lower the held-out fractions"
+            )
     if len(parts["train"]) < 2:
         raise UserError(
             f"dataset {entry.key}: the train split has {len(parts['train'])} example; training needs at least 2, add images"
@@ -423,20 +464,43 @@ def preflight(plan: Plan) -> dict[str, DatasetSplits]:
         plugin = plan.dataset_plugins.get(entry.key, "?")
         load = lambda: load_splits(entry, record, plan.bench.seed, plan.base_dir, plugin)  # noqa: E731
         loaded[entry.key] = _at(f"datasets[{i}] ({entry.key})", load, (entry.name, entry.key))
-    built = {key: _at(f"backbones[{i}] ({key})", lambda: build_backbone(b, 2), (b.entry.name, key)) for i, (key, b) in enumerate(plan.backbones.items())}
+    built = {
+        key: _at(f"backbones[{i}] ({key})", lambda: build_backbone(b, 2), (b.entry.name, key))
+        for i, (key, b) in enumerate(plan.backbones.items())
+    }
     for i, (key, strategy) in enumerate(plan.strategies.items()):
         params = space.dry_run(lambda s: strategy.record.suggest(s, strategy.options), key).result
         for bkey, model in built.items():
             if strategy.record.adapt is not None:  # it changes the model: try it on every backbone now (on a copy)
-                _at(f"strategies[{i}] ({key}) on {bkey}", lambda: adapt(strategy.record, copy.deepcopy(model), params, strategy.plugin))
-            _at(f"strategies[{i}] ({key}) on {bkey}", lambda: check_phases(strategy_phases(strategy, params, len(model.groups)), len(model.groups)))
+                _at(
+                    f"strategies[{i}] ({key}) on {bkey}",
+                    lambda: adapt(strategy.record, copy.deepcopy(model), params, strategy.plugin),
+                )
+            _at(
+                f"strategies[{i}] ({key}) on {bkey}",
+                lambda: check_phases(strategy_phases(strategy, params, len(model.groups)), len(model.groups)),
+            )
     for i, (key, model) in enumerate(built.items()):
         _at(f"backbones[{i}] ({key})", lambda: check_size_field(plan.backbones[key], model))
     check_training_sizes(plan, built)
     for key, model in built.items():
         _at(f"backbones ({key})", lambda: check_memory(plan, plan.backbones[key], model, devices[0]), (key,))
     check_transforms(plan, loaded, built)  # after the memory check: an absurd size must not be tried on a real example
+    portfolio_history(plan)  # the tables search.portfolio_from names are readable tables
     return loaded
+
+
+def portfolio_history(plan: Plan) -> list[dict]:
+    """The tables ``search.portfolio_from`` names (paths relative to the config file)."""
+    from tlbench.portfolio import load_history
+
+    paths = [_relative(Path(p).expanduser(), plan.base_dir) for p in plan.bench.search.portfolio_from]
+    for i, path in enumerate(paths):
+        if not path.exists():
+            raise UserError(
+                f"search.portfolio_from[{i}]: {path} does not exist; give an exported table (tlbench export) or a run folder"
+            )
+    return load_history(paths)
 
 
 def check_size_field(backbone: PlannedBackbone, built: BuiltBackbone) -> None:
@@ -445,7 +509,9 @@ def check_size_field(backbone: PlannedBackbone, built: BuiltBackbone) -> None:
     inputs = inputs_of(built)
     for field in SIZE_FIELDS:
         if field != inputs.size_field and getattr(backbone.entry, field) is not None:
-            raise UserError(f"{field}: this backbone reads {noun(inputs.modality)}; its input size is {inputs.size_field}")
+            raise UserError(
+                f"{field}: this backbone reads {noun(inputs.modality)}; its input size is {inputs.size_field}"
+            )
 
 
 def check_training_sizes(plan: Plan, built: Mapping[str, BuiltBackbone]) -> None:
@@ -453,7 +519,9 @@ def check_training_sizes(plan: Plan, built: Mapping[str, BuiltBackbone]) -> None
     used = {inputs_of(b).size_field for b in built.values()}
     for field in SIZE_FIELDS:
         if getattr(plan.bench.training, field) is not None and field not in used:
-            raise UserError(f"training.{field}: no backbone of this config reads it ({', '.join(sorted(used))} only); remove it")
+            raise UserError(
+                f"training.{field}: no backbone of this config reads it ({', '.join(sorted(used))} only); remove it"
+            )
 
 
 def check_transforms(plan: Plan, loaded: Mapping[str, DatasetSplits], built: Mapping[str, BuiltBackbone]) -> None:
@@ -471,9 +539,13 @@ def check_transforms(plan: Plan, loaded: Mapping[str, DatasetSplits], built: Map
             what = f"backbone '{backbone.entry.name}': inputs.transforms({size})"
             _, eval_tf = plugin_call(backbone.plugin, what, lambda: inputs.transforms(size, False))
             where = f"datasets[{i}] ({entry.key}): example {train.ids[0]}"
-            x = plugin_call(backbone.plugin, f"{what} of example {train.ids[0]}", lambda: _transformed(eval_tf, example, where))
+            x = plugin_call(
+                backbone.plugin, f"{what} of example {train.ids[0]}", lambda: _transformed(eval_tf, example, where)
+            )
             if not isinstance(x, torch.Tensor):
-                raise UserError(f"plugin {backbone.plugin}: {what} gave {type(x).__name__} for example {train.ids[0]}, expected a tensor")
+                raise UserError(
+                    f"plugin {backbone.plugin}: {what} gave {type(x).__name__} for example {train.ids[0]}, expected a tensor"
+                )
 
 
 def _transformed(transform, example, where: str):
@@ -502,7 +574,9 @@ def strategy_phases(strategy: PlannedStrategy, params: Mapping[str, Any], n_grou
     try:
         return list(phases)
     except TypeError as exc:
-        raise UserError(f"plugin {strategy.plugin}: {what} returned {type(phases).__name__}, expected a list of Phase") from exc
+        raise UserError(
+            f"plugin {strategy.plugin}: {what} returned {type(phases).__name__}, expected a list of Phase"
+        ) from exc
 
 
 def check_memory(plan: Plan, backbone: PlannedBackbone, built: BuiltBackbone, device) -> None:
@@ -522,7 +596,12 @@ def check_memory(plan: Plan, backbone: PlannedBackbone, built: BuiltBackbone, de
     x, probe, power = _probe_input(backbone, inputs, size)
     try:
         activations, first_use = cost.forward_probe(built.model, x)
-    except (RuntimeError, ValueError, TypeError, IndexError) as exc:  # e.g. an input too small for the network's strides
+    except (
+        RuntimeError,
+        ValueError,
+        TypeError,
+        IndexError,
+    ) as exc:  # e.g. an input too small for the network's strides
         problem = str(exc).strip().splitlines()[0][:120]
         raise UserError(
             f"plugin {backbone.plugin}: backbone '{backbone.entry.name}': a forward pass of one input at {field} {probe} {SIZE_UNITS[field]} "
@@ -546,10 +625,14 @@ def _probe_input(backbone: PlannedBackbone, inputs, size: int):
     import torch
 
     label = f"backbone '{backbone.entry.name}'"
-    probe, power = plugin_call(backbone.plugin, f"{label}: inputs.memory_probe({size})", lambda: inputs.memory_probe(size))
+    probe, power = plugin_call(
+        backbone.plugin, f"{label}: inputs.memory_probe({size})", lambda: inputs.memory_probe(size)
+    )
     x = plugin_call(backbone.plugin, f"{label}: inputs.example(1, {probe})", lambda: inputs.example(1, probe))
     if not isinstance(x, torch.Tensor) or len(x) != 1:
-        raise UserError(f"plugin {backbone.plugin}: {label}: inputs.example(1, {probe}) gave {type(x).__name__}, expected a tensor batch of 1")
+        raise UserError(
+            f"plugin {backbone.plugin}: {label}: inputs.example(1, {probe}) gave {type(x).__name__}, expected a tensor batch of 1"
+        )
     return x, probe, power
 
 

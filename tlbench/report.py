@@ -153,8 +153,12 @@ def notes(run: Run) -> list[str]:
         )
     gave_up = out_of_retries(pd.concat([run.trials, run.repeats]) if not run.repeats.empty else run.trials)
     if not gave_up.empty:
-        which = ", ".join(f"{r['dataset']} trial {r['trial']} ({r['backbone']} · {r['strategy']})" for _, r in gave_up.iterrows())
-        out.append(f"⚠ Out of retries (interrupted every time, search.retries): {which}; raise search.retries to try again")
+        which = ", ".join(
+            f"{r['dataset']} trial {r['trial']} ({r['backbone']} · {r['strategy']})" for _, r in gave_up.iterrows()
+        )
+        out.append(
+            f"⚠ Out of retries (interrupted every time, search.retries): {which}; raise search.retries to try again"
+        )
     env = run.environment
     out.append(f"torch {env.get('torch', '?')} · timm {env.get('timm', '?')} · optuna {env.get('optuna', '?')}")
     return out
@@ -185,10 +189,17 @@ def rich_table(title: str, columns: list[Column], rows: pd.DataFrame, width: int
     """Every cell, title and caption is plain text: labels, paths and configs come from
     users and plugins, and a '[/]' in one must print as itself, not as rich markup."""
     table = Table(
-        title=Text(title), caption=Text(caption_text), box=box.SIMPLE_HEAD, padding=(0, 0), collapse_padding=True, pad_edge=False
+        title=Text(title),
+        caption=Text(caption_text),
+        box=box.SIMPLE_HEAD,
+        padding=(0, 0),
+        collapse_padding=True,
+        pad_edge=False,
     )
     for col in _pick(columns, width):
-        table.add_column(Text(col.heading), justify="right" if col.numeric else "left", no_wrap=col.numeric, overflow="fold")
+        table.add_column(
+            Text(col.heading), justify="right" if col.numeric else "left", no_wrap=col.numeric, overflow="fold"
+        )
     for _, row in rows.iterrows():
         table.add_row(*(Text(col.cell(row)) for col in _pick(columns, width)))
     return table
@@ -211,7 +222,9 @@ def print_summary(run: Run, console: Console) -> None:
         console.print(rich_table(title, summary_columns(rows), rows, console.width, caption(run)))
         if console.width < 160:
             for _, row in rows.iterrows():
-                console.print(f"  {row['backbone']} · {row['strategy']}: {row['config']}", markup=False, highlight=False)
+                console.print(
+                    f"  {row['backbone']} · {row['strategy']}: {row['config']}", markup=False, highlight=False
+                )
         for line in [*class_lines(rows), *pareto_lines(run, dataset)]:
             console.print(line, markup=False, highlight=False)
         screened = _screened(run, dataset)
@@ -265,10 +278,20 @@ def screen_lines(run: Run, dataset: str) -> list[str]:
     for score in ("logme", "knn", "ridge"):
         tau = agreement(rows, run.summary, run.trials, score)
         if tau is not None:
-            out.append(f"Kendall τ, {score} vs best test across backbones: {tau[0]:.2f} (95% CI {tau[1]:.2f}..{tau[2]:.2f}, test examples resampled)")
-    out += [f"{r['backbone']}: not screened ({r['skipped']})" for _, r in rows.iterrows() if isinstance(r["skipped"], str)]
-    out += [f"{r['backbone']}: dropped from the search ({r['dropped']}); recipes on it, if any, still ran" for _, r in rows.iterrows() if isinstance(r["dropped"], str)]
+            out.append(
+                f"Kendall τ, {score} vs best test across backbones: {tau[0]:.2f} (95% CI {tau[1]:.2f}..{tau[2]:.2f}, test examples resampled)"
+            )
+    out += [
+        f"{r['backbone']}: not screened ({r['skipped']})" for _, r in rows.iterrows() if isinstance(r["skipped"], str)
+    ]
+    out += [
+        f"{r['backbone']}: dropped from the search ({r['dropped']}); recipes on it, if any, still ran"
+        for _, r in rows.iterrows()
+        if isinstance(r["dropped"], str)
+    ]
     rule = next((r for r in rows["rule"] if isinstance(r, str)), None)
+    learnt = next((r for r in rows["portfolio"] if isinstance(r, str)), None) if "portfolio" in rows else None
+    out += [f"Portfolio (tried first on the screen's first backbone): {learnt}"] if learnt else []
     return out + [
         "Screen: scores on the frozen features of each backbone before any fine-tuning (tlbench/screen.py)"
         + (f"; search.screen rule: {rule}" if rule else "")
@@ -284,7 +307,14 @@ def to_markdown(run: Run) -> str:
         out += [*[line + "  " for line in hypervolume], ""] if hypervolume else []
         screened = _screened(run, dataset)
         if not screened.empty:
-            out += [f"#### {dataset}: screen", "", *markdown_table(SCREEN, screened), "", *[line + "  " for line in screen_lines(run, dataset)], ""]
+            out += [
+                f"#### {dataset}: screen",
+                "",
+                *markdown_table(SCREEN, screened),
+                "",
+                *[line + "  " for line in screen_lines(run, dataset)],
+                "",
+            ]
     if run.summary["dataset"].nunique() > 1:
         out += ["### Across datasets", "", *markdown_table(ranking_columns(run.ranking), run.ranking), ""]
     return "\n".join(out + [line + "  " for line in notes(run)] + [""]) if out else _nothing(run) + "\n"
@@ -294,7 +324,9 @@ def _nothing(run: Run) -> str:
     """What an empty summary means."""
     over = run.trials[run.trials["infeasible"].notna()] if "infeasible" in run.trials else run.trials.iloc[:0]
     if not over.empty:
-        return f"No feasible completed trials in {run.path}: {len(over)} infeasible ({over['infeasible'].iloc[0]}, ...)."
+        return (
+            f"No feasible completed trials in {run.path}: {len(over)} infeasible ({over['infeasible'].iloc[0]}, ...)."
+        )
     return f"No completed trials yet in {run.path}."
 
 
@@ -311,10 +343,23 @@ def render(run: Run, fmt: str) -> str:
 
 def trials_table(trials: pd.DataFrame) -> str:
     """Plain-text list of every trial, for `tlbench report --trials`."""
-    cols = ["dataset", "trial", "state", "backbone", "strategy", "val_accuracy", "test_accuracy", "train_seconds", "config", "fail_reason"]
+    cols = [
+        "dataset",
+        "trial",
+        "state",
+        "backbone",
+        "strategy",
+        "val_accuracy",
+        "test_accuracy",
+        "train_seconds",
+        "config",
+        "fail_reason",
+    ]
     shown = trials[cols].copy()
     if "infeasible" in trials:  # a trial over search.constraints says so where a failure would
-        shown["fail_reason"] = trials["fail_reason"].where(trials["infeasible"].isna(), "infeasible: " + trials["infeasible"].astype(str))
+        shown["fail_reason"] = trials["fail_reason"].where(
+            trials["infeasible"].isna(), "infeasible: " + trials["infeasible"].astype(str)
+        )
     return shown.to_string(index=False)
 
 
@@ -370,8 +415,7 @@ def _delta_test(i: int) -> Callable[[pd.Series], str]:
 
 
 COMPARE_NOTE = (
-    "Δ against run A; test deltas marked (noise) have overlapping 95% CIs; "
-    "cost deltas are relative (+10% = 10% more)"
+    "Δ against run A; test deltas marked (noise) have overlapping 95% CIs; cost deltas are relative (+10% = 10% more)"
 )
 
 
@@ -408,7 +452,10 @@ def plot_run(run: Run) -> list[Path]:
     paths = []
     for dataset, trials in run.trials.groupby("dataset", sort=False):
         fig, axes = plt.subplots(1, 2, figsize=(12, 4.8), constrained_layout=True)
-        for ax, cost, label in ((axes[0], "forward_gflops", "forward GFLOPs per image"), (axes[1], "train_seconds", "training time (s)")):
+        for ax, cost, label in (
+            (axes[0], "forward_gflops", "forward GFLOPs per image"),
+            (axes[1], "train_seconds", "training time (s)"),
+        ):
             _scatter(ax, trials, run.summary[run.summary["dataset"] == dataset], cost)
             ax.set_xlabel(label)
             ax.set_ylabel("accuracy")

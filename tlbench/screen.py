@@ -68,7 +68,9 @@ def logme(features: np.ndarray, labels: Sequence[int], iterations: int = 100, to
     return float(np.mean(scores))
 
 
-def knn_accuracy(train: np.ndarray, train_labels: Sequence[int], val: np.ndarray, val_labels: Sequence[int], k: int = 5) -> float:
+def knn_accuracy(
+    train: np.ndarray, train_labels: Sequence[int], val: np.ndarray, val_labels: Sequence[int], k: int = 5
+) -> float:
     """Accuracy on ``val`` of a cosine k-nearest-neighbour vote over ``train``; ties go to
     the class of the nearest neighbour among the tied ones."""
     a, b = _unit(train), _unit(val)
@@ -208,11 +210,17 @@ def screen_backbones(plan, study, splits, resources, dataset_key: str) -> None:
         try:  # the screen only reports: a model it cannot take apart is recorded as not screened, with why
             taken, cut, where = train.frozen_features(built, splits, settings)
             if cut.name == features.INPUT:
-                study.set_user_attr(f"{SCREEN}{key}", {"skipped": "no cut before the head: its features cannot be taken out"})
+                study.set_user_attr(
+                    f"{SCREEN}{key}", {"skipped": "no cut before the head: its features cannot be taken out"}
+                )
                 continue
             x = {name: _pooled(taken.splits[name]) for name in ("train", "val")}
             train_, val = (x["train"], splits.train.labels), (x["val"], splits.val.labels)
-            scores = {"logme": logme(*train_), "knn": knn_accuracy(*train_, *val), "ridge": ridge_probe_accuracy(*train_, *val)}
+            scores = {
+                "logme": logme(*train_),
+                "knn": knn_accuracy(*train_, *val),
+                "ridge": ridge_probe_accuracy(*train_, *val),
+            }
         except (RuntimeError, ValueError, TypeError, np.linalg.LinAlgError) as exc:
             study.set_user_attr(f"{SCREEN}{key}", {"skipped": f"{type(exc).__name__}: {str(exc).strip()[:150]}"})
             continue
@@ -272,9 +280,15 @@ def screen_frame(studies: dict, trials, summary):
     screen's rule dropped it from the search (why, and the rule)."""
     import pandas as pd
 
+    from tlbench.studies import PORTFOLIO_SOURCES
+
     rows = []
     for dataset, attrs in studies.items():
-        best = summary[summary["dataset"] == dataset].sort_values("val_accuracy", ascending=False).drop_duplicates("backbone")
+        best = (
+            summary[summary["dataset"] == dataset]
+            .sort_values("val_accuracy", ascending=False)
+            .drop_duplicates("backbone")
+        )
         found = dict(zip(best["backbone"], best["test_accuracy"]))
         decision = attrs.get(DROPPED, {})
         for name, value in attrs.items():
@@ -282,12 +296,27 @@ def screen_frame(studies: dict, trials, summary):
                 backbone = name[len(SCREEN) :]
                 why = decision.get("dropped", {}).get(backbone)
                 rows.append({"dataset": dataset, "backbone": backbone, **value, "best_test": found.get(backbone),
-                             "dropped": why, "rule": decision.get("rule")})  # fmt: skip
-    columns = ["dataset", "backbone", "logme", "knn", "ridge", "seconds", "at", "skipped", "best_test", "dropped", "rule"]
+                             "dropped": why, "rule": decision.get("rule"), "portfolio": attrs.get(PORTFOLIO_SOURCES)})  # fmt: skip
+    columns = [
+        "dataset",
+        "backbone",
+        "logme",
+        "knn",
+        "ridge",
+        "seconds",
+        "at",
+        "skipped",
+        "best_test",
+        "dropped",
+        "rule",
+        "portfolio",
+    ]
     return pd.DataFrame(rows).reindex(columns=columns)
 
 
-def agreement(screen, summary, trials, score: str = "logme", draws: int = 1000, seed: int = 0) -> tuple[float, float, float] | None:
+def agreement(
+    screen, summary, trials, score: str = "logme", draws: int = 1000, seed: int = 0
+) -> tuple[float, float, float] | None:
     """Kendall's tau between a screen score and the best test accuracy across backbones
     (per dataset, averaged over datasets), with a 95 % interval from resampling each
     dataset's test examples (the best trials' per-example results, one draw for all
@@ -299,7 +328,11 @@ def agreement(screen, summary, trials, score: str = "logme", draws: int = 1000, 
     for dataset, rows in screen.dropna(subset=[score, "best_test"]).groupby("dataset"):
         if len(rows) < 3:
             continue
-        best = summary[summary["dataset"] == dataset].sort_values("val_accuracy", ascending=False).drop_duplicates("backbone")
+        best = (
+            summary[summary["dataset"] == dataset]
+            .sort_values("val_accuracy", ascending=False)
+            .drop_duplicates("backbone")
+        )
         mine = trials[trials["dataset"] == dataset].set_index("trial")["test_correct"]
         bits = {b: np.asarray(decode(mine[t]), dtype=float) for b, t in zip(best["backbone"], best["trial"])}
         taus.append(kendall_tau(rows[score], rows["best_test"]))

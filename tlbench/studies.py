@@ -59,21 +59,28 @@ def enqueue_probes(plan: Plan, study: optuna.Study, kept: list[str]) -> int:
     score = plan.bench.search.screen.score
     ranked = sorted(kept, key=lambda b: -_score(study, b, score))  # the most promising backbone's probe first
     for backbone in ranked:
-        study.enqueue_trial(recipe_params(plan, backbone, key, params), user_attrs=TrialRecord(probe=True).attrs(), skip_if_exists=True)
+        study.enqueue_trial(
+            recipe_params(plan, backbone, key, params), user_attrs=TrialRecord(probe=True).attrs(), skip_if_exists=True
+        )
     study.set_user_attr(PROBES, True)
     return len(study.get_trials(deepcopy=False)) - before
 
 
 PROBES = "screen_probes"  # study user attr: the screen's probes were enqueued (once)
-PORTFOLIO = "portfolio"  # study user attr: the portfolio's entries were enqueued (once)
+PORTFOLIO = "portfolio"  # study user attr: the portfolio's entries were enqueued (once), on this backbone
+PORTFOLIO_SOURCES = "portfolio_sources"  # study user attr: what the portfolio was learnt from, in words
 
 
-def enqueue_portfolio(plan: Plan, study: optuna.Study, kept: list[str]) -> list[int]:
-    """After the screen and its probes: the first ``search.portfolio`` entries of
-    :mod:`tlbench.portfolio` the config can run, on the kept backbone with the best
-    screen score (``search.screen.score``); they count towards ``n_trials``. Returns
-    the trial numbers added (none without a screened backbone, once done, or after the
-    study's first trial)."""
+def enqueue_portfolio(
+    plan: Plan, study: optuna.Study, kept: list[str], dataset_key: str, history: list[dict] = ()
+) -> list[int]:
+    """After the screen and its probes: the first ``search.portfolio`` entries of the
+    study's :func:`tlbench.portfolio.for_study` ranking (shipped grids of other domains,
+    ``history`` tables of its modality) that the config can run, on the kept backbone
+    with the best screen score (``search.screen.score``); they count towards
+    ``n_trials``. What it learnt from is stored with the study (PORTFOLIO_SOURCES).
+    Returns the trial numbers added (none without a screened backbone, once done, or
+    after the study's first trial)."""
     from tlbench import portfolio
 
     n, score = plan.bench.search.portfolio, plan.bench.search.screen.score
@@ -81,12 +88,18 @@ def enqueue_portfolio(plan: Plan, study: optuna.Study, kept: list[str]) -> list[
     scores = {b: v for b, v in scores.items() if v != float("-inf")}
     if not n or not scores or study.user_attrs.get(PORTFOLIO) or _begun(study):
         return []
-    if plan.backbones[kept[0]].record.modality != portfolio.MODALITY:
-        return []  # learnt from image benchmarks: not carried over to another modality
+    dataset = next(entry for entry, _ in plan.datasets if entry.key == dataset_key)
+    warm = portfolio.for_study(dataset.name, plan.backbones[kept[0]].record.modality, score, history)
+    entries = portfolio.entries_for(plan, n, warm.entries)
+    if not entries:
+        return []
     first = max(scores, key=scores.get)
     before = {t.number for t in study.get_trials(deepcopy=False)}
-    for key, params in portfolio.entries_for(plan, n):
-        study.enqueue_trial(recipe_params(plan, first, key, params), user_attrs=TrialRecord(portfolio=True).attrs(), skip_if_exists=True)
+    for key, params in entries:
+        study.enqueue_trial(
+            recipe_params(plan, first, key, params), user_attrs=TrialRecord(portfolio=True).attrs(), skip_if_exists=True
+        )
+    study.set_user_attr(PORTFOLIO_SOURCES, warm.describe())
     study.set_user_attr(PORTFOLIO, first)
     return sorted({t.number for t in study.get_trials(deepcopy=False)} - before)
 
@@ -133,7 +146,13 @@ def open_study(plan: Plan, dataset_key: str, storage: optuna.storages.BaseStorag
         existing = None
     done = len(existing.trials) if existing else 0
     sampler = make_sampler(search, derived_seed(bench.seed, done))
-    settings = {"storage": storage, "study_name": name, "directions": directions(search), "sampler": sampler, "pruner": make_pruner(search)}
+    settings = {
+        "storage": storage,
+        "study_name": name,
+        "directions": directions(search),
+        "sampler": sampler,
+        "pruner": make_pruner(search),
+    }
     try:
         study, created = optuna.create_study(**settings), True
     except optuna.exceptions.DuplicatedStudyError:
@@ -193,7 +212,9 @@ def budget(trials: list[optuna.trial.FrozenTrial]) -> list[optuna.trial.FrozenTr
     retry counts)."""
     records = [TrialRecord.from_trial(t) for t in trials]
     retried = {r.retry_of for r in records}
-    return [t for t, r in zip(trials, records) if r.failure != Failure.SURPLUS and not r.probe and t.number not in retried]
+    return [
+        t for t, r in zip(trials, records) if r.failure != Failure.SURPLUS and not r.probe and t.number not in retried
+    ]
 
 
 def probes_waiting(study: optuna.Study) -> int:
@@ -207,7 +228,9 @@ LOST = "lost:"  # study user attr prefix: "lost:<number>" -> why a trial without
 GAVE_UP = "gave_up:"  # study user attr prefix: "gave_up:<number>" -> an interrupted trial out of retries
 
 
-def failure(trial: optuna.trial.FrozenTrial, lost: Mapping[int, str], record: TrialRecord | None = None) -> tuple[str | None, str]:
+def failure(
+    trial: optuna.trial.FrozenTrial, lost: Mapping[int, str], record: TrialRecord | None = None
+) -> tuple[str | None, str]:
     """(kind, reason) of a trial's failure: its record's, or the study's note of a lost worker
     (a trial Optuna failed by heartbeat is read-only, so the note is on the study)."""
     record = record or TrialRecord.from_trial(trial)

@@ -77,13 +77,17 @@ def test_within_strategy_and_backbone_splits_groups_further(probes_ahead):
 
 def test_successive_halving_keeps_rungs_per_group(probes_ahead):
     pruner = pruning.make_pruner(SearchConfig(pruner="asha", warmup_epochs=1))
-    assert isinstance(pruner, pruning.GroupedPruner) and isinstance(pruner.inner, optuna.pruners.SuccessiveHalvingPruner)
+    assert isinstance(pruner, pruning.GroupedPruner) and isinstance(
+        pruner.inner, optuna.pruners.SuccessiveHalvingPruner
+    )
 
 
 def test_hyperband_needs_the_whole_study():
     with pytest.raises(ValueError, match="use pruner: asha"):
         SearchConfig(pruner="hyperband")
-    assert isinstance(pruning.make_pruner(SearchConfig(pruner="hyperband", prune_within="study")), optuna.pruners.HyperbandPruner)
+    assert isinstance(
+        pruning.make_pruner(SearchConfig(pruner="hyperband", prune_within="study")), optuna.pruners.HyperbandPruner
+    )
 
 
 # --------------------------------------------------------------------------- the screen's rule
@@ -161,11 +165,15 @@ def test_tpe_learns_from_the_constraints():
 def test_the_budget_counts_what_trials_spent():
     study = optuna.create_study()
     for gflops in (10.0, 15.0):
-        study.add_trial(optuna.trial.create_trial(value=0.1, user_attrs=TrialRecord(train_gflops=gflops, train_seconds=1.0).attrs()))
+        study.add_trial(
+            optuna.trial.create_trial(value=0.1, user_attrs=TrialRecord(train_gflops=gflops, train_seconds=1.0).attrs())
+        )
     assert studies.spent(study) == {"gflops": 25.0, "seconds": 2.0}
     assert studies.over_budget(study, SearchConfig(budget={"gflops": 30})) is None
     assert studies.over_budget(study, SearchConfig(budget={"gflops": 25})) == "search.budget.gflops: 25.0 of 25 spent"
-    assert studies.over_budget(study, SearchConfig(budget={"seconds": 1.5})) == "search.budget.seconds: 2.0 of 1.5 spent"
+    assert (
+        studies.over_budget(study, SearchConfig(budget={"seconds": 1.5})) == "search.budget.seconds: 2.0 of 1.5 spent"
+    )
 
 
 # --------------------------------------------------------------------------- Pareto mode
@@ -191,7 +199,11 @@ def _asking(study, strategy):
 
 
 def test_a_pareto_trial_is_pruned_only_when_dominated_within_its_strategy():
-    study = _pareto_study(("finetune", [0.5, 0.8, 0.9], 100.0), ("finetune", [0.6, 0.85, 0.92], 120.0), ("linear_probe", [0.9, 0.9, 0.9], 10.0))
+    study = _pareto_study(
+        ("finetune", [0.5, 0.8, 0.9], 100.0),
+        ("finetune", [0.6, 0.85, 0.92], 120.0),
+        ("linear_probe", [0.9, 0.9, 0.9], 10.0),
+    )
     search = SearchConfig(objective="pareto")
     trial = _asking(study, "finetune")
     assert "dominated at epoch 2 by 2 completed trials" in pruning.dominated_by(trial, 2, 0.7, 150.0, search)
@@ -222,7 +234,11 @@ def test_hypervolume_is_the_area_the_front_dominates():
 
 def _table(name, screen_scores, rows):
     trials = [
-        {"state": "COMPLETE", "val_accuracy": v, "params": {"backbone": b, "strategy": s, **{f"{s}.{k}": x for k, x in p.items()}}}
+        {
+            "state": "COMPLETE",
+            "val_accuracy": v,
+            "params": {"backbone": b, "strategy": s, **{f"{s}.{k}": x for k, x in p.items()}},
+        }
         for b, s, p, v in rows
     ]
     return {"datasets": {name: {"screen": {b: {"knn": k} for b, k in screen_scores.items()}, "trials": trials}}}
@@ -236,10 +252,47 @@ def test_the_portfolio_ranks_points_on_each_datasets_screen_first_backbone():
         ("bad", "finetune", {"freeze": 0.0}, 0.99),  # not the screen's first: not counted
         ("good", "linear_probe", {"lr_head": 0.01}, 0.95),  # head-only: the probes cover it
     ])  # fmt: skip
-    b = _table("b", {"good": 0.7}, [("good", "finetune", {"freeze": 0.5}, 0.60), ("good", "finetune", {"freeze": 0.0}, 0.70)])
+    b = _table(
+        "b", {"good": 0.7}, [("good", "finetune", {"freeze": 0.5}, 0.60), ("good", "finetune", {"freeze": 0.0}, 0.70)]
+    )
     built = portfolio.build([a, b])
-    assert [e["params"] for e in built] == [{"freeze": 0.0}, {"freeze": 0.5}]  # (0.8/0.99 + 1)/2 > (0.9/0.99 + 0.6/0.7)/2
-    assert built[0]["datasets"] == ["a", "b"] and built[0]["relative_val"] == pytest.approx((0.8 / 0.99 + 1) / 2, abs=1e-4)
+    assert [e["params"] for e in built] == [
+        {"freeze": 0.0},
+        {"freeze": 0.5},
+    ]  # (0.8/0.99 + 1)/2 > (0.9/0.99 + 0.6/0.7)/2
+    assert built[0]["datasets"] == ["a", "b"] and built[0]["relative_val"] == pytest.approx(
+        (0.8 / 0.99 + 1) / 2, abs=1e-4
+    )
+
+
+def test_a_study_leaves_its_own_domain_out_of_the_shipped_portfolio():
+    """The default benchmark's mnist5k study must not learn from mnist5k or its sibling digits."""
+    from tlbench import portfolio
+
+    doc = portfolio.shipped_document()
+    assert {s["domain"] for n, s in doc["sources"].items() if n in ("mnist5k", "digits")} == {"digits"}
+    mine = portfolio.for_study("mnist5k", "image")
+    assert mine.left_out == ["digits", "mnist5k"] and mine.learnt_from == ["lfw_faces", "textures"]
+    assert all(set(e["datasets"]) <= {"lfw_faces", "textures"} for e in mine.entries)
+    assert "left out" in mine.describe() and "lfw_faces, textures" in mine.describe()
+    other = portfolio.for_study("my_xrays", "image")  # a dataset no grid holds: every grid counts
+    assert other.left_out == [] and other.learnt_from == sorted(doc["sources"])
+    assert other.entries == portfolio.shipped()
+    assert portfolio.for_study("bbc_news", "text").entries == []  # the shipped grids are images
+
+
+def test_the_users_history_joins_the_ranking_for_its_modality_only():
+    from tlbench import portfolio
+
+    mine = _table("xrays", {"good": 0.9}, [("good", "finetune", {"freeze": 0.9, "lr_backbone": 0.1}, 0.99),
+                                           ("good", "finetune", {"freeze": 0.0, "lr_backbone": 0.1}, 0.50)])  # fmt: skip
+    warm = portfolio.for_study("xrays", "image", history=[mine])
+    assert "xrays (portfolio_from)" in warm.learnt_from
+    assert warm.entries[0]["params"] == {"freeze": 0.9, "lr_backbone": 0.1}  # 1.0 on its only dataset
+    for t in mine["datasets"]["xrays"]["trials"]:
+        t["modality"] = "text"
+    assert "xrays (portfolio_from)" not in portfolio.for_study("xrays", "image", history=[mine]).learnt_from
+    assert portfolio.for_study("reviews", "text", history=[mine]).learnt_from == ["xrays (portfolio_from)"]
 
 
 def test_portfolio_entries_outside_the_configs_space_are_skipped(tmp_path):
@@ -249,7 +302,11 @@ def test_portfolio_entries_outside_the_configs_space_are_skipped(tmp_path):
     from tlbench.planning import make_plan
 
     strategies = [{"name": "finetune", "epochs": 1, "freeze": [0.0, 0.6]}, {"name": "linear_probe", "epochs": 1}]
-    plan = make_plan(parse_config(tiny_benchmark(strategies=strategies)), plugins.collect(plugins.make_plugin_manager(entry_points=False)), tmp_path)
+    plan = make_plan(
+        parse_config(tiny_benchmark(strategies=strategies)),
+        plugins.collect(plugins.make_plugin_manager(entry_points=False)),
+        tmp_path,
+    )
     entries = [
         {"strategy": "finetune", "params": {"freeze": 0.75, "lr_backbone": 0.001}},  # freeze outside [0, 0.6]
         {"strategy": "bitfit", "params": {"lr_bias": 0.01}},  # not in this config
@@ -285,10 +342,16 @@ def test_the_probe_is_the_first_strategy_that_trains_the_head_alone(tmp_path):
 
     def plan(strategies):
         bench = parse_config(tiny_benchmark(strategies=strategies, plugins=["adapting.py"]))
-        return make_plan(bench, plugins.collect(plugins.make_plugin_manager(bench.plugins, base_dir=tmp_path, entry_points=False)), tmp_path)
+        return make_plan(
+            bench,
+            plugins.collect(plugins.make_plugin_manager(bench.plugins, base_dir=tmp_path, entry_points=False)),
+            tmp_path,
+        )
 
     lp = {"name": "linear_probe", "epochs": 1, "lr_head": {"choices": [0.1, 0.2, 0.3]}}
     both = plan([{"name": "adapters"}, {"name": "finetune", "epochs": 1}, lp])
     assert screen.probe_strategy(both) == "linear_probe" and screen.probe_params(both, "linear_probe")["lr_head"] == 0.2
     assert screen.probe_strategy(plan([{"name": "finetune", "epochs": 1}])) is None
-    assert screen.probe_params(plan([{"name": "linear_probe", "epochs": 1}]), "linear_probe")["lr_head"] == pytest.approx(0.01)  # geometric
+    assert screen.probe_params(plan([{"name": "linear_probe", "epochs": 1}]), "linear_probe")[
+        "lr_head"
+    ] == pytest.approx(0.01)  # geometric
