@@ -315,7 +315,9 @@ def methods(grid: Grid, seed: int, others: list[dict]) -> dict[str, Trace]:
         recipe = grid.default_recipe(best)
         return in_order(grid, draw, [recipe] if recipe else [], charge=charge)
 
-    random_sampler = lambda: optuna.samplers.RandomSampler(seed=seed)
+    def random_sampler():
+        return optuna.samplers.RandomSampler(seed=seed)
+
     epochs = grid.epochs
     out = {
         "uniform_random": in_order(grid, draw, uniform_order(grid, seed)),
@@ -348,7 +350,10 @@ def tlbench_opening(grid: Grid, search, others: list[dict]) -> tuple[list[dict],
     from tlbench import screen
 
     dropped = screen.dropped(grid.screen, search.screen.score, search.screen.margin)
-    score = lambda b: grid.screen.get(b, {}).get(search.screen.score, float("-inf"))
+
+    def score(b):
+        return grid.screen.get(b, {}).get(search.screen.score, float("-inf"))
+
     probes = sorted((p for p in grid.probes() if p["backbone"] not in dropped), key=lambda p: -score(p["backbone"]))
     first = max((b for b in grid.forward if b not in dropped), key=score)
     warm = []
@@ -444,7 +449,10 @@ def summarise(grid: Grid, runs: list[dict[str, Trace]]) -> dict:
             "tlbench_losses": sum(a > b for a, b in zip(aucs["tlbench"], aucs[method])),
         }
     ours = out["methods"]["tlbench"]["regret_auc"]
-    ratio = lambda m: None if ours == 0 else out["methods"][m]["regret_auc"] / ours
+
+    def ratio(m):
+        return None if ours == 0 else out["methods"][m]["regret_auc"] / ours
+
     out["ratio_uniform_random"] = ratio("uniform_random")
     out["ratio_best_multifidelity"] = (
         min(ratio(m) for m in ("successive_halving", "asha", "hyperband")) if ours else None

@@ -73,6 +73,7 @@ def test_the_screening_script_prints_a_score_line_per_backbone(write_config):
 def test_the_search_benchmark_replays_an_exported_grid(tmp_path, write_config):
     """Record a (tiny, real) grid with tlbench run + export, replay the three methods on it."""
     from conftest import tiny_benchmark
+
     from tlbench import cli
 
     lrs = [0.003, 0.03, 0.3]

@@ -5,12 +5,11 @@ from __future__ import annotations
 import textwrap
 
 import pytest
+from conftest import FAKE_DIST
 
 from tlbench import cli
 from tlbench.plugins import collect, make_plugin_manager
 from tlbench.types import UserError
-
-from conftest import FAKE_DIST
 
 
 def test_builtins_provide_the_documented_names():

@@ -4,8 +4,8 @@ stored with the study, reported with its agreement with what the search then fou
 from __future__ import annotations
 
 import optuna
-
 from conftest import tiny_benchmark
+
 from tlbench import cli, portfolio, results, screen
 
 BACKBONES = [{"name": f"timm:{m}", "pretrained": False} for m in ("test_resnet", "test_efficientnet", "test_vit")]

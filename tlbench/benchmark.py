@@ -38,8 +38,8 @@ from tlbench.studies import (
     failure,
     lost_trials,
     note_test_split,
-    over_budget,
     open_study,
+    over_budget,
     probes_waiting,
     recover_interrupted,
     repeats_study_name,
@@ -384,7 +384,6 @@ def screen_all(
     """Screening scores of every backbone on every dataset, before any trial, and the
     backbones the sampler then skips (``search.screen``)."""
     from tlbench import screen
-
     from tlbench.planning import portfolio_history
 
     settings = plan.bench.search.screen

@@ -31,9 +31,9 @@ from tlbench.splits import subsample
 from tlbench.storage import check_storage_url
 from tlbench.types import (
     Adapted,
-    BadExample,
     Backbone,
     BackboneRequest,
+    BadExample,
     BuiltBackbone,
     Dataset,
     DatasetRequest,

@@ -42,4 +42,6 @@ class JsonLines:
 
 @tlbench.hookimpl
 def tlbench_trackers():
-    yield Tracker(name="jsonl", open=JsonLines, options={"path": "file to append to (default: <run folder>/trials.jsonl)"})
+    yield Tracker(
+        name="jsonl", open=JsonLines, options={"path": "file to append to (default: <run folder>/trials.jsonl)"}
+    )

@@ -77,3 +77,37 @@ def test_two_recorded_seeds_of_a_point_are_drawn_per_replay_seed():
     assert drawn == {0, 1}
     draw = replay.Draw(grid, 3)
     assert draw.row(rows[0]["params"]) is draw.row(dict(rows[0]["params"]))  # one seed per point within a replay
+
+
+def test_every_held_out_grid_is_a_valid_config_of_ten_epochs_five_log_rates_and_test_curves():
+    import search  # benchmarks/search.py
+
+    from tlbench.config import parse_config
+
+    domains = {search.HELD_OUT[t][0] for t in search.HELD_OUT}
+    modalities = {search.HELD_OUT[t][1] for t in search.HELD_OUT}
+    assert len(search.HELD_OUT) >= 4 and len(domains) >= 3 and modalities == {"image", "text"}
+    assert not set(search.HELD_OUT) & set(search.DATASETS)  # no design grid is held out
+    for task in search.HELD_OUT:
+        configs = [search.held_out_config(task, seed) for seed in search.HELD_OUT_SEEDS]
+        assert len(configs) >= 2 and configs[0]["run"] != configs[1]["run"]
+        bench = parse_config(configs[0])
+        assert bench.training.test_curve and bench.search.pruner == "none" and bench.search.portfolio == 0
+        assert all(s.options.get("epochs", 0) >= 10 for s in bench.strategies)
+        for strategy in bench.strategies:
+            rates = [v for k, v in strategy.options.items() if k.startswith("lr_") and isinstance(v, list)]
+            # 1-3-10 steps: half a decade each (ratios 3 and 3.33), two decades in all
+            assert all(len(r) >= 5 and all(2.5 <= b / a <= 4 for a, b in zip(r, r[1:])) for r in rates)
+        points = {(r.backbone, r.strategy, tuple(sorted(r.params.items()))) for r in bench.search.enqueue}
+        assert len(points) == len(bench.search.enqueue) == bench.search.n_trials  # every grid point once per seed
+
+
+def test_held_out_tables_of_one_task_are_merged_across_seeds(tmp_path):
+    import json
+
+    for seed in (0, 1):
+        rows = [_row("a", 0.1, [0.5], 0.5 + seed / 10, seed=seed), _row("a", 0.2, [0.9], 0.9, seed=seed)]
+        (tmp_path / f"elpv-s{seed}.json").write_text(json.dumps({"datasets": {"elpv": {"trials": rows, "screen": {}}}}))
+    grids = replay.load_held_out(tmp_path)
+    assert list(grids) == ["elpv"] and grids["elpv"].domain == "inspection" and grids["elpv"].modality == "image"
+    assert len(grids["elpv"].trials) == 4 and len(grids["elpv"].by_point) == 2

@@ -297,6 +297,7 @@ def test_the_users_history_joins_the_ranking_for_its_modality_only():
 
 def test_portfolio_entries_outside_the_configs_space_are_skipped(tmp_path):
     from conftest import tiny_benchmark
+
     from tlbench import plugins, portfolio
     from tlbench.config import parse_config
     from tlbench.planning import make_plan
@@ -334,6 +335,7 @@ def tlbench_strategies():  # trains adapters inside frozen groups, as BitFit and
 
 def test_the_probe_is_the_first_strategy_that_trains_the_head_alone(tmp_path):
     from conftest import tiny_benchmark
+
     from tlbench import plugins, screen
     from tlbench.config import parse_config
     from tlbench.planning import make_plan

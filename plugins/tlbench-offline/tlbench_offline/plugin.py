@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import tlbench
 from tlbench.types import Backbone, Dataset
-
 from tlbench_offline import data, elpv, weights
 
 TLBENCH_PLUGIN_API = (1, 3)  # Backbone.options (timm's drop rates); the oldest plugin API this plugin works with

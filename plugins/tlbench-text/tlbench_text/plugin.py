@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import tlbench
 from tlbench.types import Backbone, Dataset
-
 from tlbench_text import backbones, corpora
 
 TLBENCH_PLUGIN_API = (1, 4)  # modalities: Backbone/Dataset.modality and BuiltBackbone.inputs

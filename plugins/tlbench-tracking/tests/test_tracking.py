@@ -21,7 +21,16 @@ def _config(tmp_path, trackers) -> str:
     data = {
         "name": "tracked",
         "run": "r",
-        "datasets": [{"name": "synthetic", "classes": 3, "size": 16, "train_per_class": 8, "val_per_class": 4, "test_per_class": 4}],
+        "datasets": [
+            {
+                "name": "synthetic",
+                "classes": 3,
+                "size": 16,
+                "train_per_class": 8,
+                "val_per_class": 4,
+                "test_per_class": 4,
+            }
+        ],
         "backbones": [{"name": "timm:test_resnet", "pretrained": False}],
         "strategies": [{"name": "finetune", "epochs": 2}],
         "search": {"n_trials": 3, "startup_trials": 1, "screen": False, "pruner": "none"},
@@ -75,9 +84,13 @@ def test_mlflow_holds_each_trial_as_the_storage_does(tracked_run):
     for number, run in runs.items():
         record = TrialRecord.from_trial(stored[number])
         assert run.info.status == "FINISHED" and run.data.tags["tlbench.state"] == "complete"
-        assert run.data.params["backbone"] == "timm:test_resnet-scratch" and float(run.data.params["lr_head"]) == pytest.approx(record.params["lr_head"])
+        assert run.data.params["backbone"] == "timm:test_resnet-scratch" and float(
+            run.data.params["lr_head"]
+        ) == pytest.approx(record.params["lr_head"])
         history = client.get_metric_history(run.info.run_id, "val_accuracy")
-        assert [(m.step, m.value) for m in sorted(history, key=lambda m: m.step)] == [(i + 1, pytest.approx(v)) for i, v in enumerate(record.val_curve)]
+        assert [(m.step, m.value) for m in sorted(history, key=lambda m: m.step)] == [
+            (i + 1, pytest.approx(v)) for i, v in enumerate(record.val_curve)
+        ]
         assert run.data.metrics["test_accuracy"] == pytest.approx(record.test_accuracy)
         assert run.data.metrics["trainable_params"] == record.trainable_params
 
@@ -106,7 +119,6 @@ def test_a_worker_that_loses_the_race_to_create_the_experiment_uses_it(tmp_path,
     """Workers of one run open the tracker at the same moment; the one whose create comes
     second finds the experiment the other made instead of stopping."""
     from mlflow.tracking import MlflowClient
-
     from tlbench_tracking import mlflow_tracker
 
     monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import tlbench
 from tlbench.types import Tracker
-
 from tlbench_tracking.mlflow_tracker import MLflowTracker
 from tlbench_tracking.tensorboard import TensorBoardTracker
 
