@@ -351,8 +351,8 @@ def tlbench_opening(grid: Grid, search, others: list[dict]) -> tuple[list[dict],
 
     dropped = screen.dropped(grid.screen, search.screen.score, search.screen.margin)
 
-    def score(b):
-        return grid.screen.get(b, {}).get(search.screen.score, float("-inf"))
+    def score(backbone: str) -> float:
+        return grid.screen.get(backbone, {}).get(search.screen.score, float("-inf"))
 
     probes = sorted((p for p in grid.probes() if p["backbone"] not in dropped), key=lambda p: -score(p["backbone"]))
     first = max((b for b in grid.forward if b not in dropped), key=score)
@@ -450,8 +450,8 @@ def summarise(grid: Grid, runs: list[dict[str, Trace]]) -> dict:
         }
     ours = out["methods"]["tlbench"]["regret_auc"]
 
-    def ratio(m):
-        return None if ours == 0 else out["methods"][m]["regret_auc"] / ours
+    def ratio(method: str) -> float | None:
+        return None if ours == 0 else out["methods"][method]["regret_auc"] / ours
 
     out["ratio_uniform_random"] = ratio("uniform_random")
     out["ratio_best_multifidelity"] = (

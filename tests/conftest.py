@@ -49,16 +49,7 @@ def tiny_benchmark(**overrides) -> dict:
     data = {
         "name": "tiny",
         "seed": 0,
-        "datasets": [
-            {
-                "name": "synthetic",
-                "classes": 3,
-                "size": 16,
-                "train_per_class": 8,
-                "val_per_class": 4,
-                "test_per_class": 4,
-            }
-        ],
+        "datasets": [{"name": "synthetic", "classes": 3, "size": 16, "train_per_class": 8, "val_per_class": 4, "test_per_class": 4}],
         "backbones": [{"name": "timm:test_resnet", "pretrained": False}],
         "strategies": [{"name": "linear_probe", "epochs": 1}],
         "search": {"n_trials": 2, "startup_trials": 1},
@@ -93,3 +84,4 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if unit not in Path(str(item.fspath)).parents:
             item.add_marker(pytest.mark.e2e)
+

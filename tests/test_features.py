@@ -30,15 +30,11 @@ def _built(name: str = "test_efficientnet") -> BuiltBackbone:
     """A tiny real timm model with dropout before the head and stochastic depth in the blocks."""
     torch.manual_seed(0)
     model = timm.create_model(name, num_classes=3, drop_rate=0.3, drop_path_rate=0.2)
-    return BuiltBackbone(
-        model, timm_groups(model), _head_names(model, model.get_classifier()), _timm_data_config(model)
-    )
+    return BuiltBackbone(model, timm_groups(model), _head_names(model, model.get_classifier()), _timm_data_config(model))
 
 
 def _settings(cache=None, **overrides) -> TrainSettings:
-    values = dict(
-        batch_size=8, weight_decay=1e-4, augment=False, size=32, device=CPU, seed=3, cache=cache, data_key="d"
-    )
+    values = dict(batch_size=8, weight_decay=1e-4, augment=False, size=32, device=CPU, seed=3, cache=cache, data_key="d")
     return TrainSettings(**(values | overrides))
 
 
@@ -145,7 +141,9 @@ def test_every_cut_keeps_trainable_parameters_out_of_the_prefix(model):
     for frozen in range(n + 1):
         trainable = set(built.head).union(*map(set, built.groups[frozen:]))
         cut, _ = features.find_cut(built.model, trainable, image_batch(2, 32))
-        prefix_params = {f"{m}.{p}" for m in cut.prefix for p, _ in built.model.get_submodule(m).named_parameters()}
+        prefix_params = {
+            f"{m}.{p}" for m in cut.prefix for p, _ in built.model.get_submodule(m).named_parameters()
+        }
         assert not prefix_params & trainable, (model, frozen, cut.name)
         if frozen == 0:
             assert cut.name == features.INPUT

@@ -18,31 +18,10 @@ TWO_DATASETS = tiny_benchmark(
     name="reports",
     repeats=2,
     datasets=[
-        {
-            "name": "synthetic",
-            "label": "easy",
-            "classes": 3,
-            "size": 16,
-            "train_per_class": 8,
-            "val_per_class": 4,
-            "test_per_class": 10,
-            "noise": 0.1,
-        },
-        {
-            "name": "synthetic",
-            "label": "hard",
-            "classes": 3,
-            "size": 16,
-            "train_per_class": 8,
-            "val_per_class": 4,
-            "test_per_class": 10,
-            "noise": 0.6,
-        },
+        {"name": "synthetic", "label": "easy", "classes": 3, "size": 16, "train_per_class": 8, "val_per_class": 4, "test_per_class": 10, "noise": 0.1},
+        {"name": "synthetic", "label": "hard", "classes": 3, "size": 16, "train_per_class": 8, "val_per_class": 4, "test_per_class": 10, "noise": 0.6},
     ],
-    backbones=[
-        {"name": "timm:test_resnet", "pretrained": False},
-        {"name": "timm:test_efficientnet", "pretrained": False},
-    ],
+    backbones=[{"name": "timm:test_resnet", "pretrained": False}, {"name": "timm:test_efficientnet", "pretrained": False}],
     strategies=[{"name": "finetune", "epochs": 2, "freeze": 0.0}],
     search={
         "n_trials": 2,
@@ -103,9 +82,7 @@ def test_running_again_adds_no_repeats(two_runs, capsys):
 def test_without_repeats_the_interval_covers_test_examples(two_runs):
     summary = results.load_run(two_runs[1]).summary
     assert (summary["repeats"] == 0).all() and summary["ci_low"].notna().all()
-    assert (summary["ci_low"] <= summary["test_accuracy"]).all() and (
-        summary["test_accuracy"] <= summary["ci_high"]
-    ).all()
+    assert (summary["ci_low"] <= summary["test_accuracy"]).all() and (summary["test_accuracy"] <= summary["ci_high"]).all()
 
 
 def test_cross_dataset_ranking(two_runs):

@@ -54,16 +54,10 @@ class _Open(BaseModel):
 class BackboneEntry(_Open):
     name: str  # a backbone record name, or family:model such as timm:resnet18
     pretrained: bool = True  # load pretrained weights; false: random init (a from-scratch baseline)
-    weights: str | None = (
-        None  # local weights file (.safetensors or torch state dict), relative to the config, or package:<module>/<file>
-    )
+    weights: str | None = None  # local weights file (.safetensors or torch state dict), relative to the config, or package:<module>/<file>
     label: str | None = None  # key in results; default: name, plus "-scratch" for random init
-    resolution: PositiveInt | None = (
-        None  # image backbones: input side in pixels; default: training.resolution or the backbone's
-    )
-    max_length: PositiveInt | None = (
-        None  # text backbones: tokens per text (padded or cut); default: training.max_length or the backbone's
-    )
+    resolution: PositiveInt | None = None  # image backbones: input side in pixels; default: training.resolution or the backbone's
+    max_length: PositiveInt | None = None  # text backbones: tokens per text (padded or cut); default: training.max_length or the backbone's
 
     @property
     def key(self) -> str:
@@ -155,9 +149,7 @@ class SearchConfig(_Strict):
     objective: Literal["accuracy", "pareto"] = "accuracy"  # pareto: validation accuracy against search.cost
     cost: Literal["train_gflops", "latency_ms"] = "train_gflops"  # the cost a Pareto search minimises
     screen: ScreenConfig = ScreenConfig()  # true/false, or its settings
-    portfolio: int = Field(
-        2, ge=0, le=8, strict=True
-    )  # configurations best on earlier benchmarks, tried first (tlbench/portfolio.py)
+    portfolio: int = Field(2, ge=0, le=8, strict=True)  # configurations best on earlier benchmarks, tried first (tlbench/portfolio.py)
     portfolio_from: list[str] = Field(default_factory=list)  # your exported tables or run folders it also learns from
     constraints: ConstraintsConfig = ConstraintsConfig()  # upper bounds on a configuration's cost
     budget: BudgetConfig = BudgetConfig()  # compute a study may spend
@@ -226,9 +218,7 @@ class TrainingConfig(_Strict):
             raise ValueError("give at least one device")
         for name in names:
             if not _DEVICE.match(name) or (name == "auto" and len(names) > 1):
-                raise ValueError(
-                    f"{name!r} is not a device; use auto, cpu, mps, cuda, cuda:N or a list like [cuda:0, cuda:1]"
-                )
+                raise ValueError(f"{name!r} is not a device; use auto, cpu, mps, cuda, cuda:N or a list like [cuda:0, cuda:1]")
         return value
 
 
@@ -256,9 +246,7 @@ class Benchmark(_Strict):
     strategies: list[StrategyEntry] = Field(min_length=1)  # the ways of fine-tuning the search chooses among
     search: SearchConfig = SearchConfig()  # how the search spends its trials
     training: TrainingConfig = TrainingConfig()  # how every trial trains
-    trackers: list[TrackerEntry] = Field(
-        default_factory=list
-    )  # where each trial is also recorded (TensorBoard, MLflow, ...)
+    trackers: list[TrackerEntry] = Field(default_factory=list)  # where each trial is also recorded (TensorBoard, MLflow, ...)
 
     def fingerprint(self) -> str:
         """Hash of what defines the search: not the budget, repeats, storage or run name."""
@@ -320,9 +308,7 @@ def read_yaml(path: Path) -> Any:
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise UserError(f"{path}:{where}: invalid YAML: {problem}") from exc
     except RecursionError as exc:
-        raise UserError(
-            f"{path}: nested too deeply (more than {MAX_DEPTH} levels); a config is a few levels deep"
-        ) from exc
+        raise UserError(f"{path}: nested too deeply (more than {MAX_DEPTH} levels); a config is a few levels deep") from exc
     return data  # parse_config bounds it (aliases expanded, depth, NaN) before anything walks it
 
 
@@ -338,10 +324,7 @@ class _UniqueKeyLoader(yaml.SafeLoader):
             if isinstance(key, (str, int, float, bool)) and key in seen:
                 mark = key_node.start_mark
                 raise yaml.constructor.ConstructorError(
-                    None,
-                    None,
-                    f"{key!r} appears twice in one mapping; keep one (YAML would silently use the last)",
-                    mark,
+                    None, None, f"{key!r} appears twice in one mapping; keep one (YAML would silently use the last)", mark
                 )
             seen.add(key)
         return super().construct_mapping(node, deep=deep)
@@ -370,9 +353,7 @@ def check_bounded(data: Any, source: str) -> None:
         value, depth, where = stack.pop()
         count += 1
         if count > MAX_NODES:
-            raise UserError(
-                f"{source}: more than {MAX_NODES} values once YAML aliases are expanded; write the config out plainly"
-            )
+            raise UserError(f"{source}: more than {MAX_NODES} values once YAML aliases are expanded; write the config out plainly")
         if depth > MAX_DEPTH:
             raise UserError(f"{source}: {where.lstrip('.')}: nested more than {MAX_DEPTH} levels deep")
         if isinstance(value, float) and not math.isfinite(value):

@@ -148,9 +148,7 @@ def finished(trial: optuna.trial.FrozenTrial, dataset: str, study: str) -> Trial
     """A finished trial as the event hooks see it."""
     record = TrialRecord.from_trial(trial)
     state = _STATES.get(trial.state.name, trial.state.name.lower())
-    curve = tuple(record.val_curve or ()) or tuple(
-        trial.intermediate_values[k] for k in sorted(trial.intermediate_values)
-    )
+    curve = tuple(record.val_curve or ()) or tuple(trial.intermediate_values[k] for k in sorted(trial.intermediate_values))
     reason = ""
     if state == "failed":
         reason = record.fail_reason or "see -v"
@@ -183,10 +181,5 @@ def start(plan, progress, folder, storage_url: str) -> Events:
     for i, tracker in enumerate(plan.trackers):  # the same tracker may be listed twice (two MLflow stores)
         request = TrackerRequest(options=tracker.entry.options, run=run, base_dir=plan.base_dir)
         what = f"tracker '{tracker.record.name}': open()"
-        opened.append(
-            (
-                f"trackers[{i}] ({tracker.entry.name})",
-                plugin_call(tracker.plugin, what, lambda r=tracker.record: r.open(request)),
-            )
-        )
+        opened.append((f"trackers[{i}] ({tracker.entry.name})", plugin_call(tracker.plugin, what, lambda r=tracker.record: r.open(request))))
     return Events(progress, run, plan.pm, opened)

@@ -159,10 +159,7 @@ def _search(model, trainable, x, reference, events, shapes) -> tuple[Cut, str]:
         if tried >= _MAX_VERIFICATIONS:
             break
     if tried:
-        return (
-            at_input,
-            f"no module boundary after the frozen layers splits {type(model).__name__}; inputs cached instead",
-        )
+        return at_input, f"no module boundary after the frozen layers splits {type(model).__name__}; inputs cached instead"
     return at_input, ""
 
 
@@ -333,9 +330,7 @@ class FeatureCache:
             return None
         try:
             loaded = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-            return Features(
-                dict(loaded["splits"]), float(loaded["seconds"]), bool(loaded["channels_last"]), float(loaded["flops"])
-            )
+            return Features(dict(loaded["splits"]), float(loaded["seconds"]), bool(loaded["channels_last"]), float(loaded["flops"]))
         except Exception:  # truncated or damaged: recomputed, and the file (ours) overwritten
             return None
 
@@ -357,6 +352,12 @@ class FeatureCache:
                 file=sys.stderr,
             )
             self.folder = None
+
+
+
+
+
+
 
 
 # --------------------------------------------------------------------------- keys

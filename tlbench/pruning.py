@@ -65,9 +65,7 @@ class _GroupView:
         return [t for t in self._study.get_trials(deepcopy=deepcopy, states=states) if self._keep(t)]
 
     def _get_trials(self, deepcopy: bool = True, states=None, use_cache: bool = False):
-        return [
-            t for t in self._study._get_trials(deepcopy=deepcopy, states=states, use_cache=use_cache) if self._keep(t)
-        ]
+        return [t for t in self._study._get_trials(deepcopy=deepcopy, states=states, use_cache=use_cache) if self._keep(t)]
 
     @property
     def trials(self):
@@ -83,9 +81,7 @@ def make_pruner(search) -> optuna.pruners.BasePruner:
     ``prune_startup`` completed trials."""
     if search.pruner == "median":
         # Optuna may prune once step >= n_warmup_steps
-        inner = optuna.pruners.MedianPruner(
-            n_startup_trials=search.prune_startup, n_warmup_steps=search.warmup_epochs + 1
-        )
+        inner = optuna.pruners.MedianPruner(n_startup_trials=search.prune_startup, n_warmup_steps=search.warmup_epochs + 1)
     elif search.pruner == "asha":
         # asynchronous successive halving: rungs from warmup + 1 epochs, the top third goes on at each
         inner = optuna.pruners.SuccessiveHalvingPruner(min_resource=search.warmup_epochs + 1, reduction_factor=3)

@@ -35,11 +35,7 @@ class CacheUse:
         return self.source != "off" and self.at != INPUT
 
     def __str__(self) -> str:
-        return (
-            f"{self.phase}: off ({self.reason})"
-            if self.source == "off"
-            else f"{self.phase}: {self.source} at {self.at}"
-        )
+        return f"{self.phase}: off ({self.reason})" if self.source == "off" else f"{self.phase}: {self.source} at {self.at}"
 
 
 class Failure:
@@ -106,9 +102,7 @@ class TrialRecord:
             if (names and f.name not in names) or (not names and getattr(self, f.name) is None):
                 continue
             value = getattr(self, f.name)
-            trial.set_user_attr(
-                _KEYS.get(f.name, f.name), [dataclasses.asdict(u) for u in value] if f.name == "cache" else value
-            )
+            trial.set_user_attr(_KEYS.get(f.name, f.name), [dataclasses.asdict(u) for u in value] if f.name == "cache" else value)
 
     def attrs(self) -> dict[str, Any]:
         """The fields that are set, as the user attributes :meth:`write` would store (for enqueue_trial)."""

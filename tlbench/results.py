@@ -55,9 +55,7 @@ def write_atomic(path: Path, data: str | bytes) -> None:
     try:
         _write_atomic(path, data)
     except OSError as exc:
-        raise UserError(
-            f"{path}: cannot write it ({exc.strerror or exc}); free space or fix permissions, then run the same command again"
-        ) from exc
+        raise UserError(f"{path}: cannot write it ({exc.strerror or exc}); free space or fix permissions, then run the same command again") from exc
 
 
 def _write_atomic(path: Path, data: str | bytes) -> None:
@@ -65,9 +63,7 @@ def _write_atomic(path: Path, data: str | bytes) -> None:
     mode = "wb" if isinstance(data, bytes) else "w"
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        os.fchmod(
-            fd, 0o666 & ~_read_umask()
-        )  # mkstemp makes 0600; a results file is as readable as any other the user makes
+        os.fchmod(fd, 0o666 & ~_read_umask())  # mkstemp makes 0600; a results file is as readable as any other the user makes
         with os.fdopen(fd, mode, **({} if mode == "wb" else {"encoding": "utf-8"})) as f:
             f.write(data)
             f.flush()
@@ -95,9 +91,7 @@ def locked(folder: Path):
         folder.mkdir(parents=True, exist_ok=True)
         f = open(folder / ".lock", "a+", encoding="utf-8")  # noqa: SIM115 - closed below
     except OSError as exc:
-        raise UserError(
-            f"results_dir: cannot create {folder} ({exc.strerror}); set results_dir to a writable folder"
-        ) from exc
+        raise UserError(f"results_dir: cannot create {folder} ({exc.strerror}); set results_dir to a writable folder") from exc
     with f:
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -166,9 +160,7 @@ def resolve_storage(url: str | None, base: Path, field: str = "search.storage") 
         return url
     scheme, sep, path = url.partition(":///")
     if not sep or path in ("", ":memory:") or path.startswith("file::memory:"):
-        raise UserError(
-            f"{field}: {url} is an in-memory database that keeps nothing; give a file, e.g. sqlite:///study.db"
-        )
+        raise UserError(f"{field}: {url} is an in-memory database that keeps nothing; give a file, e.g. sqlite:///study.db")
     if path.startswith("file:"):  # SQLite URI form: leave it as the user wrote it
         return url
     if Path(path).is_absolute():
@@ -206,9 +198,7 @@ def save_metadata(
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise UserError(
-            f"results_dir: cannot create {folder} ({exc.strerror}); set results_dir to a writable folder"
-        ) from exc
+        raise UserError(f"results_dir: cannot create {folder} ({exc.strerror}); set results_dir to a writable folder") from exc
     write_atomic(folder / "config.yaml", yaml.safe_dump(bench.model_dump(mode="json"), sort_keys=False))
     meta = {
         "format": FORMAT,
@@ -287,16 +277,7 @@ def load_run(folder: Path) -> Run:
     trials = trials_frame(store, meta["studies"], limits)
     repeats = trials_frame(store, meta.get("repeat_studies", {}))
     summary = summary_frame(trials, repeats)
-    return Run(
-        folder,
-        meta,
-        env,
-        config,
-        trials,
-        repeats,
-        summary,
-        screen_frame(_study_attrs(store, meta["studies"]), trials, summary),
-    )
+    return Run(folder, meta, env, config, trials, repeats, summary, screen_frame(_study_attrs(store, meta["studies"]), trials, summary))
 
 
 def read_environment(folder: Path) -> dict[str, Any]:
@@ -335,9 +316,7 @@ def read_meta(folder: Path) -> dict[str, Any]:
             "restore it, or delete it and run the same config again to rewrite it (the trials are in the storage)"
         )
     if int(meta.get("format", 1)) > FORMAT:
-        raise UserError(
-            f"{folder}: written by a newer tlbench (run format {meta['format']}); upgrade tlbench to read it"
-        )
+        raise UserError(f"{folder}: written by a newer tlbench (run format {meta['format']}); upgrade tlbench to read it")
     return meta
 
 
@@ -403,9 +382,7 @@ def trials_frame(store, studies: dict[str, str], limits: dict | None = None) -> 
             kind, reason = studies_.failure(t, lost, record)
             if kind != Failure.SURPLUS:  # never ran: workers racing for a study's last trial
                 row = _trial_row(dataset, t, record, kind, reason, gave_up.get(t.number))
-                rows.append(
-                    row | {"infeasible": infeasible(record, limits or {})} | per_class(record.test_correct, test_split)
-                )
+                rows.append(row | {"infeasible": infeasible(record, limits or {})} | per_class(record.test_correct, test_split))
     return pd.DataFrame(rows, columns=TRIAL_COLUMNS + ["repeat_of", "test_correct"])
 
 
@@ -425,6 +402,8 @@ def per_class(bits: str | None, test_split: dict | None) -> dict[str, Any]:
     return {"test_balanced": sum(present) / len(present), "test_per_class": json.dumps(counts)}
 
 
+
+
 TRIAL_COLUMNS = [
     "dataset", "trial", "state", "backbone", "strategy", "val_accuracy", "test_accuracy", "config",
     "frozen_groups", "n_groups", "epochs", "total_params", "trainable_params", "forward_gflops",
@@ -441,9 +420,7 @@ MEASURED = [  # record fields copied as they are
 ]  # fmt: skip
 
 
-def _trial_row(
-    dataset: str, t, record: TrialRecord, kind: str | None, reason: str, gave_up: str | None
-) -> dict[str, Any]:
+def _trial_row(dataset: str, t, record: TrialRecord, kind: str | None, reason: str, gave_up: str | None) -> dict[str, Any]:
     curve = record.val_curve or [t.intermediate_values[k] for k in sorted(t.intermediate_values)]
     return {
         "dataset": dataset,
@@ -471,6 +448,28 @@ def origin(record: TrialRecord) -> str:
     if record.repeat_of is not None:
         return "repeat"
     return "recipe" if record.recipe else "probe" if record.probe else "portfolio" if record.portfolio else "sampled"
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
 
 
 def write_tables(folder: Path, run: Run | None = None) -> Run:

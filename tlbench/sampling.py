@@ -92,9 +92,7 @@ def infeasible(record: TrialRecord, limits: dict[str, float | None]) -> str | No
     if record.infeasible:
         return record.infeasible
     measured = measured_costs(record)
-    over = [
-        f"{k} {measured[k]:.3g} > {v:g}" for k, v in limits.items() if v is not None and (measured.get(k) or 0.0) > v
-    ]
+    over = [f"{k} {measured[k]:.3g} > {v:g}" for k, v in limits.items() if v is not None and (measured.get(k) or 0.0) > v]
     return "search.constraints: " + ", ".join(over) if over else None
 
 

@@ -37,9 +37,7 @@ def connect(url: str, heartbeat: int | None = None, on_lost=None) -> optuna.stor
         raise UserError(f"search.storage: no database driver for {url}; {fix}") from exc
     except Exception as exc:  # bad URL, server down
         reason = str(exc).strip().splitlines()[0][:150] if str(exc).strip() else ""
-        raise UserError(
-            f"search.storage: cannot open {url} ({type(exc).__name__}: {reason}); fix the URL or start the server"
-        ) from exc
+        raise UserError(f"search.storage: cannot open {url} ({type(exc).__name__}: {reason}); fix the URL or start the server") from exc
 
 
 def check_storage_url(url: str | None) -> None:
@@ -55,13 +53,9 @@ def check_storage_url(url: str | None) -> None:
         parsed = sqlalchemy.engine.make_url(_driver_url(url))
         parsed.get_dialect()
     except sqlalchemy.exc.ArgumentError as exc:
-        raise UserError(
-            f"search.storage: {url!r} is not a database URL; use e.g. postgresql://user@host/db or sqlite:///study.db"
-        ) from exc
+        raise UserError(f"search.storage: {url!r} is not a database URL; use e.g. postgresql://user@host/db or sqlite:///study.db") from exc
     except sqlalchemy.exc.NoSuchModuleError as exc:
-        raise UserError(
-            f"search.storage: {url}: SQLAlchemy knows no database '{url.partition(':')[0]}'; use postgresql, mysql or sqlite"
-        ) from exc
+        raise UserError(f"search.storage: {url}: SQLAlchemy knows no database '{url.partition(':')[0]}'; use postgresql, mysql or sqlite") from exc
     except ImportError as exc:
         extra = "postgres" if url.startswith("postgres") else "mysql" if url.startswith("mysql") else None
         fix = f"pip install 'tlbench[{extra}]'" if extra else "install the database driver SQLAlchemy names"

@@ -49,15 +49,7 @@ from tlbench.types import (
     UserError,
 )
 
-__all__ = [
-    "ConformanceError",
-    "check_backbone",
-    "check_dataset",
-    "check_plugin",
-    "check_strategy",
-    "check_tracker",
-    "records",
-]
+__all__ = ["ConformanceError", "check_backbone", "check_dataset", "check_plugin", "check_strategy", "check_tracker", "records"]
 
 
 class ConformanceError(AssertionError):
@@ -161,18 +153,10 @@ def check_plugin(
             if record.family:
                 models = list((backbone_models or {}).get(record.name, ()))
                 if not models:
-                    raise _fail(
-                        name,
-                        f"backbone family '{record.name}'",
-                        "give model names to build: backbone_models={'%s': ['<model>']}" % record.name,
-                    )
+                    raise _fail(name, f"backbone family '{record.name}'", "give model names to build: backbone_models={'%s': ['<model>']}" % record.name)
                 for model in models:
-                    options = (backbone_options or {}).get(
-                        f"{record.name}:{model}", (backbone_options or {}).get(record.name)
-                    )
-                    check_backbone(
-                        record, model, num_classes=num_classes, resolution=resolution, options=options, plugin=name
-                    )
+                    options = (backbone_options or {}).get(f"{record.name}:{model}", (backbone_options or {}).get(record.name))
+                    check_backbone(record, model, num_classes=num_classes, resolution=resolution, options=options, plugin=name)
                     checked.append(f"backbone {record.name}:{model}")
             else:
                 options = (backbone_options or {}).get(record.name)
@@ -215,11 +199,7 @@ def check_backbone(
     if record.family and record.known is not None and model is not None and not record.known(model):
         raise _fail(plugin, label, f"known('{model}') is False for a model it is asked to build")
     request = BackboneRequest(
-        model=model or record.name,
-        num_classes=num_classes,
-        pretrained=pretrained,
-        weights=weights,
-        options=dict(options or {}),
+        model=model or record.name, num_classes=num_classes, pretrained=pretrained, weights=weights, options=dict(options or {})
     )
     built = _call(plugin, f"{label}: build()", lambda: record.build(request))
     problem = contract.built_problem(built) or contract.modality_problem(built, record)
@@ -231,11 +211,7 @@ def check_backbone(
     order = cost.first_use(model_, x)
     out = _call(plugin, f"{label}: forward", lambda: model_(x))
     if tuple(out.shape) != (2, num_classes):
-        raise _fail(
-            plugin,
-            label,
-            f"output has shape {tuple(out.shape)} for 2 inputs, expected (2, {num_classes}): one logit per class",
-        )
+        raise _fail(plugin, label, f"output has shape {tuple(out.shape)} for 2 inputs, expected (2, {num_classes}): one logit per class")
     _check_group_order(built, order, plugin, label)
     n = len(built.groups)
     for frozen in sorted({0, n // 2, n}):
@@ -276,9 +252,7 @@ def _check_gradients(built: BuiltBackbone, x, frozen: int, plugin: str, label: s
         )  # fmt: skip
     leaked = sorted(with_grad - trainable)
     if leaked:
-        raise _fail(
-            plugin, label, f"with the first {frozen} groups frozen, frozen parameter {leaked[0]} got a gradient"
-        )
+        raise _fail(plugin, label, f"with the first {frozen} groups frozen, frozen parameter {leaked[0]} got a gradient")
 
 
 # --------------------------------------------------------------------------- datasets
@@ -316,21 +290,10 @@ def check_dataset(
             if problem:
                 raise _fail(plugin, label, f"{name}.load({i}) {problem}")
     if sizes is not None and tuple(sizes) != (len(splits.train), len(splits.val), len(splits.test)):
-        raise _fail(
-            plugin,
-            label,
-            f"splits have {len(splits.train)}/{len(splits.val)}/{len(splits.test)} examples, declared {tuple(sizes)}",
-        )
+        raise _fail(plugin, label, f"splits have {len(splits.train)}/{len(splits.val)}/{len(splits.test)} examples, declared {tuple(sizes)}")
     again = load()
-    if any(
-        getattr(again, n).ids != getattr(splits, n).ids or getattr(again, n).labels != getattr(splits, n).labels
-        for n in ("train", "val", "test")
-    ):
-        raise _fail(
-            plugin,
-            label,
-            f"loading twice with seed {seed} gave different splits; seed every random choice with request.seed",
-        )
+    if any(getattr(again, n).ids != getattr(splits, n).ids or getattr(again, n).labels != getattr(splits, n).labels for n in ("train", "val", "test")):
+        raise _fail(plugin, label, f"loading twice with seed {seed} gave different splits; seed every random choice with request.seed")
     return splits
 
 
@@ -403,9 +366,7 @@ def _check_extra_loss(adapted, plugin: str, label: str) -> None:
     train.set_trainable(model, adapted.built, 0, adapted.trainable)
     x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     logits = model(x)
-    value = _call(
-        plugin, f"{label}: extra_loss()", lambda: adapted.extra_loss(model, logits.float(), torch.tensor([0, 1]))
-    )
+    value = _call(plugin, f"{label}: extra_loss()", lambda: adapted.extra_loss(model, logits.float(), torch.tensor([0, 1])))
     if not isinstance(value, torch.Tensor) or value.numel() != 1 or not torch.isfinite(value).all():
         raise _fail(plugin, f"{label}: extra_loss()", f"returned {value!r}; return a finite scalar tensor")
     if value.requires_grad:
@@ -436,9 +397,7 @@ def check_tracker(record: Tracker, options: Mapping[str, Any] | None = None, *, 
     )  # fmt: skip
     request = TrackerRequest(options=dict(options or {}), run=run, base_dir=folder.parent.parent.parent)
     opened = _call(plugin, f"{label}: open()", lambda: record.open(request))
-    sink = events.Events(
-        None, run, trackers=[(f"tracker {record.name}", opened)], warn=lambda text: _raise(_fail(plugin, label, text))
-    )
+    sink = events.Events(None, run, trackers=[(f"tracker {record.name}", opened)], warn=lambda text: _raise(_fail(plugin, label, text)))
     record_ = TrialRecord(params={"lr_head": 0.01}, seed=0, phases=[{"name": "head", "epochs": 2}])
     trial = TrialInfo("data", "kit/run/data", 0, "tiny", "linear_probe", "running", record_, epochs=2)
     sink.run_started()
@@ -446,11 +405,7 @@ def check_tracker(record: Tracker, options: Mapping[str, Any] | None = None, *, 
     for epoch, accuracy in ((1, 0.5), (2, 0.75)):
         sink.epoch_done(trial, epoch, accuracy)
     done = dataclasses.replace(record_, val_curve=[0.5, 0.75], test_accuracy=0.7, train_seconds=1.0, train_gflops=2.0)
-    sink.trial_finished(
-        TrialInfo(
-            "data", "kit/run/data", 0, "tiny", "linear_probe", "complete", done, 2, (0.5, 0.75), (0.75,), seconds=1.5
-        )
-    )
+    sink.trial_finished(TrialInfo("data", "kit/run/data", 0, "tiny", "linear_probe", "complete", done, 2, (0.5, 0.75), (0.75,), seconds=1.5))
     sink.run_finished(interrupted=False)
     sink.close()
     return folder

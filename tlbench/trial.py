@@ -89,15 +89,7 @@ class Objective:
     ``repeats``: the study holds enqueued seed repeats only (see :mod:`tlbench.benchmark`).
     """
 
-    def __init__(
-        self,
-        plan: Plan,
-        splits: DatasetSplits,
-        dataset_key: str,
-        events,
-        resources: TrialResources,
-        repeats: bool = False,
-    ):
+    def __init__(self, plan: Plan, splits: DatasetSplits, dataset_key: str, events, resources: TrialResources, repeats: bool = False):
         self.plan, self.splits, self.dataset_key, self.resources = plan, splits, dataset_key, resources
         self.events = as_events(events)  # a bare Progress works too (tests, benchmark scripts)
         self.repeats = repeats
@@ -110,9 +102,7 @@ class Objective:
         surplus = self.surplus(trial)
         if surplus:
             TrialRecord(failure=Failure.SURPLUS, fail_reason=f"surplus: not run, {surplus}").write(trial)
-            raise train.TrialFailed(
-                f"surplus: not run, {surplus}", kind=Failure.SURPLUS
-            )  # the callback then stops the study
+            raise train.TrialFailed(f"surplus: not run, {surplus}", kind=Failure.SURPLUS)  # the callback then stops the study
         TrialRecord(host=platform.node(), worker=WORKER).write(trial)
         with self.resources.device() as device:
             # libraries that allocate on "the current GPU" use this trial's
@@ -120,9 +110,7 @@ class Objective:
                 try:
                     return self._run(trial, device)
                 except KeyboardInterrupt:  # Optuna marks it failed; this says why
-                    TrialRecord(failure=Failure.INTERRUPTED, fail_reason=f"interrupted by {interrupts.what()}").write(
-                        trial
-                    )
+                    TrialRecord(failure=Failure.INTERRUPTED, fail_reason=f"interrupted by {interrupts.what()}").write(trial)
                     raise
 
     def surplus(self, trial: optuna.Trial) -> str | None:
@@ -131,22 +119,14 @@ class Objective:
         are given out one at a time (Optuna locks the study row), so the first
         ``n_trials`` trials of the budget run and any later one is surplus."""
         if self.repeats:
-            return (
-                None
-                if TrialRecord.from_trial(trial).repeat_of is not None
-                else "every enqueued repeat was taken by other workers"
-            )
+            return None if TrialRecord.from_trial(trial).repeat_of is not None else "every enqueued repeat was taken by other workers"
         if TrialRecord.from_trial(trial).probe:
             return None  # the screen's probes run outside n_trials
         total = self.plan.bench.search.n_trials
         if total is None:
             return None
         ahead = [t for t in budget(trial.study.get_trials(deepcopy=False)) if t.number < trial.number]
-        return (
-            f"the study already had its {total} trials (other workers took the last ones)"
-            if len(ahead) >= total
-            else None
-        )
+        return f"the study already had its {total} trials (other workers took the last ones)" if len(ahead) >= total else None
 
     def _run(self, trial: optuna.Trial, device) -> float:
         import torch
@@ -171,9 +151,7 @@ class Objective:
         inputs = inputs_of(built)
         settings = self._settings(training, input_size(inputs, backbone.entry, plan.bench.training), device, seed)
         # known before training, so that pruned trials have it too; a model a strategy changed is its own architecture
-        arch = (
-            (bkey,) if strategy.record.adapt is None else (bkey, skey, json.dumps(params, sort_keys=True, default=str))
-        )
+        arch = (bkey,) if strategy.record.adapt is None else (bkey, skey, json.dumps(params, sort_keys=True, default=str))
         gflops = self.resources.measure(
             ("forward_gflops", *arch, settings.size),
             lambda: cost.forward_flops(built.model.to(device), inputs.example(1, settings.size).to(device)) / 1e9,
@@ -281,14 +259,10 @@ class Objective:
         example = lambda n: inputs_of(built).example(n, settings.size)  # noqa: E731
 
         def speed() -> dict:
-            throughput, latency = cost.inference_speed(
-                built.model, example, device, settings.batch_size, train.autocast_dtype(device)
-            )
+            throughput, latency = cost.inference_speed(built.model, example, device, settings.batch_size, train.autocast_dtype(device))
             return {"throughput": throughput, "latency_ms": latency}
 
-        return self.resources.measure(
-            ("speed", *arch, settings.size, settings.batch_size, cost.device_name(device)), speed
-        )
+        return self.resources.measure(("speed", *arch, settings.size, settings.batch_size, cost.device_name(device)), speed)
 
     def _measured(self, built, settings, arch: tuple, result) -> TrialRecord:
         from tlbench import cost
@@ -330,9 +304,7 @@ class _ExtraLoss:
         value = plugin_call(self.strategy.plugin, what, lambda: self.fn(model, logits, targets))
         if not isinstance(value, torch.Tensor) or value.numel() != 1:
             shape = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
-            raise UserError(
-                f"plugin {self.strategy.plugin}: {what} returned {shape}; return a scalar tensor (one value)"
-            )
+            raise UserError(f"plugin {self.strategy.plugin}: {what} returned {shape}; return a scalar tensor (one value)")
         return value.reshape(()).float()
 
 

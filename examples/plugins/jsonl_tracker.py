@@ -42,6 +42,4 @@ class JsonLines:
 
 @tlbench.hookimpl
 def tlbench_trackers():
-    yield Tracker(
-        name="jsonl", open=JsonLines, options={"path": "file to append to (default: <run folder>/trials.jsonl)"}
-    )
+    yield Tracker(name="jsonl", open=JsonLines, options={"path": "file to append to (default: <run folder>/trials.jsonl)"})

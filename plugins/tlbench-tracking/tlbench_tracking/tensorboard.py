@@ -22,9 +22,7 @@ class TensorBoardTracker:
         self._writer_type = SummaryWriter
         given = request.options.get("dir")
         if given is None and request.run.folder is None:
-            raise UserError(
-                "trackers: tensorboard: this process has no run folder; set 'dir:' to a folder for the event files"
-            )
+            raise UserError("trackers: tensorboard: this process has no run folder; set 'dir:' to a folder for the event files")
         folder = Path(str(given)).expanduser() if given is not None else request.run.folder / "tensorboard"
         self.root = folder if folder.is_absolute() else request.base_dir / folder
         if self.root.exists() and not self.root.is_dir():
