@@ -1,6 +1,9 @@
 """tlbench: benchmark transfer-learning recipes with Optuna, extended by pluggy plugins.
 
-The public API for plugin authors is this module and :mod:`tlbench.types`.
+The public API for plugin authors is the names in ``__all__`` below and the modules in
+``PUBLIC_MODULES`` (a unit test keeps first-party plugins and the guide's examples to
+them). ``build_timm`` and ``TIMM_OPTIONS`` (a timm model as a backbone) load torch and
+timm when first used, so that ``import tlbench`` stays light.
 """
 
 import pluggy
@@ -42,9 +45,24 @@ PLUGIN_API_VERSION = PLUGIN_API[0]  # the major number alone, as in API 1.0
 
 hookimpl = pluggy.HookimplMarker("tlbench")
 
+# the modules a plugin may import from (besides this one): records, seeded splits, the conformance kit
+PUBLIC_MODULES = ("tlbench", "tlbench.types", "tlbench.splits", "tlbench.testing")
+_LAZY = {"build_timm": "tlbench.builtins.backbones", "TIMM_OPTIONS": "tlbench.builtins.backbones"}
+
+
+def __getattr__(name: str):
+    """``build_timm`` and ``TIMM_OPTIONS``, imported on first use (they need torch and timm)."""
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'tlbench' has no attribute {name!r}")
+
 __all__ = [
     "PLUGIN_API",
     "PLUGIN_API_VERSION",
+    "PUBLIC_MODULES",
+    "TIMM_OPTIONS",
     "Adapted",
     "Backbone",
     "BackboneRequest",
@@ -65,6 +83,7 @@ __all__ = [
     "TrialInfo",
     "UserError",
     "__version__",
+    "build_timm",
     "frozen_groups",
     "hookimpl",
 ]

@@ -13,7 +13,7 @@ import importlib
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from tlbench.builtins.backbones import TIMM_OPTIONS, build_timm
+from tlbench import TIMM_OPTIONS, build_timm
 from tlbench.types import BackboneRequest, BuiltBackbone, UserError
 
 
