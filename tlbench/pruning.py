@@ -56,7 +56,12 @@ class GroupedPruner(optuna.pruners.BasePruner):
 
 
 class _GroupView:
-    """A study whose trial lists hold only the trials ``keep`` accepts; all else is the study's."""
+    """A study whose trial lists hold only the trials ``keep`` accepts. Like Optuna's own
+    ``_BracketStudy`` (HyperbandPruner), it forwards a fixed list of the study's attributes
+    and refuses the rest: what Optuna's pruners read (the median and successive-halving
+    rules: trials, direction, and ``_storage`` for successive halving's rung attributes)."""
+
+    FORWARDED = ("direction", "directions", "_storage", "study_name", "sampler", "pruner", "user_attrs")
 
     def __init__(self, study: optuna.Study, keep: Callable[[optuna.trial.FrozenTrial], bool]):
         self._study, self._keep = study, keep
@@ -64,14 +69,13 @@ class _GroupView:
     def get_trials(self, deepcopy: bool = True, states=None):
         return [t for t in self._study.get_trials(deepcopy=deepcopy, states=states) if self._keep(t)]
 
-    def _get_trials(self, deepcopy: bool = True, states=None, use_cache: bool = False):
-        return [t for t in self._study._get_trials(deepcopy=deepcopy, states=states, use_cache=use_cache) if self._keep(t)]
-
     @property
     def trials(self):
         return self.get_trials()
 
     def __getattr__(self, name: str):
+        if name not in self.FORWARDED:
+            raise AttributeError(f"the grouped view of a study forwards only {', '.join(self.FORWARDED)}, not {name!r}")
         return getattr(self._study, name)
 
 

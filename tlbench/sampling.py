@@ -76,7 +76,7 @@ def constraint_values(limits: dict[str, float]):
     trial is feasible when every one is <= 0); a cost the trial did not get to measure is
     0 (unknown is not a violation); a trial refused before training is infeasible."""
 
-    def values(trial: optuna.trial.FrozenTrial) -> Sequence[float]:
+    def values(trial: optuna.trial.FrozenTrial | optuna.Trial) -> Sequence[float]:
         record = TrialRecord.from_trial(trial)
         measured = measured_costs(record)
         out = [measured[k] - limit if measured.get(k) is not None else 0.0 for k, limit in limits.items()]
@@ -114,8 +114,8 @@ def tell_constraints(trial: optuna.Trial, limits: dict[str, float]) -> None:
     """Store a finished (or refused) trial's constraint values on it, where Optuna 5's
     samplers read them (``trial.constraints``)."""
     if SET_CONSTRAINT and limits:
-        frozen = trial.study._storage.get_trial(trial._trial_id)
-        for key, value in zip([*limits, "refused"], constraint_values(limits)(frozen)):
+        # the running trial's user attributes are its record (Trial.user_attrs reads them from storage)
+        for key, value in zip([*limits, "refused"], constraint_values(limits)(trial)):
             trial.set_constraint(key, value)
 
 

@@ -80,6 +80,28 @@ def test_successive_halving_keeps_rungs_per_group(probes_ahead):
     assert isinstance(pruner, pruning.GroupedPruner) and isinstance(
         pruner.inner, optuna.pruners.SuccessiveHalvingPruner
     )
+    # through a real study: the grouped view forwards what successive halving reads (rungs in storage)
+    study = optuna.create_study(direction="maximize", pruner=pruner, sampler=optuna.samplers.RandomSampler(seed=0))
+
+    def objective(trial):
+        strategy = trial.suggest_categorical("strategy", ["linear_probe", "finetune"])
+        quality = trial.suggest_float("q", 0.0, 1.0)
+        for epoch in range(1, 10):
+            trial.report(quality * epoch / 9 + (0.5 if strategy == "finetune" else 0.0), epoch)
+            if trial.should_prune():
+                raise optuna.TrialPruned()
+        return quality
+
+    study.optimize(objective, n_trials=30)
+    states = {t.state.name for t in study.trials}
+    assert states == {"COMPLETE", "PRUNED"}
+
+
+def test_the_grouped_view_forwards_only_what_optuna_pruners_read(probes_ahead):
+    view = pruning._GroupView(probes_ahead, lambda t: t.params["strategy"] == "finetune")
+    assert len(view.trials) == 2 and view.direction == probes_ahead.direction
+    with pytest.raises(AttributeError, match="forwards only"):
+        view.optimize  # noqa: B018
 
 
 def test_hyperband_needs_the_whole_study():
