@@ -77,11 +77,18 @@ def _offline_and_isolated(monkeypatch):
     monkeypatch.setenv("TLBENCH_LOAD_PLUGINS", "")
 
 
+# component tier: files whose tests build and train tiny real models but never run a whole command
+COMPONENT = {"test_backbones.py", "test_datasets.py", "test_features.py", "test_train.py", "test_plugins.py", "test_storage.py"}
+
+
 def pytest_collection_modifyitems(config, items):
-    """Everything outside tests/unit trains real models or runs the command line: marked
-    ``e2e``, so ``-m "not e2e"`` (or ``python -m pytest tests/unit``) is the quick loop."""
+    """Three tiers. tests/unit: no training, seconds (``python -m pytest tests/unit``).
+    ``component``: tiny real models, no whole command (``-m component``). ``e2e``: whole
+    runs, workers, signals, plugin packages (``-m e2e``). ``-m "not e2e"`` is unit + component."""
     unit = Path(__file__).parent / "unit"
     for item in items:
-        if unit not in Path(str(item.fspath)).parents:
-            item.add_marker(pytest.mark.e2e)
+        path = Path(str(item.fspath))
+        if unit in path.parents:
+            continue
+        item.add_marker(pytest.mark.component if path.name in COMPONENT and path.parent == Path(__file__).parent else pytest.mark.e2e)
 
