@@ -592,6 +592,11 @@ def main(
         return 2
     tables = {n: {"datasets": {n: {"trials": g.trials, "screen": g.screen}}} for n, g in in_sample.items()}
     commit, dirty = git_commit()
+    if held_out is not None and dirty:  # before minutes of in-sample replay
+        print(
+            "refusing to replay the held-out grids: tlbench/ or benchmarks/ differs from HEAD; commit (and name it frozen) first"
+        )
+        return 2
     report = {"seeds": seeds, "target_points": TARGET_POINTS, "compute": "training GFLOPs", "horizon_F": HORIZON,
               "frozen_commit": None, "in_sample": sorted(in_sample), "datasets": {}}  # fmt: skip
     # in-sample: leave one domain out (the two digit sets are one domain)
@@ -599,11 +604,6 @@ def main(
     report["datasets"] = summaries
     report["in_sample_aggregate"] = aggregate(summaries, aucs)
     if held_out is not None:
-        if dirty:
-            print(
-                "refusing to replay the held-out grids: tlbench/ or benchmarks/ differs from HEAD; commit (and name it frozen) first"
-            )
-            return 2
         grids = load_held_out(held_out)
         if not grids:
             print(f"no held-out grid in {held_out}; record them: python benchmarks/search.py record-held-out")
