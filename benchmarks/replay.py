@@ -527,14 +527,15 @@ def load_in_sample(grid_dir: Path) -> dict[str, Grid]:
     return grids
 
 
-def load_held_out(held_dir: Path) -> dict[str, Grid]:
+def load_held_out(held_dir: Path, kind: str = "heldout-grid") -> dict[str, Grid]:
     """``<task>-s<seed>.json`` tables, the seeds of one task merged; domain and modality from
-    ``benchmarks/search.py``'s HELD_OUT."""
+    ``benchmarks/search.py``'s HELD_OUT (or DEV, for ``kind`` dev-grid)."""
     import sys
 
     sys.path.insert(0, str(Path(__file__).parent))
-    from search import HELD_OUT
+    from search import GRID_SETS
 
+    HELD_OUT = GRID_SETS[kind][1]  # noqa: N806
     tables: dict[str, list[dict]] = {}
     for path in sorted(held_dir.glob("*-s[0-9]*.json")):
         task = path.stem.rsplit("-s", 1)[0]
@@ -584,6 +585,7 @@ def main(
     out: Path = OUT,
     plot_to: Path | None = PLOT,
     held_out: Path | None = None,
+    dev: Path | None = None,
 ) -> int:
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     in_sample = load_in_sample(grid_dir)
@@ -603,6 +605,16 @@ def main(
     summaries, traces, aucs = replay_all(in_sample, seeds, lambda g: portfolio_without(in_sample, tables, g.domain))
     report["datasets"] = summaries
     report["in_sample_aggregate"] = aggregate(summaries, aucs)
+    plotted = dict(in_sample)
+    if dev is not None:  # development grids: 10 epochs on design datasets, in-sample
+        grids = load_held_out(dev, "dev-grid")
+        if grids:
+            dev_summaries, dev_traces, dev_aucs = replay_all(
+                grids, seeds, lambda g: portfolio_without(in_sample, tables, g.domain)
+            )
+            report["dev"], report["dev_aggregate"] = dev_summaries, aggregate(dev_summaries, dev_aucs)
+            traces = {**traces, **{f"{n} (dev)": t for n, t in dev_traces.items()}}
+            plotted |= {f"{n} (dev)": g for n, g in grids.items()}
     if held_out is not None:
         grids = load_held_out(held_out)
         if not grids:
@@ -617,13 +629,13 @@ def main(
         report["held_out"] = held
         report["held_out_aggregate"] = aggregate(held, held_aucs)
         traces = {**traces, **held_traces}
-        in_sample = {**in_sample, **grids}
+        plotted |= grids
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=1) + "\n")
     print(f"wrote {out}")
     if plot_to is not None:
         try:
-            plot(in_sample, traces, plot_to)
+            plot(plotted, traces, plot_to)
             print(f"wrote {plot_to}")
         except ImportError:
             print("(no plot: matplotlib is not installed)")

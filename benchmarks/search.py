@@ -6,6 +6,8 @@ benchmark, the way HPOBench and LCBench work).
     python benchmarks/search.py record [NAME ...]   # record the grid again (CPU hours; resumable, per dataset)
     python benchmarks/search.py portfolio           # rebuild tlbench/portfolio.json from the recorded grids
     python benchmarks/search.py record-held-out     # record the held-out grids (CPU hours; resumable; frozen commit)
+    python benchmarks/search.py record-dev          # record 10-epoch development grids on design datasets
+    python benchmarks/search.py --dev               # replay them too (in-sample: no look is counted)
 
 Recording: for each dataset, ``benchmarks/search-grid/<name>.yaml`` (written here) is
 an ordinary tlbench config whose searched space is a grid of choices (every backbone x
@@ -102,13 +104,28 @@ HELD_OUT = {  # task -> (domain, modality, dataset entry, backbones, grid, train
 }  # fmt: skip
 
 
-def held_out_config(task: str, seed: int) -> dict:
-    """The tlbench config that records one seed of a held-out task's grid."""
-    _, _, dataset, backbones, grid, training = HELD_OUT[task]
+# Development grids: the same shape (10 epochs, test curves, two seeds, the same value grids)
+# on design datasets, for designing the search after its opening (issue 21, part 3) without
+# looking at the held-out ones. In-sample by construction.
+DEV_DIR = ROOT / "benchmarks" / "dev-grid"
+DEV = {
+    "mnist5k": (
+        "digits", "image", {"name": "mnist5k", "train_samples": 500, "val_samples": 300, "test_samples": 600},
+        IMAGE_BACKBONES, IMAGE_GRID, {"resolution": 64},
+    ),
+    "textures": ("textures", "image", {"name": "textures"}, IMAGE_BACKBONES, IMAGE_GRID, {"resolution": 64}),
+    "lfw_faces": ("faces", "image", {"name": "lfw_faces"}, IMAGE_BACKBONES, IMAGE_GRID, {"resolution": 64}),
+}  # fmt: skip
+GRID_SETS = {"heldout-grid": (HELD_OUT_DIR, HELD_OUT), "dev-grid": (DEV_DIR, DEV)}
+
+
+def held_out_config(task: str, seed: int, kind: str = "heldout-grid") -> dict:
+    """The tlbench config that records one seed of a held-out (or development) task's grid."""
+    _, _, dataset, backbones, grid, training = GRID_SETS[kind][1][task]
     keys = [_backbone_key(b) for b in backbones]
     strategies, enqueue = _grid_points(grid, keys)
     return {
-        "name": "heldout-grid",
+        "name": kind,
         "run": f"{task}-s{seed}",
         "seed": seed,
         "results_dir": "runs",
@@ -174,36 +191,25 @@ def record(names: list[str]) -> None:
         )
 
 
-def record_held_out(tasks: list[str]) -> None:
+def record_held_out(tasks: list[str], kind: str = "heldout-grid") -> None:
     """Every task's seed 0, then every task's seed 1 (so that a cut-short recording has
     every task at least once); each an ordinary resumable ``tlbench run``, exported to
-    ``benchmarks/heldout-grid/<task>-s<seed>.json`` when it is complete."""
-    HELD_OUT_DIR.mkdir(exist_ok=True)
+    ``benchmarks/<kind>/<task>-s<seed>.json`` when it is complete."""
+    folder = GRID_SETS[kind][0]
+    folder.mkdir(exist_ok=True)
     for seed in HELD_OUT_SEEDS:
         for task in tasks:
-            config = HELD_OUT_DIR / f"{task}-s{seed}.yaml"
-            body = held_out_config(task, seed)
-            header = f"# written by benchmarks/search.py record-held-out: seed {seed} of the held-out grid for {task} ({len(body['search']['enqueue'])} points)\n"
+            config = folder / f"{task}-s{seed}.yaml"
+            body = held_out_config(task, seed, kind)
+            points = len(body["search"]["enqueue"])
+            header = f"# written by benchmarks/search.py record-{kind.removesuffix('-grid')}: seed {seed} of the grid for {task} ({points} points)\n"
             config.write_text(header + yaml.safe_dump(body, sort_keys=False))
             print(f"recording {task} seed {seed}: tlbench run {config.relative_to(ROOT)}", flush=True)
-            subprocess.run(
-                [sys.executable, "-m", "tlbench", "run", str(config), "--format", "csv"],
-                check=True,
-                stdout=subprocess.DEVNULL,
-            )
-            run = HELD_OUT_DIR / "runs" / "heldout-grid" / f"{task}-s{seed}"
-            subprocess.run(
-                [
-                    sys.executable,
-                    "-m",
-                    "tlbench",
-                    "export",
-                    str(run),
-                    "--out",
-                    str(HELD_OUT_DIR / f"{task}-s{seed}.json"),
-                ],
-                check=True,
-            )
+            run_args = [sys.executable, "-m", "tlbench", "run", str(config), "--format", "csv"]
+            subprocess.run(run_args, check=True, stdout=subprocess.DEVNULL)
+            run = folder / "runs" / kind / f"{task}-s{seed}"
+            out = folder / f"{task}-s{seed}.json"
+            subprocess.run([sys.executable, "-m", "tlbench", "export", str(run), "--out", str(out)], check=True)
 
 
 def write_portfolio() -> None:
@@ -239,12 +245,15 @@ def main(argv: list[str] | None = None) -> int:
         "record-held-out", help="record the held-out grids (CPU hours; resumable; at a frozen commit)"
     )
     held.add_argument("tasks", nargs="*", default=list(HELD_OUT), help="tasks (default: all)")
+    dev = sub.add_parser("record-dev", help="record the development grids (10 epochs, design datasets; resumable)")
+    dev.add_argument("tasks", nargs="*", default=list(DEV), help="tasks (default: all)")
     parser.add_argument("--grid", type=Path, default=GRID_DIR, help="folder of tlbench-table JSON files to replay")
     parser.add_argument("--seeds", type=int, default=500, help="replay seeds of every method (default 500)")
     parser.add_argument(
         "--held-out", nargs="?", type=Path, const=HELD_OUT_DIR, default=None,
         help="also judge the held-out grids (a look: only at a committed, frozen commit; counted in looks.json)",
     )  # fmt: skip
+    parser.add_argument("--dev", action="store_true", help="also replay the development grids (in-sample)")
     parser.add_argument("--out", type=Path, default=ROOT / "results" / "search-bench.json")
     parser.add_argument("--plot", type=Path, default=ROOT / "results" / "search-bench.png")
     sub.add_parser("portfolio", help="rebuild tlbench/portfolio.json from the recorded grids")
@@ -255,13 +264,18 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "record-held-out":
         record_held_out(args.tasks)
         return 0
+    if args.command == "record-dev":
+        record_held_out(args.tasks, "dev-grid")
+        return 0
     if args.command == "portfolio":
         write_portfolio()
         return 0
     sys.path.insert(0, str(Path(__file__).parent))
     from replay import main as replay_main  # the replay trains nothing
 
-    return replay_main(args.grid, args.seeds, args.out, args.plot, held_out=args.held_out)
+    return replay_main(
+        args.grid, args.seeds, args.out, args.plot, held_out=args.held_out, dev=DEV_DIR if args.dev else None
+    )
 
 
 if __name__ == "__main__":

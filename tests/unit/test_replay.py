@@ -88,8 +88,10 @@ def test_every_held_out_grid_is_a_valid_config_of_ten_epochs_five_log_rates_and_
     modalities = {search.HELD_OUT[t][1] for t in search.HELD_OUT}
     assert len(search.HELD_OUT) >= 4 and len(domains) >= 3 and modalities == {"image", "text"}
     assert not set(search.HELD_OUT) & set(search.DATASETS)  # no design grid is held out
-    for task in search.HELD_OUT:
-        configs = [search.held_out_config(task, seed) for seed in search.HELD_OUT_SEEDS]
+    tasks = [(task, kind) for kind, (_, grids) in search.GRID_SETS.items() for task in grids]
+    assert {kind for _, kind in tasks} == {"heldout-grid", "dev-grid"}
+    for task, kind in tasks:
+        configs = [search.held_out_config(task, seed, kind) for seed in search.HELD_OUT_SEEDS]
         assert len(configs) >= 2 and configs[0]["run"] != configs[1]["run"]
         bench = parse_config(configs[0])
         assert bench.training.test_curve and bench.search.pruner == "none" and bench.search.portfolio == 0
