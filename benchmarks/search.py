@@ -191,13 +191,13 @@ def record(names: list[str]) -> None:
         )
 
 
-def record_held_out(tasks: list[str], kind: str = "heldout-grid") -> None:
+def record_held_out(tasks: list[str], kind: str = "heldout-grid", seeds: tuple[int, ...] = HELD_OUT_SEEDS) -> None:
     """Every task's seed 0, then every task's seed 1 (so that a cut-short recording has
     every task at least once); each an ordinary resumable ``tlbench run``, exported to
     ``benchmarks/<kind>/<task>-s<seed>.json`` when it is complete."""
     folder = GRID_SETS[kind][0]
     folder.mkdir(exist_ok=True)
-    for seed in HELD_OUT_SEEDS:
+    for seed in seeds:
         for task in tasks:
             config = folder / f"{task}-s{seed}.yaml"
             body = held_out_config(task, seed, kind)
@@ -245,6 +245,9 @@ def main(argv: list[str] | None = None) -> int:
         "record-held-out", help="record the held-out grids (CPU hours; resumable; at a frozen commit)"
     )
     held.add_argument("tasks", nargs="*", default=list(HELD_OUT), help="tasks (default: all)")
+    held.add_argument(
+        "--seed", type=int, action="append", help="only this recording seed (repeatable; default: 0 and 1)"
+    )
     dev = sub.add_parser("record-dev", help="record the development grids (10 epochs, design datasets; resumable)")
     dev.add_argument("tasks", nargs="*", default=list(DEV), help="tasks (default: all)")
     parser.add_argument("--grid", type=Path, default=GRID_DIR, help="folder of tlbench-table JSON files to replay")
@@ -262,7 +265,7 @@ def main(argv: list[str] | None = None) -> int:
         record(args.names)
         return 0
     if args.command == "record-held-out":
-        record_held_out(args.tasks)
+        record_held_out(args.tasks, seeds=tuple(args.seed or HELD_OUT_SEEDS))
         return 0
     if args.command == "record-dev":
         record_held_out(args.tasks, "dev-grid")
