@@ -150,8 +150,27 @@ def test_a_killed_worker_is_noticed_by_heartbeat_and_its_trial_retried_once(writ
     assert reason.startswith("interrupted: no heartbeat from")
 
 
+# A config plugin that writes, from each worker process, the threads PyTorch gave it.
+THREADS_PROBE = """
+import json, os
+from pathlib import Path
+
+import torch
+import tlbench
+
+
+@tlbench.hookimpl
+def tlbench_run_started(run):
+    out = Path(__file__).with_name(f"threads-{os.getpid()}.json")
+    out.write_text(json.dumps([torch.get_num_threads(), torch.get_num_interop_threads()]))
+"""
+
+
 def test_run_with_local_workers_shares_the_run_folder_sqlite_and_runs_repeats(write_config, capfd):
-    config = write_config(bench(search={"n_trials": 4, "startup_trials": 2, "enqueue": RECIPES[:1]}, repeats=1))
+    from tlbench import threads
+
+    config = write_config(bench(search={"n_trials": 4, "startup_trials": 2, "enqueue": RECIPES[:1]}, repeats=1, plugins=["probe.py"]))
+    (config.parent / "probe.py").write_text(THREADS_PROBE)
     code = cli.main(["run", str(config), "--workers", "2", "--format", "csv"])
     out = capfd.readouterr()
     assert code == 0, out.err
@@ -164,6 +183,11 @@ def test_run_with_local_workers_shares_the_run_folder_sqlite_and_runs_repeats(wr
     assert len(trials) == 4 + len(summary)
     assert (folder / "report.md").exists()
     assert "worker 1: done" in out.err and "worker 2: done" in out.err
+    # each worker ran with its share of the cores (the user's OMP_NUM_THREADS, if set, wins), not all of them
+    seen = [json.loads(p.read_text()) for p in config.parent.glob("threads-*.json")]
+    share = threads.share(2)
+    intra = int(os.environ.get("OMP_NUM_THREADS", share))
+    assert len(seen) >= 2 and all(t == [intra, share] for t in seen), seen
 
     # a second run finds everything done: no worker runs a trial
     code = cli.main(["run", str(config), "--workers", "2", "--format", "csv"])

@@ -352,6 +352,9 @@ def work(plan: Plan, progress: Progress, should_stop=lambda: False, run_folder: 
     """A worker: run trials of the run's studies on its shared storage until they are done,
     then the enqueued repeats. Returns how many trials it ran. ``run_folder``: also write
     a run folder here (if there is none) for ``tlbench report`` on this machine."""
+    from tlbench.threads import apply_interop
+
+    apply_interop()  # a local worker's share of inter-op threads, before any parallel work
     splits = preflight(plan)
     resources = TrialResources(plan, splits)
     if run_folder:
@@ -435,14 +438,18 @@ def _coordinate(
 
 def _workers(command: list[str], n: int, lock) -> int:
     """Start ``n`` workers and wait for them; 0, 130/143 if interrupted, else the first failing exit code.
+    Each gets its share of the CPU threads (:mod:`tlbench.threads`).
 
     Each worker is in a session of its own, so Ctrl-C reaches this process only and is
     passed on once; each holds the run folder's lock too (the inherited descriptor),
     so the folder stays locked until the last one exits, even if this process is killed.
     """
+    from tlbench.threads import worker_environment
+
     fds = () if lock is None else (lock.fileno(),)
+    env = worker_environment(n)  # each its share of the cores (tlbench/threads.py)
     procs = [
-        subprocess.Popen([*command, "--name", f"worker {i + 1}"], pass_fds=fds, start_new_session=True)
+        subprocess.Popen([*command, "--name", f"worker {i + 1}"], pass_fds=fds, start_new_session=True, env=env)
         for i in range(n)
     ]
     try:
