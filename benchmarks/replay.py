@@ -38,10 +38,14 @@ import math
 import random
 import statistics
 import subprocess
+import sys
 import warnings
 from pathlib import Path
 
 import optuna
+
+sys.path.insert(0, str(Path(__file__).parent))
+from search import DOMAINS, GRID_SETS  # noqa: E402  (the task lists live with the recording)
 
 ROOT = Path(__file__).resolve().parent.parent
 GRID_DIR = ROOT / "benchmarks" / "search-grid"
@@ -56,7 +60,6 @@ BUDGETS = (1, 3, 10)  # regret reported after this many F
 BOOTSTRAP = 1000
 # examples the screen passed through each backbone (train + validation) in grids recorded before the screen stored it
 SCREENED_EXAMPLES = {"mnist5k": 1000 + 300, "digits": 1079 + 359, "lfw_faces": 120 + 40, "textures": 300 + 120}
-DOMAINS = {"mnist5k": "digits", "digits": "digits", "lfw_faces": "faces", "textures": "textures"}  # in-sample grids
 ETA = 3  # successive halving, ASHA and Hyperband: keep the best 1/ETA at each rung
 
 
@@ -530,21 +533,12 @@ def load_in_sample(grid_dir: Path) -> dict[str, Grid]:
 def load_held_out(held_dir: Path, kind: str = "heldout-grid") -> dict[str, Grid]:
     """``<task>-s<seed>.json`` tables, the seeds of one task merged; domain and modality from
     ``benchmarks/search.py``'s HELD_OUT (or DEV, for ``kind`` dev-grid)."""
-    import sys
-
-    sys.path.insert(0, str(Path(__file__).parent))
-    from search import GRID_SETS
-
-    HELD_OUT = GRID_SETS[kind][1]  # noqa: N806
+    tasks = GRID_SETS[kind][1]
     tables: dict[str, list[dict]] = {}
     for path in sorted(held_dir.glob("*-s[0-9]*.json")):
         task = path.stem.rsplit("-s", 1)[0]
         tables.setdefault(task, []).extend(json.loads(path.read_text())["datasets"].values())
-    return {
-        t: Grid(t, datas, domain=HELD_OUT[t][0], modality=HELD_OUT[t][1])
-        for t, datas in tables.items()
-        if t in HELD_OUT
-    }
+    return {t: Grid(t, datas, domain=tasks[t][0], modality=tasks[t][1]) for t, datas in tables.items() if t in tasks}
 
 
 def portfolio_without(in_sample: dict[str, Grid], tables: dict[str, dict], domain: str | None) -> list[dict]:
