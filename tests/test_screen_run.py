@@ -7,6 +7,7 @@ import optuna
 from conftest import tiny_benchmark
 
 from tlbench import cli, portfolio, results, screen
+from tlbench.studyrecord import StudyRecord
 
 BACKBONES = [{"name": f"timm:{m}", "pretrained": False} for m in ("test_resnet", "test_efficientnet", "test_vit")]
 RECIPES = [
@@ -73,7 +74,7 @@ def test_the_search_skips_the_backbones_the_screen_drops_and_the_report_says_why
     study = optuna.load_study(study_name="tiny/r/synthetic", storage=f"sqlite:///{folder / 'study.db'}")
     scores = {k.removeprefix("screen:"): v for k, v in study.user_attrs.items() if k.startswith("screen:")}
     dropped = screen.dropped(scores, "knn", 0.001)
-    assert dropped and study.user_attrs[screen.DROPPED]["dropped"] == dropped  # the synthetic data tells them apart
+    assert dropped and StudyRecord.from_study(study).dropped == dropped  # the synthetic data tells them apart
     sampled = [
         t.params["backbone"] for t in study.trials if not (t.user_attrs.get("recipe") or t.user_attrs.get("probe"))
     ]
@@ -118,7 +119,7 @@ def test_the_portfolio_goes_first_on_the_backbone_the_screen_ranks_first(write_c
     folder = config.parent / "results" / "tiny" / "r"
     study = optuna.load_study(study_name="tiny/r/synthetic", storage=f"sqlite:///{folder / 'study.db'}")
     scores = {k.removeprefix("screen:"): v["knn"] for k, v in study.user_attrs.items() if k.startswith("screen:")}
-    dropped = study.user_attrs[screen.DROPPED]["dropped"]
+    dropped = StudyRecord.from_study(study).dropped
     first = max(
         (f"{b['name']}-scratch" for b in BACKBONES[:2] if f"{b['name']}-scratch" not in dropped), key=scores.get
     )

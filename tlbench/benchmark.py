@@ -27,7 +27,6 @@ from tlbench.progress import Progress
 from tlbench.record import Failure, TrialRecord
 from tlbench.studies import (
     FINISHED,
-    GAVE_UP,
     budget,
     connect_shared,
     derived_seed,
@@ -35,10 +34,8 @@ from tlbench.studies import (
     enqueue_portfolio,
     enqueue_probes,
     fail_interrupted,
-    failure,
-    lost_trials,
-    note_test_split,
     open_study,
+    out_of_retries,
     over_budget,
     probes_waiting,
     recover_interrupted,
@@ -46,6 +43,7 @@ from tlbench.studies import (
     started,
     study_name,
 )
+from tlbench.studyrecord import StudyRecord
 from tlbench.trial import Objective, TrialResources
 from tlbench.types import DatasetSplits, UserError
 
@@ -292,11 +290,11 @@ def enqueue_repeats(
 def _missing_repeats(plan: Plan, study: optuna.Study, numbers: list[int]) -> list[tuple[int, int]]:
     """(trial, repeat) pairs still to run; pairs interrupted more than ``retries`` times are
     recorded as out of retries instead."""
-    lost = lost_trials(study)
+    studied = StudyRecord.from_study(study)
     done, stopped, last = set(), collections.Counter(), {}
     for t in study.get_trials(deepcopy=False):
         record = TrialRecord.from_trial(t)
-        kind, _ = failure(t, lost, record)
+        kind, _ = studied.failure(t, record)
         if kind == Failure.SURPLUS:
             continue
         which = (record.repeat_of, record.repeat)
@@ -309,11 +307,7 @@ def _missing_repeats(plan: Plan, study: optuna.Study, numbers: list[int]) -> lis
     wanted = [(n, r) for n in numbers for r in range(plan.bench.repeats) if (n, r) not in done]
     missing = [which for which in wanted if stopped[which] <= retries]
     for which in set(wanted) - set(missing):
-        if f"{GAVE_UP}{last[which]}" not in study.user_attrs:
-            study.set_user_attr(
-                f"{GAVE_UP}{last[which]}",
-                f"out of retries: interrupted {stopped[which]} times (search.retries = {retries})",
-            )
+        StudyRecord.note_gave_up(study, last[which], out_of_retries(stopped[which], retries))
     return missing
 
 
@@ -393,21 +387,21 @@ def screen_all(
     history = portfolio_history(plan) if plan.bench.search.portfolio else []
     for entry, _ in plan.datasets:
         study = open_study(plan, entry.key, store, alone=False)
-        note_test_split(study, splits[entry.key].classes, splits[entry.key].test.labels)
+        StudyRecord.note_test_split(study, splits[entry.key].classes, splits[entry.key].test.labels)
         if not settings.enabled:
-            study.set_user_attr(screen.DROPPED, {"rule": "off (search.screen: false)", "dropped": {}})
+            StudyRecord.set_decision(study, "off (search.screen: false)", {})
             continue
         screen.screen_backbones(plan, study, splits[entry.key], resources, entry.key)
-        dropped = study.user_attrs[screen.DROPPED]["dropped"]
+        dropped = StudyRecord.from_study(study).dropped
         for backbone, why in dropped.items():
             progress.note(f"[{entry.key}] screen: the search skips {backbone} ({why}; recipes on it still run)")
         kept = [b for b in plan.backbones_for(entry.key) if b not in dropped]
         enqueue_probes(plan, study, kept)
         added = enqueue_portfolio(plan, study, kept, entry.key, history)
         if added:
+            record = StudyRecord.from_study(study)
             progress.note(f"[{entry.key}] portfolio: {len(added)} configurations that did best on earlier benchmarks go first, "
-                          f"on {study.user_attrs['portfolio']} (the screen's first); "
-                          f"{study.user_attrs['portfolio_sources']}")  # fmt: skip
+                          f"on {record.portfolio} (the screen's first); {record.portfolio_sources}")  # fmt: skip
 
 
 def _coordinate(

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from tlbench.record import TrialRecord
-from tlbench.screen import SCREEN
+from tlbench.studyrecord import StudyRecord
 from tlbench.types import UserError
 
 FORMAT, VERSION = "tlbench-table", 1
@@ -27,7 +27,7 @@ def export_run(folder: Path) -> dict[str, Any]:
     """The run in ``folder`` as a ``tlbench-table`` document (plain JSON types)."""
     import optuna
 
-    from tlbench import results, storage, studies
+    from tlbench import results, storage
 
     meta = results.read_meta(folder)
     store = storage.connect(results.read_only_url(results.storage_url(meta["storage"], folder), folder))
@@ -37,14 +37,12 @@ def export_run(folder: Path) -> dict[str, Any]:
             study = optuna.load_study(study_name=name, storage=store)
         except KeyError:
             continue  # not started yet
-        lost = studies.lost_trials(study)
-        screen = {k[len(SCREEN) :]: v for k, v in study.user_attrs.items() if k.startswith(SCREEN)}
-        trials = [_trial(t, lost) for t in study.get_trials(deepcopy=False)]
-        learnt = study.user_attrs.get(studies.PORTFOLIO_SOURCES)  # what the run's portfolio learnt from
+        record = StudyRecord.from_study(study)
+        trials = [_trial(t, record) for t in study.get_trials(deepcopy=False)]
         datasets[dataset] = {
             "study": name,
-            "screen": screen,
-            "portfolio": learnt,
+            "screen": record.screen,
+            "portfolio": record.portfolio_sources,  # what the run's portfolio learnt from
             "trials": [t for t in trials if t is not None],
         }
     return {
@@ -60,14 +58,13 @@ def export_run(folder: Path) -> dict[str, Any]:
     }
 
 
-def _trial(t, lost) -> dict[str, Any] | None:
+def _trial(t, studied: StudyRecord) -> dict[str, Any] | None:
     import optuna
 
-    from tlbench import studies
     from tlbench.record import Failure
 
     record = TrialRecord.from_trial(t)
-    kind, reason = studies.failure(t, lost, record)
+    kind, reason = studied.failure(t, record)
     if kind == Failure.SURPLUS:
         return None  # never ran
     # a Pareto search stores its curve in the record (Optuna cannot report multi-objective trials)

@@ -27,6 +27,7 @@ import yaml
 from tlbench.config import Benchmark
 from tlbench.record import Failure, TrialRecord
 from tlbench.screen import screen_frame
+from tlbench.studyrecord import StudyRecord
 from tlbench.tables import describe_params, ranking_frame, strategy_params, summary_frame
 from tlbench.types import UserError
 
@@ -277,7 +278,7 @@ def load_run(folder: Path) -> Run:
     trials = trials_frame(store, meta["studies"], limits)
     repeats = trials_frame(store, meta.get("repeat_studies", {}))
     summary = summary_frame(trials, repeats)
-    return Run(folder, meta, env, config, trials, repeats, summary, screen_frame(_study_attrs(store, meta["studies"]), trials, summary))
+    return Run(folder, meta, env, config, trials, repeats, summary, screen_frame(_study_records(store, meta["studies"]), trials, summary))
 
 
 def read_environment(folder: Path) -> dict[str, Any]:
@@ -285,14 +286,14 @@ def read_environment(folder: Path) -> dict[str, Any]:
     return _read(folder / "environment.json", folder, json.loads, {})
 
 
-def _study_attrs(store, studies: dict[str, str]) -> dict[str, dict]:
-    """Dataset key -> its study's user attributes (screening scores among them)."""
+def _study_records(store, studies: dict[str, str]) -> dict[str, StudyRecord]:
+    """Dataset key -> its study's record (screening scores among them)."""
     import optuna
 
     out = {}
     for dataset, name in studies.items():
         try:
-            out[dataset] = optuna.load_study(study_name=name, storage=store).user_attrs
+            out[dataset] = StudyRecord.from_study(optuna.load_study(study_name=name, storage=store))
         except KeyError:
             continue
     return out
@@ -366,7 +367,6 @@ def trials_frame(store, studies: dict[str, str], limits: dict | None = None) -> 
     ``limits``: ``search.constraints``, which mark rows infeasible."""
     import optuna
 
-    from tlbench import studies as studies_
     from tlbench.sampling import infeasible
 
     rows = []
@@ -375,11 +375,11 @@ def trials_frame(store, studies: dict[str, str], limits: dict | None = None) -> 
             study = optuna.load_study(study_name=name, storage=store)
         except KeyError:
             continue  # not started yet
-        lost, gave_up = studies_.lost_trials(study), studies_.gave_up(study)
-        test_split = study.user_attrs.get(studies_.TEST_SPLIT)
+        record_ = StudyRecord.from_study(study)
+        gave_up, test_split = record_.gave_up, record_.test_split
         for t in study.get_trials(deepcopy=False):
             record = TrialRecord.from_trial(t)
-            kind, reason = studies_.failure(t, lost, record)
+            kind, reason = record_.failure(t, record)
             if kind != Failure.SURPLUS:  # never ran: workers racing for a study's last trial
                 row = _trial_row(dataset, t, record, kind, reason, gave_up.get(t.number))
                 rows.append(row | {"infeasible": infeasible(record, limits or {})} | per_class(record.test_correct, test_split))

@@ -22,7 +22,7 @@ import numpy as np
 import optuna
 
 from tlbench.record import TrialRecord
-from tlbench.screen import DROPPED
+from tlbench.studyrecord import StudyRecord
 
 REDRAWS = 20  # times the wrapped sampler is asked again before a kept backbone is drawn uniformly
 
@@ -68,7 +68,7 @@ class ScreenedSampler(optuna.samplers.BaseSampler):
 
 def dropped_backbones(study) -> set[str]:
     """Backbone keys the study's screen dropped (none before the screen ran, or with it off)."""
-    return set(study.user_attrs.get(DROPPED, {}).get("dropped", {}))
+    return set(StudyRecord.from_study(study).dropped)
 
 
 def constraint_values(limits: dict[str, float]):

@@ -34,6 +34,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from tlbench.studyrecord import StudyRecord
+
 
 def logme(features: np.ndarray, labels: Sequence[int], iterations: int = 100, tol: float = 1e-5) -> float:
     """LogME of ``features`` [n, d] for integer ``labels`` [n] (see the module docstring)."""
@@ -147,9 +149,6 @@ def _unit(x: np.ndarray) -> np.ndarray:
 
 # --------------------------------------------------------------------------- the rule the search applies
 
-DROPPED = "screen_dropped"  # study user attr: {"rule": text, "dropped": {backbone key: why}}
-
-
 def dropped(scores: dict[str, dict], score: str = "knn", margin: float = 0.10) -> dict[str, str]:
     """Backbones the screen drops: those whose ``score`` is more than ``margin`` below the
     best backbone's (knn, ridge: validation accuracy, so 0.10 is 10 points; logme: log
@@ -177,9 +176,6 @@ def rule_text(settings) -> str:
 
 # --------------------------------------------------------------------------- screening a run's backbones
 
-SCREEN = "screen:"  # study user attr prefix: "screen:<backbone key>" -> that backbone's scores on the study's dataset
-
-
 def screen_backbones(plan, study, splits, resources, dataset_key: str) -> None:
     """Score every backbone of ``plan`` on the study's dataset from its frozen features
     (the frozen prefix up to the linear probe's cut, at the trials' resolution), once:
@@ -197,7 +193,7 @@ def screen_backbones(plan, study, splits, resources, dataset_key: str) -> None:
     device = resources.devices[0]
     for key in plan.backbones_for(dataset_key):
         backbone = plan.backbones[key]
-        if f"{SCREEN}{key}" in study.user_attrs:
+        if key in StudyRecord.from_study(study).screen:
             continue
         start = time.perf_counter()
         torch.manual_seed(0)
@@ -210,9 +206,7 @@ def screen_backbones(plan, study, splits, resources, dataset_key: str) -> None:
         try:  # the screen only reports: a model it cannot take apart is recorded as not screened, with why
             taken, cut, where = train.frozen_features(built, splits, settings)
             if cut.name == features.INPUT:
-                study.set_user_attr(
-                    f"{SCREEN}{key}", {"skipped": "no cut before the head: its features cannot be taken out"}
-                )
+                StudyRecord.note_screen(study, key, {"skipped": "no cut before the head: its features cannot be taken out"})
                 continue
             x = {name: _pooled(taken.splits[name]) for name in ("train", "val")}
             train_, val = (x["train"], splits.train.labels), (x["val"], splits.val.labels)
@@ -222,12 +216,11 @@ def screen_backbones(plan, study, splits, resources, dataset_key: str) -> None:
                 "ridge": ridge_probe_accuracy(*train_, *val),
             }
         except (RuntimeError, ValueError, TypeError, np.linalg.LinAlgError) as exc:
-            study.set_user_attr(f"{SCREEN}{key}", {"skipped": f"{type(exc).__name__}: {str(exc).strip()[:150]}"})
+            StudyRecord.note_screen(study, key, {"skipped": f"{type(exc).__name__}: {str(exc).strip()[:150]}"})
             continue
         examples = len(splits.train) + len(splits.val)  # each passed once through the frozen prefix
-        study.set_user_attr(
-            f"{SCREEN}{key}",
-            scores | {"seconds": time.perf_counter() - start, "at": cut.name, "examples": examples, "features": where},
+        StudyRecord.note_screen(
+            study, key, scores | {"seconds": time.perf_counter() - start, "at": cut.name, "examples": examples, "features": where}
         )
     apply_rule(study, plan.bench.search.screen)
 
@@ -268,35 +261,30 @@ def probe_params(plan, strategy_key: str) -> dict:
 def apply_rule(study, settings) -> dict[str, str]:
     """Decide which backbones the sampler skips (from the stored scores and today's rule;
     a resumed run may change the rule) and store the decision with the study."""
-    scores = {k[len(SCREEN) :]: v for k, v in study.user_attrs.items() if k.startswith(SCREEN)}
+    scores = StudyRecord.from_study(study).screen
     out = dropped(scores, settings.score, settings.margin) if settings.drop else {}
-    study.set_user_attr(DROPPED, {"rule": rule_text(settings), "dropped": out})
+    StudyRecord.set_decision(study, rule_text(settings), out)
     return out
 
 
-def screen_frame(studies: dict, trials, summary):
+def screen_frame(studies: dict[str, StudyRecord], trials, summary):
     """One row per dataset x backbone: its scores, what screening cost, the best test
     accuracy the search found for it (the best-by-validation trial's), and whether the
     screen's rule dropped it from the search (why, and the rule)."""
     import pandas as pd
 
-    from tlbench.studies import PORTFOLIO_SOURCES
-
     rows = []
-    for dataset, attrs in studies.items():
+    for dataset, record in studies.items():
         best = (
             summary[summary["dataset"] == dataset]
             .sort_values("val_accuracy", ascending=False)
             .drop_duplicates("backbone")
         )
         found = dict(zip(best["backbone"], best["test_accuracy"]))
-        decision = attrs.get(DROPPED, {})
-        for name, value in attrs.items():
-            if name.startswith(SCREEN):
-                backbone = name[len(SCREEN) :]
-                why = decision.get("dropped", {}).get(backbone)
-                rows.append({"dataset": dataset, "backbone": backbone, **value, "best_test": found.get(backbone),
-                             "dropped": why, "rule": decision.get("rule"), "portfolio": attrs.get(PORTFOLIO_SOURCES)})  # fmt: skip
+        rule = record.decision.rule if record.decision else None
+        for backbone, value in record.screen.items():
+            rows.append({"dataset": dataset, "backbone": backbone, **value, "best_test": found.get(backbone),
+                         "dropped": record.dropped.get(backbone), "rule": rule, "portfolio": record.portfolio_sources})  # fmt: skip
     columns = [
         "dataset",
         "backbone",

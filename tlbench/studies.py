@@ -13,7 +13,6 @@ from __future__ import annotations
 import functools
 import sys
 import time
-from collections.abc import Mapping
 
 import optuna
 
@@ -23,6 +22,7 @@ from tlbench.planning import Plan, recipe_params
 from tlbench.pruning import make_pruner
 from tlbench.record import Failure, TrialRecord
 from tlbench.sampling import make_sampler
+from tlbench.studyrecord import StudyRecord
 from tlbench.types import UserError
 
 FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.FAIL)
@@ -51,24 +51,20 @@ def enqueue_probes(plan: Plan, study: optuna.Study, kept: list[str]) -> int:
     from tlbench.screen import probe_params, probe_strategy
 
     key = probe_strategy(plan)
-    if key is None or study.user_attrs.get(PROBES) or _begun(study):
+    record = StudyRecord.from_study(study)
+    if key is None or record.probes or _begun(study):
         return 0
     searched = set(plan.strategies[key].searched)
     params = {k: v for k, v in probe_params(plan, key).items() if k in searched}
     before = len(study.get_trials(deepcopy=False))
     score = plan.bench.search.screen.score
-    ranked = sorted(kept, key=lambda b: -_score(study, b, score))  # the most promising backbone's probe first
+    ranked = sorted(kept, key=lambda b: -record.score(b, score))  # the most promising backbone's probe first
     for backbone in ranked:
         study.enqueue_trial(
             recipe_params(plan, backbone, key, params), user_attrs=TrialRecord(probe=True).attrs(), skip_if_exists=True
         )
-    study.set_user_attr(PROBES, True)
+    StudyRecord.mark_probes(study)
     return len(study.get_trials(deepcopy=False)) - before
-
-
-PROBES = "screen_probes"  # study user attr: the screen's probes were enqueued (once)
-PORTFOLIO = "portfolio"  # study user attr: the portfolio's entries were enqueued (once), on this backbone
-PORTFOLIO_SOURCES = "portfolio_sources"  # study user attr: what the portfolio was learnt from, in words
 
 
 def enqueue_portfolio(
@@ -78,15 +74,16 @@ def enqueue_portfolio(
     study's :func:`tlbench.portfolio.for_study` ranking (shipped grids of other domains,
     ``history`` tables of its modality) that the config can run, on the kept backbone
     with the best screen score (``search.screen.score``); they count towards
-    ``n_trials``. What it learnt from is stored with the study (PORTFOLIO_SOURCES).
+    ``n_trials``. What it learnt from is stored with the study (``StudyRecord.portfolio_sources``).
     Returns the trial numbers added (none without a screened backbone, once done, or
     after the study's first trial)."""
     from tlbench import portfolio
 
     n, score = plan.bench.search.portfolio, plan.bench.search.screen.score
-    scores = {b: _score(study, b, score) for b in kept}
+    record = StudyRecord.from_study(study)
+    scores = {b: record.score(b, score) for b in kept}
     scores = {b: v for b, v in scores.items() if v != float("-inf")}
-    if not n or not scores or study.user_attrs.get(PORTFOLIO) or _begun(study):
+    if not n or not scores or record.portfolio or _begun(study):
         return []
     dataset = next(entry for entry, _ in plan.datasets if entry.key == dataset_key)
     warm = portfolio.for_study(dataset.name, plan.backbones[kept[0]].record.modality, score, history)
@@ -99,8 +96,7 @@ def enqueue_portfolio(
         study.enqueue_trial(
             recipe_params(plan, first, key, params), user_attrs=TrialRecord(portfolio=True).attrs(), skip_if_exists=True
         )
-    study.set_user_attr(PORTFOLIO_SOURCES, warm.describe())
-    study.set_user_attr(PORTFOLIO, first)
+    StudyRecord.set_portfolio(study, first, warm.describe())
     return sorted({t.number for t in study.get_trials(deepcopy=False)} - before)
 
 
@@ -108,13 +104,6 @@ def _begun(study: optuna.Study) -> bool:
     """Some trial has started: a run made before probes and portfolios existed, or one
     whose workers began without the screen. Nothing goes in front of it any more."""
     return any(t.state != optuna.trial.TrialState.WAITING for t in study.get_trials(deepcopy=False))
-
-
-def _score(study: optuna.Study, backbone: str, score: str) -> float:
-    from tlbench.screen import SCREEN
-
-    value = study.user_attrs.get(f"{SCREEN}{backbone}", {}).get(score)
-    return float(value) if isinstance(value, (int, float)) else float("-inf")
 
 
 def directions(search) -> list[str]:
@@ -158,17 +147,17 @@ def open_study(plan: Plan, dataset_key: str, storage: optuna.storages.BaseStorag
     except optuna.exceptions.DuplicatedStudyError:
         study, created = optuna.create_study(**settings, load_if_exists=True), False
     deadline = time.monotonic() + (0 if alone or created else READY_WAIT)
-    while "fingerprint" not in study.user_attrs and time.monotonic() < deadline:
+    while StudyRecord.from_study(study).fingerprint is None and time.monotonic() < deadline:
         time.sleep(0.2)
         study = optuna.create_study(**settings, load_if_exists=True)
-    stored = study.user_attrs.get("fingerprint")
+    stored = StudyRecord.from_study(study).fingerprint
     if stored is None:  # we created it, or its creator died before finishing
         for recipe in search.enqueue:
             if recipe.backbone not in plan.backbones_for(dataset_key):
                 continue  # a recipe runs on the datasets of its backbone's modality
             params = recipe_params(plan, recipe.backbone, recipe.strategy, recipe.params)
             study.enqueue_trial(params, user_attrs=TrialRecord(recipe=True).attrs(), skip_if_exists=True)
-        study.set_user_attr("fingerprint", bench.fingerprint())
+        StudyRecord.set_fingerprint(study, bench.fingerprint())
     elif stored != bench.fingerprint():
         raise UserError(
             f"study {name} was made from a different config (fingerprint {stored}, now {bench.fingerprint()}); "
@@ -224,29 +213,6 @@ def probes_waiting(study: optuna.Study) -> int:
 
 
 RETRIED = ("recipe", "seed", "repeat_of", "repeat")  # what a retry keeps of the interrupted trial's record
-LOST = "lost:"  # study user attr prefix: "lost:<number>" -> why a trial without heartbeat was failed
-GAVE_UP = "gave_up:"  # study user attr prefix: "gave_up:<number>" -> an interrupted trial out of retries
-
-
-def failure(
-    trial: optuna.trial.FrozenTrial, lost: Mapping[int, str], record: TrialRecord | None = None
-) -> tuple[str | None, str]:
-    """(kind, reason) of a trial's failure: its record's, or the study's note of a lost worker
-    (a trial Optuna failed by heartbeat is read-only, so the note is on the study)."""
-    record = record or TrialRecord.from_trial(trial)
-    if record.failure is None and trial.number in lost:
-        return Failure.INTERRUPTED, lost[trial.number]
-    return record.failure, record.fail_reason or ""
-
-
-def lost_trials(study: optuna.Study) -> dict[int, str]:
-    """Trial number -> reason, for trials failed because their worker stopped sending heartbeats."""
-    return {int(k[len(LOST) :]): v for k, v in study.user_attrs.items() if k.startswith(LOST)}
-
-
-def gave_up(study: optuna.Study) -> dict[int, str]:
-    """Trial number -> note, for interrupted trials whose configuration ran out of retries."""
-    return {int(k[len(GAVE_UP) :]): v for k, v in study.user_attrs.items() if k.startswith(GAVE_UP)}
 
 
 def attempt(record: TrialRecord) -> int:
@@ -261,11 +227,11 @@ def recover_interrupted(study: optuna.Study, storage, progress, where: str, retr
     trial (None: only mark them; the caller retries). Call only when no other process
     uses the study. Returns the numbers marked failed."""
     stale = fail_running(study, storage, "interrupted: the process running it was killed")
-    trials, lost = study.get_trials(deepcopy=False), lost_trials(study)
+    trials, studied = study.get_trials(deepcopy=False), StudyRecord.from_study(study)
     retried = {TrialRecord.from_trial(t).retry_of for t in trials}
     stopped = [
         t for t in trials
-        if t.state == optuna.trial.TrialState.FAIL and failure(t, lost)[0] == Failure.INTERRUPTED and t.number not in retried
+        if t.state == optuna.trial.TrialState.FAIL and studied.failure(t)[0] == Failure.INTERRUPTED and t.number not in retried
     ]  # fmt: skip
     for t in stopped:
         again = retries is not None and _retry_or_give_up(study, t, retries)
@@ -282,9 +248,7 @@ def _retry_or_give_up(study: optuna.Study, t: optuna.trial.FrozenTrial, retries:
         retry = TrialRecord(**kept, retry_of=t.number, attempt=attempt(record) + 1)
         study.enqueue_trial(t.params, user_attrs=retry.attrs())
         return True
-    if f"{GAVE_UP}{t.number}" not in study.user_attrs:
-        note = f"out of retries: interrupted {attempt(record) + 1} times (search.retries = {retries})"
-        study.set_user_attr(f"{GAVE_UP}{t.number}", note)
+    StudyRecord.note_gave_up(study, t.number, out_of_retries(attempt(record) + 1, retries))
     return False
 
 
@@ -294,7 +258,7 @@ def retry_lost(study: optuna.Study, trial: optuna.trial.FrozenTrial, retries: in
     Record why (on the study: a failed trial is read-only) and retry it (``retries``)."""
     worker = TrialRecord.from_trial(trial).worker or "a worker"
     reason = f"interrupted: no heartbeat from {worker} (killed or lost)"
-    study.set_user_attr(f"{LOST}{trial.number}", reason)
+    StudyRecord.note_lost(study, trial.number, reason)
     trials = study.get_trials(deepcopy=False)
     retried = any(TrialRecord.from_trial(t).retry_of == trial.number for t in trials)
     again = not retried and _retry_or_give_up(study, trial, retries)
@@ -339,12 +303,6 @@ def fail_interrupted(plan: Plan, storage) -> None:
             fail_running(study, storage, f"interrupted by {interrupts.what()}")
 
 
-TEST_SPLIT = "test_split"  # study attribute: {"classes": [...], "labels": [...]} of the dataset's test split
-
-
-def note_test_split(study: optuna.Study, classes, labels) -> None:
-    """Keep the test split's class names and labels with the study (once), so that the
-    tables can give per-class and balanced accuracy from each trial's per-example results
-    without loading the dataset again."""
-    if TEST_SPLIT not in study.user_attrs:
-        study.set_user_attr(TEST_SPLIT, {"classes": list(classes), "labels": [int(y) for y in labels]})
+def out_of_retries(times: int, retries: int) -> str:
+    """The note on an interrupted configuration that ran out of retries."""
+    return f"out of retries: interrupted {times} times (search.retries = {retries})"

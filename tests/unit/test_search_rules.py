@@ -9,6 +9,7 @@ import pytest
 from tlbench import pruning, sampling, screen, studies
 from tlbench.config import SearchConfig
 from tlbench.record import TrialRecord
+from tlbench.studyrecord import StudyRecord
 
 CAT = optuna.distributions.CategoricalDistribution
 DISTS = {"backbone": CAT(["a", "b", "c"]), "strategy": CAT(["linear_probe", "finetune"])}
@@ -130,14 +131,14 @@ def test_the_rule_is_stored_with_the_study_and_can_be_switched_off():
     assert screen.apply_rule(study, SearchConfig().screen) == {"b": "knn 0.200 is more than 0.1 below a's 0.900"}
     assert sampling.dropped_backbones(study) == {"b"}
     assert screen.apply_rule(study, SearchConfig(screen={"drop": False}).screen) == {}
-    assert sampling.dropped_backbones(study) == set() and "off" in study.user_attrs[screen.DROPPED]["rule"]
+    assert sampling.dropped_backbones(study) == set() and "off" in StudyRecord.from_study(study).decision.rule
 
 
 @pytest.mark.parametrize("kind", ["tpe", "random"])
 def test_the_sampler_never_proposes_a_dropped_backbone(kind):
     search = SearchConfig(sampler=kind, startup_trials=3)
     study = optuna.create_study(direction="maximize", sampler=sampling.make_sampler(search, seed=1))
-    study.set_user_attr(screen.DROPPED, {"rule": "test", "dropped": {"a": "why", "c": "why"}})
+    StudyRecord.set_decision(study, "test", {"a": "why", "c": "why"})
     study.enqueue_trial({"backbone": "a"})  # a recipe on a dropped backbone still runs
 
     def objective(trial):

@@ -12,6 +12,7 @@ from tlbench.config import parse_config
 from tlbench.planning import make_plan
 from tlbench.progress import Progress
 from tlbench.record import Failure, TrialRecord
+from tlbench.studyrecord import StudyRecord
 from tlbench.types import UserError
 
 COMPLETE, FAIL, WAITING = optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL, optuna.trial.TrialState.WAITING
@@ -64,7 +65,7 @@ def test_a_heartbeat_lost_trial_is_interrupted_by_the_studys_note():
     study = optuna.create_study()
     study.add_trial(_trial(FAIL, worker="h:1"))
     studies.retry_lost(study, study.trials[0], retries=1)
-    assert studies.failure(study.trials[0], studies.lost_trials(study)) == (Failure.INTERRUPTED, "interrupted: no heartbeat from h:1 (killed or lost)")
+    assert StudyRecord.from_study(study).failure(study.trials[0]) == (Failure.INTERRUPTED, "interrupted: no heartbeat from h:1 (killed or lost)")
     (retry,) = study.get_trials(states=(WAITING,))
     assert TrialRecord.from_trial(retry).retry_of == 0
 
@@ -90,7 +91,7 @@ def test_an_interrupted_configuration_runs_again_retries_times_then_is_marked_ou
         assert again.params == first.params and (record.attempt, record.retry_of) == (k, again.number - 1)
     assert studies.recover_interrupted(study, study._storage, Progress(), "d", retries) == []
     assert not study.get_trials(states=(WAITING,))  # nothing more enqueued
-    assert studies.gave_up(study) == {retries: f"out of retries: interrupted {retries + 1} times (search.retries = {retries})"}
+    assert StudyRecord.from_study(study).gave_up == {retries: f"out of retries: interrupted {retries + 1} times (search.retries = {retries})"}
     studies.recover_interrupted(study, study._storage, Progress(), "d", retries)  # idempotent
     assert len(study.trials) == retries + 1
 
