@@ -45,7 +45,7 @@ from pathlib import Path
 import optuna
 
 sys.path.insert(0, str(Path(__file__).parent))
-from search import DOMAINS, GRID_SETS  # noqa: E402  (the task lists live with the recording)
+from search import DOMAINS, GRID_SETS, portfolio_sources  # noqa: E402  (the task lists live with the recording)
 
 ROOT = Path(__file__).resolve().parent.parent
 GRID_DIR = ROOT / "benchmarks" / "search-grid"
@@ -61,6 +61,22 @@ BOOTSTRAP = 1000
 # examples the screen passed through each backbone (train + validation) in grids recorded before the screen stored it
 SCREENED_EXAMPLES = {"mnist5k": 1000 + 300, "digits": 1079 + 359, "lfw_faces": 120 + 40, "textures": 300 + 120}
 ETA = 3  # successive halving, ASHA and Hyperband: keep the best 1/ETA at each rung
+# Candidate searches after the opening (issue 21, part 3), replayed by ``search.py design``
+# on the development and in-sample grids only (never on the held-out ones): each is a
+# SearchConfig of tlbench's own (its sampler, pruner and portfolio, through the functions a
+# run calls). The one chosen becomes tlbench's default before the held-out look.
+CANDIDATES = {
+    "defaults": {},
+    "asha": {"pruner": "asha"},
+    "no_pruning": {"pruner": "none"},
+    "portfolio4": {"portfolio": 4},
+    "portfolio8": {"portfolio": 8},
+    "portfolio4_asha": {"portfolio": 4, "pruner": "asha"},
+    "portfolio8_asha": {"portfolio": 8, "pruner": "asha"},
+    "random_median": {"sampler": "random"},
+    "random_asha": {"sampler": "random", "pruner": "asha"},
+    "median_startup4": {"prune_startup": 4},
+}
 
 
 class Grid:
@@ -295,9 +311,11 @@ def successive_halving(grid: Grid, draw: Draw, seed: int) -> Trace:
     return trace
 
 
-def methods(grid: Grid, seed: int, others: list[dict]) -> dict[str, Trace]:
+def methods(grid: Grid, seed: int, others: list[dict], candidates: dict[str, dict] | None = None) -> dict[str, Trace]:
     """Every method on one replay seed. ``others``: the portfolio built from the other
-    domains' grids only (leave one domain out: a grid never ranks its own entries)."""
+    domains' grids only (leave one domain out: a grid never ranks its own entries).
+    ``candidates``: replay these SearchConfig variants of tlbench instead (``search.py
+    design``), next to the baselines the design has to beat."""
     from tlbench import pruning, sampling
     from tlbench.config import SearchConfig
 
@@ -322,6 +340,16 @@ def methods(grid: Grid, seed: int, others: list[dict]) -> dict[str, Trace]:
         return optuna.samplers.RandomSampler(seed=seed)
 
     epochs = grid.epochs
+    if candidates is not None:
+        out = {
+            "uniform_random": in_order(grid, draw, uniform_order(grid, seed)),
+            "asha": optuna_method(grid, draw, random_sampler(), optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=ETA)),
+            "opening_then_random": in_order(grid, draw, opening + uniform_order(grid, seed, exclude=opening), charge=charge, probes=n_probes),
+        }  # fmt: skip
+        for name, overrides in candidates.items():
+            search = SearchConfig(**overrides)
+            out[f"tlbench[{name}]"] = ours(search, first=tlbench_opening(grid, search, others)[0])
+        return out
     out = {
         "uniform_random": in_order(grid, draw, uniform_order(grid, seed)),
         "optuna_random": optuna_method(grid, draw, random_sampler(), optuna.pruners.NopPruner()),
@@ -541,10 +569,13 @@ def load_held_out(held_dir: Path, kind: str = "heldout-grid") -> dict[str, Grid]
     return {t: Grid(t, datas, domain=tasks[t][0], modality=tasks[t][1]) for t, datas in tables.items() if t in tasks}
 
 
-def portfolio_without(in_sample: dict[str, Grid], tables: dict[str, dict], domain: str | None) -> list[dict]:
+def portfolio_without(domain: str | None) -> list[dict]:
+    """The shipped portfolio's ranking (every in-sample and development grid: search.py's
+    portfolio_sources) without the grids of ``domain`` (leave one domain out)."""
     from tlbench import portfolio
 
-    return portfolio.build([tables[n] for n, g in in_sample.items() if g.domain != domain])
+    tables, sources = portfolio_sources()
+    return portfolio.build([t for n, t in tables.items() if sources[n]["domain"] != domain])
 
 
 def replay_all(grids: dict[str, Grid], seeds: int, portfolio_for) -> tuple[dict, dict, dict]:
@@ -561,6 +592,40 @@ def replay_all(grids: dict[str, Grid], seeds: int, portfolio_for) -> tuple[dict,
             flush=True,
         )
     return summaries, traces, aucs
+
+
+def design(grid_dir: Path, dev_dir: Path, seeds: int, names: list[str] | None = None, out: Path | None = None) -> int:
+    """Replay the candidate searches (CANDIDATES) on the development grids and the in-sample
+    grids, next to uniform random, ASHA and the opening followed by random search; print
+    each one's median regret-AUC per task and its paired wins against the opening followed
+    by random search. In-sample by construction: this is where the search is designed."""
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    in_sample, dev = load_in_sample(grid_dir), load_held_out(dev_dir, "dev-grid")
+    candidates = {n: CANDIDATES[n] for n in (names or CANDIDATES)}
+    grids = {f"{n} (dev)": g for n, g in dev.items()} | in_sample
+    results: dict[str, dict] = {}
+    for name, grid in grids.items():
+        others = portfolio_without(grid.domain)
+        runs = [methods(grid, seed, others, candidates) for seed in range(seeds)]
+        aucs = {m: [area(r[m], grid) for r in runs] for m in runs[0]}
+        base = aucs["opening_then_random"]
+        results[name] = {
+            m: {"regret_auc": statistics.median(a), "regret_auc_ci": bootstrap_median(a),
+                "wins_vs_opening_then_random": sum(x < y for x, y in zip(a, base)),
+                "losses_vs_opening_then_random": sum(x > y for x, y in zip(a, base)),
+                "regret_at": {f"{b}F": statistics.median(regret_at(r[m], b * grid.unit) for r in runs) for b in BUDGETS}}
+            for m, a in aucs.items()
+        }  # fmt: skip
+        print(f"{name} ({grid.domain}, {grid.epochs} epochs, {len(grid.by_point)} points, {seeds} seeds)", flush=True)
+        for m, r in results[name].items():
+            print(f"  {m:28s} AUC {r['regret_auc']:.3f}  @1F {r['regret_at']['1F']:.3f}  @3F {r['regret_at']['3F']:.3f}"
+                  f"  @10F {r['regret_at']['10F']:.3f}  vs opening+random {r['wins_vs_opening_then_random']}/"
+                  f"{r['losses_vs_opening_then_random']}", flush=True)  # fmt: skip
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps({"seeds": seeds, "in_sample": True, "tasks": results}, indent=1) + "\n")
+        print(f"wrote {out}")
+    return 0
 
 
 def git_commit() -> tuple[str, bool]:
@@ -586,7 +651,6 @@ def main(
     if not in_sample:
         print(f"no recorded grid in {grid_dir}; record one: python benchmarks/search.py record")
         return 2
-    tables = {n: {"datasets": {n: {"trials": g.trials, "screen": g.screen}}} for n, g in in_sample.items()}
     commit, dirty = git_commit()
     if held_out is not None and dirty:  # before minutes of in-sample replay
         print(
@@ -596,16 +660,14 @@ def main(
     report = {"seeds": seeds, "target_points": TARGET_POINTS, "compute": "training GFLOPs", "horizon_F": HORIZON,
               "frozen_commit": None, "in_sample": sorted(in_sample), "datasets": {}}  # fmt: skip
     # in-sample: leave one domain out (the two digit sets are one domain)
-    summaries, traces, aucs = replay_all(in_sample, seeds, lambda g: portfolio_without(in_sample, tables, g.domain))
+    summaries, traces, aucs = replay_all(in_sample, seeds, lambda g: portfolio_without(g.domain))
     report["datasets"] = summaries
     report["in_sample_aggregate"] = aggregate(summaries, aucs)
     plotted = dict(in_sample)
     if dev is not None:  # development grids: 10 epochs on design datasets, in-sample
         grids = load_held_out(dev, "dev-grid")
         if grids:
-            dev_summaries, dev_traces, dev_aucs = replay_all(
-                grids, seeds, lambda g: portfolio_without(in_sample, tables, g.domain)
-            )
+            dev_summaries, dev_traces, dev_aucs = replay_all(grids, seeds, lambda g: portfolio_without(g.domain))
             report["dev"], report["dev_aggregate"] = dev_summaries, aggregate(dev_summaries, dev_aucs)
             traces = {**traces, **{f"{n} (dev)": t for n, t in dev_traces.items()}}
             plotted |= {f"{n} (dev)": g for n, g in grids.items()}
@@ -617,7 +679,7 @@ def main(
         looks = json.loads(LOOKS.read_text()) if LOOKS.exists() else []
         looks.append({"commit": commit, "seeds": seeds, "tasks": sorted(grids)})
         LOOKS.write_text(json.dumps(looks, indent=1) + "\n")
-        held, held_traces, held_aucs = replay_all(grids, seeds, lambda g: portfolio_without(in_sample, tables, None))
+        held, held_traces, held_aucs = replay_all(grids, seeds, lambda g: portfolio_without(None))
         report["frozen_commit"] = commit
         report["held_out_looks"] = len(looks)
         report["held_out"] = held

@@ -212,23 +212,50 @@ def record_held_out(tasks: list[str], kind: str = "heldout-grid", seeds: tuple[i
             subprocess.run([sys.executable, "-m", "tlbench", "export", str(run), "--out", str(out)], check=True)
 
 
+DEV_SUFFIX = " (10 epochs)"  # a development grid's name in the portfolio: apart from the in-sample grid of that dataset
+
+
+def portfolio_sources() -> tuple[dict[str, dict], dict[str, dict]]:
+    """The tables the shipped portfolio learns from: every in-sample grid and every recorded
+    development grid (its training seeds merged; named apart from the in-sample grid of the
+    same dataset), never a held-out grid. Returns ({name: table}, {name: source})."""
+    import json
+
+    tables, sources = {}, {}
+    for path in sorted(GRID_DIR.glob("*.json")):
+        for name, data in json.loads(path.read_text())["datasets"].items():
+            tables[name] = {"datasets": {name: data}}
+            sources[name] = {
+                "domain": DOMAINS[name],
+                "modality": "image",
+                "table": f"benchmarks/search-grid/{path.name}",
+            }
+    for task, (domain, modality, *_rest) in DEV.items():
+        paths = sorted(DEV_DIR.glob(f"{task}-s[0-9]*.json"))
+        if not paths:
+            continue
+        datas = [d for p in paths for d in json.loads(p.read_text())["datasets"].values()]
+        name = task + DEV_SUFFIX
+        merged = {"trials": [t for d in datas for t in d["trials"]], "screen": datas[0].get("screen", {})}
+        tables[name] = {"datasets": {name: merged}}
+        sources[name] = {"domain": domain, "modality": modality,
+                         "table": ", ".join(f"benchmarks/dev-grid/{p.name}" for p in paths)}  # fmt: skip
+    return tables, sources
+
+
 def write_portfolio() -> None:
-    """tlbench/portfolio.json from every recorded in-sample grid (what tlbench ships): each
-    point's relative validation accuracy per grid, and each grid's domain, so that a
-    study can leave its own domain out (the held-out grids never enter it)."""
+    """tlbench/portfolio.json from every recorded in-sample and development grid (what
+    tlbench ships): each point's relative validation accuracy per grid, and each grid's
+    domain, so that a study can leave its own domain out (the held-out grids never enter it)."""
     import json
 
     from tlbench import portfolio
 
-    tables = {p.stem: json.loads(p.read_text()) for p in sorted(GRID_DIR.glob("*.json"))}
-    sources = {
-        name: {"domain": DOMAINS[name], "modality": "image", "table": f"benchmarks/search-grid/{stem}.json"}
-        for stem, table in tables.items()
-        for name in table["datasets"]
-    }
+    tables, sources = portfolio_sources()
     points = portfolio.relative_points(list(tables.values()))
     doc = {
-        "built_from": f"benchmarks/search-grid: {', '.join(sorted(sources))} (python benchmarks/search.py portfolio)",
+        "built_from": f"benchmarks/search-grid and benchmarks/dev-grid: {', '.join(sorted(sources))} "
+        "(python benchmarks/search.py portfolio)",
         "sources": sources,
         "points": {k: {d: round(v, 4) for d, v in by.items()} for k, by in sorted(points.items())},
     }
@@ -260,6 +287,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "results" / "search-bench.json")
     parser.add_argument("--plot", type=Path, default=ROOT / "results" / "search-bench.png")
     sub.add_parser("portfolio", help="rebuild tlbench/portfolio.json from the recorded grids")
+    des = sub.add_parser("design", help="replay candidate searches on the development and in-sample grids (in-sample)")
+    des.add_argument("candidates", nargs="*", help="names from replay.CANDIDATES (default: all)")
     args = parser.parse_args(argv)
     if args.command == "record":
         record(args.names)
@@ -274,7 +303,11 @@ def main(argv: list[str] | None = None) -> int:
         write_portfolio()
         return 0
     sys.path.insert(0, str(Path(__file__).parent))
+    from replay import design
     from replay import main as replay_main  # the replay trains nothing
+
+    if args.command == "design":
+        return design(GRID_DIR, DEV_DIR, args.seeds, args.candidates, ROOT / "results" / "search-design.json")
 
     return replay_main(
         args.grid, args.seeds, args.out, args.plot, held_out=args.held_out, dev=DEV_DIR if args.dev else None
