@@ -182,7 +182,7 @@ def cmd_run(args) -> int:
 def cmd_worker(args) -> int:
     from tlbench import benchmark
     from tlbench.progress import make_progress
-    from tlbench.trial import WORKER
+    from tlbench.record import WORKER
 
     plan = _load(args.config, verbose=args.verbose, run_name=args.run_name, n_trials=args.n_trials, storage=args.storage)
     if not plan.bench.search.storage:

@@ -167,8 +167,8 @@ def start(plan, progress, folder, storage_url: str) -> Events:
     """The events of a run of ``plan``: its trackers opened (a UserError from one stops
     the run before any trial), its plugins' event hooks and ``progress`` registered."""
     from tlbench.contract import plugin_call
-    from tlbench.studies import study_name
-    from tlbench.trial import WORKER
+    from tlbench.record import WORKER
+    from tlbench.studyrecord import study_name
     from tlbench.types import TrackerRequest
 
     run = RunInfo(

@@ -11,12 +11,15 @@ refused in one line.
 from __future__ import annotations
 
 import dataclasses
+import os
+import platform
 from dataclasses import dataclass
 from typing import Any
 
 from tlbench.types import UserError
 
 RECORD_VERSION = 2  # 2: versioned, structured cache uses and failure kinds
+WORKER = f"{platform.node()}:{os.getpid()}"  # who runs a trial: host and process
 INPUT = "input"  # the feature-cache cut before any module: the cache holds decoded, transformed inputs (images, tokens)
 
 
@@ -179,3 +182,23 @@ def _legacy_failure(reason: str, attrs: dict[str, Any]) -> str:
     if reason.startswith("loss became"):
         return Failure.DIVERGED
     return Failure.ERROR
+
+
+def infeasible(record: TrialRecord, limits: dict[str, float | None]) -> str | None:
+    """Why a trial is infeasible under ``limits`` (``search.constraints``), or None."""
+    if record.infeasible:
+        return record.infeasible
+    measured = measured_costs(record)
+    over = [f"{k} {measured[k]:.3g} > {v:g}" for k, v in limits.items() if v is not None and (measured.get(k) or 0.0) > v]
+    return "search.constraints: " + ", ".join(over) if over else None
+
+
+def measured_costs(record: TrialRecord) -> dict[str, float | None]:
+    """A trial's costs in the units of ``search.constraints``."""
+    return {
+        "forward_gflops": record.forward_gflops,
+        "params_m": record.total_params / 1e6 if record.total_params is not None else None,
+        "latency_ms": record.latency_ms,
+        "train_seconds": record.train_seconds,
+        "peak_memory_mb": record.peak_memory_mb,
+    }

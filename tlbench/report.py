@@ -271,7 +271,7 @@ def pareto_lines(run: Run, dataset: str) -> list[str]:
 
 def screen_lines(run: Run, dataset: str) -> list[str]:
     """What the screen said, under its table: agreement with the search, and what was not screened."""
-    from tlbench.screen import agreement
+    from tlbench.stats import agreement
 
     rows = _screened(run, dataset)
     out = []

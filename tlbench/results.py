@@ -26,9 +26,8 @@ import yaml
 
 from tlbench.config import Benchmark
 from tlbench.record import Failure, TrialRecord
-from tlbench.screen import screen_frame
 from tlbench.studyrecord import StudyRecord
-from tlbench.tables import describe_params, ranking_frame, strategy_params, summary_frame
+from tlbench.tables import describe_params, ranking_frame, screen_frame, strategy_params, summary_frame
 from tlbench.types import UserError
 
 DEFAULT_STORAGE = "study.db"
@@ -367,7 +366,7 @@ def trials_frame(store, studies: dict[str, str], limits: dict | None = None) -> 
     ``limits``: ``search.constraints``, which mark rows infeasible."""
     import optuna
 
-    from tlbench.sampling import infeasible
+    from tlbench.record import infeasible
 
     rows = []
     for dataset, name in studies.items():

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 import numpy as np
 import optuna
 
-from tlbench.record import TrialRecord
+from tlbench.record import TrialRecord, infeasible, measured_costs  # noqa: F401  (infeasible: its home was here)
 from tlbench.studyrecord import StudyRecord
 
 REDRAWS = 20  # times the wrapped sampler is asked again before a kept backbone is drawn uniformly
@@ -85,26 +85,6 @@ def constraint_values(limits: dict[str, float]):
         return out or [0.0]
 
     return values
-
-
-def infeasible(record: TrialRecord, limits: dict[str, float | None]) -> str | None:
-    """Why a trial is infeasible under ``limits`` (``search.constraints``), or None."""
-    if record.infeasible:
-        return record.infeasible
-    measured = measured_costs(record)
-    over = [f"{k} {measured[k]:.3g} > {v:g}" for k, v in limits.items() if v is not None and (measured.get(k) or 0.0) > v]
-    return "search.constraints: " + ", ".join(over) if over else None
-
-
-def measured_costs(record: TrialRecord) -> dict[str, float | None]:
-    """A trial's costs in the units of ``search.constraints``."""
-    return {
-        "forward_gflops": record.forward_gflops,
-        "params_m": record.total_params / 1e6 if record.total_params is not None else None,
-        "latency_ms": record.latency_ms,
-        "train_seconds": record.train_seconds,
-        "peak_memory_mb": record.peak_memory_mb,
-    }
 
 
 SET_CONSTRAINT = hasattr(optuna.trial.Trial, "set_constraint")  # Optuna 5; before it, TPE's constraints_func

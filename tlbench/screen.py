@@ -29,11 +29,11 @@ from __future__ import annotations
 
 import math
 import time
-import warnings
 from collections.abc import Sequence
 
 import numpy as np
 
+from tlbench.stats import agreement, kendall_tau, tau_interval  # noqa: F401  (their home was here)
 from tlbench.studyrecord import StudyRecord
 
 
@@ -105,41 +105,6 @@ def ridge_probe_accuracy(
     w = np.linalg.solve(x.T @ x + penalty, x.T @ y)
     v = np.hstack([(np.asarray(val, dtype=np.float64) - mean) / scale, np.ones((len(val), 1))])
     return float(((v @ w).argmax(1) == np.asarray(val_labels)).mean())
-
-
-def kendall_tau(a: Sequence[float], b: Sequence[float]) -> float:
-    """Kendall's tau-b between two scorings of the same items (nan with fewer than 2, or no order)."""
-    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
-    concordant = discordant = ties_a = ties_b = 0
-    for i in range(len(a)):
-        for j in range(i + 1, len(a)):
-            da, db = np.sign(a[i] - a[j]), np.sign(b[i] - b[j])
-            if da == 0 and db == 0:
-                continue
-            if da == 0:
-                ties_a += 1
-            elif db == 0:
-                ties_b += 1
-            elif da == db:
-                concordant += 1
-            else:
-                discordant += 1
-    denominator = math.sqrt((concordant + discordant + ties_a) * (concordant + discordant + ties_b))
-    return (concordant - discordant) / denominator if denominator else float("nan")
-
-
-def tau_interval(
-    screen: Sequence[Sequence[float]], final: Sequence[Sequence[float]], draws: int = 2000, seed: int = 0
-) -> tuple[float, float, float]:
-    """(mean tau, 2.5 %, 97.5 %): Kendall's tau between screen and final scores of the same
-    backbones, averaged over groups (datasets, or seeds), with a bootstrap over groups."""
-    taus = np.array([kendall_tau(s, f) for s, f in zip(screen, final)])
-    taus = taus[~np.isnan(taus)]
-    if len(taus) == 0:
-        return float("nan"), float("nan"), float("nan")
-    rng = np.random.default_rng(seed)
-    means = taus[rng.integers(0, len(taus), (draws, len(taus)))].mean(1)
-    return float(taus.mean()), float(np.quantile(means, 0.025)), float(np.quantile(means, 0.975))
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
@@ -265,72 +230,3 @@ def apply_rule(study, settings) -> dict[str, str]:
     out = dropped(scores, settings.score, settings.margin) if settings.drop else {}
     StudyRecord.set_decision(study, rule_text(settings), out)
     return out
-
-
-def screen_frame(studies: dict[str, StudyRecord], trials, summary):
-    """One row per dataset x backbone: its scores, what screening cost, the best test
-    accuracy the search found for it (the best-by-validation trial's), and whether the
-    screen's rule dropped it from the search (why, and the rule)."""
-    import pandas as pd
-
-    rows = []
-    for dataset, record in studies.items():
-        best = (
-            summary[summary["dataset"] == dataset]
-            .sort_values("val_accuracy", ascending=False)
-            .drop_duplicates("backbone")
-        )
-        found = dict(zip(best["backbone"], best["test_accuracy"]))
-        rule = record.decision.rule if record.decision else None
-        for backbone, value in record.screen.items():
-            rows.append({"dataset": dataset, "backbone": backbone, **value, "best_test": found.get(backbone),
-                         "dropped": record.dropped.get(backbone), "rule": rule, "portfolio": record.portfolio_sources})  # fmt: skip
-    columns = [
-        "dataset",
-        "backbone",
-        "logme",
-        "knn",
-        "ridge",
-        "seconds",
-        "at",
-        "skipped",
-        "best_test",
-        "dropped",
-        "rule",
-        "portfolio",
-    ]
-    return pd.DataFrame(rows).reindex(columns=columns)
-
-
-def agreement(
-    screen, summary, trials, score: str = "logme", draws: int = 1000, seed: int = 0
-) -> tuple[float, float, float] | None:
-    """Kendall's tau between a screen score and the best test accuracy across backbones
-    (per dataset, averaged over datasets), with a 95 % interval from resampling each
-    dataset's test examples (the best trials' per-example results, one draw for all
-    backbones) — or None with fewer than 3 screened backbones on every dataset."""
-    from tlbench.stats import decode
-
-    rng = np.random.default_rng(seed)
-    taus, resampled_taus = [], []
-    for dataset, rows in screen.dropna(subset=[score, "best_test"]).groupby("dataset"):
-        if len(rows) < 3:
-            continue
-        best = (
-            summary[summary["dataset"] == dataset]
-            .sort_values("val_accuracy", ascending=False)
-            .drop_duplicates("backbone")
-        )
-        mine = trials[trials["dataset"] == dataset].set_index("trial")["test_correct"]
-        bits = {b: np.asarray(decode(mine[t]), dtype=float) for b, t in zip(best["backbone"], best["trial"])}
-        taus.append(kendall_tau(rows[score], rows["best_test"]))
-        n = len(next(iter(bits.values())))
-        picks = rng.integers(0, n, (draws, n))
-        accuracy = np.array([bits[b][picks].mean(1) for b in rows["backbone"]])  # [backbones, draws]
-        resampled_taus.append([kendall_tau(rows[score], accuracy[:, i]) for i in range(draws)])
-    if not taus:
-        return None
-    with warnings.catch_warnings():  # a resample where every backbone ties has no order: nan, left out
-        warnings.simplefilter("ignore", RuntimeWarning)
-        means = np.nanmean(np.array(resampled_taus), axis=0)
-        return float(np.mean(taus)), float(np.nanquantile(means, 0.025)), float(np.nanquantile(means, 0.975))

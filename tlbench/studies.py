@@ -17,23 +17,14 @@ import time
 import optuna
 
 from tlbench import interrupts, storage
-from tlbench.config import Benchmark
 from tlbench.planning import Plan, recipe_params
 from tlbench.pruning import make_pruner
 from tlbench.record import Failure, TrialRecord
 from tlbench.sampling import make_sampler
-from tlbench.studyrecord import StudyRecord
+from tlbench.studyrecord import StudyRecord, repeats_study_name, study_name  # noqa: F401  (their home was here)
 from tlbench.types import UserError
 
 FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.FAIL)
-
-
-def study_name(bench: Benchmark, dataset_key: str) -> str:
-    return f"{bench.name}/{bench.run_name}/{dataset_key}"
-
-
-def repeats_study_name(bench: Benchmark, dataset_key: str) -> str:
-    return study_name(bench, dataset_key) + "/repeats"
 
 
 def connect_shared(url: str, heartbeat: int, retries: int) -> optuna.storages.BaseStorage:

@@ -148,5 +148,15 @@ class StudyRecord:
             study.set_user_attr(f"{GAVE_UP}{number}", note)
 
 
+def study_name(bench, dataset_key: str) -> str:
+    """The study of one dataset in a run of ``bench`` (a config.Benchmark)."""
+    return f"{bench.name}/{bench.run_name}/{dataset_key}"
+
+
+def repeats_study_name(bench, dataset_key: str) -> str:
+    """The study of that dataset's seed repeats."""
+    return study_name(bench, dataset_key) + "/repeats"
+
+
 def _numbered(attrs: Mapping[str, Any], prefix: str) -> dict[int, str]:
     return {int(k[len(prefix) :]): v for k, v in attrs.items() if k.startswith(prefix)}

@@ -11,6 +11,8 @@ import pandas as pd
 
 if TYPE_CHECKING:  # pragma: no cover - hints only
     from tlbench.results import Run
+    from tlbench.studyrecord import StudyRecord
+
 
 def strategy_params(params: dict[str, Any]) -> dict[str, Any]:
     """Optuna's sampled parameters without backbone/strategy and the strategy prefix."""
@@ -200,3 +202,36 @@ def hypervolume(points: pd.DataFrame, cost: str, reference: float) -> float:
             area += (reference - p[cost]) * (p["val_accuracy"] - best)
             best = p["val_accuracy"]
     return area
+
+
+def screen_frame(studies: dict[str, StudyRecord], trials, summary) -> pd.DataFrame:
+    """One row per dataset x backbone: its scores, what screening cost, the best test
+    accuracy the search found for it (the best-by-validation trial's), and whether the
+    screen's rule dropped it from the search (why, and the rule)."""
+    rows = []
+    for dataset, record in studies.items():
+        best = (
+            summary[summary["dataset"] == dataset]
+            .sort_values("val_accuracy", ascending=False)
+            .drop_duplicates("backbone")
+        )
+        found = dict(zip(best["backbone"], best["test_accuracy"]))
+        rule = record.decision.rule if record.decision else None
+        for backbone, value in record.screen.items():
+            rows.append({"dataset": dataset, "backbone": backbone, **value, "best_test": found.get(backbone),
+                         "dropped": record.dropped.get(backbone), "rule": rule, "portfolio": record.portfolio_sources})  # fmt: skip
+    columns = [
+        "dataset",
+        "backbone",
+        "logme",
+        "knn",
+        "ridge",
+        "seconds",
+        "at",
+        "skipped",
+        "best_test",
+        "dropped",
+        "rule",
+        "portfolio",
+    ]
+    return pd.DataFrame(rows).reindex(columns=columns)

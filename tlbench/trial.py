@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import platform
 import queue
 import threading
@@ -31,13 +30,11 @@ from tlbench.planning import (
     strategy_phases,
     suggest_training,
 )
-from tlbench.record import Failure, TrialRecord
+from tlbench.record import WORKER, Failure, TrialRecord
 from tlbench.sampling import tell_constraints
 from tlbench.space import TrialSpace
 from tlbench.studies import budget, derived_seed
 from tlbench.types import DatasetSplits, UserError
-
-WORKER = f"{platform.node()}:{os.getpid()}"  # who runs a trial: host and process
 
 
 class TrialResources:
