@@ -161,3 +161,36 @@ def test_terminal_table_fits_80_columns_and_keeps_the_essentials(two_runs):
         assert ("Best config" in header) is (width >= 160)
         assert any("budget 2 trials x2 seeds" in line for line in lines)
     assert "Across datasets" in out.getvalue() and "Mean rank" in out.getvalue()
+
+
+def test_each_datasets_caption_counts_its_own_trials_and_what_the_study_never_ran(write_config, capsys):
+    """n_trials smaller than the enqueued recipes: the study stops with recipes still waiting,
+    and the caption says so instead of showing fewer rows without a word; a second dataset's
+    trials are not counted under the first one's table."""
+    recipes = [{"backbone": "timm:test_resnet-scratch", "strategy": "linear_probe", "params": {"lr_head": lr}} for lr in (0.01, 0.02, 0.03)]
+    bench = tiny_benchmark(
+        datasets=[
+            {"name": "synthetic", "label": "a", "classes": 3, "size": 16, "train_per_class": 8, "val_per_class": 4, "test_per_class": 4},
+            {"name": "synthetic", "label": "b", "classes": 3, "size": 16, "train_per_class": 8, "val_per_class": 4, "test_per_class": 4},
+        ],
+        search={"n_trials": 1, "screen": False, "enqueue": recipes},
+    )
+    config = write_config(bench)
+    assert cli.main(["run", str(config), "--format", "markdown"]) == 0
+    out = capsys.readouterr().out
+    captions = [line.split(" · ", 1)[1] for line in out.splitlines() if " · budget " in line]
+    assert captions == ["budget 1 trials · 1 complete · not run yet: 2 recipes"] * 2
+    (folder,) = (config.parent / "results" / "tiny").iterdir()
+    assert "1 complete · not run yet: 2 recipes" in (folder / "report.md").read_text()
+
+
+def test_progress_counts_the_screens_probes_with_the_trials(write_config, capsys):
+    bench = tiny_benchmark(
+        backbones=[{"name": "timm:test_resnet"}, {"name": "timm:test_efficientnet"}],
+        search={"n_trials": 1, "screen": {"drop": False}},
+    )
+    bench["backbones"] = [{"name": "timm:test_resnet", "pretrained": False}, {"name": "timm:test_efficientnet", "pretrained": False}]
+    config = write_config(bench)
+    assert cli.main(["run", str(config), "--format", "csv"]) == 0
+    err = capsys.readouterr().err
+    assert "study: 0 of 3 trials already done" in err  # 2 probes + 1 trial of n_trials

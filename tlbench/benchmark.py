@@ -201,7 +201,10 @@ def run_studies(
         if spent_all:
             progress.note(f"[{entry.key}] no new trials: {spent_all}")
             continue
-        progress.study_started(entry.key, done, total)
+        probes = [t for t in study.get_trials(deepcopy=False) if TrialRecord.from_trial(t).probe]
+        probes_done = sum(t.state in FINISHED for t in probes)
+        # progress counts every trial the study runs: the screen's probes besides n_trials
+        progress.study_started(entry.key, done + probes_done, None if total is None else total + len(probes))
         objective = Objective(plan, splits[entry.key], entry.key, progress, resources)
         left = None if total is None else total - done + probes_waiting(study)  # at most: other workers may take some
 

@@ -128,14 +128,27 @@ PARETO_NOTE = "★ Pareto front: no other row has higher test accuracy for fewer
 CI_NOTE = "95% CI: bootstrap over test examples (and seeds); Test a±b: mean±std over seeds"
 
 
-def caption(run: Run) -> str:
-    """Device, budget and trial counts, short enough for one 80-column line."""
-    finished = run.trials[run.trials["state"].isin(["COMPLETE", "PRUNED", "FAIL"])]
+def caption(run: Run, dataset: str | None = None) -> str:
+    """Device, budget and the trial counts of ``dataset`` (every dataset's when None),
+    short enough for one 80-column line; enqueued trials the study stopped before
+    (recipes, probes, portfolio) are counted by kind, so a cut-short run says so."""
+    trials = run.trials if dataset is None else run.trials[run.trials["dataset"] == dataset]
+    finished = trials[trials["state"].isin(["COMPLETE", "PRUNED", "FAIL"])]
     counts = ", ".join(f"{v} {k.lower()}" for k, v in sorted(finished["state"].value_counts().items()))
     search = run.config.get("search", {})
     budget = f"budget {search.get('n_trials')} trials" + (f"/{search['timeout']:g} s" if search.get("timeout") else "")
     repeats = f" x{run.config['repeats']} seeds" if run.config.get("repeats") else ""
-    return f"{run.environment.get('device', '?')} · {budget}{repeats} · {counts or 'no trials'}"
+    out = f"{run.environment.get('device', '?')} · {budget}{repeats} · {counts or 'no trials'}"
+    waiting = trials[trials["state"] == "WAITING"]
+    if not waiting.empty:
+        kinds = waiting["origin"].value_counts()
+        out += " · not run yet: " + ", ".join(f"{n} {_plural(kind, n)}" for kind, n in sorted(kinds.items()))
+    return out
+
+
+def _plural(kind: str, n: int) -> str:
+    word = {"portfolio": "portfolio configuration", "sampled": "enqueued trial"}.get(kind, kind)
+    return word if n == 1 else word + "s"
 
 
 def notes(run: Run) -> list[str]:
@@ -219,7 +232,7 @@ def print_summary(run: Run, console: Console) -> None:
         return
     for dataset, rows in run.summary.groupby("dataset", sort=False):
         title = f"{run.meta['benchmark']} / {run.meta['run']} — {dataset}"
-        console.print(rich_table(title, summary_columns(rows), rows, console.width, caption(run)))
+        console.print(rich_table(title, summary_columns(rows), rows, console.width, caption(run, dataset)))
         if console.width < 160:
             for _, row in rows.iterrows():
                 console.print(
@@ -302,7 +315,7 @@ def screen_lines(run: Run, dataset: str) -> list[str]:
 def to_markdown(run: Run) -> str:
     out: list[str] = []
     for dataset, rows in run.summary.groupby("dataset", sort=False):
-        out += [f"### {dataset}", "", caption(run), "", *markdown_table(summary_columns(rows), rows), ""]
+        out += [f"### {dataset}", "", caption(run, dataset), "", *markdown_table(summary_columns(rows), rows), ""]
         hypervolume = class_lines(rows) + pareto_lines(run, dataset)
         out += [*[line + "  " for line in hypervolume], ""] if hypervolume else []
         screened = _screened(run, dataset)
