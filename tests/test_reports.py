@@ -156,8 +156,11 @@ def test_terminal_table_fits_80_columns_and_keeps_the_essentials(two_runs):
         lines = out.getvalue().splitlines()
         assert max(len(line) for line in lines) <= width
         header = next(line for line in lines if "Backbone" in line and "Test" in line)
-        for heading in ("Strategy", "95% CI", "Trainable", "Train", "Img/s"):
+        for heading in ("Strategy", "95% CI", "Trainable"):
             assert heading in header, (width, heading)
+        shown_or_named = header + next((line for line in lines if "not shown at" in line), "")
+        assert all(h in shown_or_named for h in ("Train", "Img/s")), (width, header)  # names stay whole: columns go
+        assert any("timm:test_efficientnet-scratch" in line for line in lines)
         assert ("Best config" in header) is (width >= 160)
         assert any("budget 2 trials x2 seeds" in line for line in lines)
     assert "Across datasets" in out.getvalue() and "Mean rank" in out.getvalue()
@@ -194,3 +197,33 @@ def test_progress_counts_the_screens_probes_with_the_trials(write_config, capsys
     assert cli.main(["run", str(config), "--format", "csv"]) == 0
     err = capsys.readouterr().err
     assert "study: 0 of 3 trials already done" in err  # 2 probes + 1 trial of n_trials
+
+
+def test_the_summary_table_keeps_names_whole_at_80_and_120_columns():
+    """Rows as the default benchmark has them: the longest backbone name stays on one line,
+    no line is wider than the terminal, and a column left out is named under the table."""
+    import io
+
+    from rich.console import Console
+
+    from tlbench import report
+
+    row = {
+        "pareto": False, "strategy": "linear_probe", "test_accuracy": 0.444, "ci_low": 0.413, "ci_high": 0.473,
+        "val_accuracy": 0.433, "trainable_params": 3.38e6, "total_params": 3.38e6, "forward_gflops": 0.0627,
+        "train_gflops": 559.0, "train_seconds": 13.5, "throughput": 1258.0, "peak_memory_mb": 1411.0, "trials": 1,
+        "config": "freeze=0 (0/17 frozen) lr_backbone=0.001 lr_head=0.01",
+    }  # fmt: skip
+    rows = pd.DataFrame([row | {"backbone": "efficientnet_lite0-scratch"}, row | {"backbone": "efficientnet_lite2", "pareto": True}])
+    for width in (80, 120):
+        out = io.StringIO()
+        Console(file=out, width=width).print(report.rich_table("t", report.SUMMARY, rows, width, "caption"))
+        lines = out.getvalue().splitlines()
+        assert max(len(line) for line in lines) <= width
+        assert any("efficientnet_lite0-scratch" in line for line in lines)  # on one line, not folded
+        header = next(line for line in lines if "Backbone" in line)
+        assert all(h in header for h in ("Strategy", "Test", "95% CI", "Trainable")), header
+        if width == 80:
+            assert "not shown at 80 columns: Img/s" in out.getvalue() and "Img/s" not in header
+        else:
+            assert "Img/s" in header and "Train GFLOP" in header and "not shown at 120 columns: Trials" in out.getvalue()

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 from rich import box
+from rich.cells import cell_len
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
@@ -200,7 +201,24 @@ def _pick(columns: list[Column], width: int) -> list[Column]:
 
 def rich_table(title: str, columns: list[Column], rows: pd.DataFrame, width: int, caption_text: str = "") -> Table:
     """Every cell, title and caption is plain text: labels, paths and configs come from
-    users and plugins, and a '[/]' in one must print as itself, not as rich markup."""
+    users and plugins, and a '[/]' in one must print as itself, not as rich markup.
+    Names are never broken: text columns do not wrap, and where the table is wider than
+    the terminal the rightmost numeric columns (other than Test) are left out, and the
+    caption says which (``tlbench report --format markdown`` has them all)."""
+    picked = _pick(columns, width)
+    cells = [[col.cell(row) for col in picked] for _, row in rows.iterrows()]
+    natural = [max([cell_len(c.heading)] + [cell_len(r[i]) for r in cells]) for i, c in enumerate(picked)]
+    left_out: list[str] = []
+    while sum(natural) + len(natural) + 1 > width:
+        i = next((i for i in reversed(range(len(picked))) if picked[i].numeric and picked[i].heading != "Test"), None)
+        if i is None:
+            break  # only names and the test accuracy left: let the terminal wrap
+        left_out.insert(0, picked[i].heading)
+        del picked[i], natural[i]
+        for r in cells:
+            del r[i]
+    if left_out:
+        caption_text += f"{chr(10) if caption_text else ''}not shown at {width} columns: {', '.join(left_out)}"
     table = Table(
         title=Text(title),
         caption=Text(caption_text),
@@ -209,12 +227,10 @@ def rich_table(title: str, columns: list[Column], rows: pd.DataFrame, width: int
         collapse_padding=True,
         pad_edge=False,
     )
-    for col in _pick(columns, width):
-        table.add_column(
-            Text(col.heading), justify="right" if col.numeric else "left", no_wrap=col.numeric, overflow="fold"
-        )
-    for _, row in rows.iterrows():
-        table.add_row(*(Text(col.cell(row)) for col in _pick(columns, width)))
+    for col in picked:
+        table.add_column(Text(col.heading), justify="right" if col.numeric else "left", no_wrap=True, overflow="fold")
+    for r in cells:
+        table.add_row(*(Text(c) for c in r))
     return table
 
 
