@@ -100,9 +100,12 @@ class TrialRecord:
     version: int = RECORD_VERSION  # of this layout
 
     def write(self, trial, *names: str) -> None:
-        """Set the named fields (default: every field that is not None) on an Optuna trial."""
+        """Set the named fields (default: every field that is not None, but ``version``) on an
+        Optuna trial. Each field is one storage transaction (about 2 ms on SQLite): the
+        version is written once, when the trial starts (``write(trial, ..., "version")``),
+        or with the attributes it was enqueued with."""
         for f in dataclasses.fields(self):
-            if (names and f.name not in names) or (not names and getattr(self, f.name) is None):
+            if (names and f.name not in names) or (not names and (getattr(self, f.name) is None or f.name == "version")):
                 continue
             value = getattr(self, f.name)
             trial.set_user_attr(_KEYS.get(f.name, f.name), [dataclasses.asdict(u) for u in value] if f.name == "cache" else value)

@@ -10,6 +10,7 @@ of Optuna: it reports each epoch through ``on_epoch``, and pruning is decided he
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import platform
 import queue
@@ -100,7 +101,7 @@ class Objective:
         if surplus:
             TrialRecord(failure=Failure.SURPLUS, fail_reason=f"surplus: not run, {surplus}").write(trial)
             raise train.TrialFailed(f"surplus: not run, {surplus}", kind=Failure.SURPLUS)  # the callback then stops the study
-        TrialRecord(host=platform.node(), worker=WORKER).write(trial)
+        TrialRecord(host=platform.node(), worker=WORKER).write(trial, "host", "worker", "version")
         with self.resources.device() as device:
             # libraries that allocate on "the current GPU" use this trial's
             with torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext():
@@ -163,22 +164,26 @@ class Objective:
             raise optuna.TrialPruned(f"not trained: {over}")
         # what the pruner of a Pareto search compares: the trial's cost, known (latency) or projected (training GFLOPs)
         latency = self._speed(built, settings, arch)["latency_ms"] if plan.bench.search.cost == "latency_ms" else None
-        so_far = _SoFar(epochs=epochs, latency_ms=latency)
+        so_far = _SoFar(epochs=epochs, latency_ms=latency, never_pruned=bool(record.recipe or record.probe))
         cost.reset_peak_memory(device)  # so that CUDA peak memory is this trial's own
         start = time.perf_counter()
         try:
-            result = train.fit(
-                built, self.splits, phases, settings, on_epoch=lambda e, acc: self._epoch(trial, e, acc, start, so_far),
-                always=adapted.trainable, on_spent=lambda seconds, flops: so_far.spent(trial, seconds, flops),
-                extra_loss=None if adapted.extra_loss is None else _ExtraLoss(adapted.extra_loss, strategy),
-            )  # fmt: skip
+            try:
+                result = train.fit(
+                    built, self.splits, phases, settings, on_epoch=lambda e, acc: self._epoch(trial, e, acc, start, so_far),
+                    always=adapted.trainable, on_spent=so_far.spent,
+                    extra_loss=None if adapted.extra_loss is None else _ExtraLoss(adapted.extra_loss, strategy),
+                )  # fmt: skip
+            except BaseException:  # pruned, failed or interrupted: it keeps what it spent
+                so_far.write(trial)
+                raise
         except train.TrialFailed as exc:
             TrialRecord(failure=exc.kind, fail_reason=str(exc)).write(trial)
             raise
         except UserError as exc:  # e.g. an image that cannot be decoded: the run stops, going on retries it
             TrialRecord(failure=Failure.INTERRUPTED, fail_reason=f"interrupted: {exc}").write(trial)
             raise
-        measured = self._measured(built, settings, arch, result)
+        measured = dataclasses.replace(self._measured(built, settings, arch, result), elapsed_seconds=so_far.elapsed)
         measured.write(trial)
         tell_constraints(trial, self.plan.bench.search.constraints.model_dump(exclude_none=True))
         if plan.bench.search.objective == "pareto":
@@ -233,18 +238,19 @@ class Objective:
             TrialRecord(val_curve=list(so_far.curve)).write(trial)
         else:
             trial.report(accuracy, epoch)
-        TrialRecord(elapsed_seconds=time.perf_counter() - start).write(trial)  # training + evaluation so far
+        so_far.elapsed = time.perf_counter() - start  # training + evaluation so far
         # A recipe from the config runs to the end: it is the baseline the search is measured against;
         # so does a screen probe (one per backbone: the yardstick of its group).
-        record = TrialRecord.from_trial(trial)
-        if record.recipe or record.probe:
-            return
-        if search.objective == "pareto":
+        why = None
+        if so_far.never_pruned:
+            pass
+        elif search.objective == "pareto":
             ahead = pruning.dominated_by(trial, epoch, accuracy, so_far.cost(epoch, search.cost), search)
-            if ahead:
-                raise optuna.TrialPruned(f"pruned after epoch {epoch} at val accuracy {accuracy:.3f}: {ahead}")
+            why = f"pruned after epoch {epoch} at val accuracy {accuracy:.3f}: {ahead}" if ahead else None
         elif trial.should_prune():
-            raise optuna.TrialPruned(f"pruned after epoch {epoch} at val accuracy {accuracy:.3f}")
+            why = f"pruned after epoch {epoch} at val accuracy {accuracy:.3f}"
+        if why:
+            raise optuna.TrialPruned(why)
 
     def _speed(self, built, settings, arch: tuple) -> dict:
         """Inference throughput and latency of this architecture (weights do not matter),
@@ -306,16 +312,23 @@ class _ExtraLoss:
 
 
 class _SoFar:
-    """A running trial's curve and spend, for the epoch callback."""
+    """A running trial's curve and spend, for the epoch callback. Kept in memory and
+    written when the trial stops (:meth:`write`: pruned, failed, interrupted; a finished
+    trial's measurements hold them): every stored field is a storage transaction, and a
+    10-epoch trial would otherwise write 30 of them (benchmarks/scale.py)."""
 
-    def __init__(self, epochs: int, latency_ms: float | None):
-        self.epochs, self.latency_ms = epochs, latency_ms
+    def __init__(self, epochs: int, latency_ms: float | None, never_pruned: bool = False):
+        self.epochs, self.latency_ms, self.never_pruned = epochs, latency_ms, never_pruned
         self.curve: list[float] = []
-        self.gflops = 0.0
+        self.gflops, self.seconds, self.elapsed = 0.0, None, None
 
-    def spent(self, trial: optuna.Trial, seconds: float, flops: float) -> None:
-        self.gflops = flops / 1e9
-        TrialRecord(train_seconds=seconds, train_gflops=self.gflops).write(trial)  # a pruned trial keeps its spend
+    def spent(self, seconds: float, flops: float) -> None:
+        self.seconds, self.gflops = seconds, flops / 1e9
+
+    def write(self, trial: optuna.Trial) -> None:
+        """A stopped trial's spend (a pruned trial's epochs count as spent)."""
+        if self.seconds is not None:
+            TrialRecord(train_seconds=self.seconds, train_gflops=self.gflops, elapsed_seconds=self.elapsed).write(trial)
 
     def cost(self, epoch: int, kind: str) -> float:
         """The trial's cost as a Pareto search compares it: latency as measured, training

@@ -20,6 +20,7 @@ def test_a_record_round_trips_through_an_optuna_trial():
         seed=3, params={"lr_head": 0.01}, phases=[{"name": "head", "epochs": 2, "frozen_groups": 4, "lr_backbone": 0.0, "lr_head": 0.01}],
         n_groups=4, test_accuracy=0.75, test_correct="1101", cache=[CacheUse("head", "extracted", at="global_pool")],
     )
+    TrialRecord().write(trial, "version")  # once, when a trial starts
     written.write(trial)
     study.tell(trial, 0.5)
     read = TrialRecord.from_trial(study.trials[0])
@@ -31,9 +32,10 @@ def test_a_record_round_trips_through_an_optuna_trial():
 def test_write_sets_only_what_the_record_holds():
     study = optuna.create_study()
     trial = study.ask()
-    TrialRecord(host="h").write(trial)
+    TrialRecord(host="h").write(trial, "host", "version")
     TrialRecord(elapsed_seconds=1.5).write(trial, "elapsed_seconds")
-    assert set(study.trials[0].user_attrs) == {"host", "elapsed_seconds", "record_version"}
+    TrialRecord(test_accuracy=0.5).write(trial)  # every field set but the version: one transaction each
+    assert set(study.trials[0].user_attrs) == {"host", "elapsed_seconds", "test_accuracy", "record_version"}
 
 
 @pytest.mark.parametrize(
