@@ -76,6 +76,10 @@ CANDIDATES = {
     "random_median": {"sampler": "random"},
     "random_asha": {"sampler": "random", "pruner": "asha"},
     "median_startup4": {"prune_startup": 4},
+    "random_asha_portfolio4": {"sampler": "random", "pruner": "asha", "portfolio": 4},
+    "random_asha_portfolio8": {"sampler": "random", "pruner": "asha", "portfolio": 8},
+    "random_asha_warmup0": {"sampler": "random", "pruner": "asha", "warmup_epochs": 0},
+    "tpe_asha_startup8": {"pruner": "asha", "startup_trials": 8},
 }
 
 
@@ -213,12 +217,12 @@ def optuna_method(
     """A real Optuna study over the grid. ``first``: trials enqueued before the sampler's
     (never pruned, like tlbench's probes and portfolio); ``dropped``: the screen's decision,
     stored where tlbench's sampler reads it."""
-    from tlbench.screen import DROPPED
+    from tlbench.studyrecord import StudyRecord
 
     trace = Trace(grid, charge)
     study = optuna.create_study(direction="maximize", sampler=sampler, pruner=pruner)
     if dropped is not None:
-        study.set_user_attr(DROPPED, {"rule": "replay", "dropped": dropped})
+        StudyRecord.set_decision(study, "replay", dropped)
     for params in first:
         study.enqueue_trial(params, user_attrs={"probe": True})
 

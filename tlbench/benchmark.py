@@ -423,19 +423,22 @@ def _coordinate(
     command += ["--storage", url, "--parent", str(os.getpid())]
     command += ["--n-trials", str(plan.bench.search.n_trials)] if plan.bench.search.n_trials is not None else []
     command += ["--verbose"] if verbose else []
-    code = _workers(command, n, lock)
+    from tlbench.threads import shared_gpus
+
+    gpus = shared_gpus(plan.bench.training.device)
+    code = _workers(command, n, lock, gpus)
     if code == 0 and plan.bench.repeats:
         if enqueue_repeats(plan, store, select_repeats(plan, store), progress, recover=alone):
-            code = _workers(command, n, lock)
+            code = _workers(command, n, lock, gpus)
     if code in INTERRUPTED and alone:
         fail_interrupted(plan, store)  # a trial Optuna had created but not started
     run = results.write_tables(folder)
     return Outcome(run, interrupted=code in INTERRUPTED, worker_exit=0 if code in INTERRUPTED else code)
 
 
-def _workers(command: list[str], n: int, lock) -> int:
+def _workers(command: list[str], n: int, lock, gpus: list[str] = ()) -> int:
     """Start ``n`` workers and wait for them; 0, 130/143 if interrupted, else the first failing exit code.
-    Each gets its share of the CPU threads (:mod:`tlbench.threads`).
+    Each gets its share of the CPU threads and, with several ``gpus``, one of them (:mod:`tlbench.threads`).
 
     Each worker is in a session of its own, so Ctrl-C reaches this process only and is
     passed on once; each holds the run folder's lock too (the inherited descriptor),
@@ -444,11 +447,13 @@ def _workers(command: list[str], n: int, lock) -> int:
     from tlbench.threads import worker_environment
 
     fds = () if lock is None else (lock.fileno(),)
-    env = worker_environment(n)  # each its share of the cores (tlbench/threads.py)
     procs = [
-        subprocess.Popen([*command, "--name", f"worker {i + 1}"], pass_fds=fds, start_new_session=True, env=env)
+        subprocess.Popen(
+            [*command, "--name", f"worker {i + 1}"], pass_fds=fds, start_new_session=True,
+            env=worker_environment(n, index=i, gpus=list(gpus)),  # its share of the cores, its GPU (tlbench/threads.py)
+        )
         for i in range(n)
-    ]
+    ]  # fmt: skip
     try:
         while any(proc.poll() is None for proc in procs):
             interrupts.check()  # a Ctrl-C whose KeyboardInterrupt Python dropped

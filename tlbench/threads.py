@@ -16,6 +16,12 @@ A variable the user already set wins: it is passed on unchanged. ``tlbench worke
 by hand, on this machine or another, is not a local worker of a coordinator and keeps
 PyTorch's defaults for its own machine. DataLoader processes (``training.num_workers``) are
 the user's setting and are left as they are.
+
+GPUs: with ``training.device: auto`` and several GPUs visible, worker i sees only GPU
+i mod G (``CUDA_VISIBLE_DEVICES``, from the GPUs the coordinator may use: the user's
+``CUDA_VISIBLE_DEVICES`` when set, else all of them), so each GPU runs its own workers'
+trials and ``--workers`` > G puts several trials on one GPU (when one trial leaves it
+idle). A config that names its devices (``cuda:1``, a list) keeps them.
 """
 
 from __future__ import annotations
@@ -41,15 +47,41 @@ def share(workers: int, available: int | None = None) -> int:
 
 
 def worker_environment(
-    workers: int, environ: Mapping[str, str] | None = None, available: int | None = None
+    workers: int,
+    environ: Mapping[str, str] | None = None,
+    available: int | None = None,
+    index: int = 0,
+    gpus: list[str] | None = None,
 ) -> dict[str, str]:
-    """The environment of one of ``workers`` local workers: ``environ`` (default: this
-    process's) with each thread variable the user did not set given the worker's share."""
+    """The environment of local worker ``index`` of ``workers``: ``environ`` (default: this
+    process's) with each thread variable the user did not set given the worker's share,
+    and, given the ``gpus`` the workers share (:func:`shared_gpus`), the one it uses."""
     env = dict(os.environ if environ is None else environ)
     threads = str(share(workers, available))
     for name in (*INTRA, INTEROP):
         env.setdefault(name, threads)
+    if gpus and len(gpus) > 1:
+        env[CUDA] = gpus[index % len(gpus)]
     return env
+
+
+CUDA = "CUDA_VISIBLE_DEVICES"
+
+
+def shared_gpus(device, environ: Mapping[str, str] | None = None, count: int | None = None) -> list[str]:
+    """The GPUs ``--workers`` spreads its workers over: with ``training.device: auto``, the
+    ones this process may use (the user's CUDA_VISIBLE_DEVICES, else 0..count-1, where
+    ``count`` defaults to torch.cuda.device_count()); none for any other device setting."""
+    if device != "auto":
+        return []
+    env = os.environ if environ is None else environ
+    if env.get(CUDA) is not None:
+        return [d.strip() for d in env[CUDA].split(",") if d.strip() and not d.strip().startswith("-")]
+    if count is None:
+        import torch
+
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    return [str(i) for i in range(count)]
 
 
 def apply_interop() -> None:
