@@ -149,37 +149,41 @@ def run_dir(bench: Benchmark, base_dir: Path) -> Path:
 
 def storage_url(configured: str | None, folder: Path) -> str:
     """The configured Optuna storage URL, or the run folder's own SQLite file."""
-    return configured or f"sqlite:///{(folder / DEFAULT_STORAGE).resolve()}"
+    from tlbench.storage import sqlite_url
+
+    return configured or sqlite_url((folder / DEFAULT_STORAGE).resolve())
 
 
 def resolve_storage(url: str | None, base: Path, field: str = "search.storage") -> str | None:
     """A storage URL with a relative SQLite path made absolute against ``base`` (the
     config's folder, or the working directory for ``--storage``): the same file, from
     wherever tlbench is started. In-memory SQLite keeps nothing and is refused."""
+    from tlbench.storage import sqlite_path, sqlite_url
+
     if url is None or not url.startswith("sqlite"):
         return url
-    scheme, sep, path = url.partition(":///")
-    if not sep or path in ("", ":memory:") or path.startswith("file::memory:"):
+    path = sqlite_path(url)
+    if path is None:
         raise UserError(f"{field}: {url} is an in-memory database that keeps nothing; give a file, e.g. sqlite:///study.db")
-    if path.startswith("file:"):  # SQLite URI form: leave it as the user wrote it
+    if url.partition(":///")[2].startswith("file:") or path.is_absolute():  # SQLite URI form: as the user wrote it
         return url
-    if Path(path).is_absolute():
-        return url
-    return f"{scheme}:///{(base / path).resolve()}"
+    return sqlite_url((base / path).resolve())
 
 
 def read_only_url(url: str, folder: Path) -> str:
     """How readers (report, plot, compare) open a run's storage: a SQLite file read-only
     and only if it is there (opening a missing one would create an empty run)."""
-    if not url.startswith("sqlite:///") or url.startswith("sqlite:///file:"):
+    from tlbench.storage import sqlite_path, sqlite_url
+
+    path = sqlite_path(url) if url.startswith("sqlite") else None
+    if path is None:
         return url
-    path = Path(url.removeprefix("sqlite:///"))
     if not path.is_file():
         raise UserError(
             f"{folder}: its trials database {path} is missing; restore it (the run's trials live there) "
             "or run the benchmark again"
         )
-    return f"sqlite:///file:{path}?mode=ro&uri=true"
+    return sqlite_url(path, read_only=True)
 
 
 def save_metadata(

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import random
 import time
+import urllib.parse
 import warnings
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,37 @@ from typing import Any
 import optuna
 
 from tlbench.types import UserError
+
+
+def sqlite_url(path: Path, read_only: bool = False) -> str:
+    """The one way tlbench writes the storage URL of a SQLite file, whatever its path holds
+    (``#``, ``?``, ``%``, ``&``, ``;``, spaces, quotes, non-ASCII): percent-encoded, which
+    SQLAlchemy decodes once into the file name. Read-only: SQLite's URI form
+    (``file:...?mode=ro``), whose path SQLite decodes once more, so it is encoded twice."""
+    quoted = urllib.parse.quote(str(path), safe="/")
+    if not read_only:
+        return f"sqlite:///{quoted}"
+    return f"sqlite:///file:{urllib.parse.quote(quoted, safe='/')}?mode=ro&uri=true"
+
+
+def sqlite_path(url: str) -> Path | None:
+    """The file a SQLite storage URL names (None: another database, or SQLite in memory):
+    the inverse of :func:`sqlite_url`, and of URLs users write."""
+    import sqlalchemy.engine
+    import sqlalchemy.exc
+
+    try:
+        parsed = sqlalchemy.engine.make_url(url)
+    except sqlalchemy.exc.ArgumentError:
+        return None
+    if parsed.get_backend_name() != "sqlite" or not parsed.database or parsed.database == ":memory:":
+        return None
+    name = parsed.database
+    if name.startswith("file:"):  # SQLite's URI form: its path is percent-encoded, its options after '?'
+        name = urllib.parse.unquote(name.removeprefix("file:").partition("?")[0])
+        if not name or name == ":memory:" or "mode=memory" in parsed.database + str(parsed.query):
+            return None
+    return Path(name)
 
 
 def connect(url: str, heartbeat: int | None = None, on_lost=None) -> optuna.storages.BaseStorage:
