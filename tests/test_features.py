@@ -229,3 +229,37 @@ def test_compiled_training_runs_through_the_stubbed_prefix(splits, monkeypatch):
     compiled = fit(built, splits, _phases("probe", len(built.groups)), _settings(features.FeatureCache(), compile=True))
     assert compiled.val_curve == pytest.approx(plain.val_curve, abs=0.1)
     assert compiled.feature_cache == "head: extracted at global_pool"
+
+
+def test_a_second_process_with_another_hash_seed_reads_every_feature_from_disk(tmp_path):
+    """The disk cache's key is content only: not the hash seed (set order), process or
+    dictionary order. Two runs of one config in processes with different PYTHONHASHSEED:
+    the second extracts nothing."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    import yaml
+    from conftest import tiny_benchmark
+
+    config = tiny_benchmark(
+        backbones=[{"name": "timm:test_efficientnet", "pretrained": False}],
+        strategies=[{"name": "finetune", "epochs": 1, "freeze": 0.75}],
+        search={"n_trials": 2, "screen": False, "portfolio": 0},
+        training={"batch_size": 8, "resolution": 32, "cache": {"dir": "cache"}},
+    )
+    path = tmp_path / "b.yaml"
+    path.write_text(yaml.safe_dump(config))
+    for seed, run in (("1", "first"), ("2", "second")):
+        env = os.environ | {"PYTHONHASHSEED": seed, "TLBENCH_LOAD_PLUGINS": "", "OMP_NUM_THREADS": "1"}
+        done = subprocess.run(
+            [sys.executable, "-m", "tlbench", "run", str(path), "--run", run, "--format", "csv"],
+            env=env, capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr[-2000:]
+    import pandas as pd
+
+    trials = pd.read_csv(tmp_path / "results" / "tiny" / "second" / "trials.csv")
+    assert len(trials) == 2
+    assert all(" disk at " in str(c) for c in trials["feature_cache"]), list(trials["feature_cache"])

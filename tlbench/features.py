@@ -378,7 +378,7 @@ def cache_key(model: nn.Module, cut: Cut, data: str, transform: str, precision: 
         return h.hexdigest()[:32]
     h.update(type(model).__qualname__.encode())
     state: dict[str, torch.Tensor] = {}
-    for name in _outermost(set(cut.prefix)):
+    for name in sorted(_outermost(set(cut.prefix))):  # sorted: a set's order follows the hash seed
         module = model.get_submodule(name)
         h.update(f"{name}={module!r}".encode())
         state.update({f"{name}.{k}": v for k, v in module.state_dict().items()})
