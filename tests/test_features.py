@@ -235,7 +235,6 @@ def test_a_second_process_with_another_hash_seed_reads_every_feature_from_disk(t
     """The disk cache's key is content only: not the hash seed (set order), process or
     dictionary order. Two runs of one config in processes with different PYTHONHASHSEED:
     the second extracts nothing."""
-    import json
     import os
     import subprocess
     import sys

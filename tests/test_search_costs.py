@@ -6,6 +6,7 @@ replayable table."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import optuna
 import pandas as pd
@@ -99,7 +100,7 @@ def test_a_run_exports_as_a_replayable_table(write_config, capsys, tmp_path):
     theirs = tmp_path / "notes.json"
     theirs.write_text('{"mine": true}')
     before = snapshot(tmp_path)
-    one_line(capsys, cli.main(["export", str(folder), "--out", str(theirs)]), "notes.json: exists and is not a tlbench table")
+    one_line(capsys, cli.main(["export", str(folder), "--out", str(theirs)]), "--out:", "notes.json exists and is not a tlbench table")
     one_line(capsys, cli.main(["export", str(folder), "--out", str(tmp_path / "typo" / "t.json")]), "--out: folder", "does not exist")
     assert snapshot(tmp_path) == before and not (tmp_path / "typo").exists()
 
@@ -107,6 +108,27 @@ def test_a_run_exports_as_a_replayable_table(write_config, capsys, tmp_path):
 def test_export_of_a_folder_that_is_not_a_run_is_one_line(tmp_path, capsys):
     one_line(capsys, cli.main(["export", str(tmp_path)]), str(tmp_path))
     assert list(tmp_path.iterdir()) == []
+    one_line(capsys, cli.main(["export", str(tmp_path / "r2")]), "r2: not a tlbench run folder")  # not --out's fault
+
+
+def test_export_to_standard_output_a_pipe_or_a_device_never_reads_it(write_config, capsys, tmp_path):
+    import os
+    import threading
+
+    _, folder, _ = _run(write_config, capsys, screen=False)
+    assert cli.main(["export", str(folder), "--out", "-"]) == 0
+    out = capsys.readouterr().out
+    assert json.loads(out)["format"] == "tlbench-table" and not (Path.cwd() / "-").exists()
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    got = []
+    reader = threading.Thread(target=lambda: got.append(fifo.read_text()))
+    reader.start()  # export writes into the pipe as a reader would consume it (jq, less); it never reads it
+    assert cli.main(["export", str(folder), "--out", str(fifo)]) == 0
+    reader.join(timeout=60)
+    assert json.loads(got[0])["format"] == "tlbench-table" and fifo.exists()
+    assert cli.main(["export", str(folder), "--out", "/dev/null"]) == 0  # a character device: written, not read
+    one_line(capsys, cli.main(["export", str(folder), "--out", str(tmp_path)]), "--out:", "is a folder")
 
 
 

@@ -82,7 +82,7 @@ def _parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("export", parents=[common], help="write a run's trials as a replayable table (tlbench-table JSON)")
     p.add_argument("run_dir", type=Path)
-    p.add_argument("--out", type=Path, help="where to write it (default: <run_dir>/table.json)")
+    p.add_argument("--out", type=Path, help="where to write it (default: <run_dir>/table.json; -: standard output)")
     p.set_defaults(command=cmd_export)
 
     p = sub.add_parser("plugins", parents=[common], help="list plugins and the names they provide")
@@ -235,7 +235,9 @@ def cmd_plot(args) -> int:
 def cmd_export(args) -> int:
     from tlbench.export import write_export
 
-    print(write_export(args.run_dir, args.out))
+    out = write_export(args.run_dir, args.out)
+    if out is not None and out.is_file():  # not when the table went to standard output or a pipe
+        print(out)
     return 0
 
 

@@ -94,22 +94,48 @@ def _plain(value):
     return None if isinstance(value, float) and not math.isfinite(value) else value
 
 
-def write_export(folder: Path, out: Path | None) -> Path:
-    """Write ``export_run(folder)`` to ``out`` (default: ``<folder>/table.json``), refusing to
-    replace a file that is not a tlbench table."""
-    from tlbench.results import write_atomic
+def write_export(folder: Path, out: Path | None) -> Path | None:
+    """Write ``export_run(folder)`` to ``out`` (default: ``<folder>/table.json``; ``-``:
+    standard output, then None is returned). A regular file is replaced only if it is a
+    tlbench table (written atomically); a pipe or a device (``/dev/stdout``, a FIFO) is
+    written to as it is and never read. Each mistake names the argument that is wrong."""
+    import stat
+    import sys
 
+    from tlbench.results import read_meta, write_atomic
+
+    read_meta(folder)  # a mistyped run folder is named as such, before --out is looked at
+    if out is not None and str(out) == "-":
+        sys.stdout.write(json.dumps(export_run(folder), indent=1, sort_keys=True) + "\n")
+        sys.stdout.flush()
+        return None
     out = out or folder / "table.json"
+    try:
+        mode = out.stat().st_mode if out.exists() else None
+    except OSError as exc:
+        raise UserError(f"--out: cannot use {out} ({exc.strerror}); give another path") from exc
+    if mode is not None and stat.S_ISDIR(mode):
+        raise UserError(f"--out: {out} is a folder; give the path of a file, e.g. {out / 'table.json'}")
+    if mode is not None and not stat.S_ISREG(mode):  # a pipe, a terminal, /dev/stdout: written to, never read
+        if stat.S_ISSOCK(mode):
+            raise UserError(f"--out: {out} is a socket; give a file, a pipe or -")
+        text = json.dumps(export_run(folder), indent=1, sort_keys=True) + "\n"
+        try:
+            with open(out, "w", encoding="utf-8") as stream:
+                stream.write(text)
+        except OSError as exc:
+            raise UserError(f"--out: cannot write to {out} ({exc.strerror}); give another path or -") from exc
+        return out
     if not out.parent.is_dir():  # a mistyped --out is not a reason to make folders
         raise UserError(f"--out: folder {out.parent} does not exist; create it or give another path")
-    if out.exists():
+    if mode is not None:
         try:
             known = json.loads(out.read_text(encoding="utf-8")).get("format") == FORMAT
         except (OSError, UnicodeDecodeError, ValueError, AttributeError):
             known = False
         if not known:
             raise UserError(
-                f"{out}: exists and is not a tlbench table; give another --out (tlbench replaces only its own)"
+                f"--out: {out} exists and is not a tlbench table; give another path (tlbench replaces only its own)"
             )
     write_atomic(out, json.dumps(export_run(folder), indent=1, sort_keys=True) + "\n")
     return out
