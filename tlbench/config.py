@@ -331,14 +331,20 @@ class _UniqueKeyLoader(yaml.SafeLoader):
 
 
 def _decode(raw: bytes, path: Path) -> str:
-    if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
-        return raw.decode("utf-16")
+    """The config's text: UTF-8 (with or without a BOM), or UTF-16/32 by their BOM; any
+    bytes that are not that text are one line (random bytes beginning FF FE, a UTF-16
+    file cut to an odd length, a binary file)."""
+    encoding = "utf-8-sig"
+    if raw.startswith((b"\xff\xfe\x00\x00", b"\x00\x00\xfe\xff")):
+        encoding = "utf-32"
+    elif raw.startswith((b"\xff\xfe", b"\xfe\xff")):
+        encoding = "utf-16"
     try:
-        text = raw.decode("utf-8-sig")
+        text = raw.decode(encoding)
     except UnicodeDecodeError as exc:
-        raise UserError(
-            f"{path}: not a text file in UTF-8 (byte {exc.start} is 0x{raw[exc.start]:02x}); save the config as UTF-8 YAML"
-        ) from exc
+        what = "UTF-8" if encoding == "utf-8-sig" else f"{encoding.upper()} (its first bytes say so)"
+        byte = f"byte {exc.start} is 0x{raw[exc.start]:02x}" if exc.start < len(raw) else "it ends mid-character"
+        raise UserError(f"{path}: not a text file in {what} ({byte}); save the config as UTF-8 YAML") from exc
     if "\x00" in text:
         raise UserError(f"{path}: contains NUL bytes, so it is no YAML text file; pass the path of a benchmarks.yaml")
     return text
