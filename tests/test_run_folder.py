@@ -220,3 +220,48 @@ def test_an_empty_study_db_left_by_a_killed_start_is_made_by_the_next_run(write_
     assert cli.main(["run", str(config), "--format", "csv"]) == 0, capsys.readouterr().err
     (study,) = optuna.get_all_study_summaries(f"sqlite:///{folder / 'study.db'}")
     assert study.n_trials == 1
+
+
+KILL_MID_WRITE = """
+import os, signal, sqlite3, sys
+connection = sqlite3.connect(sys.argv[1], isolation_level=None)
+connection.execute("BEGIN IMMEDIATE")
+connection.execute("UPDATE trial_user_attributes SET value_json = '\\"half\\"'")
+connection.execute("PRAGMA cache_size = 1")  # spill: the journal is on disk before the kill
+connection.execute("CREATE TABLE filler AS WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 20000) SELECT i, randomblob(100) FROM n")
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_a_kill_inside_a_write_transaction_is_rolled_back_by_the_same_command(run_folder, capsys):
+    """A hot journal left by SIGKILL mid-write: readers say which command recovers it (a
+    read-only connection cannot roll it back); running the same command rolls it back
+    and goes on, with every finished trial as it was."""
+    config, folder = run_folder
+    db = folder / "study.db"
+    before = [(t.number, t.state.name, t.user_attrs) for t in optuna.load_study(study_name="tiny/r/synthetic", storage=f"sqlite:///{db}").trials]
+    killed = subprocess.run([sys.executable, "-c", KILL_MID_WRITE, str(db)])
+    assert killed.returncode == -9 and (folder / "study.db-journal").stat().st_size > 0
+    one_line(capsys, cli.main(["report", str(folder)]), "study.db: a tlbench process was killed in the middle of writing it", "run the same 'tlbench run' again")
+    assert (folder / "study.db-journal").exists()  # the reader changed nothing
+    assert cli.main(["run", str(config), "--n-trials", "2", "--format", "csv"]) == 0, capsys.readouterr().err
+    trials = optuna.load_study(study_name="tiny/r/synthetic", storage=f"sqlite:///{db}").trials
+    assert [(t.number, t.state.name, t.user_attrs) for t in trials[:1]] == before and len(trials) == 2
+    assert cli.main(["report", str(folder)]) == 0
+
+
+def test_a_read_only_study_db_is_one_line(run_folder):
+    config, folder = run_folder
+    db = folder / "study.db"
+    db.chmod(0o444)
+    try:
+        proc = subprocess.run(
+            [*without_root_override(), sys.executable, "-m", "tlbench", "run", str(config), "--n-trials", "2"],
+            capture_output=True, text=True, env=os.environ | {"TLBENCH_LOAD_PLUGINS": ""},
+        )  # fmt: skip
+    finally:
+        db.chmod(0o644)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip().splitlines() == [
+        f"tlbench: error: {db}: read-only (mode 444), so this run cannot go on; make it writable (chmod u+w) or give another --run name"
+    ]

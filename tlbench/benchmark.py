@@ -80,6 +80,8 @@ def run_benchmark(
     folder = results.run_dir(plan.bench, plan.base_dir)
     results.check_free(folder)
     results.check_resumable(folder, plan.bench)
+    if plan.bench.search.storage is None:
+        results.check_own_storage(folder)  # a killed write rolled back; a read-only file refused
     resources = TrialResources(plan, splits)
     # The run folder's own SQLite file is ours alone (the folder is locked): a RUNNING trial in it was killed.
     # A shared storage may have other workers: their trials are watched by heartbeats instead.

@@ -173,7 +173,7 @@ def resolve_storage(url: str | None, base: Path, field: str = "search.storage") 
 def read_only_url(url: str, folder: Path) -> str:
     """How readers (report, plot, compare) open a run's storage: a SQLite file read-only
     and only if it is there (opening a missing one would create an empty run)."""
-    from tlbench.storage import sqlite_path, sqlite_url
+    from tlbench.storage import hot_journal, sqlite_path, sqlite_url
 
     path = sqlite_path(url) if url.startswith("sqlite") else None
     if path is None:
@@ -183,7 +183,36 @@ def read_only_url(url: str, folder: Path) -> str:
             f"{folder}: its trials database {path} is missing; restore it (the run's trials live there) "
             "or run the benchmark again"
         )
+    journal = hot_journal(path)
+    if journal is not None:
+        raise UserError(
+            f"{path}: a tlbench process was killed in the middle of writing it ({journal.name} is there); run the "
+            "same 'tlbench run' again: it rolls that write back and goes on (nothing finished is lost)"
+        )
     return sqlite_url(path, read_only=True)
+
+
+def check_own_storage(folder: Path) -> None:
+    """Before ``run`` reads its run folder's own SQLite file: a write a killed process left
+    half done is rolled back (a read-only check could not read the file), and a file it
+    cannot write is one line. Only for a folder no other run holds (check_free)."""
+    from tlbench.storage import recover_sqlite
+
+    db = folder / DEFAULT_STORAGE
+    if not db.is_file():
+        return
+    if not os.access(db, os.W_OK):
+        mode = oct(db.stat().st_mode & 0o777)
+        raise UserError(
+            f"{db}: read-only (mode {mode[2:]}), so this run cannot go on; make it writable (chmod u+w) "
+            "or give another --run name"
+        )
+    import sqlite3
+
+    try:
+        recover_sqlite(db)
+    except sqlite3.Error as exc:  # a damaged file
+        raise UserError(f"{db}: cannot be opened to finish a killed write ({exc}); restore it or give another --run name") from exc
 
 
 def save_metadata(

@@ -47,6 +47,34 @@ def sqlite_path(url: str) -> Path | None:
     return Path(name)
 
 
+def hot_journal(path: Path) -> Path | None:
+    """The rollback journal a process killed inside a write transaction left next to the
+    SQLite file ``path`` (SQLite rolls it back at the next read-write open; a read-only
+    connection cannot, and fails), or None."""
+    journal = path.with_name(path.name + "-journal")
+    try:
+        return journal if journal.stat().st_size > 0 else None
+    except OSError:
+        return None
+
+
+def recover_sqlite(path: Path) -> bool:
+    """Roll back the write a killed process left half done in the SQLite file ``path`` (as
+    SQLite itself does at a read-write open), so that read-only checks can read it. Only
+    for a file no other process uses (a run folder that is not locked). Returns whether
+    there was one."""
+    if hot_journal(path) is None:
+        return False
+    import sqlite3
+
+    connection = sqlite3.connect(str(path), timeout=60)
+    try:
+        connection.execute("PRAGMA schema_version").fetchone()  # the first read rolls a hot journal back
+    finally:
+        connection.close()
+    return True
+
+
 def connect(url: str, heartbeat: int | None = None, on_lost=None) -> optuna.storages.BaseStorage:
     """The Optuna storage behind ``url``; a URL that cannot be opened is a user error.
 
