@@ -92,3 +92,17 @@ def test_a_whole_run_from_folders_with_odd_names(tmp_path):
     written = _snapshot(tmp_path) - before
     stray = sorted(str(p.relative_to(tmp_path)) for p in written if results not in p.parents and p != results)
     assert stray == []  # nothing outside results_dir: no 'C' or 'what' file next to the folder
+
+
+def test_home_and_variables_in_config_paths_are_expanded_and_an_unset_one_is_one_line(write_config, capsys, monkeypatch, tmp_path):
+    from conftest import one_line, tiny_benchmark
+
+    from tlbench import cli
+
+    config = write_config(tiny_benchmark(results_dir="$TLB_OUT/res", search={"n_trials": 1, "screen": False}))
+    monkeypatch.delenv("TLB_OUT", raising=False)
+    one_line(capsys, cli.main(["validate", str(config)]), "results_dir: $TLB_OUT/res: environment variable $TLB_OUT is not set")
+    assert not (config.parent / "$TLB_OUT").exists()  # no folder literally named $TLB_OUT
+    monkeypatch.setenv("TLB_OUT", str(tmp_path / "scratch"))
+    assert cli.main(["run", str(config), "--format", "csv"]) == 0, capsys.readouterr().err
+    assert list((tmp_path / "scratch" / "res" / "tiny").iterdir())

@@ -42,6 +42,7 @@ from tlbench.types import (
     Strategy,
     Tracker,
     UserError,
+    config_path,
 )
 
 
@@ -290,8 +291,7 @@ def weights_path(given: str, base_dir: Path) -> Path:
             )
         weights = Path(list(spec.submodule_search_locations)[0]) / inside
     else:
-        weights = Path(given).expanduser()
-        weights = weights if weights.is_absolute() else base_dir / weights
+        weights = config_path(given, base_dir, "weights")
     if not weights.is_file():
         raise UserError(f"weights: file {weights} does not exist; fix the path or remove 'weights:'")
     return weights
@@ -304,7 +304,7 @@ def _tracker(registry: Registry, entry: TrackerEntry) -> PlannedTracker:
 
 
 def _backbone(registry: Registry, entry: BackboneEntry, base_dir: Path) -> PlannedBackbone:
-    record, model = registry.backbone(entry.name)
+    record, model = registry.backbone(entry.name, base_dir)
     _check_options(entry.name, entry.options, record.options, type(entry).model_fields)
     weights = None if entry.weights is None else weights_path(entry.weights, base_dir)
     return PlannedBackbone(entry, record, model, weights, registry.plugin_of(record))
@@ -457,8 +457,7 @@ def preflight(plan: Plan) -> dict[str, DatasetSplits]:
     if folder is not None:
         cachedir.DiskFolder(folder / cachedir.CACHE_SUBFOLDER).check()
         check_writable(folder, "training.cache.dir")
-    results_root = Path(plan.bench.results_dir).expanduser()
-    check_writable(_relative(results_root, plan.base_dir), "results_dir")
+    check_writable(config_path(plan.bench.results_dir, plan.base_dir, "results_dir"), "results_dir")
     loaded = {}
     for i, (entry, record) in enumerate(plan.datasets):
         plugin = plan.dataset_plugins.get(entry.key, "?")
@@ -494,7 +493,7 @@ def portfolio_history(plan: Plan) -> list[dict]:
     """The tables ``search.portfolio_from`` names (paths relative to the config file)."""
     from tlbench.portfolio import load_history
 
-    paths = [_relative(Path(p).expanduser(), plan.base_dir) for p in plan.bench.search.portfolio_from]
+    paths = [config_path(p, plan.base_dir, f"search.portfolio_from[{i}]") for i, p in enumerate(plan.bench.search.portfolio_from)]
     for i, path in enumerate(paths):
         if not path.exists():
             raise UserError(
@@ -644,8 +643,4 @@ def _batch_sizes(spec: Any) -> list[int]:
 def cache_dir(plan: Plan) -> Path | None:
     """``training.cache.dir`` resolved against the config's folder (None: memory only)."""
     c = plan.bench.training.cache
-    return None if c.dir is None or not c.enabled else _relative(Path(c.dir).expanduser(), plan.base_dir)
-
-
-def _relative(path: Path, base: Path) -> Path:
-    return path if path.is_absolute() else base / path
+    return None if c.dir is None or not c.enabled else config_path(c.dir, plan.base_dir, "training.cache.dir")

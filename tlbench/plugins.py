@@ -27,7 +27,7 @@ import pluggy
 
 from tlbench import hookspecs
 from tlbench.contract import record_problem
-from tlbench.types import Backbone, Dataset, Strategy, Tracker, UserError
+from tlbench.types import Backbone, Dataset, Strategy, Tracker, UserError, config_path
 
 ENTRY_POINT_GROUP = "tlbench"
 RESTRICT_ENV = "TLBENCH_LOAD_PLUGINS"
@@ -89,7 +89,7 @@ def make_plugin_manager(
     if entry_points:
         _load_entry_points(host)
     for path in paths:
-        _load_path(host, Path(path) if base_dir is None else base_dir / path)
+        _load_path(host, config_path(path, base_dir, "plugins"))
     try:
         pm.check_pending()
     except pluggy.PluginValidationError as exc:
@@ -236,11 +236,15 @@ class Registry:
     failed: tuple[str, ...] = ()  # installed plugins that failed to load
     pm: pluggy.PluginManager | None = None  # the manager the records came from: a run sends its event hooks through it
 
-    def backbone(self, name: str) -> tuple[Backbone, str]:
-        """The record that builds ``name`` and the model name to pass to it."""
+    def backbone(self, name: str, base_dir: Path | None = None) -> tuple[Backbone, str]:
+        """The record that builds ``name`` and the model name to pass to it. A model name
+        that is a file or folder (``hf:encoders/mine``, ``hf:~/models/x``) follows the rule
+        of every config path (:func:`tlbench.types.config_path`): it is passed absolute,
+        resolved against the config's folder ``base_dir``."""
         if name in self.backbones:
             return self.backbones[name].record, name
         prefix, sep, model = name.partition(":")
+        model = _local(model, base_dir) if sep else model
         family = self.families.get(prefix) if sep else None
         if family is not None and model and (family.record.known is None or family.record.known(model)):
             return family.record, model
@@ -373,3 +377,18 @@ def excluded_owner(excluded: Iterable[importlib.metadata.EntryPoint], kind: str,
             if record.name == name or (family and name.partition(":")[0] == record.name):
                 return ep.name
     return None
+
+
+def _local(model: str, base_dir: Path | None) -> str:
+    """``model`` as an absolute path where it names an existing file or folder (relative to
+    ``base_dir``, ``~`` and variables expanded); else as written (a hub or timm name)."""
+    if base_dir is None or "://" in model:
+        return model
+    try:
+        path = config_path(model, base_dir, "backbones")
+    except UserError:
+        return model  # an unset variable: the plugin names what it could not find
+    try:
+        return str(path) if path.exists() else model
+    except OSError:  # a name too long to be a path
+        return model

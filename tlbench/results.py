@@ -143,8 +143,9 @@ def claim(lock) -> None:
 
 
 def run_dir(bench: Benchmark, base_dir: Path) -> Path:
-    root = Path(bench.results_dir).expanduser()
-    return (root if root.is_absolute() else base_dir / root) / bench.name / bench.run_name
+    from tlbench.types import config_path
+
+    return config_path(bench.results_dir, base_dir, "results_dir") / bench.name / bench.run_name
 
 
 def storage_url(configured: str | None, folder: Path) -> str:

@@ -8,6 +8,8 @@ This module imports neither torch nor timm, so listing plugins stays fast.
 from __future__ import annotations
 
 import math
+import os
+import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +28,26 @@ class UserError(Exception):
     The command line prints it as one line and exits with code 2. The message
     should name the field, file or plugin and say how to fix it.
     """
+
+
+_VARIABLE = re.compile(r"\$(\w+|\{[^}]*\})")
+
+
+def config_path(value: str | Path, base_dir: Path | None = None, field: str = "path") -> Path:
+    """A path written in a config, the one rule every path follows: ``~`` and environment
+    variables (``$SCRATCH/data``, ``${HOME}``) are expanded; one that is not set is a
+    UserError naming ``field``; a relative path is relative to ``base_dir`` (the config
+    file's folder). Plugins use it for their own path options (API 1.4)."""
+    text = str(value)
+    if "$" in text:
+        missing = [m.group(1).strip("{}") for m in _VARIABLE.finditer(text) if m.group(1).strip("{}") not in os.environ]
+        if missing:
+            raise UserError(
+                f"{field}: {text}: environment variable ${missing[0]} is not set; set it or write the path out"
+            )
+        text = os.path.expandvars(text)
+    path = Path(text).expanduser()
+    return path if path.is_absolute() or base_dir is None else base_dir / path
 
 
 class BadExample(ValueError):

@@ -6,16 +6,14 @@ stratified validation and test splits with tlbench's own helper.
 """
 
 import csv
-from pathlib import Path
 
 import tlbench
 from tlbench.splits import stratified_split
-from tlbench.types import Dataset, DatasetSplits, Split, UserError
+from tlbench.types import Dataset, DatasetSplits, Split, UserError, config_path
 
 
 def load_csv_images(request):
-    folder = Path(request.options.get("path", ""))
-    folder = folder if folder.is_absolute() else request.base_dir / folder
+    folder = config_path(request.options.get("path", ""), request.base_dir, "dataset csv_images: path")
     table = folder / "labels.csv"
     if not table.is_file():
         raise UserError(f"dataset csv_images: path: {table} does not exist; point 'path' at a folder with labels.csv")

@@ -7,10 +7,9 @@ the hook's arguments), one event at a time, until the run ends; then ``close()``
 """
 
 import json
-from pathlib import Path
 
 import tlbench
-from tlbench.types import Tracker, UserError
+from tlbench.types import Tracker, UserError, config_path
 
 
 class JsonLines:
@@ -18,8 +17,7 @@ class JsonLines:
         path = request.options.get("path")
         if path is None and request.run.folder is None:
             raise UserError("trackers: jsonl: this process has no run folder; set 'path:'")
-        path = Path(path) if path is not None else request.run.folder / "trials.jsonl"
-        self.path = path if path.is_absolute() else request.base_dir / path
+        self.path = config_path(path, request.base_dir, "trackers: jsonl: path") if path is not None else request.run.folder / "trials.jsonl"
         self.run = request.run.run
 
     @tlbench.hookimpl

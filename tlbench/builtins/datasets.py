@@ -16,7 +16,7 @@ from pathlib import Path
 
 from tlbench import hookimpl
 from tlbench.splits import stratified_split
-from tlbench.types import Dataset, DatasetRequest, DatasetSplits, Split, UserError
+from tlbench.types import Dataset, DatasetRequest, DatasetSplits, Split, UserError, config_path
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 
@@ -118,8 +118,7 @@ def load_imagefolder(request: DatasetRequest) -> DatasetSplits:
 def _resolve(base: Path, value, key: str) -> Path:
     if not isinstance(value, str):
         raise UserError(f"dataset imagefolder: {key}: expected a folder path, got {value!r}")
-    path = Path(value).expanduser()
-    path = path if path.is_absolute() else base / path
+    path = config_path(value, base, f"dataset imagefolder: {key}")
     if not path.is_dir():
         raise UserError(f"dataset imagefolder: {key}: folder {path} does not exist; create it or fix the path")
     return path
@@ -233,8 +232,7 @@ def load_torchvision(request: DatasetRequest) -> DatasetSplits:
     if "root" in params:
         if "root" not in options:
             raise UserError(f"dataset torchvision {name}: root: missing; set it to the folder that holds (or will hold) the files")
-        root = Path(str(options["root"])).expanduser()
-        kwargs["root"] = str(root if root.is_absolute() else request.base_dir / root)
+        kwargs["root"] = str(config_path(str(options["root"]), request.base_dir, "dataset torchvision: root"))
     if "download" in params:
         kwargs["download"] = _option(options, "download", False, bool, f"torchvision {name}")
 

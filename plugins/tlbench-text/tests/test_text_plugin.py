@@ -228,3 +228,27 @@ def test_tlbench_plugins_says_what_each_text_record_reads(capsys, monkeypatch):
     out = capsys.readouterr().out
     assert "backbone (text)" in out and "dataset (text)" in out and "backbone family (text)" in out
     assert "backbone (image)" not in out  # images are the default, not named
+
+
+def test_an_hf_folder_is_relative_to_the_config_like_every_other_path(tmp_path, capsys, monkeypatch):
+    """hf:enc resolved against the working directory, unlike every other relative path in a
+    config (issue 24); now against the config's folder, with ~ and $VARS as everywhere."""
+    import shutil
+
+    from tlbench import cli
+
+    home = tmp_path / "project #1"
+    shutil.copytree(backbones.minilm_folder(), home / "enc ?x")
+    path = home / "bench.yaml"
+    path.write_text(yaml.safe_dump({
+        "name": "rel", "datasets": [{"name": "bbc_news"}], "backbones": [{"name": "hf:enc ?x", "max_length": 32}],
+        "strategies": [{"name": "linear_probe"}],
+    }))  # fmt: skip
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    monkeypatch.setenv("TLBENCH_LOAD_PLUGINS", "text")
+    assert cli.main(["validate", str(path)]) == 0, capsys.readouterr().err
+    monkeypatch.setenv("TLB_MODELS", str(home))
+    path.write_text(path.read_text().replace("hf:enc ?x", "hf:$TLB_MODELS/enc ?x"))
+    assert cli.main(["validate", str(path)]) == 0, capsys.readouterr().err

@@ -27,7 +27,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from tlbench.splits import stratified_split
-from tlbench.types import DatasetRequest, DatasetSplits, Split, UserError
+from tlbench.types import DatasetRequest, DatasetSplits, Split, UserError, config_path
 
 SPLIT_SEED = 0
 FRACTIONS = [0.2, 0.2]  # val, test; the rest trains
@@ -122,6 +122,5 @@ def load_textfolder(request: DatasetRequest) -> DatasetSplits:
     given = request.options.get("dir")
     if not isinstance(given, str) or not given:
         raise UserError("dataset textfolder: dir: missing; give the folder that holds one subfolder of .txt files per class")
-    folder = Path(given).expanduser()
-    texts, labels, ids, classes = read_folder(folder if folder.is_absolute() else request.base_dir / folder, "textfolder")
+    texts, labels, ids, classes = read_folder(config_path(given, request.base_dir, "dataset textfolder: dir"), "textfolder")
     return splits_of(texts, labels, ids, classes, request.seed)

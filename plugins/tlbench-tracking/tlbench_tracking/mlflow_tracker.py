@@ -15,7 +15,7 @@ import os
 from pathlib import Path
 
 import tlbench
-from tlbench.types import TrackerRequest, TrialInfo, UserError
+from tlbench.types import TrackerRequest, TrialInfo, UserError, config_path
 from tlbench_tracking.metrics import final_metrics, parameters, run_name
 
 STATUS = {"complete": "FINISHED", "pruned": "KILLED", "failed": "FAILED"}
@@ -96,6 +96,5 @@ def _resolved(uri: str, base: Path) -> str:
         if uri.startswith(prefix) and not uri.startswith(prefix + "/") and not uri.startswith("file://"):
             return prefix + str((base / uri[len(prefix):]).resolve())
     if "://" not in uri and not uri.startswith("file:"):  # a plain path: MLflow's file store
-        path = Path(uri).expanduser()
-        return (path if path.is_absolute() else base / path).resolve().as_uri()
+        return config_path(uri, base, "trackers: mlflow: tracking_uri").resolve().as_uri()
     return uri

@@ -8,10 +8,8 @@ process, so a resumed run or a second worker never overwrites one.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import tlbench
-from tlbench.types import TrackerRequest, TrialInfo, UserError
+from tlbench.types import TrackerRequest, TrialInfo, UserError, config_path
 from tlbench_tracking.metrics import final_metrics, parameters
 
 
@@ -23,8 +21,11 @@ class TensorBoardTracker:
         given = request.options.get("dir")
         if given is None and request.run.folder is None:
             raise UserError("trackers: tensorboard: this process has no run folder; set 'dir:' to a folder for the event files")
-        folder = Path(str(given)).expanduser() if given is not None else request.run.folder / "tensorboard"
-        self.root = folder if folder.is_absolute() else request.base_dir / folder
+        self.root = (
+            config_path(str(given), request.base_dir, "trackers: tensorboard: dir")
+            if given is not None
+            else request.run.folder / "tensorboard"
+        )
         if self.root.exists() and not self.root.is_dir():
             raise UserError(f"trackers: tensorboard: dir {self.root} is a file; give a folder")
         self.writers = {}
