@@ -269,13 +269,13 @@ def splits_problem(splits: Any) -> str | None:
     return disjoint_problem({name: getattr(splits, name) for name in ("train", "val", "test")}) or coverage_problem(splits)
 
 
-def coverage_problem(splits: DatasetSplits) -> str | None:
+def coverage_problem(splits: DatasetSplits, modality: str = "image") -> str | None:
     """Too little data, or None: an empty split, a class with no training example. With
     the built-in datasets that is the user's to fix (the host says so), with a plugin
     that makes its own splits the plugin's (the kit says so)."""
     for name in ("train", "val", "test"):
         if isinstance(getattr(splits, name), Split) and len(getattr(splits, name)) == 0:
-            return f"the {name} split is empty; add images or lower the held-out fractions"
+            return f"the {name} split is empty; add {examples(modality)} or lower the held-out fractions"
     if isinstance(splits.train, Split) and isinstance(splits.classes, tuple):
         present = set(splits.train.labels)
         absent = [c for i, c in enumerate(splits.classes) if i not in present]
@@ -309,3 +309,8 @@ def disjoint_problem(parts: Mapping[str, Split]) -> str | None:
 
 def _whole(value: Any) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def examples(modality: str) -> str:
+    """What a dataset of ``modality`` is made of, for messages: images, texts."""
+    return {"image": "images", "text": "texts"}.get(modality, "examples")

@@ -384,7 +384,7 @@ def load_splits(entry: DatasetEntry, record: Dataset, seed: int, base_dir: Path,
     request = DatasetRequest(options=entry.options, seed=seed, base_dir=base_dir)
     what = f"dataset '{record.name}': load()"
     splits = plugin_call(plugin, what, lambda: record.load(request))
-    too_little = contract.coverage_problem(splits) if isinstance(splits, DatasetSplits) else None
+    too_little = contract.coverage_problem(splits, record.modality) if isinstance(splits, DatasetSplits) else None
     if too_little:  # the user's to fix, not the plugin's
         raise UserError(f"dataset {entry.key}: {too_little}")
     problem = contract.splits_problem(splits)
@@ -407,11 +407,11 @@ def load_splits(entry: DatasetEntry, record: Dataset, seed: int, base_dir: Path,
         parts[name] = split.subset(subsample(split.labels, total, per_class, seed)) if total or per_class else split
         if len(parts[name]) == 0:
             raise UserError(
-                f"dataset {entry.key}: the {name} split is empty; add images or lower the held-out fractions"
+                f"dataset {entry.key}: the {name} split is empty; add {contract.examples(record.modality)} or lower the held-out fractions"
             )
     if len(parts["train"]) < 2:
         raise UserError(
-            f"dataset {entry.key}: the train split has {len(parts['train'])} example; training needs at least 2, add images"
+            f"dataset {entry.key}: the train split has {len(parts['train'])} example; training needs at least 2, add {contract.examples(record.modality)}"
         )
     return DatasetSplits(classes=splits.classes, **parts)
 

@@ -252,3 +252,50 @@ def test_an_hf_folder_is_relative_to_the_config_like_every_other_path(tmp_path, 
     monkeypatch.setenv("TLB_MODELS", str(home))
     path.write_text(path.read_text().replace("hf:enc ?x", "hf:$TLB_MODELS/enc ?x"))
     assert cli.main(["validate", str(path)]) == 0, capsys.readouterr().err
+
+
+def test_text_folders_follow_the_image_folders_rules(tmp_path):
+    """Suffixes in any case, nested folders read, hidden files skipped at every depth,
+    an empty text refused, a huge file read only as far as an encoder can use."""
+    root = tmp_path / "texts"
+    for c in ("neg", "pos"):
+        (root / c / "more").mkdir(parents=True)
+        (root / c / "a.txt").write_text(f"{c} one")
+        (root / c / "B.TXT").write_text(f"{c} two")
+        (root / c / "more" / "c.txt").write_text(f"{c} three")
+        (root / c / "._a.txt").write_bytes(b"\x00\x05\x16\x07 mac metadata")
+        (root / c / ".hidden.txt").write_text("not data")
+        (root / c / ".ipynb_checkpoints").mkdir()
+        (root / c / ".ipynb_checkpoints" / "a-checkpoint.txt").write_text("not data")
+    texts, labels, ids, classes = corpora.read_folder(root, "textfolder")
+    assert classes == ("neg", "pos") and len(texts) == 6 and sorted(texts) == sorted(f"{c} {n}" for c in ("neg", "pos") for n in ("one", "two", "three"))
+    huge = root / "pos" / "huge.txt"
+    huge.write_bytes(("é" * 50_000_000).encode())  # 100 MB
+    import resource
+
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    texts, *_ = corpora.read_folder(root, "textfolder")
+    grown_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+    assert max(len(t.encode()) for t in texts) <= corpora.MAX_TEXT_BYTES and grown_mb < 50, grown_mb
+    huge.unlink()
+    (root / "pos" / "empty.txt").write_text("  \n")
+    with pytest.raises(UserError, match=r"empty.txt: empty text; delete the file or write the text in it"):
+        corpora.read_folder(root, "textfolder")
+
+
+def test_a_text_dataset_too_small_says_texts(tmp_path, monkeypatch, capsys):
+    from tlbench import cli
+
+    root = tmp_path / "texts"
+    for c in ("neg", "pos"):
+        (root / c).mkdir(parents=True)
+        (root / c / "a.txt").write_text(f"{c} one")
+    monkeypatch.setenv("TLBENCH_LOAD_PLUGINS", "text")
+    path = tmp_path / "bench.yaml"
+    path.write_text(yaml.safe_dump({
+        "name": "small", "datasets": [{"name": "textfolder", "dir": "texts"}], "backbones": [{"name": "minilm"}],
+        "strategies": [{"name": "linear_probe"}],
+    }))  # fmt: skip
+    assert cli.main(["validate", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "add texts" in err and "images" not in err

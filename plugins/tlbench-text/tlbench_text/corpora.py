@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import csv
 import importlib.util
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -43,34 +44,63 @@ def package_folder(module: str, dataset: str, pip_name: str) -> Path:
     return Path(list(spec.submodule_search_locations)[0])
 
 
+MAX_TEXT_BYTES = 64 * 1024  # read of each file: far more than 512 tokens (the longest encoders' limit) need
+
+
 def read_folder(folder: Path, dataset: str, fallback: str | None = None) -> tuple[list[str], list[int], list[str], tuple[str, ...]]:
-    """(texts, labels, ids, classes) of ``folder/<class>/*.txt``, classes sorted by name;
-    UTF-8, or ``fallback`` for a file that is not (the BBC files are latin-1: '\xa3')."""
+    """(texts, labels, ids, classes) of ``folder/<class>/**/*.txt``, classes sorted by name,
+    under the image folders' rules: ``.txt`` in any case, at any depth of a class folder;
+    names starting with '.' (``.DS_Store``, macOS ``._x.txt``, ``.ipynb_checkpoints``) are
+    not part of the dataset at any depth; an empty file (or one of whitespace only) is
+    refused, as a zero-byte image is. Each file is read up to MAX_TEXT_BYTES (no encoder
+    reads further), so one huge file cannot exhaust memory. UTF-8, or ``fallback`` for a
+    file that is not (the BBC files are latin-1: '\xa3')."""
     if not folder.is_dir():
         raise UserError(f"dataset {dataset}: dir: {folder} is not a folder; give a folder with one subfolder per class")
     classes = tuple(sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")))
     texts, labels, ids = [], [], []
     for label, name in enumerate(classes):
-        for path in sorted((folder / name).glob("*.txt")):
+        for path in _text_files(folder / name, dataset):
             texts.append(_decoded(path, dataset, fallback))
             labels.append(label)
             ids.append(str(path))
     if len(classes) < 2 or not texts:
-        raise UserError(f"dataset {dataset}: {folder} needs at least 2 subfolders (classes) holding .txt files; found {len(classes)} with {len(texts)} files")
+        raise UserError(f"dataset {dataset}: {folder} needs at least 2 subfolders (classes) holding .txt files; found {len(classes)} with {len(texts)} texts")
     return texts, labels, ids, classes
+
+
+def _text_files(class_dir: Path, dataset: str) -> list[Path]:
+    files = []
+
+    def unreadable(error: OSError) -> None:  # os.walk would skip the folder silently
+        raise UserError(f"dataset {dataset}: cannot read folder {error.filename} ({error.strerror}); check its permissions")
+
+    for root, dirs, names in os.walk(class_dir, onerror=unreadable, followlinks=True):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        files += [Path(root) / n for n in names if not n.startswith(".") and Path(n).suffix.lower() == ".txt"]
+    return sorted(files)
 
 
 def _decoded(path: Path, dataset: str, fallback: str | None) -> str:
     try:
-        data = path.read_bytes()
+        with path.open("rb") as stream:
+            data = stream.read(MAX_TEXT_BYTES + 1)
     except OSError as exc:
         raise UserError(f"dataset {dataset}: {path}: cannot read it ({exc.strerror or exc}); check its permissions") from exc
+    cut = len(data) > MAX_TEXT_BYTES
+    data = data[:MAX_TEXT_BYTES]
     try:
-        return data.decode("utf-8")
+        text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        if fallback:
-            return data.decode(fallback)
-        raise UserError(f"dataset {dataset}: {path}: not UTF-8 text ({exc.reason} at byte {exc.start}); save it as UTF-8") from exc
+        if cut and exc.start >= len(data) - 3 and exc.end == len(data):  # the cap split a character
+            text = data[: exc.start].decode("utf-8")
+        elif fallback:
+            text = data.decode(fallback)
+        else:
+            raise UserError(f"dataset {dataset}: {path}: not UTF-8 text ({exc.reason} at byte {exc.start}); save it as UTF-8") from exc
+    if not text.strip():
+        raise UserError(f"dataset {dataset}: {path}: empty text; delete the file or write the text in it")
+    return text
 
 
 def deduplicated(texts: Sequence[str], labels: Sequence[int]) -> list[int]:
