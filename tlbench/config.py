@@ -90,6 +90,7 @@ class StrategyEntry(_Open):
 
 class TrackerEntry(_Open):
     name: str  # a tracker record name, e.g. tensorboard, mlflow (tlbench-tracking)
+    optional: bool = False  # true: a tracker that cannot check, open or write is a warning, not a stop
 
 
 class Recipe(_Strict):

@@ -53,7 +53,7 @@ RESERVED_OPTIONS = {
     Backbone: ("name", "pretrained", "weights", "label", "resolution", "max_length"),  # fields of a backbones: entry
     Dataset: ("name", "label", "train_samples", "val_samples", "test_samples", "per_class"),  # of a datasets: entry
     Strategy: ("name", "label", *RESERVED_PARAMS),  # of a strategies: entry, and what the host draws
-    Tracker: ("name",),  # of a trackers: entry
+    Tracker: ("name", "optional"),  # of a trackers: entry
 }
 
 

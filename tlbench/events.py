@@ -167,19 +167,33 @@ def start(plan, progress, folder, storage_url: str) -> Events:
     """The events of a run of ``plan``: its trackers opened (a UserError from one stops
     the run before any trial), its plugins' event hooks and ``progress`` registered."""
     from tlbench.contract import plugin_call
-    from tlbench.record import WORKER
-    from tlbench.studyrecord import study_name
     from tlbench.types import TrackerRequest
 
-    run = RunInfo(
+    run = run_info(plan, folder, storage_url)
+    opened = []
+    for i, tracker in enumerate(plan.trackers):  # the same tracker may be listed twice (two MLflow stores)
+        request = TrackerRequest(options=tracker.entry.options, run=run, base_dir=plan.base_dir)
+        what = f"tracker '{tracker.record.name}': open()"
+        try:
+            if tracker.entry.optional and tracker.record.check is not None:  # validate warned; do not wait on it again
+                plugin_call(tracker.plugin, f"tracker '{tracker.record.name}': check()", lambda r=tracker.record: r.check(request))
+            opened.append((f"trackers[{i}] ({tracker.entry.name})", plugin_call(tracker.plugin, what, lambda r=tracker.record: r.open(request))))
+        except UserError as exc:
+            if not tracker.entry.optional:
+                raise
+            progress.note(f"trackers[{i}] ({tracker.entry.name}): optional, left out: {exc}")
+    return Events(progress, run, plan.pm, opened)
+
+
+def run_info(plan, folder, storage_url: str | None) -> RunInfo:
+    """What trackers and event hooks are told about the run."""
+    from tlbench.record import WORKER
+    from tlbench.studyrecord import study_name
+
+    return RunInfo(
         benchmark=plan.bench.name, run=plan.bench.run_name, folder=folder, fingerprint=plan.bench.fingerprint(),
         datasets=tuple(entry.key for entry, _ in plan.datasets),
         studies={entry.key: study_name(plan.bench, entry.key) for entry, _ in plan.datasets},
         storage=storage_url, worker=WORKER, config=plan.bench.model_dump(mode="json"),
     )  # fmt: skip
-    opened = []
-    for i, tracker in enumerate(plan.trackers):  # the same tracker may be listed twice (two MLflow stores)
-        request = TrackerRequest(options=tracker.entry.options, run=run, base_dir=plan.base_dir)
-        what = f"tracker '{tracker.record.name}': open()"
-        opened.append((f"trackers[{i}] ({tracker.entry.name})", plugin_call(tracker.plugin, what, lambda r=tracker.record: r.open(request))))
-    return Events(progress, run, plan.pm, opened)
+

@@ -13,6 +13,7 @@ import copy
 import dataclasses
 import difflib
 import os
+import sys
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -41,6 +42,7 @@ from tlbench.types import (
     Phase,
     Strategy,
     Tracker,
+    TrackerRequest,
     UserError,
     config_path,
 )
@@ -458,6 +460,7 @@ def preflight(plan: Plan) -> dict[str, DatasetSplits]:
         cachedir.DiskFolder(folder / cachedir.CACHE_SUBFOLDER).check()
         check_writable(folder, "training.cache.dir")
     check_writable(config_path(plan.bench.results_dir, plan.base_dir, "results_dir"), "results_dir")
+    check_trackers(plan)
     loaded = {}
     for i, (entry, record) in enumerate(plan.datasets):
         plugin = plan.dataset_plugins.get(entry.key, "?")
@@ -487,6 +490,27 @@ def preflight(plan: Plan) -> dict[str, DatasetSplits]:
     check_transforms(plan, loaded, built)  # after the memory check: an absurd size must not be tried on a real example
     portfolio_history(plan)  # the tables search.portfolio_from names are readable tables
     return loaded
+
+
+def check_trackers(plan: Plan) -> None:
+    """Each tracker's own check (``Tracker.check``: its URIs, folders, server), before
+    anything is written; an optional tracker's problem is a warning (the run leaves it out)."""
+    from tlbench.events import run_info
+    from tlbench.results import run_dir, storage_url
+
+    folder = run_dir(plan.bench, plan.base_dir)
+    run = run_info(plan, folder, storage_url(plan.bench.search.storage, folder))
+    for i, tracker in enumerate(plan.trackers):
+        if tracker.record.check is None:
+            continue
+        request = TrackerRequest(options=tracker.entry.options, run=run, base_dir=plan.base_dir)
+        where = f"trackers[{i}] ({tracker.entry.name})"
+        try:
+            plugin_call(tracker.plugin, f"tracker '{tracker.record.name}': check()", lambda r=tracker.record: r.check(request))
+        except UserError as exc:
+            if not tracker.entry.optional:
+                raise UserError(f"{where}: {exc}; or mark it 'optional: true'") from exc
+            print(f"tlbench: warning: {where} (optional): {exc}; the run goes on without it", file=sys.stderr)
 
 
 def portfolio_history(plan: Plan) -> list[dict]:

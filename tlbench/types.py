@@ -345,3 +345,8 @@ class Tracker:
     open: Callable[[TrackerRequest], Any]  # request -> an object with event-hook methods
     options: Mapping[str, str] = field(default_factory=dict)  # accepted option -> one-line help
     description: str = ""  # one line for `tlbench plugins`
+    # validate, and run before it creates anything, call it (API 1.4 addition, optional):
+    # check the options without writing (URIs parse, folders can be made, a server answers
+    # within seconds) and raise UserError naming what to fix. request.run.folder is where
+    # the run folder will be; it may not exist yet.
+    check: Callable[[TrackerRequest], None] | None = None

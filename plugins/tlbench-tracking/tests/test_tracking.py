@@ -115,3 +115,43 @@ def test_a_worker_that_loses_the_race_to_create_the_experiment_uses_it(tmp_path,
     answers = iter([None])  # the loser's first look came before the winner's create
     monkeypatch.setattr(client, "get_experiment_by_name", lambda name: next(answers, None) or real(name))
     assert mlflow_tracker._experiment(client, "tlbench/x/r") == made
+
+
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]  # closed again when the block ends: nothing listens there
+
+
+@pytest.mark.parametrize(
+    "tracker, needle",
+    [
+        ({"name": "mlflow", "tracking_uri": "foo://bar"}, "trackers[0] (mlflow): tracking_uri: 'foo://bar' is not an MLflow tracking URI"),
+        ({"name": "mlflow", "tracking_uri": f"http://127.0.0.1:{_closed_port()}"}, "no MLflow server answers at http://127.0.0.1:"),
+        ({"name": "tensorboard", "dir": "a_file/tb"}, "trackers[0] (tensorboard): dir: cannot create"),
+        ({"name": "mlflow", "tracking_uri": "sqlite:///missing/deeper/m.db"}, None),  # folders that can be made: fine
+    ],
+)
+def test_validate_checks_trackers_without_writing(tmp_path, capsys, monkeypatch, tracker, needle):
+    import time
+
+    monkeypatch.setenv("TLBENCH_LOAD_PLUGINS", "tracking")
+    (tmp_path / "a_file").write_text("not a folder")
+    config = _config(tmp_path, [tracker])
+    before = sorted(tmp_path.rglob("*"))
+    start = time.monotonic()
+    code = cli.main(["validate", config])
+    err = capsys.readouterr().err
+    assert time.monotonic() - start < 60  # a server that is down: seconds, not minutes
+    assert sorted(tmp_path.rglob("*")) == before  # validate wrote nothing
+    if needle is None:
+        assert code == 0, err
+        return
+    assert code == 2 and needle in err and len(err.strip().splitlines()) == 1, err
+    code = cli.main(["run", config])  # run refuses it before it creates the run folder
+    assert code == 2 and not (tmp_path / "results").exists()
+    optional = _config(tmp_path, [tracker | {"optional": True}])
+    assert cli.main(["run", optional, "--format", "csv"]) == 0
+    assert "(optional)" in capsys.readouterr().err

@@ -33,6 +33,9 @@ class MLflowTracker:
         uri = _resolved(str(uri), request.base_dir)
         if uri.startswith("file:"):
             os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
+        if uri.startswith(("http:", "https:")):  # a server that goes down: an error in seconds, not minutes of retries
+            os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+            os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
         self.client = MlflowClient(tracking_uri=uri)
         name = str(request.options.get("experiment") or f"tlbench/{request.run.benchmark}/{request.run.run}")
         self.experiment = _experiment(self.client, name)

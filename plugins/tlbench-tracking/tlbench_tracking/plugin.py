@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import tlbench
 from tlbench.types import Tracker
+from tlbench_tracking.checks import check_mlflow, check_tensorboard
 from tlbench_tracking.mlflow_tracker import MLflowTracker
 from tlbench_tracking.tensorboard import TensorBoardTracker
 
-TLBENCH_PLUGIN_API = (1, 3)  # trackers and event hooks
+TLBENCH_PLUGIN_API = (1, 4)  # trackers and event hooks; Tracker.check
 
 
 @tlbench.hookimpl
@@ -23,12 +24,14 @@ def tlbench_trackers():
     yield Tracker(
         name="tensorboard",
         open=TensorBoardTracker,
+        check=check_tensorboard,
         options={"dir": "folder for the event files, relative to the config (default: <run folder>/tensorboard)"},
         description="TensorBoard event files: a run per trial with its validation curve, test accuracy and costs",
     )
     yield Tracker(
         name="mlflow",
         open=MLflowTracker,
+        check=check_mlflow,
         options={
             "tracking_uri": "MLflow tracking URI (default: the file store <run folder>/mlruns)",
             "experiment": "experiment name (default: tlbench/<benchmark>/<run>)",
