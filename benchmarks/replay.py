@@ -373,6 +373,8 @@ def methods(grid: Grid, seed: int, others: list[dict], candidates: dict[str, dic
         "tlbench": ours(defaults),
         "tlbench_no_portfolio": ours(SearchConfig(portfolio=0), first=tlbench_opening(grid, SearchConfig(portfolio=0), others)[0]),
         "tlbench_study_pruning": ours(SearchConfig(prune_within="study")),
+        # tlbench 0.4's search after the same opening: TPE, the median rule from epoch 2
+        "tlbench_tpe_median": ours(SearchConfig(sampler="tpe", pruner="median", warmup_epochs=1)),
     }  # fmt: skip
     return out
 

@@ -129,7 +129,7 @@ def test_the_portfolio_goes_first_on_the_backbone_the_screen_ranks_first(write_c
         (first, e["params"]["freeze"], e["params"]["lr_backbone"]) for e in shipped
     ]
     assert f"portfolio: 2 configurations that did best on earlier benchmarks go first, on {first}" in err
-    assert "learnt from digits, lfw_faces, mnist5k, textures" in err  # synthetic is no grid's domain: all four
+    assert "learnt from digits, lfw_faces, lfw_faces (10 epochs), mnist5k, mnist5k (10 epochs), textures, textures (10 epochs)" in err  # synthetic is no grid's domain: every grid
     assert len([t for t in study.trials if not t.user_attrs.get("probe")]) == 4  # the portfolio's count in n_trials
     assert (
         "Portfolio (tried first on the screen's first backbone): learnt from digits"
@@ -158,7 +158,7 @@ def test_portfolio_from_learns_from_an_earlier_run_folder(write_config, capsys):
     capsys.readouterr()
     assert cli.main(["run", str(now), "--format", "csv"]) == 0
     err = capsys.readouterr().err
-    assert "learnt from digits, lfw_faces, mnist5k, synthetic (portfolio_from), textures" in err
+    assert "learnt from digits, lfw_faces, lfw_faces (10 epochs), mnist5k, mnist5k (10 epochs), synthetic (portfolio_from), textures, textures (10 epochs)" in err
     later = optuna.load_study(
         study_name="tiny/now/synthetic", storage=f"sqlite:///{now.parent / 'results' / 'tiny' / 'now' / 'study.db'}"
     )

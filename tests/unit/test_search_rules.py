@@ -227,7 +227,7 @@ def test_a_pareto_trial_is_pruned_only_when_dominated_within_its_strategy():
         ("finetune", [0.6, 0.85, 0.92], 120.0),
         ("linear_probe", [0.9, 0.9, 0.9], 10.0),
     )
-    search = SearchConfig(objective="pareto")
+    search = SearchConfig(objective="pareto", warmup_epochs=1)
     trial = _asking(study, "finetune")
     assert "dominated at epoch 2 by 2 completed trials" in pruning.dominated_by(trial, 2, 0.7, 150.0, search)
     assert pruning.dominated_by(trial, 2, 0.7, 110.0, search) is None  # only one of them is as cheap: not enough
@@ -295,9 +295,10 @@ def test_a_study_leaves_its_own_domain_out_of_the_shipped_portfolio():
     doc = portfolio.shipped_document()
     assert {s["domain"] for n, s in doc["sources"].items() if n in ("mnist5k", "digits")} == {"digits"}
     mine = portfolio.for_study("mnist5k", "image")
-    assert mine.left_out == ["digits", "mnist5k"] and mine.learnt_from == ["lfw_faces", "textures"]
-    assert all(set(e["datasets"]) <= {"lfw_faces", "textures"} for e in mine.entries)
-    assert "left out" in mine.describe() and "lfw_faces, textures" in mine.describe()
+    assert mine.left_out == ["digits", "mnist5k", "mnist5k (10 epochs)"]  # the development grid of mnist5k too
+    others = {"lfw_faces", "lfw_faces (10 epochs)", "textures", "textures (10 epochs)"}
+    assert set(mine.learnt_from) == others and all(set(e["datasets"]) <= others for e in mine.entries)
+    assert "left out" in mine.describe() and "lfw_faces, lfw_faces (10 epochs), textures" in mine.describe()
     other = portfolio.for_study("my_xrays", "image")  # a dataset no grid holds: every grid counts
     assert other.left_out == [] and other.learnt_from == sorted(doc["sources"])
     assert other.entries == portfolio.shipped()
