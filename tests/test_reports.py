@@ -227,3 +227,23 @@ def test_the_summary_table_keeps_names_whole_at_80_and_120_columns():
             assert "not shown at 80 columns: Img/s" in out.getvalue() and "Img/s" not in header
         else:
             assert "Img/s" in header and "Train GFLOP" in header and "not shown at 120 columns: Trials" in out.getvalue()
+
+
+@pytest.mark.parametrize("fmt", ["csv", "json", "markdown", "rich"])
+def test_report_trials_honours_format(two_runs, capsys, fmt):
+    import io
+
+    n = len(results.load_run(two_runs[1]).trials)
+    assert cli.main(["report", str(two_runs[1]), "--trials", "--format", fmt]) == 0
+    out = capsys.readouterr().out
+    if fmt == "csv":
+        frame = pd.read_csv(io.StringIO(out))
+        assert list(frame.columns[:4]) == ["dataset", "trial", "state", "origin"] and len(frame) == n
+    elif fmt == "json":
+        rows = json.loads(out)
+        assert len(rows) == n and {"dataset", "trial", "state", "fail_reason"} <= set(rows[0])
+    elif fmt == "markdown":
+        lines = out.splitlines()
+        assert lines[0].startswith("| dataset | trial | state |") and lines[1].startswith("|---|") and len(lines) == n + 2
+    else:
+        assert out.split()[:3] == ["dataset", "trial", "state"]

@@ -259,7 +259,7 @@ def cmd_report(args) -> int:
 
     run = results.load_run(args.run_dir)
     if args.trials:
-        print(report.trials_table(run.trials))
+        sys.stdout.write(report.trials_table(run.trials, args.format))
         return 0
     _show(run, args.format, _console())
     return 0

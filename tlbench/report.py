@@ -370,26 +370,36 @@ def render(run: Run, fmt: str) -> str:
     raise ValueError(fmt)
 
 
-def trials_table(trials: pd.DataFrame) -> str:
-    """Plain-text list of every trial, for `tlbench report --trials`."""
-    cols = [
-        "dataset",
-        "trial",
-        "state",
-        "backbone",
-        "strategy",
-        "val_accuracy",
-        "test_accuracy",
-        "train_seconds",
-        "config",
-        "fail_reason",
-    ]
-    shown = trials[cols].copy()
-    if "infeasible" in trials:  # a trial over search.constraints says so where a failure would
+TRIAL_COLUMNS = [
+    "dataset", "trial", "state", "origin", "backbone", "strategy", "val_accuracy", "test_accuracy", "train_seconds",
+    "config", "fail_reason",
+]  # fmt: skip
+
+
+def trials_frame(trials: pd.DataFrame) -> pd.DataFrame:
+    """Every trial, as `tlbench report --trials` lists it: a trial over search.constraints
+    says so where a failure would."""
+    shown = trials[[c for c in TRIAL_COLUMNS if c in trials]].copy()
+    if "infeasible" in trials:
         shown["fail_reason"] = trials["fail_reason"].where(
             trials["infeasible"].isna(), "infeasible: " + trials["infeasible"].astype(str)
         )
-    return shown.to_string(index=False)
+    return shown
+
+
+def trials_table(trials: pd.DataFrame, fmt: str = "rich") -> str:
+    """`tlbench report --trials` in ``fmt``: plain text (rich), markdown, csv or json."""
+    shown = trials_frame(trials)
+    if fmt == "csv":
+        return shown.to_csv(index=False)
+    if fmt == "json":
+        return shown.to_json(orient="records", indent=2) + "\n"
+    if fmt == "markdown":
+        cells = shown.astype(object).where(shown.notna(), "")
+        head = ["| " + " | ".join(shown.columns) + " |", "|" + "---|" * len(shown.columns)]
+        body = ["| " + " | ".join(str(v).replace("|", "\\|") for v in row) + " |" for row in cells.itertuples(index=False)]
+        return "\n".join(head + body) + "\n"
+    return shown.to_string(index=False) + "\n"
 
 
 # --------------------------------------------------------------------------- across datasets
