@@ -195,3 +195,49 @@ def test_a_ctrl_c_whose_keyboardinterrupt_python_dropped_still_stops_the_run(wri
     states = {t.number: (t.state.name, t.user_attrs.get("fail_reason")) for t in _trials(folder)}
     assert states == {0: ("COMPLETE", None), 1: ("FAIL", "interrupted by Ctrl-C")}
     assert not interrupts.requested()  # cleared when the command returns
+
+
+EVENTS = """
+import json
+from pathlib import Path
+
+import tlbench
+
+LOG = Path(__file__).with_name("events.jsonl")
+
+
+def _log(kind, trial):
+    with LOG.open("a") as f:
+        f.write(json.dumps({"event": kind, "number": trial.number, "state": trial.state, "reason": trial.reason}) + "\\n")
+
+
+@tlbench.hookimpl
+def tlbench_trial_started(trial):
+    _log("started", trial)
+
+
+@tlbench.hookimpl
+def tlbench_trial_finished(trial):
+    _log("finished", trial)
+"""
+
+
+def test_an_interrupted_trial_gets_its_trial_finished_event(write_config, capsys):
+    """Every started trial gets exactly one trial_finished, the one Ctrl-C stopped too
+    (Optuna calls no callback for it), and its retry in the next run gets its own."""
+    config = write_config(SLOW | {"plugins": ["pause.py", "events.py"]})
+    (config.parent / "pause.py").write_text(PAUSE)
+    (config.parent / "events.py").write_text(EVENTS)
+    proc, folder = _start_and_stop_mid_trial(config, signal.SIGINT)
+    assert proc.returncode == 130, proc.stderr.read()
+    lines = [json.loads(x) for x in (config.parent / "events.jsonl").read_text().splitlines()]
+    finished = [x for x in lines if x["event"] == "finished"]
+    assert [x["number"] for x in lines if x["event"] == "started"] == [0, 1]
+    assert [(x["number"], x["state"]) for x in finished] == [(0, "complete"), (1, "failed")]
+    assert finished[1]["reason"] == "interrupted by Ctrl-C"
+    code, out = _rerun(config, capsys)
+    assert code == 0, out.err
+    lines = [json.loads(x) for x in (config.parent / "events.jsonl").read_text().splitlines()]
+    started = [x["number"] for x in lines if x["event"] == "started"]
+    ended = [x["number"] for x in lines if x["event"] == "finished"]
+    assert sorted(started) == sorted(ended) and len(set(ended)) == len(ended)  # exactly one each

@@ -236,7 +236,10 @@ def _optimize(
     or ``full(study)``, each reported, Ctrl-C checked after each."""
     from tlbench import train
 
+    reported: set[int] = set()
+
     def finished(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        reported.add(trial.number)
         progress.trial_finished(run_events.finished(trial, label, study.study_name))
         on_trial()
         interrupts.check()
@@ -248,6 +251,10 @@ def _optimize(
             objective, n_trials=n_trials, timeout=timeout, n_jobs=len(resources.devices),
             catch=(train.TrialFailed,), callbacks=[finished],
         )  # fmt: skip
+    except KeyboardInterrupt:  # Optuna calls no callback for the interrupted trial: it still gets its event
+        for trial in run_events.interrupted_here(study, reported):
+            progress.trial_finished(run_events.finished(trial, label.removesuffix(" repeats"), study.study_name))
+        raise
     finally:
         progress.study_finished(label)
 

@@ -11,6 +11,7 @@ results in the storage are unaffected. tlbench's own implementations raise.
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import threading
 from collections.abc import Callable, Sequence
@@ -144,10 +145,29 @@ def running(trial: optuna.Trial, dataset: str, epochs: int, curve: Sequence[floa
     )  # fmt: skip
 
 
+def interrupted_here(study, reported: set[int]) -> list[optuna.trial.FrozenTrial]:
+    """Trials this process ran that stopped without their ``trial_finished`` event (Ctrl-C,
+    SIGTERM: Optuna calls no callback for them)."""
+    from tlbench.record import WORKER
+
+    out = []
+    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.FAIL, optuna.trial.TrialState.RUNNING)):
+        if t.number not in reported and TrialRecord.from_trial(t).worker == WORKER:
+            out.append(t)
+    return out
+
+
 def finished(trial: optuna.trial.FrozenTrial, dataset: str, study: str) -> TrialInfo:
-    """A finished trial as the event hooks see it."""
+    """A finished trial as the event hooks see it; one still RUNNING in storage (interrupted
+    before Optuna marked it) is failed, as the run then records it."""
     record = TrialRecord.from_trial(trial)
     state = _STATES.get(trial.state.name, trial.state.name.lower())
+    if state == "running":
+        from tlbench import interrupts
+
+        state = "failed"
+        record = dataclasses.replace(record, failure=record.failure or "interrupted",
+                                     fail_reason=record.fail_reason or f"interrupted by {interrupts.what()}")  # fmt: skip
     curve = tuple(record.val_curve or ()) or tuple(trial.intermediate_values[k] for k in sorted(trial.intermediate_values))
     reason = ""
     if state == "failed":

@@ -416,7 +416,14 @@ def trials_frame(store, studies: dict[str, str], limits: dict | None = None) -> 
             if kind != Failure.SURPLUS:  # never ran: workers racing for a study's last trial
                 row = _trial_row(dataset, t, record, kind, reason, gave_up.get(t.number))
                 rows.append(row | {"infeasible": infeasible(record, limits or {})} | per_class(record.test_correct, test_split))
-    return pd.DataFrame(rows, columns=TRIAL_COLUMNS + ["repeat_of", "test_correct"])
+    frame = pd.DataFrame(rows, columns=TRIAL_COLUMNS + ["repeat_of", "test_correct"])
+    for column in INTEGER_COLUMNS:  # trial numbers stay integers where some rows have none (1, not 1.0)
+        if column in frame:
+            frame[column] = frame[column].astype("Int64")
+    return frame
+
+
+INTEGER_COLUMNS = ("retry_of", "repeat_of")
 
 
 def per_class(bits: str | None, test_split: dict | None) -> dict[str, Any]:

@@ -217,8 +217,13 @@ def recover_interrupted(study: optuna.Study, storage, progress, where: str, retr
     had drawn again, up to ``retries`` times per configuration, never twice for one
     trial (None: only mark them; the caller retries). Call only when no other process
     uses the study. Returns the numbers marked failed."""
+    from tlbench import events
+
     stale = fail_running(study, storage, "interrupted: the process running it was killed")
     trials, studied = study.get_trials(deepcopy=False), StudyRecord.from_study(study)
+    for t in trials:  # a killed process sent no trial_finished for them: this run does, once
+        if t.number in stale and hasattr(progress, "trial_finished"):
+            progress.trial_finished(events.finished(t, where.removesuffix(" repeats"), study.study_name))
     retried = {TrialRecord.from_trial(t).retry_of for t in trials}
     stopped = [
         t for t in trials
