@@ -200,3 +200,30 @@ def test_an_event_hook_with_an_unknown_argument_is_named(tmp_path, capsys):
     """
     code = cli.main(["validate", _config(tmp_path, plugin)])
     one_line(capsys, code, "hook tlbench_epoch_done() takes 'foo', but tlbench passes only run, trial, epoch, val_accuracy")
+
+
+def test_a_misspelt_or_unmarked_tracker_hook_is_refused_with_the_fix(tmp_path):
+    """A tracker method tlbench_trial_finish (a typo) or an unmarked tlbench_trial_finished
+    would never be called: the kit, and a run, refuse it in one line with the fix."""
+    import pytest
+
+    import tlbench
+    from tlbench import testing
+    from tlbench.types import Tracker
+
+    class Typo:
+        @tlbench.hookimpl
+        def tlbench_trial_started(self, trial):
+            pass
+
+        def tlbench_trial_finish(self, trial):
+            pass
+
+    class Unmarked:
+        def tlbench_trial_finished(self, trial):
+            pass
+
+    for cls, needle in ((Typo, "method tlbench_trial_finish is no event hook, so it would never be called; did you mean tlbench_trial_finished?"),
+                        (Unmarked, "method tlbench_trial_finished is not marked @tlbench.hookimpl")):  # fmt: skip
+        with pytest.raises(testing.ConformanceError, match=needle.replace("?", r"\?")):
+            testing.check_tracker(Tracker(name="t", open=lambda request, cls=cls: cls()))

@@ -314,3 +314,27 @@ def _whole(value: Any) -> bool:
 def examples(modality: str) -> str:
     """What a dataset of ``modality`` is made of, for messages: images, texts."""
     return {"image": "images", "text": "texts"}.get(modality, "examples")
+
+
+EVENT_HOOKS = (
+    "tlbench_run_started", "tlbench_trial_started", "tlbench_epoch_done", "tlbench_trial_finished", "tlbench_run_finished",
+)  # fmt: skip
+
+
+def event_methods_problem(obj: Any) -> str | None:
+    """What is wrong with the event-hook methods of a tracker's (or plugin's) object, or
+    None: a method named like a hook that is none (``tlbench_trial_finish``: a typo that
+    pluggy would never call), or a hook method not marked ``@tlbench.hookimpl`` (never
+    called either)."""
+    import difflib
+
+    for name in sorted(dir(obj)):
+        if not name.startswith("tlbench_") or not callable(getattr(obj, name, None)):
+            continue
+        if name not in EVENT_HOOKS:
+            close = difflib.get_close_matches(name, EVENT_HOOKS, 1)
+            hint = f"did you mean {close[0]}?" if close else f"the event hooks are {', '.join(EVENT_HOOKS)}"
+            return f"method {name} is no event hook, so it would never be called; {hint}"
+        if getattr(getattr(obj, name), "tlbench_impl", None) is None:
+            return f"method {name} is not marked @tlbench.hookimpl, so it would never be called; mark it"
+    return None

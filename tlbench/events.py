@@ -53,6 +53,12 @@ class Events:
     def _register(self, plugin: Any, name: str) -> None:
         if plugin is None or self.pm.is_registered(plugin):
             return
+        if name not in self.ours:
+            from tlbench.contract import event_methods_problem
+
+            problem = event_methods_problem(plugin)
+            if problem:
+                raise UserError(f"{name}: {problem}")
         try:
             self.pm.register(plugin, name=name)
         except pluggy.PluginValidationError as exc:

@@ -397,7 +397,10 @@ def check_tracker(record: Tracker, options: Mapping[str, Any] | None = None, *, 
     )  # fmt: skip
     request = TrackerRequest(options=dict(options or {}), run=run, base_dir=folder.parent.parent.parent)
     opened = _call(plugin, f"{label}: open()", lambda: record.open(request))
-    sink = events.Events(None, run, trackers=[(f"tracker {record.name}", opened)], warn=lambda text: _raise(_fail(plugin, label, text)))
+    try:
+        sink = events.Events(None, run, trackers=[(f"tracker {record.name}", opened)], warn=lambda text: _raise(_fail(plugin, label, text)))
+    except UserError as exc:  # a method named like an event hook that would never be called
+        raise _fail(plugin, label, str(exc)) from exc
     record_ = TrialRecord(params={"lr_head": 0.01}, seed=0, phases=[{"name": "head", "epochs": 2}])
     trial = TrialInfo("data", "kit/run/data", 0, "tiny", "linear_probe", "running", record_, epochs=2)
     sink.run_started()
