@@ -227,3 +227,41 @@ def test_a_misspelt_or_unmarked_tracker_hook_is_refused_with_the_fix(tmp_path):
                         (Unmarked, "method tlbench_trial_finished is not marked @tlbench.hookimpl")):  # fmt: skip
         with pytest.raises(testing.ConformanceError, match=needle.replace("?", r"\?")):
             testing.check_tracker(Tracker(name="t", open=lambda request, cls=cls: cls()))
+
+
+STALE = '''
+import tlbench
+from tlbench.types import Phase, Strategy
+
+TLBENCH_PLUGIN_API = (1, 2)
+
+
+@tlbench.hookimpl
+def tlbench_strategies():
+    yield Strategy(
+        name="stale_head", options={"epochs": 1, "lr_head": 0.01, "label": "x"},  # 'label': reserved since 1.3
+        suggest=lambda space, o: {"epochs": o["epochs"], "lr_head": o["lr_head"]},
+        phases=lambda p, n: [Phase("head", p["epochs"], n, 0.0, p["lr_head"])],
+    )
+'''
+
+
+def test_a_stale_installed_plugin_is_a_warning_and_every_command_that_does_not_use_it_works(tmp_path, capsys, monkeypatch):
+    """An installed plugin written for API 1.2 declares an option 1.3 reserved: `tlbench
+    plugins` and a config of built-ins work, with one warning naming it, its author's fix
+    and TLBENCH_LOAD_PLUGINS; a config that uses it is refused in one line."""
+    dist = tmp_path / "site"
+    (dist / "tlbench_stale-0.1.dist-info").mkdir(parents=True)
+    (dist / "tlbench_stale-0.1.dist-info" / "METADATA").write_text("Metadata-Version: 2.1\nName: tlbench-stale\nVersion: 0.1\n")
+    (dist / "tlbench_stale-0.1.dist-info" / "entry_points.txt").write_text("[tlbench]\nstale = tlbench_stale_plugin\n")
+    (dist / "tlbench_stale_plugin.py").write_text(STALE)
+    monkeypatch.syspath_prepend(str(dist))
+    monkeypatch.delenv("TLBENCH_LOAD_PLUGINS", raising=False)
+    assert cli.main(["plugins"]) == 0
+    err = capsys.readouterr().err
+    assert "plugin stale (entry point) failed to load" in err and "option 'label'" in err
+    assert "only its author can fix that" in err and "TLBENCH_LOAD_PLUGINS" in err
+    assert cli.main(["validate", _config(tmp_path)]) == 0, capsys.readouterr().err
+    assert "plugin stale" in capsys.readouterr().err  # still a warning, not a stop
+    code = cli.main(["validate", _config(tmp_path, strategies=[{"name": "stale_head"}])])
+    one_line(capsys, code, "unknown strategy 'stale_head'", "the installed plugin(s) stale failed to load")

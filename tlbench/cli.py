@@ -129,8 +129,9 @@ def _load(
         data["search"]["n_trials"] = n_trials if n_trials is not None else data["search"]["n_trials"]
     bench = parse_config(data, "command line (--run/--n-trials/--storage)")
     host = plugins.make_plugin_manager(bench.plugins, base_dir=base_dir)
+    registry = plugins.collect(host)  # an installed plugin whose records are refused is left out, with a warning
     _refuse_failures(host, verbose)
-    return planning.make_plan(bench, plugins.collect(host), base_dir)
+    return planning.make_plan(bench, registry, base_dir)
 
 
 def cmd_validate(args) -> int:
@@ -352,10 +353,13 @@ def _refuse_failures(host, verbose: bool) -> None:
             )
 
 
+RESTRICT = "TLBENCH_LOAD_PLUGINS=name,name"
+
+
 def _failure_text(error: BaseException) -> str:
     from tlbench.plugins import PluginAPIError
 
-    if isinstance(error, PluginAPIError):
+    if isinstance(error, (PluginAPIError, UserError)):
         return str(error)
     if isinstance(error, SystemExit):
         return f"it called sys.exit({error.code!r}) while being imported"
@@ -366,9 +370,15 @@ def _warn_failures(host, verbose: bool, origins=("entry point", "path")) -> None
     if host.restrict_problem and "path" in origins:  # tlbench plugins: a warning; validate/run/worker refuse it
         print(f"tlbench: warning: {host.restrict_problem}", file=sys.stderr)
     for failure in (f for f in host.failures if f.origin in origins):
+        left_out = (
+            f"; only its author can fix that (tell them, or install a version made for this tlbench); it is left out "
+            f"meanwhile, and {RESTRICT} loads only the installed plugins you name"
+            if failure.origin == "entry point"
+            else ""
+        )
         print(
             f"tlbench: warning: plugin {failure.name} ({failure.origin}) failed to load: "
-            f"{_failure_text(failure.error)}" + ("" if verbose else " (-v for the traceback)"),
+            f"{_failure_text(failure.error)}{left_out}" + ("" if verbose else " (-v for the traceback)"),
             file=sys.stderr,
         )
         if verbose:

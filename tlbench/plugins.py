@@ -310,7 +310,24 @@ def _did_you_mean(name: str, options: Iterable[str]) -> str:
 
 
 def collect(host: PluginHost) -> Registry:
-    """Call every hook of every plugin, check the records, and index them by name."""
+    """Call every hook of every plugin, check the records, and index them by name. An
+    installed plugin whose records are refused (a stale plugin declaring an option a newer
+    API reserves, a hook that raises) is isolated: recorded as a failure (a warning naming
+    it), unregistered, and left out; every command that does not use it works. A plugin
+    the config lists by path stays strict: its problem is the user's to fix."""
+    for name, info in list(host.info.items()):
+        if info.origin != "entry point":
+            continue
+        plugin = host.pm.get_plugin(name)
+        try:
+            for hook_name, record_type in HOOKS.items():
+                for impl in getattr(host.pm.hook, hook_name).get_hookimpls():
+                    if impl.plugin_name == name:
+                        hook_records(impl, hook_name, record_type)
+        except UserError as exc:
+            host.failures.append(PluginFailure(name, "entry point", exc))
+            host.pm.unregister(plugin=plugin, name=name)
+            del host.info[name]
     failed = tuple(f.name for f in host.failures if f.origin == "entry point")
     registry = Registry(excluded=tuple(host.excluded), failed=failed, pm=host.pm)
     for hook_name, record_type in HOOKS.items():
