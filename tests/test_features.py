@@ -262,3 +262,26 @@ def test_a_second_process_with_another_hash_seed_reads_every_feature_from_disk(t
     trials = pd.read_csv(tmp_path / "results" / "tiny" / "second" / "trials.csv")
     assert len(trials) == 2
     assert all(" disk at " in str(c) for c in trials["feature_cache"]), list(trials["feature_cache"])
+
+
+def test_dropout_before_the_head_drops_in_a_head_only_phase():
+    """torchvision-style classifier = Sequential(Dropout, Linear): the dropout is not part of
+    the frozen prefix (which runs in eval mode), so a linear probe trains with it, cached
+    or not; dropout inside the frozen layers stays off (frozen is frozen)."""
+    from torch import nn
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.features = nn.Sequential(nn.Conv2d(3, 8, 3), nn.Dropout(0.5), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+            self.classifier = nn.Sequential(nn.Dropout(0.9), nn.Linear(8, 3))
+
+        def forward(self, x):
+            return self.classifier(self.features(x))
+
+    model = Net()
+    cut, _ = features.find_cut(model, {"classifier.1.weight", "classifier.1.bias"}, image_batch(2, 8))
+    assert "classifier.0" not in cut.prefix and "features.1" in cut.prefix  # the head's dropout trains, the frozen one not
+    model.train()
+    features.set_prefix_eval(model, cut)
+    assert model.classifier[0].training and not model.features[1].training

@@ -62,6 +62,9 @@ class _Stop(Exception):
 # --------------------------------------------------------------------------- finding a cut
 
 
+STOCHASTIC = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.FeatureAlphaDropout)
+
+
 def find_cut(model: nn.Module, trainable: set[str], x: torch.Tensor) -> tuple[Cut, str]:
     """The deepest valid cut whose prefix holds only frozen parameters, and a note when
     frozen layers exist but no cut after them works (the cut is then at the input).
@@ -143,10 +146,23 @@ def _search(model, trainable, x, reference, events, shapes) -> tuple[Cut, str]:
     at_input = Cut(name=INPUT, prefix=frozenset(), opened=frozenset(), stubs=(), feature_shape=tuple(x.shape[1:]))
     if not frozen:
         return at_input, ""
+    # dropout after the last frozen layer (torchvision's classifier = Sequential(Dropout, Linear)) belongs to
+    # the trained part: in the prefix it would run in eval mode, and never drop, in a head-only phase
+    def holds(m: str, names: set[str]) -> bool:
+        return any(f"{m}.{p}".lstrip(".") in names for p, _ in modules[m].named_parameters(recurse=False))
+
+    last_frozen = max((last[m] for m in first if m in modules and holds(m, frozen)), default=-1)
+    head_parents = {m.rpartition(".")[0] for m in modules if m and holds(m, trainable)}
+    trailing = {
+        m for m in first
+        if m in modules and isinstance(modules[m], STOCHASTIC) and first[m] > last_frozen and m.rpartition(".")[0] in head_parents
+    }  # fmt: skip
     tried = 0
     for name in candidates:
         end = last[name]
         closed = frozenset(m for m in first if m != FEATURES and last[m] <= end)
+        if closed & trailing:
+            continue
         opened = frozenset(m for m in first if m != FEATURES and first[m] <= end < last[m])
         used = _params(modules, closed, recurse=True) | _params(modules, opened, recurse=False) | root_direct
         if used & trainable:
