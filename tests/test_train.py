@@ -133,3 +133,24 @@ def test_cuda_is_never_asked_for_when_absent(monkeypatch):
 def test_loss_checks_do_not_wait_for_the_gpu_every_step():
     assert check_every(torch.device("cpu")) == 1
     assert check_every(torch.device("cuda", 0)) > 1
+
+
+def test_one_learning_rate_rule_for_adapter_parameters_under_group_lrs():
+    """An Adapted.trainable parameter inside a frozen group trains at lr_backbone, whatever
+    that group's group_lrs entry (a LoRA-style strategy that zeroes frozen groups' rates
+    still trains its adapters); an unfrozen group's parameters at their group's rate."""
+    from tlbench import train
+    from tlbench.builtins.backbones import build_timm
+    from tlbench.types import BackboneRequest, Phase
+
+    built = build_timm(BackboneRequest(model="test_resnet", num_classes=3, pretrained=False))
+    n = len(built.groups)
+    adapter = built.groups[0][0]  # a parameter of the first (frozen) group that the strategy trains
+    rates = tuple([0.0] * (n - 1) + [0.05])
+    phase = Phase("p", 1, frozen_groups=n - 1, lr_backbone=0.003, lr_head=0.1, group_lrs=rates)
+    trainable = train.set_trainable(built.model, built, phase.frozen_groups, [adapter])
+    optimizer = train.make_optimizer(built.model, built, trainable, phase, 0.0)
+    lr_of = {id(p): g["lr"] for g in optimizer.param_groups for p in g["params"]}
+    params = dict(built.model.named_parameters())
+    assert lr_of[id(params[adapter])] == 0.003
+    assert lr_of[id(params[built.groups[-1][0]])] == 0.05 and lr_of[id(params[built.head[0]])] == 0.1

@@ -441,9 +441,13 @@ def _train_mode(model: nn.Module, cut: features.Cut | None = None, batchnorm: st
 
 def make_optimizer(model: nn.Module, built: BuiltBackbone, trainable: set[str], phase: Phase, weight_decay: float):
     """The phase's optimizer: AdamW (or SGD with Nesterov momentum), one parameter group per
-    learning rate: the backbone groups at their ``group_lrs`` entry or ``lr_backbone``,
-    then the head at ``lr_head``; weight decay ``phase.weight_decay`` (None: the training
-    setting) on every trainable parameter."""
+    learning rate. The one rule (docs/plugins.md, "What a phase means"): the head at
+    ``lr_head``; a parameter of an unfrozen backbone group at its group's ``group_lrs``
+    entry, or ``lr_backbone`` without ``group_lrs``; a parameter that trains only because
+    a strategy's ``Adapted.trainable`` names it (in a frozen group, or in none) at
+    ``lr_backbone``, so an adapter inside frozen groups trains even when their group
+    rates are 0. Weight decay ``phase.weight_decay`` (None: the training setting) on
+    every trainable parameter."""
     head = set(built.head)
     group_of = {n: i for i, group in enumerate(built.groups) for n in group}
     by_lr: dict[tuple[bool, float], list] = {}
@@ -452,7 +456,7 @@ def make_optimizer(model: nn.Module, built: BuiltBackbone, trainable: set[str], 
             continue
         if name in head:
             lr = phase.lr_head
-        elif phase.group_lrs is not None and name in group_of:
+        elif phase.group_lrs is not None and group_of.get(name, -1) >= phase.frozen_groups:
             lr = float(phase.group_lrs[group_of[name]])
         else:
             lr = phase.lr_backbone

@@ -219,7 +219,7 @@ class Phase:
     name: str  # shown in progress and stored with the trial, e.g. "head", "finetune"
     epochs: int  # passes over the training split
     frozen_groups: int  # the first k backbone groups do not train; k = all groups: head only
-    lr_backbone: float  # learning rate of the trainable backbone groups (and of Adapted.trainable parameters)
+    lr_backbone: float  # learning rate of the trainable backbone groups without group_lrs, and of Adapted.trainable parameters in frozen groups
     lr_head: float  # learning rate of the head
     # API 1.3, each optional:
     group_lrs: tuple[float, ...] | None = None  # one learning rate per backbone group (input -> output) instead of lr_backbone
