@@ -83,7 +83,7 @@ def _built():
     return build_timm(BackboneRequest(model="test_resnet", num_classes=3, pretrained=False))
 
 
-def test_rates_per_group_reach_their_groups_and_adapters_take_their_groups_rate():
+def test_rates_per_group_reach_their_groups_and_adapters_in_frozen_groups_take_lr_backbone():
     built = _built()
     n = len(built.groups)
     rates = layer_rates(1e-2, 0.5, n)
@@ -96,10 +96,10 @@ def test_rates_per_group_reach_their_groups_and_adapters_take_their_groups_rate(
     params = dict(built.model.named_parameters())
     for i, group in enumerate(built.groups):
         for name in group:
-            if name in trainable:
+            if name in trainable and name not in always:
                 assert lr_of[id(params[name])] == rates[i], name
     assert all(lr_of[id(params[n])] == 0.5 for n in built.head)
-    assert lr_of[id(params[built.groups[0][0]])] == rates[0]
+    assert lr_of[id(params[built.groups[0][0]])] == 0.123  # the one rule: an adapter in a frozen group at lr_backbone
     assert isinstance(optimizer, torch.optim.AdamW) and {g["weight_decay"] for g in optimizer.param_groups} == {0.01}
 
 
