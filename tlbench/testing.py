@@ -20,13 +20,16 @@ What is checked (see docs/plugins.md):
   freezing the first k groups leaves exactly the rest and the head with gradients;
 - a dataset's splits are disjoint (no shared example id), non-empty, sized as
   declared (when you declare sizes), with labels in range, every class in the
-  training split, examples that load as images, and the same splits for the same seed;
+  training split, examples that load as their modality says (images, or texts for a
+  ``modality="text"`` dataset), and the same splits for the same seed;
 - a strategy's search space samples (several random draws) and gives parameters
   its phases accept for several group counts: phases are :class:`~tlbench.types.Phase`
   records with whole, non-negative epochs (some > 0), freeze depths within the
   backbone, finite non-negative learning rates, the same for the same parameters;
   a strategy with ``adapt`` returns a valid :class:`~tlbench.types.Adapted` on a
-  small timm model, with exactly the head and its ``trainable`` parameters training.
+  small timm model, with exactly the head and its ``trainable`` parameters training,
+  and its ``extra_loss`` (if any) gives one finite scalar;
+- a tracker (:func:`check_tracker`) opens for a run and takes one trial's events.
 """
 
 from __future__ import annotations

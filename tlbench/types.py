@@ -247,6 +247,7 @@ class Adapted:
     ``built.model`` exactly once (new parameters join the group of the layer they
     belong to). ``trainable`` parameters train in every phase, also inside groups
     the phase freezes, at the phase's ``lr_backbone``: LoRA factors, BitFit's biases.
+    ``extra_loss`` (API 1.3) adds a term to every training step's loss: L2-SP, DELTA.
     """
 
     built: BuiltBackbone  # the model to train (the same object changed in place, or a new one)
