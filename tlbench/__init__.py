@@ -8,6 +8,7 @@ timm when first used, so that ``import tlbench`` stays light.
 
 import pluggy
 
+from tlbench.record import TrialRecord  # a trial's stored record (TrialInfo.record): fields in docs/plugins.md
 from tlbench.types import (
     Adapted,
     Backbone,
@@ -81,6 +82,7 @@ __all__ = [
     "Tracker",
     "TrackerRequest",
     "TrialInfo",
+    "TrialRecord",
     "UserError",
     "__version__",
     "build_timm",

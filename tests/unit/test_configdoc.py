@@ -41,3 +41,25 @@ def test_the_reference_shows_fields_the_readme_leaves_out():
     text = configdoc.reference()
     for field in ("datasets[].label", "results_dir", "datasets[].per_class", "datasets[].val_samples", "search.startup_trials"):
         assert f"`{field}`" in text
+
+
+def test_the_guide_holds_the_trial_record_and_every_reserved_name_and_adapted_field():
+    """TrialRecord's fields (generated from record.py), every reserved option name and every
+    field of Adapted are in the plugin guide: a field or name added without its line fails."""
+    import dataclasses
+
+    from tlbench import contract
+    from tlbench.types import Adapted
+
+    doc = (ROOT / "docs" / "plugins.md").read_text(encoding="utf-8")
+    start, end = doc.index(configdoc.RECORD_START), doc.index(configdoc.RECORD_END) + len(configdoc.RECORD_END)
+    assert doc[start:end] == configdoc.record_reference(), "regenerate it: python -m tlbench.configdoc --record"
+    reserved = doc[doc.index("## Reserved names"):]
+    reserved = reserved[: reserved.index("\n## ", 1)]
+    for record, names in contract.RESERVED_OPTIONS.items():
+        row = next(line for line in reserved.splitlines() if line.startswith(f"| `{record.__name__}` |"))
+        missing = [n for n in names if f"`{n}`" not in row and n not in contract.RESERVED_PARAMS]
+        assert missing == [], (record.__name__, missing)
+    assert all(f"`{n}`" in reserved for n in contract.RESERVED_PARAMS)
+    for field in dataclasses.fields(Adapted):
+        assert f"`Adapted.{field.name}`" in doc, field.name
