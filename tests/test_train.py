@@ -154,3 +154,21 @@ def test_one_learning_rate_rule_for_adapter_parameters_under_group_lrs():
     params = dict(built.model.named_parameters())
     assert lr_of[id(params[adapter])] == 0.003
     assert lr_of[id(params[built.groups[-1][0]])] == 0.05 and lr_of[id(params[built.head[0]])] == 0.1
+
+
+def test_a_strategy_that_only_unfreezes_parameters_keeps_the_backbones_architecture():
+    """Throughput and latency are measured once per architecture: BitFit-like adapt (only
+    requires_grad changes) shares the backbone's, a LoRA-like one (new modules) has its own."""
+    import torch.nn as nn
+
+    from tlbench.builtins.backbones import build_timm
+    from tlbench.trial import _structure
+    from tlbench.types import BackboneRequest
+
+    built = build_timm(BackboneRequest(model="test_resnet", num_classes=3, pretrained=False))
+    before = _structure(built.model)
+    for p in built.model.parameters():
+        p.requires_grad_(False)
+    assert _structure(built.model) == before
+    built.model.extra = nn.Linear(2, 2)
+    assert _structure(built.model) != before

@@ -149,7 +149,7 @@ class Objective:
         inputs = inputs_of(built)
         settings = self._settings(training, input_size(inputs, backbone.entry, plan.bench.training), device, seed)
         # known before training, so that pruned trials have it too; a model a strategy changed is its own architecture
-        arch = (bkey,) if strategy.record.adapt is None else (bkey, skey, json.dumps(params, sort_keys=True, default=str))
+        arch = (bkey, _structure(built.model))  # one measurement per architecture: BitFit's is the backbone's
         gflops = self.resources.measure(
             ("forward_gflops", *arch, settings.size),
             lambda: cost.forward_flops(built.model.to(device), inputs.example(1, settings.size).to(device)) / 1e9,
@@ -353,3 +353,19 @@ def _described(backbone: PlannedBackbone, built, phases, params: dict, settings,
         forward_gflops=gflops,
         total_params=cost.count_params(built.model),
     )
+
+
+def _structure(model) -> str:
+    """What a strategy's ``adapt`` left of a model's architecture: its modules' types and
+    its parameters' names and shapes. BitFit (only ``requires_grad`` changed) is the
+    backbone's architecture, measured once with it (one Img/s per architecture in a
+    table); LoRA (new modules) is its own."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for name, module in model.named_modules():
+        h.update(f"{name}:{type(module).__qualname__};".encode())
+    for name, param in model.named_parameters():
+        h.update(f"{name}{tuple(param.shape)};".encode())
+    return h.hexdigest()[:16]
+
