@@ -174,7 +174,7 @@ class Draw:
     """One replay seed's view of a grid: which recorded training seed each point gives."""
 
     def __init__(self, grid: Grid, seed: int):
-        self.grid, self.seed, self.rows = grid, seed, {}
+        self.grid, self.seed, self.rows, self.studies = grid, seed, {}, 0
 
     def row(self, params: dict) -> dict:
         key = _key(params)
@@ -220,7 +220,12 @@ def optuna_method(
     from tlbench.studyrecord import StudyRecord
 
     trace = Trace(grid, charge)
-    study = optuna.create_study(direction="maximize", sampler=sampler, pruner=pruner)
+    # a name of its own, the same on every run: Hyperband assigns brackets from a hash of it
+    # (with Optuna's random default names the figures moved from run to run)
+    draw.studies += 1
+    study = optuna.create_study(
+        study_name=f"replay/{grid.name}/{draw.seed}/{draw.studies}", direction="maximize", sampler=sampler, pruner=pruner
+    )
     if dropped is not None:
         StudyRecord.set_decision(study, "replay", dropped)
     for params in first:
@@ -584,11 +589,39 @@ def portfolio_without(domain: str | None) -> list[dict]:
     return portfolio.build([t for n, t in tables.items() if sources[n]["domain"] != domain])
 
 
+_WORK: dict = {}  # the grid and portfolio the pool's forked processes replay (inherited, not pickled)
+
+
+def _one_seed(seed: int) -> dict[str, Trace]:
+    out = methods(_WORK["grid"], seed, _WORK["others"])
+    for trace in out.values():
+        trace.grid = None  # sent back without the grid; re-attached by the parent
+    return out
+
+
+def seed_runs(grid: Grid, seeds: int, others: list[dict]) -> list[dict[str, Trace]]:
+    """Every method on replay seeds 0..seeds-1, over the machine's cores (each seed is its
+    own seeded computation: the figures do not depend on how many processes ran them)."""
+    import multiprocessing
+    import os
+
+    processes = min(seeds, int(os.environ.get("TLBENCH_REPLAY_PROCESSES", os.cpu_count() or 1)))
+    if processes <= 1 or "fork" not in multiprocessing.get_all_start_methods():
+        return [methods(grid, seed, others) for seed in range(seeds)]
+    _WORK.update(grid=grid, others=others)
+    with multiprocessing.get_context("fork").Pool(processes) as pool:
+        runs = pool.map(_one_seed, range(seeds), chunksize=max(1, seeds // (8 * processes)))
+    for run in runs:
+        for trace in run.values():
+            trace.grid = grid
+    return runs
+
+
 def replay_all(grids: dict[str, Grid], seeds: int, portfolio_for) -> tuple[dict, dict, dict]:
     summaries, traces, aucs = {}, {}, {}
     for name, grid in grids.items():
         others = portfolio_for(grid)
-        runs = [methods(grid, seed, others) for seed in range(seeds)]
+        runs = seed_runs(grid, seeds, others)
         traces[name] = {m: [r[m] for r in runs] for m in runs[0]}
         aucs[name] = {m: [area(t, grid) for t in ts] for m, ts in traces[name].items()}
         summaries[name] = s = summarise(grid, runs)

@@ -113,3 +113,24 @@ def test_held_out_tables_of_one_task_are_merged_across_seeds(tmp_path):
     grids = replay.load_held_out(tmp_path)
     assert list(grids) == ["elpv"] and grids["elpv"].domain == "inspection" and grids["elpv"].modality == "image"
     assert len(grids["elpv"].trials) == 4 and len(grids["elpv"].by_point) == 2
+
+
+def test_the_figures_do_not_depend_on_how_many_processes_replay_the_seeds(monkeypatch):
+    """Each replay seed is its own seeded computation, and every study has a name of its own
+    that is the same on every run (Hyperband's brackets hash it): one process or two give
+    the same traces."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    rows = [_row(b, lr, [0.3 + i / 20 + lr, 0.4 + i / 20 + lr], 0.5 + i / 20 + lr) for i, b in enumerate("ab") for lr in (0.1, 0.2, 0.3)]
+    for i, b in enumerate("ab"):  # the screen's probes
+        probe = _row(b, 0.1, [0.3 + i / 10, 0.35 + i / 10], 0.4 + i / 10, gflops=10.0)
+        probe["params"] = {"backbone": b, "strategy": "linear_probe", "linear_probe.lr_head": 0.01}
+        rows.append(probe)
+    grid = _grid(rows)
+    runs = {}
+    for processes in ("1", "2"):
+        monkeypatch.setenv("TLBENCH_REPLAY_PROCESSES", processes)
+        runs[processes] = replay.seed_runs(grid, 4, [])
+    for one, two in zip(runs["1"], runs["2"]):
+        assert {m: t.events for m, t in one.items()} == {m: t.events for m, t in two.items()}
