@@ -174,7 +174,7 @@ def resolve_storage(url: str | None, base: Path, field: str = "search.storage") 
 def read_only_url(url: str, folder: Path) -> str:
     """How readers (report, plot, compare) open a run's storage: a SQLite file read-only
     and only if it is there (opening a missing one would create an empty run)."""
-    from tlbench.storage import hot_journal, sqlite_path, sqlite_url
+    from tlbench.storage import sqlite_path, sqlite_url
 
     path = sqlite_path(url) if url.startswith("sqlite") else None
     if path is None:
@@ -183,12 +183,6 @@ def read_only_url(url: str, folder: Path) -> str:
         raise UserError(
             f"{folder}: its trials database {path} is missing; restore it (the run's trials live there) "
             "or run the benchmark again"
-        )
-    journal = hot_journal(path)
-    if journal is not None:
-        raise UserError(
-            f"{path}: a tlbench process was killed in the middle of writing it ({journal.name} is there); run the "
-            "same 'tlbench run' again: it rolls that write back and goes on (nothing finished is lost)"
         )
     return sqlite_url(path, read_only=True)
 

@@ -58,6 +58,22 @@ def hot_journal(path: Path) -> Path | None:
         return None
 
 
+def _killed_mid_write(url: str) -> str | None:
+    """Why a read-only SQLite URL cannot be opened when a killed process left a hot journal
+    (a read-only connection cannot roll it back), or None. Asked only after the open
+    failed: a journal also exists, briefly, during any live write."""
+    if "mode=ro" not in url:
+        return None
+    path = sqlite_path(url)
+    journal = hot_journal(path) if path is not None else None
+    if journal is None:
+        return None
+    return (
+        f"{path}: a tlbench process was killed in the middle of writing it ({journal.name} is there); run the "
+        "same 'tlbench run' again: it rolls that write back and goes on (nothing finished is lost)"
+    )
+
+
 def recover_sqlite(path: Path) -> bool:
     """Roll back the write a killed process left half done in the SQLite file ``path`` (as
     SQLite itself does at a read-write open), so that read-only checks can read it. Only
@@ -96,6 +112,9 @@ def connect(url: str, heartbeat: int | None = None, on_lost=None) -> optuna.stor
         fix = f"pip install 'tlbench[{extra}]'" if extra else "install the database driver SQLAlchemy names"
         raise UserError(f"search.storage: no database driver for {url}; {fix}") from exc
     except Exception as exc:  # bad URL, server down
+        killed = _killed_mid_write(url)
+        if killed:
+            raise UserError(killed) from exc
         reason = str(exc).strip().splitlines()[0][:150] if str(exc).strip() else ""
         raise UserError(f"search.storage: cannot open {url} ({type(exc).__name__}: {reason}); fix the URL or start the server") from exc
 

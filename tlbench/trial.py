@@ -242,7 +242,7 @@ class Objective:
         # A recipe from the config runs to the end: it is the baseline the search is measured against;
         # so does a screen probe (one per backbone: the yardstick of its group).
         why = None
-        if so_far.never_pruned:
+        if so_far.never_pruned or epoch >= so_far.epochs:  # after the last epoch there is nothing left to save
             pass
         elif search.objective == "pareto":
             ahead = pruning.dominated_by(trial, epoch, accuracy, so_far.cost(epoch, search.cost), search)
