@@ -58,7 +58,8 @@ def test_a_constraint_known_after_training_marks_the_trial_for_the_sampler_and_t
 
 
 def test_a_compute_budget_stops_the_study_and_a_new_run_starts_nothing(write_config, capsys):
-    config, folder, _ = _run(write_config, capsys, n_trials=6, budget={"gflops": 1e-6})
+    config, folder, out = _run(write_config, capsys, n_trials=6, budget={"gflops": 1e-6})
+    assert "the study stopped: search.budget.gflops:" in out.err  # said on the run that spent it
     trials = _study(folder).trials
     assert len(trials) == 1 and trials[0].user_attrs["train_gflops"] > 1e-6  # the first trial spent it all
     assert cli.main(["run", str(config), "--format", "csv"]) == 0

@@ -225,6 +225,9 @@ def run_studies(
             should_stop,
             entry.key,
         )
+        spent_all = over_budget(study, plan.bench.search)
+        if spent_all:  # said on the run that spent it, not only on the next one
+            progress.note(f"[{entry.key}] the study stopped: {spent_all}")
         if should_stop():
             return
 

@@ -123,6 +123,10 @@ def make_plan(bench: Benchmark, registry: Registry, base_dir: Path) -> Plan:
         if dupes:
             raise UserError(f"{kind}: '{dupes[0]}' appears twice; give one of them a distinct 'label:'")
     check_modalities(datasets, backbones)
+    if bench.training.augment and all(b.record.modality != "image" for b in backbones.values()):
+        raise UserError(
+            "training.augment: true, but no backbone of this config reads images (texts are not augmented); remove it"
+        )
     trackers = tuple(
         _at(f"trackers[{i}] ({entry.name})", lambda entry=entry: _tracker(registry, entry))
         for i, entry in enumerate(bench.trackers)

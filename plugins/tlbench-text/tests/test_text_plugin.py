@@ -299,3 +299,17 @@ def test_a_text_dataset_too_small_says_texts(tmp_path, monkeypatch, capsys):
     assert cli.main(["validate", str(path)]) == 2
     err = capsys.readouterr().err
     assert "add texts" in err and "images" not in err
+
+
+def test_augmentation_with_text_backbones_only_is_refused_in_one_line(tmp_path, capsys, monkeypatch):
+    from tlbench import cli
+
+    monkeypatch.setenv("TLBENCH_LOAD_PLUGINS", "text")
+    path = tmp_path / "bench.yaml"
+    path.write_text(yaml.safe_dump({
+        "name": "aug", "datasets": [{"name": "bbc_news"}], "backbones": [{"name": "minilm"}],
+        "strategies": [{"name": "linear_probe"}], "training": {"augment": True},
+    }))  # fmt: skip
+    assert cli.main(["validate", str(path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["tlbench: error: training.augment: true, but no backbone of this config reads images (texts are not augmented); remove it"]
