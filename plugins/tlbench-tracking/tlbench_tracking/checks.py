@@ -27,23 +27,24 @@ def writable_folder(path: Path, field: str) -> None:
         raise UserError(f"{field}: cannot create {path} ({probe} is not a folder you can write); give another folder")
 
 
+def _default_folder(request: TrackerRequest, option: str, name: str) -> None:
+    """A tracker's default folder in the run folder can be made (none in a process without one)."""
+    if request.run.folder is None:
+        raise UserError(f"this process has no run folder; set '{option}:'")
+    writable_folder(request.run.folder / name, option)
+
+
 def check_tensorboard(request: TrackerRequest) -> None:
     given = request.options.get("dir")
     if given is None:
-        if request.run.folder is None:
-            raise UserError("this process has no run folder; set 'dir:' to a folder for the event files")
-        writable_folder(request.run.folder / "tensorboard", "dir")
-        return
+        return _default_folder(request, "dir", "tensorboard")
     writable_folder(config_path(str(given), request.base_dir, "dir"), "dir")
 
 
 def check_mlflow(request: TrackerRequest) -> None:
     uri = request.options.get("tracking_uri")
     if uri is None:
-        if request.run.folder is None:
-            raise UserError("this process has no run folder; set 'tracking_uri:'")
-        writable_folder(request.run.folder / "mlruns", "tracking_uri")
-        return
+        return _default_folder(request, "tracking_uri", "mlruns")
     uri = str(uri)
     scheme = urllib.parse.urlparse(uri).scheme.lower()
     if len(scheme) == 1:  # a Windows drive letter: a path
