@@ -17,6 +17,9 @@ is charged in full for every backbone: its wall-clock (extraction of the train a
 validation splits and the scoring) at the grid's median training rate in GFLOP/s; its
 probes on pretrained backbones then train heads on the features it took out (charged
 nothing more: the screen paid for them), a random-init backbone's probe pays its own.
+Since 0.5 the opening is streamed as a run does it (each pretrained backbone's share of
+the screen, then its probe, then the next backbone's); the first held-out look replayed
+the whole screen first (``streamed=False``, kept as ``tlbench_screen_first``).
 
 Score: after each trial, the normalized regret of the incumbent, the best-by-validation
 completed trial (ties: the earlier, as Optuna's ``best_trial``): (y* - its test accuracy)
@@ -80,6 +83,10 @@ CANDIDATES = {
     "random_asha_portfolio8": {"sampler": "random", "pruner": "asha", "portfolio": 8},
     "random_asha_warmup0": {"sampler": "random", "pruner": "asha", "warmup_epochs": 0},
     "tpe_asha_startup8": {"pruner": "asha", "startup_trials": 8},
+    # design step 2 (after the first held-out look): the opening itself. "streamed": each
+    # pretrained backbone's probe right after its screen, instead of the whole screen first
+    "screen_first": {"streamed": False},
+    "streamed": {"streamed": True},
 }
 
 
@@ -119,14 +126,15 @@ class Grid:
             self.screen.get(backbone, {}).get("examples") or SCREENED_EXAMPLES.get(self.name, 0)
         )
 
+    def screen_cost(self, backbone: str) -> float:
+        """The screen of one backbone: its wall-clock (extraction and scoring) at this grid's
+        median training rate, or its extraction GFLOPs where that is more."""
+        seconds = self.screen.get(backbone, {}).get("seconds") or 0.0
+        return max(self.extraction(backbone), seconds * self.rate)
+
     def screen_charge(self) -> float:
-        """The whole screen, every backbone: its wall-clock (extraction and scoring) at this
-        grid's median training rate, or its extraction GFLOPs where that is more."""
-        total = 0.0
-        for b in self.forward:
-            seconds = self.screen.get(b, {}).get("seconds") or 0.0
-            total += max(self.extraction(b), seconds * self.rate)
-        return total
+        """The whole screen, every backbone."""
+        return sum(self.screen_cost(b) for b in self.forward)
 
     def shares_screen(self, params: dict) -> bool:
         """A screen probe on a pretrained backbone trains its head on the features the screen
@@ -191,11 +199,13 @@ class Trace:
 
     def __init__(self, grid: Grid, charge: float = 0.0):
         self.grid, self.spent, self.best_val = grid, charge, None
+        self.owed = 0.0  # the screen's share paid with the next trial (a streamed opening)
         self.events: list[tuple[float, float]] = [(0.0, 1.0)]
         self.limit = HORIZON * grid.unit
 
     def pay(self, gflops: float) -> None:
-        self.spent += gflops
+        self.spent += self.owed + gflops
+        self.owed = 0.0
 
     def done(self, row: dict) -> None:
         """A trial trained to its end: the incumbent changes if its validation accuracy is higher."""
@@ -211,29 +221,31 @@ class Trace:
 # --- the methods
 
 
-def optuna_method(
-    grid: Grid, draw: Draw, sampler, pruner, charge: float = 0.0, first: list[dict] = (), dropped: dict | None = None
-) -> Trace:
-    """A real Optuna study over the grid. ``first``: trials enqueued before the sampler's
-    (never pruned, like tlbench's probes and portfolio); ``dropped``: the screen's decision,
-    stored where tlbench's sampler reads it."""
+def optuna_method(grid: Grid, draw: Draw, sampler, pruner, opening: Opening | None = None) -> Trace:
+    """A real Optuna study over the grid. ``opening``: tlbench's screen, its charge and the
+    trials enqueued before the sampler's (never pruned, like tlbench's probes and
+    portfolio), the screen's decision stored where tlbench's sampler reads it."""
     from tlbench.studyrecord import StudyRecord
 
-    trace = Trace(grid, charge)
+    trace = Trace(grid)
     # a name of its own, the same on every run: Hyperband assigns brackets from a hash of it
     # (with Optuna's random default names the figures moved from run to run)
     draw.studies += 1
     study = optuna.create_study(
         study_name=f"replay/{grid.name}/{draw.seed}/{draw.studies}", direction="maximize", sampler=sampler, pruner=pruner
     )
-    if dropped is not None:
-        StudyRecord.set_decision(study, "replay", dropped)
-    for params in first:
-        study.enqueue_trial(params, user_attrs={"probe": True})
+    left = [0.0]  # the screen still owed after the opening's trials, paid with the first sampled one
+    if opening is not None:
+        StudyRecord.set_decision(study, "replay", opening.dropped)
+        for params, charge in opening.steps:
+            study.enqueue_trial(params, user_attrs={"probe": True, "charge": charge})
+        left[0] = opening.left
 
     def objective(trial: optuna.Trial) -> float:
         params = _suggest_point(grid, trial)
         row = draw.row(params)
+        charge = trial.user_attrs.get("charge")
+        trace.owed += left.pop() if charge is None and left else charge or 0.0
         curve, per_epoch = row["val_curve"], row["train_gflops"] / len(row["val_curve"])
         for epoch, value in enumerate(curve, 1):
             trial.report(value, epoch)
@@ -264,15 +276,18 @@ def _suggest_point(grid: Grid, trial: optuna.Trial) -> dict:
     return dict(trial.params)
 
 
-def in_order(grid: Grid, draw: Draw, order: list[dict], charge: float = 0.0, probes: int = 0) -> Trace:
-    """Train the points in ``order`` to their end, one after another, until the horizon.
-    The first ``probes`` are the screen's probes (see :meth:`Grid.shares_screen`)."""
-    trace = Trace(grid, charge)
-    for i, params in enumerate(order):
+def in_order(grid: Grid, draw: Draw, order: list[dict], opening: Opening | None = None) -> Trace:
+    """Train ``opening``'s trials (each after its share of the screen), then the points in
+    ``order``, to their end, one after another, until the horizon."""
+    trace = Trace(grid)
+    steps = list(opening.steps) if opening is not None else []
+    left = [opening.left] if opening is not None else []
+    for params, charge in steps + [(p, None) for p in order]:
         if trace.over():
             break
         row = draw.row(params)
-        trace.pay(0.0 if i < probes and grid.shares_screen(params) else row["train_gflops"])
+        trace.owed += left.pop() if charge is None and left else charge or 0.0
+        trace.pay(0.0 if charge is not None and grid.shares_screen(params) else row["train_gflops"])
         trace.done(row)
     return trace
 
@@ -320,44 +335,52 @@ def successive_halving(grid: Grid, draw: Draw, seed: int) -> Trace:
     return trace
 
 
-def methods(grid: Grid, seed: int, others: list[dict], candidates: dict[str, dict] | None = None) -> dict[str, Trace]:
+def methods(
+    grid: Grid, seed: int, others: list[dict], candidates: dict[str, dict] | None = None, streamed: bool = True
+) -> dict[str, Trace]:
     """Every method on one replay seed. ``others``: the portfolio built from the other
     domains' grids only (leave one domain out: a grid never ranks its own entries).
     ``candidates``: replay these SearchConfig variants of tlbench instead (``search.py
-    design``), next to the baselines the design has to beat."""
+    design``), next to the baselines the design has to beat. ``streamed``: tlbench's
+    opening as a run does it since 0.5 (each pretrained backbone's probe right after its
+    screen); False: the whole screen first (0.4, the first held-out look)."""
     from tlbench import pruning, sampling
     from tlbench.config import SearchConfig
 
     draw = Draw(grid, seed)
     defaults = SearchConfig()
-    opening, dropped = tlbench_opening(grid, defaults, others)
-    n_probes = sum(p["strategy"] == "linear_probe" for p in opening)
-    charge = grid.screen_charge()
+    opening = tlbench_opening(grid, defaults, others, streamed)
 
-    def ours(search: SearchConfig, first: list[dict] = opening):
+    def ours(search: SearchConfig, opened: Opening = opening):
         sampler, pruner = sampling.make_sampler(search, seed), pruning.make_pruner(search)
-        return optuna_method(grid, draw, sampler, pruner, charge=charge, first=first, dropped=dropped)
+        return optuna_method(grid, draw, sampler, pruner, opened)
 
     def top1(score: str) -> Trace:
         scores = {b: grid.screen.get(b, {}).get(score) for b in grid.forward}
         scores = {b: v for b, v in scores.items() if isinstance(v, (int, float))}
         best = max(scores, key=scores.get) if scores else next(iter(grid.forward))
         recipe = grid.default_recipe(best)
-        return in_order(grid, draw, [recipe] if recipe else [], charge=charge)
+        return in_order(grid, draw, [recipe] if recipe else [], Opening([], {}, grid.screen_charge()))
 
     def random_sampler():
         return optuna.samplers.RandomSampler(seed=seed)
+
+    def then_random(opened: Opening) -> Trace:
+        return in_order(grid, draw, uniform_order(grid, seed, exclude=opened.points), opened)
 
     epochs = grid.epochs
     if candidates is not None:
         out = {
             "uniform_random": in_order(grid, draw, uniform_order(grid, seed)),
             "asha": optuna_method(grid, draw, random_sampler(), optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=ETA)),
-            "opening_then_random": in_order(grid, draw, opening + uniform_order(grid, seed, exclude=opening), charge=charge, probes=n_probes),
+            "opening_then_random": then_random(opening),
         }  # fmt: skip
         for name, overrides in candidates.items():
-            search = SearchConfig(**overrides)
-            out[f"tlbench[{name}]"] = ours(search, first=tlbench_opening(grid, search, others)[0])
+            search = SearchConfig(**{k: v for k, v in overrides.items() if k != "streamed"})
+            opened = tlbench_opening(grid, search, others, overrides.get("streamed", streamed))
+            out[f"tlbench[{name}]"] = ours(search, opened)
+            if "streamed" in overrides:
+                out[f"opening_then_random[{name}]"] = then_random(opened)
         return out
     out = {
         "uniform_random": in_order(grid, draw, uniform_order(grid, seed)),
@@ -371,24 +394,43 @@ def methods(grid: Grid, seed: int, others: list[dict], candidates: dict[str, dic
         "hyperband": optuna_method(
             grid, draw, random_sampler(), optuna.pruners.HyperbandPruner(min_resource=1, max_resource=epochs, reduction_factor=ETA)
         ),
-        "opening": in_order(grid, draw, opening, charge=charge, probes=n_probes),
-        "opening_then_random": in_order(grid, draw, opening + uniform_order(grid, seed, exclude=opening), charge=charge, probes=n_probes),
+        "opening": in_order(grid, draw, [], opening),
+        "opening_then_random": then_random(opening),
         "screen_top1_default": top1(defaults.screen.score),
         "logme_top1_default": top1("logme"),
         "tlbench": ours(defaults),
-        "tlbench_no_portfolio": ours(SearchConfig(portfolio=0), first=tlbench_opening(grid, SearchConfig(portfolio=0), others)[0]),
+        "tlbench_no_portfolio": ours(SearchConfig(portfolio=0), tlbench_opening(grid, SearchConfig(portfolio=0), others, streamed)),
         "tlbench_study_pruning": ours(SearchConfig(prune_within="study")),
         # tlbench 0.4's search after the same opening: TPE, the median rule from epoch 2
         "tlbench_tpe_median": ours(SearchConfig(sampler="tpe", pruner="median", warmup_epochs=1)),
     }  # fmt: skip
+    if streamed:  # the opening of the first held-out look: the whole screen before any trial
+        out["tlbench_screen_first"] = ours(defaults, tlbench_opening(grid, defaults, others, streamed=False))
     return out
 
 
-def tlbench_opening(grid: Grid, search, others: list[dict]) -> tuple[list[dict], dict]:
-    """What tlbench enqueues before its sampler: the screen's probes on the kept backbones
-    (best screen score first), then the first ``search.portfolio`` portfolio entries that
-    are points of this grid, on the kept backbone the screen ranks first. Image tasks
-    only get a portfolio (it was learnt on image grids)."""
+class Opening:
+    """What tlbench does before its sampler: ``steps``, the trials it enqueues, each with
+    the part of the screen paid just before it; ``left``: the screen still owed after
+    them (paid with the next trial); ``dropped``: the screen's decision."""
+
+    def __init__(self, steps: list[tuple[dict, float]], dropped: dict, left: float = 0.0):
+        self.steps, self.dropped, self.left = steps, dropped, left
+
+    @property
+    def points(self) -> list[dict]:
+        return [params for params, _ in self.steps]
+
+
+def tlbench_opening(grid: Grid, search, others: list[dict], streamed: bool = True) -> Opening:
+    """What tlbench does before its sampler (tlbench.benchmark.screen_all). Streamed (0.5):
+    the pretrained backbones are screened first, in the config's order, each one's probe
+    trained right after its screen; then the backbones from random init; then the drop
+    rule, the probes of the kept random-init backbones (best screen score first) and the
+    first ``search.portfolio`` portfolio entries that are points of this grid, on the
+    kept backbone the screen ranks first. Not streamed (0.4): the whole screen, then the
+    kept backbones' probes, best score first, then the portfolio. Image tasks only get
+    a portfolio (it was learnt on image grids)."""
     from tlbench import screen
 
     dropped = screen.dropped(grid.screen, search.screen.score, search.screen.margin)
@@ -396,11 +438,27 @@ def tlbench_opening(grid: Grid, search, others: list[dict]) -> tuple[list[dict],
     def score(backbone: str) -> float:
         return grid.screen.get(backbone, {}).get(search.screen.score, float("-inf"))
 
-    probes = sorted((p for p in grid.probes() if p["backbone"] not in dropped), key=lambda p: -score(p["backbone"]))
+    probe = {p["backbone"]: p for p in grid.probes()}
+    steps: list[tuple[dict, float]] = []
+    owed = 0.0
+    if streamed:
+        order = [b for b in grid.forward if grid.pretrained[b]] + [b for b in grid.forward if not grid.pretrained[b]]
+        for b in order:
+            owed += grid.screen_cost(b)
+            if grid.pretrained[b]:
+                steps.append((probe[b], owed))
+                owed = 0.0
+        later = [b for b in order if not grid.pretrained[b] and b not in dropped]
+    else:
+        owed = grid.screen_charge()
+        later = [b for b in grid.forward if b not in dropped]
+    for b in sorted(later, key=lambda b: -score(b)):
+        steps.append((probe[b], owed))
+        owed = 0.0
     first = max((b for b in grid.forward if b not in dropped), key=score)
-    warm = []
+    warm = 0
     for entry in others if grid.modality == "image" else []:
-        if len(warm) >= search.portfolio:
+        if warm >= search.portfolio:
             break
         point = {
             "backbone": first,
@@ -408,8 +466,9 @@ def tlbench_opening(grid: Grid, search, others: list[dict]) -> tuple[list[dict],
             **{f"{entry['strategy']}.{k}": v for k, v in entry["params"].items()},
         }
         if _key(point) in grid.by_point:
-            warm.append(point)
-    return probes + warm, dropped
+            steps.append((point, owed))
+            owed, warm = 0.0, warm + 1
+    return Opening(steps, dropped, owed)
 
 
 # --- the figures

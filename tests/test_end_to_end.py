@@ -62,7 +62,8 @@ def test_trials_have_measured_costs(finished_run):
     _, folder, _ = finished_run
     everything = pd.read_csv(folder / "trials.csv")
     probes = int((everything["origin"] == "probe").sum())  # one per backbone the screen kept: outside n_trials
-    assert 1 <= probes <= 2 and list(everything["origin"]) == ["recipe"] + ["probe"] * probes + ["portfolio"] * 2
+    # the opening: the screen's probes, then the config's recipes, then the portfolio
+    assert 1 <= probes <= 2 and list(everything["origin"]) == ["probe"] * probes + ["recipe"] + ["portfolio"] * 2
     trials = everything[everything["origin"] != "probe"]
     assert len(trials) == 3 and set(everything["state"]) <= {"COMPLETE", "PRUNED"}
     done = trials[trials["state"] == "COMPLETE"]
@@ -209,7 +210,9 @@ def test_trials_record_whether_they_trained_on_cached_features(finished_run):
     trials = pd.read_csv(folder / "trials.csv")
     done = trials[trials["state"] == "COMPLETE"]
     assert done["feature_cache"].str.match(r"(head|finetune): (extracted|memory) at ").all()
-    assert done.iloc[0]["feature_cache"] == "finetune: extracted at " + done.iloc[0]["feature_cache"].split(" at ")[1]
+    recipe = done[done["origin"] == "recipe"].iloc[0]  # the first fine-tune: after the screen's probes (heads on its features)
+    assert recipe["feature_cache"] == "finetune: extracted at " + recipe["feature_cache"].split(" at ")[1]
+    assert done[done["origin"] == "probe"]["feature_cache"].str.startswith("head: memory at ").all()
     report = (folder / "report.md").read_text()
     assert re.search(r"Feature cache: \d+ of \d+ completed trials trained on frozen-layer outputs", report)
 

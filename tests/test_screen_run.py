@@ -166,3 +166,57 @@ def test_portfolio_from_learns_from_an_earlier_run_folder(write_config, capsys):
     # the user's best point scores 1.0 on its dataset: above every shipped point (at most 0.992 on average)
     point = lambda t: (t.params["finetune.freeze"], t.params["finetune.lr_backbone"])  # noqa: E731
     assert [point(t) for t in warm] == [point(best)]
+
+
+def test_the_opening_is_streamed_each_pretrained_backbones_probe_right_after_its_screen(write_config, tmp_path, monkeypatch):
+    """The first result comes after one backbone's screen, not after all of them: pretrained
+    backbones are screened first, in the config's order, each one's probe trained at once
+    (on the screen's features); then the random-init ones, the rule, their probes if kept,
+    the config's recipes and the portfolio. A resume screens and probes nothing again."""
+    import timm
+    import torch
+
+    from tlbench import benchmark
+
+    weights = {}
+    for model in ("test_resnet", "test_efficientnet"):
+        torch.manual_seed(1)
+        weights[model] = tmp_path / f"{model}.pth"
+        torch.save(timm.create_model(model, num_classes=10).state_dict(), weights[model])
+    backbones = [
+        {"name": "timm:test_vit", "pretrained": False},  # first in the config, screened last
+        {"name": "timm:test_resnet", "weights": str(weights["test_resnet"])},
+        {"name": "timm:test_efficientnet", "weights": str(weights["test_efficientnet"])},
+    ]
+    strategies = [{"name": "linear_probe", "epochs": 1}, {"name": "finetune", "epochs": 1}]
+    recipe = {"backbone": "timm:test_vit-scratch", "strategy": "finetune", "params": {"freeze": 0.5}}
+    config = write_config(tiny_benchmark(run="r", backbones=backbones, strategies=strategies,
+                                         search={"n_trials": 4, "startup_trials": 4, "enqueue": [recipe]}))  # fmt: skip
+    seen = []  # (backbones screened, trials finished) each time the run trains the waiting probes
+    real = benchmark.screen_all
+
+    def spy(plan, splits, store, resources, progress, run_waiting=None):
+        def watched(study, key):
+            seen.append((sorted(StudyRecord.from_study(study).screen), len(study.trials)))
+            run_waiting(study, key)
+
+        return real(plan, splits, store, resources, progress, watched)
+
+    monkeypatch.setattr(benchmark, "screen_all", spy)
+    assert cli.main(["run", str(config), "--format", "csv"]) == 0
+    assert seen == [(["timm:test_resnet"], 1), (["timm:test_efficientnet", "timm:test_resnet"], 2)]
+    folder = config.parent / "results" / "tiny" / "r"
+    study = optuna.load_study(study_name="tiny/r/synthetic", storage=f"sqlite:///{folder / 'study.db'}")
+    kinds = [("probe" if t.user_attrs.get("probe") else "recipe" if t.user_attrs.get("recipe")
+              else "portfolio" if t.user_attrs.get("portfolio") else "sampled", t.params["backbone"]) for t in study.trials]  # fmt: skip
+    dropped = StudyRecord.from_study(study).dropped
+    scratch_probe = [] if "timm:test_vit-scratch" in dropped else [("probe", "timm:test_vit-scratch")]
+    assert kinds[: 2 + len(scratch_probe) + 1] == [
+        ("probe", "timm:test_resnet"), ("probe", "timm:test_efficientnet"), *scratch_probe, ("recipe", "timm:test_vit-scratch")
+    ]  # fmt: skip
+    assert all(t.state.name == "COMPLETE" for t in study.trials)
+    assert all(k in ("portfolio", "sampled") for k, _ in kinds[2 + len(scratch_probe) + 1 :])
+    assert len([k for k in kinds if k[0] != "probe"]) == 4  # probes outside n_trials, the recipe within
+    seen.clear()
+    assert cli.main(["run", str(config), "--format", "csv"]) == 0  # resumed: finished, nothing trained again
+    assert seen == [] and len(optuna.load_study(study_name="tiny/r/synthetic", storage=f"sqlite:///{folder / 'study.db'}").trials) == len(kinds)

@@ -27,12 +27,15 @@ from tlbench.progress import Progress
 from tlbench.record import Failure, TrialRecord
 from tlbench.studies import (
     FINISHED,
+    begun,
     budget,
     connect_shared,
     derived_seed,
     directions,
     enqueue_portfolio,
+    enqueue_probe,
     enqueue_probes,
+    enqueue_recipes,
     fail_interrupted,
     open_study,
     out_of_retries,
@@ -90,13 +93,13 @@ def run_benchmark(
     shared = None
     if not alone:  # checked before the run folder is touched
         shared = connect_shared(url, plan.bench.search.heartbeat, plan.bench.search.retries)
-        open_studies(plan, shared, alone)
+        open_studies(plan, shared, alone, recipes=False)
     elif _has_content(folder / results.DEFAULT_STORAGE):  # the folder's own: readable? (read-only: nothing changes)
         storage.connect(results.read_only_url(url, folder))
     with results.locked(folder) as lock:
         results.claim(lock)  # every check that can refuse this run has passed (check_resumable covers study.db)
         store = shared or storage.connect(url)
-        open_studies(plan, store, alone)
+        open_studies(plan, store, alone, recipes=False)  # enqueued after the screen's probes
         save_metadata(plan, folder, resources)
         events = (
             run_events.start(plan, progress, folder, url) if workers == 1 else run_events.as_events(progress)
@@ -105,7 +108,9 @@ def run_benchmark(
         events.run_started()
         outcome = None
         try:
-            screen_all(plan, splits, store, resources, events)
+            outcome = _open(plan, splits, store, resources, events, folder, alone)
+            if outcome is not None:  # interrupted during the screen's probes
+                return outcome
             if workers > 1:
                 outcome = _coordinate(plan, splits, folder, store, url, lock, events, workers, config, verbose)
             else:
@@ -132,10 +137,32 @@ def _has_content(db: Path) -> bool:
         return False
 
 
-def open_studies(plan: Plan, store, alone: bool) -> None:
+def open_studies(plan: Plan, store, alone: bool, recipes: bool = True) -> None:
     """Create or load each dataset's study: a study made from another config is refused here."""
     for entry, _ in plan.datasets:
-        open_study(plan, entry.key, store, alone=alone)
+        open_study(plan, entry.key, store, alone=alone, recipes=recipes)
+
+
+def _open(plan, splits, store, resources, progress, folder: Path, alone: bool) -> Outcome | None:
+    """The screen of every study with its probes (:func:`screen_all`), the probes trained here
+    as they come; an Outcome if Ctrl-C or SIGTERM stopped it (the tables are written)."""
+    write = lambda: results.write_tables(folder)  # noqa: E731
+
+    def run_waiting(study: optuna.Study, key: str) -> None:
+        n = probes_waiting(study)
+        if n:
+            done = sum(t.state in FINISHED for t in study.get_trials(deepcopy=False) if TrialRecord.from_trial(t).probe)
+            progress.study_started(key, done, done + n)
+            objective = Objective(plan, splits[key], key, progress, resources)
+            _optimize(study, objective, n, None, resources, progress, write, lambda s: False, lambda: False, key)
+
+    try:
+        screen_all(plan, splits, store, resources, progress, run_waiting)
+    except KeyboardInterrupt:
+        if alone:
+            fail_interrupted(plan, store)
+        return Outcome(results.write_tables(folder), interrupted=True)
+    return None
 
 
 def save_metadata(plan: Plan, folder: Path, resources: TrialResources, keep: bool = False) -> None:
@@ -391,10 +418,20 @@ def work(plan: Plan, progress: Progress, should_stop=lambda: False, run_folder: 
 
 
 def screen_all(
-    plan: Plan, splits: dict[str, DatasetSplits], store, resources: TrialResources, progress: Progress
+    plan: Plan,
+    splits: dict[str, DatasetSplits],
+    store,
+    resources: TrialResources,
+    progress: Progress,
+    run_waiting=None,
 ) -> None:
-    """Screening scores of every backbone on every dataset, before any trial, and the
-    backbones the sampler then skips (``search.screen``)."""
+    """The opening of every dataset's study, before its search: the screen (scores of
+    every backbone, see :func:`tlbench.screen.screen_backbones`), streamed: each
+    pretrained backbone's linear probe is trained as soon as that backbone is screened
+    (on the features the screen took out: a result after one backbone's screen instead
+    of all of them), by ``run_waiting(study, dataset_key)`` (None: only enqueued). Then
+    the rule (which backbones the sampler skips), the probes of kept backbones not yet
+    probed (from random init), the config's recipes and the portfolio, in that order."""
     from tlbench import screen
     from tlbench.planning import portfolio_history
 
@@ -405,13 +442,23 @@ def screen_all(
         StudyRecord.note_test_split(study, splits[entry.key].classes, splits[entry.key].test.labels)
         if not settings.enabled:
             StudyRecord.set_decision(study, "off (search.screen: false)", {})
+            enqueue_recipes(plan, study, entry.key)
             continue
-        screen.screen_backbones(plan, study, splits[entry.key], resources, entry.key)
+
+        def probe_now(backbone: str, study=study, key=entry.key) -> None:
+            if not plan.backbones[backbone].entry.pretrained or StudyRecord.from_study(study).probes or begun(study):
+                return  # from random init: only if kept; or the probes are done (a resume)
+            enqueue_probe(plan, study, backbone)
+            if run_waiting is not None:
+                run_waiting(study, key)
+
+        screen.screen_backbones(plan, study, splits[entry.key], resources, entry.key, after=probe_now)
         dropped = StudyRecord.from_study(study).dropped
         for backbone, why in dropped.items():
             progress.note(f"[{entry.key}] screen: the search skips {backbone} ({why}; recipes on it still run)")
         kept = [b for b in plan.backbones_for(entry.key) if b not in dropped]
         enqueue_probes(plan, study, kept)
+        enqueue_recipes(plan, study, entry.key)
         added = enqueue_portfolio(plan, study, kept, entry.key, history)
         if added:
             record = StudyRecord.from_study(study)

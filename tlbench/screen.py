@@ -114,6 +114,7 @@ def _unit(x: np.ndarray) -> np.ndarray:
 
 # --------------------------------------------------------------------------- the rule the search applies
 
+
 def dropped(scores: dict[str, dict], score: str = "knn", margin: float = 0.10) -> dict[str, str]:
     """Backbones the screen drops: those whose ``score`` is more than ``margin`` below the
     best backbone's (knn, ridge: validation accuracy, so 0.10 is 10 points; logme: log
@@ -141,14 +142,26 @@ def rule_text(settings) -> str:
 
 # --------------------------------------------------------------------------- screening a run's backbones
 
-def screen_backbones(plan, study, splits, resources, dataset_key: str) -> None:
+
+def screen_order(plan, dataset_key: str) -> list[str]:
+    """The order the screen takes backbones in: the pretrained ones first, in the config's
+    order, then those from random init (likely dropped: their probe, unlike a pretrained
+    one's, cannot use the screen's features)."""
+    keys = plan.backbones_for(dataset_key)
+    pretrained = [k for k in keys if plan.backbones[k].entry.pretrained]
+    return pretrained + [k for k in keys if k not in pretrained]
+
+
+def screen_backbones(plan, study, splits, resources, dataset_key: str, after=lambda key: None) -> None:
     """Score every backbone of ``plan`` on the study's dataset from its frozen features
     (the frozen prefix up to the linear probe's cut, at the trials' resolution), once:
-    stored as study attributes, skipped when already there (a resume). The features
-    come from the trials' feature cache (:func:`tlbench.train.frozen_features`), so the
-    screen's linear-probe trials (:func:`probe_params`) train on them without computing
-    them again. A backbone whose features cannot be cut out (no module boundary before
-    the head) is recorded as not screened, with why. Nothing is trained. Then
+    stored as study attributes, skipped when already there (a resume), in
+    :func:`screen_order`. The features come from the trials' feature cache
+    (:func:`tlbench.train.frozen_features`), so the screen's linear-probe trials
+    (:func:`probe_params`) train on them without computing them again: ``after(key)``
+    is called once a backbone is screened (or was, on a resume) so that its probe can
+    run at once. A backbone whose features cannot be cut out (no module boundary
+    before the head) is recorded as not screened, with why. Nothing is trained. Then
     :func:`apply_rule` decides which backbones the sampler skips."""
     import torch
 
@@ -156,9 +169,11 @@ def screen_backbones(plan, study, splits, resources, dataset_key: str) -> None:
     from tlbench.inputs import input_size, inputs_of
 
     device = resources.devices[0]
-    for key in plan.backbones_for(dataset_key):
+    for key in screen_order(plan, dataset_key):
         backbone = plan.backbones[key]
         if key in StudyRecord.from_study(study).screen:
+            if "skipped" not in StudyRecord.from_study(study).screen[key]:
+                after(key)
             continue
         start = time.perf_counter()
         torch.manual_seed(0)
@@ -187,6 +202,7 @@ def screen_backbones(plan, study, splits, resources, dataset_key: str) -> None:
         StudyRecord.note_screen(
             study, key, scores | {"seconds": time.perf_counter() - start, "at": cut.name, "examples": examples, "features": where}
         )
+        after(key)
     apply_rule(study, plan.bench.search.screen)
 
 

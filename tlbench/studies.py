@@ -35,27 +35,55 @@ def connect_shared(url: str, heartbeat: int, retries: int) -> optuna.storages.Ba
 
 def enqueue_probes(plan: Plan, study: optuna.Study, kept: list[str]) -> int:
     """After the screen: one trial per kept backbone with the config's head-only strategy
-    at the middle of its options (none without such a strategy), outside ``n_trials``.
-    They train on the features the screen took out, so they cost the head's training;
-    a recipe with the same parameters stands in for one. Only before the study's first
-    trial. Returns how many were added."""
+    at the middle of its options (none without such a strategy), outside ``n_trials``,
+    best screen score first; a backbone whose probe already ran (streamed, see
+    :func:`enqueue_probe`) is not probed again. They train on the features the screen
+    took out, so they cost the head's training; a recipe with the same parameters
+    stands in for one. Only before the study's first trial other than a probe. Returns
+    how many were added."""
+    record = StudyRecord.from_study(study)
+    if record.probes or begun(study):
+        return 0
+    score = plan.bench.search.screen.score
+    ranked = sorted(kept, key=lambda b: -record.score(b, score))  # the most promising backbone's probe first
+    added = sum(enqueue_probe(plan, study, backbone) is not None for backbone in ranked)
+    StudyRecord.mark_probes(study)
+    return added
+
+
+def enqueue_probe(plan: Plan, study: optuna.Study, backbone: str) -> int | None:
+    """Enqueue ``backbone``'s screen probe (see :func:`enqueue_probes`); the trial number
+    added, or None (no head-only strategy in the config, a trial with these parameters
+    exists: a probe that ran; or one of the config's recipes has them: it stands in for
+    the probe, in the recipes' place and within ``n_trials``)."""
     from tlbench.screen import probe_params, probe_strategy
 
     key = probe_strategy(plan)
-    record = StudyRecord.from_study(study)
-    if key is None or record.probes or _begun(study):
-        return 0
+    if key is None:
+        return None
     searched = set(plan.strategies[key].searched)
-    params = {k: v for k, v in probe_params(plan, key).items() if k in searched}
-    before = len(study.get_trials(deepcopy=False))
-    score = plan.bench.search.screen.score
-    ranked = sorted(kept, key=lambda b: -record.score(b, score))  # the most promising backbone's probe first
-    for backbone in ranked:
-        study.enqueue_trial(
-            recipe_params(plan, backbone, key, params), user_attrs=TrialRecord(probe=True).attrs(), skip_if_exists=True
-        )
-    StudyRecord.mark_probes(study)
-    return len(study.get_trials(deepcopy=False)) - before
+    params = recipe_params(plan, backbone, key, {k: v for k, v in probe_params(plan, key).items() if k in searched})
+    recipes = [recipe_params(plan, r.backbone, r.strategy, r.params) for r in plan.bench.search.enqueue]
+    if params in recipes:
+        return None
+    before = {t.number for t in study.get_trials(deepcopy=False)}
+    study.enqueue_trial(params, user_attrs=TrialRecord(probe=True).attrs(), skip_if_exists=True)
+    added = {t.number for t in study.get_trials(deepcopy=False)} - before
+    return min(added) if added else None
+
+
+def enqueue_recipes(plan: Plan, study: optuna.Study, dataset_key: str) -> None:
+    """The config's ``search.enqueue`` recipes for this study's dataset (a recipe runs on
+    the datasets of its backbone's modality), once: by the study's creator when no run
+    screens first (workers), else after the screen's probes (:func:`tlbench.benchmark.screen_all`)."""
+    if StudyRecord.from_study(study).recipes:
+        return
+    for recipe in plan.bench.search.enqueue:
+        if recipe.backbone not in plan.backbones_for(dataset_key):
+            continue
+        params = recipe_params(plan, recipe.backbone, recipe.strategy, recipe.params)
+        study.enqueue_trial(params, user_attrs=TrialRecord(recipe=True).attrs(), skip_if_exists=True)
+    StudyRecord.mark_recipes(study)
 
 
 def enqueue_portfolio(
@@ -74,7 +102,7 @@ def enqueue_portfolio(
     record = StudyRecord.from_study(study)
     scores = {b: record.score(b, score) for b in kept}
     scores = {b: v for b, v in scores.items() if v != float("-inf")}
-    if not n or not scores or record.portfolio or _begun(study):
+    if not n or not scores or record.portfolio or begun(study):
         return []
     dataset = next(entry for entry, _ in plan.datasets if entry.key == dataset_key)
     warm = portfolio.for_study(dataset.name, plan.backbones[kept[0]].record.modality, score, history)
@@ -91,10 +119,14 @@ def enqueue_portfolio(
     return sorted({t.number for t in study.get_trials(deepcopy=False)} - before)
 
 
-def _begun(study: optuna.Study) -> bool:
-    """Some trial has started: a run made before probes and portfolios existed, or one
-    whose workers began without the screen. Nothing goes in front of it any more."""
-    return any(t.state != optuna.trial.TrialState.WAITING for t in study.get_trials(deepcopy=False))
+def begun(study: optuna.Study) -> bool:
+    """Some trial other than the screen's probes has started: a run made before probes and
+    portfolios existed, or one whose workers began without the screen. Nothing goes in
+    front of it any more."""
+    return any(
+        t.state != optuna.trial.TrialState.WAITING and not TrialRecord.from_trial(t).probe
+        for t in study.get_trials(deepcopy=False)
+    )
 
 
 def directions(search) -> list[str]:
@@ -110,13 +142,16 @@ def derived_seed(seed: int, offset: int) -> int:
 READY_WAIT = 60.0  # seconds a worker waits for another to finish creating a study
 
 
-def open_study(plan: Plan, dataset_key: str, storage: optuna.storages.BaseStorage, alone: bool = True) -> optuna.Study:
+def open_study(
+    plan: Plan, dataset_key: str, storage: optuna.storages.BaseStorage, alone: bool = True, recipes: bool = True
+) -> optuna.Study:
     """Create the dataset's study, or load it if this run already has one made from the same config.
 
     Several workers may start at once: the one that creates the study enqueues the
     config's recipes and then stores the config's fingerprint; the others wait for
     the fingerprint (up to ``READY_WAIT`` seconds, then take over from a creator that
     died), so recipes are enqueued once. ``alone``: no other process uses the storage.
+    ``recipes``: False for ``tlbench run``, whose screen enqueues them after its probes.
     """
     bench, search = plan.bench, plan.bench.search
     name = study_name(bench, dataset_key)
@@ -143,11 +178,8 @@ def open_study(plan: Plan, dataset_key: str, storage: optuna.storages.BaseStorag
         study = optuna.create_study(**settings, load_if_exists=True)
     stored = StudyRecord.from_study(study).fingerprint
     if stored is None:  # we created it, or its creator died before finishing
-        for recipe in search.enqueue:
-            if recipe.backbone not in plan.backbones_for(dataset_key):
-                continue  # a recipe runs on the datasets of its backbone's modality
-            params = recipe_params(plan, recipe.backbone, recipe.strategy, recipe.params)
-            study.enqueue_trial(params, user_attrs=TrialRecord(recipe=True).attrs(), skip_if_exists=True)
+        if recipes:
+            enqueue_recipes(plan, study, dataset_key)
         StudyRecord.set_fingerprint(study, bench.fingerprint())
     elif stored != bench.fingerprint():
         raise UserError(
@@ -203,7 +235,14 @@ def probes_waiting(study: optuna.Study) -> int:
     return sum(bool(TrialRecord.from_trial(t).probe) for t in waiting)
 
 
-RETRIED = ("recipe", "seed", "repeat_of", "repeat")  # what a retry keeps of the interrupted trial's record
+RETRIED = (
+    "recipe",
+    "probe",
+    "portfolio",
+    "seed",
+    "repeat_of",
+    "repeat",
+)  # what a retry keeps of the interrupted trial's record
 
 
 def attempt(record: TrialRecord) -> int:

@@ -21,7 +21,9 @@ from typing import Any
 from tlbench.record import Failure, TrialRecord
 from tlbench.types import UserError
 
-STUDY_RECORD_VERSION = 1  # 1: the first versioned layout (the keys below, as tlbench 0.4 wrote them unversioned)
+# 1: the first versioned layout (the keys below, as tlbench 0.4 wrote them unversioned);
+# 2: recipes are enqueued after the screen's probes and marked (RECIPES); before, at creation
+STUDY_RECORD_VERSION = 2
 
 VERSION = "study_record"  # the layout's version
 FINGERPRINT = "fingerprint"  # the config's fingerprint, set once the study's recipes are enqueued
@@ -29,6 +31,7 @@ TEST_SPLIT = "test_split"  # {"classes": [...], "labels": [...]} of the dataset'
 SCREEN = "screen:"  # prefix: "screen:<backbone key>" -> that backbone's scores (or {"skipped": why})
 DROPPED = "screen_dropped"  # {"rule": text, "dropped": {backbone key: why}}: the screen's decision
 PROBES = "screen_probes"  # true once the screen's probes were enqueued
+RECIPES = "recipes"  # true once the config's recipes were enqueued (layout 2; before, with the fingerprint)
 PORTFOLIO = "portfolio"  # the backbone the portfolio's entries were enqueued on (once)
 PORTFOLIO_SOURCES = "portfolio_sources"  # what the portfolio learnt from, in words
 LOST = "lost:"  # prefix: "lost:<number>" -> why a trial without heartbeat was failed
@@ -52,6 +55,7 @@ class StudyRecord:
     screen: dict[str, dict[str, Any]] = field(default_factory=dict)  # backbone key -> scores, or {"skipped": why}
     decision: ScreenDecision | None = None  # None: the screen has not decided (not run yet)
     probes: bool = False  # the screen's probes were enqueued
+    recipes: bool = False  # the config's recipes were enqueued
     portfolio: str | None = None  # the backbone the portfolio's entries went on
     portfolio_sources: str | None = None  # what the portfolio learnt from
     lost: dict[int, str] = field(default_factory=dict)  # trial number -> why its worker was lost
@@ -75,6 +79,7 @@ class StudyRecord:
             if isinstance(decision, dict)
             else None,
             probes=bool(attrs.get(PROBES)),
+            recipes=bool(attrs.get(RECIPES)) or (version < 2 and attrs.get(FINGERPRINT) is not None),
             portfolio=attrs.get(PORTFOLIO),
             portfolio_sources=attrs.get(PORTFOLIO_SOURCES),
             lost=_numbered(attrs, LOST),
@@ -111,7 +116,8 @@ class StudyRecord:
 
     @staticmethod
     def set_fingerprint(study, fingerprint: str) -> None:
-        """The study is ready (its recipes are enqueued): other workers wait for this."""
+        """The study is ready (made from this config; its recipes enqueued, unless a run's
+        screen enqueues them after its probes): other workers wait for this."""
         study.set_user_attr(VERSION, STUDY_RECORD_VERSION)
         study.set_user_attr(FINGERPRINT, fingerprint)
 
@@ -131,6 +137,10 @@ class StudyRecord:
     @staticmethod
     def mark_probes(study) -> None:
         study.set_user_attr(PROBES, True)
+
+    @staticmethod
+    def mark_recipes(study) -> None:
+        study.set_user_attr(RECIPES, True)
 
     @staticmethod
     def set_portfolio(study, backbone: str, sources: str) -> None:

@@ -59,3 +59,12 @@ def test_a_lost_trial_reads_as_interrupted_with_the_studys_note():
     assert record.failure(study.trials[1]) == (Failure.INTERRUPTED, "interrupted: no heartbeat from h:1 (killed or lost)")
     own = TrialRecord(failure=Failure.DIVERGED, fail_reason="nan")  # a trial's own failure comes first
     assert record.failure(study.trials[1], own) == (Failure.DIVERGED, "nan")
+
+
+def test_a_study_written_before_layout_2_had_its_recipes_enqueued_with_its_fingerprint():
+    """Layout 1 (tlbench 0.4): the creator enqueued the recipes, then set the fingerprint; a
+    resumed run must not enqueue them again. Layout 2 marks them itself (after the screen's probes)."""
+    assert StudyRecord.from_attrs({"study_record": 1, "fingerprint": "abc"}).recipes
+    assert StudyRecord.from_attrs({"fingerprint": "abc"}).recipes  # unversioned: 0.4 too
+    assert not StudyRecord.from_attrs({"study_record": 2, "fingerprint": "abc"}).recipes
+    assert StudyRecord.from_attrs({"study_record": 2, "fingerprint": "abc", "recipes": True}).recipes
