@@ -148,13 +148,24 @@ def _open(plan, splits, store, resources, progress, folder: Path, alone: bool) -
     as they come; an Outcome if Ctrl-C or SIGTERM stopped it (the tables are written)."""
     write = lambda: results.write_tables(folder)  # noqa: E731
 
+    shown: list[str] = []  # the dataset whose probes are on display
+
     def run_waiting(study: optuna.Study, key: str) -> None:
         n = probes_waiting(study)
-        if n:
+        if not n:
+            return
+        if shown != [key]:
+            done_before()
+            pretrained = sum(plan.backbones[b].entry.pretrained for b in plan.backbones_for(key))
             done = sum(t.state in FINISHED for t in study.get_trials(deepcopy=False) if TrialRecord.from_trial(t).probe)
-            progress.study_started(key, done, done + n)
-            objective = Objective(plan, splits[key], key, progress, resources)
-            _optimize(study, objective, n, None, resources, progress, write, lambda s: False, lambda: False, key)
+            progress.study_started(key, done, max(pretrained, done + n))  # the streamed probes: one per pretrained backbone
+            shown[:] = [key]
+        objective = Objective(plan, splits[key], key, progress, resources)
+        _optimize(study, objective, n, None, resources, progress, write, lambda s: False, lambda: False, key, finish=False)
+
+    def done_before() -> None:
+        if shown:
+            progress.study_finished(shown.pop())
 
     try:
         screen_all(plan, splits, store, resources, progress, run_waiting)
@@ -162,6 +173,8 @@ def _open(plan, splits, store, resources, progress, folder: Path, alone: bool) -
         if alone:
             fail_interrupted(plan, store)
         return Outcome(results.write_tables(folder), interrupted=True)
+    finally:
+        done_before()
     return None
 
 
@@ -260,7 +273,7 @@ def run_studies(
 
 
 def _optimize(
-    study, objective, n_trials, timeout, resources, progress, on_trial, full, should_stop, label: str
+    study, objective, n_trials, timeout, resources, progress, on_trial, full, should_stop, label: str, finish: bool = True
 ) -> None:
     """One study's loop, for the search and the repeats alike: trials until ``n_trials``
     or ``full(study)``, each reported, Ctrl-C checked after each."""
@@ -286,7 +299,8 @@ def _optimize(
             progress.trial_finished(run_events.finished(trial, label.removesuffix(" repeats"), study.study_name))
         raise
     finally:
-        progress.study_finished(label)
+        if finish:  # the screen's probes end their display once, after the last of them
+            progress.study_finished(label)
 
 
 def select_repeats(plan: Plan, store) -> dict[str, list[int]]:
