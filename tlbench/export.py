@@ -38,7 +38,8 @@ def export_run(folder: Path) -> dict[str, Any]:
         except KeyError:
             continue  # not started yet
         record = StudyRecord.from_study(study)
-        trials = [_trial(t, record) for t in study.get_trials(deepcopy=False)]
+        stored = storage.read_trials(store, name)  # lean; None: through Optuna
+        trials = [_trial(t, record) for t in (stored if stored is not None else study.get_trials(deepcopy=False))]
         datasets[dataset] = {
             "study": name,
             "screen": record.screen,

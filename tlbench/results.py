@@ -394,6 +394,7 @@ def trials_frame(store, studies: dict[str, str], limits: dict | None = None) -> 
     ``limits``: ``search.constraints``, which mark rows infeasible."""
     import optuna
 
+    from tlbench import storage
     from tlbench.record import infeasible
 
     rows = []
@@ -404,7 +405,8 @@ def trials_frame(store, studies: dict[str, str], limits: dict | None = None) -> 
             continue  # not started yet
         record_ = StudyRecord.from_study(study)
         gave_up, test_split = record_.gave_up, record_.test_split
-        for t in study.get_trials(deepcopy=False):
+        stored = storage.read_trials(store, name)  # lean; None: through Optuna
+        for t in stored if stored is not None else study.get_trials(deepcopy=False):
             record = TrialRecord.from_trial(t)
             kind, reason = record_.failure(t, record)
             if kind != Failure.SURPLUS:  # never ran: workers racing for a study's last trial
@@ -434,8 +436,6 @@ def per_class(bits: str | None, test_split: dict | None) -> dict[str, Any]:
         counts[classes[label]][1] += 1
     present = [right / n for right, n in counts.values() if n]
     return {"test_balanced": sum(present) / len(present), "test_per_class": json.dumps(counts)}
-
-
 
 
 TRIAL_COLUMNS = [
@@ -482,28 +482,6 @@ def origin(record: TrialRecord) -> str:
     if record.repeat_of is not None:
         return "repeat"
     return "recipe" if record.recipe else "probe" if record.probe else "portfolio" if record.portfolio else "sampled"
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
 
 
 def write_tables(folder: Path, run: Run | None = None) -> Run:

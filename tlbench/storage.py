@@ -1,9 +1,14 @@
-"""Optuna storages: opening a URL, what validate can check of one, and SQLite made safe
-for several processes. A leaf module (no other tlbench module but types), so that
+"""Optuna storages: opening a URL, what validate can check of one, SQLite made safe for
+several processes, and a lean read of a study's trials for the readers of a finished run
+(:func:`read_trials`). A leaf module (no other tlbench module but types), so that
 planning, studies and the results reader all open storages the same way."""
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+import json
+import math
 import random
 import time
 import urllib.parse
@@ -200,3 +205,84 @@ def _serialize_sqlite(engine) -> None:
         connection.exec_driver_sql("BEGIN IMMEDIATE")
 
     engine.dispose()
+
+
+# --------------------------------------------------------------------------- reading a finished run, lean
+
+READ_SCHEMA = 12  # the layout of Optuna's RDB tables read_trials knows (optuna.storages._rdb.models.SCHEMA_VERSION)
+
+
+@dataclasses.dataclass(frozen=True)
+class StoredTrial:
+    """A trial as the readers of a run use it: the fields of Optuna's ``FrozenTrial`` they
+    read, nothing else (no system attributes or timestamps)."""
+
+    number: int
+    state: optuna.trial.TrialState
+    params: dict[str, Any]
+    distributions: dict[str, optuna.distributions.BaseDistribution]
+    values: list[float] | None
+    intermediate_values: dict[int, float]
+    user_attrs: dict[str, Any]
+
+    @property
+    def value(self) -> float | None:
+        return self.values[0] if self.values else None
+
+
+def read_trials(store, study_name: str) -> list[StoredTrial] | None:
+    """Every trial of ``study_name`` in an RDB storage, in number order (and each one's
+    parameters and attributes in the order they were written), read with five plain
+    queries instead of Optuna's ORM (which builds an object per attribute: about 1 ms per
+    trial, 20 s for a 20,000-trial run). None where this cannot be done exactly: not an
+    RDB storage, or tables of another schema version than :data:`READ_SCHEMA` (the caller
+    then reads through Optuna). ``tests/unit/test_storage_read.py`` holds it equal to
+    Optuna's own read."""
+    from sqlalchemy import text
+
+    engine = getattr(store, "engine", None)
+    if engine is None:
+        return None
+    with engine.connect() as db:
+        version = db.execute(text("SELECT schema_version FROM version_info")).scalar()
+        if version != READ_SCHEMA:
+            return None
+        study_id = db.execute(text("SELECT study_id FROM studies WHERE study_name = :n"), {"n": study_name}).scalar()
+        if study_id is None:
+            raise KeyError(study_name)
+        where = {"s": study_id}
+        rows = db.execute(text("SELECT trial_id, number, state FROM trials WHERE study_id = :s ORDER BY number"), where)
+        trials = {tid: (number, optuna.trial.TrialState[state], {}, {}, {}, {}, {}) for tid, number, state in rows}
+        of_study = "JOIN trials t ON t.trial_id = x.trial_id WHERE t.study_id = :s"
+        for tid, name, value, dist in db.execute(
+            text(f"SELECT x.trial_id, x.param_name, x.param_value, x.distribution_json FROM trial_params x {of_study} ORDER BY x.param_id"), where
+        ):
+            trials[tid][2][name] = _distribution(dist).to_external_repr(value)
+            trials[tid][6][name] = _distribution(dist)
+        for tid, objective, value, kind in db.execute(
+            text(f"SELECT x.trial_id, x.objective, x.value, x.value_type FROM trial_values x {of_study} ORDER BY x.trial_value_id"), where
+        ):
+            trials[tid][3][objective] = _stored_float(value, kind)
+        for tid, step, value, kind in db.execute(
+            text(f"SELECT x.trial_id, x.step, x.intermediate_value, x.intermediate_value_type FROM trial_intermediate_values x {of_study} ORDER BY x.trial_intermediate_value_id"),
+            where,
+        ):  # fmt: skip
+            trials[tid][4][step] = _stored_float(value, kind)
+        for tid, key, value in db.execute(
+            text(f"SELECT x.trial_id, x.key, x.value_json FROM trial_user_attributes x {of_study} ORDER BY x.trial_user_attribute_id"), where
+        ):
+            trials[tid][5][key] = json.loads(value)
+    return [
+        StoredTrial(number, state, params, dists, [values[k] for k in sorted(values)] if values else None, dict(sorted(steps.items())), attrs)
+        for number, state, params, values, steps, attrs, dists in trials.values()
+    ]  # fmt: skip
+
+
+@functools.lru_cache(maxsize=1024)
+def _distribution(text_: str) -> optuna.distributions.BaseDistribution:
+    return optuna.distributions.json_to_distribution(text_)
+
+
+def _stored_float(value: float | None, kind: str) -> float:
+    """A value as Optuna stores it: infinities and NaN by their type, not their number."""
+    return {"INF_POS": math.inf, "INF_NEG": -math.inf, "NAN": math.nan}.get(kind, value)
