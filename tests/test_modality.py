@@ -77,6 +77,7 @@ def load(request):
     texts = [WORDS[i % 2] * (1 + i % 3) + " " + str(i) for i in range(60)]
     broken, empty = request.options.get("broken", False), request.options.get("empty_first", False)
     texts[0] = "" if empty else texts[0]
+    texts[48] = "" if request.options.get("empty_test_first", False) else texts[48]
     split = lambda lo, hi: Split(tuple(i % 2 for i in range(lo, hi)), tuple(f"words:{i}" for i in range(lo, hi)),
                                  lambda i, lo=lo: 42 if broken and lo + i == 3 else texts[lo + i])
     return DatasetSplits(split(0, 36), split(36, 48), split(48, 60), ("vowels", "consonants"))
@@ -96,7 +97,8 @@ def tlbench_backbones():
 
 @tlbench.hookimpl
 def tlbench_datasets():
-    yield Dataset("words", load, modality="text", options={"broken": "example 3 is a number", "empty_first": "example 0 is ''"})
+    yield Dataset("words", load, modality="text", options={"broken": "example 3 is a number", "empty_first": "example 0 is ''",
+                                                           "empty_test_first": "example 48 (the test split's first) is ''"})
 """
 
 TEXT = {"name": "words"}
@@ -173,7 +175,10 @@ def test_a_text_example_that_is_no_text_is_named_in_one_line(tmp_path, capsys):
 
 def test_an_example_the_backbone_transform_refuses_fails_validate_not_the_run(tmp_path, capsys):
     config = _config(tmp_path, [{**TEXT, "empty_first": True}], [CHARNET], training={"batch_size": 8})
-    one_line(capsys, cli.main(["validate", config]), "datasets[0] (words): example words:0: an empty text; remove it")
+    one_line(capsys, cli.main(["validate", config]), "datasets[0] (words): train example words:0: an empty text; remove it")
+    # the first example of each split, not only the training split's (issue 24)
+    config = _config(tmp_path, [{**TEXT, "empty_test_first": True}], [CHARNET], training={"batch_size": 8})
+    one_line(capsys, cli.main(["validate", config]), "datasets[0] (words): test example words:48: an empty text; remove it")
 
 
 def test_a_backbone_that_reads_another_modality_than_its_record_says_is_named(tmp_path, capsys):

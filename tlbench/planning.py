@@ -552,27 +552,42 @@ def check_training_sizes(plan: Plan, built: Mapping[str, BuiltBackbone]) -> None
 
 
 def check_transforms(plan: Plan, loaded: Mapping[str, DatasetSplits], built: Mapping[str, BuiltBackbone]) -> None:
-    """Each dataset's first training example through the evaluation transform of every
-    backbone that reads it, as a trial will take it: a transform (a tokenizer) that
-    cannot take the dataset's examples fails validate, not a trial."""
+    """The first example of each split (train, val, test) of each dataset through the
+    evaluation transform of every backbone that reads it, as a trial will take it: an
+    example that does not decode, or a transform (a tokenizer) that cannot take the
+    dataset's examples, fails validate, not a trial."""
     import torch
 
     for i, (entry, _) in enumerate(plan.datasets):
-        train = loaded[entry.key].train
-        example = train.load(0)
-        for key in plan.backbones_for(entry.key):
-            backbone, inputs = plan.backbones[key], inputs_of(built[key])
-            size = input_size(inputs, backbone.entry, plan.bench.training)
-            what = f"backbone '{backbone.entry.name}': inputs.transforms({size})"
-            _, eval_tf = plugin_call(backbone.plugin, what, lambda: inputs.transforms(size, False))
-            where = f"datasets[{i}] ({entry.key}): example {train.ids[0]}"
-            x = plugin_call(
-                backbone.plugin, f"{what} of example {train.ids[0]}", lambda: _transformed(eval_tf, example, where)
-            )
-            if not isinstance(x, torch.Tensor):
-                raise UserError(
-                    f"plugin {backbone.plugin}: {what} gave {type(x).__name__} for example {train.ids[0]}, expected a tensor"
-                )
+        splits = loaded[entry.key]
+        for split_name in ("train", "val", "test"):
+            split = getattr(splits, split_name)
+            if not len(split):
+                continue
+            where = f"datasets[{i}] ({entry.key}): {split_name} example {split.ids[0]}"
+            example = _loaded(split, where)
+            for key in plan.backbones_for(entry.key):
+                backbone, inputs = plan.backbones[key], inputs_of(built[key])
+                size = input_size(inputs, backbone.entry, plan.bench.training)
+                what = f"backbone '{backbone.entry.name}': inputs.transforms({size})"
+                _, eval_tf = plugin_call(backbone.plugin, what, lambda: inputs.transforms(size, False))
+                x = plugin_call(
+                    backbone.plugin, f"{what} of {split_name} example {split.ids[0]}",
+                    lambda: _transformed(eval_tf, example, where),
+                )  # fmt: skip
+                if not isinstance(x, torch.Tensor):
+                    raise UserError(
+                        f"plugin {backbone.plugin}: {what} gave {type(x).__name__} for {split_name} example "
+                        f"{split.ids[0]}, expected a tensor"
+                    )
+
+
+def _loaded(split, where: str):
+    """A split's first example; one it cannot read (BadExample) is the user's, named by ``where``."""
+    try:
+        return split.load(0)
+    except BadExample as exc:
+        raise UserError(f"{where}: {exc}") from exc
 
 
 def _transformed(transform, example, where: str):

@@ -313,3 +313,41 @@ def test_augmentation_with_text_backbones_only_is_refused_in_one_line(tmp_path, 
     assert cli.main(["validate", str(path)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["tlbench: error: training.augment: true, but no backbone of this config reads images (texts are not augmented); remove it"]
+
+
+def _with_vocab(root: Path, tokens: list[str]) -> Path:
+    """A copy of the packaged MiniLM folder whose tokenizer is built from ``tokens`` instead."""
+    import shutil
+
+    folder = root / "enc"
+    shutil.copytree(backbones.minilm_folder(), folder)
+    (folder / "tokenizer.json").unlink()  # the fast tokenizer is then built from vocab.txt
+    (folder / "vocab.txt").write_text("\n".join(tokens) + "\n", encoding="utf-8")
+    return folder
+
+
+SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+
+
+@pytest.mark.parametrize(
+    "vocab, says",
+    [
+        (SPECIAL + [f"tok{i}" for i in range(40_000)], "the tokenizer has 40,005 tokens but the model's embedding table 30,522 rows"),
+        (SPECIAL, "as unknown tokens only"),
+    ],
+)
+def test_an_hf_folder_whose_tokenizer_is_not_its_models_is_one_line_at_validate(tmp_path, capsys, monkeypatch, vocab, says):
+    """hf: folders checked, never silently degraded (issue 24): a tokenizer that gives ids past
+    the embedding table, or reads plain text as [UNK] only, is refused naming the folder."""
+    from tlbench import cli
+
+    folder = _with_vocab(tmp_path, vocab)
+    with pytest.raises(UserError, match=says):
+        backbones.build_hf(BackboneRequest(model=str(folder), num_classes=2, pretrained=True))
+    path = tmp_path / "bench.yaml"
+    path.write_text(yaml.safe_dump({"name": "tok", "datasets": [{"name": "bbc_news"}],
+                                    "backbones": [{"name": "hf:enc", "max_length": 32}], "strategies": [{"name": "linear_probe"}]}))  # fmt: skip
+    monkeypatch.setenv("TLBENCH_LOAD_PLUGINS", "text")
+    assert cli.main(["validate", str(path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and says in err[0] and str(folder) in err[0] and "tokenizer files" in err[0]

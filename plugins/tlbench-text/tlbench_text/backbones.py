@@ -60,6 +60,7 @@ def build(source: str | Path, request: BackboneRequest, label: str) -> BuiltBack
         raise UserError(f"backbone {label}: weights: a text backbone loads its model folder; give it as hf:<folder> instead")
     hf_model = _load(source, request.pretrained, label)
     tokenizer, identity = _tokenizer(str(source), label)
+    check_tokenizer(tokenizer, hf_model, source, label)
     model = TextEncoder(hf_model, request.num_classes, pooling)
     positions = int(getattr(hf_model.config, "max_position_embeddings", LONGEST))
     inputs = TextInputs(tokenizer, default_length(source, hf_model, tokenizer), identity, positions)
@@ -87,6 +88,32 @@ def _load(source: str | Path, pretrained: bool, label: str):
     if info.get("missing_keys"):  # the pooler alone: mean pooling does not use it; cls pooling falls back to [CLS]
         model.pooler = None
     return model
+
+
+SAMPLE = "The quick brown fox jumps over the lazy dog."  # what every Latin-script vocabulary reads
+
+
+def check_tokenizer(tokenizer, hf_model, source: str | Path, label: str) -> None:
+    """The folder's tokenizer belongs to its model: every token id it can give has a row
+    in the model's embedding table (else the first text past the table fails mid-trial,
+    or, on some devices, reads another token's row), and it reads a plain sentence as
+    something other than unknown tokens (an empty or foreign vocabulary would train a
+    model on [UNK]s). One line naming the folder and the fix."""
+    rows = hf_model.get_input_embeddings().num_embeddings
+    if len(tokenizer) > rows:
+        raise UserError(
+            f"backbone {label}: {source}: the tokenizer has {len(tokenizer):,} tokens but the model's embedding table "
+            f"{rows:,} rows; the tokenizer files belong to another model: put this model's own tokenizer files "
+            "(tokenizer.json or vocab.txt, tokenizer_config.json) in the folder"
+        )
+    unknown = tokenizer.unk_token_id
+    ids = tokenizer(SAMPLE, add_special_tokens=False)["input_ids"]
+    if not ids or (unknown is not None and all(i == unknown for i in ids)):
+        raise UserError(
+            f"backbone {label}: {source}: the tokenizer reads the sentence {SAMPLE!r} as "
+            f"{'nothing' if not ids else 'unknown tokens only'}; its vocabulary is empty or not this model's: "
+            "put this model's own tokenizer files in the folder"
+        )
 
 
 def _unreachable(source: str | Path, label: str, exc: Exception) -> str:
