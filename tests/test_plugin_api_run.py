@@ -5,6 +5,7 @@ refused by validate, and the event hooks of a real run, in order, with typed rec
 from __future__ import annotations
 
 import json
+import math
 import textwrap
 
 import pandas as pd
@@ -175,9 +176,19 @@ def test_a_hook_that_raises_is_named_once_and_the_run_goes_on(tmp_path, capsys):
     assert trials["state"].eq("COMPLETE").all() and len(trials) == 2
 
 
-def test_layerwise_runs_with_a_rate_per_group(tmp_path, capsys):
-    config = _config(tmp_path, strategies=[{"name": "layerwise", "epochs": 1, "decay": 0.5, "freeze": 0.0}],
-                     search={"n_trials": 1, "startup_trials": 1, "screen": False})  # fmt: skip
+RATES = """
+import json
+
+@tlbench.hookimpl
+def tlbench_epoch_done(epoch, learning_rates):
+    with open(__file__ + ".rates", "a") as f:
+        f.write(json.dumps({"epoch": epoch, "rates": learning_rates}) + "\\n")
+"""
+
+
+def test_layerwise_runs_with_a_rate_per_group_and_each_epoch_event_carries_the_rates_applied(tmp_path, capsys):
+    config = _config(tmp_path, RATES, strategies=[{"name": "layerwise", "epochs": 2, "decay": 0.5, "freeze": 0.0}],
+                     search={"n_trials": 1, "startup_trials": 1, "screen": False, "pruner": "none"})  # fmt: skip
     assert cli.main(["run", config, "--format", "csv"]) == 0, capsys.readouterr().err
     import optuna
 
@@ -190,6 +201,18 @@ def test_layerwise_runs_with_a_rate_per_group(tmp_path, capsys):
     (phase,) = record.phases
     rates, top = phase["group_lrs"], record.params["lr_backbone"]
     assert len(rates) == record.n_groups and rates[-1] == top and rates[0] == top * 0.5 ** (record.n_groups - 1)
+    # API 1.5: each epoch event names every optimizer group's rate at each of the epoch's steps
+    events = [json.loads(line) for line in (tmp_path / "plugin.py.rates").read_text().splitlines()]
+    assert [e["epoch"] for e in events] == [1, 2]
+    last = record.n_groups - 1
+    for e in events:
+        applied = e["rates"]
+        assert set(applied) == {"head"} | {f"group {i}" for i in range(record.n_groups)}
+        steps = {len(r) for r in applied.values()}
+        assert len(steps) == 1 and steps.pop() == 3  # 24 training examples in batches of 8
+        for k in range(3):  # the schedule scales every group alike: the decay between groups stays
+            assert math.isclose(applied["group 0"][k], applied[f"group {last}"][k] * 0.5**last)
+    assert events[0]["rates"]["head"] != events[1]["rates"]["head"]  # the schedule moved it
 
 
 def test_an_event_hook_with_an_unknown_argument_is_named(tmp_path, capsys):

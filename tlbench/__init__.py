@@ -32,7 +32,7 @@ from tlbench.types import (
     frozen_groups,
 )
 
-__version__ = "0.4.0"
+__version__ = "0.5.0"
 # The plugin API (hooks, records, tlbench.testing): (major, minor). The major number
 # changes when a hook or record changes incompatibly, the minor when one gains an
 # optional field or a hook is added. 1.1: Strategy.adapt and Adapted. 1.2: a plugin
@@ -41,7 +41,7 @@ __version__ = "0.4.0"
 # 1.3: Phase's optimizer, group_lrs, schedule, warm-up, weight decay and batch-norm fields;
 # Adapted.extra_loss; Backbone.options; trackers and the event hooks (docs/plugins.md).
 # 1.4: modalities: Dataset.modality, Backbone.modality, BuiltBackbone.inputs (Inputs), BadExample.
-PLUGIN_API = (1, 4)
+PLUGIN_API = (1, 5)
 PLUGIN_API_VERSION = PLUGIN_API[0]  # the major number alone, as in API 1.0
 
 hookimpl = pluggy.HookimplMarker("tlbench")

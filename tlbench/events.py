@@ -89,8 +89,13 @@ class Events:
     def trial_started(self, trial: TrialInfo) -> None:
         self._emit("tlbench_trial_started", run=self.run, trial=trial)
 
-    def epoch_done(self, trial: TrialInfo, epoch: int, val_accuracy: float) -> None:
-        self._emit("tlbench_epoch_done", run=self.run, trial=trial, epoch=epoch, val_accuracy=val_accuracy)
+    def epoch_done(
+        self, trial: TrialInfo, epoch: int, val_accuracy: float, learning_rates: dict[str, list[float]] | None = None
+    ) -> None:
+        self._emit(
+            "tlbench_epoch_done", run=self.run, trial=trial, epoch=epoch, val_accuracy=val_accuracy,
+            learning_rates=dict(learning_rates or {}),
+        )  # fmt: skip
 
     def trial_finished(self, trial: TrialInfo) -> None:
         self._emit("tlbench_trial_finished", run=self.run, trial=trial)

@@ -110,9 +110,16 @@ def tlbench_trial_started(run: RunInfo, trial: TrialInfo) -> None:
 
 
 @hookspec
-def tlbench_epoch_done(run: RunInfo, trial: TrialInfo, epoch: int, val_accuracy: float) -> None:
+def tlbench_epoch_done(
+    run: RunInfo, trial: TrialInfo, epoch: int, val_accuracy: float, learning_rates: dict[str, list[float]]
+) -> None:
     """A trial finished epoch ``epoch`` (1, 2, ...) with this validation accuracy, before
-    the pruner decides whether it goes on."""
+    the pruner decides whether it goes on. ``learning_rates`` (API 1.5): the rate each
+    optimizer group applied at each of the epoch's steps, in step order, by group name:
+    ``"head"``, ``"backbone"`` (``lr_backbone``), ``"group 3"`` / ``"groups 3, 4"``
+    (a strategy's ``group_lrs``), joined with ``" + "`` where two share one rate (warm-up
+    and schedule included). An implementation that does not name the argument does not
+    get it (pluggy), so trackers written for 1.4 keep working."""
 
 
 @hookspec

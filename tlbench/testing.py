@@ -409,7 +409,7 @@ def check_tracker(record: Tracker, options: Mapping[str, Any] | None = None, *, 
     sink.run_started()
     sink.trial_started(trial)
     for epoch, accuracy in ((1, 0.5), (2, 0.75)):
-        sink.epoch_done(trial, epoch, accuracy)
+        sink.epoch_done(trial, epoch, accuracy, {"head": [0.01 * epoch] * 3})  # learning_rates (API 1.5): three steps
     done = dataclasses.replace(record_, val_curve=[0.5, 0.75], test_accuracy=0.7, train_seconds=1.0, train_gflops=2.0)
     sink.trial_finished(TrialInfo("data", "kit/run/data", 0, "tiny", "linear_probe", "complete", done, 2, (0.5, 0.75), (0.75,), seconds=1.5))
     sink.run_finished(interrupted=False)

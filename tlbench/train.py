@@ -136,9 +136,12 @@ def fit(
     always: Collection[str] = (),
     on_spent: Callable[[float, float], None] = lambda seconds, flops: None,
     extra_loss: Callable | None = None,
+    on_rates: Callable[[dict[str, list[float]]], None] = lambda rates: None,
 ) -> FitResult:
     """Train through ``phases``; ``on_epoch(epoch, val_accuracy)`` may raise to stop (pruning).
-    ``on_spent(train_seconds, train_flops)`` is told the cost so far before each ``on_epoch``.
+    ``on_spent(train_seconds, train_flops)`` is told the cost so far before each ``on_epoch``,
+    ``on_rates(rates)`` the learning rates the epoch's steps applied: optimizer group name
+    (:func:`make_optimizer`) -> one rate per step, in step order.
     ``extra_loss(model, logits, targets)``: a term added to every step's loss (Adapted.extra_loss).
 
     Each phase trains on cached outputs of its frozen prefix when it can
@@ -156,6 +159,7 @@ def fit(
     train_tf, eval_tf = inputs.transforms(settings.size, settings.augment)
     order = EpochOrder(len(splits.train), torch.Generator().manual_seed(settings.seed))
     run = _Run(model, settings, dtype, _Examples(splits, train_tf, eval_tf, settings, order), len(splits.train), on_epoch, on_spent)
+    run.on_rates = on_rates
     probe = inputs.example(2, settings.size).to(settings.device)
     run.extra_loss = extra_loss
     updated: set[str] = set()
@@ -197,6 +201,7 @@ class _Run:
         self.seconds = self.flops = 0.0
         self.sources: list[features.CacheUse] = []
         self.extra_loss = None  # Adapted.extra_loss
+        self.on_rates = lambda rates: None
 
     def phase(self, phase: Phase, optimizer, cut: features.Cut, data: _Data, probe: torch.Tensor, last: bool) -> None:
         """Train the phase's epochs; ``probe``: a batch of made-up inputs (Inputs.example) to meter a step with."""
@@ -209,7 +214,8 @@ class _Run:
             self.flops += data.prefix_flops * self.n_train  # the frozen prefix ran once per training example
             for _ in range(phase.epochs):
                 start = time.perf_counter()
-                n = _train_epoch(runner, net, cut, data, optimizer, schedule, self.scaler, device, dtype, phase, self.extra_loss)
+                rates: dict[str, list[float]] = {group["name"]: [] for group in optimizer.param_groups}
+                n = _train_epoch(runner, net, cut, data, optimizer, schedule, self.scaler, device, dtype, phase, self.extra_loss, rates)
                 self.seconds += time.perf_counter() - start
                 self.flops += step_flops * n
                 self.curve.append(evaluate(runner, data.eval("val"), device, dtype, data.channels_last))
@@ -217,6 +223,7 @@ class _Run:
                     self.test = correctness(runner, data.eval("test"), device, dtype, data.channels_last)
                     self.test_curve.append(sum(self.test) / len(self.test))
                 self.on_spent(self.seconds, self.flops)
+                self.on_rates(rates)
                 self.on_epoch(len(self.curve), self.curve[-1])
             if last and not s.test_curve:
                 self.test = correctness(runner, data.eval("test"), device, dtype, data.channels_last)
@@ -451,21 +458,36 @@ def make_optimizer(model: nn.Module, built: BuiltBackbone, trainable: set[str], 
     head = set(built.head)
     group_of = {n: i for i, group in enumerate(built.groups) for n in group}
     by_lr: dict[tuple[bool, float], list] = {}
+    sources: dict[tuple[bool, float], set[str]] = {}  # what each rate is: head, backbone, group <i>
     for name, param in model.named_parameters():
         if name not in trainable:
             continue
         if name in head:
-            lr = phase.lr_head
+            lr, source = phase.lr_head, "head"
         elif phase.group_lrs is not None and group_of.get(name, -1) >= phase.frozen_groups:
-            lr = float(phase.group_lrs[group_of[name]])
+            lr, source = float(phase.group_lrs[group_of[name]]), f"group {group_of[name]}"
         else:
-            lr = phase.lr_backbone
+            lr, source = phase.lr_backbone, "backbone"
         by_lr.setdefault((name in head, lr), []).append(param)
-    groups = [{"params": params, "lr": lr} for (_, lr), params in sorted(by_lr.items(), key=lambda kv: kv[0][0])]
+        sources.setdefault((name in head, lr), set()).add(source)
+    groups = [
+        {"params": params, "lr": lr, "name": _group_name(sources[(is_head, lr)])}
+        for (is_head, lr), params in sorted(by_lr.items(), key=lambda kv: kv[0][0])
+    ]
     decay = weight_decay if phase.weight_decay is None else phase.weight_decay
     if phase.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=phase.lr_backbone, momentum=phase.momentum, nesterov=phase.momentum > 0, weight_decay=decay)
     return torch.optim.AdamW(groups, weight_decay=decay)
+
+
+def _group_name(sources: set[str]) -> str:
+    """An optimizer group's name: "head", "backbone", or the backbone groups sharing its rate
+    ("groups 3, 4"; a rate shared by group_lrs and lr_backbone is named by both)."""
+    numbered = sorted(int(s.split()[1]) for s in sources if s.startswith("group "))
+    named = sorted(s for s in sources if not s.startswith("group "))
+    if numbered:
+        named.append(("group " if len(numbered) == 1 else "groups ") + ", ".join(map(str, numbered)))
+    return " + ".join(named)
 
 
 def lr_factor(phase: Phase, batches_per_epoch: int) -> Callable[[int], float]:
@@ -501,8 +523,11 @@ def train_batches(n: int, batch_size: int) -> int:
     return n // batch_size + (n % batch_size > 1)
 
 
-def _train_epoch(runner, model, cut, data: _Data, optimizer, schedule, scaler, device, dtype, phase: Phase, extra_loss=None) -> int:
-    """One pass over the training data; ``runner`` is ``model`` or its compiled form."""
+def _train_epoch(
+    runner, model, cut, data: _Data, optimizer, schedule, scaler, device, dtype, phase: Phase, extra_loss=None, rates=None
+) -> int:
+    """One pass over the training data; ``runner`` is ``model`` or its compiled form;
+    ``rates``: group name -> list, each step's learning rate appended."""
     _train_mode(model, None if phase.batchnorm == "train" else cut, phase.batchnorm)
     extra = None if extra_loss is None else (lambda logits, y: extra_loss(model, logits, y))
     images = steps = 0
@@ -512,6 +537,9 @@ def _train_epoch(runner, model, cut, data: _Data, optimizer, schedule, scaler, d
         interrupts.check()  # a Ctrl-C whose KeyboardInterrupt Python dropped (see tlbench.interrupts)
         if len(y) == 1:  # a last batch of one example: batch norm cannot train on it (see train_batches)
             continue
+        if rates is not None:  # the rates this step applies (the schedule moves them after it)
+            for group in optimizer.param_groups:
+                rates[group["name"]].append(group["lr"])
         try:
             loss = _train_step(runner, _to(x, device, data.channels_last), y.to(device, non_blocking=True), optimizer, scaler, dtype, extra)
         except torch.OutOfMemoryError as exc:

@@ -171,7 +171,7 @@ class Objective:
             try:
                 result = train.fit(
                     built, self.splits, phases, settings, on_epoch=lambda e, acc: self._epoch(trial, e, acc, start, so_far),
-                    always=adapted.trainable, on_spent=so_far.spent,
+                    always=adapted.trainable, on_spent=so_far.spent, on_rates=so_far.rated,
                     extra_loss=None if adapted.extra_loss is None else _ExtraLoss(adapted.extra_loss, strategy),
                 )  # fmt: skip
             except BaseException:  # pruned, failed or interrupted: it keeps what it spent
@@ -232,7 +232,7 @@ class Objective:
 
         interrupts.check()
         so_far.curve.append(accuracy)
-        self.events.epoch_done(running(trial, self.dataset_key, so_far.epochs, so_far.curve), epoch, accuracy)
+        self.events.epoch_done(running(trial, self.dataset_key, so_far.epochs, so_far.curve), epoch, accuracy, so_far.rates)
         search = self.plan.bench.search
         if search.objective == "pareto":  # Optuna cannot report or prune multi-objective trials: the curve is ours
             TrialRecord(val_curve=list(so_far.curve)).write(trial)
@@ -321,9 +321,13 @@ class _SoFar:
         self.epochs, self.latency_ms, self.never_pruned = epochs, latency_ms, never_pruned
         self.curve: list[float] = []
         self.gflops, self.seconds, self.elapsed = 0.0, None, None
+        self.rates: dict[str, list[float]] = {}  # the last epoch's, for its event
 
     def spent(self, seconds: float, flops: float) -> None:
         self.seconds, self.gflops = seconds, flops / 1e9
+
+    def rated(self, rates: dict[str, list[float]]) -> None:
+        self.rates = rates
 
     def write(self, trial: optuna.Trial) -> None:
         """A stopped trial's spend (a pruned trial's epochs count as spent)."""

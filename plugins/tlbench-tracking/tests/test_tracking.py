@@ -61,6 +61,9 @@ def test_tensorboard_holds_each_trial_as_the_storage_does(tracked_run):
         assert curve == [(i + 1, pytest.approx(v)) for i, v in enumerate(record.val_curve)]
         assert events.Scalars("test_accuracy")[0].value == pytest.approx(record.test_accuracy)
         assert events.Scalars("train_gflops")[0].value == pytest.approx(record.train_gflops, rel=1e-6)
+        # the learning rates by training step (API 1.5): 3 steps per epoch, 2 epochs, the head at its drawn rate's schedule
+        head = [(e.step, e.value) for e in events.Scalars("lr/head")]
+        assert [step for step, _ in head] == list(range(1, 7)) and max(v for _, v in head) <= record.params["lr_head"] * (1 + 1e-6)
 
 
 def test_mlflow_holds_each_trial_as_the_storage_does(tracked_run):
@@ -80,6 +83,8 @@ def test_mlflow_holds_each_trial_as_the_storage_does(tracked_run):
         assert [(m.step, m.value) for m in sorted(history, key=lambda m: m.step)] == [(i + 1, pytest.approx(v)) for i, v in enumerate(record.val_curve)]
         assert run.data.metrics["test_accuracy"] == pytest.approx(record.test_accuracy)
         assert run.data.metrics["trainable_params"] == record.trainable_params
+        rates = client.get_metric_history(run.info.run_id, "lr.head")
+        assert sorted(m.step for m in rates) == list(range(1, 7))
 
 
 def test_resuming_adds_runs_and_overwrites_none(tracked_run, tmp_path, capsys, monkeypatch):

@@ -12,6 +12,7 @@ true; this tracker sets that variable for its own process when it uses a file st
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import tlbench
@@ -42,6 +43,7 @@ class MLflowTracker:
         self.uri = uri
         self.tags = {"tlbench.benchmark": request.run.benchmark, "tlbench.run": request.run.run, "tlbench.worker": request.run.worker}
         self.runs: dict[tuple[str, int], str] = {}  # (study, trial number) -> MLflow run id
+        self.steps: dict[tuple[str, int], int] = {}  # training steps logged so far, per trial
 
     @tlbench.hookimpl
     def tlbench_trial_started(self, trial: TrialInfo) -> None:
@@ -52,14 +54,23 @@ class MLflowTracker:
             self.client.log_param(run.info.run_id, key, value[:6000])
 
     @tlbench.hookimpl
-    def tlbench_epoch_done(self, trial: TrialInfo, epoch: int, val_accuracy: float) -> None:
+    def tlbench_epoch_done(
+        self, trial: TrialInfo, epoch: int, val_accuracy: float, learning_rates: dict[str, list[float]]
+    ) -> None:
         run_id = self.runs.get((trial.study, trial.number))
-        if run_id is not None:
-            self.client.log_metric(run_id, "val_accuracy", val_accuracy, step=epoch)
+        if run_id is None:
+            return
+        self.client.log_metric(run_id, "val_accuracy", val_accuracy, step=epoch)
+        done = self.steps.get((trial.study, trial.number), 0)  # the learning rates by training step, across epochs
+        for name, rates in learning_rates.items():
+            for i, rate in enumerate(rates):
+                self.client.log_metric(run_id, f"lr.{re.sub(r'[^0-9A-Za-z_.-]+', '_', name)}", rate, step=done + i + 1)
+        self.steps[(trial.study, trial.number)] = done + max((len(r) for r in learning_rates.values()), default=0)
 
     @tlbench.hookimpl
     def tlbench_trial_finished(self, trial: TrialInfo) -> None:
         run_id = self.runs.pop((trial.study, trial.number), None)
+        self.steps.pop((trial.study, trial.number), None)
         if run_id is None:
             return  # it never started in this process (a surplus trial, another worker's)
         steps = max(len(trial.curve), 1)

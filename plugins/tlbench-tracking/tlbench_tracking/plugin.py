@@ -16,7 +16,7 @@ from tlbench_tracking.checks import check_mlflow, check_tensorboard
 from tlbench_tracking.mlflow_tracker import MLflowTracker
 from tlbench_tracking.tensorboard import TensorBoardTracker
 
-TLBENCH_PLUGIN_API = (1, 4)  # trackers and event hooks; Tracker.check
+TLBENCH_PLUGIN_API = (1, 5)  # trackers and event hooks; Tracker.check; learning_rates in tlbench_epoch_done
 
 
 @tlbench.hookimpl

@@ -29,6 +29,7 @@ class TensorBoardTracker:
         if self.root.exists() and not self.root.is_dir():
             raise UserError(f"trackers: tensorboard: dir {self.root} is a file; give a folder")
         self.writers = {}
+        self.steps: dict[tuple[str, int], int] = {}  # training steps logged so far, per trial
 
     @tlbench.hookimpl
     def tlbench_trial_started(self, trial: TrialInfo) -> None:
@@ -37,14 +38,23 @@ class TensorBoardTracker:
         writer.add_text("parameters", "\n".join(f"- {k}: {v}" for k, v in parameters(trial).items()), 0)
 
     @tlbench.hookimpl
-    def tlbench_epoch_done(self, trial: TrialInfo, epoch: int, val_accuracy: float) -> None:
+    def tlbench_epoch_done(
+        self, trial: TrialInfo, epoch: int, val_accuracy: float, learning_rates: dict[str, list[float]]
+    ) -> None:
         writer = self.writers.get((trial.study, trial.number))
-        if writer is not None:
-            writer.add_scalar("val_accuracy", val_accuracy, epoch)
+        if writer is None:
+            return
+        writer.add_scalar("val_accuracy", val_accuracy, epoch)
+        done = self.steps.get((trial.study, trial.number), 0)  # the learning rates by training step, across epochs
+        for name, rates in learning_rates.items():
+            for i, rate in enumerate(rates):
+                writer.add_scalar(f"lr/{name}", rate, done + i + 1)
+        self.steps[(trial.study, trial.number)] = done + max((len(r) for r in learning_rates.values()), default=0)
 
     @tlbench.hookimpl
     def tlbench_trial_finished(self, trial: TrialInfo) -> None:
         writer = self.writers.pop((trial.study, trial.number), None)
+        self.steps.pop((trial.study, trial.number), None)
         if writer is None:
             return  # it never started in this process (a surplus trial, another worker's)
         steps = max(len(trial.curve), 1)
