@@ -61,11 +61,13 @@ def test_the_kit_hands_back_what_a_tracker_wrote():
 
     _, (record,) = testing.records(str(EXAMPLES / "jsonl_tracker.py"))
     folder = testing.check_tracker(record)
-    (line,) = (folder / "trials.jsonl").read_text().splitlines()
-    assert json.loads(line) == {
+    complete, interrupted = (json.loads(line) for line in (folder / "trials.jsonl").read_text().splitlines())
+    assert complete == {
         "run": "run", "dataset": "data", "trial": 0, "state": "complete", "backbone": "tiny", "strategy": "linear_probe",
         "params": {"lr_head": 0.01}, "val_curve": [0.5, 0.75], "test_accuracy": 0.7, "train_gflops": 2.0,
     }  # fmt: skip
+    # the kit drives an interrupted trial too, as a run stopped by Ctrl-C sends it
+    assert interrupted["trial"] == 1 and interrupted["state"] == "failed" and interrupted["val_curve"] == [0.6]
     assert plugins.KINDS[type(record)] == "tracker"
 
 

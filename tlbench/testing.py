@@ -380,9 +380,12 @@ def _check_extra_loss(adapted, plugin: str, label: str) -> None:
 
 
 def check_tracker(record: Tracker, options: Mapping[str, Any] | None = None, *, plugin: str = "?") -> Path:
-    """Open ``record`` for a run in a fresh temporary run folder and send it one trial's
-    events (started, two epochs, finished) and the run's; returns the run folder, whose
-    files a test can read back. Whatever its hooks raise fails the check."""
+    """Open ``record`` for a run in a fresh temporary run folder and send it the events a
+    run sends: one trial's (started, two epochs, finished complete), then a second
+    trial's that is interrupted after one epoch (finished, state "failed", reason
+    "interrupted by Ctrl-C", as a run stopped by Ctrl-C sends it), then the run's end
+    (interrupted); returns the run folder, whose files a test can read back. Whatever
+    its hooks raise fails the check."""
     import dataclasses
     import tempfile
 
@@ -412,7 +415,14 @@ def check_tracker(record: Tracker, options: Mapping[str, Any] | None = None, *, 
         sink.epoch_done(trial, epoch, accuracy, {"head": [0.01 * epoch] * 3})  # learning_rates (API 1.5): three steps
     done = dataclasses.replace(record_, val_curve=[0.5, 0.75], test_accuracy=0.7, train_seconds=1.0, train_gflops=2.0)
     sink.trial_finished(TrialInfo("data", "kit/run/data", 0, "tiny", "linear_probe", "complete", done, 2, (0.5, 0.75), (0.75,), seconds=1.5))
-    sink.run_finished(interrupted=False)
+    second = TrialInfo("data", "kit/run/data", 1, "tiny", "linear_probe", "running", record_, epochs=2)
+    sink.trial_started(second)
+    sink.epoch_done(second, 1, 0.6, {"head": [0.01] * 3})
+    stopped = dataclasses.replace(record_, val_curve=[0.6], train_seconds=0.5, train_gflops=1.0, failure="interrupted",
+                                  fail_reason="interrupted by Ctrl-C")  # fmt: skip
+    sink.trial_finished(TrialInfo("data", "kit/run/data", 1, "tiny", "linear_probe", "failed", stopped, 2, (0.6,),
+                                  reason="interrupted by Ctrl-C", seconds=0.7))  # fmt: skip
+    sink.run_finished(interrupted=True)
     sink.close()
     return folder
 
