@@ -79,8 +79,18 @@ FULL = Setting(
 )
 QUICK = Setting(
     backbone={"name": "timm:test_efficientnet", "pretrained": False},
-    search_backbones=[{"name": "timm:test_efficientnet", "pretrained": False}, {"name": "timm:test_resnet", "pretrained": False}],
-    dataset={"name": "synthetic", "classes": 4, "size": 16, "train_per_class": 24, "val_per_class": 8, "test_per_class": 8},
+    search_backbones=[
+        {"name": "timm:test_efficientnet", "pretrained": False},
+        {"name": "timm:test_resnet", "pretrained": False},
+    ],
+    dataset={
+        "name": "synthetic",
+        "classes": 4,
+        "size": 16,
+        "train_per_class": 24,
+        "val_per_class": 8,
+        "test_per_class": 8,
+    },
     resolution=32,
     batch_size=16,
     overhead_images=96,
@@ -120,7 +130,9 @@ def make_plan(s: Setting, device: str, **overrides):
     return planning.make_plan(bench, plugins.collect(plugins.make_plugin_manager()), ROOT)
 
 
-def settings(s: Setting, device: torch.device, cache: features.FeatureCache | None, seed: int = 0) -> train.TrainSettings:
+def settings(
+    s: Setting, device: torch.device, cache: features.FeatureCache | None, seed: int = 0
+) -> train.TrainSettings:
     return train.TrainSettings(
         batch_size=s.batch_size, weight_decay=0.0, augment=False, size=s.resolution, device=device, seed=seed,
         cache=cache, data_key="perf",
@@ -215,7 +227,11 @@ def cache_speedup(s: Setting, device: torch.device, kind: str, say) -> list[Meas
             seconds, result = timed_fit(plan, splits, phases, settings(s, device, c))
             times[name].append(seconds)
             results[name] = result
-        say(f"  {kind}: " + ", ".join(f"{k} {v[-1]:.1f} s" for k, v in times.items()) + f" ({results['cold'].feature_cache})")
+        say(
+            f"  {kind}: "
+            + ", ".join(f"{k} {v[-1]:.1f} s" for k, v in times.items())
+            + f" ({results['cold'].feature_cache})"
+        )
     a, b, c = results["uncached"], results["cold"], results["warm"]
     same = a.val_curve == b.val_curve == c.val_curve and a.test_correct == b.test_correct
     uncached, cold, warm = (min(times[k]) for k in ("uncached", "cold", "warm"))
@@ -226,8 +242,12 @@ def cache_speedup(s: Setting, device: torch.device, kind: str, say) -> list[Meas
     detail = {"seconds": times, "cache": b.feature_cache, "same_accuracy": same,
               "train": len(splits.train), "val": len(splits.val), "test": len(splits.test)}  # fmt: skip
     return [
-        Measure(f"{label}: cache cold", f"uncached {uncached:.1f} s", f"cached {cold:.1f} s", uncached / cold, goal, detail),
-        Measure(f"{label}: cache warm", f"uncached {uncached:.1f} s", f"cached {warm:.1f} s", uncached / warm, "", detail),
+        Measure(
+            f"{label}: cache cold", f"uncached {uncached:.1f} s", f"cached {cold:.1f} s", uncached / cold, goal, detail
+        ),
+        Measure(
+            f"{label}: cache warm", f"uncached {uncached:.1f} s", f"cached {warm:.1f} s", uncached / warm, "", detail
+        ),
     ]
 
 
@@ -269,11 +289,17 @@ def search_efficiency(s: Setting, device: torch.device, say) -> list[Measure]:
         spent = {k: epochs_to_target(v, best - 0.005) for k, v in by_pruner.items()}
         total = {k: sum(len(t.intermediate_values) for t in v) for k, v in by_pruner.items()}
         found = {k: max(t.value for t in v if t.state.name == "COMPLETE") for k, v in by_pruner.items()}
-        per_seed.append({"seed": seed, "best_val": best, "best_found": found, "epochs_to_target": spent, "total_epochs": total})
+        per_seed.append(
+            {"seed": seed, "best_val": best, "best_found": found, "epochs_to_target": spent, "total_epochs": total}
+        )
         say(f"  search seed {seed}: best val {best:.3f}; epochs to within 0.5 points: {spent}; all epochs: {total}")
     measures = []
     for pruner in PRUNERS:
-        both = [r for r in per_seed if r["epochs_to_target"][pruner] is not None and r["epochs_to_target"]["none"] is not None]
+        both = [
+            r
+            for r in per_seed
+            if r["epochs_to_target"][pruner] is not None and r["epochs_to_target"]["none"] is not None
+        ]
         without = sum(r["epochs_to_target"]["none"] for r in both)
         with_ = sum(r["epochs_to_target"][pruner] for r in both)
         missed = len(per_seed) - len(both)
@@ -318,7 +344,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="tiny model and data: seconds, for the test suite")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1")
     parser.add_argument("--out", type=Path, default=ROOT / "results" / "perf.json", help="where the JSON goes")
-    parser.add_argument("--only", choices=["overhead", "probe", "finetune", "search"], action="append", help="run some measures")
+    parser.add_argument(
+        "--only", choices=["overhead", "probe", "finetune", "search"], action="append", help="run some measures"
+    )
     args = parser.parse_args(argv)
     s = QUICK if args.quick else FULL
     device = train.pick_device(args.device)

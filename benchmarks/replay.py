@@ -232,7 +232,10 @@ def optuna_method(grid: Grid, draw: Draw, sampler, pruner, opening: Opening | No
     # (with Optuna's random default names the figures moved from run to run)
     draw.studies += 1
     study = optuna.create_study(
-        study_name=f"replay/{grid.name}/{draw.seed}/{draw.studies}", direction="maximize", sampler=sampler, pruner=pruner
+        study_name=f"replay/{grid.name}/{draw.seed}/{draw.studies}",
+        direction="maximize",
+        sampler=sampler,
+        pruner=pruner,
     )
     left = [0.0]  # the screen still owed after the opening's trials, paid with the first sampled one
     if opening is not None:

@@ -133,7 +133,9 @@ def one_trial(study: optuna.Study, rng: random.Random, record: bool = True) -> f
         trial.report(curve[-1], epoch)
         if trial.should_prune():  # a stopped trial writes its spend once
             if record:
-                TrialRecord(train_seconds=float(epoch), train_gflops=50.0 * epoch, elapsed_seconds=1.0 * epoch).write(trial)
+                TrialRecord(train_seconds=float(epoch), train_gflops=50.0 * epoch, elapsed_seconds=1.0 * epoch).write(
+                    trial
+                )
             study.tell(trial, state=optuna.trial.TrialState.PRUNED)
             break
     else:
@@ -160,7 +162,9 @@ def overhead(sizes: list[int], tmp: Path) -> dict:
             else:
                 sampler = optuna.samplers.TPESampler(seed=0, n_startup_trials=search.startup_trials)
                 pruner = optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=2)
-            study = optuna.create_study(storage=store, study_name=kind, direction="maximize", sampler=sampler, pruner=pruner)
+            study = optuna.create_study(
+                storage=store, study_name=kind, direction="maximize", sampler=sampler, pruner=pruner
+            )
             add_trials(study, base)
             rng = random.Random(0)
             times = [one_trial(study, rng, record=kind == "tlbench") for _ in range(MEASURED_TRIALS)]
@@ -182,7 +186,9 @@ def _tiny_run(tmp: Path) -> Path:
     path = tmp / "scale.yaml"
     path.write_text(yaml.safe_dump(config))
     env = os.environ | {"TLBENCH_LOAD_PLUGINS": ""}
-    subprocess.run([sys.executable, "-m", "tlbench", "run", str(path), "--format", "csv"], check=True, env=env, capture_output=True)
+    subprocess.run(
+        [sys.executable, "-m", "tlbench", "run", str(path), "--format", "csv"], check=True, env=env, capture_output=True
+    )
     (folder,) = (tmp / "results" / "scale").iterdir()
     return folder
 
@@ -214,7 +220,9 @@ def readback(sizes: list[int], tmp: Path) -> dict:
     for n in sizes:
         folder = tmp / f"run-{n}"
         shutil.copytree(template, folder)
-        study = optuna.load_study(study_name=name, storage=storage.connect(results.storage_url(meta["storage"], folder)))
+        study = optuna.load_study(
+            study_name=name, storage=storage.connect(results.storage_url(meta["storage"], folder))
+        )
         trials = synthetic_trials(n - 1, seed=n, attrs=attrs)
         for t in trials:  # the run's own space: one backbone and strategy
             t.params.update(backbone=first.params["backbone"], strategy=first.params["strategy"])
@@ -243,7 +251,9 @@ def _in_space(t: optuna.trial.FrozenTrial, like: optuna.trial.FrozenTrial) -> op
     params = {}
     for k, d in like.distributions.items():
         if isinstance(d, optuna.distributions.FloatDistribution):
-            params[k] = math.exp(rng.uniform(math.log(d.low), math.log(d.high))) if d.log else rng.uniform(d.low, d.high)
+            params[k] = (
+                math.exp(rng.uniform(math.log(d.low), math.log(d.high))) if d.log else rng.uniform(d.low, d.high)
+            )
         else:
             params[k] = like.params[k]
     return optuna.trial.create_trial(
@@ -303,7 +313,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", type=int, nargs="+", default=[100, 1000, 5000, 20000])
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 4, 16])
     parser.add_argument("--worker-trials", type=int, default=400, help="enqueued trials each worker test runs")
-    parser.add_argument("--postgres", default=os.environ.get("TLBENCH_TEST_POSTGRES"), help="a PostgreSQL URL to test on")
+    parser.add_argument(
+        "--postgres", default=os.environ.get("TLBENCH_TEST_POSTGRES"), help="a PostgreSQL URL to test on"
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "results" / "scale-bench.json")
     args = parser.parse_args(argv)
     optuna.logging.set_verbosity(optuna.logging.ERROR)

@@ -37,7 +37,9 @@ def main(path: Path) -> None:
             for name in ("train", "val"):
                 images = ExampleSplit(getattr(splits, name), transform)
                 x = torch.stack([images[i][0] for i in range(len(images))])
-                feats[name] = torch.cat([model.forward_head(model.forward_features(b), pre_logits=True) for b in x.split(128)]).numpy()
+                feats[name] = torch.cat(
+                    [model.forward_head(model.forward_features(b), pre_logits=True) for b in x.split(128)]
+                ).numpy()
         extracted = time.perf_counter() - start
         start = time.perf_counter()
         train, val = (feats["train"], splits.train.labels), (feats["val"], splits.val.labels)

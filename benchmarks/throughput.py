@@ -29,7 +29,11 @@ def train_throughput(name: str, device: torch.device, batch: int, resolution: in
     import timm
 
     dtype = train.autocast_dtype(device)
-    model = timm.create_model(name, pretrained=False, num_classes=1000).to(device, memory_format=torch.channels_last).train()
+    model = (
+        timm.create_model(name, pretrained=False, num_classes=1000)
+        .to(device, memory_format=torch.channels_last)
+        .train()
+    )
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-4)
     scaler = torch.amp.GradScaler(enabled=dtype == torch.float16)
     x = torch.randn(batch, 3, resolution, resolution, device=device).contiguous(memory_format=torch.channels_last)
@@ -54,7 +58,9 @@ def train_throughput(name: str, device: torch.device, batch: int, resolution: in
     }
 
 
-def plain_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, optimizer, scaler, dtype: torch.dtype | None) -> None:
+def plain_step(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, optimizer, scaler, dtype: torch.dtype | None
+) -> None:
     """The plainest training step: autocast forward, cross-entropy, scaled backward, step."""
     with torch.autocast(x.device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
         loss = nn.functional.cross_entropy(model(x), y)

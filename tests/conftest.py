@@ -49,7 +49,16 @@ def tiny_benchmark(**overrides) -> dict:
     data = {
         "name": "tiny",
         "seed": 0,
-        "datasets": [{"name": "synthetic", "classes": 3, "size": 16, "train_per_class": 8, "val_per_class": 4, "test_per_class": 4}],
+        "datasets": [
+            {
+                "name": "synthetic",
+                "classes": 3,
+                "size": 16,
+                "train_per_class": 8,
+                "val_per_class": 4,
+                "test_per_class": 4,
+            }
+        ],
         "backbones": [{"name": "timm:test_resnet", "pretrained": False}],
         "strategies": [{"name": "linear_probe", "epochs": 1}],
         "search": {"n_trials": 2, "startup_trials": 1},
@@ -78,7 +87,14 @@ def _offline_and_isolated(monkeypatch):
 
 
 # component tier: files whose tests build and train tiny real models but never run a whole command
-COMPONENT = {"test_backbones.py", "test_datasets.py", "test_features.py", "test_train.py", "test_plugins.py", "test_storage.py"}
+COMPONENT = {
+    "test_backbones.py",
+    "test_datasets.py",
+    "test_features.py",
+    "test_train.py",
+    "test_plugins.py",
+    "test_storage.py",
+}
 
 
 def pytest_collection_modifyitems(config, items):
@@ -90,5 +106,8 @@ def pytest_collection_modifyitems(config, items):
         path = Path(str(item.fspath))
         if unit in path.parents:
             continue
-        item.add_marker(pytest.mark.component if path.name in COMPONENT and path.parent == Path(__file__).parent else pytest.mark.e2e)
-
+        item.add_marker(
+            pytest.mark.component
+            if path.name in COMPONENT and path.parent == Path(__file__).parent
+            else pytest.mark.e2e
+        )

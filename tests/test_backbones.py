@@ -13,7 +13,9 @@ from tlbench.types import BackboneRequest, UserError
 
 
 def _request(model: str, **kw) -> BackboneRequest:
-    return BackboneRequest(model=model, num_classes=kw.pop("num_classes", 5), pretrained=kw.pop("pretrained", False), **kw)
+    return BackboneRequest(
+        model=model, num_classes=kw.pop("num_classes", 5), pretrained=kw.pop("pretrained", False), **kw
+    )
 
 
 def _covers_every_parameter_once(built) -> bool:
@@ -132,5 +134,7 @@ def test_train_step_flops_shrink_when_the_backbone_is_frozen(model_name):
 
 def test_inference_speed_is_measured(tmp_path):
     model = timm.create_model("test_resnet", num_classes=3)
-    throughput, latency = cost.inference_speed(model, lambda n: image_batch(n, 32), torch.device("cpu"), batch_size=4, budget_s=0.05)
+    throughput, latency = cost.inference_speed(
+        model, lambda n: image_batch(n, 32), torch.device("cpu"), batch_size=4, budget_s=0.05
+    )
     assert throughput > 0 and latency > 0

@@ -25,7 +25,9 @@ def _folder_bench(tmp_path, **overrides) -> dict:
     )
 
 
-def test_an_image_that_cannot_be_decoded_stops_the_run_keeps_earlier_trials_and_is_retried(tmp_path, write_config, capsys):
+def test_an_image_that_cannot_be_decoded_stops_the_run_keeps_earlier_trials_and_is_retried(
+    tmp_path, write_config, capsys
+):
     make_folder(tmp_path / "images", {"a": 8, "b": 8}, size=64)
     config = write_config(_folder_bench(tmp_path, search={"n_trials": 1, "startup_trials": 1, "screen": False}))
     assert cli.main(["run", str(config), "--format", "csv"]) == 0
@@ -39,7 +41,9 @@ def test_an_image_that_cannot_be_decoded_stops_the_run_keeps_earlier_trials_and_
 
     options = {"path": "images", "val_fraction": 0.25, "test_fraction": 0.25}
     splits = load_imagefolder(DatasetRequest(options=options, seed=0, base_dir=tmp_path))
-    broken = next(Path(i) for i in splits.train.ids[1:] if i not in {s.ids[0] for s in (splits.train, splits.val, splits.test)})
+    broken = next(
+        Path(i) for i in splits.train.ids[1:] if i not in {s.ids[0] for s in (splits.train, splits.val, splits.test)}
+    )
     good = broken.read_bytes()
     broken.write_bytes(good[:200])  # a valid header, then nothing: only decoding finds out
     code = cli.main(["run", str(config), "--n-trials", "2", "--format", "csv"])
@@ -87,7 +91,9 @@ def test_too_few_samples_for_the_splits(tmp_path, write_config, capsys, counts, 
 def test_a_last_batch_of_one_example_trains(write_config, capsys):
     # 9 training images in batches of 8: batch norm cannot train on the ninth alone
     data = tiny_benchmark(
-        datasets=[{"name": "synthetic", "classes": 3, "size": 16, "train_samples": 9, "val_per_class": 2, "test_per_class": 2}],
+        datasets=[
+            {"name": "synthetic", "classes": 3, "size": 16, "train_samples": 9, "val_per_class": 2, "test_per_class": 2}
+        ],
         strategies=[{"name": "finetune", "epochs": 1, "freeze": 0.0}],
         search={"n_trials": 1, "startup_trials": 1},
     )
@@ -96,7 +102,9 @@ def test_a_last_batch_of_one_example_trains(write_config, capsys):
 
 def test_two_different_benchmarks_on_one_study_name_are_refused(tmp_path, write_config, capsys):
     storage = f"sqlite:///{tmp_path / 'shared.db'}"
-    first = tiny_benchmark(name="same", run="r", search={"n_trials": 1, "startup_trials": 1, "storage": storage, "screen": False})
+    first = tiny_benchmark(
+        name="same", run="r", search={"n_trials": 1, "startup_trials": 1, "storage": storage, "screen": False}
+    )
     # another results folder, so that only the shared study tells the two apart
     second = first | {"strategies": [{"name": "finetune", "epochs": 1}], "results_dir": "elsewhere"}
     assert cli.main(["run", str(write_config(first, filename="a.yaml")), "--format", "csv"]) == 0

@@ -43,9 +43,13 @@ def test_an_imbalanced_run_reports_balanced_and_per_class_accuracy(tmp_path, wri
         counts = json.loads(row["test_per_class"])
         assert set(counts) == {"cracked", "good"} and counts["good"][1] > 1.5 * counts["cracked"][1]
         assert row["test_balanced"] == pytest.approx(sum(r / n for r, n in counts.values()) / 2)
-        assert sum(r for r, _ in counts.values()) / sum(n for _, n in counts.values()) == pytest.approx(row["test_accuracy"])
+        assert sum(r for r, _ in counts.values()) / sum(n for _, n in counts.values()) == pytest.approx(
+            row["test_accuracy"]
+        )
     report = (folder / "report.md").read_text()
-    assert "| Balanced |" in report and "Imbalanced test split: Balanced is the mean of the per-class accuracies" in report
+    assert (
+        "| Balanced |" in report and "Imbalanced test split: Balanced is the mean of the per-class accuracies" in report
+    )
 
 
 def test_a_balanced_run_has_no_balanced_column(tmp_path, write_config, capsys):

@@ -29,14 +29,20 @@ def test_valid_config_reports_what_it_found(write_config, capsys):
         ({"search": {"n_trials": "many"}}, "search.n_trials: Input should be a valid integer"),
         ({"search": {"n_trials": 0}}, "search.n_trials: Input should be greater than 0"),
         ({"datasets": [{"name": "synthetic", "train_samples": "x"}]}, "datasets[0].train_samples"),
-        ({"backbones": [{"name": "timm:test_resnet", "pretrianed": False}]}, "backbones[0]: pretrianed: unknown option; did you mean 'pretrained'?"),
+        (
+            {"backbones": [{"name": "timm:test_resnet", "pretrianed": False}]},
+            "backbones[0]: pretrianed: unknown option; did you mean 'pretrained'?",
+        ),
         ({"strategies": []}, "strategies: List should have at least 1 item"),
         ({"name": "has space"}, "name: String should match pattern"),
         ({"datasets": [{"name": "synthetc"}]}, "datasets[0]: unknown dataset 'synthetc'; did you mean 'synthetic'?"),
         ({"backbones": [{"name": "timm:test_resnt", "pretrained": False}]}, "did you mean 'timm:test_resnet'"),
         ({"strategies": [{"name": "fine_tune"}]}, "unknown strategy 'fine_tune'; did you mean 'finetune'?"),
         ({"strategies": [{"name": "finetune", "lr_haed": 0.1}]}, "lr_haed: unknown option; did you mean 'lr_head'?"),
-        ({"strategies": [{"name": "finetune", "lr_head": [0.1, 0.001]}]}, "strategies[0] (finetune): lr_head: bad search range"),
+        (
+            {"strategies": [{"name": "finetune", "lr_head": [0.1, 0.001]}]},
+            "strategies[0] (finetune): lr_head: bad search range",
+        ),
         ({"strategies": [{"name": "finetune", "lr_head": [0, 0.1]}]}, "lr_head: bad search range"),
         ({"strategies": [{"name": "finetune", "freeze": 1.5}]}, "strategies[0] (finetune)"),
         ({"strategies": [{"name": "linear_probe", "epochs": 0}]}, "no phase has epochs > 0"),
@@ -49,11 +55,22 @@ def test_valid_config_reports_what_it_found(write_config, capsys):
             "search.enqueue[0]: backbone: 'timm:test_resnet' is not in this config's backbone list",
         ),
         (
-            {"search": {"enqueue": [{"backbone": "timm:test_resnet-scratch", "strategy": "linear_probe", "params": {"freeze": 0.5}}]}},
+            {
+                "search": {
+                    "enqueue": [
+                        {"backbone": "timm:test_resnet-scratch", "strategy": "linear_probe", "params": {"freeze": 0.5}}
+                    ]
+                }
+            },
             "params.freeze: not a searched parameter of linear_probe",
         ),
         (
-            {"backbones": [{"name": "timm:test_resnet", "pretrained": False}, {"name": "timm:test_resnet", "pretrained": False}]},
+            {
+                "backbones": [
+                    {"name": "timm:test_resnet", "pretrained": False},
+                    {"name": "timm:test_resnet", "pretrained": False},
+                ]
+            },
             "appears twice; give one of them a distinct 'label:'",
         ),
     ],

@@ -47,17 +47,23 @@ def test_an_unreadable_config_is_one_line(write_config):
     path = write_config()
     path.chmod(0)
     proc = subprocess.run(
-        [*without_root_override(), sys.executable, "-m", "tlbench", "validate", str(path)], capture_output=True, text=True
+        [*without_root_override(), sys.executable, "-m", "tlbench", "validate", str(path)],
+        capture_output=True,
+        text=True,
     )
     assert proc.returncode == 2, proc.stderr
-    assert proc.stderr.strip().splitlines() == [f"tlbench: error: {path}: cannot read the config (Permission denied); check its permissions"]
+    assert proc.stderr.strip().splitlines() == [
+        f"tlbench: error: {path}: cannot read the config (Permission denied); check its permissions"
+    ]
 
 
 def test_a_config_nested_too_deeply_is_one_line(tmp_path, capsys):
     path = tmp_path / "deep.yaml"
     path.write_text("name: x\ndatasets: " + "[" * 5000 + "]" * 5000 + "\n")
     one_line(capsys, _validate(path), "nested too deeply")
-    path.write_text("name: x\nsearch: " + "{a: " * 30 + "1" + "}" * 30 + "\n")  # deep, but not deep enough for the parser to fail
+    path.write_text(
+        "name: x\nsearch: " + "{a: " * 30 + "1" + "}" * 30 + "\n"
+    )  # deep, but not deep enough for the parser to fail
     one_line(capsys, _validate(path), "nested more than 20 levels deep")
 
 
@@ -103,7 +109,10 @@ def test_a_decimal_comma_or_an_empty_value_is_one_line(write_config, capsys, str
     "overrides, field",
     [
         ({"strategies": [{"name": "finetune", "epochs": 1, "lr_head": float("nan")}]}, "strategies[0].lr_head: nan"),
-        ({"strategies": [{"name": "finetune", "epochs": 1, "lr_backbone": [1e-5, float("inf")]}]}, "lr_backbone[1]: inf"),
+        (
+            {"strategies": [{"name": "finetune", "epochs": 1, "lr_backbone": [1e-5, float("inf")]}]},
+            "lr_backbone[1]: inf",
+        ),
         ({"training": {"weight_decay": float("-inf")}}, "training.weight_decay: -inf"),
         ({"search": {"n_trials": 2, "timeout": float("inf")}}, "search.timeout: inf"),
         ({"training": {"cache": {"memory_mb": float("nan")}}}, "training.cache.memory_mb: nan"),
@@ -135,7 +144,10 @@ def test_a_search_that_would_never_stop_is_refused(write_config, capsys):
 
 @pytest.mark.parametrize(
     "device, needle",
-    [("mps", "no Apple MPS device"), ("cuda:3", "CUDA is not available" if not __import__("torch").cuda.is_available() else "visible")],
+    [
+        ("mps", "no Apple MPS device"),
+        ("cuda:3", "CUDA is not available" if not __import__("torch").cuda.is_available() else "visible"),
+    ],
 )
 def test_a_device_this_machine_does_not_have_is_refused_by_validate(write_config, capsys, device, needle):
     if device == "mps" and __import__("torch").backends.mps.is_available():
@@ -144,7 +156,9 @@ def test_a_device_this_machine_does_not_have_is_refused_by_validate(write_config
 
 
 def test_an_absurd_resolution_is_refused_by_validate_with_its_memory(write_config, capsys):
-    line = one_line(capsys, _validate(write_config(training={"batch_size": 8, "resolution": 100_000})), "resolution 100000 px")
+    line = one_line(
+        capsys, _validate(write_config(training={"batch_size": 8, "resolution": 100_000})), "resolution 100000 px"
+    )
     assert "GiB for one training batch" in line and "lower training.resolution or batch_size" in line
 
 
@@ -165,7 +179,10 @@ def test_a_cache_subfolder_tlbench_did_not_make_is_refused_by_validate(write_con
 @pytest.mark.parametrize(
     "params, needle",
     [
-        ({"lr_head": 5.0}, "params.lr_head: 5.0 is not among the values the config searches (0.0001..0.1 on a log scale)"),
+        (
+            {"lr_head": 5.0},
+            "params.lr_head: 5.0 is not among the values the config searches (0.0001..0.1 on a log scale)",
+        ),
         ({"lr_head": "fast"}, "lr_head"),
         ({"freeze": 2.0}, "params.freeze: 2.0 is not among the values"),
     ],
@@ -184,7 +201,9 @@ def test_a_recipe_choice_that_is_not_a_choice_is_refused(write_config, capsys):
         training={"batch_size": {"choices": [8, 16]}, "resolution": 32},
         search={"n_trials": 2, "startup_trials": 1, "enqueue": [recipe]},
     )
-    one_line(capsys, _validate(path), "params.batch_size: 48 is not among the values the config searches (choices 8, 16)")
+    one_line(
+        capsys, _validate(path), "params.batch_size: 48 is not among the values the config searches (choices 8, 16)"
+    )
 
 
 # --------------------------------------------------------------------------- plugins the config lists
@@ -205,7 +224,9 @@ def tlbench_datasets():
     yield Dataset(name="offbyone", load=load)
 """
     path = write_config(plugins=[_plugin(tmp_path, "offbyone.py", body)], datasets=[{"name": "offbyone"}])
-    one_line(capsys, _validate(path), "offbyone.py", "the train split has label 2, but there are 2 classes (labels 0..1)")
+    one_line(
+        capsys, _validate(path), "offbyone.py", "the train split has label 2, but there are 2 classes (labels 0..1)"
+    )
 
 
 @pytest.mark.parametrize(
@@ -217,7 +238,9 @@ def tlbench_datasets():
 )
 def test_a_listed_plugin_that_fails_to_import_stops_validate(write_config, capsys, tmp_path, body, needle):
     path = write_config(plugins=[_plugin(tmp_path, "broken.py", body)])
-    one_line(capsys, _validate(path), "plugins:", "broken.py failed to load", needle, "fix it or remove it from 'plugins:'")
+    one_line(
+        capsys, _validate(path), "plugins:", "broken.py failed to load", needle, "fix it or remove it from 'plugins:'"
+    )
 
 
 def test_a_strategy_whose_phases_do_not_fit_a_backbone_is_refused_by_validate(write_config, capsys, tmp_path):
@@ -239,7 +262,11 @@ def _fields(model: type[pydantic.BaseModel], prefix: str = "") -> dict[str, typi
     out = {}
     for name, info in model.model_fields.items():
         annotation = info.annotation
-        nested = [a for a in (typing.get_args(annotation) or (annotation,)) if isinstance(a, type) and issubclass(a, pydantic.BaseModel)]
+        nested = [
+            a
+            for a in (typing.get_args(annotation) or (annotation,))
+            if isinstance(a, type) and issubclass(a, pydantic.BaseModel)
+        ]
         if nested and typing.get_origin(annotation) is not list:
             out |= _fields(nested[0], f"{prefix}{name}.")
         else:
@@ -254,8 +281,28 @@ BAD = {  # a field of the schema -> values it must refuse
     "repeats": [-1, "two"],
     "results_dir": [{"a": 1}, 3],
     "plugins": ["one.py", [1]],
-    "datasets": [[], "synthetic", [{"classes": 3}], [{"name": "synthetic", "train_samples": 0}], [{"name": "synthetic", "per_class": -1}], [{"name": "synthetic", "val_samples": "x"}], [{"name": "synthetic", "test_samples": 1.5}], [{"name": "synthetic", "label": 3}]],
-    "backbones": [[], [{"name": "timm:test_resnet", "pretrained": "sure"}], [{"name": "timm:test_resnet", "resolution": 0}], [{"name": "timm:test_resnet", "weights": "missing.pt"}], [{"name": "timm:test_resnet", "label": ["x"]}], [{"name": "timm:test_resnet", "colour": 1}], [{"name": "timm:test_resnet", "drop_rate": 2}], [{"name": "timm:test_resnet", "drop_path_rate": "some"}], [{"name": "timm:test_resnet", "max_length": 0}], [{"name": "timm:test_resnet", "max_length": 64}]],
+    "datasets": [
+        [],
+        "synthetic",
+        [{"classes": 3}],
+        [{"name": "synthetic", "train_samples": 0}],
+        [{"name": "synthetic", "per_class": -1}],
+        [{"name": "synthetic", "val_samples": "x"}],
+        [{"name": "synthetic", "test_samples": 1.5}],
+        [{"name": "synthetic", "label": 3}],
+    ],
+    "backbones": [
+        [],
+        [{"name": "timm:test_resnet", "pretrained": "sure"}],
+        [{"name": "timm:test_resnet", "resolution": 0}],
+        [{"name": "timm:test_resnet", "weights": "missing.pt"}],
+        [{"name": "timm:test_resnet", "label": ["x"]}],
+        [{"name": "timm:test_resnet", "colour": 1}],
+        [{"name": "timm:test_resnet", "drop_rate": 2}],
+        [{"name": "timm:test_resnet", "drop_path_rate": "some"}],
+        [{"name": "timm:test_resnet", "max_length": 0}],
+        [{"name": "timm:test_resnet", "max_length": 64}],
+    ],
     "strategies": [[], [{"name": "linear_probe", "epochs": 0}], [{"name": "linear_probe", "label": 1}]],
     "search.n_trials": [0, -3, "many", 2.5],
     "search.timeout": [0, -1, "long"],
@@ -265,7 +312,11 @@ BAD = {  # a field of the schema -> values it must refuse
     "search.warmup_epochs": [-1, "one"],
     "search.storage": ["sqlite:///:memory:", "notaurl", 5],
     "search.heartbeat": [0, "often"],
-    "search.enqueue": [{"backbone": "x"}, [{"backbone": "nope", "strategy": "linear_probe"}], [{"backbone": "timm:test_resnet-scratch", "strategy": "linear_probe", "params": {"lr_head": 9.0}}]],
+    "search.enqueue": [
+        {"backbone": "x"},
+        [{"backbone": "nope", "strategy": "linear_probe"}],
+        [{"backbone": "timm:test_resnet-scratch", "strategy": "linear_probe", "params": {"lr_head": 9.0}}],
+    ],
     "search.retries": [-1, 101, "twice"],
     "search.screen.enabled": ["sometimes", 3],
     "search.screen.drop": ["maybe", 2],
@@ -297,7 +348,13 @@ BAD = {  # a field of the schema -> values it must refuse
     "training.cache.dir": [5, "afile"],
     "training.cache.disk_mb": [0, "lots"],
     "training.test_curve": ["each epoch", 2],
-    "trackers": ["tensorboard", [{"nm": "x"}], [{"name": "nope"}], [{"name": 3}], [{"name": "tensorboard"}]],  # the last: not installed here
+    "trackers": [
+        "tensorboard",
+        [{"nm": "x"}],
+        [{"name": "nope"}],
+        [{"name": 3}],
+        [{"name": "tensorboard"}],
+    ],  # the last: not installed here
 }
 
 
@@ -354,7 +411,12 @@ def test_a_key_given_twice_is_one_line_naming_it(tmp_path, capsys):
 @pytest.mark.parametrize("batch_size", [1, {"choices": [1, 8]}, {"low": 1, "high": 8}])
 def test_a_batch_size_of_one_is_refused_before_it_trains_nothing(write_config, capsys, batch_size):
     """A batch of one example is skipped (batch norm cannot train on it): batch_size 1 would train no step."""
-    one_line(capsys, _validate(write_config(training={"batch_size": batch_size, "resolution": 32})), "training.batch_size", "2 or more")
+    one_line(
+        capsys,
+        _validate(write_config(training={"batch_size": batch_size, "resolution": 32})),
+        "training.batch_size",
+        "2 or more",
+    )
 
 
 def test_a_folder_given_as_the_config_is_one_line(tmp_path, capsys):
@@ -364,7 +426,11 @@ def test_a_folder_given_as_the_config_is_one_line(tmp_path, capsys):
 def test_a_hook_that_returns_a_record_instead_of_yielding_is_told_so(write_config, capsys, tmp_path):
     body = "\n@hookimpl\ndef tlbench_strategies():\n    return Strategy(name='once', suggest=lambda s, o: {}, phases=lambda p, n: [Phase('x', 1, n, 0.0, 0.1)])\n"
     path = write_config(plugins=[_plugin(tmp_path, "returns.py", body)])
-    one_line(capsys, _validate(path), "tlbench_strategies() returned a Strategy; hooks yield their records: write 'yield Strategy(...)'")
+    one_line(
+        capsys,
+        _validate(path),
+        "tlbench_strategies() returned a Strategy; hooks yield their records: write 'yield Strategy(...)'",
+    )
 
 
 def test_a_dataset_whose_examples_are_no_images_is_refused_by_validate(write_config, capsys, tmp_path):

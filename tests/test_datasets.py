@@ -41,7 +41,11 @@ def test_imagefolder_stratified_split_is_disjoint_and_seeded(tmp_path):
     assert splits.classes == ("cat", "dog", "eel")
     assert len(splits.train) + len(splits.val) + len(splits.test) == 40
     assert (len(splits.val), len(splits.test)) == (3 + 2 + 2, 3 + 2 + 2)  # 15 % per class, rounded
-    assert not (_ids(splits.train) & _ids(splits.val) or _ids(splits.train) & _ids(splits.test) or _ids(splits.val) & _ids(splits.test))
+    assert not (
+        _ids(splits.train) & _ids(splits.val)
+        or _ids(splits.train) & _ids(splits.test)
+        or _ids(splits.val) & _ids(splits.test)
+    )
     for split in (splits.train, splits.val, splits.test):
         assert set(split.labels) == {0, 1, 2}
     again = load_imagefolder(_request(tmp_path, path="train"))
@@ -114,14 +118,22 @@ def test_synthetic_is_deterministic_and_sized():
     splits = load_synthetic(DatasetRequest(options={"classes": 3, "train_per_class": 5}, seed=0, base_dir=Path(".")))
     assert (len(splits.train), len(splits.val), len(splits.test)) == (15, 60, 60)
     a = np.asarray(splits.train.load(4))
-    b = np.asarray(load_synthetic(DatasetRequest(options={"classes": 3, "train_per_class": 5}, seed=0, base_dir=Path("."))).train.load(4))
+    b = np.asarray(
+        load_synthetic(
+            DatasetRequest(options={"classes": 3, "train_per_class": 5}, seed=0, base_dir=Path("."))
+        ).train.load(4)
+    )
     assert a.shape == (32, 32, 3) and np.array_equal(a, b)
     assert not np.array_equal(np.asarray(splits.val.load(4)), a)
 
 
 def test_torchvision_dataset_by_name_with_its_own_split():
     splits = load_torchvision(
-        DatasetRequest(options={"dataset": "FakeData", "args": {"size": 60, "num_classes": 3, "image_size": [3, 8, 8]}}, seed=0, base_dir=Path("."))
+        DatasetRequest(
+            options={"dataset": "FakeData", "args": {"size": 60, "num_classes": 3, "image_size": [3, 8, 8]}},
+            seed=0,
+            base_dir=Path("."),
+        )
     )
     assert len(splits.train) + len(splits.val) + len(splits.test) == 60
     assert splits.train.load(0).size == (8, 8)

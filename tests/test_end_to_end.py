@@ -17,12 +17,21 @@ from tlbench import cli, results
 
 BENCH = tiny_benchmark(
     name="e2e",
-    backbones=[{"name": "timm:test_resnet", "pretrained": False}, {"name": "timm:test_efficientnet", "pretrained": False}],
+    backbones=[
+        {"name": "timm:test_resnet", "pretrained": False},
+        {"name": "timm:test_efficientnet", "pretrained": False},
+    ],
     strategies=[{"name": "linear_probe", "epochs": 1}, {"name": "finetune", "epochs": 2}],
     search={
         "n_trials": 3,
         "startup_trials": 1,
-        "enqueue": [{"backbone": "timm:test_efficientnet-scratch", "strategy": "finetune", "params": {"freeze": 0.5, "lr_head": 0.02}}],
+        "enqueue": [
+            {
+                "backbone": "timm:test_efficientnet-scratch",
+                "strategy": "finetune",
+                "params": {"freeze": 0.5, "lr_head": 0.02},
+            }
+        ],
     },
 )
 
@@ -50,7 +59,15 @@ def finished_run(tmp_path_factory):
 
 def test_run_writes_every_results_file(finished_run):
     _, folder, stdout = finished_run
-    for name in ("config.yaml", "run.json", "environment.json", "study.db", "trials.csv", "summary.csv", "summary.json"):
+    for name in (
+        "config.yaml",
+        "run.json",
+        "environment.json",
+        "study.db",
+        "trials.csv",
+        "summary.csv",
+        "summary.json",
+    ):
         assert (folder / name).stat().st_size > 0, name
     env = json.loads((folder / "environment.json").read_text())
     assert env["torch"] and env["timm"] and env["optuna"] and env["device"]
@@ -68,7 +85,16 @@ def test_trials_have_measured_costs(finished_run):
     assert len(trials) == 3 and set(everything["state"]) <= {"COMPLETE", "PRUNED"}
     done = trials[trials["state"] == "COMPLETE"]
     assert len(done) >= 1
-    for column in ("total_params", "trainable_params", "forward_gflops", "train_gflops", "train_seconds", "throughput", "latency_ms", "peak_memory_mb"):
+    for column in (
+        "total_params",
+        "trainable_params",
+        "forward_gflops",
+        "train_gflops",
+        "train_seconds",
+        "throughput",
+        "latency_ms",
+        "peak_memory_mb",
+    ):
         assert (done[column] > 0).all(), column
     assert (done["trainable_params"] <= done["total_params"]).all()
     first = trials.iloc[0]  # the enqueued recipe runs first
@@ -167,7 +193,10 @@ def test_failed_trial_is_recorded_and_the_study_goes_on(write_config, capsys):
 def test_storage_that_cannot_be_opened_is_a_user_error(write_config, capsys):
     config = write_config(BENCH | {"search": {"n_trials": 1, "storage": "sqlite:////no/such/folder/x.db"}})
     assert cli.main(["run", str(config)]) == 2
-    assert "search.storage: folder /no/such/folder of sqlite:////no/such/folder/x.db does not exist" in capsys.readouterr().err
+    assert (
+        "search.storage: folder /no/such/folder of sqlite:////no/such/folder/x.db does not exist"
+        in capsys.readouterr().err
+    )
 
 
 def test_enqueued_recipes_are_never_pruned(write_config, capsys):
@@ -176,7 +205,15 @@ def test_enqueued_recipes_are_never_pruned(write_config, capsys):
         BENCH
         | {
             "backbones": [{"name": "timm:test_resnet", "pretrained": False}],
-            "strategies": [{"name": "finetune", "epochs": 3, "freeze": 0.0, "lr_backbone": [1.0e-8, 1.0e-2], "lr_head": [1.0e-8, 1.0e-1]}],
+            "strategies": [
+                {
+                    "name": "finetune",
+                    "epochs": 3,
+                    "freeze": 0.0,
+                    "lr_backbone": [1.0e-8, 1.0e-2],
+                    "lr_head": [1.0e-8, 1.0e-1],
+                }
+            ],
             "search": {
                 "n_trials": 2,
                 "startup_trials": 1,
@@ -210,7 +247,9 @@ def test_trials_record_whether_they_trained_on_cached_features(finished_run):
     trials = pd.read_csv(folder / "trials.csv")
     done = trials[trials["state"] == "COMPLETE"]
     assert done["feature_cache"].str.match(r"(head|finetune): (extracted|memory) at ").all()
-    recipe = done[done["origin"] == "recipe"].iloc[0]  # the first fine-tune: after the screen's probes (heads on its features)
+    recipe = done[done["origin"] == "recipe"].iloc[
+        0
+    ]  # the first fine-tune: after the screen's probes (heads on its features)
     assert recipe["feature_cache"] == "finetune: extracted at " + recipe["feature_cache"].split(" at ")[1]
     assert done[done["origin"] == "probe"]["feature_cache"].str.startswith("head: memory at ").all()
     report = (folder / "report.md").read_text()

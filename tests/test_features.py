@@ -30,11 +30,15 @@ def _built(name: str = "test_efficientnet") -> BuiltBackbone:
     """A tiny real timm model with dropout before the head and stochastic depth in the blocks."""
     torch.manual_seed(0)
     model = timm.create_model(name, num_classes=3, drop_rate=0.3, drop_path_rate=0.2)
-    return BuiltBackbone(model, timm_groups(model), _head_names(model, model.get_classifier()), _timm_data_config(model))
+    return BuiltBackbone(
+        model, timm_groups(model), _head_names(model, model.get_classifier()), _timm_data_config(model)
+    )
 
 
 def _settings(cache=None, **overrides) -> TrainSettings:
-    values = dict(batch_size=8, weight_decay=1e-4, augment=False, size=32, device=CPU, seed=3, cache=cache, data_key="d")
+    values = dict(
+        batch_size=8, weight_decay=1e-4, augment=False, size=32, device=CPU, seed=3, cache=cache, data_key="d"
+    )
     return TrainSettings(**(values | overrides))
 
 
@@ -141,9 +145,7 @@ def test_every_cut_keeps_trainable_parameters_out_of_the_prefix(model):
     for frozen in range(n + 1):
         trainable = set(built.head).union(*map(set, built.groups[frozen:]))
         cut, _ = features.find_cut(built.model, trainable, image_batch(2, 32))
-        prefix_params = {
-            f"{m}.{p}" for m in cut.prefix for p, _ in built.model.get_submodule(m).named_parameters()
-        }
+        prefix_params = {f"{m}.{p}" for m in cut.prefix for p, _ in built.model.get_submodule(m).named_parameters()}
         assert not prefix_params & trainable, (model, frozen, cut.name)
         if frozen == 0:
             assert cut.name == features.INPUT
@@ -273,7 +275,9 @@ def test_dropout_before_the_head_drops_in_a_head_only_phase():
     class Net(nn.Module):
         def __init__(self):
             super().__init__()
-            self.features = nn.Sequential(nn.Conv2d(3, 8, 3), nn.Dropout(0.5), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+            self.features = nn.Sequential(
+                nn.Conv2d(3, 8, 3), nn.Dropout(0.5), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten()
+            )
             self.classifier = nn.Sequential(nn.Dropout(0.9), nn.Linear(8, 3))
 
         def forward(self, x):
@@ -281,7 +285,9 @@ def test_dropout_before_the_head_drops_in_a_head_only_phase():
 
     model = Net()
     cut, _ = features.find_cut(model, {"classifier.1.weight", "classifier.1.bias"}, image_batch(2, 8))
-    assert "classifier.0" not in cut.prefix and "features.1" in cut.prefix  # the head's dropout trains, the frozen one not
+    assert (
+        "classifier.0" not in cut.prefix and "features.1" in cut.prefix
+    )  # the head's dropout trains, the frozen one not
     model.train()
     features.set_prefix_eval(model, cut)
     assert model.classifier[0].training and not model.features[1].training

@@ -85,7 +85,11 @@ def test_a_16_bit_dataset_trains_on_its_content(tmp_path):
         for i in range(4):
             values = (np.random.default_rng(i).integers(0, 4096, (16, 16))).astype(np.uint16)
             Image.fromarray(values).save(tmp_path / cls / f"{i}.png")
-    splits = load_imagefolder(DatasetRequest(options={"path": str(tmp_path), "val_fraction": 0.25, "test_fraction": 0.25}, seed=0, base_dir=tmp_path))
+    splits = load_imagefolder(
+        DatasetRequest(
+            options={"path": str(tmp_path), "val_fraction": 0.25, "test_fraction": 0.25}, seed=0, base_dir=tmp_path
+        )
+    )
     x, _ = ExampleSplit(splits.train, T.Compose([ToRGB(), T.ToTensor()]))[0]
     assert x.shape == (3, 16, 16) and x.std() > 0.1  # a real image, not a constant
 
@@ -95,7 +99,12 @@ def test_a_dangling_symlink_is_refused_by_name(tmp_path, write_config, capsys):
     link = tmp_path / "images" / "a" / "gone.png"
     os.symlink(tmp_path / "nowhere.png", link)
     config = write_config(tiny_benchmark(datasets=[{"name": "imagefolder", "path": "images"}]))
-    one_line(capsys, cli.main(["validate", str(config)]), f"image {link} is a link to", "which does not exist; fix the link or delete it")
+    one_line(
+        capsys,
+        cli.main(["validate", str(config)]),
+        f"image {link} is a link to",
+        "which does not exist; fix the link or delete it",
+    )
 
 
 def test_hidden_files_and_folders_are_skipped_at_every_depth(tmp_path):
@@ -103,7 +112,11 @@ def test_hidden_files_and_folders_are_skipped_at_every_depth(tmp_path):
     make_folder(tmp_path, {"a": 4, "b": 4, ".hidden_class": 4})
     make_folder(tmp_path / "a", {".ipynb_checkpoints": 3, "sub": 2})
     Image.new("RGB", (4, 4)).save(tmp_path / "b" / "._resource_fork.png")  # macOS AppleDouble files have image names
-    splits = load_imagefolder(DatasetRequest(options={"path": str(tmp_path), "val_fraction": 0.25, "test_fraction": 0.25}, seed=0, base_dir=tmp_path))
+    splits = load_imagefolder(
+        DatasetRequest(
+            options={"path": str(tmp_path), "val_fraction": 0.25, "test_fraction": 0.25}, seed=0, base_dir=tmp_path
+        )
+    )
     ids = [*splits.train.ids, *splits.val.ids, *splits.test.ids]
     assert splits.classes == ("a", "b") and len(ids) == 4 + 2 + 4
     assert not [i for i in ids if "/." in i]
@@ -145,7 +158,12 @@ def test_an_undecodable_image_with_dataloader_workers_is_one_line(tmp_path, writ
             search={"n_trials": 1, "startup_trials": 1},
         )
     )
-    one_line(capsys, cli.main(["run", str(config), "--format", "csv"]), f"image {broken} cannot be read", "delete or replace the file")
+    one_line(
+        capsys,
+        cli.main(["run", str(config), "--format", "csv"]),
+        f"image {broken} cannot be read",
+        "delete or replace the file",
+    )
 
 
 def test_an_unreadable_subfolder_of_a_class_is_refused_not_skipped(tmp_path, write_config):
@@ -160,8 +178,14 @@ def test_an_unreadable_subfolder_of_a_class_is_refused_not_skipped(tmp_path, wri
     config = write_config(tiny_benchmark(datasets=[{"name": "imagefolder", "path": "images"}]))
     hidden.chmod(0)
     try:
-        proc = subprocess.run([*without_root_override(), sys.executable, "-m", "tlbench", "validate", str(config)], capture_output=True, text=True)
+        proc = subprocess.run(
+            [*without_root_override(), sys.executable, "-m", "tlbench", "validate", str(config)],
+            capture_output=True,
+            text=True,
+        )
     finally:
         hidden.chmod(0o755)
     assert proc.returncode == 2, proc.stderr
-    assert proc.stderr.strip().splitlines() == [f"tlbench: error: datasets[0] (imagefolder): cannot read folder {hidden} (Permission denied); check its permissions"]
+    assert proc.stderr.strip().splitlines() == [
+        f"tlbench: error: datasets[0] (imagefolder): cannot read folder {hidden} (Permission denied); check its permissions"
+    ]

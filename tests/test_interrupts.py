@@ -17,7 +17,9 @@ from tlbench import cli
 
 SLOW = tiny_benchmark(
     name="kill",
-    datasets=[{"name": "synthetic", "classes": 3, "size": 16, "train_per_class": 24, "val_per_class": 4, "test_per_class": 4}],
+    datasets=[
+        {"name": "synthetic", "classes": 3, "size": 16, "train_per_class": 24, "val_per_class": 4, "test_per_class": 4}
+    ],
     strategies=[{"name": "finetune", "epochs": 4, "freeze": 0.0}],
     search={"n_trials": 4, "startup_trials": 4, "pruner": "none"},
 )

@@ -109,7 +109,9 @@ RESNET = tiny_benchmark()["backbones"][0]
 
 def _config(tmp_path, datasets, backbones, **overrides) -> str:
     (tmp_path / "chars.py").write_text("import tlbench\nfrom tlbench.types import *\n" + textwrap.dedent(CHARS))
-    data = tiny_benchmark(datasets=datasets, backbones=backbones, plugins=["chars.py"], results_dir=str(tmp_path / "results"), **overrides)
+    data = tiny_benchmark(
+        datasets=datasets, backbones=backbones, plugins=["chars.py"], results_dir=str(tmp_path / "results"), **overrides
+    )
     path = tmp_path / "benchmarks.yaml"
     path.write_text(yaml.safe_dump(data))
     return str(path)
@@ -132,7 +134,7 @@ def test_text_and_images_run_together_each_study_on_its_own_modality(tmp_path, c
     probe = words[words["strategy"] == "linear_probe"]
     assert probe["feature_cache"].str.contains("pool").all(), probe["feature_cache"].tolist()  # pooled vectors cached
     report = (run / "report.md").read_text()
-    across = report[report.index("### Across datasets"):]
+    across = report[report.index("### Across datasets") :]
     assert "| Modality" in across and "| text" in across and "| image" in across
 
 
@@ -149,38 +151,64 @@ def test_the_ranking_ranks_a_backbone_among_its_own_modality():
 
 def test_a_text_dataset_without_a_text_backbone_is_one_line(tmp_path, capsys):
     code = cli.main(["validate", _config(tmp_path, [TEXT], [RESNET])])
-    one_line(capsys, code, "datasets[0] (words): it holds text, and no backbone of this config reads text; add one to backbones:")
+    one_line(
+        capsys,
+        code,
+        "datasets[0] (words): it holds text, and no backbone of this config reads text; add one to backbones:",
+    )
 
 
 def test_a_text_backbone_without_a_text_dataset_is_one_line(tmp_path, capsys):
     code = cli.main(["validate", _config(tmp_path, [IMAGES], [RESNET, CHARNET])])
-    one_line(capsys, code, "backbones[1] (chars-scratch): it reads text, and no dataset of this config holds text; remove it")
+    one_line(
+        capsys, code, "backbones[1] (chars-scratch): it reads text, and no dataset of this config holds text; remove it"
+    )
 
 
 def test_each_backbone_takes_only_the_size_it_reads(tmp_path, capsys):
     both = [TEXT, IMAGES]
     code = cli.main(["validate", _config(tmp_path, both, [{**CHARNET, "resolution": 64}, RESNET])])
-    one_line(capsys, code, "backbones[0] (chars-scratch): resolution: this backbone reads text; its input size is max_length")
+    one_line(
+        capsys, code, "backbones[0] (chars-scratch): resolution: this backbone reads text; its input size is max_length"
+    )
     code = cli.main(["validate", _config(tmp_path, both, [CHARNET, {**RESNET, "max_length": 64}])])
-    one_line(capsys, code, "backbones[1] (timm:test_resnet-scratch): max_length: this backbone reads images; its input size is resolution")
+    one_line(
+        capsys,
+        code,
+        "backbones[1] (timm:test_resnet-scratch): max_length: this backbone reads images; its input size is resolution",
+    )
     code = cli.main(["validate", _config(tmp_path, [IMAGES], [RESNET], training={"batch_size": 8, "max_length": 64})])
     one_line(capsys, code, "training.max_length: no backbone of this config reads it (resolution only); remove it")
 
 
 def test_a_text_example_that_is_no_text_is_named_in_one_line(tmp_path, capsys):
-    config = _config(tmp_path, [{**TEXT, "broken": True}], [CHARNET], search={"n_trials": 1, "screen": False}, training={"batch_size": 8})
+    config = _config(
+        tmp_path,
+        [{**TEXT, "broken": True}],
+        [CHARNET],
+        search={"n_trials": 1, "screen": False},
+        training={"batch_size": 8},
+    )
     code = cli.main(["run", config])
     one_line(capsys, code, "example words:3: expected a text, got int")
 
 
 def test_an_example_the_backbone_transform_refuses_fails_validate_not_the_run(tmp_path, capsys):
     config = _config(tmp_path, [{**TEXT, "empty_first": True}], [CHARNET], training={"batch_size": 8})
-    one_line(capsys, cli.main(["validate", config]), "datasets[0] (words): train example words:0: an empty text; remove it")
+    one_line(
+        capsys, cli.main(["validate", config]), "datasets[0] (words): train example words:0: an empty text; remove it"
+    )
     # the first example of each split, not only the training split's (issue 24)
     config = _config(tmp_path, [{**TEXT, "empty_test_first": True}], [CHARNET], training={"batch_size": 8})
-    one_line(capsys, cli.main(["validate", config]), "datasets[0] (words): test example words:48: an empty text; remove it")
+    one_line(
+        capsys, cli.main(["validate", config]), "datasets[0] (words): test example words:48: an empty text; remove it"
+    )
 
 
 def test_a_backbone_that_reads_another_modality_than_its_record_says_is_named(tmp_path, capsys):
     config = _config(tmp_path, [TEXT], [{"name": "liar", "pretrained": False}], training={"batch_size": 8})
-    one_line(capsys, cli.main(["validate", config]), "backbone 'liar': build() returned a model that reads image, but the record says modality='text'")
+    one_line(
+        capsys,
+        cli.main(["validate", config]),
+        "backbone 'liar': build() returned a model that reads image, but the record says modality='text'",
+    )

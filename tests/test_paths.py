@@ -37,7 +37,9 @@ def _snapshot(root: Path) -> set[Path]:
 
 def _tlbench(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     env = os.environ | {"TLBENCH_LOAD_PLUGINS": "", "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, "-m", "tlbench", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "tlbench", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
+    )
 
 
 @pytest.mark.e2e
@@ -58,7 +60,10 @@ def test_a_whole_run_from_folders_with_odd_names(tmp_path):
         "plugins": [f"plug {ODD}/head_then_all.py"],
         "datasets": [{"name": "imagefolder", "path": f"data {ODD}"}],
         "backbones": [{"name": "timm:test_resnet", "weights": f"w {ODD}/resnet #1.pth"}],
-        "strategies": [{"name": "head_then_all", "head_epochs": 1, "epochs": 1, "lr": 0.01}, {"name": "linear_probe", "epochs": 1}],
+        "strategies": [
+            {"name": "head_then_all", "head_epochs": 1, "epochs": 1, "lr": 0.01},
+            {"name": "linear_probe", "epochs": 1},
+        ],
         "search": {"n_trials": 2, "screen": False, "portfolio": 0},
         "training": {"batch_size": 8, "resolution": 32},
     }
@@ -94,14 +99,20 @@ def test_a_whole_run_from_folders_with_odd_names(tmp_path):
     assert stray == []  # nothing outside results_dir: no 'C' or 'what' file next to the folder
 
 
-def test_home_and_variables_in_config_paths_are_expanded_and_an_unset_one_is_one_line(write_config, capsys, monkeypatch, tmp_path):
+def test_home_and_variables_in_config_paths_are_expanded_and_an_unset_one_is_one_line(
+    write_config, capsys, monkeypatch, tmp_path
+):
     from conftest import one_line, tiny_benchmark
 
     from tlbench import cli
 
     config = write_config(tiny_benchmark(results_dir="$TLB_OUT/res", search={"n_trials": 1, "screen": False}))
     monkeypatch.delenv("TLB_OUT", raising=False)
-    one_line(capsys, cli.main(["validate", str(config)]), "results_dir: $TLB_OUT/res: environment variable $TLB_OUT is not set")
+    one_line(
+        capsys,
+        cli.main(["validate", str(config)]),
+        "results_dir: $TLB_OUT/res: environment variable $TLB_OUT is not set",
+    )
     assert not (config.parent / "$TLB_OUT").exists()  # no folder literally named $TLB_OUT
     monkeypatch.setenv("TLB_OUT", str(tmp_path / "scratch"))
     assert cli.main(["run", str(config), "--format", "csv"]) == 0, capsys.readouterr().err

@@ -46,7 +46,11 @@ def test_a_strategy_parameter_named_like_a_training_setting_is_refused(tmp_path,
                        lambda p, n: [Phase("head", 1, n, 0.0, p["lr"])])
     """
     code = cli.main(["validate", _config(tmp_path, plugin, strategies=[{"name": "wd"}])])
-    one_line(capsys, code, "strategy 'wd': suggest() returned a parameter named 'weight_decay', a name the host draws for every trial")
+    one_line(
+        capsys,
+        code,
+        "strategy 'wd': suggest() returned a parameter named 'weight_decay', a name the host draws for every trial",
+    )
 
 
 def test_a_misspelt_name_in_the_restriction_stops_validate_and_warns_in_plugins(tmp_path, capsys, monkeypatch):
@@ -91,7 +95,11 @@ def tlbench_backbones():
 
 def test_groups_that_run_output_to_input_are_refused_by_validate(tmp_path, capsys):
     code = cli.main(["validate", _config(tmp_path, BACKWARDS, backbones=[{"name": "backwards", "pretrained": False}])])
-    one_line(capsys, code, "backbone 'backwards': build() returned groups must run from input to output, but group 1 (a.weight, ...) is used before group 0")
+    one_line(
+        capsys,
+        code,
+        "backbone 'backwards': build() returned groups must run from input to output, but group 1 (a.weight, ...) is used before group 0",
+    )
 
 
 def test_an_error_names_its_entry_once(tmp_path, capsys):
@@ -133,7 +141,12 @@ def tlbench_run_finished(run, interrupted):
 
 
 def test_a_plugin_gets_every_event_of_a_run_in_order_with_what_the_storage_holds(tmp_path, capsys):
-    config = _config(tmp_path, RECORDER, strategies=[{"name": "finetune", "epochs": 2}], search={"n_trials": 3, "startup_trials": 1, "screen": False})
+    config = _config(
+        tmp_path,
+        RECORDER,
+        strategies=[{"name": "finetune", "epochs": 2}],
+        search={"n_trials": 3, "startup_trials": 1, "screen": False},
+    )
     assert cli.main(["run", config, "--format", "csv"]) == 0, capsys.readouterr().err
     events = [json.loads(line) for line in (tmp_path / "plugin.py.events").read_text().splitlines()]
     kinds = [e["event"] for e in events]
@@ -146,7 +159,9 @@ def test_a_plugin_gets_every_event_of_a_run_in_order_with_what_the_storage_holds
             assert run == 2 or e["state"] == "pruned"
             expected += ["trial_started"] + ["epoch_done"] * run + ["trial_finished"]
     assert kinds[1:-1] == expected and kinds.count("trial_finished") == 3
-    assert [e["epoch"] for e in events if e["event"] == "epoch_done"] == [k for e in events if e["event"] == "trial_finished" for k in range(1, len(e["curve"]) + 1)]
+    assert [e["epoch"] for e in events if e["event"] == "epoch_done"] == [
+        k for e in events if e["event"] == "trial_finished" for k in range(1, len(e["curve"]) + 1)
+    ]
     trials = pd.read_csv(next((tmp_path / "results" / "tiny").glob("*/trials.csv")))
     finished = {e["number"]: e for e in events if e["event"] == "trial_finished"}
     assert sorted(finished) == sorted(trials["trial"])
@@ -171,7 +186,10 @@ def test_a_hook_that_raises_is_named_once_and_the_run_goes_on(tmp_path, capsys):
     assert cli.main(["run", config]) == 0
     err = capsys.readouterr().err
     lines = [line for line in err.splitlines() if "tracker down" in line]
-    assert len(lines) == 1 and "tlbench_epoch_done() raised RuntimeError: tracker down; it gets no more events in this run" in lines[0]
+    assert (
+        len(lines) == 1
+        and "tlbench_epoch_done() raised RuntimeError: tracker down; it gets no more events in this run" in lines[0]
+    )
     trials = pd.read_csv(next((tmp_path / "results" / "tiny").glob("*/trials.csv")))
     assert trials["state"].eq("COMPLETE").all() and len(trials) == 2
 
@@ -222,7 +240,9 @@ def test_an_event_hook_with_an_unknown_argument_is_named(tmp_path, capsys):
         pass
     """
     code = cli.main(["validate", _config(tmp_path, plugin)])
-    one_line(capsys, code, "hook tlbench_epoch_done() takes 'foo', but tlbench passes only run, trial, epoch, val_accuracy")
+    one_line(
+        capsys, code, "hook tlbench_epoch_done() takes 'foo', but tlbench passes only run, trial, epoch, val_accuracy"
+    )
 
 
 def test_a_misspelt_or_unmarked_tracker_hook_is_refused_with_the_fix(tmp_path):
@@ -252,7 +272,7 @@ def test_a_misspelt_or_unmarked_tracker_hook_is_refused_with_the_fix(tmp_path):
             testing.check_tracker(Tracker(name="t", open=lambda request, cls=cls: cls()))
 
 
-STALE = '''
+STALE = """
 import tlbench
 from tlbench.types import Phase, Strategy
 
@@ -266,16 +286,20 @@ def tlbench_strategies():
         suggest=lambda space, o: {"epochs": o["epochs"], "lr_head": o["lr_head"]},
         phases=lambda p, n: [Phase("head", p["epochs"], n, 0.0, p["lr_head"])],
     )
-'''
+"""
 
 
-def test_a_stale_installed_plugin_is_a_warning_and_every_command_that_does_not_use_it_works(tmp_path, capsys, monkeypatch):
+def test_a_stale_installed_plugin_is_a_warning_and_every_command_that_does_not_use_it_works(
+    tmp_path, capsys, monkeypatch
+):
     """An installed plugin written for API 1.2 declares an option 1.3 reserved: `tlbench
     plugins` and a config of built-ins work, with one warning naming it, its author's fix
     and TLBENCH_LOAD_PLUGINS; a config that uses it is refused in one line."""
     dist = tmp_path / "site"
     (dist / "tlbench_stale-0.1.dist-info").mkdir(parents=True)
-    (dist / "tlbench_stale-0.1.dist-info" / "METADATA").write_text("Metadata-Version: 2.1\nName: tlbench-stale\nVersion: 0.1\n")
+    (dist / "tlbench_stale-0.1.dist-info" / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: tlbench-stale\nVersion: 0.1\n"
+    )
     (dist / "tlbench_stale-0.1.dist-info" / "entry_points.txt").write_text("[tlbench]\nstale = tlbench_stale_plugin\n")
     (dist / "tlbench_stale_plugin.py").write_text(STALE)
     monkeypatch.syspath_prepend(str(dist))

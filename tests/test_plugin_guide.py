@@ -43,12 +43,18 @@ def test_every_code_block_of_the_guide_is_the_example_file_it_names():
     blocks = re.findall(r"<!-- file: (\S+) .*?-->\n```python\n(.*?)```", doc, flags=re.S)
     assert {Path(name).name for name, _ in blocks} == {p.name for p in EXAMPLES.glob("*.py")}
     for name, code in blocks:
-        assert code == (ROOT / name).read_text(encoding="utf-8").rstrip("\n") + "\n", f"{name} differs from docs/plugins.md"
+        assert code == (ROOT / name).read_text(encoding="utf-8").rstrip("\n") + "\n", (
+            f"{name} differs from docs/plugins.md"
+        )
 
 
 def test_the_examples_pass_the_conformance_kit(tmp_path):
     data = make_csv_data(tmp_path / "leaves")
-    assert testing.check_plugin(str(EXAMPLES / "csv_dataset.py"), dataset_options={"csv_images": {"path": str(data)}}, dataset_sizes={"csv_images": (18, 6, 6)}) == ["dataset csv_images"]
+    assert testing.check_plugin(
+        str(EXAMPLES / "csv_dataset.py"),
+        dataset_options={"csv_images": {"path": str(data)}},
+        dataset_sizes={"csv_images": (18, 6, 6)},
+    ) == ["dataset csv_images"]
     assert testing.check_plugin(str(EXAMPLES / "tiny_cnn.py")) == ["backbone tiny_cnn"]
     assert testing.check_plugin(str(EXAMPLES / "head_then_all.py")) == ["strategy head_then_all"]
     assert testing.check_plugin(str(EXAMPLES / "adapter_example.py")) == ["strategy head_and_last_norm"]
@@ -82,29 +88,47 @@ def test_the_examples_run_in_a_benchmark(tmp_path, write_config, capsys):
         datasets=[{"name": "csv_images", "path": "leaves"}],
         backbones=[{"name": "tiny_cnn", "pretrained": False}],
         strategies=[
-            {"name": "head_then_all", "head_epochs": 1, "epochs": 1}, {"name": "head_and_last_norm", "epochs": 1},
+            {"name": "head_then_all", "head_epochs": 1, "epochs": 1},
+            {"name": "head_and_last_norm", "epochs": 1},
             {"name": "l2sp", "epochs": 1, "alpha": 0.01},
         ],
         search={
-            "n_trials": 6, "startup_trials": 6, "sampler": "random", "pruner": "none",
+            "n_trials": 6,
+            "startup_trials": 6,
+            "sampler": "random",
+            "pruner": "none",
             "enqueue": [  # each strategy once, the random sampler the rest
-                {"backbone": "tiny_cnn-scratch", "strategy": "l2sp", "params": {"freeze": 0.0, "lr_backbone": 1e-3, "lr_head": 1e-2}},
+                {
+                    "backbone": "tiny_cnn-scratch",
+                    "strategy": "l2sp",
+                    "params": {"freeze": 0.0, "lr_backbone": 1e-3, "lr_head": 1e-2},
+                },
                 {"backbone": "tiny_cnn-scratch", "strategy": "head_then_all", "params": {"lr": 1e-3}},
                 {"backbone": "tiny_cnn-scratch", "strategy": "head_and_last_norm", "params": {"lr": 1e-2}},
             ],
         },  # fmt: skip
-        trackers=[{"name": "jsonl", "path": "seen.jsonl"}, {"name": "jsonl", "path": "also.jsonl"}],  # one tracker twice
+        trackers=[
+            {"name": "jsonl", "path": "seen.jsonl"},
+            {"name": "jsonl", "path": "also.jsonl"},
+        ],  # one tracker twice
     )
     assert cli.main(["run", str(write_config(data)), "--format", "csv"]) == 0, capsys.readouterr().err
     trials = pd.read_csv(next((tmp_path / "results" / "guide").glob("*/trials.csv")))
-    assert trials["state"].eq("COMPLETE").all() and set(trials["strategy"]) == {"head_then_all", "head_and_last_norm", "l2sp"}
+    assert trials["state"].eq("COMPLETE").all() and set(trials["strategy"]) == {
+        "head_then_all",
+        "head_and_last_norm",
+        "l2sp",
+    }
     assert (trials.loc[trials["strategy"] == "l2sp", "feature_cache"] == "l2sp: off (extra loss)").all()
     # the tracker saw every trial, with what the results hold
     seen = {line["trial"]: line for line in map(json.loads, (tmp_path / "seen.jsonl").read_text().splitlines())}
     assert (tmp_path / "also.jsonl").read_text() == (tmp_path / "seen.jsonl").read_text()
     assert sorted(seen) == sorted(trials["trial"])
     for _, row in trials.iterrows():
-        assert seen[row["trial"]]["test_accuracy"] == row["test_accuracy"] and seen[row["trial"]]["strategy"] == row["strategy"]
+        assert (
+            seen[row["trial"]]["test_accuracy"] == row["test_accuracy"]
+            and seen[row["trial"]]["strategy"] == row["strategy"]
+        )
     # the head (64*3 + 3) and block2's batch norm (64 + 64) train; tiny_cnn has 24,003 parameters
     adapted = trials[trials["strategy"] == "head_and_last_norm"]
     assert adapted["trainable_params"].eq(195 + 128).all() and adapted["total_params"].eq(24003).all()
@@ -118,23 +142,36 @@ def test_every_built_in_and_first_party_plugin_passes_the_kit(tmp_path):
     from test_datasets import make_folder
 
     make_folder(tmp_path / "images", {"a": 6, "b": 6})
-    assert sorted(testing.check_plugin(
-        "tlbench.builtins.datasets",
-        dataset_options={
-            "imagefolder": {"path": str(tmp_path / "images"), **IMAGEFOLDER_OPTIONS},
-            "torchvision": {"dataset": "FakeData", "args": {"size": 60, "num_classes": 3, "image_size": [3, 8, 8]}},
-        },
-    )) == ["dataset imagefolder", "dataset synthetic", "dataset torchvision"]
+    assert sorted(
+        testing.check_plugin(
+            "tlbench.builtins.datasets",
+            dataset_options={
+                "imagefolder": {"path": str(tmp_path / "images"), **IMAGEFOLDER_OPTIONS},
+                "torchvision": {"dataset": "FakeData", "args": {"size": 60, "num_classes": 3, "image_size": [3, 8, 8]}},
+            },
+        )
+    ) == ["dataset imagefolder", "dataset synthetic", "dataset torchvision"]
     assert testing.check_plugin(
-        "tlbench.builtins.backbones", backbone_models={"timm": ["test_resnet", "test_efficientnet", "test_vit"], "torchvision": ["mobilenet_v3_small"]}
+        "tlbench.builtins.backbones",
+        backbone_models={
+            "timm": ["test_resnet", "test_efficientnet", "test_vit"],
+            "torchvision": ["mobilenet_v3_small"],
+        },
     )
-    assert testing.check_plugin("tlbench.builtins.strategies") == ["strategy linear_probe", "strategy finetune", "strategy two_stage", "strategy layerwise"]
+    assert testing.check_plugin("tlbench.builtins.strategies") == [
+        "strategy linear_probe",
+        "strategy finetune",
+        "strategy two_stage",
+        "strategy layerwise",
+    ]
     assert testing.check_plugin("peft") == ["strategy bitfit", "strategy lora"]  # by entry-point name
 
 
 def _plugin(tmp_path, body: str, name: str = "broken.py") -> str:
     path = tmp_path / name
-    path.write_text("import tlbench\nimport torch\nfrom torch import nn\nfrom tlbench.types import *\n" + textwrap.dedent(body))
+    path.write_text(
+        "import tlbench\nimport torch\nfrom torch import nn\nfrom tlbench.types import *\n" + textwrap.dedent(body)
+    )
     return str(path)
 
 
@@ -161,11 +198,13 @@ def built(request, groups=None, head=None, net=None):
     "body, expected",
     [
         (  # a parameter no group names
-            TINY + "\n@tlbench.hookimpl\ndef tlbench_backbones():\n    yield Backbone('b1', lambda r: built(r, groups=(('a.weight', 'a.bias'), ('b.weight', 'b.bias'))))\n",
+            TINY
+            + "\n@tlbench.hookimpl\ndef tlbench_backbones():\n    yield Backbone('b1', lambda r: built(r, groups=(('a.weight', 'a.bias'), ('b.weight', 'b.bias'))))\n",
             r"backbone 'b1': build\(\): returned groups \+ head that do not name every parameter exactly once \(missing \['spare.bias', 'spare.weight'\]",
         ),
         (  # groups listed output first
-            TINY + "\n@tlbench.hookimpl\ndef tlbench_backbones():\n    yield Backbone('b2', lambda r: built(r, groups=(('b.weight', 'b.bias', 'spare.weight', 'spare.bias'), ('a.weight', 'a.bias'))))\n",
+            TINY
+            + "\n@tlbench.hookimpl\ndef tlbench_backbones():\n    yield Backbone('b2', lambda r: built(r, groups=(('b.weight', 'b.bias', 'spare.weight', 'spare.bias'), ('a.weight', 'a.bias'))))\n",
             r"backbone 'b2': groups must run from input to output, but group 1 \(a.weight, ...\) is used before group 0",
         ),
         (  # a parameter forward() never uses
@@ -173,7 +212,8 @@ def built(request, groups=None, head=None, net=None):
             r"backbone 'b3': with the first 0 of 2 groups frozen, spare.bias \(and 1 more\) got no gradient",
         ),
         (  # a head that ignores num_classes
-            TINY + "\n@tlbench.hookimpl\ndef tlbench_backbones():\n    yield Backbone('b4', lambda r: built(r, net=Net(7)))\n",
+            TINY
+            + "\n@tlbench.hookimpl\ndef tlbench_backbones():\n    yield Backbone('b4', lambda r: built(r, net=Net(7)))\n",
             r"backbone 'b4': output has shape \(2, 7\) for 2 inputs, expected \(2, 3\)",
         ),
         (  # overlapping splits
@@ -241,7 +281,9 @@ def test_the_kit_fails_broken_plugins_with_a_clear_message(tmp_path, body, expec
         ),
     ],
 )
-def test_mistakes_in_a_plugin_are_one_line_naming_plugin_record_and_problem(tmp_path, write_config, capsys, body, expected):
+def test_mistakes_in_a_plugin_are_one_line_naming_plugin_record_and_problem(
+    tmp_path, write_config, capsys, body, expected
+):
     _plugin(tmp_path, body)
     backbone = "exploding" if "exploding" in body else "timm:test_resnet"
     data = tiny_benchmark(plugins=["broken.py"], backbones=[{"name": backbone, "pretrained": False}])
@@ -267,7 +309,14 @@ def test_an_authors_pytest_finds_the_kit_through_the_entry_point(tmp_path):
         "    tlbench_conformance.check_plugin('broken_strategy.py')\n"
     )
     out = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests"], cwd=project, capture_output=True, text=True, timeout=300
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests"],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert "1 failed, 1 passed" in out.stdout, out.stdout + out.stderr
-    assert "ConformanceError: plugin broken_strategy.py: strategy 'bad': phases(params, 1): no phase has epochs > 0; set epochs to 1 or more" in out.stdout
+    assert (
+        "ConformanceError: plugin broken_strategy.py: strategy 'bad': phases(params, 1): no phase has epochs > 0; set epochs to 1 or more"
+        in out.stdout
+    )

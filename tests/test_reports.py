@@ -18,10 +18,31 @@ TWO_DATASETS = tiny_benchmark(
     name="reports",
     repeats=2,
     datasets=[
-        {"name": "synthetic", "label": "easy", "classes": 3, "size": 16, "train_per_class": 8, "val_per_class": 4, "test_per_class": 10, "noise": 0.1},
-        {"name": "synthetic", "label": "hard", "classes": 3, "size": 16, "train_per_class": 8, "val_per_class": 4, "test_per_class": 10, "noise": 0.6},
+        {
+            "name": "synthetic",
+            "label": "easy",
+            "classes": 3,
+            "size": 16,
+            "train_per_class": 8,
+            "val_per_class": 4,
+            "test_per_class": 10,
+            "noise": 0.1,
+        },
+        {
+            "name": "synthetic",
+            "label": "hard",
+            "classes": 3,
+            "size": 16,
+            "train_per_class": 8,
+            "val_per_class": 4,
+            "test_per_class": 10,
+            "noise": 0.6,
+        },
     ],
-    backbones=[{"name": "timm:test_resnet", "pretrained": False}, {"name": "timm:test_efficientnet", "pretrained": False}],
+    backbones=[
+        {"name": "timm:test_resnet", "pretrained": False},
+        {"name": "timm:test_efficientnet", "pretrained": False},
+    ],
     strategies=[{"name": "finetune", "epochs": 2, "freeze": 0.0}],
     search={
         "n_trials": 2,
@@ -82,7 +103,9 @@ def test_running_again_adds_no_repeats(two_runs, capsys):
 def test_without_repeats_the_interval_covers_test_examples(two_runs):
     summary = results.load_run(two_runs[1]).summary
     assert (summary["repeats"] == 0).all() and summary["ci_low"].notna().all()
-    assert (summary["ci_low"] <= summary["test_accuracy"]).all() and (summary["test_accuracy"] <= summary["ci_high"]).all()
+    assert (summary["ci_low"] <= summary["test_accuracy"]).all() and (
+        summary["test_accuracy"] <= summary["ci_high"]
+    ).all()
 
 
 def test_cross_dataset_ranking(two_runs):
@@ -170,11 +193,30 @@ def test_each_datasets_caption_counts_its_own_trials_and_what_the_study_never_ra
     """n_trials smaller than the enqueued recipes: the study stops with recipes still waiting,
     and the caption says so instead of showing fewer rows without a word; a second dataset's
     trials are not counted under the first one's table."""
-    recipes = [{"backbone": "timm:test_resnet-scratch", "strategy": "linear_probe", "params": {"lr_head": lr}} for lr in (0.01, 0.02, 0.03)]
+    recipes = [
+        {"backbone": "timm:test_resnet-scratch", "strategy": "linear_probe", "params": {"lr_head": lr}}
+        for lr in (0.01, 0.02, 0.03)
+    ]
     bench = tiny_benchmark(
         datasets=[
-            {"name": "synthetic", "label": "a", "classes": 3, "size": 16, "train_per_class": 8, "val_per_class": 4, "test_per_class": 4},
-            {"name": "synthetic", "label": "b", "classes": 3, "size": 16, "train_per_class": 8, "val_per_class": 4, "test_per_class": 4},
+            {
+                "name": "synthetic",
+                "label": "a",
+                "classes": 3,
+                "size": 16,
+                "train_per_class": 8,
+                "val_per_class": 4,
+                "test_per_class": 4,
+            },
+            {
+                "name": "synthetic",
+                "label": "b",
+                "classes": 3,
+                "size": 16,
+                "train_per_class": 8,
+                "val_per_class": 4,
+                "test_per_class": 4,
+            },
         ],
         search={"n_trials": 1, "screen": False, "enqueue": recipes},
     )
@@ -192,7 +234,10 @@ def test_progress_counts_the_screens_probes_with_the_trials(write_config, capsys
         backbones=[{"name": "timm:test_resnet"}, {"name": "timm:test_efficientnet"}],
         search={"n_trials": 1, "screen": {"drop": False}},
     )
-    bench["backbones"] = [{"name": "timm:test_resnet", "pretrained": False}, {"name": "timm:test_efficientnet", "pretrained": False}]
+    bench["backbones"] = [
+        {"name": "timm:test_resnet", "pretrained": False},
+        {"name": "timm:test_efficientnet", "pretrained": False},
+    ]
     config = write_config(bench)
     assert cli.main(["run", str(config), "--format", "csv"]) == 0
     err = capsys.readouterr().err
@@ -214,7 +259,9 @@ def test_the_summary_table_keeps_names_whole_at_80_and_120_columns():
         "train_gflops": 559.0, "train_seconds": 13.5, "throughput": 1258.0, "peak_memory_mb": 1411.0, "trials": 1,
         "config": "freeze=0 (0/17 frozen) lr_backbone=0.001 lr_head=0.01",
     }  # fmt: skip
-    rows = pd.DataFrame([row | {"backbone": "efficientnet_lite0-scratch"}, row | {"backbone": "efficientnet_lite2", "pareto": True}])
+    rows = pd.DataFrame(
+        [row | {"backbone": "efficientnet_lite0-scratch"}, row | {"backbone": "efficientnet_lite2", "pareto": True}]
+    )
     for width in (80, 120):
         out = io.StringIO()
         Console(file=out, width=width).print(report.rich_table("t", report.SUMMARY, rows, width, "caption"))
@@ -226,7 +273,9 @@ def test_the_summary_table_keeps_names_whole_at_80_and_120_columns():
         if width == 80:
             assert "not shown at 80 columns: Img/s" in out.getvalue() and "Img/s" not in header
         else:
-            assert "Img/s" in header and "Train GFLOP" in header and "not shown at 120 columns: Trials" in out.getvalue()
+            assert (
+                "Img/s" in header and "Train GFLOP" in header and "not shown at 120 columns: Trials" in out.getvalue()
+            )
 
 
 @pytest.mark.parametrize("fmt", ["csv", "json", "markdown", "rich"])
@@ -244,6 +293,8 @@ def test_report_trials_honours_format(two_runs, capsys, fmt):
         assert len(rows) == n and {"dataset", "trial", "state", "fail_reason"} <= set(rows[0])
     elif fmt == "markdown":
         lines = out.splitlines()
-        assert lines[0].startswith("| dataset | trial | state |") and lines[1].startswith("|---|") and len(lines) == n + 2
+        assert (
+            lines[0].startswith("| dataset | trial | state |") and lines[1].startswith("|---|") and len(lines) == n + 2
+        )
     else:
         assert out.split()[:3] == ["dataset", "trial", "state"]

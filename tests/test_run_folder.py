@@ -38,7 +38,12 @@ def test_a_run_folder_is_not_continued_on_another_storage(run_folder, capsys, tm
     config, folder = run_folder
     before = snapshot(folder)
     code = cli.main(["run", str(config), "--storage", f"sqlite:///{tmp_path / 'other.db'}"])
-    one_line(capsys, code, "its trials are in study.db in the run folder", "use the same storage to go on, or another --run name")
+    one_line(
+        capsys,
+        code,
+        "its trials are in study.db in the run folder",
+        "use the same storage to go on, or another --run name",
+    )
     assert snapshot(folder) == before and not (tmp_path / "other.db").exists()
 
 
@@ -92,7 +97,10 @@ def test_an_in_memory_storage_is_refused(write_config, capsys):
     "damage, needle",
     [
         (lambda f: (f / "run.json").write_text("{not json"), "run.json: damaged"),
-        (lambda f: (f / "run.json").write_text('{"benchmark": "tiny"}'), "run.json: damaged (missing or wrong run, fingerprint, studies)"),
+        (
+            lambda f: (f / "run.json").write_text('{"benchmark": "tiny"}'),
+            "run.json: damaged (missing or wrong run, fingerprint, studies)",
+        ),
         (lambda f: (f / "run.json").write_bytes(b"\xff\xfe\x00"), "run.json: damaged (not UTF-8 text)"),
         (lambda f: (f / "environment.json").write_text("[1,"), "environment.json: damaged"),
         (lambda f: (f / "config.yaml").write_text("a: [1,"), "config.yaml: damaged"),
@@ -120,7 +128,9 @@ def test_a_run_folder_without_read_permission_is_one_line(run_folder):
     folder.chmod(0)
     try:
         proc = subprocess.run(
-            [*without_root_override(), sys.executable, "-m", "tlbench", "report", str(folder)], capture_output=True, text=True
+            [*without_root_override(), sys.executable, "-m", "tlbench", "report", str(folder)],
+            capture_output=True,
+            text=True,
         )
     finally:
         folder.chmod(0o755)
@@ -156,7 +166,9 @@ def _umask() -> int:
 def test_a_label_with_rich_markup_prints_as_written(write_config, capsys):
     label = "net[/]v2 [bold]x"
     config = write_config(
-        tiny_benchmark(run="r", search=ONE, backbones=[{"name": "timm:test_resnet", "pretrained": False, "label": label}])
+        tiny_benchmark(
+            run="r", search=ONE, backbones=[{"name": "timm:test_resnet", "pretrained": False, "label": label}]
+        )
     )
     assert cli.main(["run", str(config)]) == 0, capsys.readouterr().err
     capsys.readouterr()
@@ -179,7 +191,10 @@ def test_a_results_file_that_cannot_be_written_is_a_user_error_naming_it(tmp_pat
     folder = tmp_path / "ro"
     folder.mkdir()
     folder.chmod(0o555)
-    code = "from pathlib import Path; from tlbench.results import write_atomic; write_atomic(Path(%r) / 'trials.csv', 'x')" % str(folder)
+    code = (
+        "from pathlib import Path; from tlbench.results import write_atomic; write_atomic(Path(%r) / 'trials.csv', 'x')"
+        % str(folder)
+    )
     proc = subprocess.run([*without_root_override(), sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 1 and "tlbench.types.UserError" in proc.stderr, proc.stderr
     assert f"{folder}/trials.csv: cannot write it (Permission denied); free space or fix permissions" in proc.stderr
@@ -204,7 +219,9 @@ def test_a_held_folder_is_refused_before_its_half_made_study_db_is_read(write_co
     folder = config.parent / "results" / "tiny" / "busy"
     folder.mkdir(parents=True)
     (folder / "study.db").touch()  # created, not yet written: what a starting run leaves for a moment
-    with open(folder / ".lock", "a+", encoding="utf-8") as held:  # another open file: flock conflicts as across processes
+    with open(
+        folder / ".lock", "a+", encoding="utf-8"
+    ) as held:  # another open file: flock conflicts as across processes
         fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
         results.claim(held)
         before = snapshot(folder)
@@ -239,10 +256,18 @@ def test_a_kill_inside_a_write_transaction_is_rolled_back_by_the_same_command(ru
     and goes on, with every finished trial as it was."""
     config, folder = run_folder
     db = folder / "study.db"
-    before = [(t.number, t.state.name, t.user_attrs) for t in optuna.load_study(study_name="tiny/r/synthetic", storage=f"sqlite:///{db}").trials]
+    before = [
+        (t.number, t.state.name, t.user_attrs)
+        for t in optuna.load_study(study_name="tiny/r/synthetic", storage=f"sqlite:///{db}").trials
+    ]
     killed = subprocess.run([sys.executable, "-c", KILL_MID_WRITE, str(db)])
     assert killed.returncode == -9 and (folder / "study.db-journal").stat().st_size > 0
-    one_line(capsys, cli.main(["report", str(folder)]), "study.db: a tlbench process was killed in the middle of writing it", "run the same 'tlbench run' again")
+    one_line(
+        capsys,
+        cli.main(["report", str(folder)]),
+        "study.db: a tlbench process was killed in the middle of writing it",
+        "run the same 'tlbench run' again",
+    )
     assert (folder / "study.db-journal").exists()  # the reader changed nothing
     assert cli.main(["run", str(config), "--n-trials", "2", "--format", "csv"]) == 0, capsys.readouterr().err
     trials = optuna.load_study(study_name="tiny/r/synthetic", storage=f"sqlite:///{db}").trials

@@ -129,7 +129,10 @@ def test_the_portfolio_goes_first_on_the_backbone_the_screen_ranks_first(write_c
         (first, e["params"]["freeze"], e["params"]["lr_backbone"]) for e in shipped
     ]
     assert f"portfolio: 2 configurations that did best on earlier benchmarks go first, on {first}" in err
-    assert "learnt from digits, lfw_faces, lfw_faces (10 epochs), mnist5k, mnist5k (10 epochs), textures, textures (10 epochs)" in err  # synthetic is no grid's domain: every grid
+    assert (
+        "learnt from digits, lfw_faces, lfw_faces (10 epochs), mnist5k, mnist5k (10 epochs), textures, textures (10 epochs)"
+        in err
+    )  # synthetic is no grid's domain: every grid
     assert len([t for t in study.trials if not t.user_attrs.get("probe")]) == 4  # the portfolio's count in n_trials
     assert (
         "Portfolio (tried first on the screen's first backbone): learnt from digits"
@@ -158,7 +161,10 @@ def test_portfolio_from_learns_from_an_earlier_run_folder(write_config, capsys):
     capsys.readouterr()
     assert cli.main(["run", str(now), "--format", "csv"]) == 0
     err = capsys.readouterr().err
-    assert "learnt from digits, lfw_faces, lfw_faces (10 epochs), mnist5k, mnist5k (10 epochs), synthetic (portfolio_from), textures, textures (10 epochs)" in err
+    assert (
+        "learnt from digits, lfw_faces, lfw_faces (10 epochs), mnist5k, mnist5k (10 epochs), synthetic (portfolio_from), textures, textures (10 epochs)"
+        in err
+    )
     later = optuna.load_study(
         study_name="tiny/now/synthetic", storage=f"sqlite:///{now.parent / 'results' / 'tiny' / 'now' / 'study.db'}"
     )
@@ -168,7 +174,9 @@ def test_portfolio_from_learns_from_an_earlier_run_folder(write_config, capsys):
     assert [point(t) for t in warm] == [point(best)]
 
 
-def test_the_opening_is_streamed_each_pretrained_backbones_probe_right_after_its_screen(write_config, tmp_path, monkeypatch):
+def test_the_opening_is_streamed_each_pretrained_backbones_probe_right_after_its_screen(
+    write_config, tmp_path, monkeypatch
+):
     """The first result comes after one backbone's screen, not after all of them: pretrained
     backbones are screened first, in the config's order, each one's probe trained at once
     (on the screen's features); then the random-init ones, the rule, their probes if kept,
@@ -219,4 +227,6 @@ def test_the_opening_is_streamed_each_pretrained_backbones_probe_right_after_its
     assert len([k for k in kinds if k[0] != "probe"]) == 4  # probes outside n_trials, the recipe within
     seen.clear()
     assert cli.main(["run", str(config), "--format", "csv"]) == 0  # resumed: finished, nothing trained again
-    assert seen == [] and len(optuna.load_study(study_name="tiny/r/synthetic", storage=f"sqlite:///{folder / 'study.db'}").trials) == len(kinds)
+    assert seen == [] and len(
+        optuna.load_study(study_name="tiny/r/synthetic", storage=f"sqlite:///{folder / 'study.db'}").trials
+    ) == len(kinds)

@@ -18,7 +18,9 @@ from tlbench.record import TrialRecord
 
 def _run(write_config, capsys, **search):
     # the screen's probe trials are tested in test_screen_run.py; here every trial is the sampler's
-    config = write_config(tiny_benchmark(run="r", search={"n_trials": 3, "startup_trials": 1, "screen": False} | search))
+    config = write_config(
+        tiny_benchmark(run="r", search={"n_trials": 3, "startup_trials": 1, "screen": False} | search)
+    )
     code = cli.main(["run", str(config), "--format", "csv"])
     out = capsys.readouterr()
     assert code == 0, out.err
@@ -35,7 +37,10 @@ def test_a_configuration_over_a_constraint_known_before_training_is_never_traine
     trials = _study(folder).trials
     assert [t.state.name for t in trials] == ["PRUNED"] * 3
     for t in trials:
-        assert t.user_attrs["infeasible"].startswith("search.constraints: forward_gflops ") and "> 1e-09" in t.user_attrs["infeasible"]
+        assert (
+            t.user_attrs["infeasible"].startswith("search.constraints: forward_gflops ")
+            and "> 1e-09" in t.user_attrs["infeasible"]
+        )
         assert t.user_attrs["train_gflops"] == 0.0 and t.intermediate_values == {}  # zero compute: not one epoch
         assert t.constraints["refused"] == 1.0  # the sampler sees it as infeasible
     assert "not trained: search.constraints: forward_gflops" in out.err
@@ -76,7 +81,9 @@ def test_a_pruned_trial_records_what_it_spent(write_config, capsys, monkeypatch)
 
     monkeypatch.setattr(Objective, "_epoch", prune_after_the_first_epoch)
     strategies = [{"name": "linear_probe", "epochs": 3}]
-    config = write_config(tiny_benchmark(run="r", strategies=strategies, search={"n_trials": 1, "startup_trials": 1, "screen": False}))
+    config = write_config(
+        tiny_benchmark(run="r", strategies=strategies, search={"n_trials": 1, "startup_trials": 1, "screen": False})
+    )
     assert cli.main(["run", str(config), "--format", "csv"]) == 0
     (trial,) = _study(config.parent / "results" / "tiny" / "r").trials
     assert trial.state.name == "PRUNED"
@@ -101,8 +108,18 @@ def test_a_run_exports_as_a_replayable_table(write_config, capsys, tmp_path):
     theirs = tmp_path / "notes.json"
     theirs.write_text('{"mine": true}')
     before = snapshot(tmp_path)
-    one_line(capsys, cli.main(["export", str(folder), "--out", str(theirs)]), "--out:", "notes.json exists and is not a tlbench table")
-    one_line(capsys, cli.main(["export", str(folder), "--out", str(tmp_path / "typo" / "t.json")]), "--out: folder", "does not exist")
+    one_line(
+        capsys,
+        cli.main(["export", str(folder), "--out", str(theirs)]),
+        "--out:",
+        "notes.json exists and is not a tlbench table",
+    )
+    one_line(
+        capsys,
+        cli.main(["export", str(folder), "--out", str(tmp_path / "typo" / "t.json")]),
+        "--out: folder",
+        "does not exist",
+    )
     assert snapshot(tmp_path) == before and not (tmp_path / "typo").exists()
 
 
@@ -132,11 +149,12 @@ def test_export_to_standard_output_a_pipe_or_a_device_never_reads_it(write_confi
     one_line(capsys, cli.main(["export", str(folder), "--out", str(tmp_path)]), "--out:", "is a folder")
 
 
-
 def test_a_pareto_search_trades_accuracy_against_cost_and_reports_its_hypervolume(write_config, capsys):
     strategies = [{"name": "linear_probe", "epochs": 2}, {"name": "finetune", "epochs": 2}]
     config = write_config(
-        tiny_benchmark(run="r", strategies=strategies, search={"n_trials": 4, "startup_trials": 2, "objective": "pareto"})
+        tiny_benchmark(
+            run="r", strategies=strategies, search={"n_trials": 4, "startup_trials": 2, "objective": "pareto"}
+        )
     )
     assert cli.main(["run", str(config), "--format", "csv"]) == 0, capsys.readouterr().err
     folder = config.parent / "results" / "tiny" / "r"
@@ -149,9 +167,13 @@ def test_a_pareto_search_trades_accuracy_against_cost_and_reports_its_hypervolum
     assert "Pareto search (val accuracy vs train_gflops): hypervolume after training GFLOPs spent" in report
     summary = pd.read_csv(folder / "summary.csv")
     assert set(summary["val_accuracy"]) <= {t.values[0] for t in done}
-    assert cli.main(["export", str(folder)]) == 0  # its curves come from the record: Optuna holds none for Pareto trials
+    assert (
+        cli.main(["export", str(folder)]) == 0
+    )  # its curves come from the record: Optuna holds none for Pareto trials
     rows = {r["number"]: r for r in json.loads((folder / "table.json").read_text())["datasets"]["synthetic"]["trials"]}
-    assert all(rows[t.number]["val_curve"] == t.user_attrs["val_curve"] and len(rows[t.number]["val_curve"]) == 2 for t in done)
+    assert all(
+        rows[t.number]["val_curve"] == t.user_attrs["val_curve"] and len(rows[t.number]["val_curve"]) == 2 for t in done
+    )
 
 
 def test_test_curve_records_test_accuracy_after_every_epoch_and_exports_it(write_config, capsys):

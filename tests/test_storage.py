@@ -55,13 +55,20 @@ def test_many_workers_claim_each_enqueued_trial_exactly_once(tmp_path, kind):
         for i in range(120):
             study.enqueue_trial({"id": i}, user_attrs={"enqueued": True})
         workers = [
-            subprocess.Popen([sys.executable, "-c", WORKER, urls[kind], name], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            subprocess.Popen(
+                [sys.executable, "-c", WORKER, urls[kind], name],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
             for _ in range(6)
         ]
         outputs = [w.communicate(timeout=300) for w in workers]
         assert [w.returncode for w in workers] == [0] * 6, [err[-500:] for _, err in outputs if err]
         ran = collections.Counter(int(line) for out, _ in outputs for line in out.split())
-        assert ran == collections.Counter(range(120)), f"round {round_}: {[k for k, v in ran.items() if v > 1]} ran twice"
+        assert ran == collections.Counter(range(120)), (
+            f"round {round_}: {[k for k, v in ran.items() if v > 1]} ran twice"
+        )
         trials = optuna.load_study(study_name=name, storage=urls[kind]).trials
         assert collections.Counter(t.state.name for t in trials if t.user_attrs.get("enqueued")) == {"COMPLETE": 120}
 
@@ -83,7 +90,9 @@ def test_processes_opening_a_new_sqlite_file_at_once_all_get_it(tmp_path):
     for round_ in range(3):
         url = f"sqlite:///{tmp_path / f'new{round_}.db'}"
         start = time.time() + 8  # after every process has imported optuna
-        procs = [subprocess.Popen([sys.executable, "-c", OPEN, url, str(start)], stderr=subprocess.PIPE, text=True) for _ in range(4)]
+        procs = [
+            subprocess.Popen([sys.executable, "-c", OPEN, url, str(start)], stderr=subprocess.PIPE, text=True)
+            for _ in range(4)
+        ]
         errors = [p.communicate(timeout=120)[1] for p in procs]
         assert [p.returncode for p in procs] == [0] * 4, [e[-300:] for e in errors if e]
-

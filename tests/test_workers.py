@@ -33,7 +33,16 @@ def bench(**overrides) -> dict:
     data = {
         "name": "dist",
         "run": "shared",
-        "datasets": [{"name": "synthetic", "classes": 3, "size": 16, "train_per_class": 8, "val_per_class": 4, "test_per_class": 4}],
+        "datasets": [
+            {
+                "name": "synthetic",
+                "classes": 3,
+                "size": 16,
+                "train_per_class": 8,
+                "val_per_class": 4,
+                "test_per_class": 4,
+            }
+        ],
         "strategies": [{"name": "linear_probe", "epochs": 1}, {"name": "finetune", "epochs": 1, "freeze": 0.0}],
     }
     return tiny_benchmark(**(data | overrides))
@@ -113,7 +122,16 @@ def test_three_workers_on_postgresql_run_exactly_the_budget_each_trial_once(writ
 def test_a_killed_worker_is_noticed_by_heartbeat_and_its_trial_retried_once(write_config, postgres_url):
     slow = bench(
         strategies=[{"name": "finetune", "epochs": 6, "freeze": 0.0}],
-        datasets=[{"name": "synthetic", "classes": 3, "size": 16, "train_per_class": 24, "val_per_class": 4, "test_per_class": 4}],
+        datasets=[
+            {
+                "name": "synthetic",
+                "classes": 3,
+                "size": 16,
+                "train_per_class": 24,
+                "val_per_class": 4,
+                "test_per_class": 4,
+            }
+        ],
         search={"n_trials": 3, "startup_trials": 3, "pruner": "none", "heartbeat": 1},
     )
     config = write_config(slow)
@@ -169,7 +187,9 @@ def tlbench_run_started(run):
 def test_run_with_local_workers_shares_the_run_folder_sqlite_and_runs_repeats(write_config, capfd):
     from tlbench import threads
 
-    config = write_config(bench(search={"n_trials": 4, "startup_trials": 2, "enqueue": RECIPES[:1]}, repeats=1, plugins=["probe.py"]))
+    config = write_config(
+        bench(search={"n_trials": 4, "startup_trials": 2, "enqueue": RECIPES[:1]}, repeats=1, plugins=["probe.py"])
+    )
     (config.parent / "probe.py").write_text(THREADS_PROBE)
     code = cli.main(["run", str(config), "--workers", "2", "--format", "csv"])
     out = capfd.readouterr()
@@ -228,11 +248,22 @@ def test_a_trial_started_after_its_study_is_full_is_surplus_never_runs_and_is_le
     assert len(studies.budget(study.trials)) == 2
 
 
-def test_killing_run_with_workers_lets_them_finish_their_trial_keeps_the_folder_locked_then_resumes(write_config, capsys):
+def test_killing_run_with_workers_lets_them_finish_their_trial_keeps_the_folder_locked_then_resumes(
+    write_config, capsys
+):
     config = write_config(
         bench(
             strategies=[{"name": "finetune", "epochs": 3, "freeze": 0.0}],
-            datasets=[{"name": "synthetic", "classes": 3, "size": 16, "train_per_class": 24, "val_per_class": 4, "test_per_class": 4}],
+            datasets=[
+                {
+                    "name": "synthetic",
+                    "classes": 3,
+                    "size": 16,
+                    "train_per_class": 24,
+                    "val_per_class": 4,
+                    "test_per_class": 4,
+                }
+            ],
             search={"n_trials": 4, "startup_trials": 4, "pruner": "none"},
         )
     )

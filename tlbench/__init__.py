@@ -59,6 +59,7 @@ def __getattr__(name: str):
         return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'tlbench' has no attribute {name!r}")
 
+
 __all__ = [
     "PLUGIN_API",
     "PLUGIN_API_VERSION",

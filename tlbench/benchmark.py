@@ -158,10 +158,14 @@ def _open(plan, splits, store, resources, progress, folder: Path, alone: bool) -
             done_before()
             pretrained = sum(plan.backbones[b].entry.pretrained for b in plan.backbones_for(key))
             done = sum(t.state in FINISHED for t in study.get_trials(deepcopy=False) if TrialRecord.from_trial(t).probe)
-            progress.study_started(key, done, max(pretrained, done + n))  # the streamed probes: one per pretrained backbone
+            progress.study_started(
+                key, done, max(pretrained, done + n)
+            )  # the streamed probes: one per pretrained backbone
             shown[:] = [key]
         objective = Objective(plan, splits[key], key, progress, resources)
-        _optimize(study, objective, n, None, resources, progress, write, lambda s: False, lambda: False, key, finish=False)
+        _optimize(
+            study, objective, n, None, resources, progress, write, lambda s: False, lambda: False, key, finish=False
+        )
 
     def done_before() -> None:
         if shown:
@@ -273,7 +277,17 @@ def run_studies(
 
 
 def _optimize(
-    study, objective, n_trials, timeout, resources, progress, on_trial, full, should_stop, label: str, finish: bool = True
+    study,
+    objective,
+    n_trials,
+    timeout,
+    resources,
+    progress,
+    on_trial,
+    full,
+    should_stop,
+    label: str,
+    finish: bool = True,
 ) -> None:
     """One study's loop, for the search and the repeats alike: trials until ``n_trials``
     or ``full(study)``, each reported, Ctrl-C checked after each."""

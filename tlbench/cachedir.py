@@ -46,7 +46,9 @@ class DiskFolder:
 
         tag = self.path / "CACHEDIR.TAG"
         if self.path.parent.exists() and not self.path.parent.is_dir():
-            raise UserError(f"training.cache.dir: {self.path.parent} is a file, not a folder; set cache.dir to a folder")
+            raise UserError(
+                f"training.cache.dir: {self.path.parent} is a file, not a folder; set cache.dir to a folder"
+            )
         if not self.path.exists() or (self.path.is_dir() and not any(self.path.iterdir())):
             return  # new, or made by a process killed before it wrote the tag
         if not (tag.is_file() and tag.read_text(encoding="utf-8", errors="replace") == _TAG):
@@ -108,7 +110,11 @@ class DiskFolder:
                     raw = json.loads(file.read_text(encoding="utf-8")) if file.is_file() else {}
                 except (ValueError, OSError):
                     raw = {}  # damaged: what it listed is forgotten (and left on disk), never guessed
-                index = {k: v for k, v in raw.items() if _KEY.match(k) and isinstance(v, dict)} if isinstance(raw, dict) else {}
+                index = (
+                    {k: v for k, v in raw.items() if _KEY.match(k) and isinstance(v, dict)}
+                    if isinstance(raw, dict)
+                    else {}
+                )
                 before = json.dumps(index, sort_keys=True)
                 yield index
                 after = json.dumps(index, sort_keys=True)

@@ -37,7 +37,9 @@ def _parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("-v", "--verbose", action="store_true", help="show tracebacks and plugin load errors")
     parser = argparse.ArgumentParser(
-        prog="tlbench", parents=[common], description="Benchmark transfer-learning recipes: backbones x strategies, searched with Optuna."
+        prog="tlbench",
+        parents=[common],
+        description="Benchmark transfer-learning recipes: backbones x strategies, searched with Optuna.",
     )
     sub = parser.add_subparsers(required=True, metavar="COMMAND")
 
@@ -80,7 +82,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir", type=Path)
     p.set_defaults(command=cmd_plot)
 
-    p = sub.add_parser("export", parents=[common], help="write a run's trials as a replayable table (tlbench-table JSON)")
+    p = sub.add_parser(
+        "export", parents=[common], help="write a run's trials as a replayable table (tlbench-table JSON)"
+    )
     p.add_argument("run_dir", type=Path)
     p.add_argument("--out", type=Path, help="where to write it (default: <run_dir>/table.json; -: standard output)")
     p.set_defaults(command=cmd_export)
@@ -141,7 +145,8 @@ def cmd_validate(args) -> int:
     loaded = planning.preflight(plan)
     results.check_resumable(results.run_dir(plan.bench, plan.base_dir), plan.bench)  # what `run` would refuse
     sizes = ", ".join(
-        f"{k} ({len(s.classes)} classes, {len(s.train)}/{len(s.val)}/{len(s.test)} train/val/test)" for k, s in loaded.items()
+        f"{k} ({len(s.classes)} classes, {len(s.train)}/{len(s.val)}/{len(s.test)} train/val/test)"
+        for k, s in loaded.items()
     )
     print(
         f"{args.config}: OK — datasets: {sizes}; backbones: {', '.join(plan.backbones)}; "
@@ -156,7 +161,9 @@ def cmd_run(args) -> int:
     from tlbench import benchmark
     from tlbench.progress import make_progress
 
-    plan = _load(args.config, verbose=args.verbose, run_name=args.run_name, n_trials=args.n_trials, storage=args.storage)
+    plan = _load(
+        args.config, verbose=args.verbose, run_name=args.run_name, n_trials=args.n_trials, storage=args.storage
+    )
     status = _console(stderr=True)
 
     def started(folder: Path, devices: list) -> None:
@@ -172,10 +179,18 @@ def cmd_run(args) -> int:
     _show(outcome.run, args.format, _console())
     _write_report(outcome.run, status)
     if outcome.worker_exit:  # the worker printed why; 2: a user error, anything else: a bug
-        status.print(f"a worker stopped with exit code {outcome.worker_exit}; finished trials are kept", markup=False, highlight=False)
+        status.print(
+            f"a worker stopped with exit code {outcome.worker_exit}; finished trials are kept",
+            markup=False,
+            highlight=False,
+        )
         return 2 if outcome.worker_exit == 2 else 1
     if outcome.interrupted:
-        status.print(f"interrupted ({interrupts.what()}): finished trials are kept; run the same command to go on", markup=False, highlight=False)
+        status.print(
+            f"interrupted ({interrupts.what()}): finished trials are kept; run the same command to go on",
+            markup=False,
+            highlight=False,
+        )
         return interrupts.exit_code()
     return 0
 
@@ -185,7 +200,9 @@ def cmd_worker(args) -> int:
     from tlbench.progress import make_progress
     from tlbench.record import WORKER
 
-    plan = _load(args.config, verbose=args.verbose, run_name=args.run_name, n_trials=args.n_trials, storage=args.storage)
+    plan = _load(
+        args.config, verbose=args.verbose, run_name=args.run_name, n_trials=args.n_trials, storage=args.storage
+    )
     if not plan.bench.search.storage:
         raise UserError(
             "worker: no shared storage; pass --storage URL (e.g. postgresql://user@host/db) or set search.storage, "
@@ -201,7 +218,11 @@ def cmd_worker(args) -> int:
     try:  # a worker on its own machine (no --parent) keeps a run folder here too, for `tlbench report`
         ran = benchmark.work(plan, progress, should_stop, run_folder=args.parent is None)
     except KeyboardInterrupt:
-        status.print(f"{name}: interrupted ({interrupts.what()}); its trial is recorded as interrupted", markup=False, highlight=False)
+        status.print(
+            f"{name}: interrupted ({interrupts.what()}); its trial is recorded as interrupted",
+            markup=False,
+            highlight=False,
+        )
         return interrupts.exit_code()
     status.print(f"{name}: done, {ran} trials run here", markup=False, highlight=False)
     return 0

@@ -233,7 +233,12 @@ def phase_problem(phase: Any, n_groups: int) -> str | None:
         return f"phase {phase.name}: weight_decay must be None or a finite number >= 0, got {phase.weight_decay!r}"
     if phase.group_lrs is not None:
         lrs = phase.group_lrs
-        if isinstance(lrs, (str, bytes)) or not hasattr(lrs, "__len__") or len(lrs) != n_groups or not all(map(_number, lrs)):
+        if (
+            isinstance(lrs, (str, bytes))
+            or not hasattr(lrs, "__len__")
+            or len(lrs) != n_groups
+            or not all(map(_number, lrs))
+        ):
             return (
                 f"phase {phase.name}: group_lrs must be {n_groups} finite numbers >= 0 for a backbone of {n_groups} "
                 f"groups (one per group, input to output), got {lrs!r}"
@@ -254,7 +259,12 @@ def splits_problem(splits: Any) -> str | None:
     if not isinstance(splits, DatasetSplits):
         return f"returned {type(splits).__name__}, expected tlbench.types.DatasetSplits"
     classes = splits.classes
-    if not isinstance(classes, tuple) or len(classes) < 2 or len(set(classes)) != len(classes) or not all(isinstance(c, str) for c in classes):
+    if (
+        not isinstance(classes, tuple)
+        or len(classes) < 2
+        or len(set(classes)) != len(classes)
+        or not all(isinstance(c, str) for c in classes)
+    ):
         return f"classes must be a tuple of 2 or more distinct names, got {classes!r}"
     n = len(classes)
     for name in ("train", "val", "test"):
@@ -266,7 +276,9 @@ def splits_problem(splits: Any) -> str | None:
             return f"the {name} split has label {bad!r}, but there are {n} classes (labels 0..{n - 1})"
         if len(set(split.ids)) != len(split.ids):
             return f"the {name} split lists an example id twice"
-    return disjoint_problem({name: getattr(splits, name) for name in ("train", "val", "test")}) or coverage_problem(splits)
+    return disjoint_problem({name: getattr(splits, name) for name in ("train", "val", "test")}) or coverage_problem(
+        splits
+    )
 
 
 def coverage_problem(splits: DatasetSplits, modality: str = "image") -> str | None:

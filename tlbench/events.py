@@ -179,7 +179,9 @@ def finished(trial: optuna.trial.FrozenTrial, dataset: str, study: str) -> Trial
         state = "failed"
         record = dataclasses.replace(record, failure=record.failure or "interrupted",
                                      fail_reason=record.fail_reason or f"interrupted by {interrupts.what()}")  # fmt: skip
-    curve = tuple(record.val_curve or ()) or tuple(trial.intermediate_values[k] for k in sorted(trial.intermediate_values))
+    curve = tuple(record.val_curve or ()) or tuple(
+        trial.intermediate_values[k] for k in sorted(trial.intermediate_values)
+    )
     reason = ""
     if state == "failed":
         reason = record.fail_reason or "see -v"
@@ -207,8 +209,17 @@ def start(plan, progress, folder, storage_url: str) -> Events:
         what = f"tracker '{tracker.record.name}': open()"
         try:
             if tracker.entry.optional and tracker.record.check is not None:  # validate warned; do not wait on it again
-                plugin_call(tracker.plugin, f"tracker '{tracker.record.name}': check()", lambda r=tracker.record: r.check(request))
-            opened.append((f"trackers[{i}] ({tracker.entry.name})", plugin_call(tracker.plugin, what, lambda r=tracker.record: r.open(request))))
+                plugin_call(
+                    tracker.plugin,
+                    f"tracker '{tracker.record.name}': check()",
+                    lambda r=tracker.record: r.check(request),
+                )
+            opened.append(
+                (
+                    f"trackers[{i}] ({tracker.entry.name})",
+                    plugin_call(tracker.plugin, what, lambda r=tracker.record: r.open(request)),
+                )
+            )
         except UserError as exc:
             if not tracker.entry.optional:
                 raise
@@ -227,4 +238,3 @@ def run_info(plan, folder, storage_url: str | None) -> RunInfo:
         studies={entry.key: study_name(plan.bench, entry.key) for entry, _ in plan.datasets},
         storage=storage_url, worker=WORKER, config=plan.bench.model_dump(mode="json"),
     )  # fmt: skip
-

@@ -146,6 +146,7 @@ def _search(model, trainable, x, reference, events, shapes) -> tuple[Cut, str]:
     at_input = Cut(name=INPUT, prefix=frozenset(), opened=frozenset(), stubs=(), feature_shape=tuple(x.shape[1:]))
     if not frozen:
         return at_input, ""
+
     # dropout after the last frozen layer (torchvision's classifier = Sequential(Dropout, Linear)) belongs to
     # the trained part: in the prefix it would run in eval mode, and never drop, in a head-only phase
     def holds(m: str, names: set[str]) -> bool:
@@ -175,7 +176,10 @@ def _search(model, trainable, x, reference, events, shapes) -> tuple[Cut, str]:
         if tried >= _MAX_VERIFICATIONS:
             break
     if tried:
-        return at_input, f"no module boundary after the frozen layers splits {type(model).__name__}; inputs cached instead"
+        return (
+            at_input,
+            f"no module boundary after the frozen layers splits {type(model).__name__}; inputs cached instead",
+        )
     return at_input, ""
 
 
@@ -346,7 +350,9 @@ class FeatureCache:
             return None
         try:
             loaded = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-            return Features(dict(loaded["splits"]), float(loaded["seconds"]), bool(loaded["channels_last"]), float(loaded["flops"]))
+            return Features(
+                dict(loaded["splits"]), float(loaded["seconds"]), bool(loaded["channels_last"]), float(loaded["flops"])
+            )
         except Exception:  # truncated or damaged: recomputed, and the file (ours) overwritten
             return None
 
@@ -368,12 +374,6 @@ class FeatureCache:
                 file=sys.stderr,
             )
             self.folder = None
-
-
-
-
-
-
 
 
 # --------------------------------------------------------------------------- keys

@@ -19,7 +19,13 @@ import pluggy
 from tlbench.types import Backbone, Dataset, RunInfo, Strategy, Tracker, TrialInfo
 
 hookspec = pluggy.HookspecMarker("tlbench")
-EVENT_HOOKS = ("tlbench_run_started", "tlbench_trial_started", "tlbench_epoch_done", "tlbench_trial_finished", "tlbench_run_finished")
+EVENT_HOOKS = (
+    "tlbench_run_started",
+    "tlbench_trial_started",
+    "tlbench_epoch_done",
+    "tlbench_trial_finished",
+    "tlbench_run_finished",
+)
 
 
 @hookspec

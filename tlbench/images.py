@@ -49,7 +49,9 @@ def to_rgb(image: Image.Image) -> Image.Image:
     try:
         return image.convert("RGB")
     except (ValueError, OSError) as exc:
-        raise ValueError(f"Pillow cannot convert its mode {mode} to RGB ({exc}); save it as 8-bit RGB or greyscale") from exc
+        raise ValueError(
+            f"Pillow cannot convert its mode {mode} to RGB ({exc}); save it as 8-bit RGB or greyscale"
+        ) from exc
 
 
 def _has_alpha(image: Image.Image) -> bool:

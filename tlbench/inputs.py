@@ -18,7 +18,10 @@ from tlbench.types import BadExample, BuiltBackbone, DataConfig, Inputs
 if TYPE_CHECKING:  # pragma: no cover - hints only
     import torch
 
-SIZE_UNITS = {"resolution": "px", "max_length": "tokens"}  # config fields (backbone entry, training) an Inputs.size_field may name
+SIZE_UNITS = {
+    "resolution": "px",
+    "max_length": "tokens",
+}  # config fields (backbone entry, training) an Inputs.size_field may name
 SIZE_FIELDS = tuple(SIZE_UNITS)
 MODALITY_NOUNS = {"image": "images", "text": "text"}  # for messages: "reads images"
 
@@ -36,7 +39,7 @@ def input_size(inputs: Inputs, entry: Any, training: Any) -> int:
 
 
 def noun(modality: str) -> str:
-    """"images", "text", or the modality's own name: for messages."""
+    """ "images", "text", or the modality's own name: for messages."""
     return MODALITY_NOUNS.get(modality, modality)
 
 
@@ -80,12 +83,16 @@ class ImageInputs:
         from torchvision import transforms as T
 
         dc = self.data_config
-        interp = T.InterpolationMode(dc.interpolation if dc.interpolation in ("bilinear", "bicubic", "nearest") else "bilinear")
+        interp = T.InterpolationMode(
+            dc.interpolation if dc.interpolation in ("bilinear", "bicubic", "nearest") else "bilinear"
+        )
         tail = [T.ToTensor(), T.Normalize(dc.mean, dc.std)]
         eval_tf = T.Compose([ToRGB(), T.Resize(int(math.floor(size / dc.crop_pct)), interp), T.CenterCrop(size), *tail])
         if not augment:
             return eval_tf, eval_tf
-        train_tf = T.Compose([ToRGB(), T.RandomResizedCrop(size, interpolation=interp), T.RandomHorizontalFlip(), *tail])
+        train_tf = T.Compose(
+            [ToRGB(), T.RandomResizedCrop(size, interpolation=interp), T.RandomHorizontalFlip(), *tail]
+        )
         return train_tf, eval_tf
 
     def example(self, n: int, size: int) -> torch.Tensor:

@@ -510,7 +510,9 @@ def check_trackers(plan: Plan) -> None:
         request = TrackerRequest(options=tracker.entry.options, run=run, base_dir=plan.base_dir)
         where = f"trackers[{i}] ({tracker.entry.name})"
         try:
-            plugin_call(tracker.plugin, f"tracker '{tracker.record.name}': check()", lambda r=tracker.record: r.check(request))
+            plugin_call(
+                tracker.plugin, f"tracker '{tracker.record.name}': check()", lambda r=tracker.record: r.check(request)
+            )
         except UserError as exc:
             if not tracker.entry.optional:
                 raise UserError(f"{where}: {exc}; or mark it 'optional: true'") from exc
@@ -521,7 +523,10 @@ def portfolio_history(plan: Plan) -> list[dict]:
     """The tables ``search.portfolio_from`` names (paths relative to the config file)."""
     from tlbench.portfolio import load_history
 
-    paths = [config_path(p, plan.base_dir, f"search.portfolio_from[{i}]") for i, p in enumerate(plan.bench.search.portfolio_from)]
+    paths = [
+        config_path(p, plan.base_dir, f"search.portfolio_from[{i}]")
+        for i, p in enumerate(plan.bench.search.portfolio_from)
+    ]
     for i, path in enumerate(paths):
         if not path.exists():
             raise UserError(

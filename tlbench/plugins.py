@@ -71,7 +71,9 @@ class PluginHost:
     pm: pluggy.PluginManager
     info: dict[str, PluginInfo] = field(default_factory=dict)
     failures: list[PluginFailure] = field(default_factory=list)
-    excluded: list[importlib.metadata.EntryPoint] = field(default_factory=list)  # installed, left out by TLBENCH_LOAD_PLUGINS
+    excluded: list[importlib.metadata.EntryPoint] = field(
+        default_factory=list
+    )  # installed, left out by TLBENCH_LOAD_PLUGINS
     restrict_problem: str = ""  # TLBENCH_LOAD_PLUGINS names something that is not installed: what to tell the user
 
 
@@ -100,7 +102,9 @@ def make_plugin_manager(
 def validation_problem(exc: pluggy.PluginValidationError) -> str:
     """pluggy's several-line complaint about a hook implementation, as one line."""
     text = " ".join(str(exc).split())
-    args = re.search(r"for hook '(\w+)'.*Argument\(s\) \{(.*?)\} are declared in the hookimpl but can not be found", text)
+    args = re.search(
+        r"for hook '(\w+)'.*Argument\(s\) \{(.*?)\} are declared in the hookimpl but can not be found", text
+    )
     if args:
         hook = args[1]
         spec = getattr(hookspecs, hook, None)
@@ -248,7 +252,9 @@ class Registry:
         family = self.families.get(prefix) if sep else None
         if family is not None and model and (family.record.known is None or family.record.known(model)):
             return family.record, model
-        raise UserError(f"unknown backbone '{name}'{self._suggest_backbone(name)}{self._missing_plugin('backbone', name)}")
+        raise UserError(
+            f"unknown backbone '{name}'{self._suggest_backbone(name)}{self._missing_plugin('backbone', name)}"
+        )
 
     def plugin_of(self, record: Any) -> str:
         """The name of the plugin that yielded ``record``."""

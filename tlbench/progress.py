@@ -130,7 +130,9 @@ class RichProgress(Progress):
             if task is not None:
                 self.bars.remove_task(task)
             self.bars.advance(self.trials)
-            self.bars.console.print(f"[{self.dataset}] trial {trial.number} {outcome(trial)}", markup=False, highlight=False)
+            self.bars.console.print(
+                f"[{self.dataset}] trial {trial.number} {outcome(trial)}", markup=False, highlight=False
+            )
 
     def trial_recovered(self, dataset, number, retried):
         message = f"trial {number} was interrupted: marked failed" + (", retrying it" * retried)

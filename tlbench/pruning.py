@@ -85,7 +85,9 @@ def make_pruner(search) -> optuna.pruners.BasePruner:
     ``prune_startup`` completed trials."""
     if search.pruner == "median":
         # Optuna may prune once step >= n_warmup_steps
-        inner = optuna.pruners.MedianPruner(n_startup_trials=search.prune_startup, n_warmup_steps=search.warmup_epochs + 1)
+        inner = optuna.pruners.MedianPruner(
+            n_startup_trials=search.prune_startup, n_warmup_steps=search.warmup_epochs + 1
+        )
     elif search.pruner == "asha":
         # asynchronous successive halving: rungs from warmup + 1 epochs, the top third goes on at each
         inner = optuna.pruners.SuccessiveHalvingPruner(min_resource=search.warmup_epochs + 1, reduction_factor=3)

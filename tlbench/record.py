@@ -38,7 +38,11 @@ class CacheUse:
         return self.source != "off" and self.at != INPUT
 
     def __str__(self) -> str:
-        return f"{self.phase}: off ({self.reason})" if self.source == "off" else f"{self.phase}: {self.source} at {self.at}"
+        return (
+            f"{self.phase}: off ({self.reason})"
+            if self.source == "off"
+            else f"{self.phase}: {self.source} at {self.at}"
+        )
 
 
 class Failure:
@@ -105,10 +109,14 @@ class TrialRecord:
         version is written once, when the trial starts (``write(trial, ..., "version")``),
         or with the attributes it was enqueued with."""
         for f in dataclasses.fields(self):
-            if (names and f.name not in names) or (not names and (getattr(self, f.name) is None or f.name == "version")):
+            if (names and f.name not in names) or (
+                not names and (getattr(self, f.name) is None or f.name == "version")
+            ):
                 continue
             value = getattr(self, f.name)
-            trial.set_user_attr(_KEYS.get(f.name, f.name), [dataclasses.asdict(u) for u in value] if f.name == "cache" else value)
+            trial.set_user_attr(
+                _KEYS.get(f.name, f.name), [dataclasses.asdict(u) for u in value] if f.name == "cache" else value
+            )
 
     def attrs(self) -> dict[str, Any]:
         """The fields that are set, as the user attributes :meth:`write` would store (for enqueue_trial)."""
@@ -192,7 +200,9 @@ def infeasible(record: TrialRecord, limits: dict[str, float | None]) -> str | No
     if record.infeasible:
         return record.infeasible
     measured = measured_costs(record)
-    over = [f"{k} {measured[k]:.3g} > {v:g}" for k, v in limits.items() if v is not None and (measured.get(k) or 0.0) > v]
+    over = [
+        f"{k} {measured[k]:.3g} > {v:g}" for k, v in limits.items() if v is not None and (measured.get(k) or 0.0) > v
+    ]
     return "search.constraints: " + ", ".join(over) if over else None
 
 

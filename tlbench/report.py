@@ -397,7 +397,9 @@ def trials_table(trials: pd.DataFrame, fmt: str = "rich") -> str:
     if fmt == "markdown":
         cells = shown.astype(object).where(shown.notna(), "")
         head = ["| " + " | ".join(shown.columns) + " |", "|" + "---|" * len(shown.columns)]
-        body = ["| " + " | ".join(str(v).replace("|", "\\|") for v in row) + " |" for row in cells.itertuples(index=False)]
+        body = [
+            "| " + " | ".join(str(v).replace("|", "\\|") for v in row) + " |" for row in cells.itertuples(index=False)
+        ]
         return "\n".join(head + body) + "\n"
     return shown.to_string(index=False) + "\n"
 

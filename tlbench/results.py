@@ -55,7 +55,9 @@ def write_atomic(path: Path, data: str | bytes) -> None:
     try:
         _write_atomic(path, data)
     except OSError as exc:
-        raise UserError(f"{path}: cannot write it ({exc.strerror or exc}); free space or fix permissions, then run the same command again") from exc
+        raise UserError(
+            f"{path}: cannot write it ({exc.strerror or exc}); free space or fix permissions, then run the same command again"
+        ) from exc
 
 
 def _write_atomic(path: Path, data: str | bytes) -> None:
@@ -63,7 +65,9 @@ def _write_atomic(path: Path, data: str | bytes) -> None:
     mode = "wb" if isinstance(data, bytes) else "w"
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        os.fchmod(fd, 0o666 & ~_read_umask())  # mkstemp makes 0600; a results file is as readable as any other the user makes
+        os.fchmod(
+            fd, 0o666 & ~_read_umask()
+        )  # mkstemp makes 0600; a results file is as readable as any other the user makes
         with os.fdopen(fd, mode, **({} if mode == "wb" else {"encoding": "utf-8"})) as f:
             f.write(data)
             f.flush()
@@ -91,7 +95,9 @@ def locked(folder: Path):
         folder.mkdir(parents=True, exist_ok=True)
         f = open(folder / ".lock", "a+", encoding="utf-8")  # noqa: SIM115 - closed below
     except OSError as exc:
-        raise UserError(f"results_dir: cannot create {folder} ({exc.strerror}); set results_dir to a writable folder") from exc
+        raise UserError(
+            f"results_dir: cannot create {folder} ({exc.strerror}); set results_dir to a writable folder"
+        ) from exc
     with f:
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -165,7 +171,9 @@ def resolve_storage(url: str | None, base: Path, field: str = "search.storage") 
         return url
     path = sqlite_path(url)
     if path is None:
-        raise UserError(f"{field}: {url} is an in-memory database that keeps nothing; give a file, e.g. sqlite:///study.db")
+        raise UserError(
+            f"{field}: {url} is an in-memory database that keeps nothing; give a file, e.g. sqlite:///study.db"
+        )
     if url.partition(":///")[2].startswith("file:") or path.is_absolute():  # SQLite URI form: as the user wrote it
         return url
     return sqlite_url((base / path).resolve())
@@ -207,7 +215,9 @@ def check_own_storage(folder: Path) -> None:
     try:
         recover_sqlite(db)
     except sqlite3.Error as exc:  # a damaged file
-        raise UserError(f"{db}: cannot be opened to finish a killed write ({exc}); restore it or give another --run name") from exc
+        raise UserError(
+            f"{db}: cannot be opened to finish a killed write ({exc}); restore it or give another --run name"
+        ) from exc
 
 
 def save_metadata(
@@ -226,7 +236,9 @@ def save_metadata(
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise UserError(f"results_dir: cannot create {folder} ({exc.strerror}); set results_dir to a writable folder") from exc
+        raise UserError(
+            f"results_dir: cannot create {folder} ({exc.strerror}); set results_dir to a writable folder"
+        ) from exc
     write_atomic(folder / "config.yaml", yaml.safe_dump(bench.model_dump(mode="json"), sort_keys=False))
     meta = {
         "format": FORMAT,
@@ -305,7 +317,16 @@ def load_run(folder: Path) -> Run:
     trials = trials_frame(store, meta["studies"], limits)
     repeats = trials_frame(store, meta.get("repeat_studies", {}))
     summary = summary_frame(trials, repeats)
-    return Run(folder, meta, env, config, trials, repeats, summary, screen_frame(_study_records(store, meta["studies"]), trials, summary))
+    return Run(
+        folder,
+        meta,
+        env,
+        config,
+        trials,
+        repeats,
+        summary,
+        screen_frame(_study_records(store, meta["studies"]), trials, summary),
+    )
 
 
 def read_environment(folder: Path) -> dict[str, Any]:
@@ -344,7 +365,9 @@ def read_meta(folder: Path) -> dict[str, Any]:
             "restore it, or delete it and run the same config again to rewrite it (the trials are in the storage)"
         )
     if int(meta.get("format", 1)) > FORMAT:
-        raise UserError(f"{folder}: written by a newer tlbench (run format {meta['format']}); upgrade tlbench to read it")
+        raise UserError(
+            f"{folder}: written by a newer tlbench (run format {meta['format']}); upgrade tlbench to read it"
+        )
     return meta
 
 
@@ -411,7 +434,9 @@ def trials_frame(store, studies: dict[str, str], limits: dict | None = None) -> 
             kind, reason = record_.failure(t, record)
             if kind != Failure.SURPLUS:  # never ran: workers racing for a study's last trial
                 row = _trial_row(dataset, t, record, kind, reason, gave_up.get(t.number))
-                rows.append(row | {"infeasible": infeasible(record, limits or {})} | per_class(record.test_correct, test_split))
+                rows.append(
+                    row | {"infeasible": infeasible(record, limits or {})} | per_class(record.test_correct, test_split)
+                )
     frame = pd.DataFrame(rows, columns=TRIAL_COLUMNS + ["repeat_of", "test_correct"])
     for column in INTEGER_COLUMNS:  # trial numbers stay integers where some rows have none (1, not 1.0)
         if column in frame:
@@ -454,7 +479,9 @@ MEASURED = [  # record fields copied as they are
 ]  # fmt: skip
 
 
-def _trial_row(dataset: str, t, record: TrialRecord, kind: str | None, reason: str, gave_up: str | None) -> dict[str, Any]:
+def _trial_row(
+    dataset: str, t, record: TrialRecord, kind: str | None, reason: str, gave_up: str | None
+) -> dict[str, Any]:
     curve = record.val_curve or [t.intermediate_values[k] for k in sorted(t.intermediate_values)]
     return {
         "dataset": dataset,

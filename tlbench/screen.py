@@ -186,7 +186,9 @@ def screen_backbones(plan, study, splits, resources, dataset_key: str, after=lam
         try:  # the screen only reports: a model it cannot take apart is recorded as not screened, with why
             taken, cut, where = train.frozen_features(built, splits, settings)
             if cut.name == features.INPUT:
-                StudyRecord.note_screen(study, key, {"skipped": "no cut before the head: its features cannot be taken out"})
+                StudyRecord.note_screen(
+                    study, key, {"skipped": "no cut before the head: its features cannot be taken out"}
+                )
                 continue
             x = {name: _pooled(taken.splits[name]) for name in ("train", "val")}
             train_, val = (x["train"], splits.train.labels), (x["val"], splits.val.labels)
@@ -200,7 +202,9 @@ def screen_backbones(plan, study, splits, resources, dataset_key: str, after=lam
             continue
         examples = len(splits.train) + len(splits.val)  # each passed once through the frozen prefix
         StudyRecord.note_screen(
-            study, key, scores | {"seconds": time.perf_counter() - start, "at": cut.name, "examples": examples, "features": where}
+            study,
+            key,
+            scores | {"seconds": time.perf_counter() - start, "at": cut.name, "examples": examples, "features": where},
         )
         after(key)
     apply_rule(study, plan.bench.search.screen)

@@ -49,7 +49,11 @@ class Range:
         return _is_int(self.low) and _is_int(self.high)
 
     def __str__(self) -> str:
-        return f"{self.low}..{self.high}" + " on a log scale" * bool(self.log) + (f" step {self.step}" if self.step else "")
+        return (
+            f"{self.low}..{self.high}"
+            + " on a log scale" * bool(self.log)
+            + (f" step {self.step}" if self.step else "")
+        )
 
 
 @dataclass(frozen=True)
@@ -69,12 +73,16 @@ def parse(spec: Any, *, strict: bool = False) -> Searched:
     spec = number(spec)
     if isinstance(spec, dict) and "choices" in spec:
         if set(spec) != {"choices"} or not isinstance(spec["choices"], list) or not spec["choices"]:
-            raise UserError(f"{spec!r}: write choices as {{choices: [a, b, ...]}} with at least one value and no other key")
+            raise UserError(
+                f"{spec!r}: write choices as {{choices: [a, b, ...]}} with at least one value and no other key"
+            )
         return Choices(tuple(number(v) for v in spec["choices"]))
     if isinstance(spec, dict) and {"low", "high"} <= set(spec):
         extra = set(spec) - _RANGE_KEYS
         if extra:
-            raise UserError(f"{spec!r}: unknown key {sorted(extra)[0]!r} in a range; a range has low, high, log and step")
+            raise UserError(
+                f"{spec!r}: unknown key {sorted(extra)[0]!r} in a range; a range has low, high, log and step"
+            )
         values = {k: number(v) for k, v in spec.items()}
         if not (_is_number(values["low"]) and _is_number(values["high"])):
             raise UserError(f"{spec!r}: low and high of a range must be numbers")
@@ -184,7 +192,9 @@ class TrialSpace:
                 value = trial.suggest_int(key, searched.low, searched.high, log=on_log, step=step)
                 high = searched.low + (searched.high - searched.low) // step * step
             else:
-                value = trial.suggest_float(key, float(searched.low), float(searched.high), log=on_log, step=searched.step)
+                value = trial.suggest_float(
+                    key, float(searched.low), float(searched.high), log=on_log, step=searched.step
+                )
                 high = float(searched.high)
         except (ValueError, TypeError) as exc:
             raise UserError(f"{self._at}{name}: bad search range {searched}: {exc}") from exc

@@ -121,7 +121,9 @@ def connect(url: str, heartbeat: int | None = None, on_lost=None) -> optuna.stor
         if killed:
             raise UserError(killed) from exc
         reason = str(exc).strip().splitlines()[0][:150] if str(exc).strip() else ""
-        raise UserError(f"search.storage: cannot open {url} ({type(exc).__name__}: {reason}); fix the URL or start the server") from exc
+        raise UserError(
+            f"search.storage: cannot open {url} ({type(exc).__name__}: {reason}); fix the URL or start the server"
+        ) from exc
 
 
 def check_storage_url(url: str | None) -> None:
@@ -137,9 +139,13 @@ def check_storage_url(url: str | None) -> None:
         parsed = sqlalchemy.engine.make_url(_driver_url(url))
         parsed.get_dialect()
     except sqlalchemy.exc.ArgumentError as exc:
-        raise UserError(f"search.storage: {url!r} is not a database URL; use e.g. postgresql://user@host/db or sqlite:///study.db") from exc
+        raise UserError(
+            f"search.storage: {url!r} is not a database URL; use e.g. postgresql://user@host/db or sqlite:///study.db"
+        ) from exc
     except sqlalchemy.exc.NoSuchModuleError as exc:
-        raise UserError(f"search.storage: {url}: SQLAlchemy knows no database '{url.partition(':')[0]}'; use postgresql, mysql or sqlite") from exc
+        raise UserError(
+            f"search.storage: {url}: SQLAlchemy knows no database '{url.partition(':')[0]}'; use postgresql, mysql or sqlite"
+        ) from exc
     except ImportError as exc:
         extra = "postgres" if url.startswith("postgres") else "mysql" if url.startswith("mysql") else None
         fix = f"pip install 'tlbench[{extra}]'" if extra else "install the database driver SQLAlchemy names"
@@ -255,12 +261,18 @@ def read_trials(store, study_name: str) -> list[StoredTrial] | None:
         trials = {tid: (number, optuna.trial.TrialState[state], {}, {}, {}, {}, {}) for tid, number, state in rows}
         of_study = "JOIN trials t ON t.trial_id = x.trial_id WHERE t.study_id = :s"
         for tid, name, value, dist in db.execute(
-            text(f"SELECT x.trial_id, x.param_name, x.param_value, x.distribution_json FROM trial_params x {of_study} ORDER BY x.param_id"), where
+            text(
+                f"SELECT x.trial_id, x.param_name, x.param_value, x.distribution_json FROM trial_params x {of_study} ORDER BY x.param_id"
+            ),
+            where,
         ):
             trials[tid][2][name] = _distribution(dist).to_external_repr(value)
             trials[tid][6][name] = _distribution(dist)
         for tid, objective, value, kind in db.execute(
-            text(f"SELECT x.trial_id, x.objective, x.value, x.value_type FROM trial_values x {of_study} ORDER BY x.trial_value_id"), where
+            text(
+                f"SELECT x.trial_id, x.objective, x.value, x.value_type FROM trial_values x {of_study} ORDER BY x.trial_value_id"
+            ),
+            where,
         ):
             trials[tid][3][objective] = _stored_float(value, kind)
         for tid, step, value, kind in db.execute(
@@ -269,7 +281,10 @@ def read_trials(store, study_name: str) -> list[StoredTrial] | None:
         ):  # fmt: skip
             trials[tid][4][step] = _stored_float(value, kind)
         for tid, key, value in db.execute(
-            text(f"SELECT x.trial_id, x.key, x.value_json FROM trial_user_attributes x {of_study} ORDER BY x.trial_user_attribute_id"), where
+            text(
+                f"SELECT x.trial_id, x.key, x.value_json FROM trial_user_attributes x {of_study} ORDER BY x.trial_user_attribute_id"
+            ),
+            where,
         ):
             trials[tid][5][key] = json.loads(value)
     return [

@@ -86,7 +86,9 @@ def _spread(row, repeats: pd.DataFrame | None) -> list:
         runs = repeats[mine & (repeats["state"] == "COMPLETE")]
     if runs.empty:  # no repeats: the test examples are the only source of noise
         # runs made before per-example results were stored have no interval
-        low, high = bootstrap_ci([decode(row["test_correct"])]) if isinstance(row["test_correct"], str) else (None, None)
+        low, high = (
+            bootstrap_ci([decode(row["test_correct"])]) if isinstance(row["test_correct"], str) else (None, None)
+        )
         return [0, row["test_accuracy"], None, low, high]
     low, high = bootstrap_ci([decode(bits) for bits in runs["test_correct"]])
     std = float(runs["test_accuracy"].std(ddof=1)) if len(runs) > 1 else None
@@ -165,7 +167,9 @@ def environment_flags(runs: list[Run]) -> list[str]:
         values = [str(run.environment.get(key)) for run in runs]
         if len(set(values)) > 1:
             kind = "hardware" if key in ("device", "cuda") else "versions"
-            flags.append(f"different {kind}: {key} = " + " vs ".join(values) + " (costs are not comparable as they are)")
+            flags.append(
+                f"different {kind}: {key} = " + " vs ".join(values) + " (costs are not comparable as they are)"
+            )
     return flags
 
 
@@ -174,14 +178,18 @@ def out_of_retries(trials: pd.DataFrame) -> pd.DataFrame:
     return trials[trials["gave_up"].notna()]
 
 
-def hypervolume_history(trials: pd.DataFrame, cost: str, fractions=(0.25, 0.5, 0.75, 1.0)) -> tuple[float, list[tuple[float, float]]]:
+def hypervolume_history(
+    trials: pd.DataFrame, cost: str, fractions=(0.25, 0.5, 0.75, 1.0)
+) -> tuple[float, list[tuple[float, float]]]:
     """A Pareto search's progress on one dataset: the hypervolume of the front of feasible
     completed trials (validation accuracy up, ``cost`` down; reference point accuracy 0
     and 1.1 x the costliest completed trial's cost) after the given fractions of the
     training GFLOPs the study spent (pruned trials count what they spent). Returns
     (reference cost, [(GFLOPs spent, hypervolume), ...])."""
     ordered = trials.sort_values("trial")
-    done = ordered[(ordered["state"] == "COMPLETE") & ordered["infeasible"].isna()].dropna(subset=[cost, "val_accuracy"])
+    done = ordered[(ordered["state"] == "COMPLETE") & ordered["infeasible"].isna()].dropna(
+        subset=[cost, "val_accuracy"]
+    )
     if done.empty:
         return float("nan"), []
     reference = 1.1 * float(done[cost].max())

@@ -52,7 +52,15 @@ from tlbench.types import (
     UserError,
 )
 
-__all__ = ["ConformanceError", "check_backbone", "check_dataset", "check_plugin", "check_strategy", "check_tracker", "records"]
+__all__ = [
+    "ConformanceError",
+    "check_backbone",
+    "check_dataset",
+    "check_plugin",
+    "check_strategy",
+    "check_tracker",
+    "records",
+]
 
 
 class ConformanceError(AssertionError):
@@ -156,10 +164,18 @@ def check_plugin(
             if record.family:
                 models = list((backbone_models or {}).get(record.name, ()))
                 if not models:
-                    raise _fail(name, f"backbone family '{record.name}'", "give model names to build: backbone_models={'%s': ['<model>']}" % record.name)
+                    raise _fail(
+                        name,
+                        f"backbone family '{record.name}'",
+                        "give model names to build: backbone_models={'%s': ['<model>']}" % record.name,
+                    )
                 for model in models:
-                    options = (backbone_options or {}).get(f"{record.name}:{model}", (backbone_options or {}).get(record.name))
-                    check_backbone(record, model, num_classes=num_classes, resolution=resolution, options=options, plugin=name)
+                    options = (backbone_options or {}).get(
+                        f"{record.name}:{model}", (backbone_options or {}).get(record.name)
+                    )
+                    check_backbone(
+                        record, model, num_classes=num_classes, resolution=resolution, options=options, plugin=name
+                    )
                     checked.append(f"backbone {record.name}:{model}")
             else:
                 options = (backbone_options or {}).get(record.name)
@@ -202,7 +218,11 @@ def check_backbone(
     if record.family and record.known is not None and model is not None and not record.known(model):
         raise _fail(plugin, label, f"known('{model}') is False for a model it is asked to build")
     request = BackboneRequest(
-        model=model or record.name, num_classes=num_classes, pretrained=pretrained, weights=weights, options=dict(options or {})
+        model=model or record.name,
+        num_classes=num_classes,
+        pretrained=pretrained,
+        weights=weights,
+        options=dict(options or {}),
     )
     built = _call(plugin, f"{label}: build()", lambda: record.build(request))
     problem = contract.built_problem(built) or contract.modality_problem(built, record)
@@ -214,7 +234,11 @@ def check_backbone(
     order = cost.first_use(model_, x)
     out = _call(plugin, f"{label}: forward", lambda: model_(x))
     if tuple(out.shape) != (2, num_classes):
-        raise _fail(plugin, label, f"output has shape {tuple(out.shape)} for 2 inputs, expected (2, {num_classes}): one logit per class")
+        raise _fail(
+            plugin,
+            label,
+            f"output has shape {tuple(out.shape)} for 2 inputs, expected (2, {num_classes}): one logit per class",
+        )
     _check_group_order(built, order, plugin, label)
     n = len(built.groups)
     for frozen in sorted({0, n // 2, n}):
@@ -255,7 +279,9 @@ def _check_gradients(built: BuiltBackbone, x, frozen: int, plugin: str, label: s
         )  # fmt: skip
     leaked = sorted(with_grad - trainable)
     if leaked:
-        raise _fail(plugin, label, f"with the first {frozen} groups frozen, frozen parameter {leaked[0]} got a gradient")
+        raise _fail(
+            plugin, label, f"with the first {frozen} groups frozen, frozen parameter {leaked[0]} got a gradient"
+        )
 
 
 # --------------------------------------------------------------------------- datasets
@@ -293,10 +319,21 @@ def check_dataset(
             if problem:
                 raise _fail(plugin, label, f"{name}.load({i}) {problem}")
     if sizes is not None and tuple(sizes) != (len(splits.train), len(splits.val), len(splits.test)):
-        raise _fail(plugin, label, f"splits have {len(splits.train)}/{len(splits.val)}/{len(splits.test)} examples, declared {tuple(sizes)}")
+        raise _fail(
+            plugin,
+            label,
+            f"splits have {len(splits.train)}/{len(splits.val)}/{len(splits.test)} examples, declared {tuple(sizes)}",
+        )
     again = load()
-    if any(getattr(again, n).ids != getattr(splits, n).ids or getattr(again, n).labels != getattr(splits, n).labels for n in ("train", "val", "test")):
-        raise _fail(plugin, label, f"loading twice with seed {seed} gave different splits; seed every random choice with request.seed")
+    if any(
+        getattr(again, n).ids != getattr(splits, n).ids or getattr(again, n).labels != getattr(splits, n).labels
+        for n in ("train", "val", "test")
+    ):
+        raise _fail(
+            plugin,
+            label,
+            f"loading twice with seed {seed} gave different splits; seed every random choice with request.seed",
+        )
     return splits
 
 
@@ -369,7 +406,9 @@ def _check_extra_loss(adapted, plugin: str, label: str) -> None:
     train.set_trainable(model, adapted.built, 0, adapted.trainable)
     x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     logits = model(x)
-    value = _call(plugin, f"{label}: extra_loss()", lambda: adapted.extra_loss(model, logits.float(), torch.tensor([0, 1])))
+    value = _call(
+        plugin, f"{label}: extra_loss()", lambda: adapted.extra_loss(model, logits.float(), torch.tensor([0, 1]))
+    )
     if not isinstance(value, torch.Tensor) or value.numel() != 1 or not torch.isfinite(value).all():
         raise _fail(plugin, f"{label}: extra_loss()", f"returned {value!r}; return a finite scalar tensor")
     if value.requires_grad:
@@ -404,7 +443,12 @@ def check_tracker(record: Tracker, options: Mapping[str, Any] | None = None, *, 
     request = TrackerRequest(options=dict(options or {}), run=run, base_dir=folder.parent.parent.parent)
     opened = _call(plugin, f"{label}: open()", lambda: record.open(request))
     try:
-        sink = events.Events(None, run, trackers=[(f"tracker {record.name}", opened)], warn=lambda text: _raise(_fail(plugin, label, text)))
+        sink = events.Events(
+            None,
+            run,
+            trackers=[(f"tracker {record.name}", opened)],
+            warn=lambda text: _raise(_fail(plugin, label, text)),
+        )
     except UserError as exc:  # a method named like an event hook that would never be called
         raise _fail(plugin, label, str(exc)) from exc
     record_ = TrialRecord(params={"lr_head": 0.01}, seed=0, phases=[{"name": "head", "epochs": 2}])
@@ -414,7 +458,11 @@ def check_tracker(record: Tracker, options: Mapping[str, Any] | None = None, *, 
     for epoch, accuracy in ((1, 0.5), (2, 0.75)):
         sink.epoch_done(trial, epoch, accuracy, {"head": [0.01 * epoch] * 3})  # learning_rates (API 1.5): three steps
     done = dataclasses.replace(record_, val_curve=[0.5, 0.75], test_accuracy=0.7, train_seconds=1.0, train_gflops=2.0)
-    sink.trial_finished(TrialInfo("data", "kit/run/data", 0, "tiny", "linear_probe", "complete", done, 2, (0.5, 0.75), (0.75,), seconds=1.5))
+    sink.trial_finished(
+        TrialInfo(
+            "data", "kit/run/data", 0, "tiny", "linear_probe", "complete", done, 2, (0.5, 0.75), (0.75,), seconds=1.5
+        )
+    )
     second = TrialInfo("data", "kit/run/data", 1, "tiny", "linear_probe", "running", record_, epochs=2)
     sink.trial_started(second)
     sink.epoch_done(second, 1, 0.6, {"head": [0.01] * 3})

@@ -82,7 +82,9 @@ def pick_device(name: str) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise UserError(f"training.device: {name} asked for, but CUDA is not available; use auto or cpu")
     if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
-        raise UserError(f"training.device: {name} asked for, but only {torch.cuda.device_count()} CUDA devices are visible")
+        raise UserError(
+            f"training.device: {name} asked for, but only {torch.cuda.device_count()} CUDA devices are visible"
+        )
     return device
 
 
@@ -158,7 +160,15 @@ def fit(
     inputs = inputs_of(built)
     train_tf, eval_tf = inputs.transforms(settings.size, settings.augment)
     order = EpochOrder(len(splits.train), torch.Generator().manual_seed(settings.seed))
-    run = _Run(model, settings, dtype, _Examples(splits, train_tf, eval_tf, settings, order), len(splits.train), on_epoch, on_spent)
+    run = _Run(
+        model,
+        settings,
+        dtype,
+        _Examples(splits, train_tf, eval_tf, settings, order),
+        len(splits.train),
+        on_epoch,
+        on_spent,
+    )
     run.on_rates = on_rates
     probe = inputs.example(2, settings.size).to(settings.device)
     run.extra_loss = extra_loss
@@ -170,11 +180,28 @@ def fit(
         cut, _ = finder(model, trainable, probe)
         off = _phase_off(phase, extra_loss)
         data, use, extraction = _phase_data(
-            model, cut, splits, run.examples, eval_tf, settings, dtype, order, phase.name, off, augmenting=train_tf is not eval_tf
+            model,
+            cut,
+            splits,
+            run.examples,
+            eval_tf,
+            settings,
+            dtype,
+            order,
+            phase.name,
+            off,
+            augmenting=train_tf is not eval_tf,
         )
         run.sources.append(use)
         run.seconds += extraction
-        run.phase(phase, make_optimizer(model, built, trainable, phase, settings.weight_decay), cut, data, probe, last=phase is active[-1])
+        run.phase(
+            phase,
+            make_optimizer(model, built, trainable, phase, settings.weight_decay),
+            cut,
+            data,
+            probe,
+            last=phase is active[-1],
+        )
     return FitResult(
         val_curve=run.curve,
         test_correct=run.test,
@@ -190,7 +217,9 @@ def fit(
 class _Run:
     """One fit's running state: the curve so far, time and FLOPs spent, where data came from."""
 
-    def __init__(self, model: nn.Module, settings: TrainSettings, dtype, examples: _Examples, n_train: int, on_epoch, on_spent):
+    def __init__(
+        self, model: nn.Module, settings: TrainSettings, dtype, examples: _Examples, n_train: int, on_epoch, on_spent
+    ):
         self.model, self.settings, self.dtype, self.examples, self.on_epoch = model, settings, dtype, examples, on_epoch
         self.on_spent = on_spent
         self.n_train = n_train
@@ -215,7 +244,20 @@ class _Run:
             for _ in range(phase.epochs):
                 start = time.perf_counter()
                 rates: dict[str, list[float]] = {group["name"]: [] for group in optimizer.param_groups}
-                n = _train_epoch(runner, net, cut, data, optimizer, schedule, self.scaler, device, dtype, phase, self.extra_loss, rates)
+                n = _train_epoch(
+                    runner,
+                    net,
+                    cut,
+                    data,
+                    optimizer,
+                    schedule,
+                    self.scaler,
+                    device,
+                    dtype,
+                    phase,
+                    self.extra_loss,
+                    rates,
+                )
                 self.seconds += time.perf_counter() - start
                 self.flops += step_flops * n
                 self.curve.append(evaluate(runner, data.eval("val"), device, dtype, data.channels_last))
@@ -316,7 +358,19 @@ def _phase_off(phase: Phase, extra_loss) -> str:
     return ""
 
 
-def _phase_data(model, cut, splits, examples, eval_tf, settings: TrainSettings, dtype, order, phase: str, off: str = "", augmenting=False):
+def _phase_data(
+    model,
+    cut,
+    splits,
+    examples,
+    eval_tf,
+    settings: TrainSettings,
+    dtype,
+    order,
+    phase: str,
+    off: str = "",
+    augmenting=False,
+):
     """(data for the phase, where it came from, seconds spent extracting features).
 
     The source is "memory" / "disk" (cache hits), "extracted" (computed now and
@@ -331,7 +385,9 @@ def _phase_data(model, cut, splits, examples, eval_tf, settings: TrainSettings, 
     return _Cached(cached, splits, settings, order), features.CacheUse(phase, where, at=cut.name), seconds
 
 
-def _from_cache(model, cut, splits: DatasetSplits, eval_tf, settings: TrainSettings, dtype) -> tuple[features.Features, str]:
+def _from_cache(
+    model, cut, splits: DatasetSplits, eval_tf, settings: TrainSettings, dtype
+) -> tuple[features.Features, str]:
     """The prefix's outputs from the feature cache ("memory", "disk"), or extracted now
     and put there ("extracted")."""
     key = features.cache_key(model, cut, settings.data_key, repr(eval_tf), precision_name(dtype), settings.device)
@@ -343,7 +399,9 @@ def _from_cache(model, cut, splits: DatasetSplits, eval_tf, settings: TrainSetti
     return cached, where
 
 
-def frozen_features(built: BuiltBackbone, splits: DatasetSplits, settings: TrainSettings) -> tuple[features.Features, features.Cut, str]:
+def frozen_features(
+    built: BuiltBackbone, splits: DatasetSplits, settings: TrainSettings
+) -> tuple[features.Features, features.Cut, str]:
     """The outputs of ``built``'s frozen layers up to its head (a linear probe's cut) for
     every split, through the eval transform: from the feature cache when a trial (or an
     earlier call) put them there, else extracted and put there, so that the screen and
@@ -476,7 +534,9 @@ def make_optimizer(model: nn.Module, built: BuiltBackbone, trainable: set[str], 
     ]
     decay = weight_decay if phase.weight_decay is None else phase.weight_decay
     if phase.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=phase.lr_backbone, momentum=phase.momentum, nesterov=phase.momentum > 0, weight_decay=decay)
+        return torch.optim.SGD(
+            groups, lr=phase.lr_backbone, momentum=phase.momentum, nesterov=phase.momentum > 0, weight_decay=decay
+        )
     return torch.optim.AdamW(groups, weight_decay=decay)
 
 
@@ -524,7 +584,18 @@ def train_batches(n: int, batch_size: int) -> int:
 
 
 def _train_epoch(
-    runner, model, cut, data: _Data, optimizer, schedule, scaler, device, dtype, phase: Phase, extra_loss=None, rates=None
+    runner,
+    model,
+    cut,
+    data: _Data,
+    optimizer,
+    schedule,
+    scaler,
+    device,
+    dtype,
+    phase: Phase,
+    extra_loss=None,
+    rates=None,
 ) -> int:
     """One pass over the training data; ``runner`` is ``model`` or its compiled form;
     ``rates``: group name -> list, each step's learning rate appended."""
@@ -541,7 +612,15 @@ def _train_epoch(
             for group in optimizer.param_groups:
                 rates[group["name"]].append(group["lr"])
         try:
-            loss = _train_step(runner, _to(x, device, data.channels_last), y.to(device, non_blocking=True), optimizer, scaler, dtype, extra)
+            loss = _train_step(
+                runner,
+                _to(x, device, data.channels_last),
+                y.to(device, non_blocking=True),
+                optimizer,
+                scaler,
+                dtype,
+                extra,
+            )
         except torch.OutOfMemoryError as exc:
             raise TrialFailed(f"out of memory in phase {phase.name} at batch size {len(x)}") from exc
         bad = torch.where((bad == 0) & ~torch.isfinite(loss), loss, bad)
@@ -580,7 +659,9 @@ def _train_step(model, x, y, optimizer, scaler, dtype, extra=None) -> torch.Tens
     return loss.detach().float()
 
 
-def evaluate(model: nn.Module, loader, device: torch.device, dtype: torch.dtype | None, channels_last: bool = True) -> float:
+def evaluate(
+    model: nn.Module, loader, device: torch.device, dtype: torch.dtype | None, channels_last: bool = True
+) -> float:
     """Top-1 accuracy on ``loader``."""
     correct = correctness(model, loader, device, dtype, channels_last)
     return sum(correct) / max(len(correct), 1)

@@ -87,7 +87,15 @@ class Objective:
     ``repeats``: the study holds enqueued seed repeats only (see :mod:`tlbench.benchmark`).
     """
 
-    def __init__(self, plan: Plan, splits: DatasetSplits, dataset_key: str, events, resources: TrialResources, repeats: bool = False):
+    def __init__(
+        self,
+        plan: Plan,
+        splits: DatasetSplits,
+        dataset_key: str,
+        events,
+        resources: TrialResources,
+        repeats: bool = False,
+    ):
         self.plan, self.splits, self.dataset_key, self.resources = plan, splits, dataset_key, resources
         self.events = as_events(events)  # a bare Progress works too (tests, benchmark scripts)
         self.repeats = repeats
@@ -100,7 +108,9 @@ class Objective:
         surplus = self.surplus(trial)
         if surplus:
             TrialRecord(failure=Failure.SURPLUS, fail_reason=f"surplus: not run, {surplus}").write(trial)
-            raise train.TrialFailed(f"surplus: not run, {surplus}", kind=Failure.SURPLUS)  # the callback then stops the study
+            raise train.TrialFailed(
+                f"surplus: not run, {surplus}", kind=Failure.SURPLUS
+            )  # the callback then stops the study
         TrialRecord(host=platform.node(), worker=WORKER).write(trial, "host", "worker", "version")
         with self.resources.device() as device:
             # libraries that allocate on "the current GPU" use this trial's
@@ -108,7 +118,9 @@ class Objective:
                 try:
                     return self._run(trial, device)
                 except KeyboardInterrupt:  # Optuna marks it failed; this says why
-                    TrialRecord(failure=Failure.INTERRUPTED, fail_reason=f"interrupted by {interrupts.what()}").write(trial)
+                    TrialRecord(failure=Failure.INTERRUPTED, fail_reason=f"interrupted by {interrupts.what()}").write(
+                        trial
+                    )
                     raise
 
     def surplus(self, trial: optuna.Trial) -> str | None:
@@ -117,14 +129,22 @@ class Objective:
         are given out one at a time (Optuna locks the study row), so the first
         ``n_trials`` trials of the budget run and any later one is surplus."""
         if self.repeats:
-            return None if TrialRecord.from_trial(trial).repeat_of is not None else "every enqueued repeat was taken by other workers"
+            return (
+                None
+                if TrialRecord.from_trial(trial).repeat_of is not None
+                else "every enqueued repeat was taken by other workers"
+            )
         if TrialRecord.from_trial(trial).probe:
             return None  # the screen's probes run outside n_trials
         total = self.plan.bench.search.n_trials
         if total is None:
             return None
         ahead = [t for t in budget(trial.study.get_trials(deepcopy=False)) if t.number < trial.number]
-        return f"the study already had its {total} trials (other workers took the last ones)" if len(ahead) >= total else None
+        return (
+            f"the study already had its {total} trials (other workers took the last ones)"
+            if len(ahead) >= total
+            else None
+        )
 
     def _run(self, trial: optuna.Trial, device) -> float:
         import torch
@@ -232,7 +252,9 @@ class Objective:
 
         interrupts.check()
         so_far.curve.append(accuracy)
-        self.events.epoch_done(running(trial, self.dataset_key, so_far.epochs, so_far.curve), epoch, accuracy, so_far.rates)
+        self.events.epoch_done(
+            running(trial, self.dataset_key, so_far.epochs, so_far.curve), epoch, accuracy, so_far.rates
+        )
         search = self.plan.bench.search
         if search.objective == "pareto":  # Optuna cannot report or prune multi-objective trials: the curve is ours
             TrialRecord(val_curve=list(so_far.curve)).write(trial)
@@ -262,10 +284,14 @@ class Objective:
         example = lambda n: inputs_of(built).example(n, settings.size)  # noqa: E731
 
         def speed() -> dict:
-            throughput, latency = cost.inference_speed(built.model, example, device, settings.batch_size, train.autocast_dtype(device))
+            throughput, latency = cost.inference_speed(
+                built.model, example, device, settings.batch_size, train.autocast_dtype(device)
+            )
             return {"throughput": throughput, "latency_ms": latency}
 
-        return self.resources.measure(("speed", *arch, settings.size, settings.batch_size, cost.device_name(device)), speed)
+        return self.resources.measure(
+            ("speed", *arch, settings.size, settings.batch_size, cost.device_name(device)), speed
+        )
 
     def _measured(self, built, settings, arch: tuple, result) -> TrialRecord:
         from tlbench import cost
@@ -307,7 +333,9 @@ class _ExtraLoss:
         value = plugin_call(self.strategy.plugin, what, lambda: self.fn(model, logits, targets))
         if not isinstance(value, torch.Tensor) or value.numel() != 1:
             shape = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
-            raise UserError(f"plugin {self.strategy.plugin}: {what} returned {shape}; return a scalar tensor (one value)")
+            raise UserError(
+                f"plugin {self.strategy.plugin}: {what} returned {shape}; return a scalar tensor (one value)"
+            )
         return value.reshape(()).float()
 
 
@@ -372,4 +400,3 @@ def _structure(model) -> str:
     for name, param in model.named_parameters():
         h.update(f"{name}{tuple(param.shape)};".encode())
     return h.hexdigest()[:16]
-

@@ -22,7 +22,10 @@ def tlbench_strategies():
     yield Strategy(
         name="head_and_last_norm",
         options={"lr": [1e-3, 1e-1], "epochs": 2},
-        suggest=lambda space, o: {"lr": space.suggest("lr", o["lr"], log=True), "epochs": space.suggest("epochs", o["epochs"])},
+        suggest=lambda space, o: {
+            "lr": space.suggest("lr", o["lr"], log=True),
+            "epochs": space.suggest("epochs", o["epochs"]),
+        },
         # every group frozen: only the head and the adapted parameters train
         phases=lambda p, n_groups: [Phase("head+norm", p["epochs"], n_groups, p["lr"], p["lr"])],
         adapt=adapt,

@@ -29,7 +29,9 @@ def load_csv_images(request):
         load=lambda i: _open(files[i]),
     )
     val, test, train = stratified_split(everything.labels, [0.2, 0.2], request.seed)
-    return DatasetSplits(train=everything.subset(train), val=everything.subset(val), test=everything.subset(test), classes=classes)
+    return DatasetSplits(
+        train=everything.subset(train), val=everything.subset(val), test=everything.subset(test), classes=classes
+    )
 
 
 def _open(path):

@@ -17,7 +17,11 @@ class JsonLines:
         path = request.options.get("path")
         if path is None and request.run.folder is None:
             raise UserError("trackers: jsonl: this process has no run folder; set 'path:'")
-        self.path = config_path(path, request.base_dir, "trackers: jsonl: path") if path is not None else request.run.folder / "trials.jsonl"
+        self.path = (
+            config_path(path, request.base_dir, "trackers: jsonl: path")
+            if path is not None
+            else request.run.folder / "trials.jsonl"
+        )
         self.run = request.run.run
 
     @tlbench.hookimpl
@@ -40,4 +44,6 @@ class JsonLines:
 
 @tlbench.hookimpl
 def tlbench_trackers():
-    yield Tracker(name="jsonl", open=JsonLines, options={"path": "file to append to (default: <run folder>/trials.jsonl)"})
+    yield Tracker(
+        name="jsonl", open=JsonLines, options={"path": "file to append to (default: <run folder>/trials.jsonl)"}
+    )

@@ -25,7 +25,15 @@ def suggest(space, options):
 def phases(params, n_groups):
     frozen = frozen_groups(params["freeze"], n_groups)
     return [
-        Phase("l2sp", params["epochs"], frozen, params["lr_backbone"], params["lr_head"], warmup_epochs=0.5, weight_decay=0.0)
+        Phase(
+            "l2sp",
+            params["epochs"],
+            frozen,
+            params["lr_backbone"],
+            params["lr_head"],
+            warmup_epochs=0.5,
+            weight_decay=0.0,
+        )
     ]
 
 
@@ -51,7 +59,13 @@ def adapt(built, params):
 def tlbench_strategies():
     yield Strategy(
         name="l2sp",
-        options={"epochs": 3, "freeze": [0.0, 0.5], "lr_backbone": [1e-4, 1e-2], "lr_head": [1e-3, 1e-1], "alpha": [1e-4, 1e-1]},
+        options={
+            "epochs": 3,
+            "freeze": [0.0, 0.5],
+            "lr_backbone": [1e-4, 1e-2],
+            "lr_head": [1e-3, 1e-1],
+            "alpha": [1e-4, 1e-1],
+        },
         suggest=suggest,
         phases=phases,
         adapt=adapt,

@@ -39,7 +39,13 @@ def test_the_guide_holds_the_generated_reference():
 
 def test_the_reference_shows_fields_the_readme_leaves_out():
     text = configdoc.reference()
-    for field in ("datasets[].label", "results_dir", "datasets[].per_class", "datasets[].val_samples", "search.startup_trials"):
+    for field in (
+        "datasets[].label",
+        "results_dir",
+        "datasets[].per_class",
+        "datasets[].val_samples",
+        "search.startup_trials",
+    ):
         assert f"`{field}`" in text
 
 
@@ -54,7 +60,7 @@ def test_the_guide_holds_the_trial_record_and_every_reserved_name_and_adapted_fi
     doc = (ROOT / "docs" / "plugins.md").read_text(encoding="utf-8")
     start, end = doc.index(configdoc.RECORD_START), doc.index(configdoc.RECORD_END) + len(configdoc.RECORD_END)
     assert doc[start:end] == configdoc.record_reference(), "regenerate it: python -m tlbench.configdoc --record"
-    reserved = doc[doc.index("## Reserved names"):]
+    reserved = doc[doc.index("## Reserved names") :]
     reserved = reserved[: reserved.index("\n## ", 1)]
     for record, names in contract.RESERVED_OPTIONS.items():
         row = next(line for line in reserved.splitlines() if line.startswith(f"| `{record.__name__}` |"))

@@ -18,7 +18,12 @@ def _study(store, name: str, rows: list[tuple]) -> None:
     """rows: (backbone, strategy, val, test, train_seconds, train_gflops)."""
     study = optuna.create_study(study_name=name, storage=store, direction="maximize")
     for backbone, strategy, val, test, seconds, gflops in rows:
-        record = TrialRecord(test_accuracy=test, train_seconds=seconds, train_gflops=gflops, test_correct="1" * int(test * 10) + "0" * (10 - int(test * 10)))
+        record = TrialRecord(
+            test_accuracy=test,
+            train_seconds=seconds,
+            train_gflops=gflops,
+            test_correct="1" * int(test * 10) + "0" * (10 - int(test * 10)),
+        )
         study.add_trial(optuna.trial.create_trial(
             state=COMPLETE, value=val, params={"backbone": backbone, "strategy": strategy},
             distributions={"backbone": optuna.distributions.CategoricalDistribution(["a", "b"]),
@@ -51,7 +56,15 @@ def test_the_summary_takes_the_best_by_validation_ties_to_less_training_then_the
 
 
 def test_pareto_marks_rows_no_other_beats_on_accuracy_and_training_flops():
-    trials = _trials({"d": [("a", "probe", 0.8, 0.7, 1.0, 1.0), ("a", "tune", 0.9, 0.9, 1.0, 5.0), ("b", "tune", 0.9, 0.6, 1.0, 9.0)]})
+    trials = _trials(
+        {
+            "d": [
+                ("a", "probe", 0.8, 0.7, 1.0, 1.0),
+                ("a", "tune", 0.9, 0.9, 1.0, 5.0),
+                ("b", "tune", 0.9, 0.6, 1.0, 9.0),
+            ]
+        }
+    )
     summary = tables.summary_frame(trials)
     assert dict(zip(zip(summary["backbone"], summary["strategy"]), summary["pareto"])) == {
         ("a", "tune"): True, ("a", "probe"): True, ("b", "tune"): False,
@@ -73,5 +86,7 @@ def test_compare_aligns_runs_and_keeps_rows_missing_from_one():
     second = _trials({"d": [("a", "probe", 0.8, 0.8, 5.0, 1.0)]})
     runs = [results.Run(None, {}, {}, {}, t, t.iloc[0:0], tables.summary_frame(t)) for t in (first, second)]
     table = tables.compare_frame(runs).set_index("strategy")
-    assert math.isclose(table.loc["probe", "d_test_1"], 0.1) and math.isclose(table.loc["probe", "d_train_seconds_1"], -0.5)
+    assert math.isclose(table.loc["probe", "d_test_1"], 0.1) and math.isclose(
+        table.loc["probe", "d_train_seconds_1"], -0.5
+    )
     assert pd.isna(table.loc["tune", "test_1"])

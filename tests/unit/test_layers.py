@@ -52,7 +52,12 @@ def imports() -> list[tuple[str, str, int]]:
         for node in ast.walk(tree):
             if getattr(node, "lineno", None) in hints:
                 continue
-            if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module and node.module.split(".")[0] == "tlbench":
+            if (
+                isinstance(node, ast.ImportFrom)
+                and node.level == 0
+                and node.module
+                and node.module.split(".")[0] == "tlbench"
+            ):
                 parts = node.module.split(".")
                 if len(parts) > 1:
                     out.append((me, parts[1], node.lineno))

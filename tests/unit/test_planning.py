@@ -27,7 +27,9 @@ def test_a_plan_keys_everything_by_its_config_key(tmp_path):
 def test_an_ambiguous_pair_in_a_config_is_refused_with_both_spellings(tmp_path):
     with pytest.raises(UserError, match=r"strategies\[0\] \(finetune\): epochs: \[3, 10\] could be the range 3..10"):
         _plan(tmp_path, strategies=[{"name": "finetune", "epochs": [3, 10]}])
-    with pytest.raises(UserError, match=r"training.batch_size: \[16, 32\] could be the range 16..32 or one of the two values"):
+    with pytest.raises(
+        UserError, match=r"training.batch_size: \[16, 32\] could be the range 16..32 or one of the two values"
+    ):
         parse_config(tiny_benchmark(training={"batch_size": [16, 32]}))
     plan = _plan(tmp_path, strategies=[{"name": "finetune", "epochs": {"low": 3, "high": 10}}])
     assert "epochs" in plan.strategies["finetune"].searched
@@ -41,9 +43,16 @@ def test_config_options_are_parsed_once_numbers_from_text_included():
 
 
 def test_recipe_params_are_the_names_optuna_stores(tmp_path):
-    plan = _plan(tmp_path, strategies=[{"name": "finetune", "epochs": 1}], training={"batch_size": {"choices": [8, 16]}})
+    plan = _plan(
+        tmp_path, strategies=[{"name": "finetune", "epochs": 1}], training={"batch_size": {"choices": [8, 16]}}
+    )
     params = recipe_params(plan, "timm:test_resnet-scratch", "finetune", {"lr_head": "1e-2", "batch_size": 8})
-    assert params == {"backbone": "timm:test_resnet-scratch", "strategy": "finetune", "finetune.lr_head": 0.01, "batch_size": 8}
+    assert params == {
+        "backbone": "timm:test_resnet-scratch",
+        "strategy": "finetune",
+        "finetune.lr_head": 0.01,
+        "batch_size": 8,
+    }
     check_recipe(plan, params)
     with pytest.raises(UserError, match="params.epochs: not a searched parameter of finetune"):
         recipe_params(plan, "timm:test_resnet-scratch", "finetune", {"epochs": 2})
@@ -78,9 +87,18 @@ def _split(labels, prefix):
     "splits, problem",
     [
         (DatasetSplits(_split([0, 1], "a"), _split([0], "b"), _split([1], "c"), ("x", "y")), None),
-        (DatasetSplits(_split([0, 1], "a"), _split([0], "a"), _split([1], "c"), ("x", "y")), "example a0 is in both the train and the val split"),
-        (DatasetSplits(_split([0, 2], "a"), _split([0], "b"), _split([1], "c"), ("x", "y")), "the train split has label 2, but there are 2 classes"),
-        (DatasetSplits(_split([0, 0], "a"), _split([0], "b"), _split([1], "c"), ("x", "y")), "class 'y' has no training example"),
+        (
+            DatasetSplits(_split([0, 1], "a"), _split([0], "a"), _split([1], "c"), ("x", "y")),
+            "example a0 is in both the train and the val split",
+        ),
+        (
+            DatasetSplits(_split([0, 2], "a"), _split([0], "b"), _split([1], "c"), ("x", "y")),
+            "the train split has label 2, but there are 2 classes",
+        ),
+        (
+            DatasetSplits(_split([0, 0], "a"), _split([0], "b"), _split([1], "c"), ("x", "y")),
+            "class 'y' has no training example",
+        ),
         (DatasetSplits(_split([0, 1], "a"), _split([0], "b"), _split([1], "c"), ("x",)), "2 or more distinct names"),
         ("splits", "returned str, expected tlbench.types.DatasetSplits"),
     ],

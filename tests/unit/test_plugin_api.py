@@ -32,10 +32,22 @@ def test_reserved_names_are_the_schema_fields_and_what_the_host_draws():
 @pytest.mark.parametrize(
     "record, expected",
     [
-        (Dataset("d", load=print, options={"per_class": "mine"}), "option 'per_class' is a name tlbench reserves for every dataset"),
-        (Dataset("d", load=print, options={"label": "mine"}), "option 'label' is a name tlbench reserves for every dataset"),
-        (Backbone("b", build=print, options={"resolution": "mine"}), "option 'resolution' is a name tlbench reserves for every backbone"),
-        (Strategy("s", print, print, options={"weight_decay": 0.1}), "option 'weight_decay' is a name tlbench reserves for every strategy"),
+        (
+            Dataset("d", load=print, options={"per_class": "mine"}),
+            "option 'per_class' is a name tlbench reserves for every dataset",
+        ),
+        (
+            Dataset("d", load=print, options={"label": "mine"}),
+            "option 'label' is a name tlbench reserves for every dataset",
+        ),
+        (
+            Backbone("b", build=print, options={"resolution": "mine"}),
+            "option 'resolution' is a name tlbench reserves for every backbone",
+        ),
+        (
+            Strategy("s", print, print, options={"weight_decay": 0.1}),
+            "option 'weight_decay' is a name tlbench reserves for every strategy",
+        ),
         (Tracker("t", open=print, options={"name": "x"}), "option 'name' is a name tlbench reserves for every tracker"),
     ],
 )
@@ -44,8 +56,9 @@ def test_an_option_named_like_a_host_field_is_refused_when_the_plugin_loads(reco
 
 
 def test_a_parameter_named_like_a_training_setting_is_refused():
-    assert "a name the host draws for every trial (reserved: backbone, strategy, batch_size, weight_decay)" in contract.suggest_problem(
-        {"lr": 0.1, "batch_size": 16}
+    assert (
+        "a name the host draws for every trial (reserved: backbone, strategy, batch_size, weight_decay)"
+        in contract.suggest_problem({"lr": 0.1, "batch_size": 16})
     )
     assert contract.suggest_problem({"lr": 0.1}) is None
 
@@ -71,7 +84,9 @@ def test_the_default_schedule_is_the_old_cosine_to_zero_at_every_step():
 
 def test_warm_up_then_each_schedule():
     for schedule in ("cosine", "linear", "constant"):
-        factor = train.lr_factor(Phase("p", 2, 0, 0.1, 0.1, schedule=schedule, warmup_epochs=0.5), 10)  # 20 steps, 5 warm-up
+        factor = train.lr_factor(
+            Phase("p", 2, 0, 0.1, 0.1, schedule=schedule, warmup_epochs=0.5), 10
+        )  # 20 steps, 5 warm-up
         assert [round(factor(i), 6) for i in range(5)] == [round(k / 6, 6) for k in range(1, 6)]
         assert factor(5) == 1.0
         last = factor(19)
@@ -106,7 +121,9 @@ def test_rates_per_group_reach_their_groups_and_adapters_in_frozen_groups_take_l
 def test_sgd_and_a_phase_weight_decay():
     built = _built()
     trainable = train.set_trainable(built.model, built, 0)
-    optimizer = train.make_optimizer(built.model, built, trainable, Phase("p", 1, 0, 0.1, 0.2, optimizer="sgd", momentum=0.8, weight_decay=0.0), 0.05)
+    optimizer = train.make_optimizer(
+        built.model, built, trainable, Phase("p", 1, 0, 0.1, 0.2, optimizer="sgd", momentum=0.8, weight_decay=0.0), 0.05
+    )
     assert isinstance(optimizer, torch.optim.SGD)
     assert {(g["momentum"], g["nesterov"], g["weight_decay"]) for g in optimizer.param_groups} == {(0.8, True, 0.0)}
     assert sorted(g["lr"] for g in optimizer.param_groups) == [0.1, 0.2]
@@ -155,12 +172,25 @@ def test_groups_listed_output_first_are_caught_by_one_forward_pass():
 
 
 def test_a_phase_checks_its_new_fields():
-    assert "group_lrs must be 4 finite numbers" in contract.phase_problem(Phase("p", 1, 0, 0.1, 0.1, group_lrs=(0.1, 0.1)), 4)
-    assert "optimizer must be one of adamw, sgd" in contract.phase_problem(Phase("p", 1, 0, 0.1, 0.1, optimizer="lamb"), 4)
+    assert "group_lrs must be 4 finite numbers" in contract.phase_problem(
+        Phase("p", 1, 0, 0.1, 0.1, group_lrs=(0.1, 0.1)), 4
+    )
+    assert "optimizer must be one of adamw, sgd" in contract.phase_problem(
+        Phase("p", 1, 0, 0.1, 0.1, optimizer="lamb"), 4
+    )
     assert "schedule must be one of" in contract.phase_problem(Phase("p", 1, 0, 0.1, 0.1, schedule="step"), 4)
-    assert "batchnorm must be one of auto, eval, train" in contract.phase_problem(Phase("p", 1, 0, 0.1, 0.1, batchnorm="frozen"), 4)
-    assert "warmup_epochs must be a finite number >= 0" in contract.phase_problem(Phase("p", 1, 0, 0.1, 0.1, warmup_epochs=-1), 4)
-    assert contract.phase_problem(Phase("p", 1, 0, 0.1, 0.1, group_lrs=(0.1,) * 4, schedule="linear", warmup_epochs=0.5), 4) is None
+    assert "batchnorm must be one of auto, eval, train" in contract.phase_problem(
+        Phase("p", 1, 0, 0.1, 0.1, batchnorm="frozen"), 4
+    )
+    assert "warmup_epochs must be a finite number >= 0" in contract.phase_problem(
+        Phase("p", 1, 0, 0.1, 0.1, warmup_epochs=-1), 4
+    )
+    assert (
+        contract.phase_problem(
+            Phase("p", 1, 0, 0.1, 0.1, group_lrs=(0.1,) * 4, schedule="linear", warmup_epochs=0.5), 4
+        )
+        is None
+    )
 
 
 def test_backbone_options_reach_build_and_undeclared_ones_are_refused(tmp_path):
@@ -173,7 +203,9 @@ def test_backbone_options_reach_build_and_undeclared_ones_are_refused(tmp_path):
     built = build_backbone(plan.backbones["timm:test_resnet-scratch"], 3)
     rates = [m.drop_prob for m in built.model.modules() if type(m).__name__ == "DropPath"]
     assert rates and max(rates) == pytest.approx(0.2)
-    with pytest.raises(UserError, match=r"backbones\[0\]: drop_pth_rate: unknown option; did you mean 'drop_path_rate'\?"):
+    with pytest.raises(
+        UserError, match=r"backbones\[0\]: drop_pth_rate: unknown option; did you mean 'drop_path_rate'\?"
+    ):
         make_plan(
             parse_config(tiny_benchmark(backbones=[{"name": "timm:test_resnet", "drop_pth_rate": 0.2}])),
             plugins.collect(plugins.make_plugin_manager(entry_points=False)), tmp_path,
@@ -199,4 +231,7 @@ def test_a_misspelt_plugin_in_the_restriction_is_named_with_a_suggestion():
     eps = [EP("offline", "tlbench-offline"), EP("peft", "tlbench-peft")]
     assert plugins.restrict_problem({"offline", "peft"}, eps) == ""
     problem = plugins.restrict_problem({"ofline"}, eps)
-    assert "TLBENCH_LOAD_PLUGINS names 'ofline', which is no installed plugin" in problem and "did you mean 'offline'?" in problem
+    assert (
+        "TLBENCH_LOAD_PLUGINS names 'ofline', which is no installed plugin" in problem
+        and "did you mean 'offline'?" in problem
+    )

@@ -34,7 +34,9 @@ def test_first_party_plugins_and_examples_import_only_the_public_api():
     wrong = []
     for path in sources:
         for module, name in _tlbench_imports(path):
-            if module not in tlbench.PUBLIC_MODULES or (module == "tlbench" and name is not None and name not in tlbench.__all__):
+            if module not in tlbench.PUBLIC_MODULES or (
+                module == "tlbench" and name is not None and name not in tlbench.__all__
+            ):
                 wrong.append(f"{path.relative_to(ROOT)}: {module}" + (f".{name}" if name else ""))
     assert wrong == []
 

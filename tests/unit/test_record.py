@@ -17,16 +17,28 @@ def test_a_record_round_trips_through_an_optuna_trial():
     study = optuna.create_study()
     trial = study.ask()
     written = TrialRecord(
-        seed=3, params={"lr_head": 0.01}, phases=[{"name": "head", "epochs": 2, "frozen_groups": 4, "lr_backbone": 0.0, "lr_head": 0.01}],
-        n_groups=4, test_accuracy=0.75, test_correct="1101", cache=[CacheUse("head", "extracted", at="global_pool")],
+        seed=3,
+        params={"lr_head": 0.01},
+        phases=[{"name": "head", "epochs": 2, "frozen_groups": 4, "lr_backbone": 0.0, "lr_head": 0.01}],
+        n_groups=4,
+        test_accuracy=0.75,
+        test_correct="1101",
+        cache=[CacheUse("head", "extracted", at="global_pool")],
     )
     TrialRecord().write(trial, "version")  # once, when a trial starts
     written.write(trial)
     study.tell(trial, 0.5)
     read = TrialRecord.from_trial(study.trials[0])
     assert read == written
-    assert (read.frozen_groups, read.epochs, read.cache_kind, read.cache_text) == (4, 2, "layers", "head: extracted at global_pool")
-    assert study.trials[0].user_attrs["record_version"] == RECORD_VERSION  # plain Optuna attributes: the dashboard reads them
+    assert (read.frozen_groups, read.epochs, read.cache_kind, read.cache_text) == (
+        4,
+        2,
+        "layers",
+        "head: extracted at global_pool",
+    )
+    assert (
+        study.trials[0].user_attrs["record_version"] == RECORD_VERSION
+    )  # plain Optuna attributes: the dashboard reads them
 
 
 def test_write_sets_only_what_the_record_holds():
@@ -42,7 +54,11 @@ def test_write_sets_only_what_the_record_holds():
     "text, kind, uses",
     [
         ("head: extracted at global_pool", "layers", [CacheUse("head", "extracted", at="global_pool")]),
-        ("head: memory at input; finetune: memory at input", "inputs", [CacheUse("head", "memory", at="input"), CacheUse("finetune", "memory", at="input")]),
+        (
+            "head: memory at input; finetune: memory at input",
+            "inputs",
+            [CacheUse("head", "memory", at="input"), CacheUse("finetune", "memory", at="input")],
+        ),
         ("finetune: off (augmentation)", "off: augmentation", [CacheUse("finetune", "off", reason="augmentation")]),
     ],
 )
@@ -67,5 +83,8 @@ def test_legacy_failures_get_their_kind(attrs, kind):
 
 
 def test_a_record_from_a_newer_tlbench_is_refused_in_one_line():
-    with pytest.raises(UserError, match=f"written by a newer tlbench \\(trial record {RECORD_VERSION + 1}, this one reads up to {RECORD_VERSION}\\)"):
+    with pytest.raises(
+        UserError,
+        match=f"written by a newer tlbench \\(trial record {RECORD_VERSION + 1}, this one reads up to {RECORD_VERSION}\\)",
+    ):
         TrialRecord.from_trial(_frozen(record_version=RECORD_VERSION + 1))

@@ -122,7 +122,11 @@ def test_the_figures_do_not_depend_on_how_many_processes_replay_the_seeds(monkey
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
-    rows = [_row(b, lr, [0.3 + i / 20 + lr, 0.4 + i / 20 + lr], 0.5 + i / 20 + lr) for i, b in enumerate("ab") for lr in (0.1, 0.2, 0.3)]
+    rows = [
+        _row(b, lr, [0.3 + i / 20 + lr, 0.4 + i / 20 + lr], 0.5 + i / 20 + lr)
+        for i, b in enumerate("ab")
+        for lr in (0.1, 0.2, 0.3)
+    ]
     for i, b in enumerate("ab"):  # the screen's probes
         probe = _row(b, 0.1, [0.3 + i / 10, 0.35 + i / 10], 0.4 + i / 10, gflops=10.0)
         probe["params"] = {"backbone": b, "strategy": "linear_probe", "linear_probe.lr_head": 0.01}

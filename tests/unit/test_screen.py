@@ -26,7 +26,9 @@ def test_logme_is_the_maximum_evidence_over_alpha_and_beta(n, d):
     labels = rng.integers(0, 3, n)
     f = rng.normal(size=(n, d)) + labels[:, None] * 0.5
     grid = np.logspace(-4, 4, 81)
-    best = np.mean([max(_evidence(f, (labels == k).astype(float), a, b) for a in grid for b in grid) / n for k in range(3)])
+    best = np.mean(
+        [max(_evidence(f, (labels == k).astype(float), a, b) for a in grid for b in grid) / n for k in range(3)]
+    )
     score = logme(f, labels)
     assert score >= best - 1e-6  # the fixed point is at least as good as any grid point
     assert score - best < 0.05  # and close to the grid's best

@@ -32,7 +32,10 @@ def test_each_short_form_means_one_thing(spec, expected):
 
 
 def test_two_whole_numbers_are_ambiguous_in_a_config_and_a_range_in_plugin_defaults():
-    with pytest.raises(UserError, match=r"\[16, 32\] could be the range 16..32 or one of the two values; write \{low: 16, high: 32\} or \{choices: \[16, 32\]\}"):
+    with pytest.raises(
+        UserError,
+        match=r"\[16, 32\] could be the range 16..32 or one of the two values; write \{low: 16, high: 32\} or \{choices: \[16, 32\]\}",
+    ):
         space.parse([16, 32], strict=True)
     assert space.parse([16, 32]) == Range(16, 32)  # API 1.0 defaults, e.g. epochs: [3, 10]
     assert space.parse([0.5, 2], strict=True) == Range(0.5, 2)  # a float end: a range, no doubt
@@ -78,7 +81,13 @@ def test_a_trial_space_draws_the_same_distributions_as_before():
 
 
 def test_corners_visit_both_ends_of_every_range_and_every_choice():
-    seen = space.corners(lambda s: (s.suggest("lr", [1e-3, 1e-1]), s.suggest("k", {"low": 2, "high": 8, "step": 3}), s.suggest("opt", ["a", "b", "c"])))
+    seen = space.corners(
+        lambda s: (
+            s.suggest("lr", [1e-3, 1e-1]),
+            s.suggest("k", {"low": 2, "high": 8, "step": 3}),
+            s.suggest("opt", ["a", "b", "c"]),
+        )
+    )
     assert seen == [(1e-3, 2, "a"), (1e-1, 8, "b"), (1e-3, 2, "c")]
 
 

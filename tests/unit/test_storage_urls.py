@@ -11,7 +11,7 @@ from tlbench.results import read_only_url, resolve_storage, storage_url
 from tlbench.storage import sqlite_path, sqlite_url
 from tlbench.types import UserError
 
-ODD = ["C# experiments", "what?", "100%", "a&b;c", "it's \"q\"", "é ü", "-lead", "%41"]
+ODD = ["C# experiments", "what?", "100%", "a&b;c", 'it\'s "q"', "é ü", "-lead", "%41"]
 
 
 @pytest.mark.parametrize("name", ODD)

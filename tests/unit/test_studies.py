@@ -15,7 +15,11 @@ from tlbench.record import Failure, TrialRecord
 from tlbench.studyrecord import StudyRecord
 from tlbench.types import UserError
 
-COMPLETE, FAIL, WAITING = optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL, optuna.trial.TrialState.WAITING
+COMPLETE, FAIL, WAITING = (
+    optuna.trial.TrialState.COMPLETE,
+    optuna.trial.TrialState.FAIL,
+    optuna.trial.TrialState.WAITING,
+)
 
 
 def _plan(tmp_path, **overrides):
@@ -43,7 +47,9 @@ def test_a_study_is_created_once_with_its_recipes_and_refuses_another_config(tmp
 
 
 def _trial(state=COMPLETE, **attrs):
-    return optuna.trial.create_trial(state=state, value=0.5 if state == COMPLETE else None, user_attrs=TrialRecord(**attrs).attrs())
+    return optuna.trial.create_trial(
+        state=state, value=0.5 if state == COMPLETE else None, user_attrs=TrialRecord(**attrs).attrs()
+    )
 
 
 def test_the_budget_leaves_out_surplus_trials_and_retried_interrupted_ones():
@@ -65,7 +71,10 @@ def test_a_heartbeat_lost_trial_is_interrupted_by_the_studys_note():
     study = optuna.create_study()
     study.add_trial(_trial(FAIL, worker="h:1"))
     studies.retry_lost(study, study.trials[0], retries=1)
-    assert StudyRecord.from_study(study).failure(study.trials[0]) == (Failure.INTERRUPTED, "interrupted: no heartbeat from h:1 (killed or lost)")
+    assert StudyRecord.from_study(study).failure(study.trials[0]) == (
+        Failure.INTERRUPTED,
+        "interrupted: no heartbeat from h:1 (killed or lost)",
+    )
     (retry,) = study.get_trials(states=(WAITING,))
     assert TrialRecord.from_trial(retry).retry_of == 0
 
@@ -91,7 +100,9 @@ def test_an_interrupted_configuration_runs_again_retries_times_then_is_marked_ou
         assert again.params == first.params and (record.attempt, record.retry_of) == (k, again.number - 1)
     assert studies.recover_interrupted(study, study._storage, Progress(), "d", retries) == []
     assert not study.get_trials(states=(WAITING,))  # nothing more enqueued
-    assert StudyRecord.from_study(study).gave_up == {retries: f"out of retries: interrupted {retries + 1} times (search.retries = {retries})"}
+    assert StudyRecord.from_study(study).gave_up == {
+        retries: f"out of retries: interrupted {retries + 1} times (search.retries = {retries})"
+    }
     studies.recover_interrupted(study, study._storage, Progress(), "d", retries)  # idempotent
     assert len(study.trials) == retries + 1
 

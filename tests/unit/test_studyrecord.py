@@ -36,7 +36,12 @@ def test_every_writer_is_read_back_by_the_record():
 
 def test_a_study_from_before_the_version_reads_as_it_is():
     """tlbench 0.4 wrote the same keys without a version."""
-    attrs = {"fingerprint": "f", "screen:a": {"knn": 1.0}, "screen_dropped": {"rule": "r", "dropped": {}}, "lost:2": "x"}
+    attrs = {
+        "fingerprint": "f",
+        "screen:a": {"knn": 1.0},
+        "screen_dropped": {"rule": "r", "dropped": {}},
+        "lost:2": "x",
+    }
     record = StudyRecord.from_attrs(attrs)
     assert record.version == 0 and record.fingerprint == "f" and record.screen == {"a": {"knn": 1.0}}
     assert record.lost == {2: "x"} and record.decision.rule == "r"
@@ -56,7 +61,10 @@ def test_a_lost_trial_reads_as_interrupted_with_the_studys_note():
     StudyRecord.note_lost(study, 1, "interrupted: no heartbeat from h:1 (killed or lost)")
     record = StudyRecord.from_study(study)
     assert record.failure(study.trials[0]) == (None, "")
-    assert record.failure(study.trials[1]) == (Failure.INTERRUPTED, "interrupted: no heartbeat from h:1 (killed or lost)")
+    assert record.failure(study.trials[1]) == (
+        Failure.INTERRUPTED,
+        "interrupted: no heartbeat from h:1 (killed or lost)",
+    )
     own = TrialRecord(failure=Failure.DIVERGED, fail_reason="nan")  # a trial's own failure comes first
     assert record.failure(study.trials[1], own) == (Failure.DIVERGED, "nan")
 

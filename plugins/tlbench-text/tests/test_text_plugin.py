@@ -22,7 +22,9 @@ pytestmark = pytest.mark.e2e
 
 
 def _minilm(pretrained: bool = True, classes: int = 5, **options):
-    return backbones.build_minilm(BackboneRequest(model="minilm", num_classes=classes, pretrained=pretrained, options=options))
+    return backbones.build_minilm(
+        BackboneRequest(model="minilm", num_classes=classes, pretrained=pretrained, options=options)
+    )
 
 
 def _pooled(built, texts, length=32):
@@ -43,7 +45,9 @@ def test_minilm_gives_the_sentence_transformers_embedding_of_the_packaged_model(
 
     built = _minilm()
     reference = SentenceTransformer(str(backbones.minilm_folder()), device="cpu").encode(TEXTS, convert_to_tensor=True)
-    ours = torch.nn.functional.normalize(_pooled(built, TEXTS), dim=-1)  # the packaged model ends with a Normalize module
+    ours = torch.nn.functional.normalize(
+        _pooled(built, TEXTS), dim=-1
+    )  # the packaged model ends with a Normalize module
     assert torch.allclose(ours, reference, atol=1e-5)
     assert [len(g) for g in built.groups] == [5] + [16] * 6  # embeddings, then one group per transformer layer
     assert built.inputs.size == 256 and built.inputs.size_field == "max_length"  # sentence-transformers' max_seq_length
@@ -146,7 +150,9 @@ def _run(config: dict, folder: Path) -> subprocess.CompletedProcess:
     path = folder / "bench.yaml"
     path.write_text(yaml.safe_dump(config))
     env = {**os.environ, "TLBENCH_LOAD_PLUGINS": "text,peft"}
-    return subprocess.run([sys.executable, "-m", "tlbench", "run", str(path)], capture_output=True, text=True, env=env, timeout=900)
+    return subprocess.run(
+        [sys.executable, "-m", "tlbench", "run", str(path)], capture_output=True, text=True, env=env, timeout=900
+    )
 
 
 def test_text_and_images_in_one_run_each_ranked_among_its_own_modality(tmp_path):
@@ -159,7 +165,15 @@ def test_text_and_images_in_one_run_each_ranked_among_its_own_modality(tmp_path)
         "results_dir": str(tmp_path / "results"),
         "datasets": [
             {"name": "bbc_news", "train_samples": 40, "val_samples": 20, "test_samples": 30},
-            {"name": "synthetic", "label": "shapes", "classes": 3, "size": 16, "train_per_class": 8, "val_per_class": 4, "test_per_class": 4},
+            {
+                "name": "synthetic",
+                "label": "shapes",
+                "classes": 3,
+                "size": 16,
+                "train_per_class": 8,
+                "val_per_class": 4,
+                "test_per_class": 4,
+            },
         ],
         "backbones": [
             {"name": "minilm", "max_length": 24},
@@ -174,13 +188,22 @@ def test_text_and_images_in_one_run_each_ranked_among_its_own_modality(tmp_path)
             {"name": "two_stage", "head_epochs": 1, "epochs": 1},
         ],
         "training": {"batch_size": 8, "resolution": 16},
-        "search": {"n_trials": 6, "screen": False, "portfolio": 0, "enqueue": [  # every strategy once on MiniLM
-            {"backbone": "minilm", "strategy": "linear_probe", "params": {"lr_head": 0.01}},
-            {"backbone": "minilm", "strategy": "finetune", "params": {"lr_backbone": 1e-4, "lr_head": 0.01}},
-            {"backbone": "minilm", "strategy": "lora", "params": {"lr_lora": 1e-3, "lr_head": 0.01}},
-            {"backbone": "minilm", "strategy": "bitfit", "params": {"lr_bias": 1e-3, "lr_head": 0.01}},
-            {"backbone": "minilm", "strategy": "two_stage", "params": {"lr_head": 0.01, "freeze": 0.5, "lr_finetune": 1e-4}},
-        ]},
+        "search": {
+            "n_trials": 6,
+            "screen": False,
+            "portfolio": 0,
+            "enqueue": [  # every strategy once on MiniLM
+                {"backbone": "minilm", "strategy": "linear_probe", "params": {"lr_head": 0.01}},
+                {"backbone": "minilm", "strategy": "finetune", "params": {"lr_backbone": 1e-4, "lr_head": 0.01}},
+                {"backbone": "minilm", "strategy": "lora", "params": {"lr_lora": 1e-3, "lr_head": 0.01}},
+                {"backbone": "minilm", "strategy": "bitfit", "params": {"lr_bias": 1e-3, "lr_head": 0.01}},
+                {
+                    "backbone": "minilm",
+                    "strategy": "two_stage",
+                    "params": {"lr_head": 0.01, "freeze": 0.5, "lr_finetune": 1e-4},
+                },
+            ],
+        },
     }
     done = _run(config, tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -197,7 +220,7 @@ def test_text_and_images_in_one_run_each_ranked_among_its_own_modality(tmp_path)
     summary = pd.read_csv(run / "summary.csv")
     assert set(summary[summary["dataset"] == "bbc_news"]["modality"]) == {"text"}
     report = (run / "report.md").read_text()
-    across = report[report.index("### Across datasets"):]
+    across = report[report.index("### Across datasets") :]
     assert "Modality" in across and "| text" in across and "| image" in across
 
 
@@ -212,7 +235,10 @@ def test_a_max_length_the_encoder_cannot_take_is_one_line_from_validate(tmp_path
     }))  # fmt: skip
     assert cli.main(["validate", str(path)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err[-1].startswith("tlbench: error:") and "max_length 1000: the encoder has 512 positions; give at most 512" in err[-1]
+    assert (
+        err[-1].startswith("tlbench: error:")
+        and "max_length 1000: the encoder has 512 positions; give at most 512" in err[-1]
+    )
     assert "Traceback" not in "\n".join(err)
     path.write_text(path.read_text().replace("max_length: 1000", "max_length: 1"))
     assert cli.main(["validate", str(path)]) == 2
@@ -268,7 +294,11 @@ def test_text_folders_follow_the_image_folders_rules(tmp_path):
         (root / c / ".ipynb_checkpoints").mkdir()
         (root / c / ".ipynb_checkpoints" / "a-checkpoint.txt").write_text("not data")
     texts, labels, ids, classes = corpora.read_folder(root, "textfolder")
-    assert classes == ("neg", "pos") and len(texts) == 6 and sorted(texts) == sorted(f"{c} {n}" for c in ("neg", "pos") for n in ("one", "two", "three"))
+    assert (
+        classes == ("neg", "pos")
+        and len(texts) == 6
+        and sorted(texts) == sorted(f"{c} {n}" for c in ("neg", "pos") for n in ("one", "two", "three"))
+    )
     huge = root / "pos" / "huge.txt"
     huge.write_bytes(("é" * 50_000_000).encode())  # 100 MB
     import resource
@@ -312,7 +342,9 @@ def test_augmentation_with_text_backbones_only_is_refused_in_one_line(tmp_path, 
     }))  # fmt: skip
     assert cli.main(["validate", str(path)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err == ["tlbench: error: training.augment: true, but no backbone of this config reads images (texts are not augmented); remove it"]
+    assert err == [
+        "tlbench: error: training.augment: true, but no backbone of this config reads images (texts are not augmented); remove it"
+    ]
 
 
 def _with_vocab(root: Path, tokens: list[str]) -> Path:
@@ -332,11 +364,16 @@ SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 @pytest.mark.parametrize(
     "vocab, says",
     [
-        (SPECIAL + [f"tok{i}" for i in range(40_000)], "the tokenizer has 40,005 tokens but the model's embedding table 30,522 rows"),
+        (
+            SPECIAL + [f"tok{i}" for i in range(40_000)],
+            "the tokenizer has 40,005 tokens but the model's embedding table 30,522 rows",
+        ),
         (SPECIAL, "as unknown tokens only"),
     ],
 )
-def test_an_hf_folder_whose_tokenizer_is_not_its_models_is_one_line_at_validate(tmp_path, capsys, monkeypatch, vocab, says):
+def test_an_hf_folder_whose_tokenizer_is_not_its_models_is_one_line_at_validate(
+    tmp_path, capsys, monkeypatch, vocab, says
+):
     """hf: folders checked, never silently degraded (issue 24): a tokenizer that gives ids past
     the embedding table, or reads plain text as [UNK] only, is refused naming the folder."""
     from tlbench import cli

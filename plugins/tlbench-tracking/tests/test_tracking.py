@@ -21,7 +21,16 @@ def _config(tmp_path, trackers) -> str:
     data = {
         "name": "tracked",
         "run": "r",
-        "datasets": [{"name": "synthetic", "classes": 3, "size": 16, "train_per_class": 8, "val_per_class": 4, "test_per_class": 4}],
+        "datasets": [
+            {
+                "name": "synthetic",
+                "classes": 3,
+                "size": 16,
+                "train_per_class": 8,
+                "val_per_class": 4,
+                "test_per_class": 4,
+            }
+        ],
         "backbones": [{"name": "timm:test_resnet", "pretrained": False}],
         "strategies": [{"name": "finetune", "epochs": 2}],
         "search": {"n_trials": 3, "startup_trials": 1, "screen": False, "pruner": "none"},
@@ -63,7 +72,9 @@ def test_tensorboard_holds_each_trial_as_the_storage_does(tracked_run):
         assert events.Scalars("train_gflops")[0].value == pytest.approx(record.train_gflops, rel=1e-6)
         # the learning rates by training step (API 1.5): 3 steps per epoch, 2 epochs, the head at its drawn rate's schedule
         head = [(e.step, e.value) for e in events.Scalars("lr/head")]
-        assert [step for step, _ in head] == list(range(1, 7)) and max(v for _, v in head) <= record.params["lr_head"] * (1 + 1e-6)
+        assert [step for step, _ in head] == list(range(1, 7)) and max(v for _, v in head) <= record.params[
+            "lr_head"
+        ] * (1 + 1e-6)
 
 
 def test_mlflow_holds_each_trial_as_the_storage_does(tracked_run):
@@ -78,9 +89,13 @@ def test_mlflow_holds_each_trial_as_the_storage_does(tracked_run):
     for number, run in runs.items():
         record = TrialRecord.from_trial(stored[number])
         assert run.info.status == "FINISHED" and run.data.tags["tlbench.state"] == "complete"
-        assert run.data.params["backbone"] == "timm:test_resnet-scratch" and float(run.data.params["lr_head"]) == pytest.approx(record.params["lr_head"])
+        assert run.data.params["backbone"] == "timm:test_resnet-scratch" and float(
+            run.data.params["lr_head"]
+        ) == pytest.approx(record.params["lr_head"])
         history = client.get_metric_history(run.info.run_id, "val_accuracy")
-        assert [(m.step, m.value) for m in sorted(history, key=lambda m: m.step)] == [(i + 1, pytest.approx(v)) for i, v in enumerate(record.val_curve)]
+        assert [(m.step, m.value) for m in sorted(history, key=lambda m: m.step)] == [
+            (i + 1, pytest.approx(v)) for i, v in enumerate(record.val_curve)
+        ]
         assert run.data.metrics["test_accuracy"] == pytest.approx(record.test_accuracy)
         assert run.data.metrics["trainable_params"] == record.trainable_params
         rates = client.get_metric_history(run.info.run_id, "lr.head")
@@ -133,8 +148,14 @@ def _closed_port() -> int:
 @pytest.mark.parametrize(
     "tracker, needle",
     [
-        ({"name": "mlflow", "tracking_uri": "foo://bar"}, "trackers[0] (mlflow): tracking_uri: 'foo://bar' is not an MLflow tracking URI"),
-        ({"name": "mlflow", "tracking_uri": f"http://127.0.0.1:{_closed_port()}"}, "no MLflow server answers at http://127.0.0.1:"),
+        (
+            {"name": "mlflow", "tracking_uri": "foo://bar"},
+            "trackers[0] (mlflow): tracking_uri: 'foo://bar' is not an MLflow tracking URI",
+        ),
+        (
+            {"name": "mlflow", "tracking_uri": f"http://127.0.0.1:{_closed_port()}"},
+            "no MLflow server answers at http://127.0.0.1:",
+        ),
         ({"name": "tensorboard", "dir": "a_file/tb"}, "trackers[0] (tensorboard): dir: cannot create"),
         ({"name": "mlflow", "tracking_uri": "sqlite:///missing/deeper/m.db"}, None),  # folders that can be made: fine
     ],

@@ -12,7 +12,19 @@ from pathlib import Path
 from tlbench.types import TrackerRequest, UserError, config_path
 
 TIMEOUT = 5.0  # seconds a tracking server has to answer at validate / run start
-MLFLOW_SCHEMES = ("", "file", "sqlite", "postgresql", "mysql", "mssql", "http", "https", "databricks", "databricks-uc", "uc")
+MLFLOW_SCHEMES = (
+    "",
+    "file",
+    "sqlite",
+    "postgresql",
+    "mysql",
+    "mssql",
+    "http",
+    "https",
+    "databricks",
+    "databricks-uc",
+    "uc",
+)
 
 
 def writable_folder(path: Path, field: str) -> None:

@@ -16,7 +16,9 @@ METRICS = (
 
 def final_metrics(trial: TrialInfo) -> dict[str, float]:
     """The trial's measurements as name -> number (validation accuracy from its curve)."""
-    out = {name: float(getattr(trial.record, name)) for name in METRICS if getattr(trial.record, name, None) is not None}
+    out = {
+        name: float(getattr(trial.record, name)) for name in METRICS if getattr(trial.record, name, None) is not None
+    }
     if trial.curve:
         out["val_accuracy"] = float(trial.curve[-1])
     return out

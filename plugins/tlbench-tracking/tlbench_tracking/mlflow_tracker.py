@@ -41,13 +41,22 @@ class MLflowTracker:
         name = str(request.options.get("experiment") or f"tlbench/{request.run.benchmark}/{request.run.run}")
         self.experiment = _experiment(self.client, name)
         self.uri = uri
-        self.tags = {"tlbench.benchmark": request.run.benchmark, "tlbench.run": request.run.run, "tlbench.worker": request.run.worker}
+        self.tags = {
+            "tlbench.benchmark": request.run.benchmark,
+            "tlbench.run": request.run.run,
+            "tlbench.worker": request.run.worker,
+        }
         self.runs: dict[tuple[str, int], str] = {}  # (study, trial number) -> MLflow run id
         self.steps: dict[tuple[str, int], int] = {}  # training steps logged so far, per trial
 
     @tlbench.hookimpl
     def tlbench_trial_started(self, trial: TrialInfo) -> None:
-        tags = {**self.tags, "tlbench.dataset": trial.dataset, "tlbench.trial": str(trial.number), "tlbench.study": trial.study}
+        tags = {
+            **self.tags,
+            "tlbench.dataset": trial.dataset,
+            "tlbench.trial": str(trial.number),
+            "tlbench.study": trial.study,
+        }
         run = self.client.create_run(self.experiment, run_name=run_name(trial), tags=tags)
         self.runs[(trial.study, trial.number)] = run.info.run_id
         for key, value in parameters(trial).items():
@@ -108,7 +117,7 @@ def _resolved(uri: str, base: Path) -> str:
     """A relative SQLite or file path in the config resolves against the config's folder."""
     for prefix in ("sqlite:///", "file:"):
         if uri.startswith(prefix) and not uri.startswith(prefix + "/") and not uri.startswith("file://"):
-            return prefix + str((base / uri[len(prefix):]).resolve())
+            return prefix + str((base / uri[len(prefix) :]).resolve())
     if "://" not in uri and not uri.startswith("file:"):  # a plain path: MLflow's file store
         return config_path(uri, base, "trackers: mlflow: tracking_uri").resolve().as_uri()
     return uri

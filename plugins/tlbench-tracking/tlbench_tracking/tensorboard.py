@@ -20,7 +20,9 @@ class TensorBoardTracker:
         self._writer_type = SummaryWriter
         given = request.options.get("dir")
         if given is None and request.run.folder is None:
-            raise UserError("trackers: tensorboard: this process has no run folder; set 'dir:' to a folder for the event files")
+            raise UserError(
+                "trackers: tensorboard: this process has no run folder; set 'dir:' to a folder for the event files"
+            )
         self.root = (
             config_path(str(given), request.base_dir, "trackers: tensorboard: dir")
             if given is not None
