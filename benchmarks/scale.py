@@ -308,6 +308,9 @@ def workers(counts: list[int], urls: dict[str, str], total: int) -> tuple[dict, 
     return out, duplicates
 
 
+PARTS = ("overhead", "readback", "workers")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[100, 1000, 5000, 20000])
@@ -317,28 +320,35 @@ def main(argv: list[str] | None = None) -> int:
         "--postgres", default=os.environ.get("TLBENCH_TEST_POSTGRES"), help="a PostgreSQL URL to test on"
     )
     parser.add_argument("--out", type=Path, default=ROOT / "results" / "scale-bench.json")
+    parser.add_argument(
+        "--only", choices=PARTS, action="append", help="measure only this part (repeatable; default: all three)"
+    )
     args = parser.parse_args(argv)
+    parts = args.only or PARTS
     optuna.logging.set_verbosity(optuna.logging.ERROR)
-    report: dict = {"machine": f"{os.cpu_count()} cores", "optuna": optuna.__version__}
+    report: dict = {"machine": f"{os.cpu_count()} cores", "optuna": optuna.__version__, "parts": list(parts)}
     with tempfile.TemporaryDirectory() as name:
         tmp = Path(name)
-        print("added per trial (sample, 10 pruning decisions, record, tell):", flush=True)
-        per_trial = overhead(args.sizes, tmp)
-        report["overhead_ms_per_trial"] = per_trial["tlbench"]
-        report["optuna_ms_per_trial"] = per_trial["optuna"]
-        print("reading a run back:", flush=True)
-        back = readback(args.sizes, tmp)
-        report["report_seconds"] = back["seconds"]["report"]
-        report["report_peak_mb"] = back["peak_mb"]["report"]
-        report["readback_seconds"], report["readback_peak_mb"] = back["seconds"], back["peak_mb"]
-        print("workers on one storage (no-op objective):", flush=True)
-        urls = {"sqlite": f"sqlite:///{tmp / 'workers.db'}"}
-        if args.postgres:
-            urls["postgresql"] = args.postgres
-        report["workers_trials_per_s"], report["duplicates"] = workers(args.workers, urls, args.worker_trials)
-        if not args.postgres:
-            report["workers_trials_per_s"]["postgresql"] = None
-            print("  postgresql: skipped (no --postgres URL; .ci/postgres.sh starts a server)")
+        if "overhead" in parts:
+            print("added per trial (sample, 10 pruning decisions, record, tell):", flush=True)
+            per_trial = overhead(args.sizes, tmp)
+            report["overhead_ms_per_trial"] = per_trial["tlbench"]
+            report["optuna_ms_per_trial"] = per_trial["optuna"]
+        if "readback" in parts:
+            print("reading a run back:", flush=True)
+            back = readback(args.sizes, tmp)
+            report["report_seconds"] = back["seconds"]["report"]
+            report["report_peak_mb"] = back["peak_mb"]["report"]
+            report["readback_seconds"], report["readback_peak_mb"] = back["seconds"], back["peak_mb"]
+        if "workers" in parts:
+            print("workers on one storage (no-op objective):", flush=True)
+            urls = {"sqlite": f"sqlite:///{tmp / 'workers.db'}"}
+            if args.postgres:
+                urls["postgresql"] = args.postgres
+            report["workers_trials_per_s"], report["duplicates"] = workers(args.workers, urls, args.worker_trials)
+            if not args.postgres:
+                report["workers_trials_per_s"]["postgresql"] = None
+                print("  postgresql: skipped (no --postgres URL; .ci/postgres.sh starts a server)")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=1) + "\n")
     print(f"wrote {args.out}")
