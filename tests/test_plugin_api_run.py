@@ -312,3 +312,47 @@ def test_a_stale_installed_plugin_is_a_warning_and_every_command_that_does_not_u
     assert "plugin stale" in capsys.readouterr().err  # still a warning, not a stop
     code = cli.main(["validate", _config(tmp_path, strategies=[{"name": "stale_head"}])])
     one_line(capsys, code, "unknown strategy 'stale_head'", "the installed plugin(s) stale failed to load")
+
+
+SPY = """
+import json
+from tlbench import build_timm
+
+def build(request):
+    with open(__file__ + ".builds", "a") as f:
+        f.write(json.dumps(request.options) + "\\n")
+    return build_timm(BackboneRequest("test_resnet", request.num_classes, False, options=request.options))
+
+@tlbench.hookimpl
+def tlbench_backbones():
+    yield Backbone("spy", build, options={"drop_rate": "dropout before the classifier"})
+"""
+
+
+def test_a_backbone_option_takes_the_searched_grammar_and_each_trial_stores_what_it_was_built_with(tmp_path, capsys):
+    """Backbone options are first-class (issue 25): a range is drawn per trial and given to
+    build; the screen and its probes build at the middle; a recipe may fix it; every trial
+    stores the options it was built with, the tables show the drawn ones, export has them."""
+    from tlbench.export import export_run
+
+    recipe = {"backbone": "spy-scratch", "strategy": "linear_probe", "params": {"lr_head": 0.05, "drop_rate": 0.1}}
+    config = _config(tmp_path, SPY, backbones=[{"name": "spy", "pretrained": False, "drop_rate": [0.0, 0.5]}],
+                     search={"n_trials": 4, "startup_trials": 1, "enqueue": [recipe]})  # fmt: skip
+    assert cli.main(["run", config, "--format", "csv"]) == 0, capsys.readouterr().err
+    folder = next((tmp_path / "results" / "tiny").iterdir())
+    table = export_run(folder)["datasets"]["synthetic"]["trials"]
+    drawn = [t["params"]["spy-scratch.drop_rate"] for t in table]
+    assert [t["backbone_options"] for t in table] == [{"drop_rate": d} for d in drawn]
+    assert table[0]["probe"] and drawn[0] == 0.25  # the screen's probe: the range's middle, as the screen built it
+    assert table[1]["recipe"] and drawn[1] == 0.1
+    assert all(0.0 <= d <= 0.5 for d in drawn) and len(set(drawn[2:])) == len(drawn[2:])  # the sampler draws the rest
+    builds = [json.loads(line)["drop_rate"] for line in (tmp_path / "plugin.py.builds").read_text().splitlines()]
+    assert set(drawn) <= set(builds) and 0.25 in builds  # build got each trial's value (validate and the screen: the middle)
+    trials = pd.read_csv(folder / "trials.csv")
+    assert all(f"drop_rate={d:.3g}" in c for d, c in zip(drawn, trials["config"]))
+    assert trials["feature_cache"][0].startswith("head: memory")  # the probe trained on the screen's own features
+
+
+def test_a_backbone_option_with_an_ambiguous_range_is_one_line(tmp_path, capsys):
+    config = _config(tmp_path, SPY, backbones=[{"name": "spy", "pretrained": False, "drop_rate": [0, 1]}])
+    one_line(capsys, cli.main(["validate", config]), "backbones[0]: drop_rate: [0, 1] could be the range 0..1 or one of")

@@ -84,6 +84,7 @@ def _trial(t, studied: StudyRecord) -> dict[str, Any] | None:
         "test_accuracy": record.test_accuracy,  # at the end of training (completed trials)
         "test_curve": record.test_curve,  # test accuracy after each epoch, where training.test_curve recorded it
         "seed": record.seed,  # training seed
+        "backbone_options": record.backbone_options,  # the options the backbone was built with (searched ones drawn)
         "modality": record.modality or "image",  # what the backbone read
         **{k: _plain(getattr(record, k)) for k in COSTS},
         "failure": kind,

@@ -55,6 +55,8 @@ class PlannedBackbone:
     model: str  # model name passed to the record's build
     weights: Path | None  # resolved weights file
     plugin: str = "?"  # the plugin that provides the record, for error messages
+    options: dict[str, Any] = dataclasses.field(default_factory=dict)  # the config's options, searched values parsed
+    searched: tuple[str, ...] = ()  # options drawn per trial (a range or choices in the config)
 
 
 @dataclass(frozen=True)
@@ -179,7 +181,7 @@ def check_recipe(plan: Plan, params: dict[str, Any]) -> None:
     """A recipe's values checked the way a trial draws them: each must lie in the range or
     choices the config searches (Optuna would only warn, and run a value the search
     never allows), and the strategy's phases must accept them."""
-    distributions = _draw(plan, params["strategy"], None).distributions
+    distributions = _draw(plan, params["strategy"], None, params["backbone"]).distributions
     for name, value in params.items():
         distribution = distributions.get(name)
         try:
@@ -187,17 +189,20 @@ def check_recipe(plan: Plan, params: dict[str, Any]) -> None:
         except (ValueError, TypeError):
             ok = False
         if not ok:
-            short = name.partition(".")[2] or name
+            short = name.removeprefix(f"{params['backbone']}.").partition(".")[2] or name.removeprefix(
+                f"{params['backbone']}."
+            )
             raise UserError(
                 f"params.{short}: {value!r} is not among the values the config searches ({_searched_values(distribution)})"
             )
-    trial = _draw(plan, params["strategy"], params)
+    trial = _draw(plan, params["strategy"], params, params["backbone"])
     check_phases(list(plan.strategies[params["strategy"]].record.phases(trial.values, 4)))
 
 
-def _draw(plan: Plan, strategy_key: str, fixed: dict[str, Any] | None):
-    """A throwaway trial that draws what an Objective draws for ``strategy_key``
-    (``fixed``: with those values enqueued); its ``values`` are the strategy's params."""
+def _draw(plan: Plan, strategy_key: str, fixed: dict[str, Any] | None, backbone: str | None = None):
+    """A throwaway trial that draws what an Objective draws for ``strategy_key`` (and the
+    searched options of ``backbone``); ``fixed``: with those values enqueued; its
+    ``values`` are the strategy's params."""
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     study = optuna.create_study()
     if fixed is not None:
@@ -210,6 +215,8 @@ def _draw(plan: Plan, strategy_key: str, fixed: dict[str, Any] | None):
         trial.suggest_categorical("strategy", list(plan.strategies))
         trial.values = strategy.record.suggest(TrialSpace(trial, f"{strategy_key}.", ""), strategy.options)
         suggest_training(TrialSpace(trial, "", "training"), plan.bench)
+        if backbone is not None:
+            backbone_options(TrialSpace(trial, f"{backbone}.", f"backbone {backbone}"), plan.backbones[backbone])
     return trial
 
 
@@ -313,7 +320,39 @@ def _backbone(registry: Registry, entry: BackboneEntry, base_dir: Path) -> Plann
     record, model = registry.backbone(entry.name, base_dir)
     _check_options(entry.name, entry.options, record.options, type(entry).model_fields)
     weights = None if entry.weights is None else weights_path(entry.weights, base_dir)
-    return PlannedBackbone(entry, record, model, weights, registry.plugin_of(record))
+    options, searched = backbone_searched(entry.options)
+    return PlannedBackbone(entry, record, model, weights, registry.plugin_of(record), options, searched)
+
+
+def backbone_searched(given: Mapping[str, Any]) -> tuple[dict[str, Any], tuple[str, ...]]:
+    """A backbone entry's options, parsed once by the one grammar: a list or a mapping is a
+    searched value (``[low, high]``, ``{low, high, log}``, ``{choices: [...]}``; strict:
+    ``[16, 32]`` is refused as ambiguous), drawn per trial like a strategy's; anything
+    else is fixed and passed on as written. Returns (options, the searched names)."""
+    options, searched = {}, []
+    for key, value in given.items():
+        if isinstance(value, (list, dict)):
+            try:
+                space.parse(value, strict=True)
+            except UserError as exc:
+                raise UserError(f"{key}: {exc}") from exc
+            options[key] = space.numbers(value)
+            searched.append(key)
+        else:
+            options[key] = value
+    return options, tuple(searched)
+
+
+def backbone_options(drawn: TrialSpace, backbone: PlannedBackbone) -> dict[str, Any]:
+    """The options a trial builds ``backbone`` with: fixed ones as given, searched ones drawn
+    in ``drawn`` (a trial's space, prefixed with the backbone key; or the middle of each
+    range, for the screen and its probes)."""
+    return {k: drawn.suggest(k, v) if k in backbone.searched else v for k, v in backbone.options.items()}
+
+
+def middle_options(backbone: PlannedBackbone) -> dict[str, Any]:
+    """The options at the middle of each searched range (as the screen builds a backbone)."""
+    return backbone_options(TrialSpace(None, "", "", middle=True), backbone)
 
 
 def _strategy(registry: Registry, entry: StrategyEntry) -> PlannedStrategy:
@@ -373,14 +412,18 @@ def recipe_params(plan: Plan, backbone: str, strategy: str, params: Mapping[str,
             raise UserError(f"{kind}: '{key}' is not in this config's {kind} list ({', '.join(table)})")
     out: dict[str, Any] = {"backbone": backbone, "strategy": strategy}
     searched = plan.strategies[strategy].searched
+    options = plan.backbones[backbone].searched
     for name, value in params.items():
         if name in plan.training_searched:
             out[name] = space.number(value)
         elif name in searched:
             out[f"{strategy}.{name}"] = space.number(value)
+        elif name in options:  # a searched option of the backbone (drop_path_rate: [0.0, 0.2])
+            out[f"{backbone}.{name}"] = space.number(value)
         else:
             raise UserError(
-                f"params.{name}: not a searched parameter of {strategy}; searched: {', '.join(searched + plan.training_searched)}"
+                f"params.{name}: not a searched parameter of {strategy} or {backbone}; searched: "
+                f"{', '.join(searched + plan.training_searched + options)}"
             )
     return out
 
@@ -422,11 +465,14 @@ def load_splits(entry: DatasetEntry, record: Dataset, seed: int, base_dir: Path,
     return DatasetSplits(classes=splits.classes, **parts)
 
 
-def build_backbone(backbone: PlannedBackbone, num_classes: int) -> BuiltBackbone:
-    """Build, and check that groups and head cover every parameter exactly once."""
+def build_backbone(
+    backbone: PlannedBackbone, num_classes: int, options: Mapping[str, Any] | None = None
+) -> BuiltBackbone:
+    """Build (``options``: as a trial drew them; default: :func:`middle_options`), and check
+    that groups and head cover every parameter exactly once."""
     request = BackboneRequest(
         model=backbone.model, num_classes=num_classes, pretrained=backbone.entry.pretrained, weights=backbone.weights,
-        options=backbone.entry.options,
+        options=dict(middle_options(backbone) if options is None else options),
     )  # fmt: skip
     what = f"backbone '{backbone.entry.name}': build()"
     built = plugin_call(backbone.plugin, what, lambda: backbone.record.build(request))

@@ -71,6 +71,7 @@ class TrialRecord:
     host: str | None = None  # machine that ran it
     worker: str | None = None  # host:pid of the process that ran it
     params: dict[str, Any] | None = None  # the strategy's and training's parameters, as drawn
+    backbone_options: dict[str, Any] | None = None  # the backbone's options it was built with, searched ones as drawn
     phases: list[dict[str, Any]] | None = None  # the phases it trained (tlbench.types.Phase as dicts)
     n_groups: int | None = None  # parameter groups of the built backbone
     pretrained: bool | None = None  # started from pretrained or local weights

@@ -61,8 +61,12 @@ def enqueue_probe(plan: Plan, study: optuna.Study, backbone: str) -> int | None:
     key = probe_strategy(plan)
     if key is None:
         return None
+    from tlbench.planning import middle_options
+
     searched = set(plan.strategies[key].searched)
     params = recipe_params(plan, backbone, key, {k: v for k, v in probe_params(plan, key).items() if k in searched})
+    planned = plan.backbones[backbone]  # its searched options at their middle, as the screen built it: its features
+    params |= {f"{backbone}.{k}": v for k, v in middle_options(planned).items() if k in planned.searched}
     recipes = [recipe_params(plan, r.backbone, r.strategy, r.params) for r in plan.bench.search.enqueue]
     if params in recipes:
         return None

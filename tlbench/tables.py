@@ -15,8 +15,19 @@ if TYPE_CHECKING:  # pragma: no cover - hints only
 
 
 def strategy_params(params: dict[str, Any]) -> dict[str, Any]:
-    """Optuna's sampled parameters without backbone/strategy and the strategy prefix."""
-    return {k.partition(".")[2] or k: v for k, v in params.items() if k not in ("backbone", "strategy")}
+    """Optuna's sampled parameters without backbone/strategy and their prefix: the strategy
+    key's (``finetune.lr_head``), or the backbone key's for its searched options
+    (``timm:convnext_tiny.drop_path_rate``: a backbone key may itself hold dots)."""
+    backbone = params.get("backbone")
+    out = {}
+    for k, v in params.items():
+        if k in ("backbone", "strategy"):
+            continue
+        if isinstance(backbone, str) and k.startswith(f"{backbone}."):
+            out[k[len(backbone) + 1 :]] = v
+        else:
+            out[k.partition(".")[2] or k] = v
+    return out
 
 
 def describe_params(params: dict[str, Any], phases: list[dict], n_groups: int | None) -> str:

@@ -25,6 +25,7 @@ from tlbench.planning import (
     Plan,
     PlannedBackbone,
     adapt,
+    backbone_options,
     build_backbone,
     cache_dir,
     check_phases,
@@ -159,10 +160,12 @@ class Objective:
         space = TrialSpace(trial, f"{skey}.", f"strategy {skey}")
         params = self._call(strategy, "suggest()", lambda: strategy.record.suggest(space, strategy.options))
         training = suggest_training(TrialSpace(trial, "", "training"), plan.bench)
+        options = backbone_options(TrialSpace(trial, f"{bkey}.", f"backbone {bkey}"), backbone)
         record = TrialRecord.from_trial(trial)
         seed = record.seed if record.seed is not None else derived_seed(plan.bench.seed, trial.number)
         torch.manual_seed(seed)  # the fresh head's init too, whatever ran before in this process
-        adapted = adapt(strategy.record, build_backbone(backbone, len(self.splits.classes)), params, strategy.plugin)
+        built = build_backbone(backbone, len(self.splits.classes), options)
+        adapted = adapt(strategy.record, built, params, strategy.plugin)
         built = adapted.built
         phases = strategy_phases(strategy, params, len(built.groups))
         check_phases(phases, len(built.groups))
@@ -174,7 +177,8 @@ class Objective:
             ("forward_gflops", *arch, settings.size),
             lambda: cost.forward_flops(built.model.to(device), inputs.example(1, settings.size).to(device)) / 1e9,
         )
-        _described(backbone, built, phases, {**params, **training}, settings, gflops, inputs).write(trial)
+        described = _described(backbone, built, phases, {**params, **training}, settings, gflops, inputs)
+        dataclasses.replace(described, backbone_options=options or None).write(trial)
         epochs = sum(ph.epochs for ph in phases)
         self.events.trial_started(running(trial, self.dataset_key, epochs))
         over = self._over_limits(built, settings, arch, gflops)
