@@ -347,7 +347,8 @@ def test_a_backbone_option_takes_the_searched_grammar_and_each_trial_stores_what
     assert table[1]["recipe"] and drawn[1] == 0.1
     assert all(0.0 <= d <= 0.5 for d in drawn) and len(set(drawn[2:])) == len(drawn[2:])  # the sampler draws the rest
     builds = [json.loads(line)["drop_rate"] for line in (tmp_path / "plugin.py.builds").read_text().splitlines()]
-    assert set(drawn) <= set(builds) and 0.25 in builds  # build got each trial's value (validate and the screen: the middle)
+    # build got each trial's value (validate and the screen: the middle)
+    assert set(drawn) <= set(builds) and 0.25 in builds
     trials = pd.read_csv(folder / "trials.csv")
     assert all(f"drop_rate={d:.3g}" in c for d, c in zip(drawn, trials["config"]))
     assert trials["feature_cache"][0].startswith("head: memory")  # the probe trained on the screen's own features
@@ -355,4 +356,6 @@ def test_a_backbone_option_takes_the_searched_grammar_and_each_trial_stores_what
 
 def test_a_backbone_option_with_an_ambiguous_range_is_one_line(tmp_path, capsys):
     config = _config(tmp_path, SPY, backbones=[{"name": "spy", "pretrained": False, "drop_rate": [0, 1]}])
-    one_line(capsys, cli.main(["validate", config]), "backbones[0]: drop_rate: [0, 1] could be the range 0..1 or one of")
+    one_line(
+        capsys, cli.main(["validate", config]), "backbones[0]: drop_rate: [0, 1] could be the range 0..1 or one of"
+    )
