@@ -291,3 +291,39 @@ def test_dropout_before_the_head_drops_in_a_head_only_phase():
     model.train()
     features.set_prefix_eval(model, cut)
     assert model.classifier[0].training and not model.features[1].training
+
+
+def test_an_extra_loss_that_reads_only_trainable_weights_keeps_the_cache_with_the_same_results(splits):
+    """Adapted.extra_loss_reads_only_trainable (API 1.5): an L2-SP-like penalty on the weights
+    that train leaves the frozen layers' outputs cacheable; results equal the uncached run.
+    Without the declaration an extra loss turns the cache off (it may read activations)."""
+
+    def l2sp(built):
+        start = {n: p.detach().clone() for n, p in built.model.named_parameters()}
+
+        def loss(model, logits, targets):
+            total = logits.new_zeros(())
+            for name, p in model.named_parameters():
+                if p.requires_grad and name in start:
+                    total = total + (p - start[name]).pow(2).sum()
+            return 0.01 * total
+
+        return loss
+
+    plain, cached, undeclared = _built(), _built(), _built()
+    phases = _phases("half", len(plain.groups))
+    a = fit(plain, splits, phases, _settings(), extra_loss=l2sp(plain), extra_loss_cacheable=True)
+    b = fit(
+        cached,
+        splits,
+        phases,
+        _settings(cache=features.FeatureCache()),
+        extra_loss=l2sp(cached),
+        extra_loss_cacheable=True,
+    )
+    c = fit(undeclared, splits, phases, _settings(cache=features.FeatureCache()), extra_loss=l2sp(undeclared))
+    assert "extracted at" in b.feature_cache and "off" in c.feature_cache and "extra loss" in c.feature_cache
+    assert a.val_curve == b.val_curve == c.val_curve and a.test_correct == b.test_correct == c.test_correct
+    for (name, p), q in zip(plain.model.named_parameters(), cached.model.parameters()):
+        torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6, msg=name)
+    assert b.train_flops < a.train_flops

@@ -166,6 +166,10 @@ def adapted_problem(adapted: Any) -> str | None:
         return f"returned trainable names that are no parameters: {unknown[:3]}"
     if set(adapted.trainable) & set(adapted.built.head):
         return "returned trainable names of head parameters (the head always trains): leave them out"
+    if not isinstance(adapted.extra_loss_reads_only_trainable, bool):
+        return (
+            f"returned extra_loss_reads_only_trainable={adapted.extra_loss_reads_only_trainable!r}; give True or False"
+        )
     if adapted.extra_loss is not None and not callable(adapted.extra_loss):
         return f"returned extra_loss={type(adapted.extra_loss).__name__}; give a function (model, logits, targets) -> scalar, or None"
     return None

@@ -139,12 +139,15 @@ def fit(
     on_spent: Callable[[float, float], None] = lambda seconds, flops: None,
     extra_loss: Callable | None = None,
     on_rates: Callable[[dict[str, list[float]]], None] = lambda rates: None,
+    extra_loss_cacheable: bool = False,
 ) -> FitResult:
     """Train through ``phases``; ``on_epoch(epoch, val_accuracy)`` may raise to stop (pruning).
     ``on_spent(train_seconds, train_flops)`` is told the cost so far before each ``on_epoch``,
     ``on_rates(rates)`` the learning rates the epoch's steps applied: optimizer group name
     (:func:`make_optimizer`) -> one rate per step, in step order.
-    ``extra_loss(model, logits, targets)``: a term added to every step's loss (Adapted.extra_loss).
+    ``extra_loss(model, logits, targets)``: a term added to every step's loss (Adapted.extra_loss);
+    ``extra_loss_cacheable``: it reads only the logits, the targets and trainable parameters
+    (Adapted.extra_loss_reads_only_trainable), so the feature cache may stay on.
 
     Each phase trains on cached outputs of its frozen prefix when it can
     (``settings.cache`` set, no augmentation, no extra loss, batch norm not in
@@ -178,7 +181,7 @@ def fit(
         updated |= trainable
         finder = features.find_cut if settings.cache is None else settings.cache.find_cut
         cut, _ = finder(model, trainable, probe)
-        off = _phase_off(phase, extra_loss)
+        off = _phase_off(phase, None if extra_loss_cacheable else extra_loss)
         data, use, extraction = _phase_data(
             model,
             cut,
@@ -349,8 +352,9 @@ class _Cached(_Data):
 
 def _phase_off(phase: Phase, extra_loss) -> str:
     """Why a phase must see its frozen layers run (no feature cache), or "": an extra loss
-    may read any layer's activations (through hooks), and batch norm in "train" mode
-    updates the frozen layers' statistics."""
+    may read any layer's activations (through hooks; not one that declares it reads only
+    trainable parameters), and batch norm in "train" mode updates the frozen layers'
+    statistics."""
     if extra_loss is not None:
         return "extra loss"
     if phase.batchnorm == "train":

@@ -197,6 +197,7 @@ class Objective:
                     built, self.splits, phases, settings, on_epoch=lambda e, acc: self._epoch(trial, e, acc, start, so_far),
                     always=adapted.trainable, on_spent=so_far.spent, on_rates=so_far.rated,
                     extra_loss=None if adapted.extra_loss is None else _ExtraLoss(adapted.extra_loss, strategy),
+                    extra_loss_cacheable=adapted.extra_loss_reads_only_trainable,
                 )  # fmt: skip
             except BaseException:  # pruned, failed or interrupted: it keeps what it spent
                 so_far.write(trial)

@@ -261,6 +261,9 @@ class Adapted:
     # API 1.3: (model, logits, targets) -> a scalar added to the cross-entropy of every training step, before loss
     # scaling (so fp16 scales both), outside autocast (in fp32): L2-SP, DELTA, BSS. The feature cache is off with it.
     extra_loss: Callable[[nn.Module, Any, Any], Any] | None = None
+    # API 1.5: true when extra_loss reads nothing but the logits, the targets and the parameters that train (L2-SP,
+    # a penalty on the head): the frozen layers' outputs can then be cached, as without an extra loss (same results)
+    extra_loss_reads_only_trainable: bool = False
 
 
 @dataclass(frozen=True)

@@ -5,11 +5,15 @@ pretrained starting point instead, so a small dataset cannot drag the backbone f
 from what it learnt. ``adapt`` runs on the freshly built (pretrained) backbone, so it
 can keep a copy of the starting weights; the ``extra_loss`` it returns is added to
 the cross-entropy of every training step, before fp16 loss scaling. The phase uses
-two API 1.3 fields: a short warm-up and no weight decay (L2-SP replaces it).
+two API 1.3 fields: a short warm-up and no weight decay (L2-SP replaces it). The
+penalty reads only weights that train, which it declares (API 1.5), so the frozen
+layers' outputs are still computed once and cached.
 """
 
 import tlbench
 from tlbench.types import Adapted, Phase, Strategy, frozen_groups
+
+TLBENCH_PLUGIN_API = (1, 5)  # Adapted.extra_loss_reads_only_trainable
 
 
 def suggest(space, options):
@@ -52,7 +56,8 @@ def adapt(built, params):
                 total = total + (p - start[name]).pow(2).sum()
         return 0.5 * alpha * total
 
-    return Adapted(built=built, extra_loss=l2sp)
+    # it reads only the logits and the weights that train: the frozen layers' outputs may be cached (API 1.5)
+    return Adapted(built=built, extra_loss=l2sp, extra_loss_reads_only_trainable=True)
 
 
 @tlbench.hookimpl
