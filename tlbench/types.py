@@ -104,9 +104,7 @@ class BackboneRequest:
     num_classes: int  # outputs of the fresh classification head
     pretrained: bool  # load the model's pretrained weights (never fall back to random)
     weights: Path | None = None  # a local weights file to load instead of downloading
-    options: Mapping[str, Any] = field(
-        default_factory=dict
-    )  # the backbone's own config fields (Backbone.options), API 1.3
+    options: Mapping[str, Any] = field(default_factory=dict)  # the backbone's own config fields (Backbone.options), API 1.3
 
 
 @dataclass(frozen=True)
@@ -195,9 +193,7 @@ class Dataset:
     load: Callable[[DatasetRequest], DatasetSplits]  # called once per benchmark run
     options: Mapping[str, str] = field(default_factory=dict)  # accepted option -> one-line help
     description: str = ""  # one line for `tlbench plugins`
-    modality: str = (
-        "image"  # API 1.4: what its examples are ("image": PIL images, "text": str); paired with backbones of it
-    )
+    modality: str = "image"  # API 1.4: what its examples are ("image": PIL images, "text": str); paired with backbones of it
 
 
 # --------------------------------------------------------------------------- strategies
@@ -226,9 +222,7 @@ class Phase:
     lr_backbone: float  # learning rate of the trainable backbone groups without group_lrs, and of Adapted.trainable parameters in frozen groups
     lr_head: float  # learning rate of the head
     # API 1.3, each optional:
-    group_lrs: tuple[float, ...] | None = (
-        None  # one learning rate per backbone group (input -> output) instead of lr_backbone
-    )
+    group_lrs: tuple[float, ...] | None = None  # one learning rate per backbone group (input -> output) instead of lr_backbone
     optimizer: str = "adamw"  # "adamw" or "sgd" (momentum below, Nesterov)
     momentum: float = 0.9  # sgd only
     weight_decay: float | None = None  # None: training.weight_decay; applies to every trainable parameter
