@@ -79,21 +79,21 @@ class TrialRecord:
     resolution: int | None = None  # images: input side in pixels
     max_length: int | None = None  # text: sequence length in tokens (every text padded or cut to it)
     forward_gflops: float | None = None  # one forward pass, one example (an image, a text)
-    total_params: int | None = None
+    total_params: int | None = None  # parameters of the model as trained (backbone, head, adapters)
     # while it trains
     elapsed_seconds: float | None = None  # training and evaluation so far
     # what it measured (set when it ends)
     val_curve: list[float] | None = None  # validation accuracy after each epoch
     test_curve: list[float] | None = None  # test accuracy after each epoch (training.test_curve: recorded grids)
-    test_accuracy: float | None = None
+    test_accuracy: float | None = None  # on the test split, after the last epoch (never used to select)
     test_correct: str | None = None  # "1"/"0" per test example, in split order (bootstrap intervals)
-    train_seconds: float | None = None
-    train_gflops: float | None = None
-    trainable_params: int | None = None
-    peak_memory_mb: float | None = None
+    train_seconds: float | None = None  # training wall clock (frozen-layer extraction included, evaluation not)
+    train_gflops: float | None = None  # training compute: forward and backward of every step, the frozen prefix once
+    trainable_params: int | None = None  # parameters updated in some phase
+    peak_memory_mb: float | None = None  # see memory_kind
     memory_kind: str | None = None  # "cuda_max_allocated" or "process_peak_rss"
     device: str | None = None  # device name
-    device_index: int | None = None
+    device_index: int | None = None  # which of the run's devices (several GPUs)
     precision: str | None = None  # "fp32", "bf16", "fp16"
     throughput: float | None = None  # examples (images, texts) per second, inference
     latency_ms: float | None = None  # one batch, inference
