@@ -172,3 +172,32 @@ def test_a_strategy_that_only_unfreezes_parameters_keeps_the_backbones_architect
     assert _structure(built.model) == before
     built.model.extra = nn.Linear(2, 2)
     assert _structure(built.model) != before
+
+
+def _head_rates(splits, phases) -> list[float]:
+    """The head's learning rate at every training step, read from the epoch reports (API 1.5)."""
+    rates: list[float] = []
+    fit(_built(), splits, phases, SETTINGS, on_rates=lambda r: rates.extend(r["head"]))
+    return rates
+
+
+def test_one_schedule_spans_phases_where_a_strategy_asks_for_it(splits):
+    """Phase.schedule_continues (API 1.5): the second phase goes on with the first one's
+    cosine over both phases' steps (one warm-up, one decay) instead of starting it again."""
+    import math
+
+    from tlbench import contract
+
+    head, rest = Phase("head", 1, 4, 0.0, 0.1, warmup_epochs=1.0), Phase("all", 2, 0, 1e-3, 0.1)
+    steps = 3  # 24 training examples in batches of 8, per epoch
+    apart = _head_rates(splits, [head, rest])
+    spanned = _head_rates(splits, [head, Phase("all", 2, 0, 1e-3, 0.1, schedule_continues=True)])
+    assert len(apart) == len(spanned) == 9
+    assert apart[steps] == pytest.approx(0.1)  # apart: the second phase starts its own cosine at the full rate
+    total, warm = 9, 3  # spanned: a warm-up of one epoch (3 steps), then one cosine over the remaining 6 of 9 steps
+    expected = [0.1 * (k + 1) / (warm + 1) for k in range(warm)]
+    expected += [0.1 * 0.5 * (1 + math.cos(math.pi * (k - warm) / (total - warm))) for k in range(warm, total)]
+    assert spanned == pytest.approx(expected)
+    assert contract.phases_problem([Phase("a", 1, 0, 1e-3, 0.1, schedule_continues=True)], 4) == (
+        "phase a: schedule_continues=True on the first phase, which has no schedule to continue"
+    )

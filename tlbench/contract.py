@@ -217,6 +217,8 @@ def phases_problem(phases: Any, n_groups: int) -> str | None:
             return problem
     if not any(p.epochs > 0 for p in phases):
         return "no phase has epochs > 0; set epochs to 1 or more"
+    if phases[0].schedule_continues is True:
+        return f"phase {phases[0].name}: schedule_continues=True on the first phase, which has no schedule to continue"
     return None
 
 
@@ -230,6 +232,8 @@ def phase_problem(phase: Any, n_groups: int) -> str | None:
         return f"phase {phase.name}: epochs must be a whole number >= 0, got {phase.epochs!r}"
     if not _whole(phase.frozen_groups) or not 0 <= phase.frozen_groups <= n_groups:
         return f"phase {phase.name}: frozen_groups must be 0..{n_groups} for a backbone of {n_groups} groups, got {phase.frozen_groups!r}"
+    if not isinstance(phase.schedule_continues, bool):
+        return f"phase {phase.name}: schedule_continues must be True or False, got {phase.schedule_continues!r}"
     for field in ("lr_backbone", "lr_head", "momentum", "warmup_epochs"):
         if not _number(getattr(phase, field)):
             return f"phase {phase.name}: {field} must be a finite number >= 0, got {getattr(phase, field)!r}"

@@ -176,6 +176,7 @@ def fit(
     probe = inputs.example(2, settings.size).to(settings.device)
     run.extra_loss = extra_loss
     updated: set[str] = set()
+    spans = schedule_spans(active, train_batches(len(splits.train), settings.batch_size))
     for phase in active:
         trainable = set_trainable(model, built, phase.frozen_groups, always)
         updated |= trainable
@@ -204,6 +205,7 @@ def fit(
             data,
             probe,
             last=phase is active[-1],
+            factor=spans[id(phase)],
         )
     return FitResult(
         val_curve=run.curve,
@@ -235,11 +237,14 @@ class _Run:
         self.extra_loss = None  # Adapted.extra_loss
         self.on_rates = lambda rates: None
 
-    def phase(self, phase: Phase, optimizer, cut: features.Cut, data: _Data, probe: torch.Tensor, last: bool) -> None:
-        """Train the phase's epochs; ``probe``: a batch of made-up inputs (Inputs.example) to meter a step with."""
+    def phase(
+        self, phase: Phase, optimizer, cut: features.Cut, data: _Data, probe: torch.Tensor, last: bool, factor=None
+    ) -> None:
+        """Train the phase's epochs; ``probe``: a batch of made-up inputs (Inputs.example) to meter a step with;
+        ``factor``: step -> the factor on the rates (default: the phase's own schedule)."""
         s, device, dtype = self.settings, self.settings.device, self.dtype
         per_epoch = train_batches(self.n_train, s.batch_size)
-        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(phase, per_epoch))
+        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, factor or lr_factor(phase, per_epoch))
         with data.model(self.model, cut) as net:
             runner = torch.compile(net) if s.compile else net
             step_flops = data.step_flops(net, probe)
@@ -554,11 +559,33 @@ def _group_name(sources: set[str]) -> str:
     return " + ".join(named)
 
 
-def lr_factor(phase: Phase, batches_per_epoch: int) -> Callable[[int], float]:
+def schedule_spans(phases: Sequence[Phase], batches_per_epoch: int) -> dict[int, Callable[[int], float]]:
+    """id(phase) -> its step -> factor: its own schedule (:func:`lr_factor`), or, for a
+    phase with ``schedule_continues``, the schedule of the phase that began the span,
+    stretched over the span's steps and counted on from where the phase before it ended."""
+    out: dict[int, Callable[[int], float]] = {}
+    i = 0
+    while i < len(phases):
+        j = i + 1
+        while j < len(phases) and phases[j].schedule_continues:
+            j += 1
+        span = phases[i:j]
+        steps = sum(p.epochs for p in span) * batches_per_epoch
+        whole = lr_factor(span[0], batches_per_epoch, steps=steps)
+        offset = 0
+        for p in span:
+            out[id(p)] = (lambda f, o: lambda step: f(o + step))(whole, offset) if len(span) > 1 else whole
+            offset += p.epochs * batches_per_epoch
+        i = j
+    return out
+
+
+def lr_factor(phase: Phase, batches_per_epoch: int, steps: int | None = None) -> Callable[[int], float]:
     """Step -> the factor on each learning rate: a linear warm-up over
     ``phase.warmup_epochs`` (from 1/(w+1) of the rate, reaching it at step w), then the
-    schedule over the remaining steps (cosine or linear to 0, or constant)."""
-    steps = max(1, phase.epochs * batches_per_epoch)
+    schedule over the remaining steps (cosine or linear to 0, or constant). ``steps``:
+    the schedule's length when it spans several phases (default: this phase's)."""
+    steps = max(1, phase.epochs * batches_per_epoch if steps is None else steps)
     warm = min(steps - 1, round(phase.warmup_epochs * batches_per_epoch)) if phase.warmup_epochs > 0 else 0
     rest = max(1, steps - warm)
 

@@ -209,7 +209,8 @@ class Phase:
     """A stretch of training with one set of trainable groups, learning rates and optimizer.
 
     Each phase gets a fresh optimizer (its state does not carry over) and a schedule
-    over its own steps. With the defaults (API 1.0 behaviour): AdamW, weight decay
+    over its own steps, or, with ``schedule_continues`` (API 1.5), the rest of the
+    schedule that the phases before it began: one warm-up and one decay across them. With the defaults (API 1.0 behaviour): AdamW, weight decay
     ``training.weight_decay`` on every trainable parameter, cosine decay from the
     learning rates to 0, no warm-up, and batch-norm layers whose parameters are all
     frozen in eval mode (their running statistics stay as loaded). docs/plugins.md
@@ -229,6 +230,8 @@ class Phase:
     schedule: str = "cosine"  # after warm-up: "cosine" (to 0), "linear" (to 0) or "constant"
     warmup_epochs: float = 0.0  # linear warm-up from 0 over this many epochs (fractions allowed), then the schedule
     batchnorm: str = "auto"  # "auto": frozen norm layers eval, trained ones train; "eval": all eval; "train": all train
+    # API 1.5, optional:
+    schedule_continues: bool = False  # True: one schedule spans this phase and the one before (its steps counted on from there; that phase's schedule and warm-up rule both)
 
 
 class Space(Protocol):
