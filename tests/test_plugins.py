@@ -158,3 +158,29 @@ def test_readme_plugin_example_works_as_a_config_plugin(tmp_path, capsys):
         "backbones: [{name: 'timm:test_resnet', pretrained: false}]\nstrategies: [{name: head_then_all}]\n"
     )
     assert cli.main(["validate", str(config)]) == 0, capsys.readouterr().err
+
+
+def test_the_kit_checks_a_strategys_adapt_on_a_text_backbone_too():
+    """check_strategy runs adapt (and extra_loss) on a tiny text encoder as well as on an
+    image model (issue 25); a strategy only for images says so and is checked on images only."""
+    from tlbench import testing
+    from tlbench.types import Adapted, Phase, Strategy
+
+    def adapt(built, params):
+        from torch import nn
+
+        if not any(isinstance(m, nn.Conv2d) for m in built.model.modules()):
+            raise UserError("no convolution to adapt")
+        return Adapted(built=built)
+
+    record = Strategy(
+        "conv_only",
+        suggest=lambda space, options: {},
+        phases=lambda p, n: [Phase("head", 1, n, 0.0, 0.01)],
+        adapt=adapt,
+    )
+    with pytest.raises(
+        testing.ConformanceError, match=r"no convolution to adapt \(on a tiny text encoder; .*\('image',\)"
+    ):
+        testing.check_strategy(record)
+    testing.check_strategy(record, modalities=("image",))

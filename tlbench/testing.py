@@ -149,6 +149,7 @@ def check_plugin(
     tracker_options: Mapping[str, Mapping[str, Any]] | None = None,
     num_classes: int = 3,
     resolution: int | None = None,
+    strategy_modalities: Mapping[str, Sequence[str]] | None = None,
 ) -> list[str]:
     """Check every record a plugin yields; returns what was checked, one line each.
 
@@ -156,6 +157,8 @@ def check_plugin(
     (a dataset that needs a path cannot be loaded without). ``backbone_models``:
     per backbone family, the model names to build (families only). ``backbone_options``,
     ``strategy_options``, ``tracker_options``: per record name, config options to use.
+    ``strategy_modalities``: per strategy name, the modalities its ``adapt`` is checked
+    on (default: image and text; say ``("image",)`` for a strategy only for images).
     """
     name, found = records(plugin)
     checked = []
@@ -189,7 +192,8 @@ def check_plugin(
             check_tracker(record, (tracker_options or {}).get(record.name), plugin=name)
             checked.append(f"tracker {record.name}")
         else:
-            check_strategy(record, (strategy_options or {}).get(record.name), plugin=name)
+            modalities = (strategy_modalities or {}).get(record.name, MODALITIES)
+            check_strategy(record, (strategy_options or {}).get(record.name), plugin=name, modalities=modalities)
             checked.append(f"strategy {record.name}")
     return checked
 
@@ -347,8 +351,12 @@ def check_strategy(
     n_groups: Sequence[int] = (1, 4, 12),
     samples: int = 5,
     plugin: str = "?",
+    modalities: Sequence[str] = ("image", "text"),
 ) -> None:
-    """Sample ``record``'s search space and check the phases (and ``adapt``) it gives."""
+    """Sample ``record``'s search space and check the phases it gives, and its ``adapt``
+    (and ``extra_loss``) on a backbone of each of ``modalities``: timm's ``test_resnet``
+    for images, a tiny BERT-like encoder (embeddings, attention with query/key/value
+    projections, layer norms) for text."""
     import optuna
 
     from tlbench import contract
@@ -375,36 +383,108 @@ def check_strategy(
             if list(record.phases(params, n)) != phases:
                 raise _fail(plugin, label, "phases() gave different phases for the same parameters")
     if record.adapt is not None:
-        _check_adapt(record, drawn[0], plugin, label)
+        for modality in modalities:
+            _check_adapt(record, drawn[0], plugin, label, modality)
 
 
-def _check_adapt(record: Strategy, params: Mapping[str, Any], plugin: str, label: str) -> None:
-    from tlbench import planning, train
+MODALITIES = ("image", "text")  # what check_strategy checks a strategy's adapt on by default
+
+
+def _kit_backbone(modality: str):
+    """(a fresh tiny backbone of ``modality``, an example batch for it, its name in messages)."""
+    import torch
+
     from tlbench.builtins.backbones import build_timm
 
-    built = build_timm(BackboneRequest(model="test_resnet", num_classes=3, pretrained=False))
+    if modality == "image":
+        built = build_timm(BackboneRequest(model="test_resnet", num_classes=3, pretrained=False))
+        return built, torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0)), "timm's test_resnet"
+    if modality == "text":
+        return (
+            _tiny_encoder(),
+            torch.randint(0, 50, (2, 8), generator=torch.Generator().manual_seed(0)),
+            "a tiny text encoder",
+        )
+    raise ValueError(f"the kit has no backbone of modality {modality!r}; use image or text")
+
+
+def _tiny_encoder():
+    """A two-layer BERT-like encoder over token ids (vocabulary 50, width 16), 3 classes."""
+    import torch
+    from torch import nn
+
+    from tlbench.types import BuiltBackbone, DataConfig
+
+    torch.manual_seed(0)
+
+    class Attention(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.query, self.key, self.value = nn.Linear(16, 16), nn.Linear(16, 16), nn.Linear(16, 16)
+
+        def forward(self, x):
+            weights = torch.softmax(self.query(x) @ self.key(x).transpose(1, 2) / 4.0, dim=-1)
+            return weights @ self.value(x)
+
+    class Layer(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.attention, self.norm = Attention(), nn.LayerNorm(16)
+            self.output = nn.Linear(16, 16)
+
+        def forward(self, x):
+            return self.norm(x + self.output(self.attention(x)))
+
+    class Encoder(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embeddings = nn.Embedding(50, 16)
+            self.layers = nn.ModuleList([Layer(), Layer()])
+            self.head = nn.Linear(16, 3)
+
+        def forward(self, ids):
+            x = self.embeddings(ids)
+            for layer in self.layers:
+                x = layer(x)
+            return self.head(x.mean(1))
+
+    model = Encoder()
+    names = [n for n, _ in model.named_parameters()]
+    groups = (tuple(n for n in names if n.startswith("embeddings.")),) + tuple(
+        tuple(n for n in names if n.startswith(f"layers.{i}.")) for i in range(2)
+    )
+    return BuiltBackbone(model, groups, ("head.weight", "head.bias"), DataConfig(8, (0.0,), (1.0,)))
+
+
+def _check_adapt(record: Strategy, params: Mapping[str, Any], plugin: str, label: str, modality: str = "image") -> None:
+    from tlbench import planning, train
+
+    built, example, what = _kit_backbone(modality)
     try:
         adapted = planning.adapt(record, built, params, plugin)
     except UserError as exc:
-        raise ConformanceError(f"{exc} (on timm's test_resnet)") from exc
+        raise ConformanceError(
+            f"{exc} (on {what}; a strategy only for images says so: "
+            f"check_plugin(strategy_modalities={{'{record.name}': ('image',)}}))"
+        ) from exc
     head = set(adapted.built.head)
     n = len(adapted.built.groups)
     trainable = train.set_trainable(adapted.built.model, adapted.built, n, adapted.trainable)
     if trainable != head | set(adapted.trainable):
         raise _fail(plugin, label, "adapt(): with every group frozen, more than the head and trainable would train")
     if adapted.extra_loss is not None:
-        _check_extra_loss(adapted, plugin, label)
+        _check_extra_loss(adapted, plugin, label, example)
 
 
-def _check_extra_loss(adapted, plugin: str, label: str) -> None:
-    """``extra_loss`` gives one finite value for a batch, and gradients flow from it."""
+def _check_extra_loss(adapted, plugin: str, label: str, x=None) -> None:
+    """``extra_loss`` gives one finite value for a batch (``x``; default: two images), and gradients flow from it."""
     import torch
 
     from tlbench import train
 
     model = adapted.built.model.train()
     train.set_trainable(model, adapted.built, 0, adapted.trainable)
-    x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0)) if x is None else x
     logits = model(x)
     value = _call(
         plugin, f"{label}: extra_loss()", lambda: adapted.extra_loss(model, logits.float(), torch.tensor([0, 1]))
