@@ -328,7 +328,8 @@ def backbone_searched(given: Mapping[str, Any]) -> tuple[dict[str, Any], tuple[s
     """A backbone entry's options, parsed once by the one grammar: a list or a mapping is a
     searched value (``[low, high]``, ``{low, high, log}``, ``{choices: [...]}``; strict:
     ``[16, 32]`` is refused as ambiguous), drawn per trial like a strategy's; anything
-    else is fixed and passed on as written. Returns (options, the searched names)."""
+    else is fixed (a number YAML read as text made the number). Returns (options, the
+    searched names)."""
     options, searched = {}, []
     for key, value in given.items():
         if isinstance(value, (list, dict)):
@@ -338,8 +339,11 @@ def backbone_searched(given: Mapping[str, Any]) -> tuple[dict[str, Any], tuple[s
                 raise UserError(f"{key}: {exc}") from exc
             options[key] = space.numbers(value)
             searched.append(key)
-        else:
-            options[key] = value
+        else:  # a number YAML read as text ("1e-3", "0.5") is the number, as in a strategy's options
+            try:
+                options[key] = space.number(value)
+            except UserError as exc:
+                raise UserError(f"{key}: {exc}") from exc
     return options, tuple(searched)
 
 

@@ -116,3 +116,19 @@ def test_a_plugin_that_needs_a_newer_api_is_refused_by_name():
     assert f"it needs plugin API {newer[0]}.{newer[1]}, this tlbench provides" in plugins.api_problem(newer)
     assert "must be a (major, minor) tuple" in plugins.api_problem("1.2")
     assert plugins.api_problem((PLUGIN_API[0] + 1, 0)) is not None
+
+
+def test_backbone_options_are_parsed_once_by_the_searched_value_grammar():
+    """A range or choices is searched; a number YAML read as text is the number (issue 25:
+    "0.5" stayed a string and [0.5, 1] reached the plugin as a list)."""
+    from tlbench.planning import backbone_searched
+
+    options, searched = backbone_searched(
+        {"width": [0.5, 1.0], "rate": "1e-3", "pooling": "mean", "depth": {"choices": ["2", 4]}}
+    )
+    assert options == {"width": [0.5, 1.0], "rate": 0.001, "pooling": "mean", "depth": {"choices": [2, 4]}}
+    assert searched == ("width", "depth")
+    with pytest.raises(UserError, match=r"width: \[16, 32\] could be the range"):
+        backbone_searched({"width": [16, 32]})
+    with pytest.raises(UserError, match="rate: '0,5' is not a number"):
+        backbone_searched({"rate": "0,5"})
