@@ -156,11 +156,12 @@ def _open(plan, splits, store, resources, progress, folder: Path, alone: bool) -
             return
         if shown != [key]:
             done_before()
-            pretrained = sum(plan.backbones[b].entry.pretrained for b in plan.backbones_for(key))
+            from tlbench.screen import loaded_weights
+
+            pretrained = sum(loaded_weights(plan.backbones[b]) for b in plan.backbones_for(key))
             done = sum(t.state in FINISHED for t in study.get_trials(deepcopy=False) if TrialRecord.from_trial(t).probe)
-            progress.study_started(
-                key, done, max(pretrained, done + n)
-            )  # the streamed probes: one per pretrained backbone
+            # the streamed probes: one per pretrained backbone
+            progress.study_started(key, done, max(pretrained, done + n))
             shown[:] = [key]
         objective = Objective(plan, splits[key], key, progress, resources)
         _optimize(
@@ -474,7 +475,11 @@ def screen_all(
             continue
 
         def probe_now(backbone: str, study=study, key=entry.key) -> None:
-            if not plan.backbones[backbone].entry.pretrained or StudyRecord.from_study(study).probes or begun(study):
+            if (
+                not screen.loaded_weights(plan.backbones[backbone])
+                or StudyRecord.from_study(study).probes
+                or begun(study)
+            ):
                 return  # from random init: only if kept; or the probes are done (a resume)
             enqueue_probe(plan, study, backbone)
             if run_waiting is not None:

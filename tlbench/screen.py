@@ -143,13 +143,19 @@ def rule_text(settings) -> str:
 # --------------------------------------------------------------------------- screening a run's backbones
 
 
+def loaded_weights(backbone) -> bool:
+    """A backbone whose weights are loaded (pretrained, or a weights file), not drawn at
+    random: every build gives the same features, so its probe can train on the screen's."""
+    return bool(backbone.entry.pretrained or backbone.weights is not None)
+
+
 def screen_order(plan, dataset_key: str) -> list[str]:
-    """The order the screen takes backbones in: the pretrained ones first, in the config's
-    order, then those from random init (likely dropped: their probe, unlike a pretrained
-    one's, cannot use the screen's features)."""
+    """The order the screen takes backbones in: those with loaded weights first, in the
+    config's order, then those from random init (likely dropped: their probe, built with
+    another seed, cannot use the screen's features)."""
     keys = plan.backbones_for(dataset_key)
-    pretrained = [k for k in keys if plan.backbones[k].entry.pretrained]
-    return pretrained + [k for k in keys if k not in pretrained]
+    loaded = [k for k in keys if loaded_weights(plan.backbones[k])]
+    return loaded + [k for k in keys if k not in loaded]
 
 
 def screen_backbones(plan, study, splits, resources, dataset_key: str, after=lambda key: None) -> None:

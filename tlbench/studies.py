@@ -17,7 +17,7 @@ import time
 import optuna
 
 from tlbench import interrupts, storage
-from tlbench.planning import Plan, recipe_params
+from tlbench.planning import Plan, middle_options, recipe_params
 from tlbench.pruning import make_pruner
 from tlbench.record import Failure, TrialRecord
 from tlbench.sampling import make_sampler
@@ -61,8 +61,6 @@ def enqueue_probe(plan: Plan, study: optuna.Study, backbone: str) -> int | None:
     key = probe_strategy(plan)
     if key is None:
         return None
-    from tlbench.planning import middle_options
-
     searched = set(plan.strategies[key].searched)
     params = recipe_params(plan, backbone, key, {k: v for k, v in probe_params(plan, key).items() if k in searched})
     planned = plan.backbones[backbone]  # its searched options at their middle, as the screen built it: its features
