@@ -189,9 +189,8 @@ def check_recipe(plan: Plan, params: dict[str, Any]) -> None:
         except (ValueError, TypeError):
             ok = False
         if not ok:
-            short = name.removeprefix(f"{params['backbone']}.").partition(".")[2] or name.removeprefix(
-                f"{params['backbone']}."
-            )
+            local = name.removeprefix(f"{params['backbone']}.")  # a backbone option's name, or <strategy>.<param>
+            short = local.partition(".")[2] or local
             raise UserError(
                 f"params.{short}: {value!r} is not among the values the config searches ({_searched_values(distribution)})"
             )
