@@ -177,7 +177,7 @@ def fit(
     run.extra_loss = extra_loss
     updated: set[str] = set()
     spans = schedule_spans(active, train_batches(len(splits.train), settings.batch_size))
-    for phase in active:
+    for i, phase in enumerate(active):
         trainable = set_trainable(model, built, phase.frozen_groups, always)
         updated |= trainable
         finder = features.find_cut if settings.cache is None else settings.cache.find_cut
@@ -205,7 +205,7 @@ def fit(
             data,
             probe,
             last=phase is active[-1],
-            factor=spans[id(phase)],
+            factor=spans[i],
         )
     return FitResult(
         val_curve=run.curve,
@@ -559,11 +559,11 @@ def _group_name(sources: set[str]) -> str:
     return " + ".join(named)
 
 
-def schedule_spans(phases: Sequence[Phase], batches_per_epoch: int) -> dict[int, Callable[[int], float]]:
-    """id(phase) -> its step -> factor: its own schedule (:func:`lr_factor`), or, for a
+def schedule_spans(phases: Sequence[Phase], batches_per_epoch: int) -> list[Callable[[int], float]]:
+    """For each phase, its step -> factor: its own schedule (:func:`lr_factor`), or, for a
     phase with ``schedule_continues``, the schedule of the phase that began the span,
     stretched over the span's steps and counted on from where the phase before it ended."""
-    out: dict[int, Callable[[int], float]] = {}
+    out: list[Callable[[int], float]] = []
     i = 0
     while i < len(phases):
         j = i + 1
@@ -574,7 +574,7 @@ def schedule_spans(phases: Sequence[Phase], batches_per_epoch: int) -> dict[int,
         whole = lr_factor(span[0], batches_per_epoch, steps=steps)
         offset = 0
         for p in span:
-            out[id(p)] = (lambda f, o: lambda step: f(o + step))(whole, offset) if len(span) > 1 else whole
+            out.append((lambda f, o: lambda step: f(o + step))(whole, offset) if len(span) > 1 else whole)
             offset += p.epochs * batches_per_epoch
         i = j
     return out
