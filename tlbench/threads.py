@@ -58,8 +58,12 @@ def worker_environment(
     and, given the ``gpus`` the workers share (:func:`shared_gpus`), the one it uses."""
     env = dict(os.environ if environ is None else environ)
     threads = str(share(workers, available))
-    for name in (*INTRA, INTEROP):
-        env.setdefault(name, threads)
+    # one intra-op setting: a user's OMP_NUM_THREADS (or MKL_NUM_THREADS) is given to the other
+    # too (PyTorch took MKL_NUM_THREADS=1 over a user's OMP_NUM_THREADS=2)
+    user = next((env[name] for name in INTRA if name in env), None)
+    for name in INTRA:
+        env.setdefault(name, user or threads)
+    env.setdefault(INTEROP, threads)
     if gpus and len(gpus) > 1:
         env[CUDA] = gpus[index % len(gpus)]
     return env
