@@ -146,7 +146,7 @@ def open_studies(plan: Plan, store, alone: bool, recipes: bool = True) -> None:
 def _open(plan, splits, store, resources, progress, folder: Path, alone: bool) -> Outcome | None:
     """The screen of every study with its probes (:func:`screen_all`), the probes trained here
     as they come; an Outcome if Ctrl-C or SIGTERM stopped it (the tables are written)."""
-    write = lambda: results.write_tables(folder)  # noqa: E731
+    write = results.TableWriter(folder)  # after each trial, at most about a tenth of the run's time
 
     shown: list[str] = []  # the dataset whose probes are on display
 
@@ -195,7 +195,7 @@ def save_metadata(plan: Plan, folder: Path, resources: TrialResources, keep: boo
 
 def _run_here(plan, splits, resources, folder: Path, store, progress: Progress, recover: bool) -> Outcome:
     """The studies and repeats in this process; whatever happens, the tables are written."""
-    write = lambda: results.write_tables(folder)  # noqa: E731
+    write = results.TableWriter(folder)  # after each trial, at most about a tenth of the run's time
     interrupted = False
     try:
         run_studies(plan, splits, store, progress, on_trial=write, resources=resources, recover=recover)

@@ -90,3 +90,30 @@ def test_compare_aligns_runs_and_keeps_rows_missing_from_one():
         table.loc["probe", "d_train_seconds_1"], -0.5
     )
     assert pd.isna(table.loc["tune", "test_1"])
+
+
+def test_the_tables_are_rewritten_during_a_run_at_most_about_a_tenth_of_its_time(tmp_path):
+    """Each rewrite reads the whole storage (seconds at 20,000 trials: O(trials^2) per run if
+    done after every trial). After a rewrite that took t, the next comes no sooner than 10 t
+    later; a fast rewrite (a small run) still follows every trial that takes longer."""
+    from tlbench.results import TableWriter
+
+    now = [0.0]
+    written = []
+
+    def write(folder):  # a real call's bookkeeping, with a rewrite that takes 0.5 s of a made-up clock
+        written.append(now[0])
+        now[0] += 0.5
+
+    writer = TableWriter(tmp_path, write=write, clock=lambda: now[0])
+    for _ in range(20):  # twenty trials, one every 1 s (plus the rewrites' own time)
+        writer()
+        now[0] += 1.0
+    gaps = [b - a for a, b in zip(written, written[1:])]
+    assert written[0] == 0.0 and all(g >= 0.5 + 10 * 0.5 for g in gaps) and len(written) < 20
+    quick = TableWriter(tmp_path, write=lambda folder: written.append("quick"), clock=lambda: now[0])
+    before = len(written)
+    for _ in range(5):  # a rewrite that takes no time at all: after every trial
+        quick()
+        now[0] += 1.0
+    assert len(written) - before == 5
