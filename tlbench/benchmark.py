@@ -323,8 +323,9 @@ def select_repeats(plan: Plan, store) -> dict[str, list[int]]:
     validation accuracy of each dataset x backbone x strategy, read from the studies."""
     studies = {entry.key: study_name(plan.bench, entry.key) for entry, _ in plan.datasets}
     limits = plan.bench.search.constraints.model_dump()
-    summary = tables.summary_frame(results.trials_frame(store, studies, limits))
-    return {key: [int(n) for n in rows["trial"]] for key, rows in summary.groupby("dataset")}
+    best = tables.best_per_group(results.trials_frame(store, studies, limits))
+    best = best.sort_values(["dataset", "test_accuracy"], ascending=[True, False])  # as the summary lists them
+    return {key: [int(n) for n in rows["trial"]] for key, rows in best.groupby("dataset")}
 
 
 def enqueue_repeats(

@@ -61,6 +61,17 @@ def imbalanced(rows: pd.DataFrame, ratio: float = 1.5) -> bool:
     return len(sizes) > 1 and max(sizes) > ratio * min(sizes)
 
 
+def best_per_group(trials: pd.DataFrame) -> pd.DataFrame:
+    """The selection rule, one place for the tables and the repeats: per dataset x backbone
+    x strategy, the completed feasible trial (within ``search.constraints``) with the best
+    validation accuracy; ties to less training time, then to the earlier trial."""
+    feasible = trials["infeasible"].isna() if "infeasible" in trials else True
+    done = trials[(trials["state"] == "COMPLETE") & feasible].sort_values(
+        ["val_accuracy", "train_seconds", "trial"], ascending=[False, True, True]
+    )
+    return done.groupby(["dataset", "backbone", "strategy"], sort=False).head(1)
+
+
 def summary_frame(trials: pd.DataFrame, repeats: pd.DataFrame | None = None) -> pd.DataFrame:
     """Per dataset x backbone x strategy, the feasible trial (within ``search.constraints``)
     with the best validation accuracy (ties: less training time, then the earlier trial),
@@ -71,11 +82,7 @@ def summary_frame(trials: pd.DataFrame, repeats: pd.DataFrame | None = None) -> 
         trials = trials.assign(modality="image")
     finished = trials[trials["state"].isin(["COMPLETE", "PRUNED", "FAIL"])]
     counts = finished.groupby(["dataset", "backbone", "strategy"]).size().rename("trials")
-    feasible = trials["infeasible"].isna() if "infeasible" in trials else True
-    done = trials[(trials["state"] == "COMPLETE") & feasible].sort_values(
-        ["val_accuracy", "train_seconds", "trial"], ascending=[False, True, True]
-    )
-    best = done.groupby(["dataset", "backbone", "strategy"], sort=False).head(1)
+    best = best_per_group(trials)
     best = best.join(counts, on=["dataset", "backbone", "strategy"])
     best = best.sort_values(["dataset", "test_accuracy"], ascending=[True, False]).reset_index(drop=True)
     best["pareto"] = pareto_mask(best)
