@@ -29,20 +29,16 @@ RECIPES = [
 ]
 
 
+def synthetic(**overrides) -> list[dict]:
+    """The tiny benchmark's synthetic dataset, with ``overrides`` (more training images)."""
+    return [tiny_benchmark()["datasets"][0] | overrides]
+
+
 def bench(**overrides) -> dict:
     data = {
         "name": "dist",
         "run": "shared",
-        "datasets": [
-            {
-                "name": "synthetic",
-                "classes": 3,
-                "size": 16,
-                "train_per_class": 8,
-                "val_per_class": 4,
-                "test_per_class": 4,
-            }
-        ],
+        "datasets": synthetic(),
         "strategies": [{"name": "linear_probe", "epochs": 1}, {"name": "finetune", "epochs": 1, "freeze": 0.0}],
     }
     return tiny_benchmark(**(data | overrides))
@@ -122,16 +118,7 @@ def test_three_workers_on_postgresql_run_exactly_the_budget_each_trial_once(writ
 def test_a_killed_worker_is_noticed_by_heartbeat_and_its_trial_retried_once(write_config, postgres_url):
     slow = bench(
         strategies=[{"name": "finetune", "epochs": 6, "freeze": 0.0}],
-        datasets=[
-            {
-                "name": "synthetic",
-                "classes": 3,
-                "size": 16,
-                "train_per_class": 24,
-                "val_per_class": 4,
-                "test_per_class": 4,
-            }
-        ],
+        datasets=synthetic(train_per_class=24),
         search={"n_trials": 3, "startup_trials": 3, "pruner": "none", "heartbeat": 1},
     )
     config = write_config(slow)
@@ -254,16 +241,7 @@ def test_killing_run_with_workers_lets_them_finish_their_trial_keeps_the_folder_
     config = write_config(
         bench(
             strategies=[{"name": "finetune", "epochs": 3, "freeze": 0.0}],
-            datasets=[
-                {
-                    "name": "synthetic",
-                    "classes": 3,
-                    "size": 16,
-                    "train_per_class": 24,
-                    "val_per_class": 4,
-                    "test_per_class": 4,
-                }
-            ],
+            datasets=synthetic(train_per_class=24),
             search={"n_trials": 4, "startup_trials": 4, "pruner": "none"},
         )
     )

@@ -177,8 +177,9 @@ def screen_backbones(plan, study, splits, resources, dataset_key: str, after=lam
     device = resources.devices[0]
     for key in screen_order(plan, dataset_key):
         backbone = plan.backbones[key]
-        if key in StudyRecord.from_study(study).screen:
-            if "skipped" not in StudyRecord.from_study(study).screen[key]:
+        stored = StudyRecord.from_study(study).screen.get(key)
+        if stored is not None:  # screened before (a resume): its probe may still be owed
+            if "skipped" not in stored:
                 after(key)
             continue
         start = time.perf_counter()
