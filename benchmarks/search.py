@@ -115,6 +115,16 @@ DEV = {
     ),
     "textures": ("textures", "image", {"name": "textures"}, IMAGE_BACKBONES, IMAGE_GRID, {"resolution": 64}),
     "lfw_faces": ("faces", "image", {"name": "lfw_faces"}, IMAGE_BACKBONES, IMAGE_GRID, {"resolution": 64}),
+    # design step 3: two grids the first probe does not saturate (test splits of 359 and 360)
+    "digits": (
+        "digits", "image", {"name": "digits", "train_samples": 300}, IMAGE_BACKBONES, IMAGE_GRID, {"resolution": 64},
+    ),
+    "stripes": (  # the built-in synthetic set made hard: 12 orientations under full noise (a probe: 0.58)
+        "synthetic", "image",
+        {"name": "synthetic", "classes": 12, "size": 64, "noise": 1.0,
+         "train_per_class": 30, "val_per_class": 25, "test_per_class": 30},
+        IMAGE_BACKBONES, IMAGE_GRID, {"resolution": 64},
+    ),
 }  # fmt: skip
 GRID_SETS = {"heldout-grid": (HELD_OUT_DIR, HELD_OUT), "dev-grid": (DEV_DIR, DEV)}
 
