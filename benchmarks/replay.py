@@ -87,6 +87,11 @@ CANDIDATES = {
     # pretrained backbone's probe right after its screen, instead of the whole screen first
     "screen_first": {"streamed": False},
     "streamed": {"streamed": True},
+    # design step 3 (after look 2): the search after the opening. "local": a share of the
+    # sampled trials is a neighbour of the best trial so far (one setting moved one step)
+    "local50": {"sampler": "local", "local_share": 0.5},
+    "local80": {"sampler": "local", "local_share": 0.8},
+    "local100": {"sampler": "local", "local_share": 1.0},
 }
 
 

@@ -12,6 +12,14 @@ Optuna cannot know on its own.
   ``trial.set_constraint`` (:func:`tell_constraints`; on Optuna 4, TPE's
   ``constraints_func``), so that TPE learns where the infeasible configurations are. Configurations over a constraint known
   before training are never trained (:mod:`tlbench.trial`) and count as infeasible too.
+
+``search.sampler: local`` (:class:`LocalSampler`) is random search that spends a share of
+its trials (``search.local_share``) next to the best trial so far: one of its settings moved
+one step (the next value of a list of numbers, a third or three times a log-scaled rate,
+another backbone or strategy), never onto a configuration the study already ran. It is the
+local search of the NAS and HPO benchmark literature (e.g. White et al., "Exploring the
+loss landscape in neural architecture search", UAI 2021), for a study whose opening
+(screen, probes, portfolio) has already found a good region.
 """
 
 from __future__ import annotations
@@ -105,6 +113,131 @@ def make_sampler(search, seed: int) -> optuna.samplers.BaseSampler:
     if search.sampler == "tpe":
         legacy = {} if SET_CONSTRAINT or not limits else {"constraints_func": constraint_values(limits)}
         base = optuna.samplers.TPESampler(seed=seed, n_startup_trials=search.startup_trials, **legacy)
+    elif search.sampler == "local":
+        base = LocalSampler(search.local_share, limits, seed=seed)
     else:
         base = optuna.samplers.RandomSampler(seed=seed)
     return ScreenedSampler(base, seed=seed)
+
+
+_UNSET = object()
+LOG_STEP = 3.0  # a log-scaled value's neighbours: a third of it and three times it
+LINEAR_STEP = 0.25  # a linear value's neighbours: a quarter of its range either side
+
+
+class LocalSampler(optuna.samplers.BaseSampler):
+    """Random search, except that a share of its trials is a neighbour of the best feasible
+    trial so far (on a Pareto search, of a trial on the front, drawn at random): one of its
+    settings moved one step, the others kept, onto a configuration the study has not run
+    (when the best one's neighbours have all run, the next best's: best-first local search).
+    The plan is made in ``before_trial`` (enqueued trials are left alone) and followed
+    by ``sample_independent``; a setting the plan does not cover (the parameters of a
+    strategy the neighbour changed to), or a neighbour the distribution no longer holds,
+    is drawn at random. With no finished trial, or every finished trial's neighbours
+    already run, the trial is random."""
+
+    def __init__(self, share: float, limits: dict[str, float] | None = None, seed: int | None = None):
+        self.share, self.limits = share, dict(limits or {})
+        self.base = optuna.samplers.RandomSampler(seed=seed)
+        self._rng = np.random.default_rng(seed)
+        self._plans: dict[int, dict] = {}
+
+    def infer_relative_search_space(self, study, trial):
+        return {}
+
+    def sample_relative(self, study, trial, search_space):
+        return {}
+
+    def sample_independent(self, study, trial, param_name, param_distribution):
+        plan = self._plans.get(trial.number, {})
+        if param_name in plan and _holds(param_distribution, plan[param_name]):
+            return plan[param_name]
+        return self.base.sample_independent(study, trial, param_name, param_distribution)
+
+    def before_trial(self, study, trial):
+        self.base.before_trial(study, trial)
+        if "fixed_params" in trial.system_attrs or self._rng.random() >= self.share:
+            return
+        seen = [t.params for t in study.get_trials(deepcopy=False) if t.state != optuna.trial.TrialState.WAITING]
+        for best in self._incumbents(study):  # the best trial's neighbourhood, else the next best's
+            plan = self._neighbour(study, best, seen)
+            if plan:
+                self._plans[trial.number] = plan
+                return
+
+    def after_trial(self, study, trial, state, values):
+        self._plans.pop(trial.number, None)
+        self.base.after_trial(study, trial, state, values)
+
+    def reseed_rng(self) -> None:
+        self.base.reseed_rng()
+        self._rng = np.random.default_rng()
+
+    def _incumbents(self, study) -> list[optuna.trial.FrozenTrial]:
+        """The feasible finished trials, best first (the earliest of equals first); on a
+        Pareto search the front, in random order."""
+        if len(study.directions) > 1:
+            front = study.best_trials
+            return [front[int(i)] for i in self._rng.permutation(len(front))]
+        feasible = constraint_values(self.limits)
+        done = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+        done = [t for t in done if t.value is not None and all(v <= 0 for v in feasible(t))]
+        sign = -1.0 if study.direction == optuna.study.StudyDirection.MAXIMIZE else 1.0
+        return sorted(done, key=lambda t: (sign * t.value, t.number))
+
+    def _neighbour(self, study, best: optuna.trial.FrozenTrial, seen: list[dict]) -> dict:
+        """``best``'s parameters with one moved a step (which one, and which way, at random),
+        onto a configuration no trial in ``seen`` ran; {} when every one has run."""
+        gone = dropped_backbones(study)
+        moves = [
+            (name, value)
+            for name, dist in best.distributions.items()
+            for value in _steps(dist, best.params[name])
+            if not (name == "backbone" and value in gone)
+        ]
+        for i in self._rng.permutation(len(moves)):
+            name, value = moves[int(i)]
+            plan = {**best.params, name: value}
+            if name == "strategy":  # the other strategy's settings are drawn at random
+                plan = {k: v for k, v in plan.items() if "." not in k or k.startswith(f"{value}.")}
+            if not any(all(params.get(k, _UNSET) == v for k, v in plan.items()) for params in seen):
+                return plan  # (a plan that leaves a strategy's settings to chance: no trial ran that strategy there)
+        return {}
+
+
+def _steps(dist, value) -> list:
+    """The values one step from ``value`` in ``dist``."""
+    if isinstance(dist, optuna.distributions.CategoricalDistribution):
+        choices = list(dist.choices)
+        numeric = all(isinstance(c, (int, float)) and not isinstance(c, bool) for c in choices)
+        if not numeric:
+            return [c for c in choices if c != value]
+        ordered = sorted(choices)
+        i = ordered.index(value)
+        return [ordered[j] for j in (i - 1, i + 1) if 0 <= j < len(ordered)]
+    if isinstance(dist, (optuna.distributions.FloatDistribution, optuna.distributions.IntDistribution)):
+        if dist.log:
+            candidates = [value / LOG_STEP, value * LOG_STEP]
+        else:
+            width = max((dist.high - dist.low) * LINEAR_STEP, dist.step or 0)
+            candidates = [value - width, value + width]
+        out = []
+        for c in candidates:
+            c = min(max(c, dist.low), dist.high)
+            if dist.step:
+                c = dist.low + round((c - dist.low) / dist.step) * dist.step
+            if isinstance(dist, optuna.distributions.IntDistribution):
+                c = int(round(c))
+            if c != value and _holds(dist, c) and c not in out:
+                out.append(c)
+        return out
+    return []
+
+
+def _holds(dist, value) -> bool:
+    """Whether ``value`` is one of ``dist``'s values (a study's choices can change between runs)."""
+    if isinstance(dist, optuna.distributions.CategoricalDistribution):
+        return value in dist.choices
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not dist.low <= value <= dist.high:
+        return False
+    return not dist.step or abs((value - dist.low) / dist.step - round((value - dist.low) / dist.step)) < 1e-9

@@ -134,7 +134,7 @@ def test_the_rule_is_stored_with_the_study_and_can_be_switched_off():
     assert sampling.dropped_backbones(study) == set() and "off" in StudyRecord.from_study(study).decision.rule
 
 
-@pytest.mark.parametrize("kind", ["tpe", "random"])
+@pytest.mark.parametrize("kind", ["tpe", "random", "local"])
 def test_the_sampler_never_proposes_a_dropped_backbone(kind):
     search = SearchConfig(sampler=kind, startup_trials=3)
     study = optuna.create_study(direction="maximize", sampler=sampling.make_sampler(search, seed=1))
@@ -149,6 +149,88 @@ def test_the_sampler_never_proposes_a_dropped_backbone(kind):
     study.optimize(objective, n_trials=30)
     drawn = [t.params["backbone"] for t in study.trials]
     assert drawn[0] == "a" and set(drawn[1:]) == {"b"}
+
+
+def _grid_objective(trial):
+    """A small grid with a continuous and an integer setting: backbone c, lr 0.01 and depth 3 are best."""
+    backbone = trial.suggest_categorical("backbone", ["a", "b", "c"])
+    strategy = trial.suggest_categorical("strategy", ["linear_probe", "finetune"])
+    if strategy == "linear_probe":
+        lr = trial.suggest_categorical("linear_probe.lr_head", [0.001, 0.003, 0.01, 0.03, 0.1])
+        return {"a": 0.5, "b": 0.6, "c": 0.7}[backbone] - abs(lr - 0.01)
+    lr = trial.suggest_float("finetune.lr_backbone", 1e-5, 1e-1, log=True)
+    depth = trial.suggest_int("finetune.depth", 1, 9)
+    return {"a": 0.6, "b": 0.7, "c": 0.8}[backbone] - abs(lr - 0.01) - abs(depth - 3) / 100
+
+
+def test_the_local_sampler_moves_one_setting_of_the_best_trial_one_step():
+    moves = set()
+    for seed in range(12):
+        search = SearchConfig(sampler="local", local_share=1.0)
+        study = optuna.create_study(direction="maximize", sampler=sampling.make_sampler(search, seed=seed))
+        study.enqueue_trial({"backbone": "b", "strategy": "linear_probe", "linear_probe.lr_head": 0.003})
+        study.optimize(_grid_objective, n_trials=2)
+        first, second = study.trials[0].params, study.trials[1].params
+        if second["strategy"] != first["strategy"]:  # the other strategy's settings drawn at random
+            assert second["backbone"] == "b"
+            moves.add("strategy")
+            continue
+        (name,) = {k for k in first if second[k] != first[k]}
+        assert second[name] in {"linear_probe.lr_head": (0.001, 0.01), "backbone": ("a", "c")}[name]
+        moves.add(name)
+    assert moves == {"strategy", "backbone", "linear_probe.lr_head"}  # each setting gets moved
+
+
+def test_the_local_sampler_steps_log_floats_by_three_and_never_reruns_a_configuration():
+    assert sampling._steps(optuna.distributions.FloatDistribution(1e-5, 1e-1, log=True), 1e-3) == pytest.approx(
+        [1e-3 / 3, 3e-3]
+    )
+    assert sampling._steps(optuna.distributions.FloatDistribution(1e-5, 1e-1, log=True), 1e-1) == pytest.approx(
+        [1e-1 / 3]
+    )
+    assert sampling._steps(optuna.distributions.IntDistribution(1, 9), 1) == [3]
+    assert sampling._steps(optuna.distributions.FloatDistribution(0.0, 1.0, step=0.25), 0.5) == [0.25, 0.75]
+    assert sampling._steps(CAT([0.1, 0.001, 0.01]), 0.01) == [0.001, 0.1]  # the list's order does not matter
+    assert sampling._steps(CAT(["x", "y", "z"]), "y") == ["x", "z"]
+    sampler = sampling.LocalSampler(1.0, seed=3)
+    planned = {}  # trial number -> its plan, kept before after_trial drops it
+    follow = sampler.sample_independent
+
+    def sample_independent(study, trial, name, dist):
+        planned.setdefault(trial.number, dict(sampler._plans.get(trial.number, {})))
+        return follow(study, trial, name, dist)
+
+    sampler.sample_independent = sample_independent
+    study = optuna.create_study(direction="maximize", sampler=sampler)
+    for lr in (0.001, 0.003, 0.01, 0.03, 0.1):  # every probe of every backbone has run
+        for backbone in "abc":
+            study.enqueue_trial({"backbone": backbone, "strategy": "linear_probe", "linear_probe.lr_head": lr})
+    study.optimize(_grid_objective, n_trials=15 + 40)
+    plans = {n: p for n, p in planned.items() if p}
+    assert len(plans) >= 30  # best-first: when the best's neighbours have run, the next best's
+    for number, plan in plans.items():  # a neighbour never repeats a configuration that ran before it
+        assert not any(all(t.params.get(k) == v for k, v in plan.items()) for t in study.trials[:number]), plan
+        assert all(study.trials[number].params[k] == v for k, v in plan.items())
+    assert sum(p["strategy"] == "linear_probe" for p in plans.values()) == 0  # every probe had run
+    best = study.best_trial.params
+    assert best["backbone"] == "c" and best["strategy"] == "finetune" and abs(best["finetune.depth"] - 3) <= 2
+
+
+def test_the_local_sampler_follows_only_feasible_trials_and_pareto_fronts():
+    limits = {"train_seconds": 1.0}
+    sampler = sampling.LocalSampler(1.0, limits, seed=0)
+    study = optuna.create_study(direction="maximize", sampler=sampler)
+    for backbone, value, seconds in (("a", 0.9, 5.0), ("b", 0.5, 0.5)):  # the better one is over the limit
+        study.add_trial(
+            optuna.trial.create_trial(
+                params={"backbone": backbone}, distributions={"backbone": CAT(["a", "b", "c"])}, value=value,
+                user_attrs=TrialRecord(train_seconds=seconds).attrs(),
+            )
+        )  # fmt: skip
+    assert [t.params for t in sampler._incumbents(study)] == [{"backbone": "b"}]
+    pareto = optuna.create_study(directions=["maximize", "minimize"], sampler=sampling.LocalSampler(1.0, seed=0))
+    pareto.optimize(lambda t: (t.suggest_float("x", 0, 1), t.suggest_float("y", 0, 1)), n_trials=12)
+    assert len(pareto.trials) == 12  # plans from a trial of the front
 
 
 # --------------------------------------------------------------------------- constraints and budget
