@@ -300,8 +300,7 @@ def _optimize(
         reported.add(trial.number)
         progress.trial_finished(run_events.finished(trial, label, study.study_name))
         on_trial()
-        interrupts.check()
-        if should_stop() or full(study):
+        if should_stop() or full(study) or interrupts.requested():  # never raise inside Optuna's callback
             study.stop()
 
     try:
@@ -309,6 +308,7 @@ def _optimize(
             objective, n_trials=n_trials, timeout=timeout, n_jobs=len(resources.devices),
             catch=(train.TrialFailed,), callbacks=[finished],
         )  # fmt: skip
+        interrupts.check()  # the safe point after a trial: the study was told to stop
     except KeyboardInterrupt:  # Optuna calls no callback for the interrupted trial: it still gets its event
         for trial in run_events.interrupted_here(study, reported):
             progress.trial_finished(run_events.finished(trial, label.removesuffix(" repeats"), study.study_name))
@@ -549,7 +549,7 @@ def _workers(command: list[str], n: int, lock, gpus: list[str] = ()) -> int:
     ]  # fmt: skip
     try:
         while any(proc.poll() is None for proc in procs):
-            interrupts.check()  # a Ctrl-C whose KeyboardInterrupt Python dropped
+            interrupts.check()  # a safe point
             time.sleep(0.2)
         codes = [proc.returncode for proc in procs]
     except KeyboardInterrupt:

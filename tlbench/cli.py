@@ -21,7 +21,7 @@ FORMATS = ("rich", "markdown", "csv", "json")
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        with interrupts.handled():
+        with interrupts.handled(defer=args.command in (cmd_run, cmd_worker)):  # they stop at safe points
             return args.command(args) or 0
     except UserError as exc:
         if args.verbose:

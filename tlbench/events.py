@@ -20,7 +20,7 @@ from typing import Any
 import optuna
 import pluggy
 
-from tlbench import hookspecs
+from tlbench import hookspecs, interrupts
 from tlbench.record import TrialRecord
 from tlbench.types import RunInfo, TrialInfo, UserError
 
@@ -92,10 +92,11 @@ class Events:
     def epoch_done(
         self, trial: TrialInfo, epoch: int, val_accuracy: float, learning_rates: dict[str, list[float]] | None = None
     ) -> None:
-        self._emit(
-            "tlbench_epoch_done", run=self.run, trial=trial, epoch=epoch, val_accuracy=val_accuracy,
-            learning_rates=dict(learning_rates or {}),
-        )  # fmt: skip
+        with interrupts.interruptible():  # between epochs, inside the objective: nothing is being written
+            self._emit(
+                "tlbench_epoch_done", run=self.run, trial=trial, epoch=epoch, val_accuracy=val_accuracy,
+                learning_rates=dict(learning_rates or {}),
+            )  # fmt: skip
 
     def trial_finished(self, trial: TrialInfo) -> None:
         self._emit("tlbench_trial_finished", run=self.run, trial=trial)
@@ -174,8 +175,6 @@ def finished(trial: optuna.trial.FrozenTrial, dataset: str, study: str) -> Trial
     record = TrialRecord.from_trial(trial)
     state = _STATES.get(trial.state.name, trial.state.name.lower())
     if state == "running":
-        from tlbench import interrupts
-
         state = "failed"
         record = dataclasses.replace(record, failure=record.failure or "interrupted",
                                      fail_reason=record.fail_reason or f"interrupted by {interrupts.what()}")  # fmt: skip

@@ -22,7 +22,7 @@ from typing import Any
 
 import optuna
 
-from tlbench import contract, space
+from tlbench import contract, interrupts, space
 from tlbench.config import BackboneEntry, Benchmark, DatasetEntry, StrategyEntry, TrackerEntry
 from tlbench.contract import plugin_call
 from tlbench.inputs import SIZE_FIELDS, SIZE_UNITS, input_size, inputs_of, noun
@@ -435,7 +435,8 @@ def load_splits(entry: DatasetEntry, record: Dataset, seed: int, base_dir: Path,
     """Load a dataset, check it against the contract, and apply the config's subsampling."""
     request = DatasetRequest(options=entry.options, seed=seed, base_dir=base_dir)
     what = f"dataset '{record.name}': load()"
-    splits = plugin_call(plugin, what, lambda: record.load(request))
+    with interrupts.interruptible():  # nothing is written to a study while a plugin loads
+        splits = plugin_call(plugin, what, lambda: record.load(request))
     too_little = contract.coverage_problem(splits, record.modality) if isinstance(splits, DatasetSplits) else None
     if too_little:  # the user's to fix, not the plugin's
         raise UserError(f"dataset {entry.key}: {too_little}")
@@ -478,7 +479,8 @@ def build_backbone(
         options=dict(middle_options(backbone) if options is None else options),
     )  # fmt: skip
     what = f"backbone '{backbone.entry.name}': build()"
-    built = plugin_call(backbone.plugin, what, lambda: backbone.record.build(request))
+    with interrupts.interruptible():
+        built = plugin_call(backbone.plugin, what, lambda: backbone.record.build(request))
     problem = contract.built_problem(built) or contract.modality_problem(built, backbone.record)
     if problem:
         raise UserError(f"plugin {backbone.plugin}: {what} {problem}")

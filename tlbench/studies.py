@@ -176,6 +176,7 @@ def open_study(
         study, created = optuna.create_study(**settings, load_if_exists=True), False
     deadline = time.monotonic() + (0 if alone or created else READY_WAIT)
     while StudyRecord.from_study(study).fingerprint is None and time.monotonic() < deadline:
+        interrupts.check()  # a safe point
         time.sleep(0.2)
         study = optuna.create_study(**settings, load_if_exists=True)
     stored = StudyRecord.from_study(study).fingerprint

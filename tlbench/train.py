@@ -470,6 +470,7 @@ def _extract(model: nn.Module, cut: features.Cut, loader: DataLoader, device, dt
     out, flops = [], 0.0
     try:
         for x, _ in loader:
+            interrupts.check()  # a safe point (see tlbench.interrupts)
             with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
                 if out:
                     out.append(features.extract_batch(model, cut, _to(x, device)).to("cpu"))
@@ -636,7 +637,7 @@ def _train_epoch(
     bad = torch.zeros((), device=device)  # first non-finite loss seen, 0 while none
     every = check_every(device)
     for x, y in data.train():
-        interrupts.check()  # a Ctrl-C whose KeyboardInterrupt Python dropped (see tlbench.interrupts)
+        interrupts.check()  # a safe point (see tlbench.interrupts)
         if len(y) == 1:  # a last batch of one example: batch norm cannot train on it (see train_batches)
             continue
         if rates is not None:  # the rates this step applies (the schedule moves them after it)
@@ -706,6 +707,7 @@ def correctness(
     model.eval()
     out: list[bool] = []
     for x, y in loader:
+        interrupts.check()
         with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
             logits = model(_to(x, device, channels_last))
         out += (logits.argmax(1).cpu() == y).tolist()

@@ -117,6 +117,7 @@ class Objective:
             # libraries that allocate on "the current GPU" use this trial's
             with torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext():
                 try:
+                    interrupts.check()  # a safe point: the trial exists, nothing is trained yet
                     return self._run(trial, device)
                 except KeyboardInterrupt:  # Optuna marks it failed; this says why
                     TrialRecord(failure=Failure.INTERRUPTED, fail_reason=f"interrupted by {interrupts.what()}").write(
