@@ -111,3 +111,66 @@ def pytest_collection_modifyitems(config, items):
             if path.name in COMPONENT and path.parent == Path(__file__).parent
             else pytest.mark.e2e
         )
+
+
+class Signal:
+    """A point another process reaches, waited for without polling: a named pipe in the
+    test's folder whose path the process finds in TLBENCH_TEST_SIGNAL (inherited by the
+    workers it starts). The process writes a byte (:data:`SIGNAL_PLUGIN`'s ``reached()``);
+    :meth:`wait` blocks in ``select`` on the pipe and on the process (a pidfd): it returns
+    when the byte comes, and fails at once, with the process's output, when the process
+    ends first."""
+
+    def __init__(self, folder: Path):
+        self.path = folder / "reached.fifo"
+        os.mkfifo(self.path)
+        self.read = os.open(self.path, os.O_RDONLY | os.O_NONBLOCK)
+        self.keep = os.open(self.path, os.O_WRONLY)  # held open: the pipe never reads as ended
+
+    @property
+    def env(self) -> dict[str, str]:
+        return os.environ | {"TLBENCH_TEST_SIGNAL": str(self.path)}
+
+    def wait(self, proc, timeout: float = 240) -> None:
+        import select
+
+        pidfd = os.pidfd_open(proc.pid)
+        try:
+            ready, _, _ = select.select([self.read, pidfd], [], [], timeout)
+        finally:
+            os.close(pidfd)
+        if self.read in ready:
+            os.read(self.read, 64)
+            return
+        if ready:
+            pytest.fail(f"the process ended before the point: {proc.communicate()}")
+        proc.kill()
+        pytest.fail(f"the process did not reach the point in {timeout} s")
+
+    def close(self) -> None:
+        os.close(self.read)
+        os.close(self.keep)
+
+
+SIGNAL_PLUGIN = '''
+import os
+
+
+def reached():
+    """Tell the test that waits on TLBENCH_TEST_SIGNAL (tests/conftest.py: Signal)."""
+    path = os.environ.get("TLBENCH_TEST_SIGNAL")
+    if path:
+        fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK)
+        try:
+            os.write(fd, b"1")
+        finally:
+            os.close(fd)
+'''
+
+
+@pytest.fixture
+def reached(tmp_path):
+    """A :class:`Signal` in the test's folder, closed afterwards."""
+    signal = Signal(tmp_path)
+    yield signal
+    signal.close()

@@ -6,12 +6,11 @@ import json
 import signal
 import subprocess
 import sys
-import time
 
 import optuna
 import pandas as pd
 import pytest
-from conftest import tiny_benchmark
+from conftest import SIGNAL_PLUGIN, tiny_benchmark
 
 from tlbench import cli
 
@@ -31,11 +30,14 @@ def _trials(folder) -> list[optuna.trial.FrozenTrial]:
     return optuna.load_study(study_name=name, storage=f"sqlite:///{folder / 'study.db'}").trials
 
 
-# A config plugin that holds trial 1 after its first epoch until the test has sent its signal:
-# the signal then lands mid-trial every time (polling the storage for a running trial could
-# miss the window on a busy machine, and did in CI). Trial 1 of a rerun is never held again.
-PAUSE = """
-import time
+# A config plugin that holds trial 1 after its first epoch until the test's signal stops it,
+# and tells the test when it is there (a named pipe: tests/conftest.py, Signal): the signal
+# then lands mid-trial every time, and the test waits on an event, not a clock. Trial 1 of a
+# rerun is never held again.
+PAUSE = (
+    SIGNAL_PLUGIN
+    + """
+import threading
 from pathlib import Path
 
 import tlbench
@@ -47,10 +49,10 @@ MARK = Path(__file__).with_name("paused")
 def tlbench_epoch_done(trial, epoch):
     if trial.number == 1 and epoch == 1 and not MARK.exists():
         MARK.write_text("trial 1 is training")
-        deadline = time.monotonic() + 120  # bounded: a test that never signals still ends
-        while time.monotonic() < deadline:
-            time.sleep(0.05)
+        reached()
+        threading.Event().wait(120)  # until the signal stops it (bounded: a test that never signals still ends)
 """
+)
 
 
 def _held(write_config):
@@ -60,25 +62,19 @@ def _held(write_config):
     return config
 
 
-def _start_and_stop_mid_trial(config, sig) -> tuple[subprocess.Popen, object]:
+def _start_and_stop_mid_trial(config, sig, reached) -> tuple[subprocess.Popen, object]:
     """Start a run, wait until trial 0 has finished and trial 1 is held mid-training, then send ``sig``."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "tlbench", "run", str(config), "--format", "csv"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=reached.env,
     )  # fmt: skip
-    deadline = time.monotonic() + 240
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, proc.communicate()
-        if (config.parent / "paused").exists():
-            (folder,) = [p.parent for p in (config.parent / "results" / "kill").glob("*/trials.csv")]
-            states = [t.state.name for t in _trials(folder)]
-            assert states == ["COMPLETE", "RUNNING"], states
-            proc.send_signal(sig)
-            proc.wait(timeout=120)
-            return proc, folder
-        time.sleep(0.05)
-    proc.kill()
-    pytest.fail("trial 1 did not start in time")
+    reached.wait(proc)
+    (folder,) = [p.parent for p in (config.parent / "results" / "kill").glob("*/trials.csv")]
+    states = [t.state.name for t in _trials(folder)]
+    assert states == ["COMPLETE", "RUNNING"], states
+    proc.send_signal(sig)
+    proc.wait(timeout=120)
+    return proc, folder
 
 
 def _rerun(config, capsys):
@@ -86,9 +82,9 @@ def _rerun(config, capsys):
     return code, capsys.readouterr()
 
 
-def test_sigkill_then_rerun_keeps_finished_trials_and_retries_the_killed_one(write_config, capsys):
+def test_sigkill_then_rerun_keeps_finished_trials_and_retries_the_killed_one(write_config, capsys, reached):
     config = _held(write_config)
-    proc, folder = _start_and_stop_mid_trial(config, signal.SIGKILL)
+    proc, folder = _start_and_stop_mid_trial(config, signal.SIGKILL, reached)
     assert proc.returncode == -signal.SIGKILL
     before = {t.number: t for t in _trials(folder)}
     killed = max(before)
@@ -128,10 +124,10 @@ def test_sigkill_then_rerun_keeps_finished_trials_and_retries_the_killed_one(wri
     [(signal.SIGINT, 130, "Ctrl-C"), (signal.SIGTERM, 143, "SIGTERM")],  # SIGTERM: docker stop, Slurm, Kubernetes
 )
 def test_ctrl_c_or_sigterm_records_the_trial_as_interrupted_writes_the_report_and_exits_128_plus_signal(
-    write_config, capsys, sig, code, said
+    write_config, capsys, sig, code, said, reached
 ):
     config = _held(write_config)
-    proc, folder = _start_and_stop_mid_trial(config, sig)
+    proc, folder = _start_and_stop_mid_trial(config, sig, reached)
     err = proc.stderr.read()
     assert proc.returncode == code, err
     assert f"interrupted ({said}): finished trials are kept" in err
@@ -148,15 +144,28 @@ def test_ctrl_c_or_sigterm_records_the_trial_as_interrupted_writes_the_report_an
     assert len(retries) == 1 and retries[0].state.name == "COMPLETE"
 
 
-def test_a_second_run_on_the_same_folder_is_refused_while_the_first_runs(write_config, capsys):
-    config = write_config(SLOW)
+STARTED = (
+    SIGNAL_PLUGIN
+    + """
+import tlbench
+
+
+@tlbench.hookimpl
+def tlbench_run_started(run):  # the run folder is locked by then
+    reached()
+"""
+)
+
+
+def test_a_second_run_on_the_same_folder_is_refused_while_the_first_runs(write_config, capsys, reached):
+    config = write_config(SLOW | {"plugins": ["started.py"]})
+    (config.parent / "started.py").write_text(STARTED)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tlbench", "run", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
+        [sys.executable, "-m", "tlbench", "run", str(config)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=reached.env,
+    )  # fmt: skip
     try:
-        deadline = time.monotonic() + 120
-        while not list((config.parent / "results" / "kill").glob("*/study.db")) and time.monotonic() < deadline:
-            time.sleep(0.1)
+        reached.wait(proc)
         code, out = _rerun(config, capsys)
         assert code == 2
         assert "another tlbench run is using this run folder (pid" in out.err
@@ -224,13 +233,13 @@ def tlbench_trial_finished(trial):
 """
 
 
-def test_an_interrupted_trial_gets_its_trial_finished_event(write_config, capsys):
+def test_an_interrupted_trial_gets_its_trial_finished_event(write_config, capsys, reached):
     """Every started trial gets exactly one trial_finished, the one Ctrl-C stopped too
     (Optuna calls no callback for it), and its retry in the next run gets its own."""
     config = write_config(SLOW | {"plugins": ["pause.py", "events.py"]})
     (config.parent / "pause.py").write_text(PAUSE)
     (config.parent / "events.py").write_text(EVENTS)
-    proc, folder = _start_and_stop_mid_trial(config, signal.SIGINT)
+    proc, folder = _start_and_stop_mid_trial(config, signal.SIGINT, reached)
     assert proc.returncode == 130, proc.stderr.read()
     lines = [json.loads(x) for x in (config.parent / "events.jsonl").read_text().splitlines()]
     finished = [x for x in lines if x["event"] == "finished"]

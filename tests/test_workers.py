@@ -19,7 +19,7 @@ import uuid
 import optuna
 import pandas as pd
 import pytest
-from conftest import tiny_benchmark
+from conftest import SIGNAL_PLUGIN, tiny_benchmark
 
 from tlbench import cli
 
@@ -67,9 +67,34 @@ def postgres_url():
             admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
 
 
-def _worker(config, url: str, *extra: str) -> subprocess.Popen:
+def _worker(config, url: str, *extra: str, env: dict | None = None) -> subprocess.Popen:
     command = [sys.executable, "-m", "tlbench", "worker", str(config), "--storage", url, *extra]
-    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+
+
+# A config plugin that tells the test (tests/conftest.py: Signal) when a trial has started:
+# its parameters are stored by then. From any process of the run, workers included.
+TRIAL_STARTED = (
+    SIGNAL_PLUGIN
+    + """
+import tlbench
+
+
+@tlbench.hookimpl
+def tlbench_trial_started(trial):
+    reached()
+"""
+)
+
+
+def _signalling(config):
+    """``config`` (a written benchmark) with the TRIAL_STARTED plugin next to it."""
+    import yaml
+
+    data = yaml.safe_load(config.read_text())
+    config.write_text(yaml.safe_dump(data | {"plugins": ["started.py"]}))
+    (config.parent / "started.py").write_text(TRIAL_STARTED)
+    return config
 
 
 def _study(url: str, name: str = "dist/shared/synthetic") -> optuna.Study:
@@ -115,28 +140,20 @@ def test_three_workers_on_postgresql_run_exactly_the_budget_each_trial_once(writ
     assert len(capsys.readouterr().out.strip().splitlines()) == 3
 
 
-def test_a_killed_worker_is_noticed_by_heartbeat_and_its_trial_retried_once(write_config, postgres_url):
+def test_a_killed_worker_is_noticed_by_heartbeat_and_its_trial_retried_once(write_config, postgres_url, reached):
     slow = bench(
         strategies=[{"name": "finetune", "epochs": 6, "freeze": 0.0}],
         datasets=synthetic(train_per_class=24),
         search={"n_trials": 3, "startup_trials": 3, "pruner": "none", "heartbeat": 1},
     )
-    config = write_config(slow)
-    first = _worker(config, postgres_url)
-    deadline = time.monotonic() + 240
-    victim = None
-    while victim is None and time.monotonic() < deadline:
-        assert first.poll() is None, first.communicate()
-        try:
-            running = [t for t in _study(postgres_url).trials if t.state.name == "RUNNING" and "params" in t.user_attrs]
-        except KeyError:
-            running = []
-        victim = running[0] if running else None
-        time.sleep(0.2)
-    assert victim is not None, "no trial started in time"
+    config = _signalling(write_config(slow))
+    first = _worker(config, postgres_url, env=reached.env)
+    reached.wait(first)
+    (victim,) = [t for t in _study(postgres_url).trials if t.state.name == "RUNNING"]
     first.send_signal(signal.SIGKILL)
     first.wait()
-    time.sleep(2.5)  # past the grace period (2 heartbeats)
+    # lost means silent for two heartbeats (1 s each here): a span of the clock by definition
+    time.sleep(2.5)
 
     second = _worker(config, postgres_url)
     _, err = second.communicate(timeout=400)
@@ -236,7 +253,7 @@ def test_a_trial_started_after_its_study_is_full_is_surplus_never_runs_and_is_le
 
 
 def test_killing_run_with_workers_lets_them_finish_their_trial_keeps_the_folder_locked_then_resumes(
-    write_config, capsys
+    write_config, capsys, reached
 ):
     config = write_config(
         bench(
@@ -245,28 +262,18 @@ def test_killing_run_with_workers_lets_them_finish_their_trial_keeps_the_folder_
             search={"n_trials": 4, "startup_trials": 4, "pruner": "none"},
         )
     )
+    config = _signalling(config)
     folder = config.parent / "results" / "dist" / "shared"
     parent = subprocess.Popen(
         [sys.executable, "-m", "tlbench", "run", str(config), "--workers", "2"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, env=reached.env,
     )  # fmt: skip
-    deadline = time.monotonic() + 240
-    while time.monotonic() < deadline:
-        try:  # read-only: opening it read-write would create the database and race the run creating its tables
-            url = f"sqlite:///file:{folder / 'study.db'}?mode=ro&uri=true"
-            trials = optuna.load_study(study_name="dist/shared/synthetic", storage=url).trials
-        except Exception:  # not created yet
-            trials = []
-        if any("params" in t.user_attrs for t in trials):
-            break
-        time.sleep(0.2)
+    reached.wait(parent)  # a worker has started a trial
     parent.kill()  # SIGKILL: no chance to pass anything on
     parent.wait()
     code = cli.main(["run", str(config), "--format", "csv"])
     assert code == 2 and "another tlbench run is using this run folder" in capsys.readouterr().err  # its workers
-    deadline = time.monotonic() + 240
-    while time.monotonic() < deadline and "locked" == _lock_state(folder):
-        time.sleep(0.5)
+    _wait_unlocked(folder)
     trials = optuna.load_study(study_name="dist/shared/synthetic", storage=f"sqlite:///{folder / 'study.db'}").trials
     assert not [t for t in trials if t.state.name == "RUNNING"]  # each worker finished its trial, then stopped
     assert len(trials) < 4  # and started no other
@@ -275,13 +282,14 @@ def test_killing_run_with_workers_lets_them_finish_their_trial_keeps_the_folder_
     assert table["state"].tolist() == ["COMPLETE"] * 4
 
 
-def _lock_state(folder) -> str:
+def _wait_unlocked(folder, timeout: float = 240) -> None:
+    """Block until no process holds the run folder's lock (a shared flock, taken in a thread
+    so that the wait is bounded), then let it go."""
     import fcntl
+    import threading
 
     with open(folder / ".lock", "a+") as f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            return "locked"
+        free = threading.Event()
+        threading.Thread(target=lambda: (fcntl.flock(f, fcntl.LOCK_SH), free.set()), daemon=True).start()
+        assert free.wait(timeout), "the workers kept the run folder locked"
         fcntl.flock(f, fcntl.LOCK_UN)
-        return "free"
