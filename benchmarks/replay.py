@@ -92,6 +92,11 @@ CANDIDATES = {
     "local50": {"sampler": "local", "local_share": 0.5},
     "local80": {"sampler": "local", "local_share": 0.8},
     "local100": {"sampler": "local", "local_share": 1.0},
+    # design step 4 (after step 3's replay): the pruner. On stripes (dev) ASHA from epoch 1
+    # stops the best configuration (a fine-tune at the highest rate, slow in its first epochs)
+    "asha_warmup3": {"warmup_epochs": 3},
+    "median_warmup3": {"pruner": "median", "warmup_epochs": 3},
+    "local50_no_pruning": {"sampler": "local", "local_share": 0.5, "pruner": "none"},
 }
 
 
