@@ -309,7 +309,7 @@ def test_a_pareto_trial_is_pruned_only_when_dominated_within_its_strategy():
         ("finetune", [0.6, 0.85, 0.92], 120.0),
         ("linear_probe", [0.9, 0.9, 0.9], 10.0),
     )
-    search = SearchConfig(objective="pareto", warmup_epochs=1)
+    search = SearchConfig(objective="pareto", warmup_epochs=1, pruner="asha")
     trial = _asking(study, "finetune")
     assert "dominated at epoch 2 by 2 completed trials" in pruning.dominated_by(trial, 2, 0.7, 150.0, search)
     assert pruning.dominated_by(trial, 2, 0.7, 110.0, search) is None  # only one of them is as cheap: not enough
