@@ -413,7 +413,9 @@ def methods(
         "logme_top1_default": top1("logme"),
         "tlbench": ours(defaults),
         "tlbench_no_portfolio": ours(SearchConfig(portfolio=0), tlbench_opening(grid, SearchConfig(portfolio=0), others, streamed)),
-        "tlbench_study_pruning": ours(SearchConfig(prune_within="study")),
+        "tlbench_study_pruning": ours(SearchConfig(pruner="asha", prune_within="study")),
+        # the search after the opening that look 2 judged (0.5): random sampling, ASHA within strategies from epoch 1
+        "tlbench_random_asha": ours(SearchConfig(sampler="random", pruner="asha")),
         # tlbench 0.4's search after the same opening: TPE, the median rule from epoch 2
         "tlbench_tpe_median": ours(SearchConfig(sampler="tpe", pruner="median", warmup_epochs=1)),
     }  # fmt: skip
