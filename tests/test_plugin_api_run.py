@@ -337,7 +337,7 @@ def test_a_backbone_option_takes_the_searched_grammar_and_each_trial_stores_what
 
     recipe = {"backbone": "spy-scratch", "strategy": "linear_probe", "params": {"lr_head": 0.05, "drop_rate": 0.1}}
     config = _config(tmp_path, SPY, backbones=[{"name": "spy", "pretrained": False, "drop_rate": [0.0, 0.5]}],
-                     search={"n_trials": 4, "startup_trials": 1, "enqueue": [recipe]})  # fmt: skip
+                     search={"n_trials": 4, "sampler": "random", "enqueue": [recipe]})  # fmt: skip
     assert cli.main(["run", config, "--format", "csv"]) == 0, capsys.readouterr().err
     folder = next((tmp_path / "results" / "tiny").iterdir())
     table = export_run(folder)["datasets"]["synthetic"]["trials"]
