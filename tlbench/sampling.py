@@ -24,7 +24,7 @@ loss landscape in neural architecture search", UAI 2021), for a study whose open
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import optuna
@@ -159,8 +159,9 @@ class LocalSampler(optuna.samplers.BaseSampler):
         if "fixed_params" in trial.system_attrs or self._rng.random() >= self.share:
             return
         seen = [t.params for t in study.get_trials(deepcopy=False) if t.state != optuna.trial.TrialState.WAITING]
+        gone = dropped_backbones(study)
         for best in self._incumbents(study):  # the best trial's neighbourhood, else the next best's
-            plan = self._neighbour(study, best, seen)
+            plan = self._neighbour(best, seen, gone)
             if plan:
                 self._plans[trial.number] = plan
                 return
@@ -173,22 +174,26 @@ class LocalSampler(optuna.samplers.BaseSampler):
         self.base.reseed_rng()
         self._rng = np.random.default_rng()
 
-    def _incumbents(self, study) -> list[optuna.trial.FrozenTrial]:
+    def _incumbents(self, study) -> Iterator[optuna.trial.FrozenTrial]:
         """The feasible finished trials, best first (the earliest of equals first); on a
-        Pareto search the front, in random order."""
+        Pareto search the front, in random order. Lazily: a trial's feasibility is read
+        from its record only when the ones before it have been tried (a study of
+        thousands of trials has its best near the front)."""
         if len(study.directions) > 1:
             front = study.best_trials
-            return [front[int(i)] for i in self._rng.permutation(len(front))]
+            yield from [front[int(i)] for i in self._rng.permutation(len(front))]
+            return
         feasible = constraint_values(self.limits)
         done = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-        done = [t for t in done if t.value is not None and all(v <= 0 for v in feasible(t))]
         sign = -1.0 if study.direction == optuna.study.StudyDirection.MAXIMIZE else 1.0
-        return sorted(done, key=lambda t: (sign * t.value, t.number))
+        for t in sorted((t for t in done if t.value is not None), key=lambda t: (sign * t.value, t.number)):
+            if all(v <= 0 for v in feasible(t)):
+                yield t
 
-    def _neighbour(self, study, best: optuna.trial.FrozenTrial, seen: list[dict]) -> dict:
+    def _neighbour(self, best: optuna.trial.FrozenTrial, seen: list[dict], gone: set[str]) -> dict:
         """``best``'s parameters with one moved a step (which one, and which way, at random),
-        onto a configuration no trial in ``seen`` ran; {} when every one has run."""
-        gone = dropped_backbones(study)
+        onto a configuration no trial in ``seen`` ran, never onto a backbone in ``gone``;
+        {} when every one has run."""
         moves = [
             (name, value)
             for name, dist in best.distributions.items()
