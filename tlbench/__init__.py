@@ -32,7 +32,7 @@ from tlbench.types import (
     frozen_groups,
 )
 
-__version__ = "0.5.0"
+__version__ = "0.6.0"
 # The plugin API (hooks, records, tlbench.testing): (major, minor). The major number
 # changes when a hook or record changes incompatibly, the minor when one gains an
 # optional field or a hook is added. 1.1: Strategy.adapt and Adapted. 1.2: a plugin
