@@ -307,6 +307,7 @@ BAD = {  # a field of the schema -> values it must refuse
     "search.n_trials": [0, -3, "many", 2.5],
     "search.timeout": [0, -1, "long"],
     "search.sampler": ["grid", 1],
+    "search.local_share": [-0.1, 1.5, "half"],
     "search.pruner": ["always", None, "hyperband"],  # hyperband: only with prune_within: study
     "search.startup_trials": [0, "few"],
     "search.warmup_epochs": [-1, "one"],

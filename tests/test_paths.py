@@ -64,9 +64,15 @@ def test_a_whole_run_from_folders_with_odd_names(tmp_path):
             {"name": "head_then_all", "head_epochs": 1, "epochs": 1, "lr": 0.01},
             {"name": "linear_probe", "epochs": 1},
         ],
-        "search": {"n_trials": 2, "screen": False, "portfolio": 0},
+        "search": {  # one trial of each strategy: two rows in the table, whatever the sampler
+            "n_trials": 2, "screen": False, "portfolio": 0,
+            "enqueue": [
+                {"backbone": "timm:test_resnet", "strategy": "head_then_all"},
+                {"backbone": "timm:test_resnet", "strategy": "linear_probe", "params": {"lr_head": 0.01}},
+            ],
+        },
         "training": {"batch_size": 8, "resolution": 32},
-    }
+    }  # fmt: skip
     path = home / f"bench {ODD}.yaml"
     path.write_text(yaml.safe_dump(config, allow_unicode=True))
     outside = tmp_path / "cwd"
