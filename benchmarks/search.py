@@ -305,6 +305,11 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("portfolio", help="rebuild tlbench/portfolio.json from the recorded grids")
     des = sub.add_parser("design", help="replay candidate searches on the development and in-sample grids (in-sample)")
     des.add_argument("candidates", nargs="*", help="names from replay.CANDIDATES (default: all)")
+    des.add_argument(
+        "--dev-dir", type=Path, default=DEV_DIR,
+        help="the development grids to replay (benchmarks/dev-grid/seed1: their second seed, for checks after a decision)",
+    )  # fmt: skip
+    des.add_argument("--design-out", type=Path, default=ROOT / "results" / "search-design.json")
     args = parser.parse_args(argv)
     if args.command == "record":
         record(args.names)
@@ -323,7 +328,7 @@ def main(argv: list[str] | None = None) -> int:
     from replay import main as replay_main  # the replay trains nothing
 
     if args.command == "design":
-        return design(GRID_DIR, DEV_DIR, args.seeds, args.candidates, ROOT / "results" / "search-design.json")
+        return design(GRID_DIR, args.dev_dir, args.seeds, args.candidates, args.design_out)
 
     return replay_main(
         args.grid, args.seeds, args.out, args.plot, held_out=args.held_out, dev=DEV_DIR if args.dev else None
