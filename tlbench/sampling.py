@@ -158,9 +158,10 @@ class LocalSampler(optuna.samplers.BaseSampler):
         self.base.before_trial(study, trial)
         if "fixed_params" in trial.system_attrs or self._rng.random() >= self.share:
             return
-        seen = [t.params for t in study.get_trials(deepcopy=False) if t.state != optuna.trial.TrialState.WAITING]
+        trials = study.get_trials(deepcopy=False)
+        seen = [t.params for t in trials if t.state != optuna.trial.TrialState.WAITING]
         gone = dropped_backbones(study)
-        for best in self._incumbents(study):  # the best trial's neighbourhood, else the next best's
+        for best in self._incumbents(study, trials):  # the best trial's neighbourhood, else the next best's
             plan = self._neighbour(best, seen, gone)
             if plan:
                 self._plans[trial.number] = plan
@@ -174,8 +175,8 @@ class LocalSampler(optuna.samplers.BaseSampler):
         self.base.reseed_rng()
         self._rng = np.random.default_rng()
 
-    def _incumbents(self, study) -> Iterator[optuna.trial.FrozenTrial]:
-        """The feasible finished trials, best first (the earliest of equals first); on a
+    def _incumbents(self, study, trials: list[optuna.trial.FrozenTrial]) -> Iterator[optuna.trial.FrozenTrial]:
+        """The feasible finished ``trials`` (the study's), best first (the earliest of equals first); on a
         Pareto search the front, in random order. Lazily: a trial's feasibility is read
         from its record only when the ones before it have been tried (a study of
         thousands of trials has its best near the front)."""
@@ -184,7 +185,7 @@ class LocalSampler(optuna.samplers.BaseSampler):
             yield from [front[int(i)] for i in self._rng.permutation(len(front))]
             return
         feasible = constraint_values(self.limits)
-        done = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+        done = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
         sign = -1.0 if study.direction == optuna.study.StudyDirection.MAXIMIZE else 1.0
         for t in sorted((t for t in done if t.value is not None), key=lambda t: (sign * t.value, t.number)):
             if all(v <= 0 for v in feasible(t)):

@@ -227,7 +227,9 @@ def test_the_local_sampler_follows_only_feasible_trials_and_pareto_fronts():
                 user_attrs=TrialRecord(train_seconds=seconds).attrs(),
             )
         )  # fmt: skip
-    assert [t.params for t in sampler._incumbents(study)] == [{"backbone": "b"}]  # the better one is infeasible
+    assert [t.params for t in sampler._incumbents(study, study.trials)] == [
+        {"backbone": "b"}
+    ]  # the better one is infeasible
     pareto = optuna.create_study(directions=["maximize", "minimize"], sampler=sampling.LocalSampler(1.0, seed=0))
     pareto.optimize(lambda t: (t.suggest_float("x", 0, 1), t.suggest_float("y", 0, 1)), n_trials=12)
     assert len(pareto.trials) == 12  # plans from a trial of the front
