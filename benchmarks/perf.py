@@ -36,10 +36,13 @@ import torch  # noqa: E402
 from throughput import plain_step, sync  # noqa: E402  (this folder is on sys.path when run as a script)
 from torch import nn  # noqa: E402
 
-from tlbench import benchmark, cost, features, planning, plugins, studies, train  # noqa: E402
+from tlbench import benchmark
 from tlbench.config import parse_config  # noqa: E402
-from tlbench.progress import Progress  # noqa: E402
-from tlbench.trial import TrialResources  # noqa: E402
+from tlbench.engine import cost, features, train
+from tlbench.host import plugins  # noqa: E402
+from tlbench.host.progress import Progress  # noqa: E402
+from tlbench.search import planning, studies
+from tlbench.search.trial import TrialResources  # noqa: E402
 from tlbench.types import Phase  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -173,7 +173,7 @@ class Grid:
 
     def probes(self) -> list[dict]:
         """The screen's linear probes as tlbench enqueues them: the middle recorded value of
-        each linear_probe parameter (tlbench.space's middle choice), on every backbone."""
+        each linear_probe parameter (tlbench.base.space's middle choice), on every backbone."""
         names = [k for k in self.distributions if k.startswith("linear_probe.")]
         return [{"backbone": b, "strategy": "linear_probe", **{k: self.middle(k) for k in names}} for b in self.forward]
 
@@ -235,7 +235,7 @@ def optuna_method(grid: Grid, draw: Draw, sampler, pruner, opening: Opening | No
     """A real Optuna study over the grid. ``opening``: tlbench's screen, its charge and the
     trials enqueued before the sampler's (never pruned, like tlbench's probes and
     portfolio), the screen's decision stored where tlbench's sampler reads it."""
-    from tlbench.studyrecord import StudyRecord
+    from tlbench.store.studyrecord import StudyRecord
 
     trace = Trace(grid)
     # a name of its own, the same on every run: Hyperband assigns brackets from a hash of it
@@ -357,8 +357,8 @@ def methods(
     design``), next to the baselines the design has to beat. ``streamed``: tlbench's
     opening as a run does it since 0.5 (each pretrained backbone's probe right after its
     screen); False: the whole screen first (0.4, the first held-out look)."""
-    from tlbench import pruning, sampling
     from tlbench.config import SearchConfig
+    from tlbench.search import pruning, sampling
 
     draw = Draw(grid, seed)
     defaults = SearchConfig()
@@ -446,7 +446,7 @@ def tlbench_opening(grid: Grid, search, others: list[dict], streamed: bool = Tru
     kept backbone the screen ranks first. Not streamed (0.4): the whole screen, then the
     kept backbones' probes, best score first, then the portfolio. Image tasks only get
     a portfolio (it was learnt on image grids)."""
-    from tlbench import screen
+    from tlbench.search import screen
 
     dropped = screen.dropped(grid.screen, search.screen.score, search.screen.margin)
 
@@ -657,7 +657,7 @@ def load_held_out(held_dir: Path, kind: str = "heldout-grid") -> dict[str, Grid]
 def portfolio_without(domain: str | None) -> list[dict]:
     """The shipped portfolio's ranking (every in-sample and development grid: search.py's
     portfolio_sources) without the grids of ``domain`` (leave one domain out)."""
-    from tlbench import portfolio
+    from tlbench.search import portfolio
 
     tables, sources = portfolio_sources()
     return portfolio.build([t for n, t in tables.items() if sources[n]["domain"] != domain])

@@ -65,7 +65,7 @@ def distributions() -> dict[str, optuna.distributions.BaseDistribution]:
 def synthetic_trials(n: int, seed: int, attrs: dict | None = None) -> list[optuna.trial.FrozenTrial]:
     """``n`` finished trials over the space: a curve rising to a value that depends on the
     parameters, 1 in 3 pruned early; ``attrs``: a real trial's record to copy."""
-    from tlbench.record import TrialRecord
+    from tlbench.store.record import TrialRecord
 
     rng, dists, out = random.Random(seed), distributions(), []
     for _ in range(n):
@@ -115,7 +115,7 @@ def one_trial(study: optuna.Study, rng: random.Random, record: bool = True) -> f
     written as trial.py writes it: host and worker and what it is when it starts, its
     spend when it is pruned, its measurements when it ends; without: Optuna's report,
     prune and tell only); seconds."""
-    from tlbench.record import WORKER, TrialRecord
+    from tlbench.store.record import WORKER, TrialRecord
 
     start = time.perf_counter()
     trial = study.ask()
@@ -147,8 +147,9 @@ def one_trial(study: optuna.Study, rng: random.Random, record: bool = True) -> f
 
 def overhead(sizes: list[int], tmp: Path) -> dict:
     """Milliseconds tlbench adds per trial (and Optuna's own, unwrapped) at each study size."""
-    from tlbench import pruning, sampling, storage
     from tlbench.config import SearchConfig
+    from tlbench.search import pruning, sampling
+    from tlbench.store import storage
 
     out: dict[str, dict] = {"tlbench": {}, "optuna": {}}
     search = SearchConfig()
@@ -208,11 +209,12 @@ def _timed(args: list[str]) -> tuple[float, float]:
 
 def readback(sizes: list[int], tmp: Path) -> dict:
     """report / export / plot / compare of a run with N trials: seconds and peak MB."""
-    from tlbench import results, storage
+    from tlbench.results import runfolder
+    from tlbench.store import storage
 
     template = _tiny_run(tmp)
-    meta = results.read_meta(template)
-    url = results.storage_url(meta["storage"], template)
+    meta = runfolder.read_meta(template)
+    url = runfolder.storage_url(meta["storage"], template)
     (name,) = meta["studies"].values()
     first = optuna.load_study(study_name=name, storage=storage.connect(url)).trials[0]
     attrs = dict(first.user_attrs)
@@ -221,7 +223,7 @@ def readback(sizes: list[int], tmp: Path) -> dict:
         folder = tmp / f"run-{n}"
         shutil.copytree(template, folder)
         study = optuna.load_study(
-            study_name=name, storage=storage.connect(results.storage_url(meta["storage"], folder))
+            study_name=name, storage=storage.connect(runfolder.storage_url(meta["storage"], folder))
         )
         trials = synthetic_trials(n - 1, seed=n, attrs=attrs)
         for t in trials:  # the run's own space: one backbone and strategy
@@ -263,7 +265,7 @@ def _in_space(t: optuna.trial.FrozenTrial, like: optuna.trial.FrozenTrial) -> op
 
 
 def _worker(url: str, name: str, total: int) -> None:
-    from tlbench import storage
+    from tlbench.store import storage
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     study = optuna.load_study(study_name=name, storage=storage.connect(url), sampler=optuna.samplers.RandomSampler())
@@ -280,7 +282,7 @@ def _worker(url: str, name: str, total: int) -> None:
 def workers(counts: list[int], urls: dict[str, str], total: int) -> tuple[dict, int]:
     """Trials per second of N processes on one study of ``total`` enqueued trials; and how
     many enqueued trials ran more than once (none may)."""
-    from tlbench import storage
+    from tlbench.store import storage
 
     out: dict[str, dict] = {}
     duplicates = 0

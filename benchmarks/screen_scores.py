@@ -1,5 +1,5 @@
 """Screening scores of every backbone of a benchmark config on its first dataset:
-LogME, kNN and a closed-form ridge probe on global-pool features (tlbench/screen.py).
+LogME, kNN and a closed-form ridge probe on global-pool features (tlbench/search/screen.py).
 
     python benchmarks/screen_scores.py [benchmarks.yaml]
 
@@ -13,11 +13,12 @@ from pathlib import Path
 
 import torch
 
-from tlbench import planning, plugins
 from tlbench.config import load_config
-from tlbench.inputs import input_size, inputs_of
-from tlbench.pipeline import ExampleSplit
-from tlbench.screen import knn_accuracy, logme, ridge_probe_accuracy
+from tlbench.engine.inputs import input_size, inputs_of
+from tlbench.engine.pipeline import ExampleSplit
+from tlbench.host import plugins
+from tlbench.search import planning
+from tlbench.search.screen import knn_accuracy, logme, ridge_probe_accuracy
 
 
 def main(path: Path) -> None:

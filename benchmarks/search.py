@@ -4,7 +4,7 @@ benchmark, the way HPOBench and LCBench work).
     python benchmarks/search.py                     # replay the in-sample grids (minutes): results/search-bench.json + plot
     python benchmarks/search.py --held-out          # and judge the held-out grids (a look: at a frozen commit only)
     python benchmarks/search.py record [NAME ...]   # record the grid again (CPU hours; resumable, per dataset)
-    python benchmarks/search.py portfolio           # rebuild tlbench/portfolio.json from the recorded grids
+    python benchmarks/search.py portfolio           # rebuild tlbench/search/portfolio.json from the recorded grids
     python benchmarks/search.py record-held-out     # record the held-out grids (CPU hours; resumable; frozen commit)
     python benchmarks/search.py record-dev          # record 10-epoch development grids on design datasets
     python benchmarks/search.py --dev               # replay them too (in-sample: no look is counted)
@@ -260,12 +260,12 @@ def portfolio_sources() -> tuple[dict[str, dict], dict[str, dict]]:
 
 
 def write_portfolio() -> None:
-    """tlbench/portfolio.json from every recorded in-sample and development grid (what
+    """tlbench/search/portfolio.json from every recorded in-sample and development grid (what
     tlbench ships): each point's relative validation accuracy per grid, and each grid's
     domain, so that a study can leave its own domain out (the held-out grids never enter it)."""
     import json
 
-    from tlbench import portfolio
+    from tlbench.search import portfolio
 
     tables, sources = portfolio_sources()
     points = portfolio.relative_points(list(tables.values()))
@@ -302,7 +302,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dev", action="store_true", help="also replay the development grids (in-sample)")
     parser.add_argument("--out", type=Path, default=ROOT / "results" / "search-bench.json")
     parser.add_argument("--plot", type=Path, default=ROOT / "results" / "search-bench.png")
-    sub.add_parser("portfolio", help="rebuild tlbench/portfolio.json from the recorded grids")
+    sub.add_parser("portfolio", help="rebuild tlbench/search/portfolio.json from the recorded grids")
     des = sub.add_parser("design", help="replay candidate searches on the development and in-sample grids (in-sample)")
     des.add_argument("candidates", nargs="*", help="names from replay.CANDIDATES (default: all)")
     des.add_argument(

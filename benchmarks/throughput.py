@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from tlbench import cost, train
+from tlbench.engine import cost, train
 
 ROOT = Path(__file__).resolve().parent.parent
 

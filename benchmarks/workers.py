@@ -45,7 +45,7 @@ def config(trials: int) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from tlbench import threads
+    from tlbench.base import threads
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2, 4])

@@ -6,9 +6,9 @@ import pytest
 import timm
 import torch
 
-from tlbench import cost
-from tlbench.builtins.backbones import build_timm, build_torchvision
-from tlbench.inputs import image_batch
+from tlbench.engine import cost
+from tlbench.engine.inputs import image_batch
+from tlbench.host.builtins.backbones import build_timm, build_torchvision
 from tlbench.types import BackboneRequest, UserError
 
 

@@ -36,7 +36,7 @@ def test_an_image_that_cannot_be_decoded_stops_the_run_keeps_earlier_trials_and_
     capsys.readouterr()
 
     # an image that is not the first of its split (validate decodes those) and so is first decoded in a trial
-    from tlbench.builtins.datasets import load_imagefolder
+    from tlbench.host.builtins.datasets import load_imagefolder
     from tlbench.types import DatasetRequest
 
     options = {"path": "images", "val_fraction": 0.25, "test_fraction": 0.25}

@@ -12,8 +12,8 @@ from conftest import tiny_benchmark
 from test_datasets import make_folder
 
 from tlbench import cli
-from tlbench.results import per_class
-from tlbench.tables import imbalanced
+from tlbench.results.runfolder import per_class
+from tlbench.results.tables import imbalanced
 
 
 def test_balanced_accuracy_is_the_mean_of_the_per_class_accuracies():

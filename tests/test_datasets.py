@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tlbench.builtins.datasets import load_imagefolder, load_synthetic, load_torchvision
 from tlbench.config import DatasetEntry
-from tlbench.inputs import ImageInputs
-from tlbench.pipeline import ExampleSplit
-from tlbench.planning import load_splits
-from tlbench.plugins import collect, make_plugin_manager
+from tlbench.engine.inputs import ImageInputs
+from tlbench.engine.pipeline import ExampleSplit
+from tlbench.host.builtins.datasets import load_imagefolder, load_synthetic, load_torchvision
+from tlbench.host.plugins import collect, make_plugin_manager
+from tlbench.search.planning import load_splits
 from tlbench.types import DataConfig, DatasetRequest, UserError
 
 

@@ -13,7 +13,8 @@ import pandas as pd
 import pytest
 from conftest import snapshot, tiny_benchmark
 
-from tlbench import cli, results
+from tlbench import cli
+from tlbench.results import runfolder
 
 BENCH = tiny_benchmark(
     name="e2e",
@@ -183,7 +184,7 @@ def test_failed_trial_is_recorded_and_the_study_goes_on(write_config, capsys):
         }
     )
     assert cli.main(["run", str(config), "--format", "csv"]) == 0
-    trials = results.load_run(_run_folder(config)).trials
+    trials = runfolder.load_run(_run_folder(config)).trials
     assert list(trials["state"]) == ["FAIL", "FAIL"]
     assert trials["fail_reason"].str.contains("learning rate is likely too high").all()
     err = capsys.readouterr().err
@@ -226,7 +227,7 @@ def test_enqueued_recipes_are_never_pruned(write_config, capsys):
         }
     )
     assert cli.main(["run", str(config), "--format", "csv"]) == 0
-    trials = results.load_run(_run_folder(config)).trials
+    trials = runfolder.load_run(_run_folder(config)).trials
     good, bad = (json.loads(curve) for curve in trials["val_curve"])
     assert bad[1] < good[1]  # the median pruner would have stopped it after epoch 2
     assert list(trials["state"]) == ["COMPLETE", "COMPLETE"] and len(bad) == 3
@@ -237,7 +238,7 @@ def test_same_config_and_seed_give_the_same_trials_in_one_process(write_config, 
     for run in ("first", "second"):
         config = write_config(BENCH | {"run": run, "search": {"n_trials": 2, "pruner": "none"}}, filename=f"{run}.yaml")
         assert cli.main(["run", str(config), "--format", "csv"]) == 0
-    first, second = (results.load_run(config.parent / "results" / "e2e" / run).trials for run in ("first", "second"))
+    first, second = (runfolder.load_run(config.parent / "results" / "e2e" / run).trials for run in ("first", "second"))
     columns = ["backbone", "strategy", "params", "val_curve", "test_accuracy"]
     assert first[columns].equals(second[columns])
 

@@ -10,11 +10,11 @@ import pytest
 import timm
 import torch
 
-from tlbench import cachedir, features
-from tlbench.builtins.backbones import _head_names, _timm_data_config, timm_groups
-from tlbench.builtins.datasets import load_synthetic
-from tlbench.inputs import ImageInputs, image_batch
-from tlbench.train import TrainSettings, fit
+from tlbench.engine import cachedir, features
+from tlbench.engine.inputs import ImageInputs, image_batch
+from tlbench.engine.train import TrainSettings, fit
+from tlbench.host.builtins.backbones import _head_names, _timm_data_config, timm_groups
+from tlbench.host.builtins.datasets import load_synthetic
 from tlbench.types import BuiltBackbone, DatasetRequest, Phase, UserError
 
 CPU = torch.device("cpu")

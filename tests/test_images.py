@@ -12,10 +12,10 @@ from PIL import Image
 from test_datasets import make_folder
 
 from tlbench import cli
-from tlbench.builtins.datasets import load_imagefolder
-from tlbench.images import to_rgb
-from tlbench.inputs import ToRGB
-from tlbench.pipeline import ExampleSplit
+from tlbench.engine.images import to_rgb
+from tlbench.engine.inputs import ToRGB
+from tlbench.engine.pipeline import ExampleSplit
+from tlbench.host.builtins.datasets import load_imagefolder
 from tlbench.types import DatasetRequest, Split, UserError
 
 

@@ -26,7 +26,8 @@ import optuna
 import pandas as pd
 from conftest import tiny_benchmark
 
-from tlbench import cli, interrupts
+from tlbench import cli
+from tlbench.base import interrupts
 
 MOMENTS = int(os.environ.get("TLBENCH_INTERRUPT_MOMENTS", "30"))
 N_TRIALS = 400  # never reached: a signal that was lost would show as exit 0 (after at most these)

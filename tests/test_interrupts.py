@@ -188,8 +188,8 @@ def test_a_ctrl_c_whose_keyboardinterrupt_python_dropped_still_stops_the_run(wri
     # SIGINT raises KeyboardInterrupt wherever the main thread is; inside a garbage-collection
     # callback Python prints "Exception ignored" and drops it (seen in CI). The handler's flag
     # is what remains: simulate exactly that, a flag with no exception, during trial 1.
-    from tlbench import interrupts
-    from tlbench.progress import PlainProgress
+    from tlbench.base import interrupts
+    from tlbench.host.progress import PlainProgress
 
     real = PlainProgress.epoch_done
 

@@ -11,7 +11,8 @@ import pandas as pd
 import yaml
 from conftest import one_line, tiny_benchmark
 
-from tlbench import cli, tables
+from tlbench import cli
+from tlbench.results import tables
 
 CHARS = """
 import torch

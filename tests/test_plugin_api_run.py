@@ -27,7 +27,7 @@ def _config(tmp_path, plugin: str | None = None, **overrides) -> str:
 
 def test_a_dataset_option_named_like_a_host_field_is_refused_in_one_line(tmp_path, capsys):
     plugin = """
-    from tlbench.builtins.datasets import load_synthetic
+    from tlbench.host.builtins.datasets import load_synthetic
 
     @tlbench.hookimpl
     def tlbench_datasets():
@@ -210,7 +210,7 @@ def test_layerwise_runs_with_a_rate_per_group_and_each_epoch_event_carries_the_r
     assert cli.main(["run", config, "--format", "csv"]) == 0, capsys.readouterr().err
     import optuna
 
-    from tlbench.record import TrialRecord
+    from tlbench.store.record import TrialRecord
 
     db = next((tmp_path / "results" / "tiny").glob("*/study.db"))
     summaries = optuna.get_all_study_summaries(f"sqlite:///{db}")
@@ -333,7 +333,7 @@ def test_a_backbone_option_takes_the_searched_grammar_and_each_trial_stores_what
     """Backbone options are first-class (issue 25): a range is drawn per trial and given to
     build; the screen and its probes build at the middle; a recipe may fix it; every trial
     stores the options it was built with, the tables show the drawn ones, export has them."""
-    from tlbench.export import export_run
+    from tlbench.results.export import export_run
 
     recipe = {"backbone": "spy-scratch", "strategy": "linear_probe", "params": {"lr_head": 0.05, "drop_rate": 0.1}}
     config = _config(tmp_path, SPY, backbones=[{"name": "spy", "pretrained": False, "drop_rate": [0.0, 0.5]}],

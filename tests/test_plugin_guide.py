@@ -63,7 +63,7 @@ def test_the_examples_pass_the_conformance_kit(tmp_path):
 
 
 def test_the_kit_hands_back_what_a_tracker_wrote():
-    from tlbench import plugins
+    from tlbench.host import plugins
 
     _, (record,) = testing.records(str(EXAMPLES / "jsonl_tracker.py"))
     folder = testing.check_tracker(record)
@@ -145,7 +145,7 @@ def test_every_built_in_and_first_party_plugin_passes_the_kit(tmp_path):
     make_folder(tmp_path / "images", {"a": 6, "b": 6})
     assert sorted(
         testing.check_plugin(
-            "tlbench.builtins.datasets",
+            "tlbench.host.builtins.datasets",
             dataset_options={
                 "imagefolder": {"path": str(tmp_path / "images"), **IMAGEFOLDER_OPTIONS},
                 "torchvision": {"dataset": "FakeData", "args": {"size": 60, "num_classes": 3, "image_size": [3, 8, 8]}},
@@ -153,13 +153,13 @@ def test_every_built_in_and_first_party_plugin_passes_the_kit(tmp_path):
         )
     ) == ["dataset imagefolder", "dataset synthetic", "dataset torchvision"]
     assert testing.check_plugin(
-        "tlbench.builtins.backbones",
+        "tlbench.host.builtins.backbones",
         backbone_models={
             "timm": ["test_resnet", "test_efficientnet", "test_vit"],
             "torchvision": ["mobilenet_v3_small"],
         },
     )
-    assert testing.check_plugin("tlbench.builtins.strategies") == [
+    assert testing.check_plugin("tlbench.host.builtins.strategies") == [
         "strategy linear_probe",
         "strategy finetune",
         "strategy two_stage",

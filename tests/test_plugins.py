@@ -8,7 +8,7 @@ import pytest
 from conftest import FAKE_DIST
 
 from tlbench import cli
-from tlbench.plugins import collect, make_plugin_manager
+from tlbench.host.plugins import collect, make_plugin_manager
 from tlbench.types import UserError
 
 
@@ -68,7 +68,7 @@ def test_environment_variable_restricts_installed_plugins(monkeypatch, allowed, 
     monkeypatch.setenv("TLBENCH_LOAD_PLUGINS", allowed)
     host = make_plugin_manager()
     assert ("fake" in host.info) is loaded
-    assert "tlbench.builtins.datasets" in host.info  # built-ins always load
+    assert "tlbench.host.builtins.datasets" in host.info  # built-ins always load
 
 
 def test_broken_plugin_is_recorded_by_name_and_the_others_load(tmp_path):
@@ -102,7 +102,7 @@ def test_duplicate_name_names_both_plugins(tmp_path):
     with pytest.raises(UserError) as info:
         collect(make_plugin_manager(["a.py"], base_dir=tmp_path))
     message = str(info.value)
-    assert "tlbench.builtins.datasets" in message and "a.py" in message and "two plugins" in message
+    assert "tlbench.host.builtins.datasets" in message and "a.py" in message and "two plugins" in message
 
 
 def test_misspelled_hook_fails_loudly(tmp_path):

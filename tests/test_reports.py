@@ -11,8 +11,9 @@ import pytest
 import yaml
 from conftest import tiny_benchmark
 
-from tlbench import cli, results
-from tlbench.stats import bootstrap_ci
+from tlbench import cli
+from tlbench.base.stats import bootstrap_ci
+from tlbench.results import runfolder
 
 TWO_DATASETS = tiny_benchmark(
     name="reports",
@@ -82,7 +83,7 @@ def two_runs(tmp_path_factory):
 
 
 def test_repeats_give_mean_std_and_an_interval(two_runs):
-    run = results.load_run(two_runs[0])
+    run = runfolder.load_run(two_runs[0])
     assert len(run.repeats) == 2 * 2 * 2  # 2 datasets x 2 selected configs x 2 seeds
     assert (run.summary["repeats"] == 2).all()
     for _, row in run.summary.iterrows():
@@ -95,13 +96,13 @@ def test_repeats_give_mean_std_and_an_interval(two_runs):
 
 def test_running_again_adds_no_repeats(two_runs, capsys):
     config = two_runs[0].parent.parent.parent / "a.yaml"
-    before = len(results.load_run(two_runs[0]).repeats)
+    before = len(runfolder.load_run(two_runs[0]).repeats)
     assert cli.main(["run", str(config), "--format", "csv"]) == 0
-    assert len(results.load_run(two_runs[0]).repeats) == before
+    assert len(runfolder.load_run(two_runs[0]).repeats) == before
 
 
 def test_without_repeats_the_interval_covers_test_examples(two_runs):
-    summary = results.load_run(two_runs[1]).summary
+    summary = runfolder.load_run(two_runs[1]).summary
     assert (summary["repeats"] == 0).all() and summary["ci_low"].notna().all()
     assert (summary["ci_low"] <= summary["test_accuracy"]).all() and (
         summary["test_accuracy"] <= summary["ci_high"]
@@ -109,7 +110,7 @@ def test_without_repeats_the_interval_covers_test_examples(two_runs):
 
 
 def test_cross_dataset_ranking(two_runs):
-    run = results.load_run(two_runs[0])
+    run = runfolder.load_run(two_runs[0])
     ranking = run.ranking
     assert set(ranking["backbone"]) == {"timm:test_resnet-scratch", "timm:test_efficientnet-scratch"}
     assert (ranking["datasets"] == 2).all()
@@ -170,9 +171,9 @@ def test_terminal_table_fits_80_columns_and_keeps_the_essentials(two_runs):
 
     from rich.console import Console
 
-    from tlbench import report
+    from tlbench.results import report
 
-    run = results.load_run(two_runs[0])
+    run = runfolder.load_run(two_runs[0])
     for width in (80, 200):
         out = io.StringIO()
         report.print_summary(run, Console(file=out, width=width, force_terminal=False))
@@ -251,7 +252,7 @@ def test_the_summary_table_keeps_names_whole_at_80_and_120_columns():
 
     from rich.console import Console
 
-    from tlbench import report
+    from tlbench.results import report
 
     row = {
         "pareto": False, "strategy": "linear_probe", "test_accuracy": 0.444, "ci_low": 0.413, "ci_high": 0.473,
@@ -282,7 +283,7 @@ def test_the_summary_table_keeps_names_whole_at_80_and_120_columns():
 def test_report_trials_honours_format(two_runs, capsys, fmt):
     import io
 
-    n = len(results.load_run(two_runs[1]).trials)
+    n = len(runfolder.load_run(two_runs[1]).trials)
     assert cli.main(["report", str(two_runs[1]), "--trials", "--format", fmt]) == 0
     out = capsys.readouterr().out
     if fmt == "csv":

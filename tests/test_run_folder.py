@@ -13,7 +13,8 @@ import optuna
 import pytest
 from conftest import one_line, snapshot, tiny_benchmark, without_root_override
 
-from tlbench import cli, results
+from tlbench import cli
+from tlbench.results import runfolder
 
 ONE = {"n_trials": 1, "startup_trials": 1, "screen": False}  # one trial, no screen probe
 
@@ -119,7 +120,7 @@ def test_damaged_metadata_is_one_line_for_report_and_run(run_folder, capsys, dam
 def test_a_run_written_by_a_newer_tlbench_is_one_line(run_folder, capsys):
     _, folder = run_folder
     meta = json.loads((folder / "run.json").read_text())
-    (folder / "run.json").write_text(json.dumps(meta | {"format": results.FORMAT + 1}))
+    (folder / "run.json").write_text(json.dumps(meta | {"format": runfolder.FORMAT + 1}))
     one_line(capsys, cli.main(["report", str(folder)]), "written by a newer tlbench", "upgrade tlbench")
 
 
@@ -144,7 +145,7 @@ def test_a_run_folder_without_read_permission_is_one_line(run_folder):
 def test_results_files_follow_the_umask(tmp_path, umask, mode):
     old = os.umask(umask)
     try:
-        results.write_atomic(tmp_path / "trials.csv", "a,b\n")
+        runfolder.write_atomic(tmp_path / "trials.csv", "a,b\n")
     finally:
         os.umask(old)
     assert stat.S_IMODE((tmp_path / "trials.csv").stat().st_mode) == mode
@@ -192,7 +193,7 @@ def test_a_results_file_that_cannot_be_written_is_a_user_error_naming_it(tmp_pat
     folder.mkdir()
     folder.chmod(0o555)
     code = (
-        "from pathlib import Path; from tlbench.results import write_atomic; write_atomic(Path(%r) / 'trials.csv', 'x')"
+        "from pathlib import Path; from tlbench.results.runfolder import write_atomic; write_atomic(Path(%r) / 'trials.csv', 'x')"
         % str(folder)
     )
     proc = subprocess.run([*without_root_override(), sys.executable, "-c", code], capture_output=True, text=True)
@@ -223,7 +224,7 @@ def test_a_held_folder_is_refused_before_its_half_made_study_db_is_read(write_co
         folder / ".lock", "a+", encoding="utf-8"
     ) as held:  # another open file: flock conflicts as across processes
         fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        results.claim(held)
+        runfolder.claim(held)
         before = snapshot(folder)
         one_line(capsys, cli.main(["run", str(config)]), "another tlbench run is using this run folder (pid")
         assert snapshot(folder) == before

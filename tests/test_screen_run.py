@@ -6,8 +6,10 @@ from __future__ import annotations
 import optuna
 from conftest import tiny_benchmark
 
-from tlbench import cli, portfolio, results, screen
-from tlbench.studyrecord import StudyRecord
+from tlbench import cli
+from tlbench.results import runfolder
+from tlbench.search import portfolio, screen
+from tlbench.store.studyrecord import StudyRecord
 
 BACKBONES = [{"name": f"timm:{m}", "pretrained": False} for m in ("test_resnet", "test_efficientnet", "test_vit")]
 RECIPES = [
@@ -29,7 +31,7 @@ def test_a_run_screens_every_backbone_once_and_reports_the_agreement(write_confi
         {"logme", "knn", "ridge", "seconds", "at"} <= set(v) and v["examples"] == 24 + 12 for v in scores.values()
     )
     assert scores["timm:test_vit-scratch"]["at"] == "forward_features"  # a ViT cuts at its features, tokens averaged
-    run = results.load_run(folder)
+    run = runfolder.load_run(folder)
     assert run.screen["best_test"].notna().all() and len(run.screen) == 3
     report = (folder / "report.md").read_text()
     assert "#### synthetic: screen" in report and "Kendall τ, logme vs best test across backbones" in report
@@ -48,7 +50,7 @@ def test_the_screen_can_be_switched_off(write_config, capsys):
 
 
 def test_a_backbone_the_screen_cannot_take_apart_is_listed_and_the_run_goes_on(write_config, capsys, monkeypatch):
-    from tlbench import screen
+    from tlbench.search import screen
 
     def fails(*args, **kwargs):
         raise RuntimeError("cannot trace this model")

@@ -13,7 +13,7 @@ import pandas as pd
 from conftest import one_line, snapshot, tiny_benchmark
 
 from tlbench import cli
-from tlbench.record import TrialRecord
+from tlbench.store.record import TrialRecord
 
 
 def _run(write_config, capsys, **search):
@@ -74,7 +74,7 @@ def test_a_compute_budget_stops_the_study_and_a_new_run_starts_nothing(write_con
 
 def test_a_pruned_trial_records_what_it_spent(write_config, capsys, monkeypatch):
     """The budget and the replay count pruned trials' compute up to where they stopped."""
-    from tlbench.trial import Objective
+    from tlbench.search.trial import Objective
 
     def prune_after_the_first_epoch(self, trial, epoch, accuracy, start, so_far):
         raise optuna.TrialPruned("the pruner said so")  # what should_prune() leads to

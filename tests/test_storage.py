@@ -11,12 +11,12 @@ import uuid
 import optuna
 import pytest
 
-from tlbench import storage
+from tlbench.store import storage
 
 # One worker: claim enqueued trials until none is left; print the id of each trial it ran.
 WORKER = """
 import sys, optuna
-from tlbench import storage
+from tlbench.store import storage
 optuna.logging.set_verbosity(optuna.logging.ERROR)
 study = optuna.load_study(study_name=sys.argv[2], storage=storage.connect(sys.argv[1]))
 def objective(trial):
@@ -75,7 +75,7 @@ def test_many_workers_claim_each_enqueued_trial_exactly_once(tmp_path, kind):
 
 OPEN = """
 import sys, time
-from tlbench import storage
+from tlbench.store import storage
 while time.time() < float(sys.argv[2]):
     pass
 storage.connect(sys.argv[1])

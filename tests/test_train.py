@@ -7,10 +7,18 @@ from pathlib import Path
 import pytest
 import torch
 
-from tlbench.builtins.backbones import build_timm
-from tlbench.builtins.datasets import load_synthetic
-from tlbench.plugins import collect, make_plugin_manager
-from tlbench.train import TrainSettings, TrialFailed, autocast_dtype, check_every, fit, pick_devices, precision_for
+from tlbench.engine.train import (
+    TrainSettings,
+    TrialFailed,
+    autocast_dtype,
+    check_every,
+    fit,
+    pick_devices,
+    precision_for,
+)
+from tlbench.host.builtins.backbones import build_timm
+from tlbench.host.builtins.datasets import load_synthetic
+from tlbench.host.plugins import collect, make_plugin_manager
 from tlbench.types import BackboneRequest, DatasetRequest, Phase, UserError
 
 SETTINGS = TrainSettings(batch_size=8, weight_decay=0.0, augment=False, size=32, device=torch.device("cpu"), seed=0)
@@ -139,8 +147,8 @@ def test_one_learning_rate_rule_for_adapter_parameters_under_group_lrs():
     """An Adapted.trainable parameter inside a frozen group trains at lr_backbone, whatever
     that group's group_lrs entry (a LoRA-style strategy that zeroes frozen groups' rates
     still trains its adapters); an unfrozen group's parameters at their group's rate."""
-    from tlbench import train
-    from tlbench.builtins.backbones import build_timm
+    from tlbench.engine import train
+    from tlbench.host.builtins.backbones import build_timm
     from tlbench.types import BackboneRequest, Phase
 
     built = build_timm(BackboneRequest(model="test_resnet", num_classes=3, pretrained=False))
@@ -161,8 +169,8 @@ def test_a_strategy_that_only_unfreezes_parameters_keeps_the_backbones_architect
     requires_grad changes) shares the backbone's, a LoRA-like one (new modules) has its own."""
     import torch.nn as nn
 
-    from tlbench.builtins.backbones import build_timm
-    from tlbench.trial import _structure
+    from tlbench.host.builtins.backbones import build_timm
+    from tlbench.search.trial import _structure
     from tlbench.types import BackboneRequest
 
     built = build_timm(BackboneRequest(model="test_resnet", num_classes=3, pretrained=False))
@@ -186,7 +194,7 @@ def test_one_schedule_spans_phases_where_a_strategy_asks_for_it(splits):
     cosine over both phases' steps (one warm-up, one decay) instead of starting it again."""
     import math
 
-    from tlbench import contract
+    from tlbench.host import contract
 
     head, rest = Phase("head", 1, 4, 0.0, 0.1, warmup_epochs=1.0), Phase("all", 2, 0, 1e-3, 0.1)
     steps = 3  # 24 training examples in batches of 8, per epoch

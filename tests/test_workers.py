@@ -98,7 +98,7 @@ def _signalling(config):
 
 
 def _study(url: str, name: str = "dist/shared/synthetic") -> optuna.Study:
-    from tlbench import storage
+    from tlbench.store import storage
 
     return optuna.load_study(study_name=name, storage=storage.connect(url))
 
@@ -165,9 +165,10 @@ def test_a_killed_worker_is_noticed_by_heartbeat_and_its_trial_retried_once(writ
     assert len(retries) == 1 and retries[0].params == victim.params and retries[0].state.name == "COMPLETE"
     assert sum(t.state.name == "COMPLETE" for t in trials.values()) == 3  # the budget, the lost trial replaced
 
-    from tlbench import results, storage
+    from tlbench.results import runfolder
+    from tlbench.store import storage
 
-    frame = results.trials_frame(storage.connect(postgres_url), {"synthetic": "dist/shared/synthetic"})
+    frame = runfolder.trials_frame(storage.connect(postgres_url), {"synthetic": "dist/shared/synthetic"})
     reason = frame.set_index("trial").loc[victim.number, "fail_reason"]
     assert reason.startswith("interrupted: no heartbeat from")
 
@@ -189,7 +190,7 @@ def tlbench_run_started(run):
 
 
 def test_run_with_local_workers_shares_the_run_folder_sqlite_and_runs_repeats(write_config, capfd):
-    from tlbench import threads
+    from tlbench.base import threads
 
     config = write_config(
         bench(search={"n_trials": 4, "startup_trials": 2, "enqueue": RECIPES[:1]}, repeats=1, plugins=["probe.py"])
@@ -228,9 +229,13 @@ def test_a_worker_without_a_shared_storage_is_one_line_and_exit_2(write_config, 
 
 
 def test_a_trial_started_after_its_study_is_full_is_surplus_never_runs_and_is_left_out(write_config, tmp_path):
-    from tlbench import benchmark, planning, results, storage, studies, train
-    from tlbench.progress import Progress
-    from tlbench.trial import Objective, TrialResources
+    from tlbench import benchmark
+    from tlbench.engine import train
+    from tlbench.host.progress import Progress
+    from tlbench.results import runfolder
+    from tlbench.search import planning, studies
+    from tlbench.search.trial import Objective, TrialResources
+    from tlbench.store import storage
 
     config = write_config(bench(search={"n_trials": 2, "startup_trials": 1}))
     plan = cli._load(config)
@@ -247,7 +252,7 @@ def test_a_trial_started_after_its_study_is_full_is_surplus_never_runs_and_is_le
     study.tell(late, state=optuna.trial.TrialState.FAIL)
     trial = study.trials[late.number]
     assert trial.params == {} and "host" not in trial.user_attrs  # it drew nothing and ran nothing
-    frame = results.trials_frame(store, {"synthetic": study.study_name})
+    frame = runfolder.trials_frame(store, {"synthetic": study.study_name})
     assert frame["trial"].tolist() == [0, 1] and frame["state"].eq("COMPLETE").all()
     assert len(studies.budget(study.trials)) == 2
 

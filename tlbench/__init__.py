@@ -8,7 +8,8 @@ timm when first used, so that ``import tlbench`` stays light.
 
 import pluggy
 
-from tlbench.record import TrialRecord  # a trial's stored record (TrialInfo.record): fields in docs/plugins.md
+from tlbench import _moved
+from tlbench.store.record import TrialRecord  # a trial's stored record (TrialInfo.record): fields in docs/plugins.md
 from tlbench.types import (
     Adapted,
     Backbone,
@@ -32,7 +33,8 @@ from tlbench.types import (
     frozen_groups,
 )
 
-__version__ = "0.6.0"
+__version__ = "0.7.0"
+_moved.install()  # old module paths (0.6) keep importing, with a DeprecationWarning
 # The plugin API (hooks, records, tlbench.testing): (major, minor). The major number
 # changes when a hook or record changes incompatibly, the minor when one gains an
 # optional field or a hook is added. 1.1: Strategy.adapt and Adapted. 1.2: a plugin
@@ -48,15 +50,20 @@ hookimpl = pluggy.HookimplMarker("tlbench")
 
 # the modules a plugin may import from (besides this one): records, seeded splits, the conformance kit
 PUBLIC_MODULES = ("tlbench", "tlbench.types", "tlbench.splits", "tlbench.testing")
-_LAZY = {"build_timm": "tlbench.builtins.backbones", "TIMM_OPTIONS": "tlbench.builtins.backbones"}
+_LAZY = {"build_timm": "tlbench.host.builtins.backbones", "TIMM_OPTIONS": "tlbench.host.builtins.backbones"}
 
 
 def __getattr__(name: str):
-    """``build_timm`` and ``TIMM_OPTIONS``, imported on first use (they need torch and timm)."""
-    if name in _LAZY:
-        import importlib
+    """``build_timm`` and ``TIMM_OPTIONS``, imported on first use (they need torch and timm);
+    a module of tlbench 0.6's flat folder by its old name, with a DeprecationWarning."""
+    import importlib
 
+    if name in _LAZY:
         return getattr(importlib.import_module(_LAZY[name]), name)
+    if name in _moved.MOVED:
+        new = _moved.new_name(f"tlbench.{name}")
+        _moved.warn(f"tlbench.{name}", new, stacklevel=3)
+        return importlib.import_module(new)
     raise AttributeError(f"module 'tlbench' has no attribute {name!r}")
 
 

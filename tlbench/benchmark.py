@@ -1,7 +1,7 @@
 """Running a benchmark: the library function behind ``tlbench run`` (a notebook calls
 :func:`run_benchmark` the same way), and the loops the workers run.
 
-A run is: check everything (:mod:`tlbench.planning`), take the run folder, run one
+A run is: check everything (:mod:`tlbench.search.planning`), take the run folder, run one
 study per dataset until it has its trials (here, or in N ``tlbench worker``
 processes), then retrain the best configuration of each dataset x backbone x
 strategy with new seeds (the repeats, chosen from the studies), and write the
@@ -20,12 +20,12 @@ from pathlib import Path
 
 import optuna
 
-from tlbench import events as run_events
-from tlbench import interrupts, results, storage, tables
-from tlbench.planning import Plan, preflight
-from tlbench.progress import Progress
-from tlbench.record import Failure, TrialRecord
-from tlbench.studies import (
+from tlbench.base import interrupts
+from tlbench.host import events as run_events
+from tlbench.host.progress import Progress
+from tlbench.results import runfolder, tables
+from tlbench.search.planning import Plan, preflight
+from tlbench.search.studies import (
     FINISHED,
     begun,
     budget,
@@ -46,8 +46,10 @@ from tlbench.studies import (
     started,
     study_name,
 )
-from tlbench.studyrecord import StudyRecord
-from tlbench.trial import Objective, TrialResources
+from tlbench.search.trial import Objective, TrialResources
+from tlbench.store import storage
+from tlbench.store.record import Failure, TrialRecord
+from tlbench.store.studyrecord import StudyRecord
 from tlbench.types import DatasetSplits, UserError
 
 REPEAT_SEED = 1_000_000  # repeat r trains with seed bench.seed + REPEAT_SEED + r, apart from search trials
@@ -58,7 +60,7 @@ INTERRUPTED = (130, 143)  # exit codes of a worker stopped by Ctrl-C (SIGINT) or
 class Outcome:
     """How a run ended; its tables are written."""
 
-    run: results.Run  # the run folder, read back from the storage
+    run: runfolder.Run  # the run folder, read back from the storage
     interrupted: bool = False  # stopped by Ctrl-C or SIGTERM (interrupts.received() says which)
     worker_exit: int = 0  # the first failing worker's exit code (2: a user error it printed), else 0
 
@@ -80,24 +82,24 @@ def run_benchmark(
     ``on_start(folder, devices)`` is called once every check has passed.
     """
     splits = preflight(plan)
-    folder = results.run_dir(plan.bench, plan.base_dir)
-    results.check_free(folder)
-    results.check_resumable(folder, plan.bench)
+    folder = runfolder.run_dir(plan.bench, plan.base_dir)
+    runfolder.check_free(folder)
+    runfolder.check_resumable(folder, plan.bench)
     if plan.bench.search.storage is None:
-        results.check_own_storage(folder)  # a killed write rolled back; a read-only file refused
+        runfolder.check_own_storage(folder)  # a killed write rolled back; a read-only file refused
     resources = TrialResources(plan, splits)
     # The run folder's own SQLite file is ours alone (the folder is locked): a RUNNING trial in it was killed.
     # A shared storage may have other workers: their trials are watched by heartbeats instead.
     alone = plan.bench.search.storage is None
-    url = results.storage_url(plan.bench.search.storage, folder)
+    url = runfolder.storage_url(plan.bench.search.storage, folder)
     shared = None
     if not alone:  # checked before the run folder is touched
         shared = connect_shared(url, plan.bench.search.heartbeat, plan.bench.search.retries)
         open_studies(plan, shared, alone, recipes=False)
-    elif _has_content(folder / results.DEFAULT_STORAGE):  # the folder's own: readable? (read-only: nothing changes)
-        storage.connect(results.read_only_url(url, folder))
-    with results.locked(folder) as lock:
-        results.claim(lock)  # every check that can refuse this run has passed (check_resumable covers study.db)
+    elif _has_content(folder / runfolder.DEFAULT_STORAGE):  # the folder's own: readable? (read-only: nothing changes)
+        storage.connect(runfolder.read_only_url(url, folder))
+    with runfolder.locked(folder) as lock:
+        runfolder.claim(lock)  # every check that can refuse this run has passed (check_resumable covers study.db)
         store = shared or storage.connect(url)
         open_studies(plan, store, alone, recipes=False)  # enqueued after the screen's probes
         save_metadata(plan, folder, resources)
@@ -146,7 +148,7 @@ def open_studies(plan: Plan, store, alone: bool, recipes: bool = True) -> None:
 def _open(plan, splits, store, resources, progress, folder: Path, alone: bool) -> Outcome | None:
     """The screen of every study with its probes (:func:`screen_all`), the probes trained here
     as they come; an Outcome if Ctrl-C or SIGTERM stopped it (the tables are written)."""
-    write = results.TableWriter(folder)  # after each trial, at most about a tenth of the run's time
+    write = runfolder.TableWriter(folder)  # after each trial, at most about a tenth of the run's time
 
     shown: list[str] = []  # the dataset whose probes are on display
 
@@ -156,7 +158,7 @@ def _open(plan, splits, store, resources, progress, folder: Path, alone: bool) -
             return
         if shown != [key]:
             done_before()
-            from tlbench.screen import loaded_weights
+            from tlbench.search.screen import loaded_weights
 
             pretrained = sum(loaded_weights(plan.backbones[b]) for b in plan.backbones_for(key))
             done = sum(t.state in FINISHED for t in study.get_trials(deepcopy=False) if TrialRecord.from_trial(t).probe)
@@ -177,7 +179,7 @@ def _open(plan, splits, store, resources, progress, folder: Path, alone: bool) -
     except KeyboardInterrupt:
         if alone:
             fail_interrupted(plan, store)
-        return Outcome(results.write_tables(folder), interrupted=True)
+        return Outcome(runfolder.write_tables(folder), interrupted=True)
     finally:
         done_before()
     return None
@@ -185,17 +187,17 @@ def _open(plan, splits, store, resources, progress, folder: Path, alone: bool) -
 
 def save_metadata(plan: Plan, folder: Path, resources: TrialResources, keep: bool = False) -> None:
     """config.yaml, run.json (studies by dataset) and environment.json (this machine's devices)."""
-    from tlbench import cost
+    from tlbench.engine import cost
 
     studies = {entry.key: study_name(plan.bench, entry.key) for entry, _ in plan.datasets}
     repeat_studies = {entry.key: repeats_study_name(plan.bench, entry.key) for entry, _ in plan.datasets}
     devices = ", ".join(dict.fromkeys(cost.device_name(d) for d in resources.devices))
-    results.save_metadata(folder, plan.bench, plan.base_dir, studies, repeat_studies, devices, keep=keep)
+    runfolder.save_metadata(folder, plan.bench, plan.base_dir, studies, repeat_studies, devices, keep=keep)
 
 
 def _run_here(plan, splits, resources, folder: Path, store, progress: Progress, recover: bool) -> Outcome:
     """The studies and repeats in this process; whatever happens, the tables are written."""
-    write = results.TableWriter(folder)  # after each trial, at most about a tenth of the run's time
+    write = runfolder.TableWriter(folder)  # after each trial, at most about a tenth of the run's time
     interrupted = False
     try:
         run_studies(plan, splits, store, progress, on_trial=write, resources=resources, recover=recover)
@@ -207,7 +209,7 @@ def _run_here(plan, splits, resources, folder: Path, store, progress: Progress, 
         if recover:
             fail_interrupted(plan, store)
     finally:  # also when a user error (a damaged image) stops the run: the tables say what ran
-        run = results.write_tables(folder)
+        run = runfolder.write_tables(folder)
     return Outcome(run, interrupted=interrupted)
 
 
@@ -225,9 +227,9 @@ def run_studies(
 
     ``recover``: this process is the only one using the storage, so a trial found
     RUNNING was interrupted (the process was killed): it is marked failed and its
-    configuration retried (see :func:`tlbench.studies.recover_interrupted`).
+    configuration retried (see :func:`tlbench.search.studies.recover_interrupted`).
     Otherwise other workers may be running trials of the same studies: each process
-    stops when the study has its trials (see :func:`tlbench.studies.budget`). With
+    stops when the study has its trials (see :func:`tlbench.search.studies.budget`). With
     several devices, as many trials run at once (Optuna's ``n_jobs``), each on a
     device of its own. ``should_stop()`` is asked after each trial.
     """
@@ -292,7 +294,7 @@ def _optimize(
 ) -> None:
     """One study's loop, for the search and the repeats alike: trials until ``n_trials``
     or ``full(study)``, each reported, Ctrl-C checked after each."""
-    from tlbench import train
+    from tlbench.engine import train
 
     reported: set[int] = set()
 
@@ -323,7 +325,7 @@ def select_repeats(plan: Plan, store) -> dict[str, list[int]]:
     validation accuracy of each dataset x backbone x strategy, read from the studies."""
     studies = {entry.key: study_name(plan.bench, entry.key) for entry, _ in plan.datasets}
     limits = plan.bench.search.constraints.model_dump()
-    best = tables.best_per_group(results.trials_frame(store, studies, limits))
+    best = tables.best_per_group(runfolder.trials_frame(store, studies, limits))
     best = best.sort_values(["dataset", "test_accuracy"], ascending=[True, False])  # as the summary lists them
     return {key: [int(n) for n in rows["trial"]] for key, rows in best.groupby("dataset")}
 
@@ -418,19 +420,19 @@ def work(plan: Plan, progress: Progress, should_stop=lambda: False, run_folder: 
     """A worker: run trials of the run's studies on its shared storage until they are done,
     then the enqueued repeats. Returns how many trials it ran. ``run_folder``: also write
     a run folder here (if there is none) for ``tlbench report`` on this machine."""
-    from tlbench.threads import apply_interop
+    from tlbench.base.threads import apply_interop
 
     apply_interop()  # a local worker's share of inter-op threads, before any parallel work
     splits = preflight(plan)
     resources = TrialResources(plan, splits)
     if run_folder:
         try:
-            save_metadata(plan, results.run_dir(plan.bench, plan.base_dir), resources, keep=True)
+            save_metadata(plan, runfolder.run_dir(plan.bench, plan.base_dir), resources, keep=True)
         except (UserError, OSError) as exc:  # a worker needs only the storage
             print(f"tlbench: warning: no run folder on this machine ({exc})", file=sys.stderr)
     store = connect_shared(plan.bench.search.storage, plan.bench.search.heartbeat, plan.bench.search.retries)
     ran = []
-    folder = results.run_dir(plan.bench, plan.base_dir)
+    folder = runfolder.run_dir(plan.bench, plan.base_dir)
     events = run_events.start(plan, progress, folder if folder.is_dir() else None, plan.bench.search.storage)
     events.run_started()
     completed = False
@@ -456,14 +458,14 @@ def screen_all(
     run_waiting=None,
 ) -> None:
     """The opening of every dataset's study, before its search: the screen (scores of
-    every backbone, see :func:`tlbench.screen.screen_backbones`), streamed: each
+    every backbone, see :func:`tlbench.search.screen.screen_backbones`), streamed: each
     pretrained backbone's linear probe is trained as soon as that backbone is screened
     (on the features the screen took out: a result after one backbone's screen instead
     of all of them), by ``run_waiting(study, dataset_key)`` (None: only enqueued). Then
     the rule (which backbones the sampler skips), the probes of kept backbones not yet
     probed (from random init), the config's recipes and the portfolio, in that order."""
-    from tlbench import screen
-    from tlbench.planning import portfolio_history
+    from tlbench.search import screen
+    from tlbench.search.planning import portfolio_history
 
     settings = plan.bench.search.screen
     history = portfolio_history(plan) if plan.bench.search.portfolio else []
@@ -516,7 +518,7 @@ def _coordinate(
     command += ["--storage", url, "--parent", str(os.getpid())]
     command += ["--n-trials", str(plan.bench.search.n_trials)] if plan.bench.search.n_trials is not None else []
     command += ["--verbose"] if verbose else []
-    from tlbench.threads import shared_gpus
+    from tlbench.base.threads import shared_gpus
 
     gpus = shared_gpus(plan.bench.training.device)
     code = _workers(command, n, lock, gpus)
@@ -525,25 +527,25 @@ def _coordinate(
             code = _workers(command, n, lock, gpus)
     if code in INTERRUPTED and alone:
         fail_interrupted(plan, store)  # a trial Optuna had created but not started
-    run = results.write_tables(folder)
+    run = runfolder.write_tables(folder)
     return Outcome(run, interrupted=code in INTERRUPTED, worker_exit=0 if code in INTERRUPTED else code)
 
 
 def _workers(command: list[str], n: int, lock, gpus: list[str] = ()) -> int:
     """Start ``n`` workers and wait for them; 0, 130/143 if interrupted, else the first failing exit code.
-    Each gets its share of the CPU threads and, with several ``gpus``, one of them (:mod:`tlbench.threads`).
+    Each gets its share of the CPU threads and, with several ``gpus``, one of them (:mod:`tlbench.base.threads`).
 
     Each worker is in a session of its own, so Ctrl-C reaches this process only and is
     passed on once; each holds the run folder's lock too (the inherited descriptor),
     so the folder stays locked until the last one exits, even if this process is killed.
     """
-    from tlbench.threads import worker_environment
+    from tlbench.base.threads import worker_environment
 
     fds = () if lock is None else (lock.fileno(),)
     procs = [
         subprocess.Popen(
             [*command, "--name", f"worker {i + 1}"], pass_fds=fds, start_new_session=True,
-            env=worker_environment(n, index=i, gpus=list(gpus)),  # its share of the cores, its GPU (tlbench/threads.py)
+            env=worker_environment(n, index=i, gpus=list(gpus)),  # its share of the cores, its GPU (tlbench/base/threads.py)
         )
         for i in range(n)
     ]  # fmt: skip

@@ -12,7 +12,7 @@ import sys
 import traceback
 from pathlib import Path
 
-from tlbench import interrupts
+from tlbench.base import interrupts
 from tlbench.types import UserError
 
 FORMATS = ("rich", "markdown", "csv", "json")
@@ -117,9 +117,10 @@ def _load(
     storage: str | None = None,
 ):
     """Config -> plugins -> checked plan. Every user mistake surfaces here as UserError."""
-    from tlbench import planning, plugins
     from tlbench.config import load_config, parse_config
-    from tlbench.results import resolve_storage
+    from tlbench.host import plugins
+    from tlbench.results.runfolder import resolve_storage
+    from tlbench.search import planning
 
     bench, base_dir = load_config(config)
     data = bench.model_dump(mode="json")
@@ -139,11 +140,12 @@ def _load(
 
 
 def cmd_validate(args) -> int:
-    from tlbench import planning, results
+    from tlbench.results import runfolder
+    from tlbench.search import planning
 
     plan = _load(args.config, verbose=args.verbose)
     loaded = planning.preflight(plan)
-    results.check_resumable(results.run_dir(plan.bench, plan.base_dir), plan.bench)  # what `run` would refuse
+    runfolder.check_resumable(runfolder.run_dir(plan.bench, plan.base_dir), plan.bench)  # what `run` would refuse
     sizes = ", ".join(
         f"{k} ({len(s.classes)} classes, {len(s.train)}/{len(s.val)}/{len(s.test)} train/val/test)"
         for k, s in loaded.items()
@@ -159,7 +161,7 @@ def cmd_validate(args) -> int:
 def cmd_run(args) -> int:
     """Parse, call :func:`tlbench.benchmark.run_benchmark`, render what it returns."""
     from tlbench import benchmark
-    from tlbench.progress import make_progress
+    from tlbench.host.progress import make_progress
 
     plan = _load(
         args.config, verbose=args.verbose, run_name=args.run_name, n_trials=args.n_trials, storage=args.storage
@@ -197,8 +199,8 @@ def cmd_run(args) -> int:
 
 def cmd_worker(args) -> int:
     from tlbench import benchmark
-    from tlbench.progress import make_progress
-    from tlbench.record import WORKER
+    from tlbench.host.progress import make_progress
+    from tlbench.store.record import WORKER
 
     plan = _load(
         args.config, verbose=args.verbose, run_name=args.run_name, n_trials=args.n_trials, storage=args.storage
@@ -230,7 +232,7 @@ def cmd_worker(args) -> int:
 
 def _write_report(run, status) -> None:
     """Plots and report.md in the run folder; without matplotlib, report.md and a note."""
-    from tlbench import report
+    from tlbench.results import report
 
     try:
         plots = report.plot_run(run)
@@ -242,9 +244,9 @@ def _write_report(run, status) -> None:
 
 
 def cmd_plot(args) -> int:
-    from tlbench import report, results
+    from tlbench.results import report, runfolder
 
-    run = results.load_run(args.run_dir)
+    run = runfolder.load_run(args.run_dir)
     try:
         plots = report.plot_run(run)
     except ImportError as exc:
@@ -255,7 +257,7 @@ def cmd_plot(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from tlbench.export import write_export
+    from tlbench.results.export import write_export
 
     out = write_export(args.run_dir, args.out)
     if out is not None and out.is_file():  # not when the table went to standard output or a pipe
@@ -264,11 +266,11 @@ def cmd_export(args) -> int:
 
 
 def cmd_compare(args) -> int:
-    from tlbench import report, results, tables
+    from tlbench.results import report, runfolder, tables
 
     if len(args.run_dirs) < 2:
         raise UserError("compare: give two or more run folders (results/<benchmark>/<run>)")
-    runs = [results.load_run(folder) for folder in args.run_dirs]
+    runs = [runfolder.load_run(folder) for folder in args.run_dirs]
     flags = tables.environment_flags(runs)
     report.render_compare(tables.compare_frame(runs), [str(r.path) for r in runs], flags, args.format, _console())
     for flag in flags if args.format in ("csv", "json") else []:
@@ -277,9 +279,9 @@ def cmd_compare(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from tlbench import report, results
+    from tlbench.results import report, runfolder
 
-    run = results.load_run(args.run_dir)
+    run = runfolder.load_run(args.run_dir)
     if args.trials:
         sys.stdout.write(report.trials_table(run.trials, args.format))
         return 0
@@ -288,7 +290,7 @@ def cmd_report(args) -> int:
 
 
 def _show(run, fmt: str, console) -> None:
-    from tlbench import report
+    from tlbench.results import report
 
     if fmt == "rich":
         report.print_summary(run, console)
@@ -300,8 +302,8 @@ def cmd_plugins(args) -> int:
     from rich.table import Table
     from rich.text import Text
 
-    from tlbench import plugins
     from tlbench.config import load_config
+    from tlbench.host import plugins
 
     paths, base_dir = [], None
     if args.config:
@@ -378,7 +380,7 @@ RESTRICT = "TLBENCH_LOAD_PLUGINS=name,name"
 
 
 def _failure_text(error: BaseException) -> str:
-    from tlbench.plugins import PluginAPIError
+    from tlbench.host.plugins import PluginAPIError
 
     if isinstance(error, (PluginAPIError, UserError)):
         return str(error)

@@ -1,7 +1,7 @@
 """The benchmarks.yaml schema, and turning its mistakes into one-line messages.
 
 Names (datasets, backbones, strategies) are checked against the loaded plugins
-later, in :mod:`tlbench.planning`; this module checks shape and types only.
+later, in :mod:`tlbench.search.planning`; this module checks shape and types only.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from pydantic import (
 
 from tlbench.types import UserError
 
-# A searched value (tlbench.space.parse): fixed (3, 0.01, "x"), a range {low, high, log, step} (short: [0.1, 1.0]),
+# A searched value (tlbench.base.space.parse): fixed (3, 0.01, "x"), a range {low, high, log, step} (short: [0.1, 1.0]),
 # or {choices: [...]} (short: a list of other than two values).
 Spec = int | float | str | bool | list | dict
 
@@ -100,7 +100,7 @@ class Recipe(_Strict):
 
 
 class ScreenConfig(_Strict):
-    """Score every backbone on its frozen features before the search (tlbench/screen.py)."""
+    """Score every backbone on its frozen features before the search (tlbench/search/screen.py)."""
 
     enabled: bool = True  # false: no screen
     drop: bool = True  # the sampler skips backbones the rule drops (recipes on them still run)
@@ -151,7 +151,7 @@ class SearchConfig(_Strict):
     objective: Literal["accuracy", "pareto"] = "accuracy"  # pareto: validation accuracy against search.cost
     cost: Literal["train_gflops", "latency_ms"] = "train_gflops"  # the cost a Pareto search minimises
     screen: ScreenConfig = ScreenConfig()  # true/false, or its settings
-    portfolio: int = Field(2, ge=0, le=8, strict=True)  # configurations best on earlier benchmarks, tried first (tlbench/portfolio.py)
+    portfolio: int = Field(2, ge=0, le=8, strict=True)  # configurations best on earlier benchmarks, tried first (tlbench/search/portfolio.py)
     portfolio_from: list[str] = Field(default_factory=list)  # your exported tables or run folders it also learns from
     constraints: ConstraintsConfig = ConstraintsConfig()  # upper bounds on a configuration's cost
     budget: BudgetConfig = BudgetConfig()  # compute a study may spend
@@ -197,7 +197,7 @@ class TrainingConfig(_Strict):
     @field_validator("batch_size", "weight_decay")
     @classmethod
     def _searched(cls, value: Spec, info: ValidationInfo) -> Spec:
-        from tlbench import space
+        from tlbench.base import space
 
         try:
             space.parse(value, strict=True)

@@ -135,7 +135,7 @@ def record_reference() -> str:
     with the comment written next to each in record.py, between the record markers."""
     import dataclasses
 
-    from tlbench import record
+    from tlbench.store import record
 
     source = inspect.getsource(record)
     by_line = {

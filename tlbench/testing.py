@@ -39,7 +39,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from tlbench.inputs import inputs_of
+from tlbench.engine.inputs import inputs_of
 from tlbench.types import (
     Backbone,
     BackboneRequest,
@@ -84,7 +84,7 @@ def _call(plugin: str, what: str, fn):
 
 def _check_record(record: Any, options: Mapping[str, Any] | None, plugin: str, label: str) -> None:
     """The record's field types, and config options it does not declare."""
-    from tlbench.contract import record_problem
+    from tlbench.host.contract import record_problem
 
     problem = record_problem(record)
     if problem:
@@ -107,7 +107,7 @@ def records(plugin: str | ModuleType) -> tuple[str, list[Any]]:
 
     import pluggy
 
-    from tlbench import hookspecs, plugins
+    from tlbench.host import hookspecs, plugins
 
     if isinstance(plugin, ModuleType):
         module, name = plugin, plugin.__name__
@@ -215,7 +215,8 @@ def check_backbone(
     """Build ``record`` (``model``: the model name, for a family; ``options``: config fields
     it declares in ``options``) and check the result."""
 
-    from tlbench import contract, cost
+    from tlbench.engine import cost
+    from tlbench.host import contract
 
     label = f"backbone '{record.name}:{model}'" if record.family else f"backbone '{record.name}'"
     _check_record(record, options, plugin, label)
@@ -251,7 +252,7 @@ def check_backbone(
 
 
 def _check_group_order(built: BuiltBackbone, order: Mapping[str, float], plugin: str, label: str) -> None:
-    from tlbench.contract import group_order_problem
+    from tlbench.host.contract import group_order_problem
 
     problem = group_order_problem(built, order)
     if problem:
@@ -261,7 +262,7 @@ def _check_group_order(built: BuiltBackbone, order: Mapping[str, float], plugin:
 def _check_gradients(built: BuiltBackbone, x, frozen: int, plugin: str, label: str) -> None:
     import torch
 
-    from tlbench import train
+    from tlbench.engine import train
 
     model = built.model.train()
     trainable = train.set_trainable(model, built, frozen)  # freezing as training does it
@@ -303,7 +304,7 @@ def check_dataset(
     """Load ``record`` with the config ``options`` and check its splits. ``sizes``:
     the (train, val, test) sizes the dataset declares, if it does."""
 
-    from tlbench import contract
+    from tlbench.host import contract
 
     label = f"dataset '{record.name}'"
     _check_record(record, options, plugin, label)
@@ -359,8 +360,8 @@ def check_strategy(
     projections, layer norms) for text."""
     import optuna
 
-    from tlbench import contract
-    from tlbench.space import TrialSpace
+    from tlbench.base.space import TrialSpace
+    from tlbench.host import contract
 
     label = f"strategy '{record.name}'"
     _check_record(record, options, plugin, label)
@@ -394,7 +395,7 @@ def _kit_backbone(modality: str):
     """(a fresh tiny backbone of ``modality``, an example batch for it, its name in messages)."""
     import torch
 
-    from tlbench.builtins.backbones import build_timm
+    from tlbench.host.builtins.backbones import build_timm
 
     if modality == "image":
         built = build_timm(BackboneRequest(model="test_resnet", num_classes=3, pretrained=False))
@@ -457,7 +458,8 @@ def _tiny_encoder():
 
 
 def _check_adapt(record: Strategy, params: Mapping[str, Any], plugin: str, label: str, modality: str = "image") -> None:
-    from tlbench import planning, train
+    from tlbench.engine import train
+    from tlbench.search import planning
 
     built, example, what = _kit_backbone(modality)
     try:
@@ -480,7 +482,7 @@ def _check_extra_loss(adapted, plugin: str, label: str, x=None) -> None:
     """``extra_loss`` gives one finite value for a batch (``x``; default: two images), and gradients flow from it."""
     import torch
 
-    from tlbench import train
+    from tlbench.engine import train
 
     model = adapted.built.model.train()
     train.set_trainable(model, adapted.built, 0, adapted.trainable)
@@ -508,8 +510,8 @@ def check_tracker(record: Tracker, options: Mapping[str, Any] | None = None, *, 
     import dataclasses
     import tempfile
 
-    from tlbench import events
-    from tlbench.record import TrialRecord
+    from tlbench.host import events
+    from tlbench.store.record import TrialRecord
     from tlbench.types import RunInfo, TrackerRequest, TrialInfo
 
     label = f"tracker '{record.name}'"

@@ -19,7 +19,7 @@ if TYPE_CHECKING:  # pragma: no cover - hints only
     from PIL.Image import Image
     from torch import nn
 
-    from tlbench.record import TrialRecord
+    from tlbench.store.record import TrialRecord
 
 
 class UserError(Exception):
@@ -72,7 +72,7 @@ class DataConfig:
 class Inputs(Protocol):
     """What a backbone consumes and how a dataset's examples become its tensors (API 1.4).
 
-    A backbone whose ``BuiltBackbone.inputs`` is None reads images (tlbench.inputs.ImageInputs
+    A backbone whose ``BuiltBackbone.inputs`` is None reads images (tlbench.engine.inputs.ImageInputs
     from its ``data_config``). Another modality gives an object with these members;
     the engine needs nothing else (docs/plugins.md, "Another modality").
     """
@@ -313,7 +313,7 @@ class RunInfo:
 @dataclass(frozen=True)
 class TrialInfo:
     """One trial at an event. ``record`` is everything stored with it so far (the
-    same fields as the trials table, tlbench.record.TrialRecord)."""
+    same fields as the trials table, tlbench.store.record.TrialRecord)."""
 
     dataset: str  # dataset key
     study: str  # Optuna study name

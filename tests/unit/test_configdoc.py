@@ -54,7 +54,7 @@ def test_the_guide_holds_the_trial_record_and_every_reserved_name_and_adapted_fi
     field of Adapted are in the plugin guide: a field or name added without its line fails."""
     import dataclasses
 
-    from tlbench import contract
+    from tlbench.host import contract
     from tlbench.types import Adapted
 
     doc = (ROOT / "docs" / "plugins.md").read_text(encoding="utf-8")

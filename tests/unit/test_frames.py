@@ -8,8 +8,8 @@ import math
 import optuna
 import pandas as pd
 
-from tlbench import results, tables
-from tlbench.record import TrialRecord
+from tlbench.results import runfolder, tables
+from tlbench.store.record import TrialRecord
 
 COMPLETE = optuna.trial.TrialState.COMPLETE
 
@@ -36,7 +36,7 @@ def _trials(rows_by_dataset: dict[str, list[tuple]]) -> pd.DataFrame:
     store = optuna.storages.InMemoryStorage()
     for dataset, rows in rows_by_dataset.items():
         _study(store, dataset, rows)
-    return results.trials_frame(store, {d: d for d in rows_by_dataset})
+    return runfolder.trials_frame(store, {d: d for d in rows_by_dataset})
 
 
 def test_the_summary_takes_the_best_by_validation_ties_to_less_training_then_the_earlier():
@@ -84,7 +84,7 @@ def test_the_ranking_ranks_backbones_on_each_dataset_by_their_best_strategy():
 def test_compare_aligns_runs_and_keeps_rows_missing_from_one():
     first = _trials({"d": [("a", "probe", 0.8, 0.7, 10.0, 1.0), ("a", "tune", 0.9, 0.9, 20.0, 2.0)]})
     second = _trials({"d": [("a", "probe", 0.8, 0.8, 5.0, 1.0)]})
-    runs = [results.Run(None, {}, {}, {}, t, t.iloc[0:0], tables.summary_frame(t)) for t in (first, second)]
+    runs = [runfolder.Run(None, {}, {}, {}, t, t.iloc[0:0], tables.summary_frame(t)) for t in (first, second)]
     table = tables.compare_frame(runs).set_index("strategy")
     assert math.isclose(table.loc["probe", "d_test_1"], 0.1) and math.isclose(
         table.loc["probe", "d_train_seconds_1"], -0.5
@@ -96,7 +96,7 @@ def test_the_tables_are_rewritten_during_a_run_at_most_about_a_tenth_of_its_time
     """Each rewrite reads the whole storage (seconds at 20,000 trials: O(trials^2) per run if
     done after every trial). After a rewrite that took t, the next comes no sooner than 10 t
     later; a fast rewrite (a small run) still follows every trial that takes longer."""
-    from tlbench.results import TableWriter
+    from tlbench.results.runfolder import TableWriter
 
     now = [0.0]
     written = []

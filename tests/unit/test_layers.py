@@ -13,25 +13,29 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = ROOT / "tlbench"
 
-# lowest first; a module may import its own layer and those below it
+# lowest first; a unit (a package, or a module at the top of tlbench/) may import its own
+# layer and those below it. The folder shows the house: one package per layer, the
+# public modules (types, splits, testing), the schema, the use case and the command line
+# at the top.
 LAYERS = {
-    "base": ["types", "stats", "splits", "cachedir", "threads", "interrupts", "cost", "images", "space", "storage"],
-    "store": ["record", "studyrecord"],
+    "base": ["types", "splits", "base", "_moved"],
+    "store": ["store"],
     "config": ["config", "configdoc"],
-    "results": ["tables", "results", "export", "report"],
-    "engine": ["inputs", "pipeline", "features", "train"],
-    "host": ["hookspecs", "contract", "plugins", "events", "progress", "builtins"],
-    "search": ["planning", "screen", "pruning", "sampling", "portfolio", "studies", "trial"],
+    "results": ["results"],
+    "engine": ["engine"],
+    "host": ["host"],
+    "search": ["search"],
     "use case": ["benchmark", "testing"],
     "cli": ["cli", "__main__"],
 }
 FACADE = "__init__"  # `from tlbench import hookimpl, ...`: the public API; its lazy re-exports may reach any layer
 LEVEL = {m: i for i, (_, ms) in enumerate(LAYERS.items()) for m in ms} | {FACADE: 0}
+PACKAGES = {name for ms in LAYERS.values() for name in ms if (PACKAGE / name).is_dir()}
 
 
 def _module_of(path: Path) -> str:
     rel = path.relative_to(PACKAGE)
-    return rel.parts[0] if len(rel.parts) > 1 else rel.stem
+    return rel.parts[0] if len(rel.parts) > 1 else rel.stem  # a package's modules are the package
 
 
 def _type_checking_lines(tree: ast.AST) -> set[int]:
@@ -43,12 +47,12 @@ def _type_checking_lines(tree: ast.AST) -> set[int]:
     return lines
 
 
-def imports() -> list[tuple[str, str, int]]:
-    """(importing module, imported module, line) for every import of a tlbench module."""
+def imports() -> list[tuple[str, str, str]]:
+    """(importing unit, imported unit, file:line) for every import of a tlbench module."""
     out = []
     for path in sorted(PACKAGE.rglob("*.py")):
         tree = ast.parse(path.read_text(encoding="utf-8"))
-        hints, me = _type_checking_lines(tree), _module_of(path)
+        hints, me, where = _type_checking_lines(tree), _module_of(path), path.relative_to(ROOT).as_posix()
         for node in ast.walk(tree):
             if getattr(node, "lineno", None) in hints:
                 continue
@@ -60,13 +64,17 @@ def imports() -> list[tuple[str, str, int]]:
             ):
                 parts = node.module.split(".")
                 if len(parts) > 1:
-                    out.append((me, parts[1], node.lineno))
+                    out.append((me, parts[1], f"{where}:{node.lineno}"))
                 else:  # from tlbench import x: a module, or a name of the facade
                     for alias in node.names:
                         is_module = (PACKAGE / f"{alias.name}.py").exists() or (PACKAGE / alias.name).is_dir()
-                        out.append((me, alias.name if is_module else FACADE, node.lineno))
+                        out.append((me, alias.name if is_module else FACADE, f"{where}:{node.lineno}"))
             elif isinstance(node, ast.Import):
-                out += [(me, a.name.split(".")[1], node.lineno) for a in node.names if a.name.startswith("tlbench.")]
+                out += [
+                    (me, a.name.split(".")[1], f"{where}:{node.lineno}")
+                    for a in node.names
+                    if a.name.startswith("tlbench.")
+                ]
     return out
 
 
@@ -78,8 +86,8 @@ def test_every_module_is_in_a_layer():
 
 def test_no_module_imports_a_higher_layer():
     upward = [
-        f"tlbench/{me}.py:{line} imports {them} ({_layer(them)}) from the {_layer(me)} layer"
-        for me, them, line in imports()
+        f"{where} imports {them} ({_layer(them)}) from the {_layer(me)} layer"
+        for me, them, where in imports()
         if me != FACADE and LEVEL[them] > LEVEL[me]
     ]
     assert upward == []
@@ -99,3 +107,49 @@ def test_the_internals_doc_shows_these_layers():
 
 def _layer(module: str) -> str:
     return next((name for name, ms in LAYERS.items() if module in ms), "facade")
+
+
+def _top_level_links() -> dict[str, set[str]]:
+    """module -> the tlbench modules it imports when it is imported (not inside functions)."""
+    links = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        rel = path.relative_to(PACKAGE).with_suffix("")
+        parts = ["tlbench", *rel.parts]
+        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        hints = _type_checking_lines(tree)
+        found = set()
+        for node in tree.body:  # the module's own statements: what runs when it is imported
+            if getattr(node, "lineno", None) in hints:
+                continue
+            if isinstance(node, ast.ImportFrom) and node.level == 0 and (node.module or "").startswith("tlbench"):
+                for alias in node.names:
+                    sub = f"{node.module}.{alias.name}"
+                    module_file = PACKAGE.parent / (sub.replace(".", "/") + ".py")
+                    package_dir = PACKAGE.parent / sub.replace(".", "/")
+                    found.add(sub if module_file.exists() or package_dir.is_dir() else node.module)
+            elif isinstance(node, ast.Import):
+                found |= {a.name for a in node.names if a.name.startswith("tlbench")}
+        links[name] = found - {name}
+    return links
+
+
+def test_no_import_cycles_between_modules():
+    """What a module imports at its top never leads back to it (a cycle only works by the
+    luck of which module Python meets first)."""
+    links = _top_level_links()
+    parent = lambda m: m.rsplit(".", 1)[0]  # noqa: E731  importing a.b imports the package a first
+    cycles = []
+
+    def visit(module: str, path: list[str]) -> None:
+        for nxt in sorted(links.get(module, ())):
+            if nxt in path:
+                cycles.append(" -> ".join([*path[path.index(nxt) :], nxt]))
+            elif nxt not in seen:
+                seen.add(nxt)
+                visit(nxt, [*path, nxt])
+
+    for start in sorted(links):
+        seen = {start}
+        visit(start, [start])
+    assert sorted({c for c in cycles if parent(c.split(" -> ")[0]) != c.split(" -> ")[-1]}) == []

@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 from conftest import tiny_benchmark
 
-from tlbench import contract, plugins
 from tlbench.config import parse_config
-from tlbench.planning import check_recipe, make_plan, recipe_params, searched_options
+from tlbench.host import contract, plugins
+from tlbench.search.planning import check_recipe, make_plan, recipe_params, searched_options
 from tlbench.types import DatasetSplits, Phase, Split, UserError
 
 
@@ -121,7 +121,7 @@ def test_a_plugin_that_needs_a_newer_api_is_refused_by_name():
 def test_backbone_options_are_parsed_once_by_the_searched_value_grammar():
     """A range or choices is searched; a number YAML read as text is the number (issue 25:
     "0.5" stayed a string and [0.5, 1] reached the plugin as a list)."""
-    from tlbench.planning import backbone_searched
+    from tlbench.search.planning import backbone_searched
 
     options, searched = backbone_searched(
         {"width": [0.5, 1.0], "rate": "1e-3", "pooling": "mean", "depth": {"choices": ["2", 4]}}

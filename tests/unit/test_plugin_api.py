@@ -11,12 +11,14 @@ import torch
 from conftest import tiny_benchmark
 from torch import nn
 
-from tlbench import config, contract, plugins, train
-from tlbench.builtins.backbones import build_timm
-from tlbench.builtins.strategies import layer_rates
+from tlbench import config
 from tlbench.config import parse_config
-from tlbench.inputs import image_batch
-from tlbench.planning import _at, make_plan
+from tlbench.engine import train
+from tlbench.engine.inputs import image_batch
+from tlbench.host import contract, plugins
+from tlbench.host.builtins.backbones import build_timm
+from tlbench.host.builtins.strategies import layer_rates
+from tlbench.search.planning import _at, make_plan
 from tlbench.types import Backbone, BackboneRequest, Dataset, Phase, Strategy, Tracker, UserError, frozen_groups
 
 
@@ -162,7 +164,7 @@ def test_the_extra_loss_is_scaled_and_unscaled_with_the_cross_entropy():
 
 
 def test_groups_listed_output_first_are_caught_by_one_forward_pass():
-    from tlbench import cost
+    from tlbench.engine import cost
 
     built = _built()
     first = cost.forward_probe(built.model, image_batch(1, 32))[1]
@@ -198,7 +200,7 @@ def test_backbone_options_reach_build_and_undeclared_ones_are_refused(tmp_path):
         parse_config(tiny_benchmark(backbones=[{"name": "timm:test_resnet", "pretrained": False, "drop_path_rate": 0.2}])),
         plugins.collect(plugins.make_plugin_manager(entry_points=False)), tmp_path,
     )  # fmt: skip
-    from tlbench.planning import build_backbone
+    from tlbench.search.planning import build_backbone
 
     built = build_backbone(plan.backbones["timm:test_resnet-scratch"], 3)
     rates = [m.drop_prob for m in built.model.modules() if type(m).__name__ == "DropPath"]

@@ -44,6 +44,6 @@ def test_first_party_plugins_and_examples_import_only_the_public_api():
 def test_every_public_name_resolves_and_the_heavy_ones_lazily():
     for name in tlbench.__all__:
         assert getattr(tlbench, name) is not None, name
-    assert tlbench.build_timm.__module__ == "tlbench.builtins.backbones"
+    assert tlbench.build_timm.__module__ == "tlbench.host.builtins.backbones"
     for module in tlbench.PUBLIC_MODULES:
         __import__(module)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import optuna
 import pytest
 
-from tlbench.record import RECORD_VERSION, CacheUse, Failure, TrialRecord
+from tlbench.store.record import RECORD_VERSION, CacheUse, Failure, TrialRecord
 from tlbench.types import UserError
 
 

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from tlbench.screen import kendall_tau, knn_accuracy, logme, ridge_probe_accuracy, tau_interval
+from tlbench.search.screen import kendall_tau, knn_accuracy, logme, ridge_probe_accuracy, tau_interval
 
 
 def _evidence(f: np.ndarray, y: np.ndarray, alpha: float, beta: float) -> float:

@@ -6,10 +6,10 @@ from __future__ import annotations
 import optuna
 import pytest
 
-from tlbench import pruning, sampling, screen, studies
 from tlbench.config import SearchConfig
-from tlbench.record import TrialRecord
-from tlbench.studyrecord import StudyRecord
+from tlbench.search import pruning, sampling, screen, studies
+from tlbench.store.record import TrialRecord
+from tlbench.store.studyrecord import StudyRecord
 
 CAT = optuna.distributions.CategoricalDistribution
 DISTS = {"backbone": CAT(["a", "b", "c"]), "strategy": CAT(["linear_probe", "finetune"])}
@@ -325,7 +325,7 @@ def test_a_pareto_trial_is_pruned_only_when_dominated_within_its_strategy():
 def test_hypervolume_is_the_area_the_front_dominates():
     import pandas as pd
 
-    from tlbench.tables import hypervolume, hypervolume_history
+    from tlbench.results.tables import hypervolume, hypervolume_history
 
     points = pd.DataFrame({"val_accuracy": [0.5, 0.8, 0.4], "train_gflops": [1.0, 2.0, 3.0]})  # the last is dominated
     assert hypervolume(points, "train_gflops", 4.0) == pytest.approx(3 * 0.5 + 2 * 0.3)
@@ -352,7 +352,7 @@ def _table(name, screen_scores, rows):
 
 
 def test_the_portfolio_ranks_points_on_each_datasets_screen_first_backbone():
-    from tlbench import portfolio
+    from tlbench.search import portfolio
 
     a = _table("a", {"good": 0.9, "bad": 0.5}, [
         ("good", "finetune", {"freeze": 0.5}, 0.90), ("good", "finetune", {"freeze": 0.0}, 0.80),
@@ -374,7 +374,7 @@ def test_the_portfolio_ranks_points_on_each_datasets_screen_first_backbone():
 
 def test_a_study_leaves_its_own_domain_out_of_the_shipped_portfolio():
     """The default benchmark's mnist5k study must not learn from mnist5k or its sibling digits."""
-    from tlbench import portfolio
+    from tlbench.search import portfolio
 
     doc = portfolio.shipped_document()
     assert {s["domain"] for n, s in doc["sources"].items() if n in ("mnist5k", "digits")} == {"digits"}
@@ -390,7 +390,7 @@ def test_a_study_leaves_its_own_domain_out_of_the_shipped_portfolio():
 
 
 def test_the_users_history_joins_the_ranking_for_its_modality_only():
-    from tlbench import portfolio
+    from tlbench.search import portfolio
 
     mine = _table("xrays", {"good": 0.9}, [("good", "finetune", {"freeze": 0.9, "lr_backbone": 0.1}, 0.99),
                                            ("good", "finetune", {"freeze": 0.0, "lr_backbone": 0.1}, 0.50)])  # fmt: skip
@@ -406,9 +406,10 @@ def test_the_users_history_joins_the_ranking_for_its_modality_only():
 def test_portfolio_entries_outside_the_configs_space_are_skipped(tmp_path):
     from conftest import tiny_benchmark
 
-    from tlbench import plugins, portfolio
     from tlbench.config import parse_config
-    from tlbench.planning import make_plan
+    from tlbench.host import plugins
+    from tlbench.search import portfolio
+    from tlbench.search.planning import make_plan
 
     strategies = [{"name": "finetune", "epochs": 1, "freeze": [0.0, 0.6]}, {"name": "linear_probe", "epochs": 1}]
     plan = make_plan(
@@ -444,9 +445,10 @@ def tlbench_strategies():  # trains adapters inside frozen groups, as BitFit and
 def test_the_probe_is_the_first_strategy_that_trains_the_head_alone(tmp_path):
     from conftest import tiny_benchmark
 
-    from tlbench import plugins, screen
     from tlbench.config import parse_config
-    from tlbench.planning import make_plan
+    from tlbench.host import plugins
+    from tlbench.search import screen
+    from tlbench.search.planning import make_plan
 
     (tmp_path / "adapting.py").write_text(ADAPTING)
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from tlbench import space
-from tlbench.space import Choices, Fixed, Range, TrialSpace
+from tlbench.base import space
+from tlbench.base.space import Choices, Fixed, Range, TrialSpace
 from tlbench.types import UserError
 
 

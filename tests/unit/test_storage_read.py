@@ -1,4 +1,4 @@
-"""The lean reader of a finished run's trials (tlbench.storage.read_trials) gives exactly
+"""The lean reader of a finished run's trials (tlbench.store.storage.read_trials) gives exactly
 what Optuna's own read gives, on a real SQLite storage: every state, every kind of
 distribution, infinities and NaN, nested attributes, two studies side by side, a
 multi-objective study; and declines (None) where it cannot be exact."""
@@ -11,7 +11,7 @@ import sqlite3
 import optuna
 import pytest
 
-from tlbench import storage
+from tlbench.store import storage
 
 
 def _fill(study: optuna.Study, objectives: int) -> None:

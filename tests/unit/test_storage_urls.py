@@ -1,4 +1,4 @@
-"""Storage URLs are built from paths in one place (tlbench.storage.sqlite_url) and read back
+"""Storage URLs are built from paths in one place (tlbench.store.storage.sqlite_url) and read back
 by one function (sqlite_path), whatever characters the path holds."""
 
 from __future__ import annotations
@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from tlbench.results import read_only_url, resolve_storage, storage_url
-from tlbench.storage import sqlite_path, sqlite_url
+from tlbench.results.runfolder import read_only_url, resolve_storage, storage_url
+from tlbench.store.storage import sqlite_path, sqlite_url
 from tlbench.types import UserError
 
 ODD = ["C# experiments", "what?", "100%", "a&b;c", 'it\'s "q"', "é ü", "-lead", "%41"]

@@ -7,12 +7,14 @@ import optuna
 import pytest
 from conftest import tiny_benchmark
 
-from tlbench import plugins, report, results, studies, tables
 from tlbench.config import parse_config
-from tlbench.planning import make_plan
-from tlbench.progress import Progress
-from tlbench.record import Failure, TrialRecord
-from tlbench.studyrecord import StudyRecord
+from tlbench.host import plugins
+from tlbench.host.progress import Progress
+from tlbench.results import report, runfolder, tables
+from tlbench.search import studies
+from tlbench.search.planning import make_plan
+from tlbench.store.record import Failure, TrialRecord
+from tlbench.store.studyrecord import StudyRecord
 from tlbench.types import UserError
 
 COMPLETE, FAIL, WAITING = (
@@ -123,10 +125,10 @@ def test_the_report_says_which_configurations_ran_out_of_retries(tmp_path):
     study = optuna.create_study(study_name="b/r/d", storage=url)
     _interrupt(study)
     studies.recover_interrupted(study, study._storage, Progress(), "d", retries=0)
-    frame = results.trials_frame(url, {"d": "b/r/d"})
+    frame = runfolder.trials_frame(url, {"d": "b/r/d"})
     assert frame["gave_up"].tolist() == ["out of retries: interrupted 1 times (search.retries = 0)"]
     assert frame["failure"].tolist() == [Failure.INTERRUPTED]
-    run = results.Run(tmp_path, {}, {}, {}, frame, frame.iloc[0:0], tables.summary_frame(frame))
+    run = runfolder.Run(tmp_path, {}, {}, {}, frame, frame.iloc[0:0], tables.summary_frame(frame))
     assert any(line.startswith("⚠ Out of retries") and "d trial 0" in line for line in report.notes(run))
 
 

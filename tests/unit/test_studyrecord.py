@@ -5,8 +5,8 @@ from __future__ import annotations
 import optuna
 import pytest
 
-from tlbench.record import Failure, TrialRecord
-from tlbench.studyrecord import STUDY_RECORD_VERSION, StudyRecord
+from tlbench.store.record import Failure, TrialRecord
+from tlbench.store.studyrecord import STUDY_RECORD_VERSION, StudyRecord
 from tlbench.types import UserError
 
 

@@ -1,9 +1,9 @@
-"""Local workers share the CPU threads (tlbench/threads.py): the arithmetic and the
+"""Local workers share the CPU threads (tlbench/base/threads.py): the arithmetic and the
 user's own settings winning."""
 
 from __future__ import annotations
 
-from tlbench import threads
+from tlbench.base import threads
 
 
 def test_each_local_worker_gets_its_share_of_the_cores_and_at_least_one():

@@ -15,7 +15,7 @@ from PIL import Image
 from tlbench_offline import weights
 
 from tlbench import cli
-from tlbench.plugins import collect, make_plugin_manager
+from tlbench.host.plugins import collect, make_plugin_manager
 from tlbench.types import BackboneRequest, DatasetRequest, UserError
 
 CATS = {281, 282, 283, 284, 285}  # tabby, tiger cat, Persian, Siamese, Egyptian cat
@@ -195,9 +195,9 @@ def test_mobilenet_v2_weights_load_through_weights_and_classify_real_photos(tmp_
     import torchvision
     from skimage import data
 
-    from tlbench.builtins.backbones import build_torchvision, load_weights
-    from tlbench.inputs import ImageInputs
-    from tlbench.planning import weights_path
+    from tlbench.engine.inputs import ImageInputs
+    from tlbench.host.builtins.backbones import build_torchvision, load_weights
+    from tlbench.search.planning import weights_path
 
     path = weights_path(MOBILENET, tmp_path)
     state = load_weights(path, "torchvision:mobilenet_v2")
@@ -218,7 +218,7 @@ def test_mobilenet_v2_weights_load_through_weights_and_classify_real_photos(tmp_
 
 
 def test_weights_from_a_package_that_is_not_installed_is_one_line(tmp_path):
-    from tlbench.planning import weights_path
+    from tlbench.search.planning import weights_path
 
     with pytest.raises(
         UserError, match=r"weights: package:no_such_pkg/w.pth: no installed package 'no_such_pkg'; install"

@@ -16,7 +16,7 @@ from tlbench_peft import plugin
 from torch import nn
 
 from tlbench import cli, testing
-from tlbench.builtins.backbones import build_timm
+from tlbench.host.builtins.backbones import build_timm
 from tlbench.types import BackboneRequest, Phase
 
 NORMS = (nn.BatchNorm2d, nn.LayerNorm, nn.GroupNorm)
@@ -41,7 +41,7 @@ def _expected_bitfit(built) -> set[str]:
 def _train_one_step(built, trainable: set[str]) -> set[str]:
     """A step of tlbench's training with every group frozen (as both strategies' phases do);
     checks that exactly the head and ``trainable`` require grad, returns the parameters that moved."""
-    from tlbench import train
+    from tlbench.engine import train
 
     before = copy.deepcopy(built.model.state_dict())
     train.set_trainable(built.model, built, len(built.groups), trainable)

@@ -14,7 +14,7 @@ import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from tlbench import cli, testing
-from tlbench.record import TrialRecord
+from tlbench.store.record import TrialRecord
 
 
 def _config(tmp_path, trackers) -> str:

@@ -16,8 +16,8 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from tlbench.results import Run, write_atomic
-from tlbench.tables import out_of_retries
+from tlbench.results.runfolder import Run, write_atomic
+from tlbench.results.tables import out_of_retries
 
 
 def human_count(n: float) -> str:
@@ -94,7 +94,7 @@ def summary_columns(rows: pd.DataFrame) -> list[Column]:
     per-example costs named by the dataset's modality (GFLOP/text, Texts/s)."""
     from dataclasses import replace
 
-    from tlbench.tables import imbalanced
+    from tlbench.results.tables import imbalanced
 
     columns = SUMMARY
     modality = str(rows["modality"].iloc[0]) if "modality" in rows and len(rows) else "image"
@@ -112,7 +112,7 @@ def class_lines(rows: pd.DataFrame) -> list[str]:
     """With an imbalanced test split: each class's test accuracy for the best row."""
     import json
 
-    from tlbench.tables import imbalanced
+    from tlbench.results.tables import imbalanced
 
     if not imbalanced(rows):
         return []
@@ -284,7 +284,7 @@ def _screened(run: Run, dataset: str) -> pd.DataFrame:
 
 def pareto_lines(run: Run, dataset: str) -> list[str]:
     """A Pareto search's hypervolume against the compute it spent (empty for an accuracy search)."""
-    from tlbench.tables import hypervolume_history
+    from tlbench.results.tables import hypervolume_history
 
     search = run.config.get("search") or {}
     if search.get("objective") != "pareto":
@@ -300,7 +300,7 @@ def pareto_lines(run: Run, dataset: str) -> list[str]:
 
 def screen_lines(run: Run, dataset: str) -> list[str]:
     """What the screen said, under its table: agreement with the search, and what was not screened."""
-    from tlbench.stats import agreement
+    from tlbench.base.stats import agreement
 
     rows = _screened(run, dataset)
     out = []
@@ -322,7 +322,7 @@ def screen_lines(run: Run, dataset: str) -> list[str]:
     learnt = next((r for r in rows["portfolio"] if isinstance(r, str)), None) if "portfolio" in rows else None
     out += [f"Portfolio (tried first on the screen's first backbone): {learnt}"] if learnt else []
     return out + [
-        "Screen: scores on the frozen features of each backbone before any fine-tuning (tlbench/screen.py)"
+        "Screen: scores on the frozen features of each backbone before any fine-tuning (tlbench/search/screen.py)"
         + (f"; search.screen rule: {rule}" if rule else "")
         + ". Best test: the test accuracy of the backbone's best-by-validation trial"
     ]

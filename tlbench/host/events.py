@@ -1,5 +1,5 @@
 """Run and trial events, sent to every plugin that implements the event hooks
-(:mod:`tlbench.hookspecs`): tlbench's own progress display, the trackers a config
+(:mod:`tlbench.host.hookspecs`): tlbench's own progress display, the trackers a config
 lists, and any installed plugin.
 
 Events are delivered one at a time, in order, from whichever thread runs the trial
@@ -20,8 +20,9 @@ from typing import Any
 import optuna
 import pluggy
 
-from tlbench import hookspecs, interrupts
-from tlbench.record import TrialRecord
+from tlbench.base import interrupts
+from tlbench.host import hookspecs
+from tlbench.store.record import TrialRecord
 from tlbench.types import RunInfo, TrialInfo, UserError
 
 _STATES = {"COMPLETE": "complete", "PRUNED": "pruned", "FAIL": "failed", "RUNNING": "running", "WAITING": "waiting"}
@@ -30,7 +31,7 @@ _STATES = {"COMPLETE": "complete", "PRUNED": "pruned", "FAIL": "failed", "RUNNIN
 class Events:
     """The event hooks of one run, and the progress display's study-level lines.
 
-    ``progress`` (a :class:`tlbench.progress.Progress`) is registered for the run's
+    ``progress`` (a :class:`tlbench.host.progress.Progress`) is registered for the run's
     events like any plugin; its other methods (``study_started``, ``note``, ...) are
     passed through. ``pm``: the plugin manager the plan's plugins came from (None:
     progress alone). ``trackers``: (name, object) pairs opened from the config.
@@ -43,9 +44,9 @@ class Events:
         self.lock = threading.RLock()
         self.off: set[str] = set()  # plugins whose hook raised: no more events
         self.warn = warn or (lambda text: print(f"tlbench: warning: {text}", file=sys.stderr))
-        self.ours = {"tlbench.progress"}
+        self.ours = {"tlbench.host.progress"}
         self.registered: list[Any] = []
-        self._register(progress, "tlbench.progress")
+        self._register(progress, "tlbench.host.progress")
         self.trackers = list(trackers)  # (name, object): the name is unique in the run, e.g. "trackers[0] (mlflow)"
         for name, tracker in self.trackers:
             self._register(tracker, name)
@@ -54,7 +55,7 @@ class Events:
         if plugin is None or self.pm.is_registered(plugin):
             return
         if name not in self.ours:
-            from tlbench.contract import event_methods_problem
+            from tlbench.host.contract import event_methods_problem
 
             problem = event_methods_problem(plugin)
             if problem:
@@ -62,7 +63,7 @@ class Events:
         try:
             self.pm.register(plugin, name=name)
         except pluggy.PluginValidationError as exc:
-            from tlbench.plugins import validation_problem
+            from tlbench.host.plugins import validation_problem
 
             raise UserError(f"{name}: {validation_problem(exc)}") from exc
         self.registered.append(plugin)
@@ -160,7 +161,7 @@ def running(trial: optuna.Trial, dataset: str, epochs: int, curve: Sequence[floa
 def interrupted_here(study, reported: set[int]) -> list[optuna.trial.FrozenTrial]:
     """Trials this process ran that stopped without their ``trial_finished`` event (Ctrl-C,
     SIGTERM: Optuna calls no callback for them)."""
-    from tlbench.record import WORKER
+    from tlbench.store.record import WORKER
 
     out = []
     for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.FAIL, optuna.trial.TrialState.RUNNING)):
@@ -198,7 +199,7 @@ def finished(trial: optuna.trial.FrozenTrial, dataset: str, study: str) -> Trial
 def start(plan, progress, folder, storage_url: str) -> Events:
     """The events of a run of ``plan``: its trackers opened (a UserError from one stops
     the run before any trial), its plugins' event hooks and ``progress`` registered."""
-    from tlbench.contract import plugin_call
+    from tlbench.host.contract import plugin_call
     from tlbench.types import TrackerRequest
 
     run = run_info(plan, folder, storage_url)
@@ -228,8 +229,8 @@ def start(plan, progress, folder, storage_url: str) -> Events:
 
 def run_info(plan, folder, storage_url: str | None) -> RunInfo:
     """What trackers and event hooks are told about the run."""
-    from tlbench.record import WORKER
-    from tlbench.studyrecord import study_name
+    from tlbench.store.record import WORKER
+    from tlbench.store.studyrecord import study_name
 
     return RunInfo(
         benchmark=plan.bench.name, run=plan.bench.run_name, folder=folder, fingerprint=plan.bench.fingerprint(),

@@ -51,10 +51,10 @@ def image_batch(n: int, side: int) -> torch.Tensor:
 
 
 class ToRGB:
-    """An image of any Pillow mode as 8-bit RGB (tlbench.images.to_rgb)."""
+    """An image of any Pillow mode as 8-bit RGB (tlbench.engine.images.to_rgb)."""
 
     def __call__(self, image):
-        from tlbench import images
+        from tlbench.engine import images
 
         try:
             return images.to_rgb(image)

@@ -102,7 +102,7 @@ def connect(url: str, heartbeat: int | None = None, on_lost=None) -> optuna.stor
     ``heartbeat`` (seconds): for storages other processes share. Each running trial
     records a heartbeat that often; a trial silent for twice as long is failed by the
     next worker that starts a trial, which calls ``on_lost(study, trial)``
-    (:func:`tlbench.studies.connect_shared` passes its retry).
+    (:func:`tlbench.search.studies.connect_shared` passes its retry).
     """
     kwargs: dict[str, Any] = {}
     url = _driver_url(url)

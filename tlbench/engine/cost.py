@@ -130,7 +130,7 @@ def _sync(device: torch.device) -> None:
 def first_use(model: nn.Module, x: torch.Tensor) -> dict[str, float]:
     """Parameter name -> the position, in one forward pass of ``x``, of the first call of
     the module that owns it (``math.inf``: never called). What the group-order check
-    (tlbench.contract.group_order_problem) reads."""
+    (tlbench.host.contract.group_order_problem) reads."""
     return _traced(model, x)[1]
 
 

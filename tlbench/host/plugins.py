@@ -25,16 +25,16 @@ from typing import Any
 
 import pluggy
 
-from tlbench import hookspecs
-from tlbench.contract import record_problem
+from tlbench.host import hookspecs
+from tlbench.host.contract import record_problem
 from tlbench.types import Backbone, Dataset, Strategy, Tracker, UserError, config_path
 
 ENTRY_POINT_GROUP = "tlbench"
 RESTRICT_ENV = "TLBENCH_LOAD_PLUGINS"
 BUILTINS = (
-    "tlbench.builtins.backbones",
-    "tlbench.builtins.datasets",
-    "tlbench.builtins.strategies",
+    "tlbench.host.builtins.backbones",
+    "tlbench.host.builtins.datasets",
+    "tlbench.host.builtins.strategies",
 )
 HOOKS = {  # hook name -> record type it must yield
     "tlbench_backbones": Backbone,

@@ -1,9 +1,9 @@
 """One trial: draw a configuration, build, adapt, train, measure, and record it.
 
 :class:`Objective` is what Optuna calls; everything it stores goes through
-:class:`tlbench.record.TrialRecord`. :class:`TrialResources` is what the trials of
+:class:`tlbench.store.record.TrialRecord`. :class:`TrialResources` is what the trials of
 one process share: the devices, the measurements that depend on the architecture
-only, and the feature cache. The engine (:func:`tlbench.train.fit`) knows nothing
+only, and the feature cache. The engine (:func:`tlbench.engine.train.fit`) knows nothing
 of Optuna: it reports each epoch through ``on_epoch``, and pruning is decided here.
 """
 
@@ -19,9 +19,10 @@ import time
 
 import optuna
 
-from tlbench import interrupts
-from tlbench.events import as_events, running
-from tlbench.planning import (
+from tlbench.base import interrupts
+from tlbench.base.space import TrialSpace
+from tlbench.host.events import as_events, running
+from tlbench.search.planning import (
     Plan,
     PlannedBackbone,
     adapt,
@@ -32,10 +33,9 @@ from tlbench.planning import (
     strategy_phases,
     suggest_training,
 )
-from tlbench.record import WORKER, Failure, TrialRecord
-from tlbench.sampling import tell_constraints
-from tlbench.space import TrialSpace
-from tlbench.studies import budget, derived_seed
+from tlbench.search.sampling import tell_constraints
+from tlbench.search.studies import budget, derived_seed
+from tlbench.store.record import WORKER, Failure, TrialRecord
 from tlbench.types import DatasetSplits, UserError
 
 
@@ -44,7 +44,7 @@ class TrialResources:
     architecture-only costs measured once, and the frozen-prefix feature cache."""
 
     def __init__(self, plan: Plan, splits: dict[str, DatasetSplits]):
-        from tlbench import features, train
+        from tlbench.engine import features, train
 
         self.devices = train.pick_devices(plan.bench.training.device)
         self.free: queue.SimpleQueue = queue.SimpleQueue()
@@ -104,7 +104,7 @@ class Objective:
     def __call__(self, trial: optuna.Trial) -> float:
         import torch
 
-        from tlbench import train
+        from tlbench.engine import train
 
         surplus = self.surplus(trial)
         if surplus:
@@ -151,8 +151,8 @@ class Objective:
     def _run(self, trial: optuna.Trial, device) -> float:
         import torch
 
-        from tlbench import cost, train
-        from tlbench.inputs import input_size, inputs_of
+        from tlbench.engine import cost, train
+        from tlbench.engine.inputs import input_size, inputs_of
 
         plan = self.plan
         bkey = trial.suggest_categorical("backbone", plan.backbones_for(self.dataset_key))
@@ -219,8 +219,8 @@ class Objective:
     def _over_limits(self, built, settings, arch: tuple, gflops: float) -> str | None:
         """Which ``search.constraints`` known before training this configuration breaks
         (latency measured once per architecture and resolution), or None."""
-        from tlbench import cost
-        from tlbench.sampling import infeasible
+        from tlbench.engine import cost
+        from tlbench.search.sampling import infeasible
 
         limits = self.plan.bench.search.constraints.before()
         known = TrialRecord(
@@ -231,12 +231,12 @@ class Objective:
         return infeasible(known, limits)
 
     def _call(self, strategy, what: str, fn):
-        from tlbench.contract import plugin_call
+        from tlbench.host.contract import plugin_call
 
         return plugin_call(strategy.plugin, f"strategy '{strategy.record.name}': {what}", fn)
 
     def _settings(self, training: dict, size: int, device, seed: int):
-        from tlbench import train
+        from tlbench.engine import train
 
         t = self.plan.bench.training
         return train.TrainSettings(
@@ -254,7 +254,7 @@ class Objective:
         )
 
     def _epoch(self, trial: optuna.Trial, epoch: int, accuracy: float, start: float, so_far: _SoFar) -> None:
-        from tlbench import pruning
+        from tlbench.search import pruning
 
         interrupts.check()
         so_far.curve.append(accuracy)
@@ -283,8 +283,8 @@ class Objective:
     def _speed(self, built, settings, arch: tuple) -> dict:
         """Inference throughput and latency of this architecture (weights do not matter),
         measured once per architecture, input size, batch size and device kind."""
-        from tlbench import cost, train
-        from tlbench.inputs import inputs_of
+        from tlbench.engine import cost, train
+        from tlbench.engine.inputs import inputs_of
 
         device = settings.device
         example = lambda n: inputs_of(built).example(n, settings.size)  # noqa: E731
@@ -300,7 +300,7 @@ class Objective:
         )
 
     def _measured(self, built, settings, arch: tuple, result) -> TrialRecord:
-        from tlbench import cost
+        from tlbench.engine import cost
 
         device = settings.device
         measured = self._speed(built, settings, arch)
@@ -333,7 +333,7 @@ class _ExtraLoss:
     def __call__(self, model, logits, targets):
         import torch
 
-        from tlbench.contract import plugin_call
+        from tlbench.host.contract import plugin_call
 
         what = f"strategy '{self.strategy.record.name}': extra_loss()"
         value = plugin_call(self.strategy.plugin, what, lambda: self.fn(model, logits, targets))
@@ -378,7 +378,7 @@ def _described(backbone: PlannedBackbone, built, phases, params: dict, settings,
     """What the trial is, stored before it trains, so that tables need nothing but the storage."""
     from dataclasses import asdict
 
-    from tlbench import cost
+    from tlbench.engine import cost
 
     return TrialRecord(
         params=params,

@@ -37,8 +37,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from tlbench.cachedir import CACHE_SUBFOLDER, DiskFolder
-from tlbench.record import INPUT, CacheUse  # noqa: F401 - INPUT: the cut before any module
+from tlbench.engine.cachedir import CACHE_SUBFOLDER, DiskFolder
+from tlbench.store.record import INPUT, CacheUse  # noqa: F401 - INPUT: the cut before any module
 
 FEATURES = "forward_features"  # the pseudo-module timm models call before forward_head
 _MAX_VERIFICATIONS = 6  # candidate cuts checked numerically before giving up

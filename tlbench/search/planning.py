@@ -4,7 +4,7 @@
 :func:`preflight` loads every dataset, builds every backbone, tries every strategy on
 every backbone and checks devices, folders and memory. ``validate`` is these two, so
 a config it accepts does not fail later on something they could have checked. What a
-plugin must return is checked through :mod:`tlbench.contract`.
+plugin must return is checked through :mod:`tlbench.host.contract`.
 """
 
 from __future__ import annotations
@@ -22,14 +22,15 @@ from typing import Any
 
 import optuna
 
-from tlbench import contract, interrupts, space
+from tlbench.base import interrupts, space
+from tlbench.base.space import TrialSpace
 from tlbench.config import BackboneEntry, Benchmark, DatasetEntry, StrategyEntry, TrackerEntry
-from tlbench.contract import plugin_call
-from tlbench.inputs import SIZE_FIELDS, SIZE_UNITS, input_size, inputs_of, noun
-from tlbench.plugins import Registry
-from tlbench.space import TrialSpace
+from tlbench.engine.inputs import SIZE_FIELDS, SIZE_UNITS, input_size, inputs_of, noun
+from tlbench.host import contract
+from tlbench.host.contract import plugin_call
+from tlbench.host.plugins import Registry
 from tlbench.splits import subsample
-from tlbench.storage import check_storage_url
+from tlbench.store.storage import check_storage_url
 from tlbench.types import (
     Adapted,
     Backbone,
@@ -86,7 +87,7 @@ class Plan:
     strategies: dict[str, PlannedStrategy]  # by key
     training_searched: tuple[str, ...]  # batch_size / weight_decay if searched
     dataset_plugins: Mapping[str, str] = dataclasses.field(default_factory=dict)  # dataset key -> its plugin
-    trackers: tuple[PlannedTracker, ...] = ()  # opened when the run starts (tlbench.events.start)
+    trackers: tuple[PlannedTracker, ...] = ()  # opened when the run starts (tlbench.host.events.start)
     pm: Any = None  # the plugin manager of the plugins: a run sends its event hooks through it
 
     def modality(self, dataset_key: str) -> str:
@@ -265,7 +266,7 @@ def _check_options(
 def searched_options(given: Mapping[str, Any], defaults: Mapping[str, Any]) -> dict[str, Any]:
     """A config's options for a record, parsed once: an option whose default is a number or
     a searched value (a range, choices) takes searched values, checked by the one grammar
-    (:func:`tlbench.space.parse`, strict: ``[16, 32]`` is refused as ambiguous) and with
+    (:func:`tlbench.base.space.parse`, strict: ``[16, 32]`` is refused as ambiguous) and with
     numbers YAML read as text made numbers. Other options are passed on as written."""
     out = {}
     for key, value in given.items():
@@ -506,7 +507,7 @@ def preflight(plan: Plan) -> dict[str, DatasetSplits]:
     fits in memory. ``validate`` and the start of ``run`` and ``worker`` both call it,
     so a config validate accepts does not fail later on a check it could have made.
     Returns the splits by dataset key."""
-    from tlbench import cachedir, train
+    from tlbench.engine import cachedir, train
 
     devices = train.pick_devices(plan.bench.training.device)
     check_storage_url(plan.bench.search.storage)
@@ -550,8 +551,8 @@ def preflight(plan: Plan) -> dict[str, DatasetSplits]:
 def check_trackers(plan: Plan) -> None:
     """Each tracker's own check (``Tracker.check``: its URIs, folders, server), before
     anything is written; an optional tracker's problem is a warning (the run leaves it out)."""
-    from tlbench.events import run_info
-    from tlbench.results import run_dir, storage_url
+    from tlbench.host.events import run_info
+    from tlbench.results.runfolder import run_dir, storage_url
 
     folder = run_dir(plan.bench, plan.base_dir)
     run = run_info(plan, folder, storage_url(plan.bench.search.storage, folder))
@@ -572,7 +573,7 @@ def check_trackers(plan: Plan) -> None:
 
 def portfolio_history(plan: Plan) -> list[dict]:
     """The tables ``search.portfolio_from`` names (paths relative to the config file)."""
-    from tlbench.portfolio import load_history
+    from tlbench.search.portfolio import load_history
 
     paths = [
         config_path(p, plan.base_dir, f"search.portfolio_from[{i}]")
@@ -686,7 +687,7 @@ def check_memory(plan: Plan, backbone: PlannedBackbone, built: BuiltBackbone, de
     64 px), scaled by how activations grow with the size ((r / r0)^2 for images) and
     by the largest batch size, and doubled for the gradients of training. An estimate,
     meant to stop a 100,000-pixel typo, not to predict peak memory to the megabyte."""
-    from tlbench import cost
+    from tlbench.engine import cost
 
     inputs = inputs_of(built)
     size, field = input_size(inputs, backbone.entry, plan.bench.training), inputs.size_field

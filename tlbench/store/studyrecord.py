@@ -1,5 +1,5 @@
 """What tlbench keeps on a study: the one typed record of a dataset study's attributes,
-stored as plain Optuna study user attributes, as :mod:`tlbench.record` is for trials.
+stored as plain Optuna study user attributes, as :mod:`tlbench.store.record` is for trials.
 
 Several processes write one study (workers, a resumed run, Optuna's heartbeat
 callback in whichever worker notices a lost trial), so a study is never written whole:
@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from tlbench.record import Failure, TrialRecord
+from tlbench.store.record import Failure, TrialRecord
 from tlbench.types import UserError
 
 # 1: the first versioned layout (the keys below, as tlbench 0.4 wrote them unversioned);

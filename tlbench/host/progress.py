@@ -16,7 +16,7 @@ from tlbench.types import TrialInfo
 class Progress:
     """What a running benchmark tells the user; the CLI passes a rich or a plain-text one.
 
-    The trial events reach it through the event hooks (tlbench.events registers it
+    The trial events reach it through the event hooks (tlbench.host.events registers it
     for each run like any plugin), the study-level ones by direct calls. Several
     devices run trials in parallel threads, but events arrive one at a time; tell
     trials apart by number. Every method may be left out.

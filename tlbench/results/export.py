@@ -12,8 +12,8 @@ import math
 from pathlib import Path
 from typing import Any
 
-from tlbench.record import TrialRecord
-from tlbench.studyrecord import StudyRecord
+from tlbench.store.record import TrialRecord
+from tlbench.store.studyrecord import StudyRecord
 from tlbench.types import UserError
 
 FORMAT, VERSION = "tlbench-table", 1
@@ -27,10 +27,11 @@ def export_run(folder: Path) -> dict[str, Any]:
     """The run in ``folder`` as a ``tlbench-table`` document (plain JSON types)."""
     import optuna
 
-    from tlbench import results, storage
+    from tlbench.results import runfolder
+    from tlbench.store import storage
 
-    meta = results.read_meta(folder)
-    store = storage.connect(results.read_only_url(results.storage_url(meta["storage"], folder), folder))
+    meta = runfolder.read_meta(folder)
+    store = storage.connect(runfolder.read_only_url(runfolder.storage_url(meta["storage"], folder), folder))
     datasets = {}
     for dataset, name in meta["studies"].items():
         try:
@@ -53,7 +54,7 @@ def export_run(folder: Path) -> dict[str, Any]:
             "benchmark": meta.get("benchmark"),
             "run": meta.get("run"),
             "fingerprint": meta["fingerprint"],
-            "environment": results.read_environment(folder),
+            "environment": runfolder.read_environment(folder),
         },
         "datasets": datasets,
     }
@@ -62,7 +63,7 @@ def export_run(folder: Path) -> dict[str, Any]:
 def _trial(t, studied: StudyRecord) -> dict[str, Any] | None:
     import optuna
 
-    from tlbench.record import Failure
+    from tlbench.store.record import Failure
 
     record = TrialRecord.from_trial(t)
     kind, reason = studied.failure(t, record)
@@ -104,7 +105,7 @@ def write_export(folder: Path, out: Path | None) -> Path | None:
     import stat
     import sys
 
-    from tlbench.results import read_meta, write_atomic
+    from tlbench.results.runfolder import read_meta, write_atomic
 
     read_meta(folder)  # a mistyped run folder is named as such, before --out is looked at
     if out is not None and str(out) == "-":

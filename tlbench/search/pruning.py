@@ -20,7 +20,7 @@ median of the group's completed trials at the same epoch) or successive halving,
 whose rungs are then per group. Steps are 1-based epochs, so "the same step" is the
 same epoch. A Pareto search (``search.objective: pareto``) cannot use Optuna's pruners
 (they take one objective): :func:`dominated_by` applies the same grouping to dominance. Recipes from the config report too (they are the group's baseline) but
-are never pruned (see :meth:`tlbench.trial.Objective._epoch`).
+are never pruned (see :meth:`tlbench.search.trial.Objective._epoch`).
 """
 
 from __future__ import annotations
@@ -108,7 +108,7 @@ def dominated_by(trial: optuna.Trial, epoch: int, value: float, cost: float, sea
     Returns why, or None."""
     if search.pruner == "none" or epoch <= search.warmup_epochs:
         return None
-    from tlbench.record import TrialRecord
+    from tlbench.store.record import TrialRecord
 
     key = group_of(trial.params, search.prune_within)
     ahead = 0

@@ -5,7 +5,7 @@ cut, averaged over space or tokens: one row per example), are computed for every
 backbone before a run's search (``search.screen``), stored with the study and reported
 with their agreement with what the search found. :func:`dropped` is the rule that takes
 clearly worse backbones out of the search (the sampler skips them, see
-:mod:`tlbench.sampling`); recipes on them still run. The kept ones then get one
+:mod:`tlbench.search.sampling`); recipes on them still run. The kept ones then get one
 linear-probe trial each (:func:`probe_strategy`, :func:`probe_params`), trained on
 the features the screen took out.
 
@@ -33,8 +33,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from tlbench.stats import agreement, kendall_tau, tau_interval  # noqa: F401  (their home was here)
-from tlbench.studyrecord import StudyRecord
+from tlbench.base.stats import agreement, kendall_tau, tau_interval  # noqa: F401  (their home was here)
+from tlbench.store.studyrecord import StudyRecord
 
 
 def logme(features: np.ndarray, labels: Sequence[int], iterations: int = 100, tol: float = 1e-5) -> float:
@@ -163,7 +163,7 @@ def screen_backbones(plan, study, splits, resources, dataset_key: str, after=lam
     (the frozen prefix up to the linear probe's cut, at the trials' resolution), once:
     stored as study attributes, skipped when already there (a resume), in
     :func:`screen_order`. The features come from the trials' feature cache
-    (:func:`tlbench.train.frozen_features`), so the screen's linear-probe trials
+    (:func:`tlbench.engine.train.frozen_features`), so the screen's linear-probe trials
     (:func:`probe_params`) train on them without computing them again: ``after(key)``
     is called once a backbone is screened (or was, on a resume) so that its probe can
     run at once. A backbone whose features cannot be cut out (no module boundary
@@ -171,8 +171,9 @@ def screen_backbones(plan, study, splits, resources, dataset_key: str, after=lam
     :func:`apply_rule` decides which backbones the sampler skips."""
     import torch
 
-    from tlbench import features, planning, train
-    from tlbench.inputs import input_size, inputs_of
+    from tlbench.engine import features, train
+    from tlbench.engine.inputs import input_size, inputs_of
+    from tlbench.search import planning
 
     device = resources.devices[0]
     for key in screen_order(plan, dataset_key):
@@ -228,7 +229,7 @@ def probe_strategy(plan) -> str | None:
     BitFit's biases or LoRA's adapters, and every phase freezes every group, at the
     middle of its searched options): the screen's linear probe. None if the config
     has none."""
-    from tlbench.planning import strategy_phases
+    from tlbench.search.planning import strategy_phases
 
     for key, strategy in plan.strategies.items():
         if strategy.record.adapt is not None:
@@ -243,7 +244,7 @@ def probe_strategy(plan) -> str | None:
 def probe_params(plan, strategy_key: str) -> dict:
     """A strategy's parameters at the middle of its searched options (the geometric middle
     of a log range), as the screen's linear probe trains them."""
-    from tlbench.space import TrialSpace
+    from tlbench.base.space import TrialSpace
 
     strategy = plan.strategies[strategy_key]
     space = TrialSpace(None, "", "", middle=True)

@@ -18,15 +18,16 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from tlbench import cost, features, interrupts
-from tlbench.inputs import inputs_of
-from tlbench.pipeline import ExampleSplit, Loader
+from tlbench.base import interrupts
+from tlbench.engine import cost, features
+from tlbench.engine.inputs import inputs_of
+from tlbench.engine.pipeline import ExampleSplit, Loader
 from tlbench.types import BuiltBackbone, DatasetSplits, Phase, UserError
 
 
 class TrialFailed(Exception):
     """The trial cannot go on (NaN loss, out of memory); the study continues.
-    ``kind``: a :class:`tlbench.record.Failure` kind ("diverged", "error", ...)."""
+    ``kind``: a :class:`tlbench.store.record.Failure` kind ("diverged", "error", ...)."""
 
     def __init__(self, message: str, kind: str = "error"):
         super().__init__(message)
@@ -470,7 +471,7 @@ def _extract(model: nn.Module, cut: features.Cut, loader: DataLoader, device, dt
     out, flops = [], 0.0
     try:
         for x, _ in loader:
-            interrupts.check()  # a safe point (see tlbench.interrupts)
+            interrupts.check()  # a safe point (see tlbench.base.interrupts)
             with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
                 if out:
                     out.append(features.extract_batch(model, cut, _to(x, device)).to("cpu"))
@@ -637,7 +638,7 @@ def _train_epoch(
     bad = torch.zeros((), device=device)  # first non-finite loss seen, 0 while none
     every = check_every(device)
     for x, y in data.train():
-        interrupts.check()  # a safe point (see tlbench.interrupts)
+        interrupts.check()  # a safe point (see tlbench.base.interrupts)
         if len(y) == 1:  # a last batch of one example: batch norm cannot train on it (see train_batches)
             continue
         if rates is not None:  # the rates this step applies (the schedule moves them after it)

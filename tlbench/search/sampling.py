@@ -1,7 +1,7 @@
 """The sampler of a tlbench study: Optuna's TPE or random search, told two things
 Optuna cannot know on its own.
 
-- **The screen** (:mod:`tlbench.screen`): a backbone the screen dropped is never
+- **The screen** (:mod:`tlbench.search.screen`): a backbone the screen dropped is never
   proposed. Optuna keeps a categorical parameter's choices fixed for a whole study,
   so ``backbone`` keeps every backbone of the config (recipes on a dropped backbone
   still run: the user asked for them) and :class:`ScreenedSampler` draws again when
@@ -11,7 +11,7 @@ Optuna cannot know on its own.
   memory): each finished trial's values (value minus limit) are stored with
   ``trial.set_constraint`` (:func:`tell_constraints`; on Optuna 4, TPE's
   ``constraints_func``), so that TPE learns where the infeasible configurations are. Configurations over a constraint known
-  before training are never trained (:mod:`tlbench.trial`) and count as infeasible too.
+  before training are never trained (:mod:`tlbench.search.trial`) and count as infeasible too.
 
 ``search.sampler: local`` (:class:`LocalSampler`) is random search that spends a share of
 its trials (``search.local_share``) next to the best trial so far: one of its settings moved
@@ -29,8 +29,8 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 import optuna
 
-from tlbench.record import TrialRecord, infeasible, measured_costs  # noqa: F401  (infeasible: its home was here)
-from tlbench.studyrecord import StudyRecord
+from tlbench.store.record import TrialRecord, infeasible, measured_costs  # noqa: F401  (infeasible: its home was here)
+from tlbench.store.studyrecord import StudyRecord
 
 REDRAWS = 20  # times the wrapped sampler is asked again before a kept backbone is drawn uniformly
 

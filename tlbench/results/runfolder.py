@@ -26,9 +26,9 @@ import pandas as pd
 import yaml
 
 from tlbench.config import Benchmark
-from tlbench.record import Failure, TrialRecord
-from tlbench.studyrecord import StudyRecord
-from tlbench.tables import describe_params, ranking_frame, screen_frame, strategy_params, summary_frame
+from tlbench.results.tables import describe_params, ranking_frame, screen_frame, strategy_params, summary_frame
+from tlbench.store.record import Failure, TrialRecord
+from tlbench.store.studyrecord import StudyRecord
 from tlbench.types import UserError
 
 DEFAULT_STORAGE = "study.db"
@@ -157,7 +157,7 @@ def run_dir(bench: Benchmark, base_dir: Path) -> Path:
 
 def storage_url(configured: str | None, folder: Path) -> str:
     """The configured Optuna storage URL, or the run folder's own SQLite file."""
-    from tlbench.storage import sqlite_url
+    from tlbench.store.storage import sqlite_url
 
     return configured or sqlite_url((folder / DEFAULT_STORAGE).resolve())
 
@@ -166,7 +166,7 @@ def resolve_storage(url: str | None, base: Path, field: str = "search.storage") 
     """A storage URL with a relative SQLite path made absolute against ``base`` (the
     config's folder, or the working directory for ``--storage``): the same file, from
     wherever tlbench is started. In-memory SQLite keeps nothing and is refused."""
-    from tlbench.storage import sqlite_path, sqlite_url
+    from tlbench.store.storage import sqlite_path, sqlite_url
 
     if url is None or not url.startswith("sqlite"):
         return url
@@ -183,7 +183,7 @@ def resolve_storage(url: str | None, base: Path, field: str = "search.storage") 
 def read_only_url(url: str, folder: Path) -> str:
     """How readers (report, plot, compare) open a run's storage: a SQLite file read-only
     and only if it is there (opening a missing one would create an empty run)."""
-    from tlbench.storage import sqlite_path, sqlite_url
+    from tlbench.store.storage import sqlite_path, sqlite_url
 
     path = sqlite_path(url) if url.startswith("sqlite") else None
     if path is None:
@@ -200,7 +200,7 @@ def check_own_storage(folder: Path) -> None:
     """Before ``run`` reads its run folder's own SQLite file: a write a killed process left
     half done is rolled back (a read-only check could not read the file), and a file it
     cannot write is one line. Only for a folder no other run holds (check_free)."""
-    from tlbench.storage import recover_sqlite
+    from tlbench.store.storage import recover_sqlite
 
     db = folder / DEFAULT_STORAGE
     if not db.is_file():
@@ -308,7 +308,7 @@ class Run:
 
 def load_run(folder: Path) -> Run:
     """Read a run folder; the tables come from its Optuna storage, opened read-only."""
-    from tlbench import storage
+    from tlbench.store import storage
 
     meta = read_meta(folder)
     env = read_environment(folder)
@@ -414,12 +414,12 @@ def check_resumable(folder: Path, bench: Benchmark) -> None:
 
 def trials_frame(store, studies: dict[str, str], limits: dict | None = None) -> pd.DataFrame:
     """One row per trial of the named studies (dataset key -> study name) in ``store``
-    (a URL or an Optuna storage), read through :class:`tlbench.record.TrialRecord`;
+    (a URL or an Optuna storage), read through :class:`tlbench.store.record.TrialRecord`;
     ``limits``: ``search.constraints``, which mark rows infeasible."""
     import optuna
 
-    from tlbench import storage
-    from tlbench.record import infeasible
+    from tlbench.store import storage
+    from tlbench.store.record import infeasible
 
     rows = []
     for dataset, name in studies.items():

@@ -25,7 +25,7 @@ INPUT = "input"  # the feature-cache cut before any module: the cache holds deco
 
 @dataclass(frozen=True)
 class CacheUse:
-    """Where one phase of a trial got its inputs (tlbench.features decides)."""
+    """Where one phase of a trial got its inputs (tlbench.engine.features decides)."""
 
     phase: str  # the phase's name
     source: str  # "extracted" (computed by this trial), "memory" / "disk" (an earlier trial's), or "off"
@@ -62,7 +62,7 @@ class TrialRecord:
     # what the trial is (set when it is enqueued or starts)
     recipe: bool | None = None  # from search.enqueue or a seed repeat: never pruned
     probe: bool | None = None  # the screen's linear probe on one backbone, run before the search: never pruned
-    portfolio: bool | None = None  # a configuration from tlbench.portfolio, tried first on the screen's best backbone
+    portfolio: bool | None = None  # a configuration of the warm start, tried first on the screen's best backbone
     seed: int | None = None  # training seed
     retry_of: int | None = None  # the interrupted trial this one runs again
     attempt: int | None = None  # k for the k-th retry of a configuration

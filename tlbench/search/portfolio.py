@@ -141,7 +141,7 @@ def _modality(table: dict) -> str:
 
 def load_history(paths: list[Path]) -> list[dict]:
     """``search.portfolio_from``: exported tables (``tlbench export``) or run folders."""
-    from tlbench.export import FORMAT, export_run
+    from tlbench.results.export import FORMAT, export_run
 
     tables = []
     for i, path in enumerate(paths):
@@ -163,7 +163,7 @@ def load_history(paths: list[Path]) -> list[dict]:
 
 def entries_for(plan, n: int, entries: list[dict] | None = None) -> list[tuple[str, dict[str, Any]]]:
     """(strategy key, parameters) of the first ``n`` entries the config can run as they are."""
-    from tlbench.planning import check_recipe, recipe_params
+    from tlbench.search.planning import check_recipe, recipe_params
 
     out = []
     for entry in shipped() if entries is None else entries:

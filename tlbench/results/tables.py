@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 if TYPE_CHECKING:  # pragma: no cover - hints only
-    from tlbench.results import Run
-    from tlbench.studyrecord import StudyRecord
+    from tlbench.results.runfolder import Run
+    from tlbench.store.studyrecord import StudyRecord
 
 
 def strategy_params(params: dict[str, Any]) -> dict[str, Any]:
@@ -96,7 +96,7 @@ SPREAD = ["repeats", "test_mean", "test_std", "ci_low", "ci_high"]
 
 def _spread(row, repeats: pd.DataFrame | None) -> list:
     """[repeats, mean, std, ci_low, ci_high] of test accuracy for a summary row."""
-    from tlbench.stats import bootstrap_ci, decode
+    from tlbench.base.stats import bootstrap_ci, decode
 
     runs = pd.DataFrame()
     if repeats is not None and not repeats.empty:

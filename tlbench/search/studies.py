@@ -16,12 +16,13 @@ import time
 
 import optuna
 
-from tlbench import interrupts, storage
-from tlbench.planning import Plan, middle_options, recipe_params
-from tlbench.pruning import make_pruner
-from tlbench.record import Failure, TrialRecord
-from tlbench.sampling import make_sampler
-from tlbench.studyrecord import StudyRecord, repeats_study_name, study_name  # noqa: F401  (their home was here)
+from tlbench.base import interrupts
+from tlbench.search.planning import Plan, middle_options, recipe_params
+from tlbench.search.pruning import make_pruner
+from tlbench.search.sampling import make_sampler
+from tlbench.store import storage
+from tlbench.store.record import Failure, TrialRecord
+from tlbench.store.studyrecord import StudyRecord, repeats_study_name, study_name  # noqa: F401  (their home was here)
 from tlbench.types import UserError
 
 FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.FAIL)
@@ -56,7 +57,7 @@ def enqueue_probe(plan: Plan, study: optuna.Study, backbone: str) -> int | None:
     added, or None (no head-only strategy in the config, a trial with these parameters
     exists: a probe that ran; or one of the config's recipes has them: it stands in for
     the probe, in the recipes' place and within ``n_trials``)."""
-    from tlbench.screen import probe_params, probe_strategy
+    from tlbench.search.screen import probe_params, probe_strategy
 
     key = probe_strategy(plan)
     if key is None:
@@ -92,13 +93,13 @@ def enqueue_portfolio(
     plan: Plan, study: optuna.Study, kept: list[str], dataset_key: str, history: list[dict] = ()
 ) -> list[int]:
     """After the screen and its probes: the first ``search.portfolio`` entries of the
-    study's :func:`tlbench.portfolio.for_study` ranking (shipped grids of other domains,
+    study's :func:`tlbench.search.portfolio.for_study` ranking (shipped grids of other domains,
     ``history`` tables of its modality) that the config can run, on the kept backbone
     with the best screen score (``search.screen.score``); they count towards
     ``n_trials``. What it learnt from is stored with the study (``StudyRecord.portfolio_sources``).
     Returns the trial numbers added (none without a screened backbone, once done, or
     after the study's first trial)."""
-    from tlbench import portfolio
+    from tlbench.search import portfolio
 
     n, score = plan.bench.search.portfolio, plan.bench.search.screen.score
     record = StudyRecord.from_study(study)
@@ -222,7 +223,7 @@ def started(study: optuna.Study) -> int:
 
 def budget(trials: list[optuna.trial.FrozenTrial]) -> list[optuna.trial.FrozenTrial]:
     """The trials that count towards ``n_trials``: all but surplus trials (see
-    :meth:`tlbench.trial.Objective.surplus`), the screen's linear probes (one per
+    :meth:`tlbench.search.trial.Objective.surplus`), the screen's linear probes (one per
     backbone, before the search) and interrupted trials that were retried (their
     retry counts)."""
     records = [TrialRecord.from_trial(t) for t in trials]
@@ -259,7 +260,7 @@ def recover_interrupted(study: optuna.Study, storage, progress, where: str, retr
     had drawn again, up to ``retries`` times per configuration, never twice for one
     trial (None: only mark them; the caller retries). Call only when no other process
     uses the study. Returns the numbers marked failed."""
-    from tlbench import events
+    from tlbench.host import events
 
     stale = fail_running(study, storage, "interrupted: the process running it was killed")
     trials, studied = study.get_trials(deepcopy=False), StudyRecord.from_study(study)

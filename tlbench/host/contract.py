@@ -122,7 +122,7 @@ def built_problem(built: Any) -> str | None:
 
 def modality_problem(built: BuiltBackbone, record: Backbone) -> str | None:
     """A built model that reads another modality than its record says, or None."""
-    from tlbench.inputs import inputs_of
+    from tlbench.engine.inputs import inputs_of
 
     reads = inputs_of(built).modality
     if reads != record.modality:
@@ -135,7 +135,7 @@ INPUTS_MEMBERS = ("modality", "size", "size_field", "transforms", "example", "me
 
 def inputs_problem(built: BuiltBackbone) -> str | None:
     """What is wrong with how the built backbone says it reads its inputs, or None."""
-    from tlbench.inputs import SIZE_FIELDS
+    from tlbench.engine.inputs import SIZE_FIELDS
 
     if built.inputs is None:
         if not isinstance(built.data_config, DataConfig):
@@ -178,7 +178,7 @@ def adapted_problem(adapted: Any) -> str | None:
 def group_order_problem(built: BuiltBackbone, first_use: Mapping[str, float]) -> str | None:
     """Groups that do not run from input to output, or None. ``first_use``: parameter
     name -> when, in one forward pass, the module owning it was first called
-    (tlbench.cost.first_use). A group's time is its earliest parameter's."""
+    (tlbench.engine.cost.first_use). A group's time is its earliest parameter's."""
     firsts = [(min(first_use.get(n, math.inf) for n in group), i) for i, group in enumerate(built.groups)]
     used = [(t, i) for t, i in firsts if t != math.inf]  # a group no forward pass uses has no place in the order
     for (before, j), (t, i) in zip(used, used[1:]):
