@@ -38,10 +38,10 @@ from torch import nn  # noqa: E402
 
 from tlbench import benchmark
 from tlbench.config import parse_config  # noqa: E402
-from tlbench.engine import cost, features, train
+from tlbench.engine import basics, cost, features, train
 from tlbench.host import plugins  # noqa: E402
 from tlbench.host.progress import Progress  # noqa: E402
-from tlbench.search import planning, studies
+from tlbench.search import calls, planning, preflight, studies
 from tlbench.search.trial import TrialResources  # noqa: E402
 from tlbench.types import Phase  # noqa: E402
 
@@ -135,8 +135,8 @@ def make_plan(s: Setting, device: str, **overrides):
 
 def settings(
     s: Setting, device: torch.device, cache: features.FeatureCache | None, seed: int = 0
-) -> train.TrainSettings:
-    return train.TrainSettings(
+) -> basics.TrainSettings:
+    return basics.TrainSettings(
         batch_size=s.batch_size, weight_decay=0.0, augment=False, size=s.resolution, device=device, seed=seed,
         cache=cache, data_key="perf",
     )  # fmt: skip
@@ -144,10 +144,10 @@ def settings(
 
 def build(plan, splits):
     torch.manual_seed(0)
-    return planning.build_backbone(next(iter(plan.backbones.values())), len(splits.classes))
+    return calls.build_backbone(next(iter(plan.backbones.values())), len(splits.classes))
 
 
-def timed_fit(plan, splits, phases, st: train.TrainSettings) -> tuple[float, train.FitResult]:
+def timed_fit(plan, splits, phases, st: basics.TrainSettings) -> tuple[float, basics.FitResult]:
     built = build(plan, splits)
     start = time.perf_counter()
     result = train.fit(built, splits, phases, st)
@@ -159,7 +159,7 @@ def timed_fit(plan, splits, phases, st: train.TrainSettings) -> tuple[float, tra
 
 def hand_loop_ips(model: nn.Module, x_all: torch.Tensor, y_all: torch.Tensor, s: Setting, device, epochs: int) -> float:
     """Images/s of the plainest training loop: data in memory, AdamW, AMP as the engine picks it."""
-    dtype = train.autocast_dtype(device)
+    dtype = basics.autocast_dtype(device)
     model = model.to(device, memory_format=torch.channels_last).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.0)
     scaler = torch.amp.GradScaler(enabled=dtype == torch.float16)
@@ -178,7 +178,7 @@ def engine_overhead(s: Setting, device: torch.device, say) -> Measure:
     """Both sides train a freshly built model on the same in-memory tensors, alternately,
     ``repeats`` times; the best of each is compared (the least disturbed by other load)."""
     plan = make_plan(s, str(device), datasets=[s.dataset | _cap(s.dataset, s.overhead_images)])
-    splits = planning.preflight(plan)[plan.datasets[0][0].key]
+    splits = preflight.preflight(plan)[plan.datasets[0][0].key]
     cache = features.FeatureCache()
     phases = [Phase("all", s.overhead_epochs, 0, 1e-3, 1e-3)]
     train.fit(build(plan, splits), splits, phases, settings(s, device, cache))  # warm-up; fills the cache
@@ -215,14 +215,14 @@ def cache_speedup(s: Setting, device: torch.device, kind: str, say) -> list[Meas
     and with a filled one (an earlier trial did); alternated, the fastest of each kept."""
     images = s.overhead_images * 2 if kind == "finetune" else None  # fine-tuning is slow: fewer images
     plan = make_plan(s, str(device), datasets=[s.dataset | (_cap(s.dataset, images) if images else {})])
-    splits = planning.preflight(plan)[plan.datasets[0][0].key]
+    splits = preflight.preflight(plan)[plan.datasets[0][0].key]
     n = len(build(plan, splits).groups)
     if kind == "probe":
         epochs, phases = s.probe_epochs, [Phase("head", s.probe_epochs, n, 0.0, 0.02)]
     else:
         epochs, phases = s.finetune_epochs, [Phase("finetune", s.finetune_epochs, n // 2, 1e-3, 1e-2)]
     times: dict[str, list[float]] = {"uncached": [], "cold": [], "warm": []}
-    results: dict[str, train.FitResult] = {}
+    results: dict[str, basics.FitResult] = {}
     for r in range(min(3, s.repeats)):
         cache = features.FeatureCache()
         order = [("uncached", None), ("cold", cache), ("warm", cache)]
@@ -282,7 +282,7 @@ def search_efficiency(s: Setting, device: torch.device, say) -> list[Measure]:
                 strategies=[{"name": "linear_probe", "epochs": s.search_epochs, "lr_head": [1e-5, 1.0]}],
                 search={"n_trials": s.search_trials, "startup_trials": 4, "warmup_epochs": 1, "pruner": pruner},
             )  # fmt: skip
-            splits = planning.preflight(plan)
+            splits = preflight.preflight(plan)
             shared = shared or TrialResources(plan, splits)  # one feature cache for all studies of a seed
             storage = optuna.storages.InMemoryStorage()
             benchmark.run_studies(plan, splits, storage, Progress(), resources=shared)
@@ -323,7 +323,7 @@ def machine(device: torch.device) -> dict:
         "cpu_cores": os.cpu_count(),
         "python": platform.python_version(),
         "torch": torch.__version__,
-        "precision": train.precision_name(train.autocast_dtype(device)),
+        "precision": basics.precision_name(basics.autocast_dtype(device)),
         "platform": platform.platform(),
     }
 
@@ -352,7 +352,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     s = QUICK if args.quick else FULL
-    device = train.pick_device(args.device)
+    device = basics.pick_device(args.device)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
 
     def say(text: str) -> None:

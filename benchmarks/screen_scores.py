@@ -17,7 +17,7 @@ from tlbench.config import load_config
 from tlbench.engine.inputs import input_size, inputs_of
 from tlbench.engine.pipeline import ExampleSplit
 from tlbench.host import plugins
-from tlbench.search import planning
+from tlbench.search import calls, planning, preflight
 from tlbench.search.screen import knn_accuracy, logme, ridge_probe_accuracy
 
 
@@ -25,10 +25,10 @@ def main(path: Path) -> None:
     bench, base = load_config(path)
     plan = planning.make_plan(bench, plugins.collect(plugins.make_plugin_manager(bench.plugins, base_dir=base)), base)
     entry, _ = plan.datasets[0]
-    splits = planning.preflight(plan)[entry.key]
+    splits = preflight.preflight(plan)[entry.key]
     for key, backbone in plan.backbones.items():
         torch.manual_seed(0)
-        built = planning.build_backbone(backbone, len(splits.classes))
+        built = calls.build_backbone(backbone, len(splits.classes))
         model = built.model.eval()
         inputs = inputs_of(built)
         _, transform = inputs.transforms(input_size(inputs, backbone.entry, bench.training), False)

@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from tlbench.engine import cost, train
+from tlbench.engine import basics, cost
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def train_throughput(name: str, device: torch.device, batch: int, resolution: int, warmup: int, steps: int) -> dict:
     import timm
 
-    dtype = train.autocast_dtype(device)
+    dtype = basics.autocast_dtype(device)
     model = (
         timm.create_model(name, pretrained=False, num_classes=1000)
         .to(device, memory_format=torch.channels_last)
@@ -53,7 +53,7 @@ def train_throughput(name: str, device: torch.device, batch: int, resolution: in
         "step_ms": 1000 * seconds / steps,
         "batch": batch,
         "resolution": resolution,
-        "precision": train.precision_name(dtype),
+        "precision": basics.precision_name(dtype),
         "peak_memory_mb": cost.peak_memory_mb(device)[0],
     }
 
@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--out", type=Path, default=ROOT / "results" / "throughput.json")
     args = parser.parse_args(argv)
-    device = train.pick_device(args.device)
+    device = basics.pick_device(args.device)
     torch.backends.cudnn.benchmark = True
     rows = []
     for name in args.models:

@@ -13,7 +13,7 @@ from tlbench.engine.inputs import ImageInputs
 from tlbench.engine.pipeline import ExampleSplit
 from tlbench.host.builtins.datasets import load_imagefolder, load_synthetic, load_torchvision
 from tlbench.host.plugins import collect, make_plugin_manager
-from tlbench.search.planning import load_splits
+from tlbench.search.calls import load_splits
 from tlbench.types import DataConfig, DatasetRequest, UserError
 
 

@@ -11,8 +11,9 @@ import timm
 import torch
 
 from tlbench.engine import cachedir, features
+from tlbench.engine.basics import TrainSettings
 from tlbench.engine.inputs import ImageInputs, image_batch
-from tlbench.engine.train import TrainSettings, fit
+from tlbench.engine.train import fit
 from tlbench.host.builtins.backbones import _head_names, _timm_data_config, timm_groups
 from tlbench.host.builtins.datasets import load_synthetic
 from tlbench.types import BuiltBackbone, DatasetRequest, Phase, UserError

@@ -7,15 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from tlbench.engine.train import (
-    TrainSettings,
-    TrialFailed,
-    autocast_dtype,
-    check_every,
-    fit,
-    pick_devices,
-    precision_for,
-)
+from tlbench.engine.basics import TrainSettings, TrialFailed, autocast_dtype, pick_devices, precision_for
+from tlbench.engine.train import check_every, fit
 from tlbench.host.builtins.backbones import build_timm
 from tlbench.host.builtins.datasets import load_synthetic
 from tlbench.host.plugins import collect, make_plugin_manager
@@ -147,7 +140,7 @@ def test_one_learning_rate_rule_for_adapter_parameters_under_group_lrs():
     """An Adapted.trainable parameter inside a frozen group trains at lr_backbone, whatever
     that group's group_lrs entry (a LoRA-style strategy that zeroes frozen groups' rates
     still trains its adapters); an unfrozen group's parameters at their group's rate."""
-    from tlbench.engine import train
+    from tlbench.engine import basics, train
     from tlbench.host.builtins.backbones import build_timm
     from tlbench.types import BackboneRequest, Phase
 
@@ -156,7 +149,7 @@ def test_one_learning_rate_rule_for_adapter_parameters_under_group_lrs():
     adapter = built.groups[0][0]  # a parameter of the first (frozen) group that the strategy trains
     rates = tuple([0.0] * (n - 1) + [0.05])
     phase = Phase("p", 1, frozen_groups=n - 1, lr_backbone=0.003, lr_head=0.1, group_lrs=rates)
-    trainable = train.set_trainable(built.model, built, phase.frozen_groups, [adapter])
+    trainable = basics.set_trainable(built.model, built, phase.frozen_groups, [adapter])
     optimizer = train.make_optimizer(built.model, built, trainable, phase, 0.0)
     lr_of = {id(p): g["lr"] for g in optimizer.param_groups for p in g["params"]}
     params = dict(built.model.named_parameters())

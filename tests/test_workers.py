@@ -230,16 +230,16 @@ def test_a_worker_without_a_shared_storage_is_one_line_and_exit_2(write_config, 
 
 def test_a_trial_started_after_its_study_is_full_is_surplus_never_runs_and_is_left_out(write_config, tmp_path):
     from tlbench import benchmark
-    from tlbench.engine import train
+    from tlbench.engine import basics
     from tlbench.host.progress import Progress
     from tlbench.results import runfolder
-    from tlbench.search import planning, studies
+    from tlbench.search import preflight, studies
     from tlbench.search.trial import Objective, TrialResources
     from tlbench.store import storage
 
     config = write_config(bench(search={"n_trials": 2, "startup_trials": 1}))
     plan = cli._load(config)
-    splits = planning.preflight(plan)
+    splits = preflight.preflight(plan)
     store = storage.connect(f"sqlite:///{tmp_path / 'race.db'}")
     resources = TrialResources(plan, splits)
     benchmark.run_studies(plan, splits, store, Progress(), resources=resources)
@@ -247,7 +247,7 @@ def test_a_trial_started_after_its_study_is_full_is_surplus_never_runs_and_is_le
 
     late = study.ask()  # what a worker that lost the race for the last trial holds
     objective = Objective(plan, splits["synthetic"], "synthetic", Progress(), resources)
-    with pytest.raises(train.TrialFailed, match="surplus: not run, the study already had its 2 trials"):
+    with pytest.raises(basics.TrialFailed, match="surplus: not run, the study already had its 2 trials"):
         objective(late)
     study.tell(late, state=optuna.trial.TrialState.FAIL)
     trial = study.trials[late.number]

@@ -21,10 +21,15 @@ from pathlib import Path
 import optuna
 
 from tlbench.base import interrupts
+from tlbench.base.threads import apply_interop, shared_gpus, worker_environment
+from tlbench.engine import basics, cost
 from tlbench.host import events as run_events
 from tlbench.host.progress import Progress
 from tlbench.results import runfolder, tables
-from tlbench.search.planning import Plan, preflight
+from tlbench.search import screen
+from tlbench.search.planning import Plan
+from tlbench.search.preflight import portfolio_history, preflight
+from tlbench.search.screen import loaded_weights
 from tlbench.search.studies import (
     FINISHED,
     begun,
@@ -158,7 +163,6 @@ def _open(plan, splits, store, resources, progress, folder: Path, alone: bool) -
             return
         if shown != [key]:
             done_before()
-            from tlbench.search.screen import loaded_weights
 
             pretrained = sum(loaded_weights(plan.backbones[b]) for b in plan.backbones_for(key))
             done = sum(t.state in FINISHED for t in study.get_trials(deepcopy=False) if TrialRecord.from_trial(t).probe)
@@ -187,7 +191,6 @@ def _open(plan, splits, store, resources, progress, folder: Path, alone: bool) -
 
 def save_metadata(plan: Plan, folder: Path, resources: TrialResources, keep: bool = False) -> None:
     """config.yaml, run.json (studies by dataset) and environment.json (this machine's devices)."""
-    from tlbench.engine import cost
 
     studies = {entry.key: study_name(plan.bench, entry.key) for entry, _ in plan.datasets}
     repeat_studies = {entry.key: repeats_study_name(plan.bench, entry.key) for entry, _ in plan.datasets}
@@ -294,7 +297,6 @@ def _optimize(
 ) -> None:
     """One study's loop, for the search and the repeats alike: trials until ``n_trials``
     or ``full(study)``, each reported, Ctrl-C checked after each."""
-    from tlbench.engine import train
 
     reported: set[int] = set()
 
@@ -308,7 +310,7 @@ def _optimize(
     try:
         study.optimize(
             objective, n_trials=n_trials, timeout=timeout, n_jobs=len(resources.devices),
-            catch=(train.TrialFailed,), callbacks=[finished],
+            catch=(basics.TrialFailed,), callbacks=[finished],
         )  # fmt: skip
         interrupts.check()  # the safe point after a trial: the study was told to stop
     except KeyboardInterrupt:  # Optuna calls no callback for the interrupted trial: it still gets its event
@@ -420,7 +422,6 @@ def work(plan: Plan, progress: Progress, should_stop=lambda: False, run_folder: 
     """A worker: run trials of the run's studies on its shared storage until they are done,
     then the enqueued repeats. Returns how many trials it ran. ``run_folder``: also write
     a run folder here (if there is none) for ``tlbench report`` on this machine."""
-    from tlbench.base.threads import apply_interop
 
     apply_interop()  # a local worker's share of inter-op threads, before any parallel work
     splits = preflight(plan)
@@ -464,8 +465,6 @@ def screen_all(
     of all of them), by ``run_waiting(study, dataset_key)`` (None: only enqueued). Then
     the rule (which backbones the sampler skips), the probes of kept backbones not yet
     probed (from random init), the config's recipes and the portfolio, in that order."""
-    from tlbench.search import screen
-    from tlbench.search.planning import portfolio_history
 
     settings = plan.bench.search.screen
     history = portfolio_history(plan) if plan.bench.search.portfolio else []
@@ -518,7 +517,6 @@ def _coordinate(
     command += ["--storage", url, "--parent", str(os.getpid())]
     command += ["--n-trials", str(plan.bench.search.n_trials)] if plan.bench.search.n_trials is not None else []
     command += ["--verbose"] if verbose else []
-    from tlbench.base.threads import shared_gpus
 
     gpus = shared_gpus(plan.bench.training.device)
     code = _workers(command, n, lock, gpus)
@@ -539,7 +537,6 @@ def _workers(command: list[str], n: int, lock, gpus: list[str] = ()) -> int:
     passed on once; each holds the run folder's lock too (the inherited descriptor),
     so the folder stays locked until the last one exits, even if this process is killed.
     """
-    from tlbench.base.threads import worker_environment
 
     fds = () if lock is None else (lock.fileno(),)
     procs = [

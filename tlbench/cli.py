@@ -141,10 +141,10 @@ def _load(
 
 def cmd_validate(args) -> int:
     from tlbench.results import runfolder
-    from tlbench.search import planning
+    from tlbench.search import preflight
 
     plan = _load(args.config, verbose=args.verbose)
-    loaded = planning.preflight(plan)
+    loaded = preflight.preflight(plan)
     runfolder.check_resumable(runfolder.run_dir(plan.bench, plan.base_dir), plan.bench)  # what `run` would refuse
     sizes = ", ".join(
         f"{k} ({len(s.classes)} classes, {len(s.train)}/{len(s.val)}/{len(s.test)} train/val/test)"

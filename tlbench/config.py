@@ -26,6 +26,7 @@ from pydantic import (
     model_validator,
 )
 
+from tlbench.base import space
 from tlbench.types import UserError
 
 # A searched value (tlbench.base.space.parse): fixed (3, 0.01, "x"), a range {low, high, log, step} (short: [0.1, 1.0]),
@@ -197,7 +198,6 @@ class TrainingConfig(_Strict):
     @field_validator("batch_size", "weight_decay")
     @classmethod
     def _searched(cls, value: Spec, info: ValidationInfo) -> Spec:
-        from tlbench.base import space
 
         try:
             space.parse(value, strict=True)

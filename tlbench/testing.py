@@ -262,10 +262,10 @@ def _check_group_order(built: BuiltBackbone, order: Mapping[str, float], plugin:
 def _check_gradients(built: BuiltBackbone, x, frozen: int, plugin: str, label: str) -> None:
     import torch
 
-    from tlbench.engine import train
+    from tlbench.engine import basics
 
     model = built.model.train()
-    trainable = train.set_trainable(model, built, frozen)  # freezing as training does it
+    trainable = basics.set_trainable(model, built, frozen)  # freezing as training does it
     params = dict(model.named_parameters())
     for p in params.values():
         p.grad = None
@@ -458,12 +458,12 @@ def _tiny_encoder():
 
 
 def _check_adapt(record: Strategy, params: Mapping[str, Any], plugin: str, label: str, modality: str = "image") -> None:
-    from tlbench.engine import train
-    from tlbench.search import planning
+    from tlbench.engine import basics
+    from tlbench.search import calls
 
     built, example, what = _kit_backbone(modality)
     try:
-        adapted = planning.adapt(record, built, params, plugin)
+        adapted = calls.adapt(record, built, params, plugin)
     except UserError as exc:
         raise ConformanceError(
             f"{exc} (on {what}; a strategy only for images says so: "
@@ -471,7 +471,7 @@ def _check_adapt(record: Strategy, params: Mapping[str, Any], plugin: str, label
         ) from exc
     head = set(adapted.built.head)
     n = len(adapted.built.groups)
-    trainable = train.set_trainable(adapted.built.model, adapted.built, n, adapted.trainable)
+    trainable = basics.set_trainable(adapted.built.model, adapted.built, n, adapted.trainable)
     if trainable != head | set(adapted.trainable):
         raise _fail(plugin, label, "adapt(): with every group frozen, more than the head and trainable would train")
     if adapted.extra_loss is not None:
@@ -482,10 +482,10 @@ def _check_extra_loss(adapted, plugin: str, label: str, x=None) -> None:
     """``extra_loss`` gives one finite value for a batch (``x``; default: two images), and gradients flow from it."""
     import torch
 
-    from tlbench.engine import train
+    from tlbench.engine import basics
 
     model = adapted.built.model.train()
-    train.set_trainable(model, adapted.built, 0, adapted.trainable)
+    basics.set_trainable(model, adapted.built, 0, adapted.trainable)
     x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0)) if x is None else x
     logits = model(x)
     value = _call(

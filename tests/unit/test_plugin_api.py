@@ -13,7 +13,7 @@ from torch import nn
 
 from tlbench import config
 from tlbench.config import parse_config
-from tlbench.engine import train
+from tlbench.engine import basics, train
 from tlbench.engine.inputs import image_batch
 from tlbench.host import contract, plugins
 from tlbench.host.builtins.backbones import build_timm
@@ -107,7 +107,7 @@ def test_rates_per_group_reach_their_groups_and_adapters_in_frozen_groups_take_l
     assert rates[-1] == 1e-2 and rates[-2] == 5e-3 and rates[0] == pytest.approx(1e-2 * 0.5 ** (n - 1))
     phase = Phase("p", 1, 1, 0.123, 0.5, group_lrs=rates)
     always = {built.groups[0][0]}  # an "adapter" in a frozen group
-    trainable = train.set_trainable(built.model, built, 1, always)
+    trainable = basics.set_trainable(built.model, built, 1, always)
     optimizer = train.make_optimizer(built.model, built, trainable, phase, weight_decay=0.01)
     lr_of = {id(p): g["lr"] for g in optimizer.param_groups for p in g["params"]}
     params = dict(built.model.named_parameters())
@@ -122,7 +122,7 @@ def test_rates_per_group_reach_their_groups_and_adapters_in_frozen_groups_take_l
 
 def test_sgd_and_a_phase_weight_decay():
     built = _built()
-    trainable = train.set_trainable(built.model, built, 0)
+    trainable = basics.set_trainable(built.model, built, 0)
     optimizer = train.make_optimizer(
         built.model, built, trainable, Phase("p", 1, 0, 0.1, 0.2, optimizer="sgd", momentum=0.8, weight_decay=0.0), 0.05
     )
@@ -133,7 +133,7 @@ def test_sgd_and_a_phase_weight_decay():
 
 def test_batch_norm_modes():
     built = _built()
-    train.set_trainable(built.model, built, len(built.groups) // 2)
+    basics.set_trainable(built.model, built, len(built.groups) // 2)
     norms = [m for m in built.model.modules() if isinstance(m, nn.BatchNorm2d)]
     frozen = [m for m in norms if not any(p.requires_grad for p in m.parameters())]
     trained = [m for m in norms if all(p.requires_grad for p in m.parameters())]
@@ -200,7 +200,7 @@ def test_backbone_options_reach_build_and_undeclared_ones_are_refused(tmp_path):
         parse_config(tiny_benchmark(backbones=[{"name": "timm:test_resnet", "pretrained": False, "drop_path_rate": 0.2}])),
         plugins.collect(plugins.make_plugin_manager(entry_points=False)), tmp_path,
     )  # fmt: skip
-    from tlbench.search.planning import build_backbone
+    from tlbench.search.calls import build_backbone
 
     built = build_backbone(plan.backbones["timm:test_resnet-scratch"], 3)
     rates = [m.drop_prob for m in built.model.modules() if type(m).__name__ == "DropPath"]

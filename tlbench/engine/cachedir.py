@@ -16,6 +16,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from tlbench.types import UserError
+
 CACHE_SUBFOLDER = "tlbench-features"  # the cache's own folder inside training.cache.dir
 
 
@@ -42,7 +44,6 @@ class DiskFolder:
 
     def check(self) -> None:
         """Refuse a folder of this name that tlbench did not make (raises UserError)."""
-        from tlbench.types import UserError
 
         tag = self.path / "CACHEDIR.TAG"
         if self.path.parent.exists() and not self.path.parent.is_dir():

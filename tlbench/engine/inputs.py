@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any
 
+from tlbench.engine import images
 from tlbench.types import BadExample, BuiltBackbone, DataConfig, Inputs
 
 if TYPE_CHECKING:  # pragma: no cover - hints only
@@ -54,7 +55,6 @@ class ToRGB:
     """An image of any Pillow mode as 8-bit RGB (tlbench.engine.images.to_rgb)."""
 
     def __call__(self, image):
-        from tlbench.engine import images
 
         try:
             return images.to_rgb(image)

@@ -8,126 +8,33 @@ at 64 px on a 2-core EPYC), seeded and reproducible on CPU.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import time
 from collections.abc import Callable, Collection, Sequence
-from dataclasses import dataclass
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
 
 from tlbench.base import interrupts
 from tlbench.engine import cost, features
+from tlbench.engine.basics import (
+    EpochOrder,
+    FitResult,
+    TrainSettings,
+    TrialFailed,
+    autocast_dtype,
+    precision_name,
+    set_trainable,
+    to_device,
+)
 from tlbench.engine.inputs import inputs_of
-from tlbench.engine.pipeline import ExampleSplit, Loader
-from tlbench.types import BuiltBackbone, DatasetSplits, Phase, UserError
-
-
-class TrialFailed(Exception):
-    """The trial cannot go on (NaN loss, out of memory); the study continues.
-    ``kind``: a :class:`tlbench.store.record.Failure` kind ("diverged", "error", ...)."""
-
-    def __init__(self, message: str, kind: str = "error"):
-        super().__init__(message)
-        self.kind = kind
-
-
-@dataclass(frozen=True)
-class TrainSettings:
-    batch_size: int  # training batch size (evaluation uses the same)
-    weight_decay: float  # AdamW weight decay for every trainable parameter
-    augment: bool  # images: random resized crop + horizontal flip in training (Inputs.transforms)
-    size: int  # input size: an image side in pixels, a sequence length in tokens (Inputs.size_field)
-    device: torch.device  # where the model trains
-    seed: int  # seeds init of the head, shuffling and augmentation
-    num_workers: int = 0  # DataLoader worker processes
-    compile: bool = False  # torch.compile the model for each phase
-    cache: features.FeatureCache | None = None  # frozen-prefix feature cache; None: never cache
-    data_key: str = ""  # identity of the examples (features.data_fingerprint), part of cache keys
-    test_curve: bool = False  # also evaluate the test split after every epoch (recorded grids; never selects)
-
-
-@dataclass(frozen=True)
-class FitResult:
-    val_curve: list[float]  # validation accuracy after each epoch
-    test_correct: list[bool]  # per test example, in split order: right or wrong; reported, never used to select
-    train_seconds: float  # wall clock of the training steps (and of feature extraction done here), evaluation excluded
-    train_flops: float  # measured train-step FLOPs per example x examples trained on, summed over phases
-    trainable_params: int  # parameters updated in at least one phase
-    precision: str  # "fp32", "bf16" or "fp16"
-    cache: tuple[features.CacheUse, ...] = ()  # per phase: where its inputs came from (see _phase_data)
-    test_curve: list[float] | None = None  # test accuracy after each epoch (TrainSettings.test_curve), else None
-
-    @property
-    def feature_cache(self) -> str:
-        """The cache uses as text: 'head: extracted at global_pool; ...'."""
-        return "; ".join(map(str, self.cache)) or "off"
-
-    @property
-    def val_accuracy(self) -> float:
-        return self.val_curve[-1]
-
-    @property
-    def test_accuracy(self) -> float:
-        return sum(self.test_correct) / len(self.test_correct)
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "mps" and not torch.backends.mps.is_available():
-        raise UserError(f"training.device: {name} asked for, but this machine has no Apple MPS device; use auto or cpu")
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"training.device: {name} asked for, but CUDA is not available; use auto or cpu")
-    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
-        raise UserError(
-            f"training.device: {name} asked for, but only {torch.cuda.device_count()} CUDA devices are visible"
-        )
-    return device
-
-
-def pick_devices(spec: str | Sequence[str]) -> list[torch.device]:
-    """The devices trials run on, one trial per device at a time.
-
-    ``auto``: every visible GPU, else the CPU. A list names them (``[cuda:0, cuda:1]``).
-    """
-    if isinstance(spec, str):
-        if spec == "auto" and torch.cuda.device_count() > 1:
-            return [torch.device("cuda", i) for i in range(torch.cuda.device_count())]
-        return [pick_device(spec)]
-    return [pick_device(name) for name in spec]
-
-
-def precision_for(device_type: str, bf16_supported: bool) -> torch.dtype | None:
-    """bf16 on CUDA where supported, else fp16 (with a grad scaler); None (fp32) elsewhere."""
-    if device_type != "cuda":
-        return None
-    return torch.bfloat16 if bf16_supported else torch.float16
-
-
-def autocast_dtype(device: torch.device) -> torch.dtype | None:
-    return precision_for(device.type, device.type == "cuda" and torch.cuda.is_bf16_supported())
-
-
-def precision_name(dtype: torch.dtype | None) -> str:
-    return {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[dtype]
-
-
-class EpochOrder(torch.utils.data.Sampler):
-    """A fresh permutation per epoch from one generator, whichever path reads the data:
-    cached and uncached training see the same batches."""
-
-    def __init__(self, n: int, generator: torch.Generator):
-        self.n, self.generator = n, generator
-
-    def __len__(self) -> int:
-        return self.n
-
-    def __iter__(self):
-        return iter(torch.randperm(self.n, generator=self.generator).tolist())
+from tlbench.engine.phasedata import (
+    Examples,
+    PhaseData,
+    phase_data,
+    phase_off,
+)
+from tlbench.types import BuiltBackbone, DatasetSplits, Phase
 
 
 def fit(
@@ -168,7 +75,7 @@ def fit(
         model,
         settings,
         dtype,
-        _Examples(splits, train_tf, eval_tf, settings, order),
+        Examples(splits, train_tf, eval_tf, settings, order),
         len(splits.train),
         on_epoch,
         on_spent,
@@ -183,8 +90,8 @@ def fit(
         updated |= trainable
         finder = features.find_cut if settings.cache is None else settings.cache.find_cut
         cut, _ = finder(model, trainable, probe)
-        off = _phase_off(phase, None if extra_loss_cacheable else extra_loss)
-        data, use, extraction = _phase_data(
+        off = phase_off(phase, None if extra_loss_cacheable else extra_loss)
+        data, use, extraction = phase_data(
             model,
             cut,
             splits,
@@ -224,7 +131,7 @@ class _Run:
     """One fit's running state: the curve so far, time and FLOPs spent, where data came from."""
 
     def __init__(
-        self, model: nn.Module, settings: TrainSettings, dtype, examples: _Examples, n_train: int, on_epoch, on_spent
+        self, model: nn.Module, settings: TrainSettings, dtype, examples: Examples, n_train: int, on_epoch, on_spent
     ):
         self.model, self.settings, self.dtype, self.examples, self.on_epoch = model, settings, dtype, examples, on_epoch
         self.on_spent = on_spent
@@ -239,7 +146,7 @@ class _Run:
         self.on_rates = lambda rates: None
 
     def phase(
-        self, phase: Phase, optimizer, cut: features.Cut, data: _Data, probe: torch.Tensor, last: bool, factor=None
+        self, phase: Phase, optimizer, cut: features.Cut, data: PhaseData, probe: torch.Tensor, last: bool, factor=None
     ) -> None:
         """Train the phase's epochs; ``probe``: a batch of made-up inputs (Inputs.example) to meter a step with;
         ``factor``: step -> the factor on the rates (default: the phase's own schedule)."""
@@ -278,224 +185,6 @@ class _Run:
                 self.on_epoch(len(self.curve), self.curve[-1])
             if last and not s.test_curve:
                 self.test = correctness(runner, data.eval("test"), device, dtype, data.channels_last)
-
-
-class _Data:
-    """Where a phase's batches come from."""
-
-    prefix_flops = 0.0  # FLOPs per example spent once, before the epochs
-    channels_last = True  # 4-D batches (images, conv feature maps) are fed as channels_last
-
-    def train(self): ...  # (x, y) batches in this epoch's order
-    def eval(self, split: str): ...  # (x, y) batches in split order
-
-    def model(self, model: nn.Module, cut: features.Cut | None):
-        return contextlib.nullcontext(model)
-
-    def step_flops(self, model: nn.Module, probe: torch.Tensor) -> float:
-        return cost.train_step_flops(model, probe)
-
-
-class _Examples(_Data):
-    """Examples loaded and transformed every epoch (the uncached path)."""
-
-    def __init__(self, splits: DatasetSplits, train_tf, eval_tf, settings: TrainSettings, order: EpochOrder):
-        cuda = settings.device.type == "cuda"
-        common = dict(
-            batch_size=settings.batch_size,
-            num_workers=settings.num_workers,
-            pin_memory=cuda,
-            persistent_workers=settings.num_workers > 0,
-            generator=torch.Generator().manual_seed(settings.seed + 1),  # worker seeds; never the global RNG
-        )
-        self.loaders = {
-            "train": Loader(ExampleSplit(splits.train, train_tf), sampler=order, **common),
-            "val": Loader(ExampleSplit(splits.val, eval_tf), **common),
-            "test": Loader(ExampleSplit(splits.test, eval_tf), **common),
-        }
-
-    def train(self):
-        return self.loaders["train"]
-
-    def eval(self, split: str):
-        return self.loaders[split]
-
-
-class _Cached(_Data):
-    """Outputs of the frozen prefix, computed once: the suffix trains on them."""
-
-    def __init__(self, cached: features.Features, splits: DatasetSplits, settings: TrainSettings, order: EpochOrder):
-        self.features, self.batch_size, self.order = cached.splits, settings.batch_size, order
-        self.labels = {name: torch.tensor(getattr(splits, name).labels) for name in ("train", "val", "test")}
-        self.prefix_flops = cached.flops_per_image
-        self.pin = settings.device.type == "cuda"
-        # feature maps go on as the prefix made them: conv outputs channels_last, a ViT's tokens untouched
-        self.channels_last = cached.channels_last
-        if self.pin and cached.nbytes < 0.25 * torch.cuda.mem_get_info(settings.device)[0]:
-            # small enough: batches are gathered on the GPU, no copy per step
-            self.features = {k: v.to(settings.device) for k, v in self.features.items()}
-            self.labels = {k: v.to(settings.device) for k, v in self.labels.items()}
-            self.pin = False
-
-    def _batches(self, split: str, indices: torch.Tensor):
-        x_all, y_all = self.features[split], self.labels[split]
-        for chunk in indices.to(x_all.device).split(self.batch_size):
-            x, y = x_all[chunk], y_all[chunk]
-            yield (x.pin_memory(), y.pin_memory()) if self.pin else (x, y)
-
-    def train(self):
-        return self._batches("train", torch.tensor(list(iter(self.order)), dtype=torch.long))
-
-    def eval(self, split: str):
-        return self._batches(split, torch.arange(len(self.labels[split])))
-
-    def model(self, model: nn.Module, cut: features.Cut | None):
-        return features.stubbed(model, cut)
-
-    def step_flops(self, model: nn.Module, probe: torch.Tensor) -> float:
-        return cost.train_step_flops(model, self.features["train"][:2].to(probe.device))
-
-
-def _phase_off(phase: Phase, extra_loss) -> str:
-    """Why a phase must see its frozen layers run (no feature cache), or "": an extra loss
-    may read any layer's activations (through hooks; not one that declares it reads only
-    trainable parameters), and batch norm in "train" mode updates the frozen layers'
-    statistics."""
-    if extra_loss is not None:
-        return "extra loss"
-    if phase.batchnorm == "train":
-        return "batchnorm train"
-    return ""
-
-
-def _phase_data(
-    model,
-    cut,
-    splits,
-    examples,
-    eval_tf,
-    settings: TrainSettings,
-    dtype,
-    order,
-    phase: str,
-    off: str = "",
-    augmenting=False,
-):
-    """(data for the phase, where it came from, seconds spent extracting features).
-
-    The source is "memory" / "disk" (cache hits), "extracted" (computed now and
-    cached), or "off" with the reason (``off``: the phase's own, see _phase_off).
-    ``augmenting``: the training transform is not the evaluation one.
-    """
-    reason = off or _cache_off(cut, splits, settings, augmenting)
-    if reason:
-        return examples, features.CacheUse(phase, "off", reason=reason), 0.0
-    cached, where = _from_cache(model, cut, splits, eval_tf, settings, dtype)
-    seconds = cached.seconds if where == "extracted" else 0.0
-    return _Cached(cached, splits, settings, order), features.CacheUse(phase, where, at=cut.name), seconds
-
-
-def _from_cache(
-    model, cut, splits: DatasetSplits, eval_tf, settings: TrainSettings, dtype
-) -> tuple[features.Features, str]:
-    """The prefix's outputs from the feature cache ("memory", "disk"), or extracted now
-    and put there ("extracted")."""
-    key = features.cache_key(model, cut, settings.data_key, repr(eval_tf), precision_name(dtype), settings.device)
-    cached, where = settings.cache.get(key)
-    if cached is None:
-        cached = _extract_splits(model, cut, splits, eval_tf, settings, dtype)
-        settings.cache.put(key, cached)
-        where = "extracted"
-    return cached, where
-
-
-def frozen_features(
-    built: BuiltBackbone, splits: DatasetSplits, settings: TrainSettings
-) -> tuple[features.Features, features.Cut, str]:
-    """The outputs of ``built``'s frozen layers up to its head (a linear probe's cut) for
-    every split, through the eval transform: from the feature cache when a trial (or an
-    earlier call) put them there, else extracted and put there, so that the screen and
-    the linear-probe trials after it compute them once. Returns (features, cut, where:
-    "memory", "disk", "extracted", or "uncached" when the cache is off or too small)."""
-    dtype = autocast_dtype(settings.device)
-    model = built.model.to(settings.device, memory_format=torch.channels_last).eval()
-    inputs = inputs_of(built)
-    _, eval_tf = inputs.transforms(settings.size, False)
-    trainable = set_trainable(model, built, len(built.groups))
-    finder = features.find_cut if settings.cache is None else settings.cache.find_cut
-    cut, _ = finder(model, trainable, inputs.example(2, settings.size).to(settings.device))
-    if _cache_off(cut, splits, settings):
-        return _extract_splits(model, cut, splits, eval_tf, settings, dtype), cut, "uncached"
-    cached, where = _from_cache(model, cut, splits, eval_tf, settings, dtype)
-    return cached, cut, where
-
-
-def _cache_off(cut: features.Cut, splits: DatasetSplits, settings: TrainSettings, augmenting: bool = False) -> str:
-    """Why this phase cannot train on cached features, or "" if it can."""
-    if settings.cache is None:
-        return "disabled"
-    if augmenting:
-        return "augmentation"  # random crops: the frozen layers see new inputs every epoch
-    n = len(splits.train) + len(splits.val) + len(splits.test)
-    nbytes = n * math.prod(cut.feature_shape) * 4
-    if not settings.cache.fits(nbytes):
-        return f"features {nbytes / 2**20:.0f} MB > cache memory"
-    return ""
-
-
-def _extract_splits(model, cut, splits: DatasetSplits, eval_tf, settings: TrainSettings, dtype) -> features.Features:
-    """The prefix's output for every example of every split, through the eval transform."""
-    elapsed = features.timer()
-    out: dict[str, torch.Tensor] = {}
-    flops = 0.0
-    for name in ("train", "val", "test"):
-        loader = Loader(
-            ExampleSplit(getattr(splits, name), eval_tf),
-            batch_size=settings.batch_size,
-            num_workers=settings.num_workers,
-            generator=torch.Generator().manual_seed(settings.seed + 1),
-        )
-        out[name], counted = _extract(model, cut, loader, settings.device, dtype)
-        if name == "train":
-            seconds, flops = elapsed(), counted
-    sample = out["train"]
-    channels_last = sample.dim() == 4 and (cut.name == features.INPUT or _is_channels_last(sample))
-    return features.Features(out, seconds, channels_last, flops_per_image=flops)
-
-
-@torch.no_grad()
-def _extract(model: nn.Module, cut: features.Cut, loader: DataLoader, device, dtype) -> tuple[torch.Tensor, float]:
-    """(outputs of the prefix, in order; its forward FLOPs per image, counted on the first batch)."""
-    was_training = model.training
-    model.eval()
-    out, flops = [], 0.0
-    try:
-        for x, _ in loader:
-            interrupts.check()  # a safe point (see tlbench.base.interrupts)
-            with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-                if out:
-                    out.append(features.extract_batch(model, cut, _to(x, device)).to("cpu"))
-                    continue
-                with cost.counting() as counter:
-                    out.append(features.extract_batch(model, cut, _to(x, device)).to("cpu"))
-                flops = counter.get_total_flops() / len(x) if cut.name != features.INPUT else 0.0
-    finally:
-        model.train(was_training)
-    return torch.cat(out), flops
-
-
-def _is_channels_last(x: torch.Tensor) -> bool:
-    return x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
-
-
-def set_trainable(model: nn.Module, built: BuiltBackbone, frozen: int, always: Collection[str] = ()) -> set[str]:
-    """Freeze the first ``frozen`` groups; the other groups, the head and the ``always``
-    parameters (a strategy's adapters, see tlbench.types.Adapted) train."""
-    frozen = max(0, min(frozen, len(built.groups)))
-    trainable = set(built.head).union(*map(set, built.groups[frozen:])) | set(always)
-    for name, param in model.named_parameters():
-        param.requires_grad_(name in trainable)
-    return trainable
 
 
 def _train_mode(model: nn.Module, cut: features.Cut | None = None, batchnorm: str = "auto") -> None:
@@ -620,7 +309,7 @@ def _train_epoch(
     runner,
     model,
     cut,
-    data: _Data,
+    data: PhaseData,
     optimizer,
     schedule,
     scaler,
@@ -647,7 +336,7 @@ def _train_epoch(
         try:
             loss = _train_step(
                 runner,
-                _to(x, device, data.channels_last),
+                to_device(x, device, data.channels_last),
                 y.to(device, non_blocking=True),
                 optimizer,
                 scaler,
@@ -710,11 +399,36 @@ def correctness(
     for x, y in loader:
         interrupts.check()
         with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-            logits = model(_to(x, device, channels_last))
+            logits = model(to_device(x, device, channels_last))
         out += (logits.argmax(1).cpu() == y).tolist()
     return out
 
 
-def _to(x: torch.Tensor, device: torch.device, channels_last: bool = True) -> torch.Tensor:
-    x = x.to(device, non_blocking=True)
-    return x.contiguous(memory_format=torch.channels_last) if channels_last and x.dim() == 4 else x
+_MOVED_OUT = {
+    "basics": (
+        "TrialFailed",
+        "TrainSettings",
+        "FitResult",
+        "pick_device",
+        "pick_devices",
+        "precision_for",
+        "autocast_dtype",
+        "precision_name",
+        "set_trainable",
+        "EpochOrder",
+    ),
+    "phasedata": ("frozen_features",),
+}
+
+
+def __getattr__(name: str):
+    """0.6's ``train.TrainSettings``, ``train.frozen_features``..., now in their own modules (with a warning)."""
+    for module, names in _MOVED_OUT.items():
+        if name in names:
+            import importlib
+
+            from tlbench import _moved
+
+            _moved.warn(f"tlbench.engine.train.{name}", f"tlbench.engine.{module}.{name}", stacklevel=3)
+            return getattr(importlib.import_module(f"tlbench.engine.{module}"), name)
+    raise AttributeError(f"module 'tlbench.engine.train' has no attribute {name!r}")

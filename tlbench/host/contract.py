@@ -15,6 +15,7 @@ import numbers
 from collections.abc import Mapping
 from typing import Any
 
+from tlbench.engine.inputs import SIZE_FIELDS, inputs_of
 from tlbench.types import (
     BATCHNORM,
     OPTIMIZERS,
@@ -122,7 +123,6 @@ def built_problem(built: Any) -> str | None:
 
 def modality_problem(built: BuiltBackbone, record: Backbone) -> str | None:
     """A built model that reads another modality than its record says, or None."""
-    from tlbench.engine.inputs import inputs_of
 
     reads = inputs_of(built).modality
     if reads != record.modality:
@@ -135,7 +135,6 @@ INPUTS_MEMBERS = ("modality", "size", "size_field", "transforms", "example", "me
 
 def inputs_problem(built: BuiltBackbone) -> str | None:
     """What is wrong with how the built backbone says it reads its inputs, or None."""
-    from tlbench.engine.inputs import SIZE_FIELDS
 
     if built.inputs is None:
         if not isinstance(built.data_config, DataConfig):

@@ -22,8 +22,11 @@ import pluggy
 
 from tlbench.base import interrupts
 from tlbench.host import hookspecs
-from tlbench.store.record import TrialRecord
-from tlbench.types import RunInfo, TrialInfo, UserError
+from tlbench.host.contract import event_methods_problem, plugin_call
+from tlbench.host.plugins import validation_problem
+from tlbench.store.record import WORKER, TrialRecord
+from tlbench.store.studyrecord import study_name
+from tlbench.types import RunInfo, TrackerRequest, TrialInfo, UserError
 
 _STATES = {"COMPLETE": "complete", "PRUNED": "pruned", "FAIL": "failed", "RUNNING": "running", "WAITING": "waiting"}
 
@@ -55,16 +58,12 @@ class Events:
         if plugin is None or self.pm.is_registered(plugin):
             return
         if name not in self.ours:
-            from tlbench.host.contract import event_methods_problem
-
             problem = event_methods_problem(plugin)
             if problem:
                 raise UserError(f"{name}: {problem}")
         try:
             self.pm.register(plugin, name=name)
         except pluggy.PluginValidationError as exc:
-            from tlbench.host.plugins import validation_problem
-
             raise UserError(f"{name}: {validation_problem(exc)}") from exc
         self.registered.append(plugin)
 
@@ -161,7 +160,6 @@ def running(trial: optuna.Trial, dataset: str, epochs: int, curve: Sequence[floa
 def interrupted_here(study, reported: set[int]) -> list[optuna.trial.FrozenTrial]:
     """Trials this process ran that stopped without their ``trial_finished`` event (Ctrl-C,
     SIGTERM: Optuna calls no callback for them)."""
-    from tlbench.store.record import WORKER
 
     out = []
     for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.FAIL, optuna.trial.TrialState.RUNNING)):
@@ -199,8 +197,6 @@ def finished(trial: optuna.trial.FrozenTrial, dataset: str, study: str) -> Trial
 def start(plan, progress, folder, storage_url: str) -> Events:
     """The events of a run of ``plan``: its trackers opened (a UserError from one stops
     the run before any trial), its plugins' event hooks and ``progress`` registered."""
-    from tlbench.host.contract import plugin_call
-    from tlbench.types import TrackerRequest
 
     run = run_info(plan, folder, storage_url)
     opened = []
@@ -229,8 +225,6 @@ def start(plan, progress, folder, storage_url: str) -> Events:
 
 def run_info(plan, folder, storage_url: str | None) -> RunInfo:
     """What trackers and event hooks are told about the run."""
-    from tlbench.store.record import WORKER
-    from tlbench.store.studyrecord import study_name
 
     return RunInfo(
         benchmark=plan.bench.name, run=plan.bench.run_name, folder=folder, fingerprint=plan.bench.fingerprint(),

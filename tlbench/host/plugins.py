@@ -25,6 +25,7 @@ from typing import Any
 
 import pluggy
 
+from tlbench import PLUGIN_API, __version__
 from tlbench.host import hookspecs
 from tlbench.host.contract import record_problem
 from tlbench.types import Backbone, Dataset, Strategy, Tracker, UserError, config_path
@@ -84,7 +85,6 @@ def make_plugin_manager(
     pm = pluggy.PluginManager(ENTRY_POINT_GROUP)
     pm.add_hookspecs(hookspecs)
     host = PluginHost(pm)
-    from tlbench import __version__
 
     for modname in BUILTINS:
         _register(host, lambda m=modname: importlib.import_module(m), modname, "builtin", __version__)
@@ -125,7 +125,6 @@ class PluginAPIError(Exception):
 def api_problem(needed: Any) -> str | None:
     """Why a plugin that declares ``TLBENCH_PLUGIN_API = (major, minor)`` (the oldest API
     it works with) cannot load here, or None. Same major, and a minor no newer than ours."""
-    from tlbench import PLUGIN_API
 
     if needed is None:
         return None

@@ -12,7 +12,10 @@ import math
 from pathlib import Path
 from typing import Any
 
-from tlbench.store.record import TrialRecord
+from tlbench.results import runfolder
+from tlbench.results.runfolder import read_meta, write_atomic
+from tlbench.store import storage
+from tlbench.store.record import Failure, TrialRecord
 from tlbench.store.studyrecord import StudyRecord
 from tlbench.types import UserError
 
@@ -26,9 +29,6 @@ COSTS = (  # per trial, from its record (None where the trial did not get that f
 def export_run(folder: Path) -> dict[str, Any]:
     """The run in ``folder`` as a ``tlbench-table`` document (plain JSON types)."""
     import optuna
-
-    from tlbench.results import runfolder
-    from tlbench.store import storage
 
     meta = runfolder.read_meta(folder)
     store = storage.connect(runfolder.read_only_url(runfolder.storage_url(meta["storage"], folder), folder))
@@ -62,8 +62,6 @@ def export_run(folder: Path) -> dict[str, Any]:
 
 def _trial(t, studied: StudyRecord) -> dict[str, Any] | None:
     import optuna
-
-    from tlbench.store.record import Failure
 
     record = TrialRecord.from_trial(t)
     kind, reason = studied.failure(t, record)
@@ -104,8 +102,6 @@ def write_export(folder: Path, out: Path | None) -> Path | None:
     written to as it is and never read. Each mistake names the argument that is wrong."""
     import stat
     import sys
-
-    from tlbench.results.runfolder import read_meta, write_atomic
 
     read_meta(folder)  # a mistyped run folder is named as such, before --out is looked at
     if out is not None and str(out) == "-":

@@ -16,8 +16,9 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from tlbench.base.stats import agreement
 from tlbench.results.runfolder import Run, write_atomic
-from tlbench.results.tables import out_of_retries
+from tlbench.results.tables import hypervolume_history, imbalanced, out_of_retries
 
 
 def human_count(n: float) -> str:
@@ -94,8 +95,6 @@ def summary_columns(rows: pd.DataFrame) -> list[Column]:
     per-example costs named by the dataset's modality (GFLOP/text, Texts/s)."""
     from dataclasses import replace
 
-    from tlbench.results.tables import imbalanced
-
     columns = SUMMARY
     modality = str(rows["modality"].iloc[0]) if "modality" in rows and len(rows) else "image"
     if modality != "image":
@@ -111,8 +110,6 @@ def summary_columns(rows: pd.DataFrame) -> list[Column]:
 def class_lines(rows: pd.DataFrame) -> list[str]:
     """With an imbalanced test split: each class's test accuracy for the best row."""
     import json
-
-    from tlbench.results.tables import imbalanced
 
     if not imbalanced(rows):
         return []
@@ -284,7 +281,6 @@ def _screened(run: Run, dataset: str) -> pd.DataFrame:
 
 def pareto_lines(run: Run, dataset: str) -> list[str]:
     """A Pareto search's hypervolume against the compute it spent (empty for an accuracy search)."""
-    from tlbench.results.tables import hypervolume_history
 
     search = run.config.get("search") or {}
     if search.get("objective") != "pareto":
@@ -300,7 +296,6 @@ def pareto_lines(run: Run, dataset: str) -> list[str]:
 
 def screen_lines(run: Run, dataset: str) -> list[str]:
     """What the screen said, under its table: agreement with the search, and what was not screened."""
-    from tlbench.base.stats import agreement
 
     rows = _screened(run, dataset)
     out = []

@@ -25,11 +25,14 @@ from typing import Any
 import pandas as pd
 import yaml
 
+from tlbench import __version__
 from tlbench.config import Benchmark
 from tlbench.results.tables import describe_params, ranking_frame, screen_frame, strategy_params, summary_frame
-from tlbench.store.record import Failure, TrialRecord
+from tlbench.store import storage
+from tlbench.store.record import Failure, TrialRecord, infeasible
+from tlbench.store.storage import recover_sqlite, sqlite_path, sqlite_url
 from tlbench.store.studyrecord import StudyRecord
-from tlbench.types import UserError
+from tlbench.types import UserError, config_path
 
 DEFAULT_STORAGE = "study.db"
 FORMAT = 1  # run.json's layout; a reader refuses a newer one in one line
@@ -150,14 +153,12 @@ def claim(lock) -> None:
 
 
 def run_dir(bench: Benchmark, base_dir: Path) -> Path:
-    from tlbench.types import config_path
 
     return config_path(bench.results_dir, base_dir, "results_dir") / bench.name / bench.run_name
 
 
 def storage_url(configured: str | None, folder: Path) -> str:
     """The configured Optuna storage URL, or the run folder's own SQLite file."""
-    from tlbench.store.storage import sqlite_url
 
     return configured or sqlite_url((folder / DEFAULT_STORAGE).resolve())
 
@@ -166,7 +167,6 @@ def resolve_storage(url: str | None, base: Path, field: str = "search.storage") 
     """A storage URL with a relative SQLite path made absolute against ``base`` (the
     config's folder, or the working directory for ``--storage``): the same file, from
     wherever tlbench is started. In-memory SQLite keeps nothing and is refused."""
-    from tlbench.store.storage import sqlite_path, sqlite_url
 
     if url is None or not url.startswith("sqlite"):
         return url
@@ -183,7 +183,6 @@ def resolve_storage(url: str | None, base: Path, field: str = "search.storage") 
 def read_only_url(url: str, folder: Path) -> str:
     """How readers (report, plot, compare) open a run's storage: a SQLite file read-only
     and only if it is there (opening a missing one would create an empty run)."""
-    from tlbench.store.storage import sqlite_path, sqlite_url
 
     path = sqlite_path(url) if url.startswith("sqlite") else None
     if path is None:
@@ -200,7 +199,6 @@ def check_own_storage(folder: Path) -> None:
     """Before ``run`` reads its run folder's own SQLite file: a write a killed process left
     half done is rolled back (a read-only check could not read the file), and a file it
     cannot write is one line. Only for a folder no other run holds (check_free)."""
-    from tlbench.store.storage import recover_sqlite
 
     db = folder / DEFAULT_STORAGE
     if not db.is_file():
@@ -261,8 +259,6 @@ def environment(base_dir: Path, device: str) -> dict[str, Any]:
     import torch
     import torchvision
 
-    from tlbench import __version__
-
     return {
         "recorded": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "python": sys.version.split()[0],
@@ -308,7 +304,6 @@ class Run:
 
 def load_run(folder: Path) -> Run:
     """Read a run folder; the tables come from its Optuna storage, opened read-only."""
-    from tlbench.store import storage
 
     meta = read_meta(folder)
     env = read_environment(folder)
@@ -417,9 +412,6 @@ def trials_frame(store, studies: dict[str, str], limits: dict | None = None) -> 
     (a URL or an Optuna storage), read through :class:`tlbench.store.record.TrialRecord`;
     ``limits``: ``search.constraints``, which mark rows infeasible."""
     import optuna
-
-    from tlbench.store import storage
-    from tlbench.store.record import infeasible
 
     rows = []
     for dataset, name in studies.items():

@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from tlbench.base.stats import bootstrap_ci, decode
+
 if TYPE_CHECKING:  # pragma: no cover - hints only
     from tlbench.results.runfolder import Run
     from tlbench.store.studyrecord import StudyRecord
@@ -96,7 +98,6 @@ SPREAD = ["repeats", "test_mean", "test_std", "ci_low", "ci_high"]
 
 def _spread(row, repeats: pd.DataFrame | None) -> list:
     """[repeats, mean, std, ci_low, ci_high] of test accuracy for a summary row."""
-    from tlbench.base.stats import bootstrap_ci, decode
 
     runs = pd.DataFrame()
     if repeats is not None and not repeats.empty:

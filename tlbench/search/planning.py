@@ -1,19 +1,16 @@
 """Planning: a benchmark config checked against the loaded plugins, before any compute.
 
-:func:`make_plan` resolves every name and option and dry-runs every search space;
-:func:`preflight` loads every dataset, builds every backbone, tries every strategy on
-every backbone and checks devices, folders and memory. ``validate`` is these two, so
-a config it accepts does not fail later on something they could have checked. What a
+:func:`make_plan` resolves every name and option and dry-runs every search space; the
+recipes, the drawn options and the phases a strategy gives are checked here.
+:mod:`tlbench.search.preflight` then loads, builds and tries everything (``validate`` is
+the two); :mod:`tlbench.search.calls` holds the checked plugin calls a trial makes. What a
 plugin must return is checked through :mod:`tlbench.host.contract`.
 """
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import difflib
-import os
-import sys
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -22,28 +19,19 @@ from typing import Any
 
 import optuna
 
-from tlbench.base import interrupts, space
+from tlbench.base import space
 from tlbench.base.space import TrialSpace
 from tlbench.config import BackboneEntry, Benchmark, DatasetEntry, StrategyEntry, TrackerEntry
-from tlbench.engine.inputs import SIZE_FIELDS, SIZE_UNITS, input_size, inputs_of, noun
+from tlbench.engine.inputs import noun
 from tlbench.host import contract
 from tlbench.host.contract import plugin_call
 from tlbench.host.plugins import Registry
-from tlbench.splits import subsample
-from tlbench.store.storage import check_storage_url
 from tlbench.types import (
-    Adapted,
     Backbone,
-    BackboneRequest,
-    BadExample,
-    BuiltBackbone,
     Dataset,
-    DatasetRequest,
-    DatasetSplits,
     Phase,
     Strategy,
     Tracker,
-    TrackerRequest,
     UserError,
     config_path,
 )
@@ -432,240 +420,6 @@ def recipe_params(plan: Plan, backbone: str, strategy: str, params: Mapping[str,
     return out
 
 
-def load_splits(entry: DatasetEntry, record: Dataset, seed: int, base_dir: Path, plugin: str = "?") -> DatasetSplits:
-    """Load a dataset, check it against the contract, and apply the config's subsampling."""
-    request = DatasetRequest(options=entry.options, seed=seed, base_dir=base_dir)
-    what = f"dataset '{record.name}': load()"
-    with interrupts.interruptible():  # nothing is written to a study while a plugin loads
-        splits = plugin_call(plugin, what, lambda: record.load(request))
-    too_little = contract.coverage_problem(splits, record.modality) if isinstance(splits, DatasetSplits) else None
-    if too_little:  # the user's to fix, not the plugin's
-        raise UserError(f"dataset {entry.key}: {too_little}")
-    problem = contract.splits_problem(splits)
-    if problem:
-        raise UserError(f"plugin {plugin}: {what}: {problem}")
-    for name in ("train", "val", "test"):  # one example each, as a trial will load it (a damaged file is named then)
-        split = getattr(splits, name)
-        example = plugin_call(plugin, f"dataset '{record.name}': {name}.load(0)", lambda split=split: split.load(0))
-        problem = contract.example_problem(example, record.modality)
-        if problem:
-            raise UserError(f"plugin {plugin}: dataset '{record.name}': {name}.load(0) {problem}")
-    caps = {
-        "train": (entry.train_samples, entry.per_class),
-        "val": (entry.val_samples, None),
-        "test": (entry.test_samples, None),
-    }
-    parts = {}
-    for name, (total, per_class) in caps.items():
-        split = getattr(splits, name)
-        parts[name] = split.subset(subsample(split.labels, total, per_class, seed)) if total or per_class else split
-        if len(parts[name]) == 0:
-            raise UserError(
-                f"dataset {entry.key}: the {name} split is empty; add {contract.examples(record.modality)} or lower the held-out fractions"
-            )
-    if len(parts["train"]) < 2:
-        raise UserError(
-            f"dataset {entry.key}: the train split has {len(parts['train'])} example; training needs at least 2, add {contract.examples(record.modality)}"
-        )
-    return DatasetSplits(classes=splits.classes, **parts)
-
-
-def build_backbone(
-    backbone: PlannedBackbone, num_classes: int, options: Mapping[str, Any] | None = None
-) -> BuiltBackbone:
-    """Build (``options``: as a trial drew them; default: :func:`middle_options`), and check
-    that groups and head cover every parameter exactly once."""
-    request = BackboneRequest(
-        model=backbone.model, num_classes=num_classes, pretrained=backbone.entry.pretrained, weights=backbone.weights,
-        options=dict(middle_options(backbone) if options is None else options),
-    )  # fmt: skip
-    what = f"backbone '{backbone.entry.name}': build()"
-    with interrupts.interruptible():
-        built = plugin_call(backbone.plugin, what, lambda: backbone.record.build(request))
-    problem = contract.built_problem(built) or contract.modality_problem(built, backbone.record)
-    if problem:
-        raise UserError(f"plugin {backbone.plugin}: {what} {problem}")
-    return built
-
-
-def adapt(record: Strategy, built: BuiltBackbone, params: Mapping[str, Any], plugin: str = "?") -> Adapted:
-    """The strategy's ``adapt`` applied to a freshly built backbone (or the backbone
-    unchanged), checked against the contract."""
-    if record.adapt is None:
-        return Adapted(built=built)
-    what = f"strategy '{record.name}': adapt()"
-    adapted = plugin_call(plugin, what, lambda: record.adapt(built, params))
-    problem = contract.adapted_problem(adapted)
-    if problem:
-        raise UserError(f"plugin {plugin}: {what} {problem}")
-    return adapted
-
-
-def preflight(plan: Plan) -> dict[str, DatasetSplits]:
-    """Load every dataset and build every backbone once, before any compute is spent:
-    folders, files, weights and devices are real, the cache folder usable, one batch
-    fits in memory. ``validate`` and the start of ``run`` and ``worker`` both call it,
-    so a config validate accepts does not fail later on a check it could have made.
-    Returns the splits by dataset key."""
-    from tlbench.engine import cachedir, train
-
-    devices = train.pick_devices(plan.bench.training.device)
-    check_storage_url(plan.bench.search.storage)
-    folder = cache_dir(plan)
-    if folder is not None:
-        cachedir.DiskFolder(folder / cachedir.CACHE_SUBFOLDER).check()
-        check_writable(folder, "training.cache.dir")
-    check_writable(config_path(plan.bench.results_dir, plan.base_dir, "results_dir"), "results_dir")
-    check_trackers(plan)
-    loaded = {}
-    for i, (entry, record) in enumerate(plan.datasets):
-        plugin = plan.dataset_plugins.get(entry.key, "?")
-        load = lambda: load_splits(entry, record, plan.bench.seed, plan.base_dir, plugin)  # noqa: E731
-        loaded[entry.key] = _at(f"datasets[{i}] ({entry.key})", load, (entry.name, entry.key))
-    built = {
-        key: _at(f"backbones[{i}] ({key})", lambda: build_backbone(b, 2), (b.entry.name, key))
-        for i, (key, b) in enumerate(plan.backbones.items())
-    }
-    for i, (key, strategy) in enumerate(plan.strategies.items()):
-        params = space.dry_run(lambda s: strategy.record.suggest(s, strategy.options), key).result
-        for bkey, model in built.items():
-            if strategy.record.adapt is not None:  # it changes the model: try it on every backbone now (on a copy)
-                _at(
-                    f"strategies[{i}] ({key}) on {bkey}",
-                    lambda: adapt(strategy.record, copy.deepcopy(model), params, strategy.plugin),
-                )
-            _at(
-                f"strategies[{i}] ({key}) on {bkey}",
-                lambda: check_phases(strategy_phases(strategy, params, len(model.groups)), len(model.groups)),
-            )
-    for i, (key, model) in enumerate(built.items()):
-        _at(f"backbones[{i}] ({key})", lambda: check_size_field(plan.backbones[key], model))
-    check_training_sizes(plan, built)
-    for key, model in built.items():
-        _at(f"backbones ({key})", lambda: check_memory(plan, plan.backbones[key], model, devices[0]), (key,))
-    check_transforms(plan, loaded, built)  # after the memory check: an absurd size must not be tried on a real example
-    portfolio_history(plan)  # the tables search.portfolio_from names are readable tables
-    return loaded
-
-
-def check_trackers(plan: Plan) -> None:
-    """Each tracker's own check (``Tracker.check``: its URIs, folders, server), before
-    anything is written; an optional tracker's problem is a warning (the run leaves it out)."""
-    from tlbench.host.events import run_info
-    from tlbench.results.runfolder import run_dir, storage_url
-
-    folder = run_dir(plan.bench, plan.base_dir)
-    run = run_info(plan, folder, storage_url(plan.bench.search.storage, folder))
-    for i, tracker in enumerate(plan.trackers):
-        if tracker.record.check is None:
-            continue
-        request = TrackerRequest(options=tracker.entry.options, run=run, base_dir=plan.base_dir)
-        where = f"trackers[{i}] ({tracker.entry.name})"
-        try:
-            plugin_call(
-                tracker.plugin, f"tracker '{tracker.record.name}': check()", lambda r=tracker.record: r.check(request)
-            )
-        except UserError as exc:
-            if not tracker.entry.optional:
-                raise UserError(f"{where}: {exc}; or mark it 'optional: true'") from exc
-            print(f"tlbench: warning: {where} (optional): {exc}; the run goes on without it", file=sys.stderr)
-
-
-def portfolio_history(plan: Plan) -> list[dict]:
-    """The tables ``search.portfolio_from`` names (paths relative to the config file)."""
-    from tlbench.search.portfolio import load_history
-
-    paths = [
-        config_path(p, plan.base_dir, f"search.portfolio_from[{i}]")
-        for i, p in enumerate(plan.bench.search.portfolio_from)
-    ]
-    for i, path in enumerate(paths):
-        if not path.exists():
-            raise UserError(
-                f"search.portfolio_from[{i}]: {path} does not exist; give an exported table (tlbench export) or a run folder"
-            )
-    return load_history(paths)
-
-
-def check_size_field(backbone: PlannedBackbone, built: BuiltBackbone) -> None:
-    """A backbone entry sets only the size its backbone reads (resolution for images,
-    max_length for text)."""
-    inputs = inputs_of(built)
-    for field in SIZE_FIELDS:
-        if field != inputs.size_field and getattr(backbone.entry, field) is not None:
-            raise UserError(
-                f"{field}: this backbone reads {noun(inputs.modality)}; its input size is {inputs.size_field}"
-            )
-
-
-def check_training_sizes(plan: Plan, built: Mapping[str, BuiltBackbone]) -> None:
-    """``training.resolution`` / ``training.max_length`` set with no backbone that reads them."""
-    used = {inputs_of(b).size_field for b in built.values()}
-    for field in SIZE_FIELDS:
-        if getattr(plan.bench.training, field) is not None and field not in used:
-            raise UserError(
-                f"training.{field}: no backbone of this config reads it ({', '.join(sorted(used))} only); remove it"
-            )
-
-
-def check_transforms(plan: Plan, loaded: Mapping[str, DatasetSplits], built: Mapping[str, BuiltBackbone]) -> None:
-    """The first example of each split (train, val, test) of each dataset through the
-    evaluation transform of every backbone that reads it, as a trial will take it: an
-    example that does not decode, or a transform (a tokenizer) that cannot take the
-    dataset's examples, fails validate, not a trial."""
-    import torch
-
-    for i, (entry, _) in enumerate(plan.datasets):
-        splits = loaded[entry.key]
-        for split_name in ("train", "val", "test"):
-            split = getattr(splits, split_name)
-            if not len(split):
-                continue
-            where = f"datasets[{i}] ({entry.key}): {split_name} example {split.ids[0]}"
-            example = _loaded(split, where)
-            for key in plan.backbones_for(entry.key):
-                backbone, inputs = plan.backbones[key], inputs_of(built[key])
-                size = input_size(inputs, backbone.entry, plan.bench.training)
-                what = f"backbone '{backbone.entry.name}': inputs.transforms({size})"
-                _, eval_tf = plugin_call(backbone.plugin, what, lambda: inputs.transforms(size, False))
-                x = plugin_call(
-                    backbone.plugin, f"{what} of {split_name} example {split.ids[0]}",
-                    lambda: _transformed(eval_tf, example, where),
-                )  # fmt: skip
-                if not isinstance(x, torch.Tensor):
-                    raise UserError(
-                        f"plugin {backbone.plugin}: {what} gave {type(x).__name__} for {split_name} example "
-                        f"{split.ids[0]}, expected a tensor"
-                    )
-
-
-def _loaded(split, where: str):
-    """A split's first example; one it cannot read (BadExample) is the user's, named by ``where``."""
-    try:
-        return split.load(0)
-    except BadExample as exc:
-        raise UserError(f"{where}: {exc}") from exc
-
-
-def _transformed(transform, example, where: str):
-    """``transform(example)``; an example it refuses (BadExample) is the user's, named by ``where``."""
-    try:
-        return transform(example)
-    except BadExample as exc:
-        raise UserError(f"{where}: {exc}") from exc
-
-
-def check_writable(folder: Path, field: str) -> None:
-    """``folder`` is a folder tlbench can create files in, or can be created."""
-    existing = folder
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
-    if not existing.is_dir():
-        raise UserError(f"{field}: {existing} is a file, not a folder; set {field} to a folder")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise UserError(f"{field}: cannot write in {existing} (permission denied); set {field} to a writable folder")
-
-
 def strategy_phases(strategy: PlannedStrategy, params: Mapping[str, Any], n_groups: int) -> list[Phase]:
     """The strategy's phases for a backbone of ``n_groups`` groups (plugin errors named)."""
     what = f"strategy '{strategy.record.name}': phases()"
@@ -678,69 +432,26 @@ def strategy_phases(strategy: PlannedStrategy, params: Mapping[str, Any], n_grou
         ) from exc
 
 
-def check_memory(plan: Plan, backbone: PlannedBackbone, built: BuiltBackbone, device) -> None:
-    """Refuse an input size and batch size whose activations cannot fit the device, and
-    groups that do not run from input to output (the same forward pass shows both).
-
-    One forward pass of one made-up input is measured (the bytes every module outputs)
-    at the backbone's probe size (Inputs.memory_probe: images at a side of at most
-    64 px), scaled by how activations grow with the size ((r / r0)^2 for images) and
-    by the largest batch size, and doubled for the gradients of training. An estimate,
-    meant to stop a 100,000-pixel typo, not to predict peak memory to the megabyte."""
-    from tlbench.engine import cost
-
-    inputs = inputs_of(built)
-    size, field = input_size(inputs, backbone.entry, plan.bench.training), inputs.size_field
-    batch = max(_batch_sizes(plan.bench.training.batch_size))
-    x, probe, power = _probe_input(backbone, inputs, size)
-    try:
-        activations, first_use = cost.forward_probe(built.model, x)
-    except (
-        RuntimeError,
-        ValueError,
-        TypeError,
-        IndexError,
-    ) as exc:  # e.g. an input too small for the network's strides
-        problem = str(exc).strip().splitlines()[0][:120]
-        raise UserError(
-            f"plugin {backbone.plugin}: backbone '{backbone.entry.name}': a forward pass of one input at {field} {probe} {SIZE_UNITS[field]} "
-            f"failed ({type(exc).__name__}: {problem}); if the input is too small, raise training.{field}"
-        ) from exc
-    order = contract.group_order_problem(built, first_use)  # the same pass shows the order groups run in
-    if order:
-        raise UserError(f"plugin {backbone.plugin}: backbone '{backbone.entry.name}': build() returned {order}")
-    per_example = activations * (size / probe) ** power
-    need = 2 * batch * (per_example + x.numel() * x.element_size() * (size / probe) ** power)
-    have = cost.available_memory(device)
-    if have is not None and need > have:
-        raise UserError(
-            f"{field} {size} {SIZE_UNITS[field]} with batch_size {batch} needs about {need / 2**30:.1f} GiB for one training "
-            f"batch, more than the {have / 2**30:.1f} GiB available on {device}; lower training.{field} or batch_size"
-        )
-
-
-def _probe_input(backbone: PlannedBackbone, inputs, size: int):
-    """(one made-up input at the backbone's probe size, that size, the power activations grow with)."""
-    import torch
-
-    label = f"backbone '{backbone.entry.name}'"
-    probe, power = plugin_call(
-        backbone.plugin, f"{label}: inputs.memory_probe({size})", lambda: inputs.memory_probe(size)
-    )
-    x = plugin_call(backbone.plugin, f"{label}: inputs.example(1, {probe})", lambda: inputs.example(1, probe))
-    if not isinstance(x, torch.Tensor) or len(x) != 1:
-        raise UserError(
-            f"plugin {backbone.plugin}: {label}: inputs.example(1, {probe}) gave {type(x).__name__}, expected a tensor batch of 1"
-        )
-    return x, probe, power
-
-
-def _batch_sizes(spec: Any) -> list[int]:
-    """Every batch size a training.batch_size spec can give (its bounds or choices)."""
-    return [int(v) for v in space.values_of(spec) if isinstance(v, (int, float)) and not isinstance(v, bool)] or [1]
-
-
 def cache_dir(plan: Plan) -> Path | None:
     """``training.cache.dir`` resolved against the config's folder (None: memory only)."""
     c = plan.bench.training.cache
     return None if c.dir is None or not c.enabled else config_path(c.dir, plan.base_dir, "training.cache.dir")
+
+
+_MOVED_OUT = {
+    "calls": ("load_splits", "build_backbone", "adapt"),
+    "preflight": ("preflight", "check_trackers", "check_memory", "check_writable", "check_transforms"),
+}
+
+
+def __getattr__(name: str):
+    """0.6's ``planning.preflight`` and the checked plugin calls, now in their own modules (with a warning)."""
+    for module, names in _MOVED_OUT.items():
+        if name in names:
+            import importlib
+
+            from tlbench import _moved
+
+            _moved.warn(f"tlbench.search.planning.{name}", f"tlbench.search.{module}.{name}", stacklevel=3)
+            return getattr(importlib.import_module(f"tlbench.search.{module}"), name)
+    raise AttributeError(f"module 'tlbench.search.planning' has no attribute {name!r}")

@@ -34,6 +34,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tlbench.results.export import FORMAT, export_run
+from tlbench.search.planning import check_recipe, recipe_params
 from tlbench.types import UserError
 
 SHIPPED = Path(__file__).with_name("portfolio.json")
@@ -141,7 +143,6 @@ def _modality(table: dict) -> str:
 
 def load_history(paths: list[Path]) -> list[dict]:
     """``search.portfolio_from``: exported tables (``tlbench export``) or run folders."""
-    from tlbench.results.export import FORMAT, export_run
 
     tables = []
     for i, path in enumerate(paths):
@@ -163,7 +164,6 @@ def load_history(paths: list[Path]) -> list[dict]:
 
 def entries_for(plan, n: int, entries: list[dict] | None = None) -> list[tuple[str, dict[str, Any]]]:
     """(strategy key, parameters) of the first ``n`` entries the config can run as they are."""
-    from tlbench.search.planning import check_recipe, recipe_params
 
     out = []
     for entry in shipped() if entries is None else entries:

@@ -30,6 +30,8 @@ from typing import Any
 
 import optuna
 
+from tlbench.store.record import TrialRecord
+
 WITHIN = ("strategy", "strategy_backbone", "study")
 
 
@@ -108,7 +110,6 @@ def dominated_by(trial: optuna.Trial, epoch: int, value: float, cost: float, sea
     Returns why, or None."""
     if search.pruner == "none" or epoch <= search.warmup_epochs:
         return None
-    from tlbench.store.record import TrialRecord
 
     key = group_of(trial.params, search.prune_within)
     ahead = 0

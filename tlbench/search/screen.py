@@ -33,7 +33,12 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from tlbench.base.space import TrialSpace
 from tlbench.base.stats import agreement, kendall_tau, tau_interval  # noqa: F401  (their home was here)
+from tlbench.engine import basics, features, phasedata
+from tlbench.engine.inputs import input_size, inputs_of
+from tlbench.search import calls
+from tlbench.search.planning import strategy_phases
 from tlbench.store.studyrecord import StudyRecord
 
 
@@ -163,17 +168,13 @@ def screen_backbones(plan, study, splits, resources, dataset_key: str, after=lam
     (the frozen prefix up to the linear probe's cut, at the trials' resolution), once:
     stored as study attributes, skipped when already there (a resume), in
     :func:`screen_order`. The features come from the trials' feature cache
-    (:func:`tlbench.engine.train.frozen_features`), so the screen's linear-probe trials
+    (:func:`tlbench.engine.phasedata.frozen_features`), so the screen's linear-probe trials
     (:func:`probe_params`) train on them without computing them again: ``after(key)``
     is called once a backbone is screened (or was, on a resume) so that its probe can
     run at once. A backbone whose features cannot be cut out (no module boundary
     before the head) is recorded as not screened, with why. Nothing is trained. Then
     :func:`apply_rule` decides which backbones the sampler skips."""
     import torch
-
-    from tlbench.engine import features, train
-    from tlbench.engine.inputs import input_size, inputs_of
-    from tlbench.search import planning
 
     device = resources.devices[0]
     for key in screen_order(plan, dataset_key):
@@ -185,14 +186,14 @@ def screen_backbones(plan, study, splits, resources, dataset_key: str, after=lam
             continue
         start = time.perf_counter()
         torch.manual_seed(0)
-        built = planning.build_backbone(backbone, len(splits.classes))
+        built = calls.build_backbone(backbone, len(splits.classes))
         size = input_size(inputs_of(built), backbone.entry, plan.bench.training)
-        settings = train.TrainSettings(
+        settings = basics.TrainSettings(
             batch_size=64, weight_decay=0.0, augment=False, size=size, device=device, seed=0,
             num_workers=plan.bench.training.num_workers, cache=resources.cache, data_key=resources.data_keys[dataset_key],
         )  # fmt: skip
         try:  # the screen only reports: a model it cannot take apart is recorded as not screened, with why
-            taken, cut, where = train.frozen_features(built, splits, settings)
+            taken, cut, where = phasedata.frozen_features(built, splits, settings)
             if cut.name == features.INPUT:
                 StudyRecord.note_screen(
                     study, key, {"skipped": "no cut before the head: its features cannot be taken out"}
@@ -229,7 +230,6 @@ def probe_strategy(plan) -> str | None:
     BitFit's biases or LoRA's adapters, and every phase freezes every group, at the
     middle of its searched options): the screen's linear probe. None if the config
     has none."""
-    from tlbench.search.planning import strategy_phases
 
     for key, strategy in plan.strategies.items():
         if strategy.record.adapt is not None:
@@ -244,7 +244,6 @@ def probe_strategy(plan) -> str | None:
 def probe_params(plan, strategy_key: str) -> dict:
     """A strategy's parameters at the middle of its searched options (the geometric middle
     of a log range), as the screen's linear probe trains them."""
-    from tlbench.base.space import TrialSpace
 
     strategy = plan.strategies[strategy_key]
     space = TrialSpace(None, "", "", middle=True)

@@ -17,9 +17,12 @@ import time
 import optuna
 
 from tlbench.base import interrupts
+from tlbench.host import events
+from tlbench.search import portfolio
 from tlbench.search.planning import Plan, middle_options, recipe_params
 from tlbench.search.pruning import make_pruner
 from tlbench.search.sampling import make_sampler
+from tlbench.search.screen import probe_params, probe_strategy
 from tlbench.store import storage
 from tlbench.store.record import Failure, TrialRecord
 from tlbench.store.studyrecord import StudyRecord, repeats_study_name, study_name  # noqa: F401  (their home was here)
@@ -57,7 +60,6 @@ def enqueue_probe(plan: Plan, study: optuna.Study, backbone: str) -> int | None:
     added, or None (no head-only strategy in the config, a trial with these parameters
     exists: a probe that ran; or one of the config's recipes has them: it stands in for
     the probe, in the recipes' place and within ``n_trials``)."""
-    from tlbench.search.screen import probe_params, probe_strategy
 
     key = probe_strategy(plan)
     if key is None:
@@ -99,7 +101,6 @@ def enqueue_portfolio(
     ``n_trials``. What it learnt from is stored with the study (``StudyRecord.portfolio_sources``).
     Returns the trial numbers added (none without a screened backbone, once done, or
     after the study's first trial)."""
-    from tlbench.search import portfolio
 
     n, score = plan.bench.search.portfolio, plan.bench.search.screen.score
     record = StudyRecord.from_study(study)
@@ -260,7 +261,6 @@ def recover_interrupted(study: optuna.Study, storage, progress, where: str, retr
     had drawn again, up to ``retries`` times per configuration, never twice for one
     trial (None: only mark them; the caller retries). Call only when no other process
     uses the study. Returns the numbers marked failed."""
-    from tlbench.host import events
 
     stale = fail_running(study, storage, "interrupted: the process running it was killed")
     trials, studied = study.get_trials(deepcopy=False), StudyRecord.from_study(study)

@@ -21,19 +21,22 @@ import optuna
 
 from tlbench.base import interrupts
 from tlbench.base.space import TrialSpace
+from tlbench.engine import basics, cost, features, train
+from tlbench.engine.inputs import input_size, inputs_of
+from tlbench.host.contract import plugin_call
 from tlbench.host.events import as_events, running
+from tlbench.search import pruning
+from tlbench.search.calls import adapt, build_backbone
 from tlbench.search.planning import (
     Plan,
     PlannedBackbone,
-    adapt,
     backbone_options,
-    build_backbone,
     cache_dir,
     check_phases,
     strategy_phases,
     suggest_training,
 )
-from tlbench.search.sampling import tell_constraints
+from tlbench.search.sampling import infeasible, tell_constraints
 from tlbench.search.studies import budget, derived_seed
 from tlbench.store.record import WORKER, Failure, TrialRecord
 from tlbench.types import DatasetSplits, UserError
@@ -44,9 +47,8 @@ class TrialResources:
     architecture-only costs measured once, and the frozen-prefix feature cache."""
 
     def __init__(self, plan: Plan, splits: dict[str, DatasetSplits]):
-        from tlbench.engine import features, train
 
-        self.devices = train.pick_devices(plan.bench.training.device)
+        self.devices = basics.pick_devices(plan.bench.training.device)
         self.free: queue.SimpleQueue = queue.SimpleQueue()
         for device in self.devices:
             self.free.put(device)
@@ -104,12 +106,10 @@ class Objective:
     def __call__(self, trial: optuna.Trial) -> float:
         import torch
 
-        from tlbench.engine import train
-
         surplus = self.surplus(trial)
         if surplus:
             TrialRecord(failure=Failure.SURPLUS, fail_reason=f"surplus: not run, {surplus}").write(trial)
-            raise train.TrialFailed(
+            raise basics.TrialFailed(
                 f"surplus: not run, {surplus}", kind=Failure.SURPLUS
             )  # the callback then stops the study
         TrialRecord(host=platform.node(), worker=WORKER).write(trial, "host", "worker", "version")
@@ -150,9 +150,6 @@ class Objective:
 
     def _run(self, trial: optuna.Trial, device) -> float:
         import torch
-
-        from tlbench.engine import cost, train
-        from tlbench.engine.inputs import input_size, inputs_of
 
         plan = self.plan
         bkey = trial.suggest_categorical("backbone", plan.backbones_for(self.dataset_key))
@@ -203,7 +200,7 @@ class Objective:
             except BaseException:  # pruned, failed or interrupted: it keeps what it spent
                 so_far.write(trial)
                 raise
-        except train.TrialFailed as exc:
+        except basics.TrialFailed as exc:
             TrialRecord(failure=exc.kind, fail_reason=str(exc)).write(trial)
             raise
         except UserError as exc:  # e.g. an image that cannot be decoded: the run stops, going on retries it
@@ -219,8 +216,6 @@ class Objective:
     def _over_limits(self, built, settings, arch: tuple, gflops: float) -> str | None:
         """Which ``search.constraints`` known before training this configuration breaks
         (latency measured once per architecture and resolution), or None."""
-        from tlbench.engine import cost
-        from tlbench.search.sampling import infeasible
 
         limits = self.plan.bench.search.constraints.before()
         known = TrialRecord(
@@ -231,15 +226,13 @@ class Objective:
         return infeasible(known, limits)
 
     def _call(self, strategy, what: str, fn):
-        from tlbench.host.contract import plugin_call
 
         return plugin_call(strategy.plugin, f"strategy '{strategy.record.name}': {what}", fn)
 
     def _settings(self, training: dict, size: int, device, seed: int):
-        from tlbench.engine import train
 
         t = self.plan.bench.training
-        return train.TrainSettings(
+        return basics.TrainSettings(
             batch_size=training["batch_size"],
             weight_decay=float(training["weight_decay"]),
             augment=t.augment,
@@ -254,7 +247,6 @@ class Objective:
         )
 
     def _epoch(self, trial: optuna.Trial, epoch: int, accuracy: float, start: float, so_far: _SoFar) -> None:
-        from tlbench.search import pruning
 
         interrupts.check()
         so_far.curve.append(accuracy)
@@ -283,15 +275,13 @@ class Objective:
     def _speed(self, built, settings, arch: tuple) -> dict:
         """Inference throughput and latency of this architecture (weights do not matter),
         measured once per architecture, input size, batch size and device kind."""
-        from tlbench.engine import cost, train
-        from tlbench.engine.inputs import inputs_of
 
         device = settings.device
         example = lambda n: inputs_of(built).example(n, settings.size)  # noqa: E731
 
         def speed() -> dict:
             throughput, latency = cost.inference_speed(
-                built.model, example, device, settings.batch_size, train.autocast_dtype(device)
+                built.model, example, device, settings.batch_size, basics.autocast_dtype(device)
             )
             return {"throughput": throughput, "latency_ms": latency}
 
@@ -300,7 +290,6 @@ class Objective:
         )
 
     def _measured(self, built, settings, arch: tuple, result) -> TrialRecord:
-        from tlbench.engine import cost
 
         device = settings.device
         measured = self._speed(built, settings, arch)
@@ -332,8 +321,6 @@ class _ExtraLoss:
 
     def __call__(self, model, logits, targets):
         import torch
-
-        from tlbench.host.contract import plugin_call
 
         what = f"strategy '{self.strategy.record.name}': extra_loss()"
         value = plugin_call(self.strategy.plugin, what, lambda: self.fn(model, logits, targets))
@@ -377,8 +364,6 @@ class _SoFar:
 def _described(backbone: PlannedBackbone, built, phases, params: dict, settings, gflops: float, inputs) -> TrialRecord:
     """What the trial is, stored before it trains, so that tables need nothing but the storage."""
     from dataclasses import asdict
-
-    from tlbench.engine import cost
 
     return TrialRecord(
         params=params,

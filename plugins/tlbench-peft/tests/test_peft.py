@@ -41,10 +41,10 @@ def _expected_bitfit(built) -> set[str]:
 def _train_one_step(built, trainable: set[str]) -> set[str]:
     """A step of tlbench's training with every group frozen (as both strategies' phases do);
     checks that exactly the head and ``trainable`` require grad, returns the parameters that moved."""
-    from tlbench.engine import train
+    from tlbench.engine import basics
 
     before = copy.deepcopy(built.model.state_dict())
-    train.set_trainable(built.model, built, len(built.groups), trainable)
+    basics.set_trainable(built.model, built, len(built.groups), trainable)
     assert {n for n, p in built.model.named_parameters() if p.requires_grad} == set(built.head) | trainable
     params = [p for p in built.model.parameters() if p.requires_grad]
     optimizer = torch.optim.SGD(params, lr=0.1)
