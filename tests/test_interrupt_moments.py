@@ -28,6 +28,7 @@ from conftest import tiny_benchmark
 
 from tlbench import cli
 from tlbench.base import interrupts
+from tlbench.store.record import TrialRecord
 
 MOMENTS = int(os.environ.get("TLBENCH_INTERRUPT_MOMENTS", "30"))
 N_TRIALS = 400  # never reached: a signal that was lost would show as exit 0 (after at most these)
@@ -85,12 +86,19 @@ def _check_folder(folder, cycle: str) -> list[optuna.trial.FrozenTrial]:
     assert "RUNNING" not in states, (cycle, states)
     for t in trials:
         if t.state.name == "COMPLETE":  # the whole record, never half of it
-            assert t.value is not None and "test_accuracy" in t.user_attrs and "train_gflops" in t.user_attrs, (
+            assert t.value is not None and None not in (
+                TrialRecord.from_trial(t).test_accuracy,
+                TrialRecord.from_trial(t).train_gflops,
+            ), (
                 cycle,
                 t,
             )
         elif t.state.name == "FAIL":
-            assert t.user_attrs.get("fail_reason", "").startswith("interrupted"), (cycle, t.number, t.user_attrs)
+            assert (TrialRecord.from_trial(t).fail_reason or "").startswith("interrupted"), (
+                cycle,
+                t.number,
+                t.user_attrs,
+            )
     table = pd.read_csv(folder / "trials.csv")
     assert len(table) == sum(s != "WAITING" for s in states), (cycle, len(table), states)
     assert (folder / "report.md").exists()
@@ -119,7 +127,7 @@ def test_ctrl_c_and_sigterm_at_random_moments_stop_at_a_safe_point_and_the_run_g
     assert cli.main(command + ["--n-trials", str(done + waiting + 1)]) == 0  # the same command goes on
     trials = _check_folder(folder, "the end")
     failed = {t.number for t in trials if t.state.name == "FAIL"}
-    retries = {t.user_attrs["retry_of"]: t for t in trials if t.user_attrs.get("retry_of") is not None}
+    retries = {TrialRecord.from_trial(t).retry_of: t for t in trials if TrialRecord.from_trial(t).retry_of is not None}
     assert failed <= set(retries), failed - set(retries)  # every interrupted trial is retried ...
     assert all(retries[n].state.name in ("COMPLETE", "FAIL") for n in failed)  # ... and the retry ran
     assert not [t for t in trials if t.state.name == "WAITING"]

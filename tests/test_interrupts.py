@@ -13,6 +13,7 @@ import pytest
 from conftest import SIGNAL_PLUGIN, tiny_benchmark
 
 from tlbench import cli
+from tlbench.store.record import TrialRecord
 
 SLOW = tiny_benchmark(
     name="kill",
@@ -103,8 +104,10 @@ def test_sigkill_then_rerun_keeps_finished_trials_and_retries_the_killed_one(wri
         if t.state.name == "COMPLETE":
             assert (after[number].state, after[number].value, after[number].params) == (t.state, t.value, t.params)
     assert after[killed].state.name == "FAIL"
-    assert after[killed].user_attrs["fail_reason"].startswith("interrupted: the process running it was killed")
-    retries = [t for t in after.values() if t.user_attrs.get("retry_of") == killed]
+    assert TrialRecord.from_trial(after[killed]).fail_reason.startswith(
+        "interrupted: the process running it was killed"
+    )
+    retries = [t for t in after.values() if TrialRecord.from_trial(t).retry_of == killed]
     assert len(retries) == 1 and retries[0].state.name == "COMPLETE"
     assert retries[0].params == before[killed].params
     # the budget, exactly: the killed trial's retry takes its place
@@ -134,13 +137,13 @@ def test_ctrl_c_or_sigterm_records_the_trial_as_interrupted_writes_the_report_an
     trials = {t.number: t for t in _trials(folder)}
     stopped = max(trials)
     assert trials[stopped].state.name == "FAIL", err
-    assert trials[stopped].user_attrs["fail_reason"] == f"interrupted by {said}", err
+    assert TrialRecord.from_trial(trials[stopped]).fail_reason == f"interrupted by {said}", err
     assert pd.read_csv(folder / "trials.csv")["state"].tolist()[-1] == "FAIL"
     assert (folder / "report.md").exists()
 
     code, out = _rerun(config, capsys)  # going on retries the interrupted configuration once
     assert code == 0, out.err
-    retries = [t for t in _trials(folder) if t.user_attrs.get("retry_of") == stopped]
+    retries = [t for t in _trials(folder) if TrialRecord.from_trial(t).retry_of == stopped]
     assert len(retries) == 1 and retries[0].state.name == "COMPLETE"
 
 
@@ -203,7 +206,7 @@ def test_a_ctrl_c_whose_keyboardinterrupt_python_dropped_still_stops_the_run(wri
     code, out = _rerun(config, capsys)
     assert code == 130, out.err
     folder = next((config.parent / "results" / "kill").glob("*"))
-    states = {t.number: (t.state.name, t.user_attrs.get("fail_reason")) for t in _trials(folder)}
+    states = {t.number: (t.state.name, TrialRecord.from_trial(t).fail_reason) for t in _trials(folder)}
     assert states == {0: ("COMPLETE", None), 1: ("FAIL", "interrupted by Ctrl-C")}
     assert not interrupts.requested()  # cleared when the command returns
 

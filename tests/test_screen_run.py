@@ -9,6 +9,7 @@ from conftest import tiny_benchmark
 from tlbench import cli
 from tlbench.results import runfolder
 from tlbench.search import portfolio, screen
+from tlbench.store.record import TrialRecord
 from tlbench.store.studyrecord import StudyRecord
 
 BACKBONES = [{"name": f"timm:{m}", "pretrained": False} for m in ("test_resnet", "test_efficientnet", "test_vit")]
@@ -78,10 +79,14 @@ def test_the_search_skips_the_backbones_the_screen_drops_and_the_report_says_why
     dropped = screen.dropped(scores, "knn", 0.001)
     assert dropped and StudyRecord.from_study(study).dropped == dropped  # the synthetic data tells them apart
     sampled = [
-        t.params["backbone"] for t in study.trials if not (t.user_attrs.get("recipe") or t.user_attrs.get("probe"))
+        t.params["backbone"]
+        for t in study.trials
+        if not (TrialRecord.from_trial(t).recipe or TrialRecord.from_trial(t).probe)
     ]
     assert len(sampled) == 5 and not set(sampled) & set(dropped)
-    probes = [t for t in study.trials if t.user_attrs.get("probe")]  # one per kept backbone, the best screened first
+    probes = [
+        t for t in study.trials if TrialRecord.from_trial(t).probe
+    ]  # one per kept backbone, the best screened first
     in_config = [f"{b['name']}-scratch" for b in BACKBONES]  # ties keep the config's order
     kept = sorted((b for b in in_config if b not in dropped), key=lambda b: -scores[b]["knn"])
     assert [t.params["backbone"] for t in probes] == kept and all(
@@ -92,13 +97,15 @@ def test_the_search_skips_the_backbones_the_screen_drops_and_the_report_says_why
         < min(
             u.number
             for u in study.trials
-            if u.number not in {p.number for p in probes} and not u.user_attrs.get("recipe")
+            if u.number not in {p.number for p in probes} and not TrialRecord.from_trial(u).recipe
         )
         for t in probes
     )
-    assert len([t for t in study.trials if not t.user_attrs.get("probe")]) == 8  # n_trials: probes are outside it
-    assert not [t for t in study.trials if t.user_attrs.get("portfolio")]  # no strategy of the portfolio in this config
-    recipes = {t.params["backbone"] for t in study.trials if t.user_attrs.get("recipe")}
+    assert len([t for t in study.trials if not TrialRecord.from_trial(t).probe]) == 8  # n_trials: probes are outside it
+    assert not [
+        t for t in study.trials if TrialRecord.from_trial(t).portfolio
+    ]  # no strategy of the portfolio in this config
+    recipes = {t.params["backbone"] for t in study.trials if TrialRecord.from_trial(t).recipe}
     assert set(dropped) <= recipes  # recipes on a dropped backbone still ran
     for backbone, why in dropped.items():
         assert f"screen: the search skips {backbone} ({why}" in err
@@ -125,7 +132,7 @@ def test_the_portfolio_goes_first_on_the_backbone_the_screen_ranks_first(write_c
     first = max(
         (f"{b['name']}-scratch" for b in BACKBONES[:2] if f"{b['name']}-scratch" not in dropped), key=scores.get
     )
-    warm = [t for t in study.trials if t.user_attrs.get("portfolio")]
+    warm = [t for t in study.trials if TrialRecord.from_trial(t).portfolio]
     shipped = [e for e in portfolio.shipped() if e["strategy"] == "finetune"][:2]
     assert [(t.params["backbone"], t.params["finetune.freeze"], t.params["finetune.lr_backbone"]) for t in warm] == [
         (first, e["params"]["freeze"], e["params"]["lr_backbone"]) for e in shipped
@@ -135,7 +142,9 @@ def test_the_portfolio_goes_first_on_the_backbone_the_screen_ranks_first(write_c
         "learnt from digits, lfw_faces, lfw_faces (10 epochs), mnist5k, mnist5k (10 epochs), textures, textures (10 epochs)"
         in err
     )  # synthetic is no grid's domain: every grid
-    assert len([t for t in study.trials if not t.user_attrs.get("probe")]) == 4  # the portfolio's count in n_trials
+    assert (
+        len([t for t in study.trials if not TrialRecord.from_trial(t).probe]) == 4
+    )  # the portfolio's count in n_trials
     assert (
         "Portfolio (tried first on the screen's first backbone): learnt from digits"
         in (folder / "report.md").read_text()
@@ -170,7 +179,7 @@ def test_portfolio_from_learns_from_an_earlier_run_folder(write_config, capsys):
     later = optuna.load_study(
         study_name="tiny/now/synthetic", storage=f"sqlite:///{now.parent / 'results' / 'tiny' / 'now' / 'study.db'}"
     )
-    warm = [t for t in later.trials if t.user_attrs.get("portfolio")]
+    warm = [t for t in later.trials if TrialRecord.from_trial(t).portfolio]
     # the user's best point scores 1.0 on its dataset: above every shipped point (at most 0.992 on average)
     point = lambda t: (t.params["finetune.freeze"], t.params["finetune.lr_backbone"])  # noqa: E731
     assert [point(t) for t in warm] == [point(best)]
@@ -217,8 +226,8 @@ def test_the_opening_is_streamed_each_pretrained_backbones_probe_right_after_its
     assert seen == [(["timm:test_resnet"], 1), (["timm:test_efficientnet", "timm:test_resnet"], 2)]
     folder = config.parent / "results" / "tiny" / "r"
     study = optuna.load_study(study_name="tiny/r/synthetic", storage=f"sqlite:///{folder / 'study.db'}")
-    kinds = [("probe" if t.user_attrs.get("probe") else "recipe" if t.user_attrs.get("recipe")
-              else "portfolio" if t.user_attrs.get("portfolio") else "sampled", t.params["backbone"]) for t in study.trials]  # fmt: skip
+    kinds = [("probe" if TrialRecord.from_trial(t).probe else "recipe" if TrialRecord.from_trial(t).recipe
+              else "portfolio" if TrialRecord.from_trial(t).portfolio else "sampled", t.params["backbone"]) for t in study.trials]  # fmt: skip
     dropped = StudyRecord.from_study(study).dropped
     scratch_probe = [] if "timm:test_vit-scratch" in dropped else [("probe", "timm:test_vit-scratch")]
     assert kinds[: 2 + len(scratch_probe) + 1] == [

@@ -38,10 +38,12 @@ def test_a_configuration_over_a_constraint_known_before_training_is_never_traine
     assert [t.state.name for t in trials] == ["PRUNED"] * 3
     for t in trials:
         assert (
-            t.user_attrs["infeasible"].startswith("search.constraints: forward_gflops ")
-            and "> 1e-09" in t.user_attrs["infeasible"]
+            TrialRecord.from_trial(t).infeasible.startswith("search.constraints: forward_gflops ")
+            and "> 1e-09" in TrialRecord.from_trial(t).infeasible
         )
-        assert t.user_attrs["train_gflops"] == 0.0 and t.intermediate_values == {}  # zero compute: not one epoch
+        assert (
+            TrialRecord.from_trial(t).train_gflops == 0.0 and t.intermediate_values == {}
+        )  # zero compute: not one epoch
         assert t.constraints["refused"] == 1.0  # the sampler sees it as infeasible
     assert "not trained: search.constraints: forward_gflops" in out.err
     table = pd.read_csv(folder / "trials.csv")
@@ -54,7 +56,7 @@ def test_a_constraint_known_after_training_marks_the_trial_for_the_sampler_and_t
     _, folder, _ = _run(write_config, capsys, constraints={"train_seconds": 1e-6})
     trials = _study(folder).trials
     assert {t.state.name for t in trials} == {"COMPLETE"}
-    assert all(t.constraints["train_seconds"] == t.user_attrs["train_seconds"] - 1e-6 > 0 for t in trials)
+    assert all(t.constraints["train_seconds"] == TrialRecord.from_trial(t).train_seconds - 1e-6 > 0 for t in trials)
     table = pd.read_csv(folder / "trials.csv")
     assert table["infeasible"].str.startswith("search.constraints: train_seconds").all()
     assert pd.read_csv(folder / "summary.csv").empty  # the Pareto front and the best are over feasible trials
@@ -66,7 +68,7 @@ def test_a_compute_budget_stops_the_study_and_a_new_run_starts_nothing(write_con
     config, folder, out = _run(write_config, capsys, n_trials=6, budget={"gflops": 1e-6})
     assert "the study stopped: search.budget.gflops:" in out.err  # said on the run that spent it
     trials = _study(folder).trials
-    assert len(trials) == 1 and trials[0].user_attrs["train_gflops"] > 1e-6  # the first trial spent it all
+    assert len(trials) == 1 and TrialRecord.from_trial(trials[0]).train_gflops > 1e-6  # the first trial spent it all
     assert cli.main(["run", str(config), "--format", "csv"]) == 0
     assert "no new trials: search.budget.gflops:" in capsys.readouterr().err
     assert len(_study(folder).trials) == 1
@@ -87,8 +89,8 @@ def test_a_pruned_trial_records_what_it_spent(write_config, capsys, monkeypatch)
     assert cli.main(["run", str(config), "--format", "csv"]) == 0
     (trial,) = _study(config.parent / "results" / "tiny" / "r").trials
     assert trial.state.name == "PRUNED"
-    assert trial.user_attrs["train_gflops"] > 0 and trial.user_attrs["train_seconds"] > 0
-    assert "test_accuracy" not in trial.user_attrs  # it did not finish: the spend is one epoch's
+    assert TrialRecord.from_trial(trial).train_gflops > 0 and TrialRecord.from_trial(trial).train_seconds > 0
+    assert TrialRecord.from_trial(trial).test_accuracy is None  # it did not finish: the spend is one epoch's
 
 
 def test_a_run_exports_as_a_replayable_table(write_config, capsys, tmp_path):
@@ -161,8 +163,10 @@ def test_a_pareto_search_trades_accuracy_against_cost_and_reports_its_hypervolum
     study = _study(folder)
     assert [d.name for d in study.directions] == ["MAXIMIZE", "MINIMIZE"]
     done = [t for t in study.trials if t.state.name == "COMPLETE"]
-    assert done and all(t.values[1] == t.user_attrs["train_gflops"] for t in done)
-    assert all(len(t.user_attrs["val_curve"]) == 2 for t in done)  # the curve, since Optuna cannot take reports
+    assert done and all(t.values[1] == TrialRecord.from_trial(t).train_gflops for t in done)
+    assert all(
+        len(TrialRecord.from_trial(t).val_curve) == 2 for t in done
+    )  # the curve, since Optuna cannot take reports
     report = (folder / "report.md").read_text()
     assert "Pareto search (val accuracy vs train_gflops): hypervolume after training GFLOPs spent" in report
     summary = pd.read_csv(folder / "summary.csv")
@@ -172,7 +176,8 @@ def test_a_pareto_search_trades_accuracy_against_cost_and_reports_its_hypervolum
     )  # its curves come from the record: Optuna holds none for Pareto trials
     rows = {r["number"]: r for r in json.loads((folder / "table.json").read_text())["datasets"]["synthetic"]["trials"]}
     assert all(
-        rows[t.number]["val_curve"] == t.user_attrs["val_curve"] and len(rows[t.number]["val_curve"]) == 2 for t in done
+        rows[t.number]["val_curve"] == TrialRecord.from_trial(t).val_curve and len(rows[t.number]["val_curve"]) == 2
+        for t in done
     )
 
 

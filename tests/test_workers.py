@@ -22,6 +22,7 @@ import pytest
 from conftest import SIGNAL_PLUGIN, tiny_benchmark
 
 from tlbench import cli
+from tlbench.store.record import TrialRecord
 
 RECIPES = [
     {"backbone": "timm:test_resnet-scratch", "strategy": "linear_probe", "params": {"lr_head": 0.01}},
@@ -113,14 +114,16 @@ def test_three_workers_on_postgresql_run_exactly_the_budget_each_trial_once(writ
 
     trials = _study(postgres_url).trials
     # a worker that lost the race for the last trial records it as surplus (never ran): by design, left out
-    ran = [t for t in trials if t.user_attrs.get("failure") != "surplus"]
+    ran = [t for t in trials if TrialRecord.from_trial(t).failure != "surplus"]
     assert len([t for t in ran if t.state.name == "COMPLETE"]) == n_workers * per_worker
     assert len(ran) == n_workers * per_worker  # nothing failed, nothing waiting or running
     assert len({t.number for t in trials}) == len(trials)
-    recipes = [t for t in ran if t.user_attrs.get("recipe")]
+    recipes = [t for t in ran if TrialRecord.from_trial(t).recipe]
     assert len(recipes) == len(RECIPES)  # enqueued once, by the worker that created the study
     assert len({json.dumps(t.params, sort_keys=True) for t in recipes}) == len(RECIPES)
-    assert all(t.user_attrs["host"] and re.fullmatch(r".+:\d+", t.user_attrs["worker"]) for t in ran)
+    assert all(
+        TrialRecord.from_trial(t).host and re.fullmatch(r".+:\d+", TrialRecord.from_trial(t).worker) for t in ran
+    )
     said = sum(int(re.search(r"done, (\d+) trials run here", err).group(1)) for _, err in outputs)
     assert said == len(trials)  # every worker accounted for what it ran (a surplus one included)
 
@@ -132,7 +135,7 @@ def test_three_workers_on_postgresql_run_exactly_the_budget_each_trial_once(writ
     table = pd.read_csv(folder / "trials.csv")
     assert len(table) == n_workers * per_worker and table["state"].eq("COMPLETE").all()
     assert table["worker"].notna().all() and table["host"].notna().all()
-    assert set(table["worker"]) <= {t.user_attrs["worker"] for t in ran}
+    assert set(table["worker"]) <= {TrialRecord.from_trial(t).worker for t in ran}
     assert len(pd.read_csv(folder / "summary.csv")) == 2  # test_resnet x (linear_probe, finetune)
     assert (folder / "report.md").exists()
     assert json.loads((folder / "run.json").read_text())["storage"] == postgres_url
@@ -158,10 +161,13 @@ def test_a_killed_worker_is_noticed_by_heartbeat_and_its_trial_retried_once(writ
     second = _worker(config, postgres_url)
     _, err = second.communicate(timeout=400)
     assert second.returncode == 0, err
-    assert f"trial {victim.number} interrupted: no heartbeat from {victim.user_attrs['worker']} (killed or lost)" in err
+    assert (
+        f"trial {victim.number} interrupted: no heartbeat from {TrialRecord.from_trial(victim).worker} (killed or lost)"
+        in err
+    )
     trials = {t.number: t for t in _study(postgres_url).trials}
     assert trials[victim.number].state.name == "FAIL"
-    retries = [t for t in trials.values() if t.user_attrs.get("retry_of") == victim.number]
+    retries = [t for t in trials.values() if TrialRecord.from_trial(t).retry_of == victim.number]
     assert len(retries) == 1 and retries[0].params == victim.params and retries[0].state.name == "COMPLETE"
     assert sum(t.state.name == "COMPLETE" for t in trials.values()) == 3  # the budget, the lost trial replaced
 
@@ -251,7 +257,7 @@ def test_a_trial_started_after_its_study_is_full_is_surplus_never_runs_and_is_le
         objective(late)
     study.tell(late, state=optuna.trial.TrialState.FAIL)
     trial = study.trials[late.number]
-    assert trial.params == {} and "host" not in trial.user_attrs  # it drew nothing and ran nothing
+    assert trial.params == {} and TrialRecord.from_trial(trial).host is None  # it drew nothing and ran nothing
     frame = runfolder.trials_frame(store, {"synthetic": study.study_name})
     assert frame["trial"].tolist() == [0, 1] and frame["state"].eq("COMPLETE").all()
     assert len(studies.budget(study.trials)) == 2

@@ -321,10 +321,14 @@ def fail_running(study: optuna.Study, storage, reason: str) -> list[int]:
 
 
 class _StorageTrial:
-    """A trial by id, for :meth:`TrialRecord.write` (which needs only ``set_user_attr``)."""
+    """A trial by id, for :meth:`TrialRecord.write` (which needs ``user_attrs`` and ``set_user_attr``)."""
 
     def __init__(self, storage, trial_id: int):
         self.storage, self.trial_id = storage, trial_id
+
+    @property
+    def user_attrs(self) -> dict:
+        return self.storage.get_trial(self.trial_id).user_attrs
 
     def set_user_attr(self, key: str, value) -> None:
         self.storage.set_trial_user_attr(self.trial_id, key, value)
