@@ -145,3 +145,17 @@ def test_a_record_from_a_newer_tlbench_is_refused_in_one_line():
         match=f"written by a newer tlbench \\(trial record {RECORD_VERSION + 1}, this one reads up to {RECORD_VERSION}\\)",
     ):
         TrialRecord.from_trial(_frozen(record_version=RECORD_VERSION + 1))
+
+
+def test_a_finished_trials_record_is_parsed_once_and_never_stale():
+    trial = _frozen(**TrialRecord(test_accuracy=0.5).attrs())
+    first = TrialRecord.from_trial(trial)
+    assert TrialRecord.from_trial(trial) is first  # the same object: parsed once
+    trial.set_user_attr("record", {"test_accuracy": 0.7})  # a FrozenTrial can still be changed in memory
+    assert TrialRecord.from_trial(trial).test_accuracy == 0.7
+    running = optuna.create_study().ask()
+    TrialRecord(host="h").write(running, "host", "version")
+    TrialRecord(seed=1).write(running)
+    assert (TrialRecord.from_trial(running).host, TrialRecord.from_trial(running).seed) == ("h", 1)  # never cached
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        first.test_accuracy = 0.9  # shared between readers: frozen

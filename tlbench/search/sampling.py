@@ -159,7 +159,10 @@ class LocalSampler(optuna.samplers.BaseSampler):
         if "fixed_params" in trial.system_attrs or self._rng.random() >= self.share:
             return
         trials = study.get_trials(deepcopy=False)
-        seen = [t.params for t in trials if t.state != optuna.trial.TrialState.WAITING]
+        seen: dict[tuple, list[dict]] = {}  # the configurations run, by (backbone, strategy): a plan names both
+        for t in trials:
+            if t.state != optuna.trial.TrialState.WAITING:
+                seen.setdefault(_group(t.params), []).append(t.params)
         gone = dropped_backbones(study)
         for best in self._incumbents(study, trials):  # the best trial's neighbourhood, else the next best's
             plan = self._neighbour(best, seen, gone)
@@ -191,7 +194,7 @@ class LocalSampler(optuna.samplers.BaseSampler):
             if all(v <= 0 for v in feasible(t)):
                 yield t
 
-    def _neighbour(self, best: optuna.trial.FrozenTrial, seen: list[dict], gone: set[str]) -> dict:
+    def _neighbour(self, best: optuna.trial.FrozenTrial, seen: dict[tuple, list[dict]], gone: set[str]) -> dict:
         """``best``'s parameters with one moved a step (which one, and which way, at random),
         onto a configuration no trial in ``seen`` ran, never onto a backbone in ``gone``;
         {} when every one has run."""
@@ -206,9 +209,15 @@ class LocalSampler(optuna.samplers.BaseSampler):
             plan = {**best.params, name: value}
             if name == "strategy":  # the other strategy's settings are drawn at random
                 plan = {k: v for k, v in plan.items() if "." not in k or k.startswith(f"{value}.")}
-            if not any(all(params.get(k, _UNSET) == v for k, v in plan.items()) for params in seen):
+            if not any(
+                all(params.get(k, _UNSET) == v for k, v in plan.items()) for params in seen.get(_group(plan), ())
+            ):
                 return plan  # (a plan that leaves a strategy's settings to chance: no trial ran that strategy there)
         return {}
+
+
+def _group(params: dict) -> tuple:
+    return params.get("backbone", _UNSET), params.get("strategy", _UNSET)
 
 
 def _steps(dist, value) -> list:

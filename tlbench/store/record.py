@@ -58,7 +58,7 @@ class Failure:
     ERROR = "error"  # any other failure the study went on after (out of memory, ...)
 
 
-@dataclass
+@dataclass(frozen=True)
 class TrialRecord:
     """A trial's attributes. Every field is optional: a trial is written in steps (what it
     is when it starts, its curve as it trains, its measurements when it ends)."""
@@ -141,8 +141,23 @@ class TrialRecord:
 
     @classmethod
     def from_trial(cls, trial) -> TrialRecord:
-        """The record of a FrozenTrial (or anything with ``user_attrs``)."""
-        return _from_attrs(trial.user_attrs, trial)
+        """The record of a FrozenTrial (or anything with ``user_attrs``). A finished trial's
+        record cannot change (Optuna refuses to write to it), so it is parsed once: the
+        checks a run makes before each trial (its budget, the sampler's incumbents) read
+        every trial of the study, 20,000 of them in a long sweep."""
+        attrs = trial.user_attrs
+        state = getattr(trial, "state", None)
+        if state is None or not state.is_finished():
+            return _from_attrs(attrs, trial)
+        key, packed = id(attrs), attrs.get(RECORD_KEY)
+        hit = _FINISHED.get(key)
+        if hit is not None and hit[0] is attrs and hit[1] is packed and hit[2] == len(attrs):
+            return hit[3]
+        record = _from_attrs(attrs, trial)
+        if len(_FINISHED) >= FINISHED_CACHE:
+            _FINISHED.clear()
+        _FINISHED[key] = (attrs, packed, len(attrs), record)  # the attributes held: their id is not reused
+        return record
 
     # --- derived views, for tables
 
@@ -172,6 +187,8 @@ class TrialRecord:
 
 _KEYS = {"version": "record_version"}  # field -> user attribute, where they differ (records 1 and 2)
 RECORD_KEY = "record"  # record 3: the user attribute that holds every field
+FINISHED_CACHE = 50_000  # finished trials whose parsed record is kept (their attributes are kept with it)
+_FINISHED: dict[int, tuple] = {}  # id(user_attrs) -> (user_attrs, its record attribute, its length, TrialRecord)
 
 
 def _from_attrs(attrs: dict[str, Any], trial) -> TrialRecord:
