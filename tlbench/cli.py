@@ -232,26 +232,27 @@ def cmd_worker(args) -> int:
 
 def _write_report(run, status) -> None:
     """Plots and report.md in the run folder; without matplotlib, report.md and a note."""
-    from tlbench.results import report
+    from tlbench.results import plots as plots_mod
 
     try:
-        plots = report.plot_run(run)
+        plots = plots_mod.plot_run(run)
     except ImportError:
         plots = []
         status.print("plots skipped: matplotlib is not installed (pip install 'tlbench[plot]')", markup=False)
-    path = report.write_report_md(run, plots)
+    path = plots_mod.write_report_md(run, plots)
     status.print(f"report: {path}", markup=False, highlight=False)
 
 
 def cmd_plot(args) -> int:
-    from tlbench.results import report, runfolder
+    from tlbench.results import plots as plots_mod
+    from tlbench.results import runfolder
 
     run = runfolder.load_run(args.run_dir)
     try:
-        plots = report.plot_run(run)
+        plots = plots_mod.plot_run(run)
     except ImportError as exc:
         raise UserError("tlbench plot needs matplotlib: pip install 'tlbench[plot]'") from exc
-    path = report.write_report_md(run, plots)
+    path = plots_mod.write_report_md(run, plots)
     print("\n".join(str(p) for p in [*plots, path]))
     return 0
 
@@ -266,13 +267,13 @@ def cmd_export(args) -> int:
 
 
 def cmd_compare(args) -> int:
-    from tlbench.results import report, runfolder, tables
+    from tlbench.results import comparison, runfolder, tables
 
     if len(args.run_dirs) < 2:
         raise UserError("compare: give two or more run folders (results/<benchmark>/<run>)")
     runs = [runfolder.load_run(folder) for folder in args.run_dirs]
     flags = tables.environment_flags(runs)
-    report.render_compare(tables.compare_frame(runs), [str(r.path) for r in runs], flags, args.format, _console())
+    comparison.render_compare(tables.compare_frame(runs), [str(r.path) for r in runs], flags, args.format, _console())
     for flag in flags if args.format in ("csv", "json") else []:
         print(f"tlbench: warning: {flag}", file=sys.stderr)
     return 0

@@ -1,13 +1,11 @@
-"""Rendering only: summaries, cross-dataset rankings and run comparisons as rich
-tables, markdown, CSV or JSON; accuracy-versus-cost plots; the run's report.md."""
+"""Rendering only: summaries, cross-dataset rankings and the screen's table as rich tables,
+markdown, CSV or JSON (plots: plots.py; runs compared: comparison.py)."""
 
 from __future__ import annotations
 
-import io
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import pandas as pd
 from rich import box
@@ -17,7 +15,7 @@ from rich.table import Table
 from rich.text import Text
 
 from tlbench.base.stats import agreement
-from tlbench.results.runfolder import Run, write_atomic
+from tlbench.results.runfolder import Run
 from tlbench.results.tables import hypervolume_history, imbalanced, out_of_retries
 
 
@@ -419,126 +417,17 @@ def ranking_columns(ranking: pd.DataFrame) -> list[Column]:
     return RANKING
 
 
-# --------------------------------------------------------------------------- compare
+_MOVED_OUT = {"plots": ("plot_run", "write_report_md"), "comparison": ("compare_columns", "render_compare")}
 
 
-def compare_columns(n_runs: int) -> list[Column]:
-    """Key columns, then per run (A, B, ...) its test accuracy, with deltas against run A."""
-    cols = [
-        Column("Dataset", lambda r: str(r["dataset"]), numeric=False),
-        Column("Backbone", lambda r: str(r["backbone"]), numeric=False),
-        Column("Strategy", lambda r: str(r["strategy"]), numeric=False),
-    ]
-    for i in range(n_runs):
-        cols.append(Column(f"{chr(65 + i)} test", _num(f"test_{i}", lambda v: f"{v:.3f}")))
-        if i:
-            cols.append(Column("Δ test", _delta_test(i)))
-            cols.append(Column("Δ train", _num(f"d_train_seconds_{i}", lambda v: f"{v:+.0%}"), narrow=False))
-            cols.append(Column("Δ GFLOP", _num(f"d_train_gflops_{i}", lambda v: f"{v:+.0%}"), narrow=False))
-            cols.append(Column("Δ img/s", _num(f"d_throughput_{i}", lambda v: f"{v:+.0%}"), narrow=False))
-            cols.append(Column("Δ MB", _num(f"d_peak_memory_mb_{i}", lambda v: f"{v:+.0%}"), narrow=False))
-    return cols
+def __getattr__(name: str):
+    """0.6's ``report.plot_run``, ``report.render_compare``..., now in their own modules (with a warning)."""
+    for module, names in _MOVED_OUT.items():
+        if name in names:
+            import importlib
 
+            from tlbench import _moved
 
-def _delta_test(i: int) -> Callable[[pd.Series], str]:
-    def cell(row: pd.Series) -> str:
-        if _missing(row.get(f"d_test_{i}")):
-            return "missing"
-        text = f"{row[f'd_test_{i}']:+.3f}"
-        return text + " (noise)" if row.get(f"noise_{i}") else text
-
-    return cell
-
-
-COMPARE_NOTE = (
-    "Δ against run A; test deltas marked (noise) have overlapping 95% CIs; cost deltas are relative (+10% = 10% more)"
-)
-
-
-def render_compare(table: pd.DataFrame, paths: list[str], flags: list[str], fmt: str, console: Console) -> None:
-    """The comparison in ``fmt``; runs are lettered A, B, ... in the order given."""
-    if fmt == "csv":
-        console.file.write(table.to_csv(index=False))
-        return
-    if fmt == "json":
-        console.file.write(table.to_json(orient="records", indent=2) + "\n")
-        return
-    cols = compare_columns(len(paths))
-    runs = " · ".join(f"{chr(65 + i)} = {path}" for i, path in enumerate(paths))
-    lines = [f"⚠ {flag}" for flag in flags] + [runs, COMPARE_NOTE]
-    if fmt == "markdown":
-        console.file.write("\n".join(markdown_table(cols, table) + [""] + lines) + "\n")
-        return
-    console.print(rich_table("Comparison", cols, table, console.width))
-    for line in lines:
-        console.print(line, markup=False, highlight=False, style="yellow" if line.startswith("⚠") else "dim")
-
-
-# --------------------------------------------------------------------------- plots and report.md
-
-
-def plot_run(run: Run) -> list[Path]:
-    """plot-<dataset>.png in the run folder: test accuracy against forward GFLOPs and
-    against training time, one point per trial, best per backbone labelled, Pareto front drawn."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    paths = []
-    for dataset, trials in run.trials.groupby("dataset", sort=False):
-        fig, axes = plt.subplots(1, 2, figsize=(12, 4.8), constrained_layout=True)
-        for ax, cost, label in (
-            (axes[0], "forward_gflops", "forward GFLOPs per image"),
-            (axes[1], "train_seconds", "training time (s)"),
-        ):
-            _scatter(ax, trials, run.summary[run.summary["dataset"] == dataset], cost)
-            ax.set_xlabel(label)
-            ax.set_ylabel("accuracy")
-            ax.grid(alpha=0.3)
-        axes[0].legend(fontsize=7, loc="lower right")
-        fig.suptitle(f"{run.meta['benchmark']} / {run.meta['run']} — {dataset}")
-        path = run.path / f"plot-{_slug(dataset)}.png"
-        image = io.BytesIO()
-        fig.savefig(image, format="png", dpi=110)
-        plt.close(fig)
-        write_atomic(path, image.getvalue())
-        paths.append(path)
-    return paths
-
-
-def _slug(name: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
-
-
-def _scatter(ax, trials: pd.DataFrame, summary: pd.DataFrame, cost: str) -> None:
-    done = trials[trials["state"] == "COMPLETE"]
-    for backbone, rows in done.groupby("backbone"):
-        ax.scatter(rows[cost], rows["test_accuracy"], s=22, alpha=0.75, label=f"{backbone} (test)")
-    # pruned and failed trials have no test accuracy: shown at their last validation accuracy, at the cost of a full trial
-    stopped = trials[trials["state"].isin(["PRUNED", "FAIL"])]
-    x = stopped[cost].fillna(stopped["elapsed_seconds"]) if cost == "train_seconds" else stopped[cost]
-    if x.notna().any():  # at the time they were stopped, and their last validation accuracy
-        ax.scatter(x, stopped["val_accuracy"], marker="x", c="grey", s=22, label="pruned/failed (val)")
-    front = _front(done[done["infeasible"].isna()], cost)  # over feasible trials only (search.constraints)
-    ax.step(front[cost], front["test_accuracy"], where="post", c="black", lw=1, alpha=0.6, label="Pareto front")
-    for _, best in summary.sort_values("val_accuracy", ascending=False).drop_duplicates("backbone").iterrows():
-        ax.annotate(f"{best['backbone']}\n{best['strategy']}", (best[cost], best["test_accuracy"]), fontsize=7,
-                    xytext=(4, -10), textcoords="offset points")  # fmt: skip
-    if (done[cost] > 0).all() and not done.empty and done[cost].max() / max(done[cost].min(), 1e-12) > 20:
-        ax.set_xscale("log")
-
-
-def _front(points: pd.DataFrame, cost: str) -> pd.DataFrame:
-    """The trials that no cheaper trial beats in test accuracy, cheapest first."""
-    ordered = points.sort_values([cost, "test_accuracy"], ascending=[True, False])
-    return ordered[ordered["test_accuracy"] > ordered["test_accuracy"].cummax().shift(fill_value=-1.0)]
-
-
-def write_report_md(run: Run, plots: list[Path]) -> Path:
-    """report.md in the run folder: the tables, with the plots embedded."""
-    images = [f"![{p.stem}]({p.name})" for p in plots]
-    text = f"# {run.meta['benchmark']} / {run.meta['run']}\n\n{to_markdown(run)}\n" + "\n\n".join(images) + "\n"
-    path = run.path / "report.md"
-    write_atomic(path, text)
-    return path
+            _moved.warn(f"tlbench.results.report.{name}", f"tlbench.results.{module}.{name}", stacklevel=3)
+            return getattr(importlib.import_module(f"tlbench.results.{module}"), name)
+    raise AttributeError(f"module 'tlbench.results.report' has no attribute {name!r}")
