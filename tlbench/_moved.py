@@ -95,3 +95,18 @@ class _Finder(importlib.abc.MetaPathFinder):
 def install() -> None:
     if not any(isinstance(f, _Finder) for f in sys.meta_path):
         sys.meta_path.insert(0, _Finder())  # before the path finder, which would load a second copy
+
+
+def forward(here: str, moved: dict[str, tuple[str, ...]]):
+    """A module ``__getattr__`` for names that left module ``here`` when it was split:
+    ``moved`` maps each new module to the names it took; each is found there, with a
+    DeprecationWarning."""
+
+    def __getattr__(name: str):
+        for module, names in moved.items():
+            if name in names:
+                warn(f"{here}.{name}", f"{module}.{name}", stacklevel=3)
+                return getattr(importlib.import_module(module), name)
+        raise AttributeError(f"module {here!r} has no attribute {name!r}")
+
+    return __getattr__

@@ -15,6 +15,7 @@ from collections.abc import Callable, Collection, Sequence
 import torch
 from torch import nn
 
+from tlbench import _moved
 from tlbench.base import interrupts
 from tlbench.engine import cost, features
 from tlbench.engine.basics import (
@@ -404,31 +405,22 @@ def correctness(
     return out
 
 
-_MOVED_OUT = {
-    "basics": (
-        "TrialFailed",
-        "TrainSettings",
-        "FitResult",
-        "pick_device",
-        "pick_devices",
-        "precision_for",
-        "autocast_dtype",
-        "precision_name",
-        "set_trainable",
-        "EpochOrder",
-    ),
-    "phasedata": ("frozen_features",),
-}
-
-
-def __getattr__(name: str):
-    """0.6's ``train.TrainSettings``, ``train.frozen_features``..., now in their own modules (with a warning)."""
-    for module, names in _MOVED_OUT.items():
-        if name in names:
-            import importlib
-
-            from tlbench import _moved
-
-            _moved.warn(f"tlbench.engine.train.{name}", f"tlbench.engine.{module}.{name}", stacklevel=3)
-            return getattr(importlib.import_module(f"tlbench.engine.{module}"), name)
-    raise AttributeError(f"module 'tlbench.engine.train' has no attribute {name!r}")
+# 0.6's names that left this module when it was split: still found here, with a warning
+__getattr__ = _moved.forward(
+    __name__,
+    {
+        "tlbench.engine.basics": (
+            "TrialFailed",
+            "TrainSettings",
+            "FitResult",
+            "pick_device",
+            "pick_devices",
+            "precision_for",
+            "autocast_dtype",
+            "precision_name",
+            "set_trainable",
+            "EpochOrder",
+        ),
+        "tlbench.engine.phasedata": ("frozen_features",),
+    },
+)

@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from tlbench import _moved
 from tlbench.base.stats import agreement
 from tlbench.results.runfolder import Run
 from tlbench.results.tables import hypervolume_history, imbalanced, out_of_retries
@@ -417,17 +418,11 @@ def ranking_columns(ranking: pd.DataFrame) -> list[Column]:
     return RANKING
 
 
-_MOVED_OUT = {"plots": ("plot_run", "write_report_md"), "comparison": ("compare_columns", "render_compare")}
-
-
-def __getattr__(name: str):
-    """0.6's ``report.plot_run``, ``report.render_compare``..., now in their own modules (with a warning)."""
-    for module, names in _MOVED_OUT.items():
-        if name in names:
-            import importlib
-
-            from tlbench import _moved
-
-            _moved.warn(f"tlbench.results.report.{name}", f"tlbench.results.{module}.{name}", stacklevel=3)
-            return getattr(importlib.import_module(f"tlbench.results.{module}"), name)
-    raise AttributeError(f"module 'tlbench.results.report' has no attribute {name!r}")
+# 0.6's names that left this module when it was split: still found here, with a warning
+__getattr__ = _moved.forward(
+    __name__,
+    {
+        "tlbench.results.plots": ("plot_run", "write_report_md"),
+        "tlbench.results.comparison": ("compare_columns", "render_compare"),
+    },
+)

@@ -19,6 +19,7 @@ from typing import Any
 
 import optuna
 
+from tlbench import _moved
 from tlbench.base import space
 from tlbench.base.space import TrialSpace
 from tlbench.config import BackboneEntry, Benchmark, DatasetEntry, StrategyEntry, TrackerEntry
@@ -438,20 +439,17 @@ def cache_dir(plan: Plan) -> Path | None:
     return None if c.dir is None or not c.enabled else config_path(c.dir, plan.base_dir, "training.cache.dir")
 
 
-_MOVED_OUT = {
-    "calls": ("load_splits", "build_backbone", "adapt"),
-    "preflight": ("preflight", "check_trackers", "check_memory", "check_writable", "check_transforms"),
-}
-
-
-def __getattr__(name: str):
-    """0.6's ``planning.preflight`` and the checked plugin calls, now in their own modules (with a warning)."""
-    for module, names in _MOVED_OUT.items():
-        if name in names:
-            import importlib
-
-            from tlbench import _moved
-
-            _moved.warn(f"tlbench.search.planning.{name}", f"tlbench.search.{module}.{name}", stacklevel=3)
-            return getattr(importlib.import_module(f"tlbench.search.{module}"), name)
-    raise AttributeError(f"module 'tlbench.search.planning' has no attribute {name!r}")
+# 0.6's names that left this module when it was split: still found here, with a warning
+__getattr__ = _moved.forward(
+    __name__,
+    {
+        "tlbench.search.calls": ("load_splits", "build_backbone", "adapt"),
+        "tlbench.search.preflight": (
+            "preflight",
+            "check_trackers",
+            "check_memory",
+            "check_writable",
+            "check_transforms",
+        ),
+    },
+)
