@@ -108,3 +108,20 @@ def test_the_search_benchmark_replays_an_exported_grid(tmp_path, write_config):
     assert {"ratio_random", "ratio_tpe_median", "ratio_uniform_random", "ratio_opening_then_random"} <= set(report)
     assert bench["frozen_commit"] is None and "held_out" not in bench  # no held-out grid was judged
     assert (tmp_path / "plot.png").stat().st_size > 0
+
+
+def test_the_scale_benchmark_measures_tlbench_against_the_floor(tmp_path):
+    """benchmarks/scale.py's per-trial part on a small study: it writes what tlbench adds
+    (its whole cost minus the floor any Optuna study pays), the floor and Optuna's TPE."""
+    out = tmp_path / "scale.json"
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "scale.py"), "--only", "overhead", "--sizes", "20", "--out", str(out)],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    print(proc.stdout)
+    report = json.loads(out.read_text())
+    for key in ("overhead_ms_per_trial", "tlbench_ms_per_trial", "floor_ms_per_trial", "optuna_ms_per_trial"):
+        assert set(report[key]) == {"20"} and report[key]["20"] is not None, key
+    added = report["tlbench_ms_per_trial"]["20"] - report["floor_ms_per_trial"]["20"]
+    assert abs(report["overhead_ms_per_trial"]["20"] - added) < 0.11  # both rounded to 0.1
