@@ -125,6 +125,12 @@ DEV = {
          "train_per_class": 30, "val_per_class": 25, "test_per_class": 30},
         IMAGE_BACKBONES, IMAGE_GRID, {"resolution": 64},
     ),
+    # design step 5: the first text development grid (every earlier one was images; two of the
+    # four held-out tasks are text). Written first by ``python benchmarks/docstrings.py``
+    "docstrings": (
+        "code docs", "text", {"name": "textfolder", "dir": "../../results/docstrings", "train_samples": 400, "val_samples": 250},
+        TEXT_BACKBONES, TEXT_GRID, {},
+    ),
 }  # fmt: skip
 GRID_SETS = {"heldout-grid": (HELD_OUT_DIR, HELD_OUT), "dev-grid": (DEV_DIR, DEV)}
 # the development grids the shipped portfolio learns from: design step 3 changes the sampler
