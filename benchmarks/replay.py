@@ -97,6 +97,10 @@ CANDIDATES = {
     "asha_warmup3": {"warmup_epochs": 3},
     "median_warmup3": {"pruner": "median", "warmup_epochs": 3},
     "local50_no_pruning": {"sampler": "local", "local_share": 0.5, "pruner": "none"},
+    # design step 5 (after look 3; a text development grid added): best-first over (backbone, strategy) groups
+    "groups50": {"sampler": "groups", "group_share": 0.5},
+    "groups75": {"sampler": "groups", "group_share": 0.75},
+    "groups100": {"sampler": "groups", "group_share": 1.0},
 }
 
 

@@ -134,7 +134,7 @@ def test_the_rule_is_stored_with_the_study_and_can_be_switched_off():
     assert sampling.dropped_backbones(study) == set() and "off" in StudyRecord.from_study(study).decision.rule
 
 
-@pytest.mark.parametrize("kind", ["tpe", "random", "local"])
+@pytest.mark.parametrize("kind", ["tpe", "random", "local", "groups"])
 def test_the_sampler_never_proposes_a_dropped_backbone(kind):
     search = SearchConfig(sampler=kind, startup_trials=3)
     study = optuna.create_study(direction="maximize", sampler=sampling.make_sampler(search, seed=1))
@@ -233,6 +233,69 @@ def test_the_local_sampler_follows_only_feasible_trials_and_pareto_fronts():
     pareto = optuna.create_study(directions=["maximize", "minimize"], sampler=sampling.LocalSampler(1.0, seed=0))
     pareto.optimize(lambda t: (t.suggest_float("x", 0, 1), t.suggest_float("y", 0, 1)), n_trials=12)
     assert len(pareto.trials) == 12  # plans from a trial of the front
+
+
+def _categorical_grid(trial):
+    """Every setting a list: 3 backbones x (5 probes + 4 fine-tunes); backbone b's fine-tune at 0.003 is best."""
+    backbone = trial.suggest_categorical("backbone", ["a", "b", "c"])
+    strategy = trial.suggest_categorical("strategy", ["linear_probe", "finetune"])
+    base = {"a": 0.6, "b": 0.7, "c": 0.5}[backbone]
+    if strategy == "linear_probe":
+        return base - abs(trial.suggest_categorical("linear_probe.lr_head", [0.001, 0.003, 0.01, 0.03, 0.1]) - 0.01)
+    lr = trial.suggest_categorical("finetune.lr_backbone", [0.0003, 0.001, 0.003, 0.01])
+    return base + 0.2 - abs(lr - 0.003) * 10
+
+
+def _opened(share: float, seed: int = 0) -> optuna.Study:
+    """A study whose opening probed every backbone at the middle rate (b's probe best)."""
+    sampler = sampling.make_sampler(SearchConfig(sampler="groups", group_share=share), seed=seed)
+    study = optuna.create_study(direction="maximize", sampler=sampler)
+    for backbone in "abc":
+        study.enqueue_trial({"backbone": backbone, "strategy": "linear_probe", "linear_probe.lr_head": 0.01})
+    return study
+
+
+def test_the_group_sampler_goes_to_the_best_group_with_settings_it_has_not_run():
+    for seed in range(5):
+        study = _opened(1.0, seed)
+        study.optimize(_categorical_grid, n_trials=3 + 4)
+        # b's probe was best: its fine-tune group, not run yet, starts from it and has fewer trials than the
+        # probe group; b's fine-tunes beat every probe, so the group is followed until it has run all four
+        sampled = [t.params for t in study.trials[3:]]
+        assert all(p["backbone"] == "b" and p["strategy"] == "finetune" for p in sampled), sampled
+        assert sorted(p["finetune.lr_backbone"] for p in sampled) == [0.0003, 0.001, 0.003, 0.01]
+
+
+def test_the_group_sampler_passes_over_groups_it_has_run_and_never_repeats_a_configuration():
+    study = _opened(1.0, seed=1)
+    study.optimize(_categorical_grid, n_trials=27)  # the whole grid: 3 x (5 + 4)
+    configurations = [tuple(sorted(t.params.items())) for t in study.trials]
+    assert len(set(configurations)) == 27
+    order = [(t.params["backbone"], t.params["strategy"]) for t in study.trials[3:]]
+    assert order[:4] == [("b", "finetune")] * 4  # then the next groups by their best
+    assert order.index(("a", "finetune")) < order.index(("c", "finetune"))
+    # the grid exhausted: no plan, the trial is random (Optuna's own sampler)
+    assert sampling.GroupSampler(1.0, seed=0)._plan(study, study.trials) == {}
+
+
+def test_the_group_sampler_draws_continuous_settings_and_leaves_a_share_to_chance():
+    study = optuna.create_study(
+        direction="maximize", sampler=sampling.make_sampler(SearchConfig(sampler="groups", group_share=1.0), seed=2)
+    )
+    study.enqueue_trial({"backbone": "c", "strategy": "finetune", "finetune.lr_backbone": 0.01, "finetune.depth": 3})
+    study.optimize(_grid_objective, n_trials=12)  # a float and an int setting: the group is never used up
+    groups = [(t.params["backbone"], t.params["strategy"]) for t in study.trials]
+    # backbones with no result first (a, b: each tried once), then c's untried probe group, then c's fine-tunes
+    assert {g[0] for g in groups[1:3]} == {"a", "b"}
+    assert groups[3] == ("c", "linear_probe") and set(groups[4:]) == {("c", "finetune")}, groups
+    assert len({t.params["finetune.lr_backbone"] for t in study.trials if "finetune.lr_backbone" in t.params}) == 9
+    shared = _opened(0.5, seed=3)
+    shared.optimize(_categorical_grid, n_trials=3 + 40)
+    groups = {(t.params["backbone"], t.params["strategy"]) for t in shared.trials[3:]}
+    assert ("c", "finetune") in groups  # the random half reaches the worst group early
+    pareto = optuna.create_study(directions=["maximize", "minimize"], sampler=sampling.GroupSampler(1.0, seed=0))
+    pareto.optimize(lambda t: (t.suggest_float("x", 0, 1), t.suggest_float("y", 0, 1)), n_trials=6)
+    assert len(pareto.trials) == 6  # several objectives: random
 
 
 # --------------------------------------------------------------------------- constraints and budget

@@ -20,6 +20,13 @@ another backbone or strategy), never onto a configuration the study already ran.
 local search of the NAS and HPO benchmark literature (e.g. White et al., "Exploring the
 loss landscape in neural architecture search", UAI 2021), for a study whose opening
 (screen, probes, portfolio) has already found a good region.
+
+``search.sampler: groups`` (:class:`GroupSampler`) is best-first search over the study's
+(backbone, strategy) groups: a share of its trials (``search.group_share``) goes to the
+group whose best finished trial is best so far (a group not yet run counts its backbone's
+best, so a fine-tune group starts where that backbone's probe ended), with settings the
+group has not run; the rest are random. It reads the task's own results, where the
+opening reads recorded tables.
 """
 
 from __future__ import annotations
@@ -115,6 +122,8 @@ def make_sampler(search, seed: int) -> optuna.samplers.BaseSampler:
         base = optuna.samplers.TPESampler(seed=seed, n_startup_trials=search.startup_trials, **legacy)
     elif search.sampler == "local":
         base = LocalSampler(search.local_share, limits, seed=seed)
+    elif search.sampler == "groups":
+        base = GroupSampler(search.group_share, limits, seed=seed)
     else:
         base = optuna.samplers.RandomSampler(seed=seed)
     return ScreenedSampler(base, seed=seed)
@@ -256,3 +265,126 @@ def _holds(dist, value) -> bool:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not dist.low <= value <= dist.high:
         return False
     return not dist.step or abs((value - dist.low) / dist.step - round((value - dist.low) / dist.step)) < 1e-9
+
+
+ENUMERABLE = 10_000  # a group's settings are listed (to pick one it has not run) up to this many
+
+
+class GroupSampler(optuna.samplers.BaseSampler):
+    """Random search, except that a share of its trials goes to the most promising
+    (backbone, strategy) group: the one whose best feasible finished trial is best (a
+    group with none counts its backbone's best trial of any strategy; a backbone with no
+    finished trial counts as best of all, so that every kept backbone is tried; ties: the
+    group with fewer trials, then at random). The trial's settings are drawn among the
+    ones the group has not run when its settings are all lists (a group that has run them
+    all is passed over for the next), else at random. Backbones the screen dropped are
+    never planned; enqueued trials are left alone; a search with several objectives is
+    random (its front has no single best group). The plan is made in ``before_trial``
+    and followed by ``sample_independent``, as :class:`LocalSampler`'s."""
+
+    def __init__(self, share: float, limits: dict[str, float] | None = None, seed: int | None = None):
+        self.share, self.limits = share, dict(limits or {})
+        self.base = optuna.samplers.RandomSampler(seed=seed)
+        self._rng = np.random.default_rng(seed)
+        self._plans: dict[int, dict] = {}
+
+    def infer_relative_search_space(self, study, trial):
+        return {}
+
+    def sample_relative(self, study, trial, search_space):
+        return {}
+
+    def sample_independent(self, study, trial, param_name, param_distribution):
+        plan = self._plans.get(trial.number, {})
+        if param_name in plan and _holds(param_distribution, plan[param_name]):
+            return plan[param_name]
+        return self.base.sample_independent(study, trial, param_name, param_distribution)
+
+    def before_trial(self, study, trial):
+        self.base.before_trial(study, trial)
+        if "fixed_params" in trial.system_attrs or len(study.directions) > 1 or self._rng.random() >= self.share:
+            return
+        plan = self._plan(study, study.get_trials(deepcopy=False))
+        if plan:
+            self._plans[trial.number] = plan
+
+    def after_trial(self, study, trial, state, values):
+        self._plans.pop(trial.number, None)
+        self.base.after_trial(study, trial, state, values)
+
+    def reseed_rng(self) -> None:
+        self.base.reseed_rng()
+        self._rng = np.random.default_rng()
+
+    def _plan(self, study, trials: list[optuna.trial.FrozenTrial]) -> dict:
+        """The next trial's settings: the most promising group's, {} when there is no
+        group to choose (no trial has run yet, or every group has run all its settings)."""
+        dists: dict[str, optuna.distributions.BaseDistribution] = {}
+        for t in trials:
+            dists.update(t.distributions)
+        axes = [
+            n
+            for n in ("backbone", "strategy")
+            if isinstance(dists.get(n), optuna.distributions.CategoricalDistribution)
+        ]
+        if not axes:
+            return {}
+        gone = dropped_backbones(study)
+        sign = 1.0 if study.direction == optuna.study.StudyDirection.MAXIMIZE else -1.0
+        feasible = constraint_values(self.limits)
+        best: dict[tuple, float] = {}  # by group, and by ("backbone", b): its best of any strategy
+        seen: dict[tuple, list[dict]] = {}
+        for t in trials:
+            if t.state == optuna.trial.TrialState.WAITING:
+                continue
+            key = tuple(t.params.get(n, _UNSET) for n in axes)
+            seen.setdefault(key, []).append(t.params)
+            if t.state == optuna.trial.TrialState.COMPLETE and t.value is not None and all(v <= 0 for v in feasible(t)):
+                for k in (key, ("backbone", t.params.get("backbone", _UNSET))):
+                    best[k] = max(best.get(k, -np.inf), sign * t.value)
+        choices = [[c for c in dists[n].choices if not (n == "backbone" and c in gone)] for n in axes]
+        ranked = []
+        for key in _product(choices):
+            group = dict(zip(axes, key))
+            settings = self._settings(group, dists)
+            untried = _untried(group, settings, seen.get(key, ()))
+            if untried == []:
+                continue  # every setting of the group has run
+            promise = best.get(key, best.get(("backbone", group.get("backbone", _UNSET)), np.inf))
+            ranked.append((-promise, len(seen.get(key, ())), self._rng.random(), group, untried))
+        if not ranked:
+            return {}
+        *_, group, untried = min(ranked, key=lambda r: r[:3])
+        if untried:
+            return {**group, **untried[int(self._rng.integers(len(untried)))]}
+        return group
+
+    @staticmethod
+    def _settings(group: dict, dists: dict) -> dict[str, optuna.distributions.BaseDistribution]:
+        """The settings of the group's strategy that trials have shown (``strategy.name``)."""
+        strategy = group.get("strategy", _UNSET)
+        if strategy is _UNSET:
+            return {n: d for n, d in dists.items() if n not in ("backbone", "strategy")}
+        return {n: d for n, d in dists.items() if n.startswith(f"{strategy}.")}
+
+
+def _product(choices: list[list]) -> list[tuple]:
+    out: list[tuple] = [()]
+    for values in choices:
+        out = [(*head, v) for head in out for v in values]
+    return out
+
+
+def _untried(group: dict, settings: dict, ran: Sequence[dict]) -> list[dict] | None:
+    """The group's settings it has not run, when they can be listed (every one a list of
+    choices, at most ENUMERABLE combinations); None when they cannot (drawn at random)."""
+    if not settings:  # one configuration (or settings no trial has shown yet: drawn when it runs)
+        return [] if ran else [{}]
+    if not all(isinstance(d, optuna.distributions.CategoricalDistribution) for d in settings.values()):
+        return None
+    names = sorted(settings)
+    combos = _product([list(settings[n].choices) for n in names])
+    if len(combos) > ENUMERABLE:
+        return None
+    done = {tuple(p.get(n, _UNSET) for n in names) for p in ran}
+    return [dict(zip(names, c)) for c in combos if c not in done]
