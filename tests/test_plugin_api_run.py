@@ -176,6 +176,59 @@ def test_a_plugin_gets_every_event_of_a_run_in_order_with_what_the_storage_holds
     assert all(e["epochs"] == 2 and "lr_head" in e["params"] for e in events if e["event"] == "trial_started")
 
 
+STUDY_RECORDER = """
+import json
+
+TLBENCH_PLUGIN_API = (1, 6)
+
+def _keep(**fields):
+    with open(__file__ + ".events", "a") as f:
+        f.write(json.dumps(fields) + "\\n")
+
+@tlbench.hookimpl
+def tlbench_study_started(run, dataset, part, done, total):
+    _keep(event="study_started", dataset=dataset, part=part, done=done, total=total)
+
+@tlbench.hookimpl
+def tlbench_study_finished(dataset, part):
+    _keep(event="study_finished", dataset=dataset, part=part)
+
+@tlbench.hookimpl
+def tlbench_note(text):
+    _keep(event="note", text=text)
+
+@tlbench.hookimpl
+def tlbench_trial_finished(trial):
+    _keep(event="trial_finished", repeat=trial.record.repeat_of is not None)
+"""
+
+
+def test_a_plugin_gets_the_study_level_events_the_display_shows(tmp_path, capsys):
+    """API 1.6: the progress display is one implementation of the study-level hooks; a
+    plugin gets the same events: the search and the repeats started and finished, the notes."""
+    config = _config(
+        tmp_path,
+        STUDY_RECORDER,
+        strategies=[{"name": "linear_probe", "epochs": 1}],
+        search={"n_trials": 3, "screen": False, "budget": {"gflops": 1e-9}},
+        repeats=1,
+    )
+    assert cli.main(["run", config, "--format", "csv"]) == 0, capsys.readouterr().err
+    shown = capsys.readouterr().err  # the display (stdout: the tables)
+    events = [json.loads(line) for line in (tmp_path / "plugin.py.events").read_text().splitlines()]
+    kinds = [(e["event"], e.get("part")) for e in events]
+    assert kinds == [
+        ("study_started", "search"), ("trial_finished", None), ("study_finished", "search"), ("note", None),
+        ("study_started", "repeats"), ("trial_finished", None), ("study_finished", "repeats"),
+    ]  # fmt: skip
+    assert events[0] == {"event": "study_started", "dataset": "synthetic", "part": "search", "done": 0, "total": 3}
+    assert (
+        events[3]["text"].startswith("[synthetic] the study stopped: search.budget.gflops")
+        and events[3]["text"] in shown
+    )
+    assert [e["repeat"] for e in events if e["event"] == "trial_finished"] == [False, True]
+
+
 def test_a_hook_that_raises_is_named_once_and_the_run_goes_on(tmp_path, capsys):
     plugin = """
     @tlbench.hookimpl

@@ -43,7 +43,7 @@ _moved.install()  # old module paths (0.6) keep importing, with a DeprecationWar
 # 1.3: Phase's optimizer, group_lrs, schedule, warm-up, weight decay and batch-norm fields;
 # Adapted.extra_loss; Backbone.options; trackers and the event hooks (docs/plugins.md).
 # 1.4: modalities: Dataset.modality, Backbone.modality, BuiltBackbone.inputs (Inputs), BadExample.
-PLUGIN_API = (1, 5)
+PLUGIN_API = (1, 6)
 PLUGIN_API_VERSION = PLUGIN_API[0]  # the major number alone, as in API 1.0
 
 hookimpl = pluggy.HookimplMarker("tlbench")

@@ -10,7 +10,6 @@ tables. It never renders: it returns the :class:`Outcome` and the CLI shows it.
 
 from __future__ import annotations
 
-import collections
 import os
 import subprocess
 import sys
@@ -25,39 +24,31 @@ from tlbench.base.threads import apply_interop, shared_gpus, worker_environment
 from tlbench.engine import basics, cost
 from tlbench.host import events as run_events
 from tlbench.host.progress import Progress
-from tlbench.results import runfolder, tables
-from tlbench.search import screen
+from tlbench.results import runfolder
+from tlbench.search.opening import screen_all
 from tlbench.search.planning import Plan
-from tlbench.search.preflight import portfolio_history, preflight
+from tlbench.search.preflight import preflight
+from tlbench.search.repeats import REPEAT_SEED, enqueue_repeats, select_repeats  # noqa: F401  (REPEAT_SEED: its home was here)
 from tlbench.search.screen import loaded_weights
 from tlbench.search.studies import (
     FINISHED,
-    begun,
     budget,
     connect_shared,
-    derived_seed,
-    directions,
-    enqueue_portfolio,
-    enqueue_probe,
-    enqueue_probes,
-    enqueue_recipes,
     fail_interrupted,
     open_study,
-    out_of_retries,
     over_budget,
     probes_waiting,
     recover_interrupted,
     repeats_study_name,
+    reseeded,
     started,
     study_name,
 )
 from tlbench.search.trial import Objective, TrialResources
 from tlbench.store import storage
-from tlbench.store.record import Failure, TrialRecord
-from tlbench.store.studyrecord import StudyRecord
+from tlbench.store.record import TrialRecord
 from tlbench.types import DatasetSplits, UserError
 
-REPEAT_SEED = 1_000_000  # repeat r trains with seed bench.seed + REPEAT_SEED + r, apart from search trials
 INTERRUPTED = (130, 143)  # exit codes of a worker stopped by Ctrl-C (SIGINT) or SIGTERM
 
 
@@ -97,16 +88,17 @@ def run_benchmark(
     # A shared storage may have other workers: their trials are watched by heartbeats instead.
     alone = plan.bench.search.storage is None
     url = runfolder.storage_url(plan.bench.search.storage, folder)
-    shared = None
+    shared, studies = None, None
     if not alone:  # checked before the run folder is touched
         shared = connect_shared(url, plan.bench.search.heartbeat, plan.bench.search.retries)
-        open_studies(plan, shared, alone, recipes=False)
+        studies = open_studies(plan, shared, alone, recipes=False)
     elif _has_content(folder / runfolder.DEFAULT_STORAGE):  # the folder's own: readable? (read-only: nothing changes)
         storage.connect(runfolder.read_only_url(url, folder))
     with runfolder.locked(folder) as lock:
         runfolder.claim(lock)  # every check that can refuse this run has passed (check_resumable covers study.db)
         store = shared or storage.connect(url)
-        open_studies(plan, store, alone, recipes=False)  # enqueued after the screen's probes
+        # each study opened once, here, and passed along (recipes are enqueued after the screen's probes)
+        studies = studies or open_studies(plan, store, alone, recipes=False)
         save_metadata(plan, folder, resources)
         events = (
             run_events.start(plan, progress, folder, url) if workers == 1 else run_events.as_events(progress)
@@ -115,13 +107,13 @@ def run_benchmark(
         events.run_started()
         outcome = None
         try:
-            outcome = _open(plan, splits, store, resources, events, folder, alone)
+            outcome = _open(plan, splits, store, resources, events, folder, alone, studies)
             if outcome is not None:  # interrupted during the screen's probes
                 return outcome
             if workers > 1:
-                outcome = _coordinate(plan, splits, folder, store, url, lock, events, workers, config, verbose)
+                outcome = _coordinate(plan, folder, store, url, lock, events, workers, config, verbose, studies)
             else:
-                outcome = _run_here(plan, splits, resources, folder, store, events, alone)
+                outcome = _run_here(plan, splits, resources, folder, store, events, alone, studies)
             return outcome
         finally:  # an exception (a user error mid-run) ends the run too: interrupted
             _finish(events, interrupted=outcome is None or outcome.interrupted)
@@ -144,13 +136,12 @@ def _has_content(db: Path) -> bool:
         return False
 
 
-def open_studies(plan: Plan, store, alone: bool, recipes: bool = True) -> None:
-    """Create or load each dataset's study: a study made from another config is refused here."""
-    for entry, _ in plan.datasets:
-        open_study(plan, entry.key, store, alone=alone, recipes=recipes)
+def open_studies(plan: Plan, store, alone: bool, recipes: bool = True) -> dict[str, optuna.Study]:
+    """Create or load each dataset's study, by dataset key: a study made from another config is refused here."""
+    return {entry.key: open_study(plan, entry.key, store, alone=alone, recipes=recipes) for entry, _ in plan.datasets}
 
 
-def _open(plan, splits, store, resources, progress, folder: Path, alone: bool) -> Outcome | None:
+def _open(plan, splits, store, resources, progress, folder: Path, alone: bool, studies=None) -> Outcome | None:
     """The screen of every study with its probes (:func:`screen_all`), the probes trained here
     as they come; an Outcome if Ctrl-C or SIGTERM stopped it (the tables are written)."""
     write = runfolder.TableWriter(folder)  # after each trial, at most about a tenth of the run's time
@@ -167,7 +158,7 @@ def _open(plan, splits, store, resources, progress, folder: Path, alone: bool) -
             pretrained = sum(loaded_weights(plan.backbones[b]) for b in plan.backbones_for(key))
             done = sum(t.state in FINISHED for t in study.get_trials(deepcopy=False) if TrialRecord.from_trial(t).probe)
             # the streamed probes: one per pretrained backbone
-            progress.study_started(key, done, max(pretrained, done + n))
+            progress.study_started(key, done, max(pretrained, done + n), part="opening")
             shown[:] = [key]
         objective = Objective(plan, splits[key], key, progress, resources)
         _optimize(
@@ -176,10 +167,10 @@ def _open(plan, splits, store, resources, progress, folder: Path, alone: bool) -
 
     def done_before() -> None:
         if shown:
-            progress.study_finished(shown.pop())
+            progress.study_finished(shown.pop(), part="opening")
 
     try:
-        screen_all(plan, splits, store, resources, progress, run_waiting)
+        screen_all(plan, splits, store, resources, progress, run_waiting, studies)
     except KeyboardInterrupt:
         if alone:
             fail_interrupted(plan, store)
@@ -198,12 +189,14 @@ def save_metadata(plan: Plan, folder: Path, resources: TrialResources, keep: boo
     runfolder.save_metadata(folder, plan.bench, plan.base_dir, studies, repeat_studies, devices, keep=keep)
 
 
-def _run_here(plan, splits, resources, folder: Path, store, progress: Progress, recover: bool) -> Outcome:
+def _run_here(plan, splits, resources, folder: Path, store, progress: Progress, recover: bool, studies=None) -> Outcome:
     """The studies and repeats in this process; whatever happens, the tables are written."""
     write = runfolder.TableWriter(folder)  # after each trial, at most about a tenth of the run's time
     interrupted = False
     try:
-        run_studies(plan, splits, store, progress, on_trial=write, resources=resources, recover=recover)
+        run_studies(
+            plan, splits, store, progress, on_trial=write, resources=resources, recover=recover, studies=studies
+        )
         if plan.bench.repeats:
             enqueue_repeats(plan, store, select_repeats(plan, store), progress, recover=recover)
             work_repeats(plan, splits, store, progress, on_trial=write, resources=resources)
@@ -225,8 +218,10 @@ def run_studies(
     resources: TrialResources | None = None,
     recover: bool = False,
     should_stop=lambda: False,
+    studies: dict[str, optuna.Study] | None = None,
 ) -> None:
     """Run (or resume, or join) one study per dataset until each has ``n_trials`` trials.
+    ``studies``: the run's studies, opened once (:func:`open_studies`); else each is opened here.
 
     ``recover``: this process is the only one using the storage, so a trial found
     RUNNING was interrupted (the process was killed): it is marked failed and its
@@ -243,7 +238,10 @@ def run_studies(
     for entry, _ in plan.datasets:
         if should_stop():
             return
-        study = open_study(plan, entry.key, store, alone=recover)
+        if studies and entry.key in studies:
+            study = reseeded(plan, studies[entry.key])  # as if opened here: the same trials
+        else:
+            study = open_study(plan, entry.key, store, alone=recover)
         if recover:
             recover_interrupted(study, store, progress, entry.key, plan.bench.search.retries)
         done = sum(t.state in FINISHED for t in budget(study.get_trials(deepcopy=False)))
@@ -294,6 +292,7 @@ def _optimize(
     should_stop,
     label: str,
     finish: bool = True,
+    part: str = "search",
 ) -> None:
     """One study's loop, for the search and the repeats alike: trials until ``n_trials``
     or ``full(study)``, each reported, Ctrl-C checked after each."""
@@ -319,72 +318,7 @@ def _optimize(
         raise
     finally:
         if finish:  # the screen's probes end their display once, after the last of them
-            progress.study_finished(label)
-
-
-def select_repeats(plan: Plan, store) -> dict[str, list[int]]:
-    """The trials whose configurations the repeats retrain, by dataset: the best by
-    validation accuracy of each dataset x backbone x strategy, read from the studies."""
-    studies = {entry.key: study_name(plan.bench, entry.key) for entry, _ in plan.datasets}
-    limits = plan.bench.search.constraints.model_dump()
-    best = tables.best_per_group(runfolder.trials_frame(store, studies, limits))
-    best = best.sort_values(["dataset", "test_accuracy"], ascending=[True, False])  # as the summary lists them
-    return {key: [int(n) for n in rows["trial"]] for key, rows in best.groupby("dataset")}
-
-
-def enqueue_repeats(
-    plan: Plan, store, selected: dict[str, list[int]], progress: Progress, recover: bool = False
-) -> int:
-    """Enqueue the missing seed repeats of the selected trials; returns how many.
-
-    The repeats live in a study of their own (``<study>/repeats``), one trial per
-    (selected trial, seed); running again adds only the missing ones, and an
-    interrupted one again while it has retries left. Only the coordinating process
-    calls this; workers run what it enqueued.
-    """
-    added = 0
-    for key, numbers in selected.items():
-        search_study = optuna.load_study(study_name=study_name(plan.bench, key), storage=store)
-        study = optuna.create_study(
-            storage=store,
-            study_name=repeats_study_name(plan.bench, key),
-            directions=directions(plan.bench.search),
-            load_if_exists=True,
-        )
-        if recover:  # the interrupted repeat is missing, so it is enqueued again below
-            recover_interrupted(study, store, progress, f"{key} repeats", retries=None)
-        missing = _missing_repeats(plan, study, numbers)
-        for number, r in missing:
-            repeat = TrialRecord(
-                recipe=True, repeat_of=number, repeat=r, seed=derived_seed(plan.bench.seed, REPEAT_SEED + r)
-            )
-            study.enqueue_trial(search_study.trials[number].params, user_attrs=repeat.attrs())
-        added += len(missing)
-    return added
-
-
-def _missing_repeats(plan: Plan, study: optuna.Study, numbers: list[int]) -> list[tuple[int, int]]:
-    """(trial, repeat) pairs still to run; pairs interrupted more than ``retries`` times are
-    recorded as out of retries instead."""
-    studied = StudyRecord.from_study(study)
-    done, stopped, last = set(), collections.Counter(), {}
-    for t in study.get_trials(deepcopy=False):
-        record = TrialRecord.from_trial(t)
-        kind, _ = studied.failure(t, record)
-        if kind == Failure.SURPLUS:
-            continue
-        which = (record.repeat_of, record.repeat)
-        if kind == Failure.INTERRUPTED:
-            stopped[which] += 1
-            last[which] = t.number
-        else:
-            done.add(which)
-    retries = plan.bench.search.retries
-    wanted = [(n, r) for n in numbers for r in range(plan.bench.repeats) if (n, r) not in done]
-    missing = [which for which in wanted if stopped[which] <= retries]
-    for which in set(wanted) - set(missing):
-        StudyRecord.note_gave_up(study, last[which], out_of_retries(stopped[which], retries))
-    return missing
+            progress.study_finished(label, part=part)
 
 
 def work_repeats(
@@ -410,10 +344,12 @@ def work_repeats(
         left = len(study.get_trials(deepcopy=False, states=waiting))
         if not left:
             continue
-        progress.study_started(f"{entry.key} repeats", 0, left)
+        progress.study_started(entry.key, 0, left, part="repeats")
         objective = Objective(plan, splits[entry.key], entry.key, progress, resources, repeats=True)
         empty = lambda study: not study.get_trials(deepcopy=False, states=waiting)  # noqa: E731
-        _optimize(study, objective, left, None, resources, progress, on_trial, empty, should_stop, entry.key)
+        _optimize(
+            study, objective, left, None, resources, progress, on_trial, empty, should_stop, entry.key, part="repeats"
+        )
         if should_stop():
             return
 
@@ -450,59 +386,8 @@ def work(plan: Plan, progress: Progress, should_stop=lambda: False, run_folder: 
     return len(ran)
 
 
-def screen_all(
-    plan: Plan,
-    splits: dict[str, DatasetSplits],
-    store,
-    resources: TrialResources,
-    progress: Progress,
-    run_waiting=None,
-) -> None:
-    """The opening of every dataset's study, before its search: the screen (scores of
-    every backbone, see :func:`tlbench.search.screen.screen_backbones`), streamed: each
-    pretrained backbone's linear probe is trained as soon as that backbone is screened
-    (on the features the screen took out: a result after one backbone's screen instead
-    of all of them), by ``run_waiting(study, dataset_key)`` (None: only enqueued). Then
-    the rule (which backbones the sampler skips), the probes of kept backbones not yet
-    probed (from random init), the config's recipes and the portfolio, in that order."""
-
-    settings = plan.bench.search.screen
-    history = portfolio_history(plan) if plan.bench.search.portfolio else []
-    for entry, _ in plan.datasets:
-        study = open_study(plan, entry.key, store, alone=False)
-        StudyRecord.note_test_split(study, splits[entry.key].classes, splits[entry.key].test.labels)
-        if not settings.enabled:
-            StudyRecord.set_decision(study, "off (search.screen: false)", {})
-            enqueue_recipes(plan, study, entry.key)
-            continue
-
-        def probe_now(backbone: str, study=study, key=entry.key) -> None:
-            if (
-                not screen.loaded_weights(plan.backbones[backbone])
-                or StudyRecord.from_study(study).probes
-                or begun(study)
-            ):
-                return  # from random init: only if kept; or the probes are done (a resume)
-            enqueue_probe(plan, study, backbone)
-            if run_waiting is not None:
-                run_waiting(study, key)
-
-        screen.screen_backbones(plan, study, splits[entry.key], resources, entry.key, after=probe_now)
-        dropped = StudyRecord.from_study(study).dropped
-        for backbone, why in dropped.items():
-            progress.note(f"[{entry.key}] screen: the search skips {backbone} ({why}; recipes on it still run)")
-        kept = [b for b in plan.backbones_for(entry.key) if b not in dropped]
-        enqueue_probes(plan, study, kept)
-        enqueue_recipes(plan, study, entry.key)
-        added = enqueue_portfolio(plan, study, kept, entry.key, history)
-        if added:
-            record = StudyRecord.from_study(study)
-            progress.note(f"[{entry.key}] portfolio: {len(added)} configurations that did best on earlier benchmarks go first, "
-                          f"on {record.portfolio} (the screen's first); {record.portfolio_sources}")  # fmt: skip
-
-
 def _coordinate(
-    plan, splits, folder: Path, store, url: str, lock, progress: Progress, n: int, config: Path | None, verbose: bool
+    plan, folder: Path, store, url: str, lock, progress: Progress, n: int, config: Path | None, verbose: bool, studies
 ) -> Outcome:
     """``run --workers N``: the studies are set up here, N ``tlbench worker`` processes
     run the trials (then the seed repeats), and the tables come from the storage."""
@@ -510,9 +395,8 @@ def _coordinate(
         raise ValueError("run_benchmark(workers > 1) needs the config file the workers load")
     alone = plan.bench.search.storage is None
     if alone:
-        for entry, _ in plan.datasets:
-            study = open_study(plan, entry.key, store, alone=True)
-            recover_interrupted(study, store, progress, entry.key, plan.bench.search.retries)
+        for key, study in studies.items():
+            recover_interrupted(study, store, progress, key, plan.bench.search.retries)
     command = [sys.executable, "-m", "tlbench", "worker", str(config), "--run", plan.bench.run_name]
     command += ["--storage", url, "--parent", str(os.getpid())]
     command += ["--n-trials", str(plan.bench.search.n_trials)] if plan.bench.search.n_trials is not None else []

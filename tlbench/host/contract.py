@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from tlbench.engine.inputs import SIZE_FIELDS, inputs_of
+from tlbench.host.hookspecs import EVENT_HOOKS
 from tlbench.types import (
     BATCHNORM,
     OPTIMIZERS,
@@ -333,11 +334,6 @@ def _whole(value: Any) -> bool:
 def examples(modality: str) -> str:
     """What a dataset of ``modality`` is made of, for messages: images, texts."""
     return {"image": "images", "text": "texts"}.get(modality, "examples")
-
-
-EVENT_HOOKS = (
-    "tlbench_run_started", "tlbench_trial_started", "tlbench_epoch_done", "tlbench_trial_finished", "tlbench_run_finished",
-)  # fmt: skip
 
 
 def event_methods_problem(obj: Any) -> str | None:

@@ -32,12 +32,12 @@ _STATES = {"COMPLETE": "complete", "PRUNED": "pruned", "FAIL": "failed", "RUNNIN
 
 
 class Events:
-    """The event hooks of one run, and the progress display's study-level lines.
+    """The event hooks of one run: trial events and study-level ones (API 1.6).
 
     ``progress`` (a :class:`tlbench.host.progress.Progress`) is registered for the run's
-    events like any plugin; its other methods (``study_started``, ``note``, ...) are
-    passed through. ``pm``: the plugin manager the plan's plugins came from (None:
-    progress alone). ``trackers``: (name, object) pairs opened from the config.
+    events like any plugin: the display is one implementation of the hooks. ``pm``: the
+    plugin manager the plan's plugins came from (None: progress alone). ``trackers``:
+    (name, object) pairs opened from the config.
     """
 
     def __init__(self, progress, run: RunInfo | None = None, pm: pluggy.PluginManager | None = None,
@@ -101,19 +101,21 @@ class Events:
     def trial_finished(self, trial: TrialInfo) -> None:
         self._emit("tlbench_trial_finished", run=self.run, trial=trial)
 
-    # passed through to the progress display ----------------------------------------------
+    # study-level events (API 1.6): the progress display takes them as hooks, like any plugin
 
-    def study_started(self, dataset: str, done: int, total: int | None) -> None:
-        self.progress.study_started(dataset, done, total)
+    def study_started(self, dataset: str, done: int, total: int | None, part: str = "search") -> None:
+        self._emit("tlbench_study_started", run=self.run, dataset=dataset, part=part, done=done, total=total)
 
-    def trial_recovered(self, dataset: str, number: int, retried: bool) -> None:
-        self.progress.trial_recovered(dataset, number, retried)
+    def trial_recovered(self, where: str, number: int, retried: bool) -> None:
+        """``where``: the dataset key, with " repeats" for its repeats study (as recover_interrupted says it)."""
+        dataset, part = (where.removesuffix(" repeats"), "repeats") if where.endswith(" repeats") else (where, "search")
+        self._emit("tlbench_trial_recovered", run=self.run, dataset=dataset, part=part, number=number, retried=retried)
 
-    def study_finished(self, dataset: str) -> None:
-        self.progress.study_finished(dataset)
+    def study_finished(self, dataset: str, part: str = "search") -> None:
+        self._emit("tlbench_study_finished", run=self.run, dataset=dataset, part=part)
 
     def note(self, text: str) -> None:
-        self.progress.note(text)
+        self._emit("tlbench_note", run=self.run, text=text)
 
     # ------------------------------------------------------------------------------------
 

@@ -1,8 +1,9 @@
 """The whole plugin API (guide: docs/plugins.md; conformance checks: :mod:`tlbench.testing`).
 
 Four *record hooks*, each a generator yielding records from :mod:`tlbench.types`
-(test one with ``list(tlbench_backbones())``), and five *event hooks* (API 1.3),
-called as a run goes on, whose return values are ignored.
+(test one with ``list(tlbench_backbones())``), and nine *event hooks* (five since API
+1.3, the study-level four since 1.6), called as a run goes on, whose return values are
+ignored.
 
 A plugin is a module (or installed package, entry-point group ``tlbench``) with
 functions marked ``@tlbench.hookimpl`` and named like the hooks below. An event
@@ -25,7 +26,12 @@ EVENT_HOOKS = (
     "tlbench_epoch_done",
     "tlbench_trial_finished",
     "tlbench_run_finished",
+    "tlbench_study_started",
+    "tlbench_study_finished",
+    "tlbench_trial_recovered",
+    "tlbench_note",
 )
+STUDY_PARTS = ("opening", "search", "repeats")  # what part of a dataset's study a process works on
 
 
 @hookspec
@@ -138,3 +144,31 @@ def tlbench_trial_finished(run: RunInfo, trial: TrialInfo) -> None:
 def tlbench_run_finished(run: RunInfo, interrupted: bool) -> None:
     """The run's trials are done (or it was interrupted: Ctrl-C, SIGTERM, a user error
     mid-run); its tables are written."""
+
+
+# --------------------------------------------------------------------------- study-level event hooks (API 1.6)
+
+
+@hookspec
+def tlbench_study_started(run: RunInfo, dataset: str, part: str, done: int, total: int | None) -> None:
+    """This process starts working on one part of a dataset's study: ``part`` is
+    "opening" (the screen's probes), "search" (the sampled trials and recipes) or
+    "repeats" (the seed repeats of the best configurations); ``done`` of ``total``
+    trials of that part are finished already (``total`` None: no trial limit)."""
+
+
+@hookspec
+def tlbench_study_finished(run: RunInfo, dataset: str, part: str) -> None:
+    """This process has no more trials to run in that part of the dataset's study."""
+
+
+@hookspec
+def tlbench_trial_recovered(run: RunInfo, dataset: str, part: str, number: int, retried: bool) -> None:
+    """A trial a killed process left running was marked failed by this run (its
+    ``tlbench_trial_finished`` came just before); ``retried``: its configuration runs again."""
+
+
+@hookspec
+def tlbench_note(run: RunInfo, text: str) -> None:
+    """A line about the search itself, as the progress display prints it: the screen's
+    decision, the portfolio's configurations, a spent budget."""

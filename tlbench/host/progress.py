@@ -16,10 +16,10 @@ from tlbench.types import TrialInfo
 class Progress:
     """What a running benchmark tells the user; the CLI passes a rich or a plain-text one.
 
-    The trial events reach it through the event hooks (tlbench.host.events registers it
-    for each run like any plugin), the study-level ones by direct calls. Several
-    devices run trials in parallel threads, but events arrive one at a time; tell
-    trials apart by number. Every method may be left out.
+    Every event reaches it through the event hooks (tlbench.host.events registers it for
+    each run like any plugin): the hook implementations below turn them into these
+    methods. Several devices run trials in parallel threads, but events arrive one at a
+    time; tell trials apart by number. Every method may be left out.
     """
 
     def study_started(self, dataset: str, done: int, total: int | None) -> None: ...
@@ -41,6 +41,27 @@ class Progress:
     @hookimpl
     def tlbench_trial_finished(self, trial: TrialInfo) -> None:
         self.trial_finished(trial)
+
+    @hookimpl
+    def tlbench_study_started(self, dataset: str, part: str, done: int, total: int | None) -> None:
+        self.study_started(_label(dataset, part), done, total)
+
+    @hookimpl
+    def tlbench_study_finished(self, dataset: str, part: str) -> None:
+        self.study_finished(_label(dataset, part))
+
+    @hookimpl
+    def tlbench_trial_recovered(self, dataset: str, part: str, number: int, retried: bool) -> None:
+        self.trial_recovered(_label(dataset, part), number, retried)
+
+    @hookimpl
+    def tlbench_note(self, text: str) -> None:
+        self.note(text)
+
+
+def _label(dataset: str, part: str) -> str:
+    """How the display names a part of a dataset's study: the repeats apart."""
+    return f"{dataset} repeats" if part == "repeats" else dataset
 
 
 def outcome(trial: TrialInfo) -> str:

@@ -194,6 +194,17 @@ def open_study(
     return study
 
 
+def reseeded(plan: Plan, study: optuna.Study) -> optuna.Study:
+    """``study`` with the sampler and pruner :func:`open_study` would give it now (the
+    sampler's seed derived from the number of trials the study has at this point). A run
+    opens each study once and calls this where its search starts, so the search draws
+    the trials a study opened anew there would draw."""
+    search = plan.bench.search
+    study.sampler = make_sampler(search, derived_seed(plan.bench.seed, len(study.get_trials(deepcopy=False))))
+    study.pruner = make_pruner(search)
+    return study
+
+
 def spent(study: optuna.Study) -> dict[str, float]:
     """Training GFLOPs and seconds the study's trials have used (pruned ones up to where
     they stopped; a trial still running counts what it has reported so far)."""

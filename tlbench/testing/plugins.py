@@ -1,36 +1,4 @@
-"""Conformance checks for plugin authors: run them with pytest against your own plugin.
-
-``pip install tlbench`` registers this module as a pytest plugin (entry point
-``pytest11``), so in a plugin's own test suite the fixture ``tlbench_conformance``
-is this module::
-
-    def test_my_plugin_conforms(tlbench_conformance):
-        tlbench_conformance.check_plugin("my_package.plugin", dataset_options={"leaves": {"path": "tests/data"}})
-
-or, without the fixture, ``from tlbench.testing import check_plugin``. Each check
-raises :class:`ConformanceError` (an ``AssertionError``, so pytest shows it as a
-failure) with one line naming the plugin, the record and the problem.
-
-What is checked (see docs/plugins.md):
-
-- every record: the fields have the right types (a function where one is expected, ...);
-- a backbone builds for a given number of classes; its groups and head name every
-  parameter exactly once; the output has one logit per class; the groups run from
-  input to output; every parameter gets a gradient when everything trains, and
-  freezing the first k groups leaves exactly the rest and the head with gradients;
-- a dataset's splits are disjoint (no shared example id), non-empty, sized as
-  declared (when you declare sizes), with labels in range, every class in the
-  training split, examples that load as their modality says (images, or texts for a
-  ``modality="text"`` dataset), and the same splits for the same seed;
-- a strategy's search space samples (several random draws) and gives parameters
-  its phases accept for several group counts: phases are :class:`~tlbench.types.Phase`
-  records with whole, non-negative epochs (some > 0), freeze depths within the
-  backbone, finite non-negative learning rates, the same for the same parameters;
-  a strategy with ``adapt`` returns a valid :class:`~tlbench.types.Adapted` on a
-  small timm model, with exactly the head and its ``trainable`` parameters training,
-  and its ``extra_loss`` (if any) gives one finite scalar;
-- a tracker (:func:`check_tracker`) opens for a run and takes one trial's events.
-"""
+"""The checks on a plugin's records: the plugin as a whole, backbones, datasets, strategies."""
 
 from __future__ import annotations
 
@@ -40,6 +8,8 @@ from types import ModuleType
 from typing import Any
 
 from tlbench.engine.inputs import inputs_of
+from tlbench.testing._common import ConformanceError, _call, _check_record, _fail
+from tlbench.testing.trackers import check_tracker
 from tlbench.types import (
     Backbone,
     BackboneRequest,
@@ -51,50 +21,6 @@ from tlbench.types import (
     Tracker,
     UserError,
 )
-
-__all__ = [
-    "ConformanceError",
-    "check_backbone",
-    "check_dataset",
-    "check_plugin",
-    "check_strategy",
-    "check_tracker",
-    "records",
-]
-
-
-class ConformanceError(AssertionError):
-    """A plugin breaks the plugin API; the message names the plugin, the record and the problem."""
-
-
-def _fail(plugin: str, what: str, problem: str) -> ConformanceError:
-    return ConformanceError(f"plugin {plugin}: {what}: {problem}")
-
-
-def _call(plugin: str, what: str, fn):
-    try:
-        return fn()
-    except ConformanceError:
-        raise
-    except UserError as exc:
-        raise _fail(plugin, what, f"raised UserError: {exc}") from exc
-    except Exception as exc:
-        raise _fail(plugin, what, f"raised {type(exc).__name__}: {exc}") from exc
-
-
-def _check_record(record: Any, options: Mapping[str, Any] | None, plugin: str, label: str) -> None:
-    """The record's field types, and config options it does not declare."""
-    from tlbench.host.contract import record_problem
-
-    problem = record_problem(record)
-    if problem:
-        raise _fail(plugin, label, problem)
-    unknown = [k for k in (options or {}) if k not in record.options]
-    if unknown:
-        raise _fail(plugin, label, f"option {unknown[0]!r} is not declared in the record's options")
-
-
-# --------------------------------------------------------------------------- the plugin as a whole
 
 
 def records(plugin: str | ModuleType) -> tuple[str, list[Any]]:
@@ -391,77 +317,12 @@ def check_strategy(
 MODALITIES = ("image", "text")  # what check_strategy checks a strategy's adapt on by default
 
 
-def _kit_backbone(modality: str):
-    """(a fresh tiny backbone of ``modality``, an example batch for it, its name in messages)."""
-    import torch
-
-    from tlbench.host.builtins.backbones import build_timm
-
-    if modality == "image":
-        built = build_timm(BackboneRequest(model="test_resnet", num_classes=3, pretrained=False))
-        return built, torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0)), "timm's test_resnet"
-    if modality == "text":
-        return (
-            _tiny_encoder(),
-            torch.randint(0, 50, (2, 8), generator=torch.Generator().manual_seed(0)),
-            "a tiny text encoder",
-        )
-    raise ValueError(f"the kit has no backbone of modality {modality!r}; use image or text")
-
-
-def _tiny_encoder():
-    """A two-layer BERT-like encoder over token ids (vocabulary 50, width 16), 3 classes."""
-    import torch
-    from torch import nn
-
-    from tlbench.types import BuiltBackbone, DataConfig
-
-    torch.manual_seed(0)
-
-    class Attention(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.query, self.key, self.value = nn.Linear(16, 16), nn.Linear(16, 16), nn.Linear(16, 16)
-
-        def forward(self, x):
-            weights = torch.softmax(self.query(x) @ self.key(x).transpose(1, 2) / 4.0, dim=-1)
-            return weights @ self.value(x)
-
-    class Layer(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.attention, self.norm = Attention(), nn.LayerNorm(16)
-            self.output = nn.Linear(16, 16)
-
-        def forward(self, x):
-            return self.norm(x + self.output(self.attention(x)))
-
-    class Encoder(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.embeddings = nn.Embedding(50, 16)
-            self.layers = nn.ModuleList([Layer(), Layer()])
-            self.head = nn.Linear(16, 3)
-
-        def forward(self, ids):
-            x = self.embeddings(ids)
-            for layer in self.layers:
-                x = layer(x)
-            return self.head(x.mean(1))
-
-    model = Encoder()
-    names = [n for n, _ in model.named_parameters()]
-    groups = (tuple(n for n in names if n.startswith("embeddings.")),) + tuple(
-        tuple(n for n in names if n.startswith(f"layers.{i}.")) for i in range(2)
-    )
-    return BuiltBackbone(model, groups, ("head.weight", "head.bias"), DataConfig(8, (0.0,), (1.0,)))
-
-
 def _check_adapt(record: Strategy, params: Mapping[str, Any], plugin: str, label: str, modality: str = "image") -> None:
     from tlbench.engine import basics
     from tlbench.search import calls
+    from tlbench.testing.models import kit_backbone  # torch: only when a check needs it
 
-    built, example, what = _kit_backbone(modality)
+    built, example, what = kit_backbone(modality)
     try:
         adapted = calls.adapt(record, built, params, plugin)
     except UserError as exc:
@@ -495,85 +356,3 @@ def _check_extra_loss(adapted, plugin: str, label: str, x=None) -> None:
         raise _fail(plugin, f"{label}: extra_loss()", f"returned {value!r}; return a finite scalar tensor")
     if value.requires_grad:
         value.reshape(()).backward()
-
-
-# --------------------------------------------------------------------------- trackers
-
-
-def check_tracker(record: Tracker, options: Mapping[str, Any] | None = None, *, plugin: str = "?") -> Path:
-    """Open ``record`` for a run in a fresh temporary run folder and send it the events a
-    run sends: one trial's (started, two epochs, finished complete), then a second
-    trial's that is interrupted after one epoch (finished, state "failed", reason
-    "interrupted by Ctrl-C", as a run stopped by Ctrl-C sends it), then the run's end
-    (interrupted); returns the run folder, whose files a test can read back. Whatever
-    its hooks raise fails the check."""
-    import dataclasses
-    import tempfile
-
-    from tlbench.host import events
-    from tlbench.store.record import TrialRecord
-    from tlbench.types import RunInfo, TrackerRequest, TrialInfo
-
-    label = f"tracker '{record.name}'"
-    _check_record(record, options, plugin, label)
-    folder = Path(tempfile.mkdtemp(prefix="tlbench-tracker-")) / "results" / "kit" / "run"
-    folder.mkdir(parents=True)
-    run = RunInfo(
-        benchmark="kit", run="run", folder=folder, fingerprint="0" * 10, datasets=("data",), studies={"data": "kit/run/data"},
-        storage=f"sqlite:///{folder}/study.db", worker="kit:0", config={"name": "kit"},
-    )  # fmt: skip
-    request = TrackerRequest(options=dict(options or {}), run=run, base_dir=folder.parent.parent.parent)
-    opened = _call(plugin, f"{label}: open()", lambda: record.open(request))
-    try:
-        sink = events.Events(
-            None,
-            run,
-            trackers=[(f"tracker {record.name}", opened)],
-            warn=lambda text: _raise(_fail(plugin, label, text)),
-        )
-    except UserError as exc:  # a method named like an event hook that would never be called
-        raise _fail(plugin, label, str(exc)) from exc
-    record_ = TrialRecord(params={"lr_head": 0.01}, seed=0, phases=[{"name": "head", "epochs": 2}])
-    trial = TrialInfo("data", "kit/run/data", 0, "tiny", "linear_probe", "running", record_, epochs=2)
-    sink.run_started()
-    sink.trial_started(trial)
-    for epoch, accuracy in ((1, 0.5), (2, 0.75)):
-        sink.epoch_done(trial, epoch, accuracy, {"head": [0.01 * epoch] * 3})  # learning_rates (API 1.5): three steps
-    done = dataclasses.replace(record_, val_curve=[0.5, 0.75], test_accuracy=0.7, train_seconds=1.0, train_gflops=2.0)
-    sink.trial_finished(
-        TrialInfo(
-            "data", "kit/run/data", 0, "tiny", "linear_probe", "complete", done, 2, (0.5, 0.75), (0.75,), seconds=1.5
-        )
-    )
-    second = TrialInfo("data", "kit/run/data", 1, "tiny", "linear_probe", "running", record_, epochs=2)
-    sink.trial_started(second)
-    sink.epoch_done(second, 1, 0.6, {"head": [0.01] * 3})
-    stopped = dataclasses.replace(record_, val_curve=[0.6], train_seconds=0.5, train_gflops=1.0, failure="interrupted",
-                                  fail_reason="interrupted by Ctrl-C")  # fmt: skip
-    sink.trial_finished(TrialInfo("data", "kit/run/data", 1, "tiny", "linear_probe", "failed", stopped, 2, (0.6,),
-                                  reason="interrupted by Ctrl-C", seconds=0.7))  # fmt: skip
-    sink.run_finished(interrupted=True)
-    sink.close()
-    return folder
-
-
-def _raise(exc: Exception):
-    raise exc
-
-
-# --------------------------------------------------------------------------- pytest
-
-
-try:
-    import pytest
-except ImportError:  # pragma: no cover - only the pytest plugin needs it
-    pytest = None
-
-if pytest is not None:
-
-    @pytest.fixture
-    def tlbench_conformance():
-        """This module: ``tlbench_conformance.check_plugin("my_package.plugin", ...)``."""
-        import sys
-
-        return sys.modules[__name__]
