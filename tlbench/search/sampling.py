@@ -332,7 +332,8 @@ class GroupSampler(optuna.samplers.BaseSampler):
         gone = dropped_backbones(study)
         sign = 1.0 if study.direction == optuna.study.StudyDirection.MAXIMIZE else -1.0
         feasible = constraint_values(self.limits)
-        best: dict[tuple, float] = {}  # by group, and by ("backbone", b): its best of any strategy
+        best: dict[tuple, float] = {}  # by group
+        best_backbone: dict = {}  # by backbone, of any strategy
         seen: dict[tuple, list[dict]] = {}
         for t in trials:
             if t.state == optuna.trial.TrialState.WAITING:
@@ -340,8 +341,9 @@ class GroupSampler(optuna.samplers.BaseSampler):
             key = tuple(t.params.get(n, _UNSET) for n in axes)
             seen.setdefault(key, []).append(t.params)
             if t.state == optuna.trial.TrialState.COMPLETE and t.value is not None and all(v <= 0 for v in feasible(t)):
-                for k in (key, ("backbone", t.params.get("backbone", _UNSET))):
-                    best[k] = max(best.get(k, -np.inf), sign * t.value)
+                best[key] = max(best.get(key, -np.inf), sign * t.value)
+                backbone = t.params.get("backbone", _UNSET)
+                best_backbone[backbone] = max(best_backbone.get(backbone, -np.inf), sign * t.value)
         choices = [[c for c in dists[n].choices if not (n == "backbone" and c in gone)] for n in axes]
         ranked = []
         for key in _product(choices):
@@ -350,7 +352,7 @@ class GroupSampler(optuna.samplers.BaseSampler):
             untried = _untried(group, settings, seen.get(key, ()))
             if untried == []:
                 continue  # every setting of the group has run
-            promise = best.get(key, best.get(("backbone", group.get("backbone", _UNSET)), np.inf))
+            promise = best.get(key, best_backbone.get(group.get("backbone", _UNSET), np.inf))
             ranked.append((-promise, len(seen.get(key, ())), self._rng.random(), group, untried))
         if not ranked:
             return {}
