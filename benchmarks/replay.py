@@ -101,6 +101,9 @@ CANDIDATES = {
     "groups50": {"sampler": "groups", "group_share": 0.5},
     "groups75": {"sampler": "groups", "group_share": 0.75},
     "groups100": {"sampler": "groups", "group_share": 1.0},
+    # design step 6 (after step 5's replay): the group sampler's choice of group, the local sampler's step inside it
+    "groups_step50": {"sampler": "groups", "group_share": 0.5, "group_step": True},
+    "groups_step100": {"sampler": "groups", "group_share": 1.0, "group_step": True},
 }
 
 

@@ -141,6 +141,7 @@ class SearchConfig(_Strict):
     sampler: Literal["tpe", "random", "local", "groups"] = "local"  # seeded with the benchmark's seed (local: chosen on the development grids, docs/performance.md)
     local_share: float = Field(0.5, ge=0, le=1)  # sampler local: share of sampled trials that change one setting of the best trial so far
     group_share: float = Field(0.75, ge=0, le=1)  # sampler groups: share of sampled trials in the (backbone, strategy) group whose best trial is best so far
+    group_step: bool = False  # sampler groups: inside the chosen group, first move one setting of its best trial one step (as local does)
     pruner: Literal["median", "asha", "hyperband", "none"] = "none"  # prunes on validation accuracy after each epoch (none: chosen on the development grids)
     prune_within: Literal["strategy", "strategy_backbone", "study"] = "strategy"  # whom a trial is compared with
     prune_startup: PositiveInt = 2  # completed trials of a group before the median rule judges that group

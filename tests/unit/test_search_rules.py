@@ -278,6 +278,24 @@ def test_the_group_sampler_passes_over_groups_it_has_run_and_never_repeats_a_con
     assert sampling.GroupSampler(1.0, seed=0)._plan(study, study.trials) == {}
 
 
+def test_the_group_sampler_with_group_step_moves_the_groups_best_one_step():
+    lrs = [0.0003, 0.001, 0.003, 0.01]
+    for seed in range(6):
+        sampler = sampling.make_sampler(SearchConfig(sampler="groups", group_share=1.0, group_step=True), seed=seed)
+        study = optuna.create_study(direction="maximize", sampler=sampler)
+        for backbone in "abc":
+            study.enqueue_trial({"backbone": backbone, "strategy": "linear_probe", "linear_probe.lr_head": 0.01})
+        study.optimize(_categorical_grid, n_trials=3 + 4)
+        drawn = [t.params["finetune.lr_backbone"] for t in study.trials[3:]]
+        assert all(t.params["backbone"] == "b" for t in study.trials[3:])
+        # the first fine-tune of the group at random, each next one step from the group's best so far
+        for i in range(1, 4):
+            best = max(study.trials[3 : 3 + i], key=lambda t: t.value).params["finetune.lr_backbone"]
+            if any(abs(lrs.index(x) - lrs.index(best)) == 1 for x in lrs if x not in drawn[:i]):
+                assert abs(lrs.index(drawn[i]) - lrs.index(best)) == 1, (seed, drawn)
+        assert sorted(drawn) == lrs
+
+
 def test_the_group_sampler_draws_continuous_settings_and_leaves_a_share_to_chance():
     study = optuna.create_study(
         direction="maximize", sampler=sampling.make_sampler(SearchConfig(sampler="groups", group_share=1.0), seed=2)

@@ -25,8 +25,9 @@ loss landscape in neural architecture search", UAI 2021), for a study whose open
 (backbone, strategy) groups: a share of its trials (``search.group_share``) goes to the
 group whose best finished trial is best so far (a group not yet run counts its backbone's
 best, so a fine-tune group starts where that backbone's probe ended), with settings the
-group has not run; the rest are random. It reads the task's own results, where the
-opening reads recorded tables.
+group has not run (``search.group_step``: first one setting of the group's best trial
+moved one step, as the local sampler moves it); the rest are random. It reads the task's
+own results, where the opening reads recorded tables.
 """
 
 from __future__ import annotations
@@ -123,7 +124,7 @@ def make_sampler(search, seed: int) -> optuna.samplers.BaseSampler:
     elif search.sampler == "local":
         base = LocalSampler(search.local_share, limits, seed=seed)
     elif search.sampler == "groups":
-        base = GroupSampler(search.group_share, limits, seed=seed)
+        base = GroupSampler(search.group_share, limits, seed=seed, step=search.group_step)
     else:
         base = optuna.samplers.RandomSampler(seed=seed)
     return ScreenedSampler(base, seed=seed)
@@ -282,8 +283,10 @@ class GroupSampler(optuna.samplers.BaseSampler):
     random (its front has no single best group). The plan is made in ``before_trial``
     and followed by ``sample_independent``, as :class:`LocalSampler`'s."""
 
-    def __init__(self, share: float, limits: dict[str, float] | None = None, seed: int | None = None):
-        self.share, self.limits = share, dict(limits or {})
+    def __init__(
+        self, share: float, limits: dict[str, float] | None = None, seed: int | None = None, step: bool = False
+    ):
+        self.share, self.limits, self.step = share, dict(limits or {}), step
         self.base = optuna.samplers.RandomSampler(seed=seed)
         self._rng = np.random.default_rng(seed)
         self._plans: dict[int, dict] = {}
@@ -333,6 +336,7 @@ class GroupSampler(optuna.samplers.BaseSampler):
         sign = 1.0 if study.direction == optuna.study.StudyDirection.MAXIMIZE else -1.0
         feasible = constraint_values(self.limits)
         best: dict[tuple, float] = {}  # by group
+        leader: dict[tuple, optuna.trial.FrozenTrial] = {}  # the group's best trial (the earliest of equals)
         best_backbone: dict = {}  # by backbone, of any strategy
         seen: dict[tuple, list[dict]] = {}
         for t in trials:
@@ -341,6 +345,8 @@ class GroupSampler(optuna.samplers.BaseSampler):
             key = tuple(t.params.get(n, _UNSET) for n in axes)
             seen.setdefault(key, []).append(t.params)
             if t.state == optuna.trial.TrialState.COMPLETE and t.value is not None and all(v <= 0 for v in feasible(t)):
+                if sign * t.value > best.get(key, -np.inf):
+                    leader[key] = t
                 best[key] = max(best.get(key, -np.inf), sign * t.value)
                 backbone = t.params.get("backbone", _UNSET)
                 best_backbone[backbone] = max(best_backbone.get(backbone, -np.inf), sign * t.value)
@@ -353,13 +359,34 @@ class GroupSampler(optuna.samplers.BaseSampler):
             if untried == []:
                 continue  # every setting of the group has run
             promise = best.get(key, best_backbone.get(group.get("backbone", _UNSET), np.inf))
-            ranked.append((-promise, len(seen.get(key, ())), self._rng.random(), group, untried))
+            ranked.append((-promise, len(seen.get(key, ())), self._rng.random(), key, group, settings, untried))
         if not ranked:
             return {}
-        *_, group, untried = min(ranked, key=lambda r: r[:3])
+        *_, key, group, settings, untried = min(ranked, key=lambda r: r[:3])
+        if self.step and key in leader:
+            moved = self._step(leader[key], settings, seen.get(key, ()))
+            if moved is not None:
+                return {**group, **moved}
         if untried:
             return {**group, **untried[int(self._rng.integers(len(untried)))]}
         return group
+
+    def _step(self, best: optuna.trial.FrozenTrial, settings: dict, ran: Sequence[dict]) -> dict | None:
+        """``search.group_step``: ``best``'s settings with one moved one step (which one, and
+        which way, at random; as :class:`LocalSampler` moves them), onto settings no trial
+        in ``ran`` has; None when every such move has run."""
+        moves = [
+            (name, value)
+            for name, dist in settings.items()
+            if name in best.params
+            for value in _steps(dist, best.params[name])
+        ]
+        for i in self._rng.permutation(len(moves)):
+            name, value = moves[int(i)]
+            plan = {n: best.params[n] for n in settings if n in best.params} | {name: value}
+            if not any(all(params.get(k, _UNSET) == v for k, v in plan.items()) for params in ran):
+                return plan
+        return None
 
     @staticmethod
     def _settings(group: dict, dists: dict) -> dict[str, optuna.distributions.BaseDistribution]:
