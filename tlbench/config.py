@@ -138,10 +138,10 @@ class BudgetConfig(_Strict):
 class SearchConfig(_Strict):
     n_trials: PositiveInt | None = 10  # finished trials per dataset study (resuming counts earlier ones)
     timeout: PositiveFloat | None = None  # seconds per dataset study, per invocation
-    sampler: Literal["tpe", "random", "local", "groups"] = "local"  # seeded with the benchmark's seed (local: chosen on the development grids, docs/performance.md)
+    sampler: Literal["tpe", "random", "local", "groups"] = "groups"  # seeded with the benchmark's seed (groups: chosen on the development grids, docs/performance.md, design step 6)
     local_share: float = Field(0.5, ge=0, le=1)  # sampler local: share of sampled trials that change one setting of the best trial so far
-    group_share: float = Field(0.75, ge=0, le=1)  # sampler groups: share of sampled trials in the (backbone, strategy) group whose best trial is best so far
-    group_step: bool = False  # sampler groups: inside the chosen group, first move one setting of its best trial one step (as local does)
+    group_share: float = Field(1.0, ge=0, le=1)  # sampler groups: share of sampled trials in the (backbone, strategy) group whose best trial is best so far
+    group_step: bool = True  # sampler groups: inside the chosen group, first move one setting of its best trial one step (as local does)
     pruner: Literal["median", "asha", "hyperband", "none"] = "none"  # prunes on validation accuracy after each epoch (none: chosen on the development grids)
     prune_within: Literal["strategy", "strategy_backbone", "study"] = "strategy"  # whom a trial is compared with
     prune_startup: PositiveInt = 2  # completed trials of a group before the median rule judges that group
@@ -354,6 +354,13 @@ def _decode(raw: bytes, path: Path) -> str:
     return text
 
 
+def key_text(key: Any) -> str:
+    """A mapping key as an error message names it: as written when it is printable text, else
+    quoted with escapes (a key holding a newline must not break the one-line message)."""
+    text = str(key)
+    return text if text and text.isprintable() and text.strip() == text else repr(text)
+
+
 def check_bounded(data: Any, source: str) -> None:
     """Refuse a loaded document with more than MAX_NODES values (aliases counted at
     each use), nesting deeper than MAX_DEPTH, or a NaN/infinite number anywhere."""
@@ -369,7 +376,7 @@ def check_bounded(data: Any, source: str) -> None:
         if isinstance(value, float) and not math.isfinite(value):
             raise UserError(f"{source}: {where.lstrip('.')}: {value} is not a finite number; give a real value")
         if isinstance(value, dict):
-            stack += [(v, depth + 1, f"{where}.{k}") for k, v in value.items()]
+            stack += [(v, depth + 1, f"{where}.{key_text(k)}") for k, v in value.items()]
         elif isinstance(value, list):
             stack += [(v, depth + 1, f"{where}[{i}]") for i, v in enumerate(value)]
 
@@ -388,7 +395,7 @@ def format_error(exc: ValidationError) -> str:
     """The first problem as 'field.path: message (got value)', plus a count of the rest."""
     errors = exc.errors(include_url=False)
     first = errors[0]
-    where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in first["loc"]).lstrip(".")
+    where = "".join(f"[{p}]" if isinstance(p, int) else f".{key_text(p)}" for p in first["loc"]).lstrip(".")
     if first["type"] == "extra_forbidden":
         message = "unknown field; check its spelling and where it is indented"
     elif first["type"] == "missing":

@@ -248,7 +248,7 @@ def _categorical_grid(trial):
 
 def _opened(share: float, seed: int = 0) -> optuna.Study:
     """A study whose opening probed every backbone at the middle rate (b's probe best)."""
-    sampler = sampling.make_sampler(SearchConfig(sampler="groups", group_share=share), seed=seed)
+    sampler = sampling.make_sampler(SearchConfig(sampler="groups", group_share=share, group_step=False), seed=seed)
     study = optuna.create_study(direction="maximize", sampler=sampler)
     for backbone in "abc":
         study.enqueue_trial({"backbone": backbone, "strategy": "linear_probe", "linear_probe.lr_head": 0.01})
@@ -298,7 +298,8 @@ def test_the_group_sampler_with_group_step_moves_the_groups_best_one_step():
 
 def test_the_group_sampler_draws_continuous_settings_and_leaves_a_share_to_chance():
     study = optuna.create_study(
-        direction="maximize", sampler=sampling.make_sampler(SearchConfig(sampler="groups", group_share=1.0), seed=2)
+        direction="maximize",
+        sampler=sampling.make_sampler(SearchConfig(sampler="groups", group_share=1.0, group_step=False), seed=2),
     )
     study.enqueue_trial({"backbone": "c", "strategy": "finetune", "finetune.lr_backbone": 0.01, "finetune.depth": 3})
     study.optimize(_grid_objective, n_trials=12)  # a float and an int setting: the group is never used up
