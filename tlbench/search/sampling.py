@@ -1,6 +1,6 @@
-"""The sampler of a tlbench study (the default: :class:`GroupSampler` with its one-step
-move, chosen on the development grids; or the local sampler, Optuna's TPE or random
-search), told two things Optuna cannot know on its own.
+"""The sampler of a tlbench study (the default: :class:`LocalSampler`; or
+:class:`GroupSampler`, Optuna's TPE or random search), told two things Optuna cannot know
+on its own.
 
 - **The screen** (:mod:`tlbench.search.screen`): a backbone the screen dropped is never
   proposed. Optuna keeps a categorical parameter's choices fixed for a whole study,
