@@ -214,12 +214,12 @@ def test_the_opening_is_streamed_each_pretrained_backbones_probe_right_after_its
     seen = []  # (backbones screened, trials finished) each time the run trains the waiting probes
     real = benchmark.screen_all
 
-    def spy(plan, splits, store, resources, progress, run_waiting=None):
+    def spy(plan, splits, store, resources, progress, run_waiting=None, studies=None):
         def watched(study, key):
             seen.append((sorted(StudyRecord.from_study(study).screen), len(study.trials)))
             run_waiting(study, key)
 
-        return real(plan, splits, store, resources, progress, watched)
+        return real(plan, splits, store, resources, progress, watched, studies)
 
     monkeypatch.setattr(benchmark, "screen_all", spy)
     assert cli.main(["run", str(config), "--format", "csv"]) == 0
