@@ -19,6 +19,41 @@ RECIPES = [
 ]
 
 
+def test_the_screen_takes_the_backbones_the_preflight_built_and_scores_them_the_same(
+    write_config, tmp_path, monkeypatch, capsys
+):
+    """One build per backbone before the search, not two: the screen takes the preflight's
+    (built under the screen's seed, its random state restored), with the same scores as a
+    screen that builds its own; random-init backbones, whose weights depend on that seed."""
+    from tlbench.search import calls
+
+    builds = []
+    real = calls.build_backbone
+
+    def counted(backbone, num_classes, options=None):
+        builds.append(backbone.entry.name)
+        return real(backbone, num_classes, options)
+
+    monkeypatch.setattr(calls, "build_backbone", counted)
+    scores = []
+    for run, shelved in (("taken", True), ("built", False)):
+        if not shelved:  # the screen builds its own: nothing left on the shelf
+            from tlbench import benchmark
+
+            real_preflight = benchmark.preflight
+            monkeypatch.setattr(benchmark, "preflight", lambda plan, shelf=None: real_preflight(plan))
+        builds.clear()
+        config = write_config(tiny_benchmark(run=run, backbones=BACKBONES, search={"n_trials": 1, "screen": True}))
+        assert cli.main(["run", str(config), "--format", "csv"]) == 0, capsys.readouterr().err
+        folder = config.parent / "results" / "tiny" / run
+        study = optuna.load_study(study_name=f"tiny/{run}/synthetic", storage=f"sqlite:///{folder / 'study.db'}")
+        screen_ = StudyRecord.from_study(study).screen
+        scores.append({k: {m: v[m] for m in ("logme", "knn", "ridge")} for k, v in screen_.items()})
+        trials = len(study.trials)
+        assert len(builds) == 3 + (0 if shelved else 3) + trials, builds  # preflight, screen, each trial
+    assert scores[0] == scores[1] and len(scores[0]) == 3
+
+
 def test_a_run_screens_every_backbone_once_and_reports_the_agreement(write_config, capsys):
     config = write_config(
         tiny_benchmark(run="r", backbones=BACKBONES, search={"n_trials": 3, "startup_trials": 1, "enqueue": RECIPES})

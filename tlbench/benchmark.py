@@ -77,13 +77,14 @@ def run_benchmark(
     that many ``tlbench worker`` processes on ``config`` (the file ``plan`` came from).
     ``on_start(folder, devices)`` is called once every check has passed.
     """
-    splits = preflight(plan)
+    shelf: dict = {}  # the backbones preflight builds, taken by the screen (one build each, not two)
+    splits = preflight(plan, shelf)
     folder = runfolder.run_dir(plan.bench, plan.base_dir)
     runfolder.check_free(folder)
     runfolder.check_resumable(folder, plan.bench)
     if plan.bench.search.storage is None:
         runfolder.check_own_storage(folder)  # a killed write rolled back; a read-only file refused
-    resources = TrialResources(plan, splits)
+    resources = TrialResources(plan, splits, shelf)
     # The run folder's own SQLite file is ours alone (the folder is locked): a RUNNING trial in it was killed.
     # A shared storage may have other workers: their trials are watched by heartbeats instead.
     alone = plan.bench.search.storage is None

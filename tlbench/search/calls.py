@@ -84,6 +84,23 @@ def build_backbone(
     return built
 
 
+SCREEN_SEED = 0  # the global torch seed a backbone is built under for the screen (random-init weights)
+
+
+def screen_build(backbone: PlannedBackbone, num_classes: int) -> tuple[BuiltBackbone, Any]:
+    """The backbone as the screen builds it: under torch seed SCREEN_SEED (a random-init
+    backbone's weights, a fresh head), with the middle options. Returns it with the CPU
+    random state right after the build, so that the screen can take a backbone built
+    earlier (by the preflight) and go on exactly as if it had built it itself. The caller's
+    own random state is left as it was."""
+    import torch
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(SCREEN_SEED)
+        built = build_backbone(backbone, num_classes)
+        return built, torch.get_rng_state()
+
+
 def adapt(record: Strategy, built: BuiltBackbone, params: Mapping[str, Any], plugin: str = "?") -> Adapted:
     """The strategy's ``adapt`` applied to a freshly built backbone (or the backbone
     unchanged), checked against the contract."""

@@ -76,3 +76,4 @@ def screen_all(
             record = StudyRecord.from_study(study)
             progress.note(f"[{entry.key}] portfolio: {len(added)} configurations that did best on earlier benchmarks go first, "
                           f"on {record.portfolio} (the screen's first); {record.portfolio_sources}")  # fmt: skip
+    resources.shelf.clear()  # what the screen did not take (a resume screens nothing again)

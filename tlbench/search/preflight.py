@@ -20,7 +20,7 @@ from tlbench.host import contract
 from tlbench.host.contract import plugin_call
 from tlbench.host.events import run_info
 from tlbench.results.runfolder import run_dir, storage_url
-from tlbench.search.calls import adapt, build_backbone, load_splits
+from tlbench.search.calls import adapt, load_splits, screen_build
 from tlbench.search.planning import Plan, PlannedBackbone, _at, cache_dir, check_phases, strategy_phases
 from tlbench.search.portfolio import load_history
 from tlbench.store.storage import check_storage_url
@@ -34,12 +34,15 @@ from tlbench.types import (
 )
 
 
-def preflight(plan: Plan) -> dict[str, DatasetSplits]:
+def preflight(plan: Plan, shelf: dict | None = None) -> dict[str, DatasetSplits]:
     """Load every dataset and build every backbone once, before any compute is spent:
     folders, files, weights and devices are real, the cache folder usable, one batch
     fits in memory. ``validate`` and the start of ``run`` and ``worker`` both call it,
     so a config validate accepts does not fail later on a check it could have made.
-    Returns the splits by dataset key."""
+    Returns the splits by dataset key. ``shelf``: filled with the backbones built here,
+    as the screen builds them (:func:`tlbench.search.calls.screen_build`, keyed by
+    (backbone key, number of classes)), for the screen of the same process to take
+    instead of building each one again."""
 
     devices = basics.pick_devices(plan.bench.training.device)
     check_storage_url(plan.bench.search.storage)
@@ -54,10 +57,16 @@ def preflight(plan: Plan) -> dict[str, DatasetSplits]:
         plugin = plan.dataset_plugins.get(entry.key, "?")
         load = lambda: load_splits(entry, record, plan.bench.seed, plan.base_dir, plugin)  # noqa: E731
         loaded[entry.key] = _at(f"datasets[{i}] ({entry.key})", load, (entry.name, entry.key))
-    built = {
-        key: _at(f"backbones[{i}] ({key})", lambda: build_backbone(b, 2), (b.entry.name, key))
+    # each backbone built for the first dataset that uses it (its class count), as its screen will build it
+    classes = {
+        key: next((len(loaded[e.key].classes) for e, _ in plan.datasets if key in plan.backbones_for(e.key)), 2)
+        for key in plan.backbones
+    }
+    screened = {
+        key: _at(f"backbones[{i}] ({key})", lambda: screen_build(b, classes[key]), (b.entry.name, key))
         for i, (key, b) in enumerate(plan.backbones.items())
     }
+    built = {key: model for key, (model, _) in screened.items()}
     for i, (key, strategy) in enumerate(plan.strategies.items()):
         params = space.dry_run(lambda s: strategy.record.suggest(s, strategy.options), key).result
         for bkey, model in built.items():
@@ -77,6 +86,8 @@ def preflight(plan: Plan) -> dict[str, DatasetSplits]:
         _at(f"backbones ({key})", lambda: check_memory(plan, plan.backbones[key], model, devices[0]), (key,))
     check_transforms(plan, loaded, built)  # after the memory check: an absurd size must not be tried on a real example
     portfolio_history(plan)  # the tables search.portfolio_from names are readable tables
+    if shelf is not None:
+        shelf.update({(key, classes[key]): pair for key, pair in screened.items()})
     return loaded
 
 

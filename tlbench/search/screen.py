@@ -185,8 +185,13 @@ def screen_backbones(plan, study, splits, resources, dataset_key: str, after=lam
                 after(key)
             continue
         start = time.perf_counter()
-        torch.manual_seed(0)
-        built = calls.build_backbone(backbone, len(splits.classes))
+        torch.manual_seed(calls.SCREEN_SEED)
+        shelved = resources.shelf.pop((key, len(splits.classes)), None)  # built by this process's preflight
+        if shelved is None:
+            built = calls.build_backbone(backbone, len(splits.classes))
+        else:
+            built, state = shelved
+            torch.set_rng_state(state)  # as if it had been built here
         size = input_size(inputs_of(built), backbone.entry, plan.bench.training)
         settings = basics.TrainSettings(
             batch_size=64, weight_decay=0.0, augment=False, size=size, device=device, seed=0,

@@ -46,7 +46,7 @@ class TrialResources:
     """What the trials of one process share: the devices (one trial each at a time),
     architecture-only costs measured once, and the frozen-prefix feature cache."""
 
-    def __init__(self, plan: Plan, splits: dict[str, DatasetSplits]):
+    def __init__(self, plan: Plan, splits: dict[str, DatasetSplits], shelf: dict | None = None):
 
         self.devices = basics.pick_devices(plan.bench.training.device)
         self.free: queue.SimpleQueue = queue.SimpleQueue()
@@ -54,6 +54,7 @@ class TrialResources:
             self.free.put(device)
         self.measured: dict = {}
         self.lock = threading.Lock()
+        self.shelf = shelf if shelf is not None else {}  # backbones the preflight built, for the screen to take
         c = plan.bench.training.cache
         self.cache = features.FeatureCache(c.memory_mb, cache_dir(plan), c.disk_mb) if c.enabled else None
         self.data_keys = {
