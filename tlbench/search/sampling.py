@@ -33,6 +33,7 @@ own results, where the opening reads recorded tables.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator, Sequence
 
 import numpy as np
@@ -136,16 +137,11 @@ LOG_STEP = 3.0  # a log-scaled value's neighbours: a third of it and three times
 LINEAR_STEP = 0.25  # a linear value's neighbours: a quarter of its range either side
 
 
-class LocalSampler(optuna.samplers.BaseSampler):
-    """Random search, except that a share of its trials is a neighbour of the best feasible
-    trial so far (on a Pareto search, of a trial on the front, drawn at random): one of its
-    settings moved one step, the others kept, onto a configuration the study has not run
-    (when the best one's neighbours have all run, the next best's: best-first local search).
-    The plan is made in ``before_trial`` (enqueued trials are left alone) and followed
-    by ``sample_independent``; a setting the plan does not cover (the parameters of a
-    strategy the neighbour changed to), or a neighbour the distribution no longer holds,
-    is drawn at random. With no finished trial, or every finished trial's neighbours
-    already run, the trial is random."""
+class _PlannedSampler(optuna.samplers.BaseSampler):
+    """Random search that plans a share (``share``) of its trials: the plan (some of the
+    trial's settings) is made in ``before_trial`` by :meth:`_plan` and followed by
+    ``sample_independent``; a setting the plan does not cover, or a value the
+    distribution no longer holds, is drawn at random. Enqueued trials are left alone."""
 
     def __init__(self, share: float, limits: dict[str, float] | None = None, seed: int | None = None):
         self.share, self.limits = share, dict(limits or {})
@@ -167,19 +163,11 @@ class LocalSampler(optuna.samplers.BaseSampler):
 
     def before_trial(self, study, trial):
         self.base.before_trial(study, trial)
-        if "fixed_params" in trial.system_attrs or self._rng.random() >= self.share:
+        if "fixed_params" in trial.system_attrs or not self._plans_for(study) or self._rng.random() >= self.share:
             return
-        trials = study.get_trials(deepcopy=False)
-        seen: dict[tuple, list[dict]] = {}  # the configurations run, by (backbone, strategy): a plan names both
-        for t in trials:
-            if t.state != optuna.trial.TrialState.WAITING:
-                seen.setdefault(_group(t.params), []).append(t.params)
-        gone = dropped_backbones(study)
-        for best in self._incumbents(study, trials):  # the best trial's neighbourhood, else the next best's
-            plan = self._neighbour(best, seen, gone)
-            if plan:
-                self._plans[trial.number] = plan
-                return
+        plan = self._plan(study, study.get_trials(deepcopy=False))
+        if plan:
+            self._plans[trial.number] = plan
 
     def after_trial(self, study, trial, state, values):
         self._plans.pop(trial.number, None)
@@ -188,6 +176,37 @@ class LocalSampler(optuna.samplers.BaseSampler):
     def reseed_rng(self) -> None:
         self.base.reseed_rng()
         self._rng = np.random.default_rng()
+
+    def _plans_for(self, study) -> bool:
+        """Whether this study's trials are planned at all."""
+        return True
+
+    def _plan(self, study, trials: list[optuna.trial.FrozenTrial]) -> dict:
+        raise NotImplementedError
+
+
+class LocalSampler(_PlannedSampler):
+    """Random search, except that a share of its trials is a neighbour of the best feasible
+    trial so far (on a Pareto search, of a trial on the front, drawn at random): one of its
+    settings moved one step, the others kept, onto a configuration the study has not run
+    (when the best one's neighbours have all run, the next best's: best-first local search).
+    The plan is made in ``before_trial`` (enqueued trials are left alone) and followed
+    by ``sample_independent``; a setting the plan does not cover (the parameters of a
+    strategy the neighbour changed to), or a neighbour the distribution no longer holds,
+    is drawn at random. With no finished trial, or every finished trial's neighbours
+    already run, the trial is random."""
+
+    def _plan(self, study, trials: list[optuna.trial.FrozenTrial]) -> dict:
+        seen: dict[tuple, list[dict]] = {}  # the configurations run, by (backbone, strategy): a plan names both
+        for t in trials:
+            if t.state != optuna.trial.TrialState.WAITING:
+                seen.setdefault(_group(t.params), []).append(t.params)
+        gone = dropped_backbones(study)
+        for best in self._incumbents(study, trials):  # the best trial's neighbourhood, else the next best's
+            plan = self._neighbour(best, seen, gone)
+            if plan:
+                return plan
+        return {}
 
     def _incumbents(self, study, trials: list[optuna.trial.FrozenTrial]) -> Iterator[optuna.trial.FrozenTrial]:
         """The feasible finished ``trials`` (the study's), best first (the earliest of equals first); on a
@@ -272,7 +291,7 @@ def _holds(dist, value) -> bool:
 ENUMERABLE = 10_000  # a group's settings are listed (to pick one it has not run) up to this many
 
 
-class GroupSampler(optuna.samplers.BaseSampler):
+class GroupSampler(_PlannedSampler):
     """Random search, except that a share of its trials goes to the most promising
     (backbone, strategy) group: the one whose best feasible finished trial is best (a
     group with none counts its backbone's best trial of any strategy; a backbone with no
@@ -287,38 +306,11 @@ class GroupSampler(optuna.samplers.BaseSampler):
     def __init__(
         self, share: float, limits: dict[str, float] | None = None, seed: int | None = None, step: bool = False
     ):
-        self.share, self.limits, self.step = share, dict(limits or {}), step
-        self.base = optuna.samplers.RandomSampler(seed=seed)
-        self._rng = np.random.default_rng(seed)
-        self._plans: dict[int, dict] = {}
+        super().__init__(share, limits, seed)
+        self.step = step
 
-    def infer_relative_search_space(self, study, trial):
-        return {}
-
-    def sample_relative(self, study, trial, search_space):
-        return {}
-
-    def sample_independent(self, study, trial, param_name, param_distribution):
-        plan = self._plans.get(trial.number, {})
-        if param_name in plan and _holds(param_distribution, plan[param_name]):
-            return plan[param_name]
-        return self.base.sample_independent(study, trial, param_name, param_distribution)
-
-    def before_trial(self, study, trial):
-        self.base.before_trial(study, trial)
-        if "fixed_params" in trial.system_attrs or len(study.directions) > 1 or self._rng.random() >= self.share:
-            return
-        plan = self._plan(study, study.get_trials(deepcopy=False))
-        if plan:
-            self._plans[trial.number] = plan
-
-    def after_trial(self, study, trial, state, values):
-        self._plans.pop(trial.number, None)
-        self.base.after_trial(study, trial, state, values)
-
-    def reseed_rng(self) -> None:
-        self.base.reseed_rng()
-        self._rng = np.random.default_rng()
+    def _plans_for(self, study) -> bool:
+        return len(study.directions) == 1  # a Pareto front has no single best group
 
     def _plan(self, study, trials: list[optuna.trial.FrozenTrial]) -> dict:
         """The next trial's settings: the most promising group's, {} when there is no
@@ -353,7 +345,7 @@ class GroupSampler(optuna.samplers.BaseSampler):
                 best_backbone[backbone] = max(best_backbone.get(backbone, -np.inf), sign * t.value)
         choices = [[c for c in dists[n].choices if not (n == "backbone" and c in gone)] for n in axes]
         ranked = []
-        for key in _product(choices):
+        for key in itertools.product(*choices):
             group = dict(zip(axes, key))
             settings = self._settings(group, dists)
             untried = _untried(group, settings, seen.get(key, ()))
@@ -398,13 +390,6 @@ class GroupSampler(optuna.samplers.BaseSampler):
         return {n: d for n, d in dists.items() if n.startswith(f"{strategy}.")}
 
 
-def _product(choices: list[list]) -> list[tuple]:
-    out: list[tuple] = [()]
-    for values in choices:
-        out = [(*head, v) for head in out for v in values]
-    return out
-
-
 def _untried(group: dict, settings: dict, ran: Sequence[dict]) -> list[dict] | None:
     """The group's settings it has not run, when they can be listed (every one a list of
     choices, at most ENUMERABLE combinations); None when they cannot (drawn at random)."""
@@ -413,7 +398,7 @@ def _untried(group: dict, settings: dict, ran: Sequence[dict]) -> list[dict] | N
     if not all(isinstance(d, optuna.distributions.CategoricalDistribution) for d in settings.values()):
         return None
     names = sorted(settings)
-    combos = _product([list(settings[n].choices) for n in names])
+    combos = list(itertools.product(*(settings[n].choices for n in names)))
     if len(combos) > ENUMERABLE:
         return None
     done = {tuple(p.get(n, _UNSET) for n in names) for p in ran}
