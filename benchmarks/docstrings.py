@@ -17,12 +17,15 @@ library versions give the same files. The versions are written to ``<out>/VERSIO
 (outside every class folder: not part of the dataset).
 
     python benchmarks/docstrings.py --out results/docstrings
+
+Needs scipy besides what tlbench installs (``pip install scipy``).
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import inspect
 import random
 import re
@@ -99,6 +102,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "results" / "docstrings")
     parser.add_argument("--per-class", type=int, default=450)
     args = parser.parse_args(argv)
+    missing = [name for name in MODULES if importlib.util.find_spec(name) is None]
+    if missing:  # torch, numpy and pandas come with tlbench; scipy does not
+        print(f"docstrings: {', '.join(missing)} not installed; pip install {' '.join(missing)}", file=sys.stderr)
+        return 2
     print(write(args.out, args.per_class))
     print((args.out / "VERSIONS").read_text(), end="")
     return 0
