@@ -276,3 +276,24 @@ def test_the_opening_is_streamed_each_pretrained_backbones_probe_right_after_its
     assert seen == [] and len(
         optuna.load_study(study_name="tiny/r/synthetic", storage=f"sqlite:///{folder / 'study.db'}").trials
     ) == len(kinds)
+
+
+def test_a_run_opens_each_study_once_and_passes_it_along(write_config, monkeypatch, capsys):
+    """The run opens its study once (open_studies) and hands it to the opening and the search;
+    the search re-seeds its sampler where it used to reopen (the same trials: the default
+    benchmark was checked against the README's run)."""
+    from tlbench import benchmark
+    from tlbench.search import opening, studies
+
+    opened = []
+    real = studies.open_study
+
+    def counted(plan, key, *args, **kwargs):
+        opened.append(key)
+        return real(plan, key, *args, **kwargs)
+
+    for module in (benchmark, opening, studies):
+        monkeypatch.setattr(module, "open_study", counted)
+    config = write_config(tiny_benchmark(run="once", backbones=BACKBONES[:2], search={"n_trials": 2}))
+    assert cli.main(["run", str(config), "--format", "csv"]) == 0, capsys.readouterr().err
+    assert opened == ["synthetic"]
