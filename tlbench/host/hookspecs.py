@@ -31,7 +31,6 @@ EVENT_HOOKS = (
     "tlbench_trial_recovered",
     "tlbench_note",
 )
-STUDY_PARTS = ("opening", "search", "repeats")  # what part of a dataset's study a process works on
 
 
 @hookspec
