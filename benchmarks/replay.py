@@ -792,13 +792,16 @@ def main(
             traces = {**traces, **{f"{n} (dev)": t for n, t in dev_traces.items()}}
             plotted |= {f"{n} (dev)": g for n, g in grids.items()}
     if held_out is not None:
-        grids = load_held_out(held_out)
+        kind = held_out.resolve().name if held_out.resolve().name in GRID_SETS else "heldout-grid"
+        grids = load_held_out(held_out, kind)
         if not grids:
             print(f"no held-out grid in {held_out}; record them: python benchmarks/search.py record-held-out")
             return 2
-        looks = json.loads(LOOKS.read_text()) if LOOKS.exists() else []
+        looks_file = held_out / LOOKS.name  # each held-out set counts its own looks
+        looks = json.loads(looks_file.read_text()) if looks_file.exists() else []
         looks.append({"commit": commit, "seeds": seeds, "tasks": sorted(grids)})
-        LOOKS.write_text(json.dumps(looks, indent=1) + "\n")
+        looks_file.write_text(json.dumps(looks, indent=1) + "\n")
+        report["held_out_set"] = kind
         held, held_traces, held_aucs = replay_all(grids, seeds, lambda g: portfolio_without(None))
         report["frozen_commit"] = commit
         report["held_out_looks"] = len(looks)
