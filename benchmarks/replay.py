@@ -428,6 +428,8 @@ def methods(
     }  # fmt: skip
     if streamed:  # the opening of the first held-out look: the whole screen before any trial
         out["tlbench_screen_first"] = ours(defaults, tlbench_opening(grid, defaults, others, streamed=False))
+    # look 4's search (design step 6): the group sampler's choice of group, the local sampler's step in it
+    out["tlbench_groups_step"] = ours(SearchConfig(sampler="groups", group_share=1.0, group_step=True))
     return out
 
 
