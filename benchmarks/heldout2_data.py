@@ -3,7 +3,7 @@ on the machine: nothing downloaded at run time, and no design choice of the sear
 
 The first four held-out tasks (elpv, animal_shapes, bbc_news, tweet_sentiment) were looked at
 four times, and the default search was chosen between two judged methods after the fourth look:
-they can no longer judge a design out of sample. These three can, once.
+they can no longer judge a design out of sample. These four can, once.
 
 - ``fortunes`` (text; quotations): which fortune-cookie file a quotation comes from (computers,
   politics, science, songs-poems, work), from Debian's ``fortunes`` package.
@@ -11,12 +11,17 @@ they can no longer judge a design out of sample. These three can, once.
   graphics, net, science, sound) from its one-line description, with the package's own name
   taken out, from the machine's apt lists (``apt-cache dumpavail``; they hold no long
   descriptions).
+- ``emoji_groups`` (image; pictograms): the Unicode group of an emoji (activities, animals &
+  nature, food & drink, objects, people & body, smileys & emotion, symbols, travel & places),
+  each fully-qualified emoji of ``unicode-data``'s emoji-test.txt but skin-tone variants and
+  flags drawn once from ``fonts-noto-color-emoji`` at a random size and place on a random
+  light ground, 64 px.
 - ``brahmic_glyphs`` (image; writing systems): which of ten Brahmic scripts a rendered letter
   is written in (Bengali, Devanagari, Gujarati, Gurmukhi, Kannada, Malayalam, Oriya, Sinhala,
   Tamil, Telugu), drawn from the Noto Sans and Serif fonts of ``fonts-noto-core`` at a random
   size, weight, place and slant on a noisy grey ground, 64 px.
 
-    apt-get install fortunes fonts-noto-core
+    apt-get install fortunes fonts-noto-core fonts-noto-color-emoji unicode-data
     python benchmarks/heldout2_data.py --out results
 
 writes ``results/<task>/<class>/<n>.txt`` (textfolder) and ``results/brahmic_glyphs/<class>/<n>.png``
@@ -37,7 +42,7 @@ import unicodedata
 from pathlib import Path
 
 SEED = 0
-PER_CLASS = {"fortunes": 600, "pkg_sections": 600, "brahmic_glyphs": 200}
+PER_CLASS = {"fortunes": 600, "pkg_sections": 600, "brahmic_glyphs": 200, "emoji_groups": 400}
 FORTUNES = Path("/usr/share/games/fortunes")
 FORTUNE_FILES = ("computers", "politics", "science", "songs-poems", "work")
 SECTIONS = ("games", "graphics", "net", "science", "sound")
@@ -54,6 +59,13 @@ SCRIPTS = {  # class -> (font name part, Unicode block)
     "tamil": ("Tamil", (0x0B80, 0x0BFF)),
     "telugu": ("Telugu", (0x0C00, 0x0C7F)),
 }
+EMOJI_TEST = Path("/usr/share/unicode/emoji/emoji-test.txt")
+EMOJI_FONT = NOTO / "NotoColorEmoji.ttf"
+EMOJI_GROUPS = {  # emoji-test.txt's group -> class (Flags and Component left out)
+    "Activities": "activities", "Animals & Nature": "animals_nature", "Food & Drink": "food_drink",
+    "Objects": "objects", "People & Body": "people_body", "Smileys & Emotion": "smileys_emotion",
+    "Symbols": "symbols", "Travel & Places": "travel_places",
+}  # fmt: skip
 MIN_CHARS, MAX_CHARS = 40, 800  # a quotation
 MIN_DESCRIPTION = 15  # a one-line description
 
@@ -143,6 +155,49 @@ def brahmic_glyphs(out: Path, per_class: int) -> dict[str, int]:
     return counts
 
 
+def emoji_by_group() -> dict[str, list[str]]:
+    """emoji-test.txt's fully-qualified emoji by class, skin-tone variants left out."""
+    by_class: dict[str, list[str]] = {c: [] for c in EMOJI_GROUPS.values()}
+    group = None
+    for line in EMOJI_TEST.read_text(encoding="utf-8").splitlines():
+        if line.startswith("# group: "):
+            group = EMOJI_GROUPS.get(line.removeprefix("# group: ").strip())
+            continue
+        code, _, rest = line.partition(";")
+        if group is None or not code.strip() or "fully-qualified" not in rest or "skin tone" in rest:
+            continue
+        by_class[group].append("".join(chr(int(c, 16)) for c in code.split()))
+    return by_class
+
+
+def emoji_groups(out: Path, per_class: int) -> dict[str, int]:
+    from PIL import Image, ImageDraw, ImageFont
+
+    if not EMOJI_TEST.exists() or not EMOJI_FONT.exists():
+        sys.exit("heldout2_data: emoji_groups needs apt-get install unicode-data fonts-noto-color-emoji")
+    font = ImageFont.truetype(str(EMOJI_FONT), 109)  # the one size the bitmap font has
+    counts = {}
+    for cls, emoji in emoji_by_group().items():
+        rng = random.Random(f"{SEED}-{cls}")
+        folder = out / cls
+        folder.mkdir(parents=True, exist_ok=True)
+        kept = 0
+        for e in _drawn(emoji, per_class, SEED):
+            ground = tuple(rng.randint(170, 255) for _ in range(3))
+            canvas = Image.new("RGB", (136, 136), ground)
+            ImageDraw.Draw(canvas).text((4, 4), e, font=font, embedded_color=True)
+            if all(lo == hi for lo, hi in canvas.getextrema()):  # nothing drawn
+                continue
+            side = rng.randint(64, 104)
+            small = canvas.resize((side, side), Image.BILINEAR)
+            framed = Image.new("RGB", (136, 136), ground)
+            framed.paste(small, (rng.randint(0, 136 - side), rng.randint(0, 136 - side)))
+            framed.resize((64, 64), Image.BILINEAR).save(folder / f"{kept:04d}.png")
+            kept += 1
+        counts[cls] = kept
+    return counts
+
+
 def write_texts(out: Path, by_class: dict[str, list[str]], per_class: int) -> dict[str, int]:
     counts = {}
     for cls, texts in by_class.items():
@@ -177,6 +232,12 @@ def main(argv: list[str] | None = None) -> int:
         elif task == "brahmic_glyphs":
             versions = f"fonts-noto-core {_package_version('fonts-noto-core')}\n"
             counts = brahmic_glyphs(out, PER_CLASS[task])
+        elif task == "emoji_groups":
+            versions = (
+                f"fonts-noto-color-emoji {_package_version('fonts-noto-color-emoji')}, "
+                f"unicode-data {_package_version('unicode-data')}\n"
+            )
+            counts = emoji_groups(out, PER_CLASS[task])
         else:
             sys.exit(f"heldout2_data: unknown task {task}; choose from {', '.join(PER_CLASS)}")
         (out / "VERSIONS").write_text(versions)

@@ -116,6 +116,12 @@ HELD_OUT_2 = {
          "train_samples": 500, "val_samples": 300},
         IMAGE_BACKBONES, IMAGE_GRID, {"resolution": 64},
     ),
+    "emoji_groups": (
+        "pictograms", "image",
+        {"name": "imagefolder", "path": "../../results/emoji_groups", "val_fraction": 0.2, "test_fraction": 0.2,
+         "train_samples": 500, "val_samples": 300},
+        IMAGE_BACKBONES, IMAGE_GRID, {"resolution": 64},
+    ),
     "fortunes": (
         "quotations", "text", {"name": "textfolder", "dir": "../../results/fortunes", "train_samples": 400, "val_samples": 250},
         TEXT_BACKBONES, TEXT_GRID, {},
