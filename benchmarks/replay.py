@@ -750,6 +750,15 @@ def design(grid_dir: Path, dev_dir: Path, seeds: int, names: list[str] | None = 
     return 0
 
 
+def held_out_set(folder: Path) -> tuple[str, Path]:
+    """Which held-out set a folder holds (its name in search.py's GRID_SETS: heldout2-grid is
+    the second; any other folder is read as the first set's tasks) and the file counting its
+    looks: each set counts its own."""
+    name = folder.resolve().name
+    kind = name if name in GRID_SETS and name != "dev-grid" else "heldout-grid"
+    return kind, folder / LOOKS.name
+
+
 def git_commit() -> tuple[str, bool]:
     """HEAD and whether the code a replay runs (tlbench/, benchmarks/) differs from it."""
     head = subprocess.run(
@@ -794,12 +803,11 @@ def main(
             traces = {**traces, **{f"{n} (dev)": t for n, t in dev_traces.items()}}
             plotted |= {f"{n} (dev)": g for n, g in grids.items()}
     if held_out is not None:
-        kind = held_out.resolve().name if held_out.resolve().name in GRID_SETS else "heldout-grid"
+        kind, looks_file = held_out_set(held_out)
         grids = load_held_out(held_out, kind)
         if not grids:
             print(f"no held-out grid in {held_out}; record them: python benchmarks/search.py record-held-out")
             return 2
-        looks_file = held_out / LOOKS.name  # each held-out set counts its own looks
         looks = json.loads(looks_file.read_text()) if looks_file.exists() else []
         looks.append({"commit": commit, "seeds": seeds, "tasks": sorted(grids)})
         looks_file.write_text(json.dumps(looks, indent=1) + "\n")

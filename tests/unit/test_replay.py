@@ -88,8 +88,12 @@ def test_every_held_out_grid_is_a_valid_config_of_ten_epochs_five_log_rates_and_
     modalities = {search.HELD_OUT[t][1] for t in search.HELD_OUT}
     assert len(search.HELD_OUT) >= 4 and len(domains) >= 3 and modalities == {"image", "text"}
     assert not set(search.HELD_OUT) & set(search.DATASETS)  # no design grid is held out
+    second = search.HELD_OUT_2  # look 5 on: tasks of domains no other grid has
+    assert len(second) >= 4 and {t[1] for t in second.values()} == {"image", "text"}
+    seen = {t[0] for t in [*search.HELD_OUT.values(), *search.DEV.values()]} | set(search.DOMAINS.values())
+    assert not {t[0] for t in second.values()} & seen and len({t[0] for t in second.values()}) == len(second)
     tasks = [(task, kind) for kind, (_, grids) in search.GRID_SETS.items() for task in grids]
-    assert {kind for _, kind in tasks} == {"heldout-grid", "dev-grid"}
+    assert {kind for _, kind in tasks} == {"heldout-grid", "heldout2-grid", "dev-grid"}
     for task, kind in tasks:
         configs = [search.held_out_config(task, seed, kind) for seed in search.HELD_OUT_SEEDS]
         assert len(configs) >= 2 and configs[0]["run"] != configs[1]["run"]
@@ -113,6 +117,26 @@ def test_held_out_tables_of_one_task_are_merged_across_seeds(tmp_path):
     grids = replay.load_held_out(tmp_path)
     assert list(grids) == ["elpv"] and grids["elpv"].domain == "inspection" and grids["elpv"].modality == "image"
     assert len(grids["elpv"].trials) == 4 and len(grids["elpv"].by_point) == 2
+
+
+def test_each_held_out_set_has_its_tasks_and_its_own_count_of_looks(tmp_path):
+    import json
+
+    second = tmp_path / "heldout2-grid"
+    second.mkdir()
+    rows = [_row("a", 0.1, [0.5], 0.5), _row("a", 0.2, [0.9], 0.9)]
+    for task in ("fortunes", "elpv"):  # elpv is the first set's: not read as the second's
+        (second / f"{task}-s0.json").write_text(json.dumps({"datasets": {task: {"trials": rows, "screen": {}}}}))
+    kind, looks = replay.held_out_set(second)
+    assert kind == "heldout2-grid" and looks == second / "looks.json"
+    grids = replay.load_held_out(second, kind)
+    assert (
+        list(grids) == ["fortunes"]
+        and grids["fortunes"].domain == "quotations"
+        and grids["fortunes"].modality == "text"
+    )
+    assert replay.held_out_set(tmp_path) == ("heldout-grid", tmp_path / "looks.json")
+    assert replay.held_out_set(tmp_path / "dev-grid")[0] == "heldout-grid"  # never judged as a held-out set
 
 
 def test_the_figures_do_not_depend_on_how_many_processes_replay_the_seeds(monkeypatch):
