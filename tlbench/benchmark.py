@@ -296,7 +296,8 @@ def _optimize(
     part: str = "search",
 ) -> None:
     """One study's loop, for the search and the repeats alike: trials until ``n_trials``
-    or ``full(study)``, each reported, Ctrl-C checked after each."""
+    or ``full(study)``, each reported, Ctrl-C checked after each. ``label``: the dataset
+    key; ``part``: which of its studies (search or repeats)."""
 
     reported: set[int] = set()
 
@@ -315,7 +316,7 @@ def _optimize(
         interrupts.check()  # the safe point after a trial: the study was told to stop
     except KeyboardInterrupt:  # Optuna calls no callback for the interrupted trial: it still gets its event
         for trial in run_events.interrupted_here(study, reported):
-            progress.trial_finished(run_events.finished(trial, label.removesuffix(" repeats"), study.study_name))
+            progress.trial_finished(run_events.finished(trial, label, study.study_name))
         raise
     finally:
         if finish:  # the screen's probes end their display once, after the last of them

@@ -9,7 +9,6 @@ from conftest import tiny_benchmark
 
 from tlbench.config import parse_config
 from tlbench.host import plugins
-from tlbench.host.progress import Progress
 from tlbench.results import report, runfolder, tables
 from tlbench.search import studies
 from tlbench.search.planning import make_plan
@@ -91,21 +90,34 @@ def _interrupt(study: optuna.Study) -> optuna.trial.FrozenTrial:
     return study.trials[trial.number]
 
 
+class Heard:
+    """The run's events as recover_interrupted sends them (tlbench.host.events.Events' methods)."""
+
+    def __init__(self):
+        self.recovered, self.finished = [], []
+
+    def trial_recovered(self, dataset, number, retried, part="search"):
+        self.recovered.append((dataset, part, number, retried))
+
+    def trial_finished(self, trial):
+        self.finished.append((trial.dataset, trial.number))
+
+
 @pytest.mark.parametrize("retries", [0, 1, 3])
 def test_an_interrupted_configuration_runs_again_retries_times_then_is_marked_out_of_retries(retries):
     study = optuna.create_study(storage=optuna.storages.InMemoryStorage())
     first = _interrupt(study)
     for k in range(1, retries + 1):
-        studies.recover_interrupted(study, study._storage, Progress(), "d", retries)
+        studies.recover_interrupted(study, study._storage, Heard(), "d", retries)
         again = _interrupt(study)  # the retry, interrupted too
         record = TrialRecord.from_trial(again)
         assert again.params == first.params and (record.attempt, record.retry_of) == (k, again.number - 1)
-    assert studies.recover_interrupted(study, study._storage, Progress(), "d", retries) == []
+    assert studies.recover_interrupted(study, study._storage, Heard(), "d", retries) == []
     assert not study.get_trials(states=(WAITING,))  # nothing more enqueued
     assert StudyRecord.from_study(study).gave_up == {
         retries: f"out of retries: interrupted {retries + 1} times (search.retries = {retries})"
     }
-    studies.recover_interrupted(study, study._storage, Progress(), "d", retries)  # idempotent
+    studies.recover_interrupted(study, study._storage, Heard(), "d", retries)  # idempotent
     assert len(study.trials) == retries + 1
 
 
@@ -113,18 +125,30 @@ def test_a_trial_left_running_is_marked_interrupted_and_retried():
     study = optuna.create_study(storage=optuna.storages.InMemoryStorage())
     running = study.ask()
     running.suggest_float("x", 0, 1)
-    assert studies.recover_interrupted(study, study._storage, Progress(), "d", retries=1) == [0]
+    assert studies.recover_interrupted(study, study._storage, Heard(), "d", retries=1) == [0]
     record = TrialRecord.from_trial(study.trials[0])
     assert study.trials[0].state == FAIL and record.failure == Failure.INTERRUPTED
     assert record.fail_reason == "interrupted: the process running it was killed"
     assert [t.system_attrs["fixed_params"] for t in study.get_trials(states=(WAITING,))] == [study.trials[0].params]
 
 
+@pytest.mark.parametrize("part", ["search", "repeats"])
+def test_a_recovered_trial_is_told_with_its_dataset_and_the_part_of_its_study(part):
+    study = optuna.create_study(storage=optuna.storages.InMemoryStorage())
+    study.ask().suggest_float("x", 0, 1)  # left running by a killed process
+    heard = Heard()
+    studies.recover_interrupted(
+        study, study._storage, heard, "digits", retries=None if part == "repeats" else 1, part=part
+    )
+    assert heard.recovered == [("digits", part, 0, part == "search")]  # the repeats' caller retries itself
+    assert heard.finished == [("digits", 0)]
+
+
 def test_the_report_says_which_configurations_ran_out_of_retries(tmp_path):
     url = f"sqlite:///{tmp_path / 'study.db'}"
     study = optuna.create_study(study_name="b/r/d", storage=url)
     _interrupt(study)
-    studies.recover_interrupted(study, study._storage, Progress(), "d", retries=0)
+    studies.recover_interrupted(study, study._storage, Heard(), "d", retries=0)
     frame = runfolder.trials_frame(url, {"d": "b/r/d"})
     assert frame["gave_up"].tolist() == ["out of retries: interrupted 1 times (search.retries = 0)"]
     assert frame["failure"].tolist() == [Failure.INTERRUPTED]
@@ -137,6 +161,6 @@ def test_a_budget_counts_a_retry_chain_once():
     study = optuna.create_study(storage=optuna.storages.InMemoryStorage())
     _interrupt(study)
     for _ in range(2):
-        studies.recover_interrupted(study, study._storage, Progress(), "d", retries=2)
+        studies.recover_interrupted(study, study._storage, Heard(), "d", retries=2)
         _interrupt(study)
     assert [t.number for t in studies.budget(study.trials)] == [2]

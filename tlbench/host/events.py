@@ -106,9 +106,7 @@ class Events:
     def study_started(self, dataset: str, done: int, total: int | None, part: str = "search") -> None:
         self._emit("tlbench_study_started", run=self.run, dataset=dataset, part=part, done=done, total=total)
 
-    def trial_recovered(self, where: str, number: int, retried: bool) -> None:
-        """``where``: the dataset key, with " repeats" for its repeats study (as recover_interrupted says it)."""
-        dataset, part = (where.removesuffix(" repeats"), "repeats") if where.endswith(" repeats") else (where, "search")
+    def trial_recovered(self, dataset: str, number: int, retried: bool, part: str = "search") -> None:
         self._emit("tlbench_trial_recovered", run=self.run, dataset=dataset, part=part, number=number, retried=retried)
 
     def study_finished(self, dataset: str, part: str = "search") -> None:

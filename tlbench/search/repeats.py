@@ -56,7 +56,7 @@ def enqueue_repeats(
             load_if_exists=True,
         )
         if recover:  # the interrupted repeat is missing, so it is enqueued again below
-            recover_interrupted(study, store, progress, f"{key} repeats", retries=None)
+            recover_interrupted(study, store, progress, key, retries=None, part="repeats")
         missing = _missing_repeats(plan, study, numbers)
         for number, r in missing:
             repeat = TrialRecord(

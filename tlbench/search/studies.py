@@ -266,18 +266,21 @@ def attempt(record: TrialRecord) -> int:
     return record.attempt if record.attempt is not None else int(record.retry_of is not None)
 
 
-def recover_interrupted(study: optuna.Study, storage, progress, where: str, retries: int | None = 1) -> list[int]:
+def recover_interrupted(
+    study: optuna.Study, storage, progress, dataset: str, retries: int | None = 1, part: str = "search"
+) -> list[int]:
     """Mark trials left RUNNING by a killed process as failed, and enqueue the parameters
     each interrupted trial (killed, stopped by Ctrl-C or SIGTERM, or lost by a worker)
     had drawn again, up to ``retries`` times per configuration, never twice for one
-    trial (None: only mark them; the caller retries). Call only when no other process
+    trial (None: only mark them; the caller retries). ``dataset``: the dataset key;
+    ``part``: which of its studies (search or repeats). Call only when no other process
     uses the study. Returns the numbers marked failed."""
 
     stale = fail_running(study, storage, "interrupted: the process running it was killed")
     trials, studied = study.get_trials(deepcopy=False), StudyRecord.from_study(study)
     for t in trials:  # a killed process sent no trial_finished for them: this run does, once
         if t.number in stale and hasattr(progress, "trial_finished"):
-            progress.trial_finished(events.finished(t, where.removesuffix(" repeats"), study.study_name))
+            progress.trial_finished(events.finished(t, dataset, study.study_name))
     retried = {TrialRecord.from_trial(t).retry_of for t in trials}
     stopped = [
         t for t in trials
@@ -286,7 +289,7 @@ def recover_interrupted(study: optuna.Study, storage, progress, where: str, retr
     for t in stopped:
         again = retries is not None and _retry_or_give_up(study, t, retries)
         if t.number in stale or again:
-            progress.trial_recovered(where, t.number, again)
+            progress.trial_recovered(dataset, t.number, again, part=part)
     return stale
 
 
