@@ -752,9 +752,11 @@ def design(grid_dir: Path, dev_dir: Path, seeds: int, names: list[str] | None = 
 
 def held_out_set(folder: Path) -> tuple[str, Path]:
     """Which held-out set a folder holds (its name in search.py's GRID_SETS: heldout2-grid is
-    the second; any other folder is read as the first set's tasks) and the file counting its
-    looks: each set counts its own."""
-    name = folder.resolve().name
+    the second; a ``seed<k>`` folder inside a set holds that set's tables of another
+    recording seed, kept apart for a check; any other folder is read as the first set's
+    tasks) and the file counting its looks: each folder counts its own."""
+    resolved = folder.resolve()
+    name = resolved.parent.name if resolved.name.startswith("seed") else resolved.name
     kind = name if name in GRID_SETS and name != "dev-grid" else "heldout-grid"
     return kind, folder / LOOKS.name
 

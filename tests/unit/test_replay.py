@@ -135,6 +135,7 @@ def test_each_held_out_set_has_its_tasks_and_its_own_count_of_looks(tmp_path):
         and grids["fortunes"].domain == "quotations"
         and grids["fortunes"].modality == "text"
     )
+    assert replay.held_out_set(second / "seed1") == ("heldout2-grid", second / "seed1" / "looks.json")
     assert replay.held_out_set(tmp_path) == ("heldout-grid", tmp_path / "looks.json")
     assert replay.held_out_set(tmp_path / "dev-grid")[0] == "heldout-grid"  # never judged as a held-out set
 
