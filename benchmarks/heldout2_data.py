@@ -24,8 +24,8 @@ they can no longer judge a design out of sample. These four can, once.
     apt-get install fortunes fonts-noto-core fonts-noto-color-emoji unicode-data
     python benchmarks/heldout2_data.py --out results
 
-writes ``results/<task>/<class>/<n>.txt`` (textfolder) and ``results/brahmic_glyphs/<class>/<n>.png``
-(imagefolder). Each class keeps ``PER_CLASS`` examples drawn by a fixed seed from its examples
+writes ``results/<task>/<class>/<n>.txt`` for the text tasks (textfolder) and
+``results/<task>/<class>/<n>.png`` for the image tasks (imagefolder). Each class keeps ``PER_CLASS`` examples drawn by a fixed seed from its examples
 sorted, so the same package versions give the same files; the versions are written to
 ``<out>/<task>/VERSIONS`` (outside every class folder: not part of the dataset).
 """

@@ -4,8 +4,9 @@ hundreds of seeds of every method take minutes.
 Tasks. The four in-sample grids (``benchmarks/search-grid/``: 3 epochs, one training
 seed) are the ones tlbench's search was designed on: their figures are in-sample. The
 held-out grids (``benchmarks/heldout-grid/<task>-s<seed>.json``: 10 epochs, two training
-seeds, see ``search.py record-held-out``) judge a frozen commit; every replay of them is
-a look, counted in ``benchmarks/heldout-grid/looks.json``.
+seeds, see ``search.py record-held-out``; since look 5 the second set,
+``benchmarks/heldout2-grid/``) judge a frozen commit; every replay of them is a look,
+counted in the set's own ``looks.json``.
 
 One replay seed of one method: a real Optuna study (or, for the methods Optuna has no
 sampler for, a loop) over the grid, each parameter a choice among its recorded values.
