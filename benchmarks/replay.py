@@ -53,8 +53,7 @@ from search import DOMAINS, GRID_SETS, portfolio_sources  # noqa: E402  (the tas
 
 ROOT = Path(__file__).resolve().parent.parent
 GRID_DIR = ROOT / "benchmarks" / "search-grid"
-HELD_OUT_DIR = ROOT / "benchmarks" / "heldout-grid"
-LOOKS = HELD_OUT_DIR / "looks.json"
+LOOKS_FILE = "looks.json"  # in each held-out folder: the replays of it (looks and checks)
 OUT = ROOT / "results" / "search-bench.json"
 PLOT = ROOT / "results" / "search-bench.png"
 SEEDS = 500
@@ -759,7 +758,7 @@ def held_out_set(folder: Path) -> tuple[str, Path]:
     resolved = folder.resolve()
     name = resolved.parent.name if resolved.name.startswith("seed") else resolved.name
     kind = name if name in GRID_SETS and name != "dev-grid" else "heldout-grid"
-    return kind, folder / LOOKS.name
+    return kind, folder / LOOKS_FILE
 
 
 def git_commit() -> tuple[str, bool]:
