@@ -224,11 +224,13 @@ class Trace:
         self.spent += self.owed + gflops
         self.owed = 0.0
 
-    def done(self, row: dict) -> None:
-        """A trial trained to its end: the incumbent changes if its validation accuracy is higher."""
+    def done(self, row: dict, value: float | None = None) -> None:
+        """A trial trained to its end: the incumbent changes if its value (its validation
+        accuracy, or what ``search.select_epochs`` makes of its curve) is higher."""
         regret = self.events[-1][1]
-        if self.best_val is None or row["val_accuracy"] > self.best_val:
-            self.best_val, regret = row["val_accuracy"], self.grid.regret(row["test_accuracy"])
+        value = row["val_accuracy"] if value is None else value
+        if self.best_val is None or value > self.best_val:
+            self.best_val, regret = value, self.grid.regret(row["test_accuracy"])
         self.events.append((self.spent, regret))
 
     def over(self) -> bool:
@@ -238,10 +240,12 @@ class Trace:
 # --- the methods
 
 
-def optuna_method(grid: Grid, draw: Draw, sampler, pruner, opening: Opening | None = None) -> Trace:
+def optuna_method(grid: Grid, draw: Draw, sampler, pruner, opening: Opening | None = None, select: int = 1) -> Trace:
     """A real Optuna study over the grid. ``opening``: tlbench's screen, its charge and the
     trials enqueued before the sampler's (never pruned, like tlbench's probes and
-    portfolio), the screen's decision stored where tlbench's sampler reads it."""
+    portfolio), the screen's decision stored where tlbench's sampler reads it. ``select``:
+    ``search.select_epochs``, a trial's value from its curve as a run computes it."""
+    from tlbench.base.stats import trial_value
     from tlbench.store.studyrecord import StudyRecord
 
     trace = Trace(grid)
@@ -274,8 +278,9 @@ def optuna_method(grid: Grid, draw: Draw, sampler, pruner, opening: Opening | No
                 trace.events.append((trace.spent, trace.events[-1][1]))
                 raise optuna.TrialPruned()
         trace.pay(0.0 if trial.user_attrs.get("probe") and grid.shares_screen(params) else row["train_gflops"])
-        trace.done(row)
-        return row["val_accuracy"]
+        value = row["val_accuracy"] if select == 1 else trial_value(row["val_curve"], select)
+        trace.done(row, value)
+        return value
 
     def after(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         if trace.over():
@@ -296,9 +301,12 @@ def _suggest_point(grid: Grid, trial: optuna.Trial) -> dict:
     return dict(trial.params)
 
 
-def in_order(grid: Grid, draw: Draw, order: list[dict], opening: Opening | None = None) -> Trace:
+def in_order(grid: Grid, draw: Draw, order: list[dict], opening: Opening | None = None, select: int = 1) -> Trace:
     """Train ``opening``'s trials (each after its share of the screen), then the points in
-    ``order``, to their end, one after another, until the horizon."""
+    ``order``, to their end, one after another, until the horizon (``select``: as in
+    :func:`optuna_method`)."""
+    from tlbench.base.stats import trial_value
+
     trace = Trace(grid)
     steps = list(opening.steps) if opening is not None else []
     left = [opening.left] if opening is not None else []
@@ -308,7 +316,7 @@ def in_order(grid: Grid, draw: Draw, order: list[dict], opening: Opening | None 
         row = draw.row(params)
         trace.owed += left.pop() if charge is None and left else charge or 0.0
         trace.pay(0.0 if charge is not None and grid.shares_screen(params) else row["train_gflops"])
-        trace.done(row)
+        trace.done(row, row["val_accuracy"] if select == 1 else trial_value(row["val_curve"], select))
     return trace
 
 
@@ -373,7 +381,7 @@ def methods(
 
     def ours(search: SearchConfig, opened: Opening = opening):
         sampler, pruner = sampling.make_sampler(search, seed), pruning.make_pruner(search)
-        return optuna_method(grid, draw, sampler, pruner, opened)
+        return optuna_method(grid, draw, sampler, pruner, opened, search.select_epochs)
 
     def top1(score: str) -> Trace:
         scores = {b: grid.screen.get(b, {}).get(score) for b in grid.forward}
@@ -385,8 +393,8 @@ def methods(
     def random_sampler():
         return optuna.samplers.RandomSampler(seed=seed)
 
-    def then_random(opened: Opening) -> Trace:
-        return in_order(grid, draw, uniform_order(grid, seed, exclude=opened.points), opened)
+    def then_random(opened: Opening, select: int = 1) -> Trace:
+        return in_order(grid, draw, uniform_order(grid, seed, exclude=opened.points), opened, select)
 
     epochs = grid.epochs
     if candidates is not None:
@@ -430,6 +438,10 @@ def methods(
         out["tlbench_screen_first"] = ours(defaults, tlbench_opening(grid, defaults, others, streamed=False))
     # look 4's search (design step 6): the group sampler's choice of group, the local sampler's step in it
     out["tlbench_groups_step"] = ours(SearchConfig(sampler="groups", group_share=1.0, group_step=True))
+    # look 6's candidate (design step 7): trials chosen on their last 5 epochs' mean validation accuracy;
+    # and that choice after the same opening followed by random search (what the rule gives without the sampler)
+    out["tlbench_select5"] = ours(SearchConfig(select_epochs=5))
+    out["opening_then_random_select5"] = then_random(opening, 5)
     return out
 
 
@@ -652,12 +664,16 @@ def load_in_sample(grid_dir: Path) -> dict[str, Grid]:
     return grids
 
 
-def load_held_out(held_dir: Path, kind: str = "heldout-grid") -> dict[str, Grid]:
+def load_held_out(held_dir: Path, kind: str = "heldout-grid", merge: bool = False) -> dict[str, Grid]:
     """``<task>-s<seed>.json`` tables, the seeds of one task merged; domain and modality from
-    ``benchmarks/search.py``'s HELD_OUT (or DEV, for ``kind`` dev-grid)."""
+    ``benchmarks/search.py``'s HELD_OUT (or DEV, for ``kind`` dev-grid). ``merge``: also the
+    tables kept apart in the folder's ``seed<k>/`` folders (each point's training seeds)."""
     tasks = GRID_SETS[kind][1]
     tables: dict[str, list[dict]] = {}
-    for path in sorted(held_dir.glob("*-s[0-9]*.json")):
+    paths = sorted(held_dir.glob("*-s[0-9]*.json"))
+    if merge:
+        paths += sorted(held_dir.glob("seed[0-9]*/*-s[0-9]*.json"))
+    for path in paths:
         task = path.stem.rsplit("-s", 1)[0]
         tables.setdefault(task, []).extend(json.loads(path.read_text())["datasets"].values())
     return {t: Grid(t, datas, domain=tasks[t][0], modality=tasks[t][1]) for t, datas in tables.items() if t in tasks}
@@ -778,6 +794,7 @@ def main(
     plot_to: Path | None = PLOT,
     held_out: Path | None = None,
     dev: Path | None = None,
+    merge_seeds: bool = False,
 ) -> int:
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     in_sample = load_in_sample(grid_dir)
@@ -806,14 +823,17 @@ def main(
             plotted |= {f"{n} (dev)": g for n, g in grids.items()}
     if held_out is not None:
         kind, looks_file = held_out_set(held_out)
-        grids = load_held_out(held_out, kind)
+        grids = load_held_out(held_out, kind, merge_seeds)
         if not grids:
             print(f"no held-out grid in {held_out}; record them: python benchmarks/search.py record-held-out")
             return 2
         looks = json.loads(looks_file.read_text()) if looks_file.exists() else []
-        looks.append({"commit": commit, "seeds": seeds, "tasks": sorted(grids)})
+        looks.append(
+            {"commit": commit, "seeds": seeds, "tasks": sorted(grids)} | ({"merged_seeds": True} if merge_seeds else {})
+        )
         looks_file.write_text(json.dumps(looks, indent=1) + "\n")
         report["held_out_set"] = kind
+        report["held_out_training_seeds"] = sorted({t["seed"] for g in grids.values() for t in g.trials})
         held, held_traces, held_aucs = replay_all(grids, seeds, lambda g: portfolio_without(None))
         report["frozen_commit"] = commit
         report["held_out_looks"] = len(looks)

@@ -3,6 +3,7 @@ benchmark, the way HPOBench and LCBench work).
 
     python benchmarks/search.py                     # replay the in-sample grids (minutes): results/search-bench.json + plot
     python benchmarks/search.py --held-out          # and judge the held-out grids (a look: at a frozen commit only)
+    python benchmarks/search.py --held-out benchmarks/heldout2-grid --merge-seeds   # the second set, seeds 0 and 1
     python benchmarks/search.py record [NAME ...]   # record the grid again (CPU hours; resumable, per dataset)
     python benchmarks/search.py portfolio           # rebuild tlbench/search/portfolio.json from the recorded grids
     python benchmarks/search.py record-held-out     # record the held-out grids (CPU hours; resumable; frozen commit)
@@ -345,6 +346,10 @@ def main(argv: list[str] | None = None) -> int:
         help="also judge the held-out grids (a look: only at a committed, frozen commit; counted in the folder's "
         "looks.json); benchmarks/heldout2-grid: the second held-out set",
     )  # fmt: skip
+    parser.add_argument(
+        "--merge-seeds", action="store_true",
+        help="with --held-out: also read the set's seed<k>/ tables (every recorded training seed of each point)",
+    )  # fmt: skip
     parser.add_argument("--dev", action="store_true", help="also replay the development grids (in-sample)")
     parser.add_argument("--out", type=Path, default=ROOT / "results" / "search-bench.json")
     parser.add_argument("--plot", type=Path, default=ROOT / "results" / "search-bench.png")
@@ -379,9 +384,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "design":
         return design(GRID_DIR, args.dev_dir, args.seeds, args.candidates, args.design_out)
 
+    if args.merge_seeds and args.held_out is None:
+        print("--merge-seeds: give --held-out too (it merges the training seeds of a held-out set)")
+        return 2
     return replay_main(
-        args.grid, args.seeds, args.out, args.plot, held_out=args.held_out, dev=DEV_DIR if args.dev else None
-    )
+        args.grid, args.seeds, args.out, args.plot, held_out=args.held_out, dev=DEV_DIR if args.dev else None,
+        merge_seeds=args.merge_seeds,
+    )  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -98,6 +98,7 @@ def test_a_run_exports_as_a_replayable_table(write_config, capsys, tmp_path):
     assert cli.main(["export", str(folder)]) == 0
     table = json.loads((folder / "table.json").read_text())
     assert table["format"] == "tlbench-table" and table["version"] == 1 and table["run"]["run"] == "r"
+    assert table["run"]["select_epochs"] == 1  # each val_accuracy is the final epoch's
     rows = table["datasets"]["synthetic"]["trials"]
     assert len(rows) == 4 and set(table["datasets"]["synthetic"]["screen"]) == {"timm:test_resnet-scratch"}
     assert [r["probe"] for r in rows] == [True, False, False, False]  # the screen's probe, then the 3 of n_trials
@@ -123,6 +124,14 @@ def test_a_run_exports_as_a_replayable_table(write_config, capsys, tmp_path):
         "does not exist",
     )
     assert snapshot(tmp_path) == before and not (tmp_path / "typo").exists()
+
+
+def test_export_of_a_run_whose_config_is_no_mapping_is_one_line_and_writes_nothing(write_config, capsys):
+    _, folder, _ = _run(write_config, capsys)
+    (folder / "config.yaml").write_text("- not\n- settings\n")
+    before = snapshot(folder)
+    one_line(capsys, cli.main(["export", str(folder)]), "config.yaml: damaged (not a mapping of settings)")
+    assert snapshot(folder) == before
 
 
 def test_export_of_a_folder_that_is_not_a_run_is_one_line(tmp_path, capsys):
@@ -200,6 +209,36 @@ def test_test_curve_records_test_accuracy_after_every_epoch_and_exports_it(write
     store = f"sqlite:///{plain.parent / 'results' / 'tiny' / 'plain' / 'study.db'}"
     trials = optuna.load_study(study_name="tiny/plain/synthetic", storage=store).trials
     assert trials and all(TrialRecord.from_trial(t).test_curve is None for t in trials)
+
+
+def test_select_epochs_makes_a_trials_value_its_last_epochs_mean_and_the_table_says_so(write_config, capsys):
+    """search.select_epochs (design step 7): a finished trial's value, which the sampler follows
+    and the best trial is chosen by, is the mean validation accuracy of its last k epochs (all
+    of them for a trial that trained fewer); the tables and the export carry that value."""
+    from tlbench.base.stats import trial_value
+
+    key = "timm:test_resnet-scratch"
+    strategies = [{"name": "linear_probe", "epochs": 3}, {"name": "finetune", "epochs": 1}]
+    enqueue = [
+        {"backbone": key, "strategy": "linear_probe", "params": {"lr_head": 0.05}},
+        {"backbone": key, "strategy": "finetune", "params": {"freeze": 0.0, "lr_backbone": 0.001, "lr_head": 0.01}},
+    ]
+    search = {"n_trials": 2, "screen": False, "select_epochs": 2, "enqueue": enqueue}
+    config = write_config(tiny_benchmark(run="r", strategies=strategies, search=search))
+    assert cli.main(["run", str(config), "--format", "csv"]) == 0, capsys.readouterr().err
+    folder = config.parent / "results" / "tiny" / "r"
+    trials = _study(folder).trials
+    curves = [[t.intermediate_values[k] for k in sorted(t.intermediate_values)] for t in trials]
+    assert [t.state.name for t in trials] == ["COMPLETE"] * 2 and [len(c) for c in curves] == [3, 1]
+    assert trials[0].value == (curves[0][1] + curves[0][2]) / 2 != curves[0][2]  # the probe's last two epochs
+    assert trials[1].value == curves[1][0]  # one epoch trained: its only one
+    assert _study(folder).best_trial.value == max(t.value for t in trials)
+    assert cli.main(["export", str(folder)]) == 0
+    table = json.loads((folder / "table.json").read_text())
+    assert table["run"]["select_epochs"] == 2
+    rows = table["datasets"]["synthetic"]["trials"]
+    assert [r["val_accuracy"] for r in rows] == [trial_value(r["val_curve"], 2) for r in rows]
+    assert list(pd.read_csv(folder / "trials.csv")["val_accuracy"]) == [t.value for t in trials]
 
 
 def test_report_trials_marks_the_infeasible_ones(write_config, capsys):

@@ -147,6 +147,7 @@ class SearchConfig(_Strict):
     prune_startup: PositiveInt = 2  # completed trials of a group before the median rule judges that group
     startup_trials: PositiveInt = 4  # random trials before TPE models
     warmup_epochs: int = Field(0, ge=0)  # the pruner never stops a trial during its first epochs
+    select_epochs: PositiveInt = 1  # a trial's value (the sampler follows it, the best trial has the highest): its last epochs' mean validation accuracy
     storage: str | None = None  # Optuna storage URL; default: SQLite file in the run folder
     heartbeat: PositiveInt = 60  # seconds; with a shared storage, a trial silent for twice this is failed and retried
     enqueue: list[Recipe] = Field(default_factory=list)  # known-good recipes to try first
@@ -235,6 +236,7 @@ ADDED_SEARCH_FIELDS = {
     "cost": "train_gflops",
     "portfolio": 2,
     "portfolio_from": [],
+    "select_epochs": 1,
 }
 
 

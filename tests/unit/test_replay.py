@@ -117,6 +117,13 @@ def test_held_out_tables_of_one_task_are_merged_across_seeds(tmp_path):
     grids = replay.load_held_out(tmp_path)
     assert list(grids) == ["elpv"] and grids["elpv"].domain == "inspection" and grids["elpv"].modality == "image"
     assert len(grids["elpv"].trials) == 4 and len(grids["elpv"].by_point) == 2
+    # a seed kept apart in seed<k>/ (the second set's seed 1): read only when merged
+    (tmp_path / "seed2").mkdir()
+    rows = [_row("a", 0.1, [0.4], 0.6, seed=2), _row("a", 0.2, [0.8], 0.8, seed=2)]
+    (tmp_path / "seed2" / "elpv-s2.json").write_text(json.dumps({"datasets": {"elpv": {"trials": rows, "screen": {}}}}))
+    assert len(replay.load_held_out(tmp_path)["elpv"].trials) == 4
+    merged = replay.load_held_out(tmp_path, merge=True)["elpv"]
+    assert len(merged.trials) == 6 and sorted({t["seed"] for t in merged.trials}) == [0, 1, 2]
 
 
 def test_each_held_out_set_has_its_tasks_and_its_own_count_of_looks(tmp_path):
@@ -163,3 +170,18 @@ def test_the_figures_do_not_depend_on_how_many_processes_replay_the_seeds(monkey
         runs[processes] = replay.seed_runs(grid, 4, [])
     for one, two in zip(runs["1"], runs["2"]):
         assert {m: t.events for m, t in one.items()} == {m: t.events for m, t in two.items()}
+
+
+def test_a_trials_value_is_the_mean_of_its_last_epochs_and_the_replay_chooses_on_it():
+    from tlbench.base.stats import trial_value
+
+    assert trial_value([0.2, 0.4, 0.9], 1) == 0.9
+    assert trial_value([0.2, 0.4, 0.9], 2) == pytest.approx(0.65)
+    assert trial_value([0.5], 5) == 0.5  # fewer epochs than asked: all of them
+    with pytest.raises(ValueError):
+        trial_value([], 1)
+    # a: one lucky last epoch; b: steadily good. The last epoch picks a (which tests worse), the last two pick b
+    grid = _grid([_row("a", 0.1, [0.5, 0.6, 0.9], 0.5), _row("a", 0.2, [0.5, 0.85, 0.85], 0.9)])
+    plain = replay.in_order(grid, replay.Draw(grid, 0), grid.points())
+    two = replay.in_order(grid, replay.Draw(grid, 0), grid.points(), select=2)
+    assert [r for _, r in plain.events] == [1.0, 1.0, 1.0] and [r for _, r in two.events] == [1.0, 1.0, 0.0]

@@ -31,6 +31,7 @@ def export_run(folder: Path) -> dict[str, Any]:
     import optuna
 
     meta = runfolder.read_meta(folder)
+    config = runfolder.read_config(folder)
     store = storage.connect(runfolder.read_only_url(runfolder.storage_url(meta["storage"], folder), folder))
     datasets = {}
     for dataset, name in meta["studies"].items():
@@ -54,6 +55,8 @@ def export_run(folder: Path) -> dict[str, Any]:
             "benchmark": meta.get("benchmark"),
             "run": meta.get("run"),
             "fingerprint": meta["fingerprint"],
+            # what each completed trial's val_accuracy is: the mean of its last this many epochs' (1: the last one's)
+            "select_epochs": (config.get("search") or {}).get("select_epochs", 1),
             "environment": runfolder.read_environment(folder),
         },
         "datasets": datasets,

@@ -306,7 +306,7 @@ def load_run(folder: Path) -> Run:
 
     meta = read_meta(folder)
     env = read_environment(folder)
-    config = _read(folder / "config.yaml", folder, yaml.safe_load, {})
+    config = read_config(folder)
     store = storage.connect(read_only_url(storage_url(meta["storage"], folder), folder))
     limits = (config.get("search") or {}).get("constraints") or {}
     trials = trials_frame(store, meta["studies"], limits)
@@ -322,6 +322,16 @@ def load_run(folder: Path) -> Run:
         summary,
         screen_frame(study_records(store, meta["studies"]), trials, summary),
     )
+
+
+def read_config(folder: Path) -> dict[str, Any]:
+    """config.yaml (the resolved benchmark the run was started with), checked like run.json; {} if absent."""
+    config = _read(folder / "config.yaml", folder, yaml.safe_load, {})
+    if not isinstance(config, dict):
+        raise UserError(
+            f"{folder / 'config.yaml'}: damaged (not a mapping of settings); restore it from a copy of the run folder"
+        )
+    return config
 
 
 def read_environment(folder: Path) -> dict[str, Any]:

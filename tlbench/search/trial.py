@@ -21,6 +21,7 @@ import optuna
 
 from tlbench.base import interrupts
 from tlbench.base.space import TrialSpace
+from tlbench.base.stats import trial_value
 from tlbench.engine import basics, cost, features, train
 from tlbench.engine.inputs import input_size, inputs_of
 from tlbench.host.contract import plugin_call
@@ -210,9 +211,10 @@ class Objective:
         measured = dataclasses.replace(self._measured(built, settings, arch, result), elapsed_seconds=so_far.elapsed)
         measured.write(trial)
         tell_constraints(trial, self.plan.bench.search.constraints.model_dump(exclude_none=True))
+        value = trial_value(result.val_curve, plan.bench.search.select_epochs)
         if plan.bench.search.objective == "pareto":
-            return result.val_accuracy, getattr(measured, plan.bench.search.cost)
-        return result.val_accuracy
+            return value, getattr(measured, plan.bench.search.cost)
+        return value
 
     def _over_limits(self, built, settings, arch: tuple, gflops: float) -> str | None:
         """Which ``search.constraints`` known before training this configuration breaks
