@@ -833,7 +833,7 @@ def main(
         )
         looks_file.write_text(json.dumps(looks, indent=1) + "\n")
         report["held_out_set"] = kind
-        report["held_out_training_seeds"] = sorted({t["seed"] for g in grids.values() for t in g.trials})
+        report["held_out_runs_per_point"] = sorted({len(rows) for g in grids.values() for rows in g.by_point.values()})
         held, held_traces, held_aucs = replay_all(grids, seeds, lambda g: portfolio_without(None))
         report["frozen_commit"] = commit
         report["held_out_looks"] = len(looks)
