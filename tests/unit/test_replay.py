@@ -1,5 +1,6 @@
 """The search benchmark's arithmetic (benchmarks/replay.py) on hand-made grids: regret,
-its area on a log-compute axis, reach and keep, successive halving, seeds merged."""
+its area on a log-compute axis, reach and keep, successive halving, seeds merged, a trial's
+value from its last epochs, and design step 7's incumbent rules (benchmarks/noise_rules.py)."""
 
 from __future__ import annotations
 
@@ -185,3 +186,26 @@ def test_a_trials_value_is_the_mean_of_its_last_epochs_and_the_replay_chooses_on
     plain = replay.in_order(grid, replay.Draw(grid, 0), grid.points())
     two = replay.in_order(grid, replay.Draw(grid, 0), grid.points(), select=2)
     assert [r for _, r in plain.events] == [1.0, 1.0, 1.0] and [r for _, r in two.events] == [1.0, 1.0, 0.0]
+
+
+def test_design_step_7s_rules_keep_an_incumbent_within_the_margin_and_race_a_close_challenger():
+    import noise_rules
+
+    # validation accuracies in steps of 1/100: n = 100, one standard error at 0.8 is 0.04
+    rows = [_row("a", 0.1, [0.80], 0.90, seed=s) for s in (0, 1)]
+    rows += [_row("a", 0.2, [0.83], 0.50, seed=0), _row("a", 0.2, [0.71], 0.50, seed=1)]
+    grid = _grid(rows)
+    assert noise_rules.validation_size(grid) == 100
+    a, b = (replay._key(p) for p in grid.points())
+    draw = replay.Draw(grid, 0)
+    plain, margin = (noise_rules.Judged(grid, noise_rules.RULES[n], 100) for n in ("plain", "margin1"))
+    for trace in (plain, margin):
+        trace.done(a, draw.row(dict(a)))
+        trace.done(b, draw.row(dict(b)))
+    assert plain.incumbent == b and margin.incumbent == a  # 0.03 ahead: within one standard error
+    race = noise_rules.Judged(grid, noise_rules.RULES["race1"], 100)
+    assert race.done(a, grid.by_point[a][0]) == []
+    assert race.done(b, grid.by_point[b][0]) == [a, b] and race.incumbent == a  # both trained again first
+    race.done(a, grid.by_point[a][1])
+    race.done(b, grid.by_point[b][1])
+    assert race.incumbent == a and race.events[-1][1] == 0.0  # b's two runs: 0.77 on average, a's 0.80
