@@ -193,6 +193,7 @@ def held_out_config(task: str, seed: int, kind: str = "heldout-grid") -> dict:
             "portfolio": 0,
             "screen": {"drop": False},
             "enqueue": enqueue,
+            "select_epochs": 1,  # val_accuracy: the last epoch's (the replay values trials from the curves itself)
         },
         "training": {"batch_size": 32, "test_curve": True, **training},
     }
@@ -223,7 +224,7 @@ def grid_config(dataset: str) -> dict:
         "datasets": [{"name": dataset, **DATASETS[dataset]}],
         "backbones": BACKBONES,
         "strategies": strategies,
-        "search": {"n_trials": len(enqueue), "pruner": "none", "enqueue": enqueue},
+        "search": {"n_trials": len(enqueue), "pruner": "none", "enqueue": enqueue, "select_epochs": 1},
         "training": {"batch_size": 32, "resolution": 64},
     }
 

@@ -313,6 +313,7 @@ BAD = {  # a field of the schema -> values it must refuse
     "search.pruner": ["always", None, "hyperband"],  # hyperband: only with prune_within: study
     "search.startup_trials": [0, "few"],
     "search.warmup_epochs": [-1, "one"],
+    "search.select_epochs": [0, -2, "last", 2.5, True],
     "search.storage": ["sqlite:///:memory:", "notaurl", 5],
     "search.heartbeat": [0, "often"],
     "search.enqueue": [

@@ -174,6 +174,27 @@ def test_changed_config_with_the_same_run_name_is_refused_and_changes_no_byte(wr
     assert snapshot(folder) == before  # config.yaml, run.json, environment.json, study.db, .lock: all as they were
 
 
+def test_a_run_made_before_select_epochs_is_refused_with_the_setting_that_goes_on_with_it(write_config, capsys):
+    """A run folder of tlbench 0.8 (each trial valued on its last epoch: select_epochs 1, which the
+    fingerprint leaves out) is not resumed under 0.9's default value rule: one line with the fix,
+    exit 2, no byte changed; the config with select_epochs: 1 goes on with it."""
+    old = BENCH | {"run": "fixed", "search": BENCH["search"] | {"n_trials": 1, "select_epochs": 1}}
+    config = write_config(old)
+    assert cli.main(["run", str(config), "--format", "csv"]) == 0
+    folder = config.parent / "results" / "e2e" / "fixed"
+    before = snapshot(folder)
+    capsys.readouterr()
+    write_config(old | {"search": BENCH["search"] | {"n_trials": 1}})
+    assert cli.main(["run", str(config), "--format", "csv"]) == 2
+    err = capsys.readouterr().err
+    assert (
+        "made by tlbench 0.8 or earlier" in err and "add search.select_epochs: 1" in err and len(err.splitlines()) == 1
+    )
+    assert snapshot(folder) == before
+    write_config(old)
+    assert cli.main(["run", str(config), "--format", "csv"]) == 0
+
+
 def test_failed_trial_is_recorded_and_the_study_goes_on(write_config, capsys):
     config = write_config(
         BENCH

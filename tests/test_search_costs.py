@@ -98,7 +98,9 @@ def test_a_run_exports_as_a_replayable_table(write_config, capsys, tmp_path):
     assert cli.main(["export", str(folder)]) == 0
     table = json.loads((folder / "table.json").read_text())
     assert table["format"] == "tlbench-table" and table["version"] == 1 and table["run"]["run"] == "r"
-    assert table["run"]["select_epochs"] == 1  # each val_accuracy is the final epoch's
+    assert (
+        table["run"]["select_epochs"] == 5
+    )  # 0.9's default (each trial here trains one epoch: its value is that one's)
     rows = table["datasets"]["synthetic"]["trials"]
     assert len(rows) == 4 and set(table["datasets"]["synthetic"]["screen"]) == {"timm:test_resnet-scratch"}
     assert [r["probe"] for r in rows] == [True, False, False, False]  # the screen's probe, then the 3 of n_trials
@@ -239,6 +241,8 @@ def test_select_epochs_makes_a_trials_value_its_last_epochs_mean_and_the_table_s
     rows = table["datasets"]["synthetic"]["trials"]
     assert [r["val_accuracy"] for r in rows] == [trial_value(r["val_curve"], 2) for r in rows]
     assert list(pd.read_csv(folder / "trials.csv")["val_accuracy"]) == [t.value for t in trials]
+    assert cli.main(["report", str(folder)]) == 0
+    assert "Val: each trial's mean validation accuracy over its last 2 epochs" in capsys.readouterr().out
 
 
 def test_report_trials_marks_the_infeasible_ones(write_config, capsys):

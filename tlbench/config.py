@@ -147,7 +147,7 @@ class SearchConfig(_Strict):
     prune_startup: PositiveInt = 2  # completed trials of a group before the median rule judges that group
     startup_trials: PositiveInt = 4  # random trials before TPE models
     warmup_epochs: int = Field(0, ge=0)  # the pruner never stops a trial during its first epochs
-    select_epochs: PositiveInt = 1  # a trial's value (the sampler follows it, the best trial has the highest): its last epochs' mean validation accuracy
+    select_epochs: int = Field(5, ge=1, strict=True)  # a trial's value (the sampler follows it, the best trial has the highest): its last epochs' mean validation accuracy (held-out look 6; 1: the last epoch's, as before 0.9)
     storage: str | None = None  # Optuna storage URL; default: SQLite file in the run folder
     heartbeat: PositiveInt = 60  # seconds; with a shared storage, a trial silent for twice this is failed and retried
     enqueue: list[Recipe] = Field(default_factory=list)  # known-good recipes to try first
@@ -274,6 +274,15 @@ class Benchmark(_Strict):
         if not data["training"]["test_curve"]:  # 0.4.1: likewise when off
             del data["training"]["test_curve"]
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:10]
+
+    def made_before_select_epochs(self, stored: str) -> bool:
+        """Whether a study or run folder with fingerprint ``stored`` was made from this config
+        by tlbench 0.8 or earlier, which valued each trial on its last epoch's validation
+        accuracy (``search.select_epochs: 1``) where 0.9 takes its last 5 epochs' mean."""
+        if self.search.select_epochs == 1:
+            return False
+        older = self.model_copy(update={"search": self.search.model_copy(update={"select_epochs": 1})})
+        return older.fingerprint() == stored
 
     @property
     def run_name(self) -> str:

@@ -324,7 +324,7 @@ class TrialInfo:
     record: TrialRecord  # params, phases, seed, costs, curve so far, failure ...
     epochs: int = 0  # epochs the trial trains in all (0 when not known: a trial that never started)
     curve: tuple[float, ...] = ()  # validation accuracy after each epoch so far
-    values: tuple[float, ...] = ()  # complete: the objective values (validation accuracy, and the cost for pareto)
+    values: tuple[float, ...] = ()  # complete: the objective values (its value, search.select_epochs' mean validation accuracy; the cost for pareto)
     reason: str = ""  # pruned or failed: why
     seconds: float = 0.0  # finished: wall clock from its start to its end
 

@@ -47,6 +47,18 @@ def test_a_study_is_created_once_with_its_recipes_and_refuses_another_config(tmp
         studies.open_study(other, "synthetic", store)
 
 
+def test_a_study_made_before_select_epochs_is_named_with_the_setting_that_goes_on_with_it(tmp_path):
+    """0.8 valued a trial on its last epoch: its studies have the fingerprint of select_epochs 1
+    (left out of the hash at 1), so 0.9's default refuses them with the fix, and 1 goes on."""
+    store = optuna.storages.InMemoryStorage()
+    studies.open_study(_plan(tmp_path, run="r", search=RECIPES | {"select_epochs": 1}), "synthetic", store)
+    with pytest.raises(UserError, match="made by tlbench 0.8 or earlier .* add search.select_epochs: 1 to the config"):
+        studies.open_study(_plan(tmp_path, run="r", search=RECIPES), "synthetic", store)
+    with pytest.raises(UserError, match="was made from a different config"):  # another change too: the plain message
+        studies.open_study(_plan(tmp_path, run="r", seed=1, search=RECIPES), "synthetic", store)
+    studies.open_study(_plan(tmp_path, run="r", search=RECIPES | {"select_epochs": 1}), "synthetic", store)
+
+
 def _trial(state=COMPLETE, **attrs):
     return optuna.trial.create_trial(
         state=state, value=0.5 if state == COMPLETE else None, user_attrs=TrialRecord(**attrs).attrs()

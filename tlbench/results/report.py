@@ -151,6 +151,12 @@ def _plural(kind: str, n: int) -> str:
 def notes(run: Run) -> list[str]:
     """What the table's marks and units mean."""
     out = [PARETO_NOTE, CI_NOTE]
+    select = (run.config.get("search") or {}).get("select_epochs", 1)  # runs before 0.9 stored none: 1
+    if select > 1:
+        out.append(
+            f"Val: each trial's mean validation accuracy over its last {select} epochs (all of them if it trained "
+            "fewer; search.select_epochs), what the search chose on"
+        )
     if set(run.trials["memory_kind"].dropna()) == {"process_peak_rss"}:
         out.append("Peak MB on CPU: the process's peak resident memory, libraries included")
     out += cache_notes(run.trials)
