@@ -161,6 +161,23 @@ def test_compare_aligns_rows_flags_hardware_and_missing_rows(two_runs, capsys):
     assert "missing" in out and "⚠ different hardware" in out and out.count("| ") > 10
 
 
+def test_compare_flags_runs_that_value_their_trials_differently(two_runs, tmp_path, capsys):
+    """A run of tlbench 0.8 (its config.yaml has no select_epochs: last-epoch values) against
+    one of 0.9 (the mean of the last 5): the Val columns mean different things."""
+    import shutil
+
+    old = tmp_path / "old"
+    shutil.copytree(two_runs[1], old)
+    config = yaml.safe_load((old / "config.yaml").read_text())
+    del config["search"]["select_epochs"]
+    (old / "config.yaml").write_text(yaml.safe_dump(config))
+    assert cli.main(["compare", str(two_runs[0]), str(old), "--format", "csv"]) == 0
+    err = capsys.readouterr().err
+    assert "different trial values: search.select_epochs = 5 vs 1" in err
+    assert cli.main(["compare", str(two_runs[0]), str(two_runs[1]), "--format", "csv"]) == 0
+    assert "different trial values" not in capsys.readouterr().err
+
+
 def test_compare_needs_two_runs(two_runs, capsys):
     assert cli.main(["compare", str(two_runs[0])]) == 2
     assert "two or more run folders" in capsys.readouterr().err

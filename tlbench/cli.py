@@ -272,7 +272,7 @@ def cmd_compare(args) -> int:
     if len(args.run_dirs) < 2:
         raise UserError("compare: give two or more run folders (results/<benchmark>/<run>)")
     runs = [runfolder.load_run(folder) for folder in args.run_dirs]
-    flags = tables.environment_flags(runs)
+    flags = tables.environment_flags(runs) + tables.selection_flags(runs)
     comparison.render_compare(tables.compare_frame(runs), [str(r.path) for r in runs], flags, args.format, _console())
     for flag in flags if args.format in ("csv", "json") else []:
         print(f"tlbench: warning: {flag}", file=sys.stderr)

@@ -192,6 +192,19 @@ def environment_flags(runs: list[Run]) -> list[str]:
     return flags
 
 
+def selection_flags(runs: list[Run]) -> list[str]:
+    """A line where the runs value their trials differently (``search.select_epochs``; a run
+    of tlbench 0.8 or earlier stored none: its trials were valued on their last epoch)."""
+    values = [(run.config.get("search") or {}).get("select_epochs", 1) for run in runs]
+    if len(set(values)) == 1:
+        return []
+    return [
+        "different trial values: search.select_epochs = "
+        + " vs ".join(map(str, values))
+        + " (each row is its run's best by its own value; Val is not comparable as it is)"
+    ]
+
+
 def out_of_retries(trials: pd.DataFrame) -> pd.DataFrame:
     """Interrupted trials whose configuration ran out of retries (``search.retries``)."""
     return trials[trials["gave_up"].notna()]
