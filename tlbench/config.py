@@ -275,14 +275,20 @@ class Benchmark(_Strict):
             del data["training"]["test_curve"]
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:10]
 
-    def made_before_select_epochs(self, stored: str) -> bool:
-        """Whether a study or run folder with fingerprint ``stored`` was made from this config
-        by tlbench 0.8 or earlier, which valued each trial on its last epoch's validation
-        accuracy (``search.select_epochs: 1``) where 0.9 takes its last 5 epochs' mean."""
+    def refuse_older_values(self, stored: str, what: str, new: str) -> None:
+        """Refuse, with the setting that goes on with it, a study or run folder (``what``) whose
+        fingerprint ``stored`` is this config's under tlbench 0.8 or earlier, which valued each
+        trial on its last epoch's validation accuracy (``search.select_epochs: 1``, left out of
+        the fingerprint) where 0.9 takes its last 5 epochs' mean: one study would mix both."""
         if self.search.select_epochs == 1:
-            return False
+            return
         older = self.model_copy(update={"search": self.search.model_copy(update={"select_epochs": 1})})
-        return older.fingerprint() == stored
+        if older.fingerprint() == stored:
+            raise UserError(
+                f"{what} was made by tlbench 0.8 or earlier from this config, when a trial's value was its last "
+                "epoch's validation accuracy (0.9: the mean of its last search.select_epochs epochs); add "
+                f"search.select_epochs: 1 to the config to go on with it, or set another 'run:' name to start a new {new}"
+            )
 
     @property
     def run_name(self) -> str:

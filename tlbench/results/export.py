@@ -12,7 +12,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from tlbench.results import runfolder
+from tlbench.results import runfolder, tables
 from tlbench.results.runfolder import read_meta, write_atomic
 from tlbench.store import storage
 from tlbench.store.record import Failure, TrialRecord
@@ -56,7 +56,7 @@ def export_run(folder: Path) -> dict[str, Any]:
             "run": meta.get("run"),
             "fingerprint": meta["fingerprint"],
             # what each completed trial's val_accuracy is: the mean of its last this many epochs' (1: the last one's)
-            "select_epochs": (config.get("search") or {}).get("select_epochs", 1),
+            "select_epochs": tables.select_epochs(config),
             "environment": runfolder.read_environment(folder),
         },
         "datasets": datasets,

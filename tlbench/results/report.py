@@ -17,7 +17,7 @@ from rich.text import Text
 from tlbench import _moved
 from tlbench.base.stats import agreement
 from tlbench.results.runfolder import Run
-from tlbench.results.tables import hypervolume_history, imbalanced, out_of_retries
+from tlbench.results.tables import hypervolume_history, imbalanced, out_of_retries, select_epochs
 
 
 def human_count(n: float) -> str:
@@ -151,7 +151,7 @@ def _plural(kind: str, n: int) -> str:
 def notes(run: Run) -> list[str]:
     """What the table's marks and units mean."""
     out = [PARETO_NOTE, CI_NOTE]
-    select = (run.config.get("search") or {}).get("select_epochs", 1)  # runs before 0.9 stored none: 1
+    select = select_epochs(run.config)
     if select > 1:
         out.append(
             f"Val: each trial's mean validation accuracy over its last {select} epochs (all of them if it trained "

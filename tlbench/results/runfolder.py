@@ -390,13 +390,8 @@ def check_resumable(folder: Path, bench: Benchmark) -> None:
     if not exists:
         return
     meta = read_meta(folder)
-    if meta["fingerprint"] != bench.fingerprint() and bench.made_before_select_epochs(meta["fingerprint"]):
-        raise UserError(
-            f"{folder} holds a run made by tlbench 0.8 or earlier from this config, when a trial's value was its last "
-            "epoch's validation accuracy (0.9: the mean of its last search.select_epochs epochs); add "
-            "search.select_epochs: 1 to the config to go on with it, or set another 'run:' name to start a new run"
-        )
     if meta["fingerprint"] != bench.fingerprint():
+        bench.refuse_older_values(meta["fingerprint"], f"the run in {folder}", "run")
         raise UserError(
             f"{folder} holds a run of a different config (fingerprint {meta['fingerprint']}, now {bench.fingerprint()}); "
             "set another 'run:' name (or remove it to get one from the config) to start a new run"

@@ -192,10 +192,16 @@ def environment_flags(runs: list[Run]) -> list[str]:
     return flags
 
 
+def select_epochs(config: dict[str, Any]) -> int:
+    """How a run's trials were valued (``search.select_epochs`` in its config.yaml); a run of
+    tlbench 0.8 or earlier stored none: its trials were valued on their last epoch."""
+    return (config.get("search") or {}).get("select_epochs", 1)
+
+
 def selection_flags(runs: list[Run]) -> list[str]:
     """A line where the runs value their trials differently (``search.select_epochs``; a run
     of tlbench 0.8 or earlier stored none: its trials were valued on their last epoch)."""
-    values = [(run.config.get("search") or {}).get("select_epochs", 1) for run in runs]
+    values = [select_epochs(run.config) for run in runs]
     if len(set(values)) == 1:
         return []
     return [

@@ -186,13 +186,8 @@ def open_study(
         if recipes:
             enqueue_recipes(plan, study, dataset_key)
         StudyRecord.set_fingerprint(study, bench.fingerprint())
-    elif stored != bench.fingerprint() and bench.made_before_select_epochs(stored):
-        raise UserError(
-            f"study {name} was made by tlbench 0.8 or earlier from this config, when a trial's value was its last "
-            "epoch's validation accuracy (0.9: the mean of its last search.select_epochs epochs); add "
-            "search.select_epochs: 1 to the config to go on with it, or set another 'run:' name to start a new study"
-        )
     elif stored != bench.fingerprint():
+        bench.refuse_older_values(stored, f"study {name}", "study")
         raise UserError(
             f"study {name} was made from a different config (fingerprint {stored}, now {bench.fingerprint()}); "
             "set another 'run:' name (or remove it to get one from the config) to start a new study"
