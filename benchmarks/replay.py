@@ -23,7 +23,9 @@ the screen, then its probe, then the next backbone's); the first held-out look r
 the whole screen first (``streamed=False``, kept as ``tlbench_screen_first``).
 
 Score: after each trial, the normalized regret of the incumbent, the best-by-validation
-completed trial (ties: the earlier, as Optuna's ``best_trial``): (y* - its test accuracy)
+completed trial (its value: the validation accuracy after its last epoch, or for tlbench
+since 0.9 the mean of its last 5 epochs, ``search.select_epochs``; ties: the earlier, as
+Optuna's ``best_trial``): (y* - its test accuracy)
 / (y* - y_worst), clipped to [0, 1], where y* and y_worst are the best and worst test
 accuracy of the grid's points (each point's mean over its training seeds); 1 before the
 first completed trial. Compute unit F: the most expensive recorded trial of the task's
