@@ -23,7 +23,7 @@ studies as in :mod:`replay`) and with uniform random search after the same openi
 The incumbent's regret is that of the mean test accuracy of the runs it was chosen on (one
 run: that run's, as everywhere in :mod:`replay`). Beside them, ``bound_after_opening``: at each
 compute, the lowest regret any search after the same opening could hold while it chooses by
-validation accuracy (see :func:`bound_after_opening`): what is left to gain after the opening.
+validation accuracy (see :func:`replay.bound_after_opening`): what is left to gain after the opening.
 
 Grids: the six development grids (``benchmarks/dev-grid/`` and its ``seed1/``) and the
 first held-out set (development data since look 5), both training seeds merged; the four
@@ -186,26 +186,6 @@ def with_random(grid, draw, seed: int, opening: replay.Opening, rule: tuple, n_v
     return trace
 
 
-def bound_after_opening(grid: replay.Grid, draw: replay.Draw, opening: replay.Opening) -> replay.Trace:
-    """The lowest regret any search after the same opening can hold at each compute, while
-    its incumbent is the trial with the best validation accuracy: to hold point p it must
-    have trained p (p's cost, the screen still owed) and p's validation accuracy must beat
-    the opening's incumbent's. A lower bound for every method here that keeps one run per
-    point (races and the last-epoch rules choose on other numbers)."""
-    trace = replay.in_order(grid, draw, [], opening)
-    start, regret, taken = trace.spent + opening.left, trace.events[-1][1], {replay._key(p) for p in opening.points}
-    reachable = sorted(
-        (start + draw.row(p)["train_gflops"], grid.regret(draw.row(p)["test_accuracy"]))
-        for p in grid.points()
-        if replay._key(p) not in taken and draw.row(p)["val_accuracy"] > trace.best_val
-    )
-    for spent, value in reachable:
-        if value < regret:
-            regret = value
-            trace.events.append((spent, regret))
-    return trace
-
-
 def one_seed(grid: replay.Grid, seed: int, others: list[dict]) -> dict[str, replay.Trace]:
     from tlbench.config import SearchConfig
     from tlbench.search import pruning, sampling
@@ -216,7 +196,7 @@ def one_seed(grid: replay.Grid, seed: int, others: list[dict]) -> dict[str, repl
     out = {
         "uniform_random": replay.in_order(grid, draw, replay.uniform_order(grid, seed)),
         "opening": replay.in_order(grid, draw, [], opening),
-        "bound_after_opening": bound_after_opening(grid, draw, opening),
+        "bound_after_opening": replay.bound_after_opening(grid, draw, opening),
     }
     for name, rule in RULES.items():
         sampler, pruner = sampling.make_sampler(defaults, seed), pruning.make_pruner(defaults)

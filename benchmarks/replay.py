@@ -322,6 +322,30 @@ def in_order(grid: Grid, draw: Draw, order: list[dict], opening: Opening | None 
     return trace
 
 
+def bound_after_opening(grid: Grid, draw: Draw, opening: Opening, select: int = 1) -> Trace:
+    """Not a method: the lowest regret any search after the same opening can hold at each
+    compute while it chooses on trial values (``select``: as in :func:`optuna_method`). To
+    hold point p it must have trained p to its end (p's cost, plus the screen still owed) and
+    p's value must beat the opening's incumbent's. What is left to gain after the opening."""
+    from tlbench.base.stats import trial_value
+
+    def value(row: dict) -> float:
+        return row["val_accuracy"] if select == 1 else trial_value(row["val_curve"], select)
+
+    trace = in_order(grid, draw, [], opening, select)
+    start, regret, taken = trace.spent + opening.left, trace.events[-1][1], {_key(p) for p in opening.points}
+    reachable = sorted(
+        (start + draw.row(p)["train_gflops"], grid.regret(draw.row(p)["test_accuracy"]))
+        for p in grid.points()
+        if _key(p) not in taken and value(draw.row(p)) > trace.best_val
+    )
+    for spent, reached in reachable:
+        if reached < regret:
+            regret = reached
+            trace.events.append((spent, regret))
+    return trace
+
+
 def uniform_order(grid: Grid, seed: int, exclude: list[dict] = ()) -> list[dict]:
     """Every point once, in a random order (uniform random search without replacement)."""
     skip = {_key(p) for p in exclude}
@@ -444,6 +468,8 @@ def methods(
     # epoch's; and the same opening followed by random search valued like 0.9 (the value rule without the sampler)
     out["tlbench_select1"] = ours(SearchConfig(select_epochs=1))
     out["opening_then_random_select5"] = then_random(opening, SearchConfig().select_epochs)
+    # design step 7: not a method, the lowest regret a search after this opening can hold, valued like tlbench
+    out["bound_after_opening"] = bound_after_opening(grid, draw, opening, defaults.select_epochs)
     return out
 
 

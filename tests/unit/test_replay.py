@@ -209,3 +209,17 @@ def test_design_step_7s_rules_keep_an_incumbent_within_the_margin_and_race_a_clo
     race.done(a, grid.by_point[a][1])
     race.done(b, grid.by_point[b][1])
     assert race.incumbent == a and race.events[-1][1] == 0.0  # b's two runs: 0.77 on average, a's 0.80
+
+
+def test_no_search_after_the_opening_goes_below_the_bound_after_the_opening():
+    """bound_after_opening (design step 7) bounds every method that starts with tlbench's
+    opening and values trials as tlbench does, at every compute, on a recorded grid."""
+    grid = replay.load_held_out(replay.ROOT / "benchmarks" / "dev-grid", "dev-grid")["docstrings"]
+    others = replay.portfolio_without(grid.domain)
+    for seed in range(2):
+        out = replay.methods(grid, seed, others)
+        bound = out["bound_after_opening"]
+        xs = [grid.unit * 10 ** (k / 10) for k in range(-10, 11)]
+        for name in ("tlbench", "opening_then_random_select5", "opening"):
+            assert all(replay.regret_at(bound, x) <= replay.regret_at(out[name], x) + 1e-12 for x in xs), name
+        assert replay.area(bound, grid) < replay.area(out["opening"], grid)  # docstrings has room after its opening
