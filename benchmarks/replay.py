@@ -242,12 +242,19 @@ class Trace:
 # --- the methods
 
 
+def row_value(row: dict, select: int = 1) -> float:
+    """A recorded trial's value as a run with ``search.select_epochs: select`` computes it
+    (1: its recorded validation accuracy, the last epoch's)."""
+    from tlbench.base.stats import trial_value
+
+    return row["val_accuracy"] if select == 1 else trial_value(row["val_curve"], select)
+
+
 def optuna_method(grid: Grid, draw: Draw, sampler, pruner, opening: Opening | None = None, select: int = 1) -> Trace:
     """A real Optuna study over the grid. ``opening``: tlbench's screen, its charge and the
     trials enqueued before the sampler's (never pruned, like tlbench's probes and
     portfolio), the screen's decision stored where tlbench's sampler reads it. ``select``:
     ``search.select_epochs``, a trial's value from its curve as a run computes it."""
-    from tlbench.base.stats import trial_value
     from tlbench.store.studyrecord import StudyRecord
 
     trace = Trace(grid)
@@ -280,7 +287,7 @@ def optuna_method(grid: Grid, draw: Draw, sampler, pruner, opening: Opening | No
                 trace.events.append((trace.spent, trace.events[-1][1]))
                 raise optuna.TrialPruned()
         trace.pay(0.0 if trial.user_attrs.get("probe") and grid.shares_screen(params) else row["train_gflops"])
-        value = row["val_accuracy"] if select == 1 else trial_value(row["val_curve"], select)
+        value = row_value(row, select)
         trace.done(row, value)
         return value
 
@@ -307,8 +314,6 @@ def in_order(grid: Grid, draw: Draw, order: list[dict], opening: Opening | None 
     """Train ``opening``'s trials (each after its share of the screen), then the points in
     ``order``, to their end, one after another, until the horizon (``select``: as in
     :func:`optuna_method`)."""
-    from tlbench.base.stats import trial_value
-
     trace = Trace(grid)
     steps = list(opening.steps) if opening is not None else []
     left = [opening.left] if opening is not None else []
@@ -318,7 +323,7 @@ def in_order(grid: Grid, draw: Draw, order: list[dict], opening: Opening | None 
         row = draw.row(params)
         trace.owed += left.pop() if charge is None and left else charge or 0.0
         trace.pay(0.0 if charge is not None and grid.shares_screen(params) else row["train_gflops"])
-        trace.done(row, row["val_accuracy"] if select == 1 else trial_value(row["val_curve"], select))
+        trace.done(row, row_value(row, select))
     return trace
 
 
@@ -327,17 +332,12 @@ def bound_after_opening(grid: Grid, draw: Draw, opening: Opening, select: int = 
     compute while it chooses on trial values (``select``: as in :func:`optuna_method`). To
     hold point p it must have trained p to its end (p's cost, plus the screen still owed) and
     p's value must beat the opening's incumbent's. What is left to gain after the opening."""
-    from tlbench.base.stats import trial_value
-
-    def value(row: dict) -> float:
-        return row["val_accuracy"] if select == 1 else trial_value(row["val_curve"], select)
-
     trace = in_order(grid, draw, [], opening, select)
     start, regret, taken = trace.spent + opening.left, trace.events[-1][1], {_key(p) for p in opening.points}
     reachable = sorted(
         (start + draw.row(p)["train_gflops"], grid.regret(draw.row(p)["test_accuracy"]))
         for p in grid.points()
-        if _key(p) not in taken and value(draw.row(p)) > trace.best_val
+        if _key(p) not in taken and row_value(draw.row(p), select) > trace.best_val
     )
     for spent, reached in reachable:
         if reached < regret:
