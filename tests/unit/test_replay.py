@@ -89,12 +89,14 @@ def test_every_held_out_grid_is_a_valid_config_of_ten_epochs_five_log_rates_and_
     modalities = {search.HELD_OUT[t][1] for t in search.HELD_OUT}
     assert len(search.HELD_OUT) >= 4 and len(domains) >= 3 and modalities == {"image", "text"}
     assert not set(search.HELD_OUT) & set(search.DATASETS)  # no design grid is held out
-    second = search.HELD_OUT_2  # look 5 on: tasks of domains no other grid has
-    assert len(second) >= 4 and {t[1] for t in second.values()} == {"image", "text"}
     seen = {t[0] for t in [*search.HELD_OUT.values(), *search.DEV.values()]} | set(search.DOMAINS.values())
-    assert not {t[0] for t in second.values()} & seen and len({t[0] for t in second.values()}) == len(second)
+    for later in (search.HELD_OUT_2, search.HELD_OUT_3):  # looks 5 and 7: domains no earlier grid has
+        domains = {t[0] for t in later.values()}
+        assert len(later) >= 4 and {t[1] for t in later.values()} == {"image", "text"}
+        assert not domains & seen and len(domains) == len(later)
+        seen |= domains
     tasks = [(task, kind) for kind, (_, grids) in search.GRID_SETS.items() for task in grids]
-    assert {kind for _, kind in tasks} == {"heldout-grid", "heldout2-grid", "dev-grid"}
+    assert {kind for _, kind in tasks} == {"heldout-grid", "heldout2-grid", "heldout3-grid", "dev-grid"}
     for task, kind in tasks:
         configs = [search.held_out_config(task, seed, kind) for seed in search.HELD_OUT_SEEDS]
         assert len(configs) >= 2 and configs[0]["run"] != configs[1]["run"]
@@ -144,6 +146,10 @@ def test_each_held_out_set_has_its_tasks_and_its_own_count_of_looks(tmp_path):
         and grids["fortunes"].modality == "text"
     )
     assert replay.held_out_set(second / "seed1") == ("heldout2-grid", second / "seed1" / "looks.json")
+    assert replay.held_out_set(tmp_path / "heldout3-grid") == (
+        "heldout3-grid",
+        tmp_path / "heldout3-grid" / "looks.json",
+    )
     assert replay.held_out_set(tmp_path) == ("heldout-grid", tmp_path / "looks.json")
     assert replay.held_out_set(tmp_path / "dev-grid")[0] == "heldout-grid"  # never judged as a held-out set
 
