@@ -106,6 +106,10 @@ CANDIDATES = {
     # design step 6 (after step 5's replay): the group sampler's choice of group, the local sampler's step inside it
     "groups_step50": {"sampler": "groups", "group_share": 0.5, "group_step": True},
     "groups_step100": {"sampler": "groups", "group_share": 1.0, "group_step": True},
+    # design step 8 (after look 6): a pruner bounded by this task's own finished curves, not by
+    # the other trials at the same epoch (which stopped stripes' slow starter in design step 3)
+    "envelope_w1": {"pruner": "envelope", "warmup_epochs": 1},
+    "envelope_w3": {"pruner": "envelope", "warmup_epochs": 3},
 }
 
 
@@ -428,6 +432,7 @@ def methods(
             "uniform_random": in_order(grid, draw, uniform_order(grid, seed)),
             "asha": optuna_method(grid, draw, random_sampler(), optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=ETA)),
             "opening_then_random": then_random(opening),
+            "opening_then_random_select5": then_random(opening, defaults.select_epochs),
         }  # fmt: skip
         for name, overrides in candidates.items():
             search = SearchConfig(**{k: v for k, v in overrides.items() if k != "streamed"})
@@ -720,22 +725,25 @@ _WORK: dict = {}  # the grid and portfolio the pool's forked processes replay (i
 
 
 def _one_seed(seed: int) -> dict[str, Trace]:
-    out = methods(_WORK["grid"], seed, _WORK["others"])
+    out = methods(_WORK["grid"], seed, _WORK["others"], _WORK.get("candidates"))
     for trace in out.values():
         trace.grid = None  # sent back without the grid; re-attached by the parent
     return out
 
 
-def seed_runs(grid: Grid, seeds: int, others: list[dict]) -> list[dict[str, Trace]]:
+def seed_runs(
+    grid: Grid, seeds: int, others: list[dict], candidates: dict[str, dict] | None = None
+) -> list[dict[str, Trace]]:
     """Every method on replay seeds 0..seeds-1, over the machine's cores (each seed is its
-    own seeded computation: the figures do not depend on how many processes ran them)."""
+    own seeded computation: the figures do not depend on how many processes ran them).
+    ``candidates``: as in :func:`methods` (``search.py design``)."""
     import multiprocessing
     import os
 
     processes = min(seeds, int(os.environ.get("TLBENCH_REPLAY_PROCESSES", os.cpu_count() or 1)))
     if processes <= 1 or "fork" not in multiprocessing.get_all_start_methods():
-        return [methods(grid, seed, others) for seed in range(seeds)]
-    _WORK.update(grid=grid, others=others)
+        return [methods(grid, seed, others, candidates) for seed in range(seeds)]
+    _WORK.update(grid=grid, others=others, candidates=candidates)
     with multiprocessing.get_context("fork").Pool(processes) as pool:
         runs = pool.map(_one_seed, range(seeds), chunksize=max(1, seeds // (8 * processes)))
     for run in runs:
@@ -760,36 +768,45 @@ def replay_all(grids: dict[str, Grid], seeds: int, portfolio_for) -> tuple[dict,
     return summaries, traces, aucs
 
 
-def design(grid_dir: Path, dev_dir: Path, seeds: int, names: list[str] | None = None, out: Path | None = None) -> int:
+def design(
+    grid_dir: Path, dev_dir: Path, seeds: int, names: list[str] | None = None, out: Path | None = None,
+    merge: bool = False, first_set: Path | None = None,
+) -> int:  # fmt: skip
     """Replay the candidate searches (CANDIDATES) on the development grids and the in-sample
-    grids, next to uniform random, ASHA and the opening followed by random search; print
-    each one's median regret-AUC per task and its paired wins against the opening followed
-    by random search. In-sample by construction: this is where the search is designed."""
+    grids, next to uniform random, ASHA and the opening followed by random search (valued
+    on the last epoch, and like 0.9's default); print each one's median regret-AUC per task
+    and its paired wins against both. In-sample by construction: this is where the search
+    is designed. ``merge``: every recorded training seed of the development grids (their
+    ``seed<k>/`` tables too); ``first_set``: the first held-out set's folder, replayed as
+    development data (it is, since look 5), its seeds merged likewise."""
     optuna.logging.set_verbosity(optuna.logging.ERROR)
-    in_sample, dev = load_in_sample(grid_dir), load_held_out(dev_dir, "dev-grid")
+    in_sample, dev = load_in_sample(grid_dir), load_held_out(dev_dir, "dev-grid", merge)
+    if first_set is not None:
+        dev |= load_held_out(first_set, "heldout-grid", merge)
     candidates = {n: CANDIDATES[n] for n in (names or CANDIDATES)}
     grids = {f"{n} (dev)": g for n, g in dev.items()} | in_sample
+    baselines = ("opening_then_random", "opening_then_random_select5")
     results: dict[str, dict] = {}
     for name, grid in grids.items():
-        others = portfolio_without(grid.domain)
-        runs = [methods(grid, seed, others, candidates) for seed in range(seeds)]
+        runs = seed_runs(grid, seeds, portfolio_without(grid.domain), candidates)
         aucs = {m: [area(r[m], grid) for r in runs] for m in runs[0]}
-        base = aucs["opening_then_random"]
         results[name] = {
             m: {"regret_auc": statistics.median(a), "regret_auc_ci": bootstrap_median(a),
-                "wins_vs_opening_then_random": sum(x < y for x, y in zip(a, base)),
-                "losses_vs_opening_then_random": sum(x > y for x, y in zip(a, base)),
+                **{f"{side}_vs_{b}": sum((x < y) if side == "wins" else (x > y) for x, y in zip(a, aucs[b]))
+                   for b in baselines for side in ("wins", "losses")},
                 "regret_at": {f"{b}F": statistics.median(regret_at(r[m], b * grid.unit) for r in runs) for b in BUDGETS}}
             for m, a in aucs.items()
         }  # fmt: skip
         print(f"{name} ({grid.domain}, {grid.epochs} epochs, {len(grid.by_point)} points, {seeds} seeds)", flush=True)
         for m, r in results[name].items():
-            print(f"  {m:28s} AUC {r['regret_auc']:.3f}  @1F {r['regret_at']['1F']:.3f}  @3F {r['regret_at']['3F']:.3f}"
+            print(f"  {m:28s} AUC {r['regret_auc']:.4f}  @1F {r['regret_at']['1F']:.3f}  @3F {r['regret_at']['3F']:.3f}"
                   f"  @10F {r['regret_at']['10F']:.3f}  vs opening+random {r['wins_vs_opening_then_random']}/"
-                  f"{r['losses_vs_opening_then_random']}", flush=True)  # fmt: skip
+                  f"{r['losses_vs_opening_then_random']}  (select5: {r['wins_vs_opening_then_random_select5']}/"
+                  f"{r['losses_vs_opening_then_random_select5']})", flush=True)  # fmt: skip
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps({"seeds": seeds, "in_sample": True, "tasks": results}, indent=1) + "\n")
+        body = {"seeds": seeds, "in_sample": True, "merged_seeds": merge, "tasks": results}
+        out.write_text(json.dumps(body, indent=1) + "\n")
         print(f"wrote {out}")
     return 0
 

@@ -398,6 +398,14 @@ def main(argv: list[str] | None = None) -> int:
         help="the development grids to replay (benchmarks/dev-grid/seed1: their second seed, for checks after a decision)",
     )  # fmt: skip
     des.add_argument("--design-out", type=Path, default=ROOT / "results" / "search-design.json")
+    des.add_argument(
+        "--merge-seeds", dest="design_merge", action="store_true",
+        help="every recorded training seed of each development grid (their seed<k>/ tables too)",
+    )  # fmt: skip
+    des.add_argument(
+        "--with-first-set", action="store_true",
+        help="also replay the first held-out set (development data since look 5), as design steps 7 and 8 do",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     if args.command == "record":
         record(args.names)
@@ -422,7 +430,8 @@ def main(argv: list[str] | None = None) -> int:
     from replay import main as replay_main  # the replay trains nothing
 
     if args.command == "design":
-        return design(GRID_DIR, args.dev_dir, args.seeds, args.candidates, args.design_out)
+        first = HELD_OUT_DIR if args.with_first_set else None
+        return design(GRID_DIR, args.dev_dir, args.seeds, args.candidates, args.design_out, args.design_merge, first)
 
     if args.merge_seeds and args.held_out is None:
         print("--merge-seeds: give --held-out too (it merges the training seeds of a held-out set)")

@@ -142,9 +142,9 @@ class SearchConfig(_Strict):
     local_share: float = Field(0.5, ge=0, le=1)  # sampler local: share of sampled trials that change one setting of the best trial so far
     group_share: float = Field(1.0, ge=0, le=1)  # sampler groups: share of sampled trials in the (backbone, strategy) group whose best trial is best so far
     group_step: bool = True  # sampler groups: inside the chosen group, first move one setting of its best trial one step (as local does)
-    pruner: Literal["median", "asha", "hyperband", "none"] = "none"  # prunes on validation accuracy after each epoch (none: chosen on the development grids)
+    pruner: Literal["median", "asha", "hyperband", "envelope", "none"] = "none"  # prunes on validation accuracy after each epoch (none: chosen on the development grids; envelope: only what this task's finished curves say cannot catch up)
     prune_within: Literal["strategy", "strategy_backbone", "study"] = "strategy"  # whom a trial is compared with
-    prune_startup: PositiveInt = 2  # completed trials of a group before the median rule judges that group
+    prune_startup: PositiveInt = 2  # completed trials of a group before the median (or envelope) rule judges that group
     startup_trials: PositiveInt = 4  # random trials before TPE models
     warmup_epochs: int = Field(0, ge=0)  # the pruner never stops a trial during its first epochs
     select_epochs: int = Field(5, ge=1, strict=True)  # a trial's value (the sampler follows it, the best trial has the highest): its last epochs' mean validation accuracy (held-out look 6; 1: the last epoch's, as before 0.9)

@@ -105,6 +105,63 @@ def test_the_grouped_view_forwards_only_what_optuna_pruners_read(probes_ahead):
         view.optimize  # noqa: B018
 
 
+def test_the_envelope_pruner_stops_only_what_this_tasks_curves_say_cannot_catch_up(probes_ahead):
+    pruner = pruning.make_pruner(SearchConfig(pruner="envelope", warmup_epochs=1))
+    assert isinstance(pruner, pruning.EnvelopePruner)
+    # finished fine-tunes gained 0.35 from epoch 2 to their value (0.60 -> 0.95): one at 0.55 at epoch 2
+    # could still reach 0.90 < 0.96 (the best) with a flat curve, and its own rise adds nothing
+    assert pruner.prune(probes_ahead, _running("finetune", [0.55, 0.55]))
+    # the same epoch-2 accuracy, rising by 0.45 per epoch: continued to epoch 3 it could pass the best
+    assert not pruner.prune(probes_ahead, _running("finetune", [0.10, 0.55]))
+    # where the median rule stops it (behind both fine-tunes at epoch 2), the envelope lets it go on
+    climbing = _running("finetune", [0.45, 0.62])
+    assert _median("strategy").prune(probes_ahead, _running("finetune", [0.30, 0.50]))
+    assert not pruner.prune(probes_ahead, climbing)
+    # a probe far below the best, near its own kind's end: stopped; never during the warm-up epochs
+    assert pruner.prune(probes_ahead, _running("linear_probe", [0.70, 0.70]))
+    assert not pruner.prune(probes_ahead, _running("linear_probe", [0.10]))
+    assert pruning.EnvelopePruner(warmup=0).prune(probes_ahead, _running("linear_probe", [0.10]))
+
+
+def test_the_envelope_pruner_waits_for_its_groups_startup_trials():
+    study = optuna.create_study(direction="maximize")
+    _finished(study, "linear_probe", [0.9, 0.9, 0.9])
+    _finished(study, "finetune", [0.2, 0.5, 0.95])
+    pruner = pruning.EnvelopePruner(warmup=0, startup=2)
+    assert not pruner.prune(study, _running("finetune", [0.1, 0.1]))  # one completed fine-tune only
+    _finished(study, "finetune", [0.3, 0.4, 0.5])
+    assert pruner.prune(study, _running("finetune", [0.1, 0.1]))  # 0.1 + at most 0.45 < 0.95
+    assert not pruning.EnvelopePruner(startup=2, within="strategy_backbone").prune(
+        study, optuna.trial.create_trial(
+            params={"backbone": "b", "strategy": "finetune"}, distributions=DISTS,
+            intermediate_values={1: 0.1, 2: 0.1}, state=optuna.trial.TrialState.RUNNING,
+        ),
+    )  # fmt: skip  # no completed fine-tune on backbone b
+
+
+def test_the_envelope_pruner_runs_in_a_real_study():
+    pruner = pruning.make_pruner(SearchConfig(pruner="envelope", warmup_epochs=1))
+    study = optuna.create_study(direction="maximize", pruner=pruner, sampler=optuna.samplers.RandomSampler(seed=0))
+
+    def objective(trial):
+        strategy = trial.suggest_categorical("strategy", ["linear_probe", "finetune"])
+        quality = trial.suggest_float("q", 0.0, 1.0)
+        for epoch in range(1, 10):
+            trial.report(quality * min(1.0, epoch / 3) + (0.2 if strategy == "finetune" else 0.0), epoch)
+            if trial.should_prune():
+                raise optuna.TrialPruned()
+        return quality + (0.2 if strategy == "finetune" else 0.0)
+
+    study.optimize(objective, n_trials=40)
+    pruned = [t for t in study.trials if t.state == optuna.trial.TrialState.PRUNED]
+    assert pruned and all(max(t.intermediate_values) >= 2 for t in pruned)  # never in the warm-up epoch
+    best = study.best_value
+    # a stopped trial could not have beaten the best: its quality is known from its curve (flat from epoch 3)
+    assert all(
+        t.intermediate_values[max(t.intermediate_values)] < best for t in pruned if max(t.intermediate_values) >= 3
+    )
+
+
 def test_hyperband_needs_the_whole_study():
     with pytest.raises(ValueError, match="use pruner: asha"):
         SearchConfig(pruner="hyperband")

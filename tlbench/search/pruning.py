@@ -17,7 +17,9 @@ the trials of the judged trial's group (``search.prune_within``):
 
 Within the view the rule is the wrapped pruner's: the median rule (stop below the
 median of the group's completed trials at the same epoch) or successive halving,
-whose rungs are then per group. Steps are 1-based epochs, so "the same step" is the
+whose rungs are then per group. :class:`EnvelopePruner` (``pruner: envelope``) compares
+across epochs instead: a trial is stopped when even an optimistic continuation of its
+curve, read from this study's own finished curves, cannot beat the best finished trial. Steps are 1-based epochs, so "the same step" is the
 same epoch. A Pareto search (``search.objective: pareto``) cannot use Optuna's pruners
 (they take one objective): :func:`dominated_by` applies the same grouping to dominance. Recipes from the config report too (they are the group's baseline) but
 are never pruned (see :meth:`tlbench.search.trial.Objective._epoch`).
@@ -81,6 +83,48 @@ class _GroupView:
         return getattr(self._study, name)
 
 
+class EnvelopePruner(optuna.pruners.BasePruner):
+    """Stop a trial after epoch e when even an optimistic continuation of its curve cannot
+    beat the best completed trial's value (design step 8, docs/performance.md).
+
+    The continuation is the larger of the most any completed trial of its group gained from
+    epoch e to its value (``value - intermediate value at e``: a trial's value is what
+    ``search.select_epochs`` makes of its curve, so both sides are on the same scale) and the
+    trial's own rise per epoch over its last two epochs, continued to the group's last
+    epoch. Never during the first ``warmup`` epochs, nor before ``startup`` completed
+    trials of the group reached epoch e. Unlike the median rule and successive halving it
+    does not stop a slow starter because faster ones are ahead at the same epoch: only when
+    nothing seen on this task says it could still catch up."""
+
+    def __init__(self, warmup: int = 0, startup: int = 2, within: str = "strategy"):
+        if within not in WITHIN:
+            raise ValueError(f"within must be one of {WITHIN}, got {within!r}")
+        self.warmup, self.startup, self.within = warmup, startup, within
+
+    def prune(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:
+        epoch = trial.last_step
+        if epoch is None or epoch <= self.warmup:
+            return False
+        done = [
+            t
+            for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+            if t.value is not None
+        ]
+        if not done:
+            return False
+        key = group_of(trial.params, self.within)
+        group = [t for t in done if group_of(t.params, self.within) == key and epoch in t.intermediate_values]
+        if len(group) < self.startup:
+            return False
+        values = trial.intermediate_values
+        now = values[epoch]
+        gained = max(t.value - t.intermediate_values[epoch] for t in group)
+        last = max(max(t.intermediate_values) for t in group)
+        earlier = values.get(epoch - 2, values.get(epoch - 1))
+        rise = max(0.0, (now - earlier) / (2 if epoch - 2 in values else 1)) if earlier is not None else 0.0
+        return now + max(gained, rise * max(0, last - epoch)) < max(t.value for t in done)
+
+
 def make_pruner(search) -> optuna.pruners.BasePruner:
     """The config's pruner, grouped by ``search.prune_within``. Steps are 1-based epochs;
     no trial is pruned during its first ``warmup_epochs``, nor before its group has
@@ -93,6 +137,8 @@ def make_pruner(search) -> optuna.pruners.BasePruner:
     elif search.pruner == "asha":
         # asynchronous successive halving: rungs from warmup + 1 epochs, the top third goes on at each
         inner = optuna.pruners.SuccessiveHalvingPruner(min_resource=search.warmup_epochs + 1, reduction_factor=3)
+    elif search.pruner == "envelope":  # reads whole curves; groups only for the gain a curve may still make
+        return EnvelopePruner(warmup=search.warmup_epochs, startup=search.prune_startup, within=search.prune_within)
     elif search.pruner == "hyperband":  # whole-study brackets: the config allows it only with prune_within: study
         # brackets of successive halving from warmup + 1 epochs up to the longest trial's epochs
         return optuna.pruners.HyperbandPruner(min_resource=search.warmup_epochs + 1, reduction_factor=3)
