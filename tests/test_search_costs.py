@@ -93,6 +93,26 @@ def test_a_pruned_trial_records_what_it_spent(write_config, capsys, monkeypatch)
     assert TrialRecord.from_trial(trial).test_accuracy is None  # it did not finish: the spend is one epoch's
 
 
+def test_the_envelope_pruner_stops_a_trial_that_cannot_catch_up_in_a_real_run(write_config, capsys):
+    """search.pruner: envelope in a run: a probe whose head does not learn (lr 1e-9) is stopped
+    once the finished probe (the recipe, never pruned) says its flat curve cannot catch up."""
+    strategies = [{"name": "linear_probe", "epochs": 4, "lr_head": [0.1, 1.0e-9, 2.0e-9]}]  # choices: 3 values or more
+    recipe = {"backbone": "timm:test_resnet-scratch", "strategy": "linear_probe", "params": {"lr_head": 0.1}}
+    search = {
+        "n_trials": 2, "startup_trials": 1, "screen": False, "portfolio": 0, "sampler": "local", "local_share": 1.0,
+        "pruner": "envelope", "warmup_epochs": 1, "prune_startup": 1, "enqueue": [recipe],
+    }  # fmt: skip
+    dataset = {"name": "synthetic", "classes": 2, "size": 16, "train_per_class": 24, "val_per_class": 12,
+               "test_per_class": 4}  # fmt: skip
+    config = write_config(tiny_benchmark(run="r", strategies=strategies, search=search, datasets=[dataset]))
+    assert cli.main(["run", str(config), "--format", "csv"]) == 0, capsys.readouterr().err
+    good, flat = _study(config.parent / "results" / "tiny" / "r").trials
+    assert good.params["linear_probe.lr_head"] == 0.1 and flat.params["linear_probe.lr_head"] < 1.0e-8  # one step away
+    assert good.state.name == "COMPLETE" and len(good.intermediate_values) == 4
+    assert flat.state.name == "PRUNED" and sorted(flat.intermediate_values) == [1, 2]  # after the warm-up epoch
+    assert flat.intermediate_values[2] + good.value - good.intermediate_values[2] < good.value
+
+
 def test_a_run_exports_as_a_replayable_table(write_config, capsys, tmp_path):
     _, folder, _ = _run(write_config, capsys, screen=True)
     assert cli.main(["export", str(folder)]) == 0
