@@ -23,6 +23,22 @@ def _grid(rows: list[dict], **kw) -> replay.Grid:
     return replay.Grid("toy", [{"trials": rows, "screen": {}}], **kw)
 
 
+def test_the_screen_is_charged_at_its_least_loaded_recording_at_that_recordings_own_rate():
+    def table(seconds: float, train_seconds: float, seed: int) -> dict:
+        rows = [_row("a", 0.1, [0.5], 0.5, seed=seed), _row("a", 0.2, [0.9], 0.9, seed=seed)]
+        for r in rows:
+            r["train_seconds"] = train_seconds  # 100 GFLOPs each: a rate of 100 / train_seconds
+        return {"trials": rows, "screen": {"a": {"seconds": seconds, "examples": 10}}}
+
+    one = replay.Grid("toy", [table(30.0, 1.0, 0)])
+    assert one.screen_cost("a") == pytest.approx(3000.0)  # 30 s at 100 GFLOPs/s
+    # the same screen recorded again beside less load: the lesser charge, each at its own table's rate
+    both = replay.Grid("toy", [table(30.0, 1.0, 0), table(10.0, 2.0, 1)])
+    assert both.screen_cost("a") == pytest.approx(500.0) and both.screen_charge() == pytest.approx(500.0)
+    # never below the screen's own extraction GFLOPs
+    assert replay.Grid("toy", [table(0.0, 1.0, 0)]).screen_cost("a") == pytest.approx(0.01 * 10)
+
+
 def test_regret_is_normalized_between_the_best_and_worst_point_and_clipped():
     grid = _grid([_row("a", 0.1, [0.5], 0.5), _row("a", 0.2, [0.9], 0.9)])
     assert (grid.y_best, grid.y_worst) == (0.9, 0.5)
