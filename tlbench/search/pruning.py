@@ -120,8 +120,8 @@ class EnvelopePruner(optuna.pruners.BasePruner):
         now = values[epoch]
         gained = max(t.value - t.intermediate_values[epoch] for t in group)
         last = max(max(t.intermediate_values) for t in group)
-        earlier = values.get(epoch - 2, values.get(epoch - 1))
-        rise = max(0.0, (now - earlier) / (2 if epoch - 2 in values else 1)) if earlier is not None else 0.0
+        back = 2 if epoch - 2 in values else 1  # its rise per epoch over its last two epochs (one, at epoch 2)
+        rise = max(0.0, (now - values[epoch - back]) / back) if epoch - back in values else 0.0
         return now + max(gained, rise * max(0, last - epoch)) < max(t.value for t in done)
 
 
