@@ -10,6 +10,8 @@ benchmark, the way HPOBench and LCBench work).
     python benchmarks/search.py record-held-out     # record the held-out grids (CPU hours; resumable; frozen commit)
     python benchmarks/search.py record-dev          # record 10-epoch development grids on design datasets
     python benchmarks/search.py --dev               # replay them too (in-sample: no look is counted)
+    python benchmarks/search.py record-held-out3    # record the third held-out set (write it first: heldout3_data.py)
+    python benchmarks/search.py design NAME ... --merge-seeds --with-first-set   # a design step's replay (in-sample)
 
 Recording: for each dataset, ``benchmarks/search-grid/<name>.yaml`` (written here) is
 an ordinary tlbench config whose searched space is a grid of choices (every backbone x
