@@ -11,6 +11,7 @@ benchmark, the way HPOBench and LCBench work).
     python benchmarks/search.py record-dev          # record 10-epoch development grids on design datasets
     python benchmarks/search.py --dev               # replay them too (in-sample: no look is counted)
     python benchmarks/search.py record-held-out3    # record the third held-out set (write it first: heldout3_data.py)
+    python benchmarks/search.py record-held-out4    # the fourth (write it first: heldout4_data.py)
     python benchmarks/search.py design NAME ... --merge-seeds --with-first-set   # a design step's replay (in-sample)
 
 Recording: for each dataset, ``benchmarks/search-grid/<name>.yaml`` (written here) is
@@ -167,6 +168,35 @@ HELD_OUT_3 = {
     ),
 }  # fmt: skip
 
+# The fourth held-out set (look 9): the third set was looked at twice and design step 9 was
+# shaped by what it showed on its text tasks. Written first by ``python
+# benchmarks/heldout4_data.py`` (Debian packages, the machine's source files, matplotlib's fonts).
+HELD_OUT_4_DIR = ROOT / "benchmarks" / "heldout4-grid"
+HELD_OUT_4 = {
+    "typefaces": (
+        "typography", "image",
+        {"name": "imagefolder", "path": "../../results/typefaces", "val_fraction": 0.2, "test_fraction": 0.2,
+         "train_samples": 500, "val_samples": 300},
+        IMAGE_BACKBONES, IMAGE_GRID, {"resolution": 64},
+    ),
+    "automata": (
+        "dynamical systems", "image",
+        {"name": "imagefolder", "path": "../../results/automata", "val_fraction": 0.2, "test_fraction": 0.2,
+         "train_samples": 500, "val_samples": 300},
+        IMAGE_BACKBONES, IMAGE_GRID, {"resolution": 64},
+    ),
+    "scripture": (
+        "religious texts", "text",
+        {"name": "textfolder", "dir": "../../results/scripture", "train_samples": 400, "val_samples": 250},
+        TEXT_BACKBONES, TEXT_GRID, {},
+    ),
+    "code_languages": (
+        "source code", "text",
+        {"name": "textfolder", "dir": "../../results/code_languages", "train_samples": 400, "val_samples": 250},
+        TEXT_BACKBONES, TEXT_GRID, {},
+    ),
+}  # fmt: skip
+
 # Development grids: the same shape (10 epochs, test curves, two seeds, the same value grids)
 # on design datasets, for designing the search after its opening (issue 21, part 3) without
 # looking at the held-out ones. In-sample by construction.
@@ -199,6 +229,7 @@ GRID_SETS = {
     "heldout-grid": (HELD_OUT_DIR, HELD_OUT),
     "heldout2-grid": (HELD_OUT_2_DIR, HELD_OUT_2),
     "heldout3-grid": (HELD_OUT_3_DIR, HELD_OUT_3),
+    "heldout4-grid": (HELD_OUT_4_DIR, HELD_OUT_4),
     "dev-grid": (DEV_DIR, DEV),
 }
 # the development grids the shipped portfolio learns from: design step 3 changes the sampler
@@ -366,16 +397,13 @@ def main(argv: list[str] | None = None) -> int:
     held.add_argument(
         "--seed", type=int, action="append", help="only this recording seed (repeatable; default: 0 and 1)"
     )
-    held2 = sub.add_parser(
-        "record-held-out2", help="record the second held-out set (write it first: benchmarks/heldout2_data.py)"
-    )
-    held2.add_argument("tasks", nargs="*", default=list(HELD_OUT_2), help="tasks (default: all)")
-    held2.add_argument("--seed", type=int, action="append", help="only this recording seed (repeatable)")
-    held3 = sub.add_parser(
-        "record-held-out3", help="record the third held-out set (write it first: benchmarks/heldout3_data.py)"
-    )
-    held3.add_argument("tasks", nargs="*", default=list(HELD_OUT_3), help="tasks (default: all)")
-    held3.add_argument("--seed", type=int, action="append", help="only this recording seed (repeatable)")
+    for number, tasks in ((2, HELD_OUT_2), (3, HELD_OUT_3), (4, HELD_OUT_4)):
+        later = sub.add_parser(
+            f"record-held-out{number}",
+            help=f"record held-out set {number} (write it first: benchmarks/heldout{number}_data.py)",
+        )
+        later.add_argument("tasks", nargs="*", default=list(tasks), help="tasks (default: all)")
+        later.add_argument("--seed", type=int, action="append", help="only this recording seed (repeatable)")
     dev = sub.add_parser("record-dev", help="record the development grids (10 epochs, design datasets; resumable)")
     dev.add_argument("tasks", nargs="*", default=list(DEV), help="tasks (default: all)")
     parser.add_argument("--grid", type=Path, default=GRID_DIR, help="folder of tlbench-table JSON files to replay")
@@ -383,7 +411,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--held-out", nargs="?", type=Path, const=HELD_OUT_DIR, default=None,
         help="also judge the held-out grids (a look: only at a committed, frozen commit; counted in the folder's "
-        "looks.json); benchmarks/heldout2-grid, benchmarks/heldout3-grid: the second and third sets",
+        "looks.json); benchmarks/heldout2-grid, heldout3-grid, heldout4-grid: the later sets",
     )  # fmt: skip
     parser.add_argument(
         "--merge-seeds", action="store_true",
@@ -415,11 +443,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "record-held-out":
         record_held_out(args.tasks, seeds=tuple(args.seed or HELD_OUT_SEEDS))
         return 0
-    if args.command == "record-held-out2":
-        record_held_out(args.tasks, "heldout2-grid", seeds=tuple(args.seed or HELD_OUT_SEEDS))
-        return 0
-    if args.command == "record-held-out3":
-        record_held_out(args.tasks, "heldout3-grid", seeds=tuple(args.seed or HELD_OUT_SEEDS))
+    if args.command in ("record-held-out2", "record-held-out3", "record-held-out4"):
+        kind = f"heldout{args.command[-1]}-grid"
+        record_held_out(args.tasks, kind, seeds=tuple(args.seed or HELD_OUT_SEEDS))
         return 0
     if args.command == "record-dev":
         record_held_out(args.tasks, "dev-grid")

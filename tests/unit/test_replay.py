@@ -106,13 +106,23 @@ def test_every_held_out_grid_is_a_valid_config_of_ten_epochs_five_log_rates_and_
     assert len(search.HELD_OUT) >= 4 and len(domains) >= 3 and modalities == {"image", "text"}
     assert not set(search.HELD_OUT) & set(search.DATASETS)  # no design grid is held out
     seen = {t[0] for t in [*search.HELD_OUT.values(), *search.DEV.values()]} | set(search.DOMAINS.values())
-    for later in (search.HELD_OUT_2, search.HELD_OUT_3):  # looks 5 and 7: domains no earlier grid has
+    for later in (
+        search.HELD_OUT_2,
+        search.HELD_OUT_3,
+        search.HELD_OUT_4,
+    ):  # looks 5, 7, 9: domains no earlier grid has
         domains = {t[0] for t in later.values()}
         assert len(later) >= 4 and {t[1] for t in later.values()} == {"image", "text"}
         assert not domains & seen and len(domains) == len(later)
         seen |= domains
     tasks = [(task, kind) for kind, (_, grids) in search.GRID_SETS.items() for task in grids]
-    assert {kind for _, kind in tasks} == {"heldout-grid", "heldout2-grid", "heldout3-grid", "dev-grid"}
+    assert {kind for _, kind in tasks} == {
+        "heldout-grid",
+        "heldout2-grid",
+        "heldout3-grid",
+        "heldout4-grid",
+        "dev-grid",
+    }
     for task, kind in tasks:
         configs = [search.held_out_config(task, seed, kind) for seed in search.HELD_OUT_SEEDS]
         assert len(configs) >= 2 and configs[0]["run"] != configs[1]["run"]
@@ -166,6 +176,7 @@ def test_each_held_out_set_has_its_tasks_and_its_own_count_of_looks(tmp_path):
         "heldout3-grid",
         tmp_path / "heldout3-grid" / "looks.json",
     )
+    assert replay.held_out_set(tmp_path / "heldout4-grid")[0] == "heldout4-grid"
     assert replay.held_out_set(tmp_path) == ("heldout-grid", tmp_path / "looks.json")
     assert replay.held_out_set(tmp_path / "dev-grid")[0] == "heldout-grid"  # never judged as a held-out set
 
