@@ -239,7 +239,7 @@ def main(seeds: int, out: Path) -> int:
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     results, processes = {}, int(os.environ.get("TLBENCH_REPLAY_PROCESSES", os.cpu_count() or 1))
     for name, grid in load().items():
-        _WORK.update(grid=grid, others=replay.portfolio_without(grid.domain))
+        _WORK.update(grid=grid, others=replay.portfolio_without(grid.domain, grid.modality))
         with multiprocessing.get_context("fork").Pool(processes) as pool:
             runs = pool.map(_seed, range(seeds), chunksize=max(1, seeds // (8 * processes)))
         for run in runs:

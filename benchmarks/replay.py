@@ -110,7 +110,12 @@ CANDIDATES = {
     # the other trials at the same epoch (which stopped stripes' slow starter in design step 3)
     "envelope_w1": {"pruner": "envelope", "warmup_epochs": 1},
     "envelope_w3": {"pruner": "envelope", "warmup_epochs": 3},
+    # design step 9 (after looks 7 and 8): the opening of text studies. A text study gets no portfolio in
+    # 0.9 (the shipped one is learnt on images); and the random-init backbones' screen comes before it
+    "text_portfolio": {"text_portfolio": True},
+    "text_portfolio_first": {"text_portfolio": True, "portfolio_first": True},
 }
+OPENING_KEYS = ("streamed", "text_portfolio", "portfolio_first")  # candidates' keys that shape the opening
 
 
 class Grid:
@@ -447,11 +452,13 @@ def methods(
             "opening_then_random_select5": then_random(opening, defaults.select_epochs),
         }  # fmt: skip
         for name, overrides in candidates.items():
-            search = SearchConfig(**{k: v for k, v in overrides.items() if k != "streamed"})
-            opened = tlbench_opening(grid, search, others, overrides.get("streamed", streamed))
+            search = SearchConfig(**{k: v for k, v in overrides.items() if k not in OPENING_KEYS})
+            shape = {"streamed": streamed} | {k: v for k, v in overrides.items() if k in OPENING_KEYS}
+            opened = tlbench_opening(grid, search, others, **shape)
             out[f"tlbench[{name}]"] = ours(search, opened)
-            if "streamed" in overrides:
+            if set(overrides) & set(OPENING_KEYS):  # its own opening: the search after it against random after it
                 out[f"opening_then_random[{name}]"] = then_random(opened)
+                out[f"opening_then_random_select5[{name}]"] = then_random(opened, search.select_epochs)
         return out
     out = {
         "uniform_random": in_order(grid, draw, uniform_order(grid, seed)),
@@ -503,15 +510,26 @@ class Opening:
         return [params for params, _ in self.steps]
 
 
-def tlbench_opening(grid: Grid, search, others: list[dict], streamed: bool = True) -> Opening:
+def tlbench_opening(
+    grid: Grid,
+    search,
+    others: list[dict],
+    streamed: bool = True,
+    text_portfolio: bool = False,
+    portfolio_first: bool = False,
+) -> Opening:
     """What tlbench does before its sampler (tlbench.benchmark.screen_all). Streamed (0.5):
     the pretrained backbones are screened first, in the config's order, each one's probe
     trained right after its screen; then the backbones from random init; then the drop
     rule, the probes of the kept random-init backbones (best screen score first) and the
     first ``search.portfolio`` portfolio entries that are points of this grid, on the
     kept backbone the screen ranks first. Not streamed (0.4): the whole screen, then the
-    kept backbones' probes, best score first, then the portfolio. Image tasks only get
-    a portfolio (it was learnt on image grids)."""
+    kept backbones' probes, best score first, then the portfolio. ``others``: the ranking
+    of the grid's modality. In 0.9 only image tasks get a portfolio (the shipped one was
+    learnt on image grids); ``text_portfolio`` (design step 9): text tasks too.
+    ``portfolio_first`` (design step 9, streamed only): the portfolio right after the
+    pretrained backbones' screens and probes, on the pretrained backbone the screen ranks
+    first, before the backbones from random init are screened."""
     from tlbench.search import screen
 
     dropped = screen.dropped(grid.screen, search.screen.score, search.screen.margin)
@@ -522,33 +540,43 @@ def tlbench_opening(grid: Grid, search, others: list[dict], streamed: bool = Tru
     probe = {p["backbone"]: p for p in grid.probes()}
     steps: list[tuple[dict, float]] = []
     owed = 0.0
+
+    def warm_start(first: str) -> None:
+        nonlocal owed
+        warm = 0
+        for entry in others if grid.modality == "image" or text_portfolio else []:
+            if warm >= search.portfolio:
+                break
+            point = {
+                "backbone": first,
+                "strategy": entry["strategy"],
+                **{f"{entry['strategy']}.{k}": v for k, v in entry["params"].items()},
+            }
+            if _key(point) in grid.by_point:
+                steps.append((point, owed))
+                owed, warm = 0.0, warm + 1
+
+    early = streamed and portfolio_first and any(grid.pretrained[b] for b in grid.forward)
     if streamed:
-        order = [b for b in grid.forward if grid.pretrained[b]] + [b for b in grid.forward if not grid.pretrained[b]]
-        for b in order:
+        pretrained = [b for b in grid.forward if grid.pretrained[b]]
+        for b in pretrained:
             owed += grid.screen_cost(b)
-            if grid.pretrained[b]:
-                steps.append((probe[b], owed))
-                owed = 0.0
-        later = [b for b in order if not grid.pretrained[b] and b not in dropped]
+            steps.append((probe[b], owed))
+            owed = 0.0
+        if early:
+            warm_start(max(pretrained, key=score))
+        for b in grid.forward:
+            if not grid.pretrained[b]:
+                owed += grid.screen_cost(b)
+        later = [b for b in grid.forward if not grid.pretrained[b] and b not in dropped]
     else:
         owed = grid.screen_charge()
         later = [b for b in grid.forward if b not in dropped]
     for b in sorted(later, key=lambda b: -score(b)):
         steps.append((probe[b], owed))
         owed = 0.0
-    first = max((b for b in grid.forward if b not in dropped), key=score)
-    warm = 0
-    for entry in others if grid.modality == "image" else []:
-        if warm >= search.portfolio:
-            break
-        point = {
-            "backbone": first,
-            "strategy": entry["strategy"],
-            **{f"{entry['strategy']}.{k}": v for k, v in entry["params"].items()},
-        }
-        if _key(point) in grid.by_point:
-            steps.append((point, owed))
-            owed, warm = 0.0, warm + 1
+    if not early:
+        warm_start(max((b for b in grid.forward if b not in dropped), key=score))
     return Opening(steps, dropped, owed)
 
 
@@ -724,13 +752,15 @@ def load_held_out(held_dir: Path, kind: str = "heldout-grid", merge: bool = Fals
     return {t: Grid(t, datas, domain=tasks[t][0], modality=tasks[t][1]) for t, datas in tables.items() if t in tasks}
 
 
-def portfolio_without(domain: str | None) -> list[dict]:
-    """The shipped portfolio's ranking (every in-sample and development grid: search.py's
-    portfolio_sources) without the grids of ``domain`` (leave one domain out)."""
+def portfolio_without(domain: str | None, modality: str = "image") -> list[dict]:
+    """The shipped portfolio's ranking for a task of ``modality`` (every in-sample and
+    development grid of that modality: search.py's portfolio_sources) without the grids of
+    ``domain`` (leave one domain out)."""
     from tlbench.search import portfolio
 
     tables, sources = portfolio_sources()
-    return portfolio.build([t for n, t in tables.items() if sources[n]["domain"] != domain])
+    kept = [t for n, t in tables.items() if sources[n]["domain"] != domain and sources[n]["modality"] == modality]
+    return portfolio.build(kept)
 
 
 _WORK: dict = {}  # the grid and portfolio the pool's forked processes replay (inherited, not pickled)
@@ -782,25 +812,25 @@ def replay_all(grids: dict[str, Grid], seeds: int, portfolio_for) -> tuple[dict,
 
 def design(
     grid_dir: Path, dev_dir: Path, seeds: int, names: list[str] | None = None, out: Path | None = None,
-    merge: bool = False, first_set: Path | None = None,
+    merge: bool = False, earlier_sets: list[Path] = (),
 ) -> int:  # fmt: skip
     """Replay the candidate searches (CANDIDATES) on the development grids and the in-sample
     grids, next to uniform random, ASHA and the opening followed by random search (valued
     on the last epoch, and like 0.9's default); print each one's median regret-AUC per task
     and its paired wins against both. In-sample by construction: this is where the search
     is designed. ``merge``: every recorded training seed of the development grids (their
-    ``seed<k>/`` tables too); ``first_set``: the first held-out set's folder, replayed as
-    development data (it is, since look 5), its seeds merged likewise."""
+    ``seed<k>/`` tables too); ``earlier_sets``: held-out sets' folders replayed as development
+    data (the first set is, since look 5; the second, since look 7), their seeds merged likewise."""
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     in_sample, dev = load_in_sample(grid_dir), load_held_out(dev_dir, "dev-grid", merge)
-    if first_set is not None:
-        dev |= load_held_out(first_set, "heldout-grid", merge)
+    for folder in earlier_sets:
+        dev |= load_held_out(folder, held_out_set(folder)[0], merge)
     candidates = {n: CANDIDATES[n] for n in (names or CANDIDATES)}
     grids = {f"{n} (dev)": g for n, g in dev.items()} | in_sample
     baselines = ("opening_then_random", "opening_then_random_select5")
     results: dict[str, dict] = {}
     for name, grid in grids.items():
-        runs = seed_runs(grid, seeds, portfolio_without(grid.domain), candidates)
+        runs = seed_runs(grid, seeds, portfolio_without(grid.domain, grid.modality), candidates)
         aucs = {m: [area(r[m], grid) for r in runs] for m in runs[0]}
         results[name] = {
             m: {"regret_auc": statistics.median(a), "regret_auc_ci": bootstrap_median(a),
@@ -867,14 +897,16 @@ def main(
     report = {"seeds": seeds, "target_points": TARGET_POINTS, "compute": "training GFLOPs", "horizon_F": HORIZON,
               "frozen_commit": None, "in_sample": sorted(in_sample), "datasets": {}}  # fmt: skip
     # in-sample: leave one domain out (the two digit sets are one domain)
-    summaries, traces, aucs = replay_all(in_sample, seeds, lambda g: portfolio_without(g.domain))
+    summaries, traces, aucs = replay_all(in_sample, seeds, lambda g: portfolio_without(g.domain, g.modality))
     report["datasets"] = summaries
     report["in_sample_aggregate"] = aggregate(summaries, aucs)
     plotted = dict(in_sample)
     if dev is not None:  # development grids: 10 epochs on design datasets, in-sample
         grids = load_held_out(dev, "dev-grid")
         if grids:
-            dev_summaries, dev_traces, dev_aucs = replay_all(grids, seeds, lambda g: portfolio_without(g.domain))
+            dev_summaries, dev_traces, dev_aucs = replay_all(
+                grids, seeds, lambda g: portfolio_without(g.domain, g.modality)
+            )
             report["dev"], report["dev_aggregate"] = dev_summaries, aggregate(dev_summaries, dev_aucs)
             traces = {**traces, **{f"{n} (dev)": t for n, t in dev_traces.items()}}
             plotted |= {f"{n} (dev)": g for n, g in grids.items()}
@@ -891,7 +923,7 @@ def main(
         looks_file.write_text(json.dumps(looks, indent=1) + "\n")
         report["held_out_set"] = kind
         report["held_out_runs_per_point"] = sorted({len(rows) for g in grids.values() for rows in g.by_point.values()})
-        held, held_traces, held_aucs = replay_all(grids, seeds, lambda g: portfolio_without(None))
+        held, held_traces, held_aucs = replay_all(grids, seeds, lambda g: portfolio_without(None, g.modality))
         report["frozen_commit"] = commit
         report["held_out_looks"] = len(looks)
         report["held_out"] = held

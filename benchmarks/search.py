@@ -335,10 +335,25 @@ def record_held_out(tasks: list[str], kind: str = "heldout-grid", seeds: tuple[i
 DEV_SUFFIX = " (10 epochs)"  # a development grid's name in the portfolio: apart from the in-sample grid of that dataset
 
 
+# the text grids a text study's portfolio learns from (design step 9): every recorded text grid
+# that judges nothing any more (docstrings: development; bbc_news and tweet_sentiment: since look
+# 5; fortunes and pkg_sections: since look 7), each training seed merged
+TEXT_PORTFOLIO = (
+    ("dev-grid", "docstrings"), ("heldout-grid", "bbc_news"), ("heldout-grid", "tweet_sentiment"),
+    ("heldout2-grid", "fortunes"), ("heldout2-grid", "pkg_sections"),
+)  # fmt: skip
+
+
+def _seed_tables(folder: Path, task: str) -> list[Path]:
+    """A task's recorded tables in a grid folder: every training seed, the ones kept in seed<k>/ too."""
+    return sorted(folder.glob(f"{task}-s[0-9]*.json")) + sorted(folder.glob(f"seed[0-9]*/{task}-s[0-9]*.json"))
+
+
 def portfolio_sources() -> tuple[dict[str, dict], dict[str, dict]]:
-    """The tables the shipped portfolio learns from: every in-sample grid and every recorded
-    development grid (its training seeds merged; named apart from the in-sample grid of the
-    same dataset), never a held-out grid. Returns ({name: table}, {name: source})."""
+    """The tables the shipped portfolio learns from: every in-sample grid, the development
+    grids of DEV_PORTFOLIO (seed 0; named apart from the in-sample grid of the same dataset)
+    and the text grids of TEXT_PORTFOLIO (every seed), never a grid that still judges.
+    Returns ({name: table}, {name: source}); a study ranks the sources of its modality."""
     import json
 
     tables, sources = {}, {}
@@ -350,18 +365,19 @@ def portfolio_sources() -> tuple[dict[str, dict], dict[str, dict]]:
                 "modality": "image",
                 "table": f"benchmarks/search-grid/{path.name}",
             }
-    for task, (domain, modality, *_rest) in DEV.items():
-        if task not in DEV_PORTFOLIO:
-            continue
-        paths = sorted(DEV_DIR.glob(f"{task}-s[0-9]*.json"))
+    chosen = [
+        ("dev-grid", task, task + DEV_SUFFIX, sorted(DEV_DIR.glob(f"{task}-s[0-9]*.json"))) for task in DEV_PORTFOLIO
+    ]
+    chosen += [(kind, task, task, _seed_tables(GRID_SETS[kind][0], task)) for kind, task in TEXT_PORTFOLIO]
+    for kind, task, name, paths in chosen:
         if not paths:
             continue
+        domain, modality, *_rest = GRID_SETS[kind][1][task]
         datas = [d for p in paths for d in json.loads(p.read_text())["datasets"].values()]
-        name = task + DEV_SUFFIX
         merged = {"trials": [t for d in datas for t in d["trials"]], "screen": datas[0].get("screen", {})}
         tables[name] = {"datasets": {name: merged}}
         sources[name] = {"domain": domain, "modality": modality,
-                         "table": ", ".join(f"benchmarks/dev-grid/{p.name}" for p in paths)}  # fmt: skip
+                         "table": ", ".join(str(p.relative_to(ROOT)) for p in paths)}  # fmt: skip
     return tables, sources
 
 
@@ -436,6 +452,10 @@ def main(argv: list[str] | None = None) -> int:
         "--with-first-set", action="store_true",
         help="also replay the first held-out set (development data since look 5), as design steps 7 and 8 do",
     )  # fmt: skip
+    des.add_argument(
+        "--with-second-set", action="store_true",
+        help="also replay the second held-out set (development data since look 7), as design step 9 does",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     if args.command == "record":
         record(args.names)
@@ -458,8 +478,8 @@ def main(argv: list[str] | None = None) -> int:
     from replay import main as replay_main  # the replay trains nothing
 
     if args.command == "design":
-        first = HELD_OUT_DIR if args.with_first_set else None
-        return design(GRID_DIR, args.dev_dir, args.seeds, args.candidates, args.design_out, args.design_merge, first)
+        sets = [d for d, on in ((HELD_OUT_DIR, args.with_first_set), (HELD_OUT_2_DIR, args.with_second_set)) if on]
+        return design(GRID_DIR, args.dev_dir, args.seeds, args.candidates, args.design_out, args.design_merge, sets)
 
     if args.merge_seeds and args.held_out is None:
         print("--merge-seeds: give --held-out too (it merges the training seeds of a held-out set)")
