@@ -256,3 +256,46 @@ def test_no_search_after_the_opening_goes_below_the_bound_after_the_opening():
         for name in ("tlbench", "opening_then_random_select5", "opening"):
             assert all(replay.regret_at(bound, x) <= replay.regret_at(out[name], x) + 1e-12 for x in xs), name
         assert replay.area(bound, grid) < replay.area(out["opening"], grid)  # docstrings has room after its opening
+
+
+def test_design_step_9_gives_text_a_portfolio_and_can_run_it_before_the_random_init_screen():
+    """A pretrained backbone p and one from random init r: 0.9's text opening has no portfolio;
+    ``text_portfolio`` adds its entries on the screen's first backbone after every screen and
+    probe; ``portfolio_first`` runs them right after p's probe, and r's screen is paid after them."""
+    from tlbench.config import SearchConfig
+
+    rows = [_row(b, lr, [0.5 + lr], 0.5 + lr) for b in "pr" for lr in (0.1, 0.2, 0.3)]
+    for b in "pr":
+        probe = _row(b, 0.0, [0.4], 0.4, gflops=10.0)
+        probe["params"] = {"backbone": b, "strategy": "linear_probe", "linear_probe.lr_head": 0.01}
+        rows.append(probe)
+    for r in rows:
+        r["pretrained"] = r["params"]["backbone"] == "p"
+    screen = {b: {"knn": score, "logme": score, "seconds": 0.0, "examples": 1000} for b, score in (("p", 0.6), ("r", 0.5))}
+    grid = replay.Grid("toy", [{"trials": rows, "screen": screen}], modality="text")
+    others = [{"strategy": "finetune", "params": {"lr_backbone": lr, "freeze": 0.0}} for lr in (0.3, 0.2, 0.1)]
+    search = SearchConfig()
+
+    def shape(opening):
+        return [(s["backbone"], s["strategy"], s.get("finetune.lr_backbone"), owed) for s, owed in opening.steps]
+
+    cost = grid.screen_cost("p")  # both: 0.01 GFLOPs x 1000 examples
+    assert shape(replay.tlbench_opening(grid, search, others)) == [
+        ("p", "linear_probe", None, cost),
+        ("r", "linear_probe", None, cost),
+    ]
+    assert shape(replay.tlbench_opening(grid, search, others, text_portfolio=True)) == [
+        ("p", "linear_probe", None, cost),
+        ("r", "linear_probe", None, cost),
+        ("p", "finetune", 0.3, 0.0),
+        ("p", "finetune", 0.2, 0.0),
+    ]
+    first = replay.tlbench_opening(grid, search, others, text_portfolio=True, portfolio_first=True)
+    assert shape(first) == [
+        ("p", "linear_probe", None, cost),
+        ("p", "finetune", 0.3, 0.0),
+        ("p", "finetune", 0.2, 0.0),
+        ("r", "linear_probe", None, cost),
+    ]
+    image = replay.Grid("toy", [{"trials": rows, "screen": screen}], modality="image")
+    assert len(replay.tlbench_opening(image, search, others).steps) == 4  # images had a portfolio in 0.9 already

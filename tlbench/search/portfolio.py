@@ -39,7 +39,7 @@ from tlbench.search.planning import check_recipe, recipe_params
 from tlbench.types import UserError
 
 SHIPPED = Path(__file__).with_name("portfolio.json")
-MODALITY = "image"  # what the shipped grids were
+MODALITY = "image"  # a source or table that names no modality (the shipped grids before design step 9)
 SIZE = 8  # entries kept in a ranking
 
 
@@ -108,23 +108,21 @@ def shipped_document() -> dict[str, Any]:
     return json.loads(SHIPPED.read_text(encoding="utf-8"))
 
 
-def shipped() -> list[dict[str, Any]]:
-    """The shipped ranking over all four grids (what a study of another domain starts from)."""
-    doc = shipped_document()
-    return rank(doc["points"])
+def shipped(modality: str = MODALITY) -> list[dict[str, Any]]:
+    """The shipped ranking over every grid of ``modality`` (what a study of another domain starts from)."""
+    return for_study("", modality).entries
 
 
 def for_study(dataset_name: str, modality: str, score: str = "knn", history: list[dict] = ()) -> Portfolio:
-    """The portfolio of a study of ``dataset_name``: the shipped grids of other domains (image
-    studies only) and the ``history`` tables of the study's modality, ranked together."""
+    """The portfolio of a study of ``dataset_name``: the shipped grids of the study's modality
+    and of other domains, and the ``history`` tables of the study's modality, ranked together."""
     doc = shipped_document()
-    sources = doc["sources"]
-    points: dict[str, dict[str, float]] = {}
-    left_out: list[str] = []
-    if modality == MODALITY:
-        own = sources.get(dataset_name, {}).get("domain")
-        left_out = sorted(d for d, s in sources.items() if own is not None and s["domain"] == own)
-        points = {k: {d: v for d, v in by.items() if d not in left_out} for k, by in doc["points"].items()}
+    sources = {d: s for d, s in doc["sources"].items() if s.get("modality", MODALITY) == modality}
+    own = sources.get(dataset_name, {}).get("domain")
+    left_out = sorted(d for d, s in sources.items() if own is not None and s["domain"] == own)
+    used = set(sources) - set(left_out)
+    points = {k: {d: v for d, v in by.items() if d in used} for k, by in doc["points"].items()}
+    points = {k: by for k, by in points.items() if by}
     mine = relative_points([t for t in history if _modality(t) == modality], score)
     for key, by in mine.items():  # the user's history counts next to the shipped grids, whatever its dataset
         points[key] = {**points.get(key, {}), **{f"{d} (portfolio_from)": v for d, v in by.items()}}
