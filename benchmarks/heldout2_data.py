@@ -210,39 +210,47 @@ def write_texts(out: Path, by_class: dict[str, list[str]], per_class: int) -> di
     return counts
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def write_tasks(argv: list[str] | None, name: str, doc: str, per_class: dict[str, int], write_one) -> int:
+    """A data writer's command (this one's and the later sets'): ``--out`` and task names; each
+    task into a folder of its own, never over an existing one, what it was written from in
+    ``VERSIONS``. ``write_one(task, out, per_class)`` writes one task: (versions, counts)."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("results"), help="folder to write the tasks into")
-    parser.add_argument("tasks", nargs="*", default=list(PER_CLASS), help="tasks (default: all)")
+    parser.add_argument("tasks", nargs="*", default=list(per_class), help="tasks (default: all)")
     args = parser.parse_args(argv)
     for task in args.tasks:
+        if task not in per_class:
+            sys.exit(f"{name}: unknown task {task}; choose from {', '.join(per_class)}")
         out = args.out / task
         if out.exists():
-            sys.exit(f"heldout2_data: {out} exists; remove it first (nothing is overwritten)")
-        if task == "fortunes":
-            versions = f"fortunes {_package_version('fortunes')}\n"
-            counts = write_texts(out, fortunes(), PER_CLASS[task])
-        elif task == "pkg_sections":
-            release = Path("/etc/debian_version").read_text().strip()
-            lists = sorted(Path("/var/lib/apt/lists").glob("*_Packages*"))
-            updated = max((p.stat().st_mtime for p in lists), default=0)
-            when = time.strftime("%Y-%m-%d", time.gmtime(updated))
-            versions = f"apt-cache dumpavail, Debian {release}, apt lists of {when} ({len(lists)} package lists)\n"
-            counts = write_texts(out, pkg_sections(), PER_CLASS[task])
-        elif task == "brahmic_glyphs":
-            versions = f"fonts-noto-core {_package_version('fonts-noto-core')}\n"
-            counts = brahmic_glyphs(out, PER_CLASS[task])
-        elif task == "emoji_groups":
-            versions = (
-                f"fonts-noto-color-emoji {_package_version('fonts-noto-color-emoji')}, "
-                f"unicode-data {_package_version('unicode-data')}\n"
-            )
-            counts = emoji_groups(out, PER_CLASS[task])
-        else:
-            sys.exit(f"heldout2_data: unknown task {task}; choose from {', '.join(PER_CLASS)}")
+            sys.exit(f"{name}: {out} exists; remove it first (nothing is overwritten)")
+        versions, counts = write_one(task, out, per_class[task])
         (out / "VERSIONS").write_text(versions)
         print(f"wrote {out}: {counts}")
     return 0
+
+
+def _write(task: str, out: Path, per_class: int) -> tuple[str, dict[str, int]]:
+    if task == "fortunes":
+        return f"fortunes {_package_version('fortunes')}\n", write_texts(out, fortunes(), per_class)
+    if task == "pkg_sections":
+        release = Path("/etc/debian_version").read_text().strip()
+        lists = sorted(Path("/var/lib/apt/lists").glob("*_Packages*"))
+        updated = max((p.stat().st_mtime for p in lists), default=0)
+        when = time.strftime("%Y-%m-%d", time.gmtime(updated))
+        versions = f"apt-cache dumpavail, Debian {release}, apt lists of {when} ({len(lists)} package lists)\n"
+        return versions, write_texts(out, pkg_sections(), per_class)
+    if task == "brahmic_glyphs":
+        return f"fonts-noto-core {_package_version('fonts-noto-core')}\n", brahmic_glyphs(out, per_class)
+    versions = (
+        f"fonts-noto-color-emoji {_package_version('fonts-noto-color-emoji')}, "
+        f"unicode-data {_package_version('unicode-data')}\n"
+    )
+    return versions, emoji_groups(out, per_class)
+
+
+def main(argv: list[str] | None = None) -> int:
+    return write_tasks(argv, "heldout2_data", __doc__, PER_CLASS, _write)
 
 
 if __name__ == "__main__":

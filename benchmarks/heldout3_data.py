@@ -29,7 +29,6 @@ package versions give the same files; the versions are written to ``<out>/<task>
 
 from __future__ import annotations
 
-import argparse
 import random
 import re
 import subprocess
@@ -37,7 +36,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from heldout2_data import _package_version, write_texts  # noqa: E402
+from heldout2_data import _package_version, write_tasks, write_texts  # noqa: E402
 
 SEED = 0
 PER_CLASS = {"spoken_words": 200, "chart_types": 300, "wordnet_glosses": 600, "word_languages": 600}
@@ -210,34 +209,21 @@ def word_languages() -> dict[str, list[str]]:
     return {language: [w for w in words if seen[w] == 1] for language, words in lists.items()}
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=Path("results"), help="folder to write the tasks into")
-    parser.add_argument("tasks", nargs="*", default=list(PER_CLASS), help="tasks (default: all)")
-    args = parser.parse_args(argv)
-    for task in args.tasks:
-        if task not in PER_CLASS:
-            sys.exit(f"heldout3_data: unknown task {task}; choose from {', '.join(PER_CLASS)}")
-        out = args.out / task
-        if out.exists():
-            sys.exit(f"heldout3_data: {out} exists; remove it first (nothing is overwritten)")
-        if task == "spoken_words":
-            versions = f"espeak-ng {_package_version('espeak-ng')}\n"
-            counts = spoken_words(out, PER_CLASS[task])
-        elif task == "chart_types":
-            import matplotlib
+def _write(task: str, out: Path, per_class: int) -> tuple[str, dict[str, int]]:
+    if task == "spoken_words":
+        return f"espeak-ng {_package_version('espeak-ng')}\n", spoken_words(out, per_class)
+    if task == "chart_types":
+        import matplotlib
 
-            versions = f"matplotlib {matplotlib.__version__}\n"
-            counts = chart_types(out, PER_CLASS[task])
-        elif task == "wordnet_glosses":
-            versions = f"wordnet-base {_package_version('wordnet-base')}\n"
-            counts = write_texts(out, wordnet_glosses(), PER_CLASS[task])
-        else:
-            versions = "".join(f"{pkg} {_package_version(pkg)}\n" for pkg, _ in WORDLISTS.values())
-            counts = write_texts(out, word_languages(), PER_CLASS[task])
-        (out / "VERSIONS").write_text(versions)
-        print(f"wrote {out}: {counts}")
-    return 0
+        return f"matplotlib {matplotlib.__version__}\n", chart_types(out, per_class)
+    if task == "wordnet_glosses":
+        return f"wordnet-base {_package_version('wordnet-base')}\n", write_texts(out, wordnet_glosses(), per_class)
+    versions = "".join(f"{pkg} {_package_version(pkg)}\n" for pkg, _ in WORDLISTS.values())
+    return versions, write_texts(out, word_languages(), per_class)
+
+
+def main(argv: list[str] | None = None) -> int:
+    return write_tasks(argv, "heldout3_data", __doc__, PER_CLASS, _write)
 
 
 if __name__ == "__main__":

@@ -31,14 +31,13 @@ package versions give the same files; the versions are written to ``<out>/<task>
 
 from __future__ import annotations
 
-import argparse
 import random
 import subprocess
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from heldout2_data import _package_version, write_texts  # noqa: E402
+from heldout2_data import _package_version, write_tasks, write_texts  # noqa: E402
 
 SEED = 0
 PER_CLASS = {"typefaces": 300, "automata": 250, "scripture": 600, "code_languages": 600}
@@ -177,39 +176,27 @@ def code_languages() -> dict[str, list[str]]:
     return {language: list(s) for language, s in by_class.items()}
 
 
+def _write(task: str, out: Path, per_class: int) -> tuple[str, dict[str, int]]:
+    if task == "typefaces":
+        import matplotlib
+
+        return f"matplotlib {matplotlib.__version__}\n", typefaces(out, per_class)
+    if task == "automata":
+        import numpy
+
+        return f"numpy {numpy.__version__}\n", automata(out, per_class)
+    if task == "scripture":
+        return f"bible-kjv-text {_package_version('bible-kjv-text')}\n", write_texts(out, scripture(), per_class)
+    npm = subprocess.run(["npm", "--version"], capture_output=True, text=True).stdout.strip()
+    packages = ("libc6-dev", "cmake-data", "perl-modules-5.36", "tcl8.6")
+    versions = f"python {sys.version.split()[0]}\nnpm {npm}\n" + "".join(
+        f"{p} {_package_version(p)}\n" for p in packages
+    )
+    return versions, write_texts(out, code_languages(), per_class)
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=Path("results"), help="folder to write the tasks into")
-    parser.add_argument("tasks", nargs="*", default=list(PER_CLASS), help="tasks (default: all)")
-    args = parser.parse_args(argv)
-    for task in args.tasks:
-        if task not in PER_CLASS:
-            sys.exit(f"heldout4_data: unknown task {task}; choose from {', '.join(PER_CLASS)}")
-        out = args.out / task
-        if out.exists():
-            sys.exit(f"heldout4_data: {out} exists; remove it first (nothing is overwritten)")
-        if task == "typefaces":
-            import matplotlib
-
-            versions = f"matplotlib {matplotlib.__version__}\n"
-            counts = typefaces(out, PER_CLASS[task])
-        elif task == "automata":
-            import numpy
-
-            versions = f"numpy {numpy.__version__}\n"
-            counts = automata(out, PER_CLASS[task])
-        elif task == "scripture":
-            versions = f"bible-kjv-text {_package_version('bible-kjv-text')}\n"
-            counts = write_texts(out, scripture(), PER_CLASS[task])
-        else:
-            npm = subprocess.run(["npm", "--version"], capture_output=True, text=True).stdout.strip()
-            versions = f"python {sys.version.split()[0]}\nnpm {npm}\n" + "".join(
-                f"{p} {_package_version(p)}\n" for p in ("libc6-dev", "cmake-data", "perl-modules-5.36", "tcl8.6")
-            )
-            counts = write_texts(out, code_languages(), PER_CLASS[task])
-        (out / "VERSIONS").write_text(versions)
-        print(f"wrote {out}: {counts}")
-    return 0
+    return write_tasks(argv, "heldout4_data", __doc__, PER_CLASS, _write)
 
 
 if __name__ == "__main__":

@@ -114,29 +114,26 @@ HELD_OUT = {  # task -> (domain, modality, dataset entry, backbones, grid, train
 # first by ``python benchmarks/heldout2_data.py`` from Debian packages (nothing downloaded at
 # run time), recorded like the first set, looked at once per frozen commit (their own looks.json).
 HELD_OUT_2_DIR = ROOT / "benchmarks" / "heldout2-grid"
+
+
+def _folder_task(domain: str, task: str, modality: str) -> tuple:
+    """A later held-out set's task, written by its data script into ``results/<task>``: the
+    image tasks split 60/20/20, the text tasks as textfolder splits them; the first set's
+    sizes (500 / 300 training / validation images, 400 / 250 texts)."""
+    if modality == "image":
+        dataset = {"name": "imagefolder", "path": f"../../results/{task}", "val_fraction": 0.2, "test_fraction": 0.2,
+                   "train_samples": 500, "val_samples": 300}  # fmt: skip
+        return domain, "image", dataset, IMAGE_BACKBONES, IMAGE_GRID, {"resolution": 64}
+    dataset = {"name": "textfolder", "dir": f"../../results/{task}", "train_samples": 400, "val_samples": 250}
+    return domain, "text", dataset, TEXT_BACKBONES, TEXT_GRID, {}
+
+
 HELD_OUT_2 = {
-    "brahmic_glyphs": (
-        "writing systems", "image",
-        {"name": "imagefolder", "path": "../../results/brahmic_glyphs", "val_fraction": 0.2, "test_fraction": 0.2,
-         "train_samples": 500, "val_samples": 300},
-        IMAGE_BACKBONES, IMAGE_GRID, {"resolution": 64},
-    ),
-    "emoji_groups": (
-        "pictograms", "image",
-        {"name": "imagefolder", "path": "../../results/emoji_groups", "val_fraction": 0.2, "test_fraction": 0.2,
-         "train_samples": 500, "val_samples": 300},
-        IMAGE_BACKBONES, IMAGE_GRID, {"resolution": 64},
-    ),
-    "fortunes": (
-        "quotations", "text", {"name": "textfolder", "dir": "../../results/fortunes", "train_samples": 400, "val_samples": 250},
-        TEXT_BACKBONES, TEXT_GRID, {},
-    ),
-    "pkg_sections": (
-        "software catalogue", "text",
-        {"name": "textfolder", "dir": "../../results/pkg_sections", "train_samples": 400, "val_samples": 250},
-        TEXT_BACKBONES, TEXT_GRID, {},
-    ),
-}  # fmt: skip
+    "brahmic_glyphs": _folder_task("writing systems", "brahmic_glyphs", "image"),
+    "emoji_groups": _folder_task("pictograms", "emoji_groups", "image"),
+    "fortunes": _folder_task("quotations", "fortunes", "text"),
+    "pkg_sections": _folder_task("software catalogue", "pkg_sections", "text"),
+}
 
 
 # The third held-out set (look 7): the second set was looked at twice and 0.9's default chosen
@@ -144,58 +141,22 @@ HELD_OUT_2 = {
 # benchmarks/heldout3_data.py`` (Debian packages and matplotlib; nothing downloaded at run time).
 HELD_OUT_3_DIR = ROOT / "benchmarks" / "heldout3-grid"
 HELD_OUT_3 = {
-    "spoken_words": (
-        "speech", "image",
-        {"name": "imagefolder", "path": "../../results/spoken_words", "val_fraction": 0.2, "test_fraction": 0.2,
-         "train_samples": 500, "val_samples": 300},
-        IMAGE_BACKBONES, IMAGE_GRID, {"resolution": 64},
-    ),
-    "chart_types": (
-        "charts", "image",
-        {"name": "imagefolder", "path": "../../results/chart_types", "val_fraction": 0.2, "test_fraction": 0.2,
-         "train_samples": 500, "val_samples": 300},
-        IMAGE_BACKBONES, IMAGE_GRID, {"resolution": 64},
-    ),
-    "wordnet_glosses": (
-        "lexicography", "text",
-        {"name": "textfolder", "dir": "../../results/wordnet_glosses", "train_samples": 400, "val_samples": 250},
-        TEXT_BACKBONES, TEXT_GRID, {},
-    ),
-    "word_languages": (
-        "languages", "text",
-        {"name": "textfolder", "dir": "../../results/word_languages", "train_samples": 400, "val_samples": 250},
-        TEXT_BACKBONES, TEXT_GRID, {},
-    ),
-}  # fmt: skip
+    "spoken_words": _folder_task("speech", "spoken_words", "image"),
+    "chart_types": _folder_task("charts", "chart_types", "image"),
+    "wordnet_glosses": _folder_task("lexicography", "wordnet_glosses", "text"),
+    "word_languages": _folder_task("languages", "word_languages", "text"),
+}
 
 # The fourth held-out set (look 9): the third set was looked at twice and design step 9 was
 # shaped by what it showed on its text tasks. Written first by ``python
 # benchmarks/heldout4_data.py`` (Debian packages, the machine's source files, matplotlib's fonts).
 HELD_OUT_4_DIR = ROOT / "benchmarks" / "heldout4-grid"
 HELD_OUT_4 = {
-    "typefaces": (
-        "typography", "image",
-        {"name": "imagefolder", "path": "../../results/typefaces", "val_fraction": 0.2, "test_fraction": 0.2,
-         "train_samples": 500, "val_samples": 300},
-        IMAGE_BACKBONES, IMAGE_GRID, {"resolution": 64},
-    ),
-    "automata": (
-        "dynamical systems", "image",
-        {"name": "imagefolder", "path": "../../results/automata", "val_fraction": 0.2, "test_fraction": 0.2,
-         "train_samples": 500, "val_samples": 300},
-        IMAGE_BACKBONES, IMAGE_GRID, {"resolution": 64},
-    ),
-    "scripture": (
-        "religious texts", "text",
-        {"name": "textfolder", "dir": "../../results/scripture", "train_samples": 400, "val_samples": 250},
-        TEXT_BACKBONES, TEXT_GRID, {},
-    ),
-    "code_languages": (
-        "source code", "text",
-        {"name": "textfolder", "dir": "../../results/code_languages", "train_samples": 400, "val_samples": 250},
-        TEXT_BACKBONES, TEXT_GRID, {},
-    ),
-}  # fmt: skip
+    "typefaces": _folder_task("typography", "typefaces", "image"),
+    "automata": _folder_task("dynamical systems", "automata", "image"),
+    "scripture": _folder_task("religious texts", "scripture", "text"),
+    "code_languages": _folder_task("source code", "code_languages", "text"),
+}
 
 # Development grids: the same shape (10 epochs, test curves, two seeds, the same value grids)
 # on design datasets, for designing the search after its opening (issue 21, part 3) without
