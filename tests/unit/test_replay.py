@@ -271,7 +271,9 @@ def test_design_step_9_gives_text_a_portfolio_and_can_run_it_before_the_random_i
         rows.append(probe)
     for r in rows:
         r["pretrained"] = r["params"]["backbone"] == "p"
-    screen = {b: {"knn": score, "logme": score, "seconds": 0.0, "examples": 1000} for b, score in (("p", 0.6), ("r", 0.5))}
+    screen = {
+        b: {"knn": score, "logme": score, "seconds": 0.0, "examples": 1000} for b, score in (("p", 0.6), ("r", 0.5))
+    }
     grid = replay.Grid("toy", [{"trials": rows, "screen": screen}], modality="text")
     others = [{"strategy": "finetune", "params": {"lr_backbone": lr, "freeze": 0.0}} for lr in (0.3, 0.2, 0.1)]
     search = SearchConfig()
