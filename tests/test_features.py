@@ -63,6 +63,22 @@ def test_cached_training_is_the_same_computation_as_uncached(splits, model, kind
     for (name, p), q in zip(plain.model.named_parameters(), cached.model.parameters()):
         torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6, msg=name)
     assert b.train_flops < a.train_flops  # the frozen prefix ran once, not every epoch
+    assert 0 < b.val_flops < a.val_flops  # and once over the validation split too
+
+
+def test_the_validation_passes_are_counted_a_forward_per_example_and_epoch(splits):
+    """val_flops: what the search's validation passes cost (test passes are not the search's):
+    uncached, the whole forward pass every epoch; cached, the prefix once and the head every epoch."""
+    from tlbench.engine import cost
+    from tlbench.engine.inputs import inputs_of
+
+    built = _built()
+    example = inputs_of(built).example(2, 32)
+    per_example = cost.forward_flops(built.model, example)
+    plain = fit(built, splits, _phases("probe", len(built.groups)), _settings())
+    assert plain.val_flops == pytest.approx(3 * len(splits.val) * per_example)
+    cached = fit(_built(), splits, _phases("probe", len(built.groups)), _settings(cache=features.FeatureCache()))
+    assert len(splits.val) * per_example <= cached.val_flops < 1.1 * len(splits.val) * per_example
 
 
 def test_a_linear_probe_caches_the_pooled_features(splits):

@@ -127,6 +127,8 @@ def test_a_run_exports_as_a_replayable_table(write_config, capsys, tmp_path):
     for row in rows:
         assert row["params"]["strategy"] == "linear_probe" and "linear_probe.lr_head" in row["distributions"]
         assert len(row["val_curve"]) == 1 and row["train_gflops"] > 0
+        # one epoch: the validation split through the whole network once (the probe's features: cached or not)
+        assert 0 < row["val_gflops"] <= row["train_gflops"] * 2
         if row["state"] == "COMPLETE":
             assert row["val_accuracy"] == row["val_curve"][-1] and 0 <= row["test_accuracy"] <= 1
     assert cli.main(["export", str(folder)]) == 0  # its own table: replaced

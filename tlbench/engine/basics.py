@@ -47,6 +47,7 @@ class FitResult:
     precision: str  # "fp32", "bf16" or "fp16"
     cache: tuple[features.CacheUse, ...] = ()  # per phase: where its inputs came from (see phase_data)
     test_curve: list[float] | None = None  # test accuracy after each epoch (TrainSettings.test_curve), else None
+    val_flops: float = 0.0  # forward FLOPs of the validation passes the search reads: every epoch, a cached prefix once
 
     @property
     def feature_cache(self) -> str:

@@ -48,6 +48,7 @@ def forward_flops(model: nn.Module, x: torch.Tensor) -> int:
     image at the trials' resolution, one text at the configured sequence length)."""
     was_training = model.training
     model.eval()
+    x = x.float() if x.is_floating_point() else x  # cached features may be kept in half precision
     with counting() as counter:
         model(x)
     model.train(was_training)

@@ -42,6 +42,10 @@ class PhaseData:
     def step_flops(self, model: nn.Module, probe: torch.Tensor) -> float:
         return cost.train_step_flops(model, probe)
 
+    def forward_flops(self, model: nn.Module, probe: torch.Tensor) -> float:
+        """FLOPs of one evaluation forward pass per example, on what this phase feeds the model."""
+        return cost.forward_flops(model, probe)
+
 
 class Examples(PhaseData):
     """Examples loaded and transformed every epoch (the uncached path)."""
@@ -101,6 +105,9 @@ class Cached(PhaseData):
 
     def step_flops(self, model: nn.Module, probe: torch.Tensor) -> float:
         return cost.train_step_flops(model, self.features["train"][:2].to(probe.device))
+
+    def forward_flops(self, model: nn.Module, probe: torch.Tensor) -> float:
+        return cost.forward_flops(model, self.features["train"][:2].to(probe.device))
 
 
 def phase_off(phase: Phase, extra_loss) -> str:

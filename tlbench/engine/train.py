@@ -82,6 +82,7 @@ def fit(
         on_spent,
     )
     run.on_rates = on_rates
+    run.n_val = len(splits.val)
     probe = inputs.example(2, settings.size).to(settings.device)
     run.extra_loss = extra_loss
     updated: set[str] = set()
@@ -125,6 +126,7 @@ def fit(
         precision=precision_name(dtype),
         cache=tuple(run.sources),
         test_curve=run.test_curve if settings.test_curve else None,
+        val_flops=run.val_flops,
     )
 
 
@@ -136,12 +138,12 @@ class _Run:
     ):
         self.model, self.settings, self.dtype, self.examples, self.on_epoch = model, settings, dtype, examples, on_epoch
         self.on_spent = on_spent
-        self.n_train = n_train
+        self.n_train, self.n_val = n_train, 0
         self.scaler = torch.amp.GradScaler(enabled=dtype == torch.float16)
         self.curve: list[float] = []
         self.test: list[bool] = []
         self.test_curve: list[float] = []  # with TrainSettings.test_curve
-        self.seconds = self.flops = 0.0
+        self.seconds = self.flops = self.val_flops = 0.0
         self.sources: list[features.CacheUse] = []
         self.extra_loss = None  # Adapted.extra_loss
         self.on_rates = lambda rates: None
@@ -158,6 +160,8 @@ class _Run:
             runner = torch.compile(net) if s.compile else net
             step_flops = data.step_flops(net, probe)
             self.flops += data.prefix_flops * self.n_train  # the frozen prefix ran once per training example
+            eval_flops = data.forward_flops(net, probe)  # the validation pass: the suffix every epoch, the prefix once
+            self.val_flops += data.prefix_flops * self.n_val
             for _ in range(phase.epochs):
                 start = time.perf_counter()
                 rates: dict[str, list[float]] = {group["name"]: [] for group in optimizer.param_groups}
@@ -178,6 +182,7 @@ class _Run:
                 self.seconds += time.perf_counter() - start
                 self.flops += step_flops * n
                 self.curve.append(evaluate(runner, data.eval("val"), device, dtype, data.channels_last))
+                self.val_flops += eval_flops * self.n_val
                 if s.test_curve:  # before on_epoch, which may stop the trial; the last epoch's pass is the test result
                     self.test = correctness(runner, data.eval("test"), device, dtype, data.channels_last)
                     self.test_curve.append(sum(self.test) / len(self.test))

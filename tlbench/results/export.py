@@ -21,7 +21,7 @@ from tlbench.types import UserError
 
 FORMAT, VERSION = "tlbench-table", 1
 COSTS = (  # per trial, from its record (None where the trial did not get that far)
-    "train_gflops", "train_seconds", "elapsed_seconds", "forward_gflops", "total_params", "trainable_params",
+    "train_gflops", "val_gflops", "train_seconds", "elapsed_seconds", "forward_gflops", "total_params", "trainable_params",
     "latency_ms", "throughput", "peak_memory_mb",
 )  # fmt: skip
 

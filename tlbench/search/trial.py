@@ -305,6 +305,7 @@ class Objective:
             test_correct="".join("1" if c else "0" for c in result.test_correct),
             train_seconds=result.train_seconds,
             train_gflops=result.train_flops / 1e9,
+            val_gflops=result.val_flops / 1e9,
             trainable_params=result.trainable_params,
             peak_memory_mb=memory,
             memory_kind=memory_kind,

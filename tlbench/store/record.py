@@ -93,6 +93,7 @@ class TrialRecord:
     test_correct: str | None = None  # "1"/"0" per test example, in split order (bootstrap intervals)
     train_seconds: float | None = None  # training wall clock (frozen-layer extraction included, evaluation not)
     train_gflops: float | None = None  # training compute: forward and backward of every step, the frozen prefix once
+    val_gflops: float | None = None  # validation compute: the forward pass of every epoch's evaluation, the prefix once
     trainable_params: int | None = None  # parameters updated in some phase
     peak_memory_mb: float | None = None  # see memory_kind
     memory_kind: str | None = None  # "cuda_max_allocated" or "process_peak_rss"
