@@ -121,11 +121,20 @@ OPENING_KEYS = ("streamed", "text_portfolio", "portfolio_first")  # candidates' 
 class Grid:
     """One task's recorded tables (one per training seed)."""
 
-    def __init__(self, name: str, datas: list[dict], domain: str | None = None, modality: str = "image"):
+    def __init__(
+        self, name: str, datas: list[dict], domain: str | None = None, modality: str = "image", flops: bool = False
+    ):
         self.name, self.domain, self.modality = name, domain or DOMAINS.get(name, name), modality
         self.trials = [
             t for d in datas for t in d["trials"] if t["state"] == "COMPLETE" and t["test_accuracy"] is not None
         ]
+        # FLOPs throughout (decided after look 9 for the next fresh set): every trial is charged its
+        # validation passes too, and the screen its extraction FLOPs, not its wall-clock
+        self.flops = flops
+        if flops and any(t.get("val_gflops") is None for t in self.trials):
+            raise ValueError(
+                f"{name}: recorded before tlbench 0.9.1 (no val_gflops): FLOPs throughout cannot be charged"
+            )
         values: dict[str, set] = {}  # the grid: every value each parameter was recorded at
         for t in self.trials:
             for k, v in t["params"].items():
@@ -137,11 +146,11 @@ class Grid:
         self.screen = datas[0].get("screen", {})
         means = [statistics.mean(r["test_accuracy"] for r in rows) for rows in self.by_point.values()]
         self.y_best, self.y_worst = max(means), min(means)
-        self.total_gflops = sum(statistics.mean(r["train_gflops"] for r in rows) for rows in self.by_point.values())
+        self.total_gflops = sum(statistics.mean(self.cost(r) for r in rows) for rows in self.by_point.values())
         self.forward = {t["params"]["backbone"]: t["forward_gflops"] for t in self.trials}
         self.pretrained = {t["params"]["backbone"]: t.get("pretrained", True) for t in self.trials}
         first = self.trials[0]["params"]["backbone"]  # the config's first backbone (recorded first)
-        self.unit = max(t["train_gflops"] for t in self.trials if t["params"]["backbone"] == first)
+        self.unit = max(self.cost(t) for t in self.trials if t["params"]["backbone"] == first)
         self.epochs = max(len(t["val_curve"]) for t in self.trials)
         # the screen's wall-clock in GFLOPs, per recorded table at that table's own training rate; of
         # the tables of one task (the same screen, recorded again with another seed) the least: a
@@ -158,6 +167,11 @@ class Grid:
                     cost = entry["seconds"] * statistics.median(rates)
                     self.screen_gflops[backbone] = min(cost, self.screen_gflops.get(backbone, cost))
 
+    def cost(self, row: dict) -> float:
+        """What a trial trained to its end is charged: its training GFLOPs, and with ``flops``
+        its validation passes' (``val_gflops``) too."""
+        return row["train_gflops"] + (row["val_gflops"] if self.flops else 0.0)
+
     # --- what the screen costs, charged in full
 
     def extraction(self, backbone: str) -> float:
@@ -169,7 +183,10 @@ class Grid:
     def screen_cost(self, backbone: str) -> float:
         """The screen of one backbone: its wall-clock (extraction and scoring) at its table's
         median training rate (the least over the task's tables), or its extraction GFLOPs where
-        that is more."""
+        that is more. With ``flops``: its extraction GFLOPs over the training and validation
+        splits (its scoring's few MFLOPs left out), as trials are charged their FLOPs."""
+        if self.flops:
+            return self.extraction(backbone)
         return max(self.extraction(backbone), self.screen_gflops.get(backbone, 0.0))
 
     def screen_charge(self) -> float:
@@ -300,14 +317,14 @@ def optuna_method(grid: Grid, draw: Draw, sampler, pruner, opening: Opening | No
         row = draw.row(params)
         charge = trial.user_attrs.get("charge")
         trace.owed += left.pop() if charge is None and left else charge or 0.0
-        curve, per_epoch = row["val_curve"], row["train_gflops"] / len(row["val_curve"])
+        curve, per_epoch = row["val_curve"], grid.cost(row) / len(row["val_curve"])
         for epoch, value in enumerate(curve, 1):
             trial.report(value, epoch)
             if epoch < len(curve) and not trial.user_attrs.get("probe") and trial.should_prune():
                 trace.pay(per_epoch * epoch)
                 trace.events.append((trace.spent, trace.events[-1][1]))
                 raise optuna.TrialPruned()
-        trace.pay(0.0 if trial.user_attrs.get("probe") and grid.shares_screen(params) else row["train_gflops"])
+        trace.pay(0.0 if trial.user_attrs.get("probe") and grid.shares_screen(params) else grid.cost(row))
         value = row_value(row, select)
         trace.done(row, value)
         return value
@@ -343,7 +360,7 @@ def in_order(grid: Grid, draw: Draw, order: list[dict], opening: Opening | None 
             break
         row = draw.row(params)
         trace.owed += left.pop() if charge is None and left else charge or 0.0
-        trace.pay(0.0 if charge is not None and grid.shares_screen(params) else row["train_gflops"])
+        trace.pay(0.0 if charge is not None and grid.shares_screen(params) else grid.cost(row))
         trace.done(row, row_value(row, select))
     return trace
 
@@ -356,7 +373,7 @@ def bound_after_opening(grid: Grid, draw: Draw, opening: Opening, select: int = 
     trace = in_order(grid, draw, [], opening, select)
     start, regret, taken = trace.spent + opening.left, trace.events[-1][1], {_key(p) for p in opening.points}
     reachable = sorted(
-        (start + draw.row(p)["train_gflops"], grid.regret(draw.row(p)["test_accuracy"]))
+        (start + grid.cost(draw.row(p)), grid.regret(draw.row(p)["test_accuracy"]))
         for p in grid.points()
         if _key(p) not in taken and row_value(draw.row(p), select) > trace.best_val
     )
@@ -396,7 +413,7 @@ def successive_halving(grid: Grid, draw: Draw, seed: int) -> Trace:
             for params in bracket:
                 row = draw.row(params)
                 curve, stop = row["val_curve"], min(epochs, len(row["val_curve"]))
-                trace.pay(row["train_gflops"] / len(curve) * (stop - trained[id(params)]))
+                trace.pay(grid.cost(row) / len(curve) * (stop - trained[id(params)]))
                 trained[id(params)] = stop
                 if stop == len(curve):
                     trace.done(row)
@@ -737,7 +754,9 @@ def load_in_sample(grid_dir: Path) -> dict[str, Grid]:
     return grids
 
 
-def load_held_out(held_dir: Path, kind: str = "heldout-grid", merge: bool = False) -> dict[str, Grid]:
+def load_held_out(
+    held_dir: Path, kind: str = "heldout-grid", merge: bool = False, flops: bool = False
+) -> dict[str, Grid]:
     """``<task>-s<seed>.json`` tables, the seeds of one task merged; domain and modality from
     ``benchmarks/search.py``'s HELD_OUT (or DEV, for ``kind`` dev-grid). ``merge``: also the
     tables kept apart in the folder's ``seed<k>/`` folders (each point's training seeds)."""
@@ -749,7 +768,11 @@ def load_held_out(held_dir: Path, kind: str = "heldout-grid", merge: bool = Fals
     for path in paths:
         task = path.stem.rsplit("-s", 1)[0]
         tables.setdefault(task, []).extend(json.loads(path.read_text())["datasets"].values())
-    return {t: Grid(t, datas, domain=tasks[t][0], modality=tasks[t][1]) for t, datas in tables.items() if t in tasks}
+    return {
+        t: Grid(t, datas, domain=tasks[t][0], modality=tasks[t][1], flops=flops)
+        for t, datas in tables.items()
+        if t in tasks
+    }
 
 
 def portfolio_without(domain: str | None, modality: str = "image") -> list[dict]:
@@ -882,7 +905,10 @@ def main(
     held_out: Path | None = None,
     dev: Path | None = None,
     merge_seeds: bool = False,
+    flops: bool = False,
 ) -> int:
+    """The in-sample grids, and the development or held-out ones where given. ``flops``: the
+    held-out grids charged in FLOPs throughout (:class:`Grid`; tables of tlbench 0.9.1 on)."""
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     in_sample = load_in_sample(grid_dir)
     if not in_sample:
@@ -894,6 +920,16 @@ def main(
             "refusing to replay the held-out grids: tlbench/ or benchmarks/ differs from HEAD; commit (and name it frozen) first"
         )
         return 2
+    if held_out is not None:  # read (and refused) before minutes of in-sample replay, too
+        kind, looks_file = held_out_set(held_out)
+        try:
+            held_grids = load_held_out(held_out, kind, merge_seeds, flops)
+        except ValueError as exc:
+            print(f"refusing --charge flops: {exc}")
+            return 2
+        if not held_grids:
+            print(f"no held-out grid in {held_out}; record them: python benchmarks/search.py record-held-out")
+            return 2
     report = {"seeds": seeds, "target_points": TARGET_POINTS, "compute": "training GFLOPs", "horizon_F": HORIZON,
               "frozen_commit": None, "in_sample": sorted(in_sample), "datasets": {}}  # fmt: skip
     # in-sample: leave one domain out (the two digit sets are one domain)
@@ -911,17 +947,18 @@ def main(
             traces = {**traces, **{f"{n} (dev)": t for n, t in dev_traces.items()}}
             plotted |= {f"{n} (dev)": g for n, g in grids.items()}
     if held_out is not None:
-        kind, looks_file = held_out_set(held_out)
-        grids = load_held_out(held_out, kind, merge_seeds)
-        if not grids:
-            print(f"no held-out grid in {held_out}; record them: python benchmarks/search.py record-held-out")
-            return 2
+        grids = held_grids
         looks = json.loads(looks_file.read_text()) if looks_file.exists() else []
         looks.append(
-            {"commit": commit, "seeds": seeds, "tasks": sorted(grids)} | ({"merged_seeds": True} if merge_seeds else {})
+            {"commit": commit, "seeds": seeds, "tasks": sorted(grids)}
+            | ({"merged_seeds": True} if merge_seeds else {})
+            | ({"charge": "flops"} if flops else {})
         )
         looks_file.write_text(json.dumps(looks, indent=1) + "\n")
         report["held_out_set"] = kind
+        report["held_out_compute"] = (
+            "training and validation GFLOPs; the screen: its extraction GFLOPs" if flops else report["compute"]
+        )
         report["held_out_runs_per_point"] = sorted({len(rows) for g in grids.values() for rows in g.by_point.values()})
         held, held_traces, held_aucs = replay_all(grids, seeds, lambda g: portfolio_without(None, g.modality))
         report["frozen_commit"] = commit

@@ -395,6 +395,11 @@ def main(argv: list[str] | None = None) -> int:
         help="with --held-out: also read the set's seed<k>/ tables (every recorded training seed of each point)",
     )  # fmt: skip
     parser.add_argument("--dev", action="store_true", help="also replay the development grids (in-sample)")
+    parser.add_argument(
+        "--charge", choices=("screen-wallclock", "flops"), default="screen-wallclock",
+        help="with --held-out: how compute is charged; flops: FLOPs throughout, every trial's validation passes "
+        "included (tables of tlbench 0.9.1 on; decided after look 9); default: the screen at its wall-clock (look 8)",
+    )  # fmt: skip
     parser.add_argument("--out", type=Path, default=ROOT / "results" / "search-bench.json")
     parser.add_argument("--plot", type=Path, default=ROOT / "results" / "search-bench.png")
     sub.add_parser("portfolio", help="rebuild tlbench/search/portfolio.json from the recorded grids")
@@ -447,7 +452,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     return replay_main(
         args.grid, args.seeds, args.out, args.plot, held_out=args.held_out, dev=DEV_DIR if args.dev else None,
-        merge_seeds=args.merge_seeds,
+        merge_seeds=args.merge_seeds, flops=args.charge == "flops",
     )  # fmt: skip
 
 

@@ -301,3 +301,23 @@ def test_design_step_9_gives_text_a_portfolio_and_can_run_it_before_the_random_i
     ]
     image = replay.Grid("toy", [{"trials": rows, "screen": screen}], modality="image")
     assert len(replay.tlbench_opening(image, search, others).steps) == 4  # images had a portfolio in 0.9 already
+
+
+def test_flops_throughout_charges_every_trials_validation_passes_and_the_screens_extraction():
+    """--charge flops (decided after look 9): a trial costs its training and validation GFLOPs,
+    the screen its extraction over the training and validation splits, not its wall-clock; a
+    table recorded before val_gflops existed is refused, not charged a made-up figure."""
+    rows = [_row("a", 0.1, [0.5, 0.6], 0.5), _row("a", 0.2, [0.7, 0.9], 0.9)]
+    for r in rows:
+        r["val_gflops"] = 20.0
+    screen = {"a": {"seconds": 50.0, "examples": 1000}}  # 50 s at 100 GFLOP/s: 5,000 GFLOPs of wall-clock
+    wall = replay.Grid("toy", [{"trials": rows, "screen": screen}])
+    flops = replay.Grid("toy", [{"trials": rows, "screen": screen}], flops=True)
+    assert wall.unit == 100.0 and flops.unit == 120.0  # F: the dearest trial, its validation passes included
+    assert wall.screen_cost("a") == pytest.approx(5000.0) and flops.screen_cost("a") == pytest.approx(0.01 * 1000)
+    trace = replay.in_order(flops, replay.Draw(flops, 0), flops.points())
+    assert [spent for spent, _ in trace.events] == [0.0, 120.0, 240.0]
+    del rows[0]["val_gflops"]
+    with pytest.raises(ValueError, match="no val_gflops"):
+        replay.Grid("toy", [{"trials": rows, "screen": screen}], flops=True)
+    assert replay.Grid("toy", [{"trials": rows, "screen": screen}]).unit == 100.0  # look 8's charge reads no val_gflops
