@@ -5,6 +5,7 @@ benchmark, the way HPOBench and LCBench work).
     python benchmarks/search.py --held-out          # and judge the held-out grids (a look: at a frozen commit only)
     python benchmarks/search.py --held-out benchmarks/heldout2-grid --merge-seeds   # the second set, seeds 0 and 1
     python benchmarks/search.py --held-out benchmarks/heldout3-grid --merge-seeds   # the third set (look 7)
+    python benchmarks/search.py --held-out DIR --merge-seeds --charge flops   # FLOPs throughout (tables of 0.9.1 on)
     python benchmarks/search.py record [NAME ...]   # record the grid again (CPU hours; resumable, per dataset)
     python benchmarks/search.py portfolio           # rebuild tlbench/search/portfolio.json from the recorded grids
     python benchmarks/search.py record-held-out     # record the held-out grids (CPU hours; resumable; frozen commit)
