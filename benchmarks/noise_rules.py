@@ -143,14 +143,14 @@ def with_sampler(grid, draw, sampler, pruner, opening: replay.Opening, rule: tup
         row = second_run(grid, draw, key) if rerun else draw.row(params)
         charge = trial.user_attrs.get("charge")
         trace.owed += left.pop() if charge is None and left else charge or 0.0
-        curve, per_epoch = row["val_curve"], row["train_gflops"] / len(row["val_curve"])
+        curve, per_epoch = row["val_curve"], grid.cost(row) / len(row["val_curve"])
         for epoch, value in enumerate(curve, 1):
             trial.report(value, epoch)
             if epoch < len(curve) and not trial.user_attrs.get("probe") and not rerun and trial.should_prune():
                 trace.pay(per_epoch * epoch)
                 trace.events.append((trace.spent, trace.events[-1][1]))
                 raise optuna.TrialPruned()
-        trace.pay(0.0 if trial.user_attrs.get("probe") and grid.shares_screen(params) else row["train_gflops"])
+        trace.pay(0.0 if trial.user_attrs.get("probe") and grid.shares_screen(params) else grid.cost(row))
         for k in trace.done(key, row):
             if k not in queued and len(trace.runs[k]) < 2 and second_run(grid, draw, k) is not None:
                 queued.add(k)
@@ -178,7 +178,7 @@ def with_random(grid, draw, seed: int, opening: replay.Opening, rule: tuple, n_v
         key = replay._key(params)
         row = second_run(grid, draw, key) if rerun else draw.row(params)
         trace.owed += left.pop() if charge is None and left else charge or 0.0
-        trace.pay(0.0 if charge is not None and grid.shares_screen(params) else row["train_gflops"])
+        trace.pay(0.0 if charge is not None and grid.shares_screen(params) else grid.cost(row))
         for k in reversed(trace.done(key, row)):  # re-runs go first, the incumbent's first
             if k not in queued and len(trace.runs[k]) < 2 and second_run(grid, draw, k) is not None:
                 queued.add(k)
