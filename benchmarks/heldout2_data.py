@@ -198,6 +198,17 @@ def emoji_groups(out: Path, per_class: int) -> dict[str, int]:
     return counts
 
 
+def class_draws(out: Path, name: str) -> tuple[random.Random, object, Path]:
+    """One class of a generated image task: its random draws (seeded by the class name, so one
+    class never shifts another's) and its folder, made."""
+    import numpy as np
+
+    rng = random.Random(f"{SEED}-{name}")
+    folder = out / name
+    folder.mkdir(parents=True, exist_ok=True)
+    return rng, np.random.default_rng(rng.randrange(2**32)), folder
+
+
 def write_texts(out: Path, by_class: dict[str, list[str]], per_class: int) -> dict[str, int]:
     counts = {}
     for cls, texts in by_class.items():

@@ -36,7 +36,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from heldout2_data import _package_version, write_tasks, write_texts  # noqa: E402
+from heldout2_data import _package_version, class_draws, write_tasks, write_texts  # noqa: E402
 
 SEED = 0
 PER_CLASS = {"spoken_words": 200, "chart_types": 300, "wordnet_glosses": 600, "word_languages": 600}
@@ -94,10 +94,7 @@ def spoken_words(out: Path, per_class: int) -> dict[str, int]:
     bank, window = _mel_filters(n_fft), np.hanning(n_fft)
     counts = {}
     for word in WORDS:
-        rng = random.Random(f"{SEED}-{word}")
-        noise = np.random.default_rng(rng.randrange(2**32))
-        folder = out / word
-        folder.mkdir(parents=True, exist_ok=True)
+        rng, noise, folder = class_draws(out, word)
         for i in range(per_class):
             voice = f"{rng.choice(ACCENTS)}+{rng.choice(variants)}"
             speech = _spoken(word, voice, rng.randint(110, 240), rng.randint(15, 85))
@@ -169,10 +166,7 @@ def chart_types(out: Path, per_class: int) -> dict[str, int]:
 
     counts = {}
     for kind in CHARTS:
-        rng = random.Random(f"{SEED}-{kind}")
-        np_rng = np.random.default_rng(rng.randrange(2**32))
-        folder = out / kind
-        folder.mkdir(parents=True, exist_ok=True)
+        rng, np_rng, folder = class_draws(out, kind)
         for i in range(per_class):
             fig = _chart(kind, rng, np_rng)
             fig.canvas.draw()

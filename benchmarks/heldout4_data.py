@@ -37,7 +37,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from heldout2_data import _package_version, write_tasks, write_texts  # noqa: E402
+from heldout2_data import _package_version, class_draws, write_tasks, write_texts  # noqa: E402
 
 SEED = 0
 PER_CLASS = {"typefaces": 300, "automata": 250, "scripture": 600, "code_languages": 600}
@@ -80,10 +80,7 @@ def typefaces(out: Path, per_class: int) -> dict[str, int]:
     fonts = Path(matplotlib.__file__).parent / "mpl-data" / "fonts" / "ttf"
     counts = {}
     for name, file in FONTS.items():
-        rng = random.Random(f"{SEED}-{name}")
-        noise = np.random.default_rng(rng.randrange(2**32))
-        folder = out / name
-        folder.mkdir(parents=True, exist_ok=True)
+        rng, noise, folder = class_draws(out, name)
         for i in range(per_class):
             text = "".join(rng.choice(LETTERS) for _ in range(rng.randint(3, 7)))
             font = ImageFont.truetype(str(fonts / file), rng.randint(14, 30))
@@ -125,10 +122,7 @@ def automata(out: Path, per_class: int) -> dict[str, int]:
 
     counts = {}
     for rule in RULES:
-        rng = random.Random(f"{SEED}-rule{rule}")
-        noise = np.random.default_rng(rng.randrange(2**32))
-        folder = out / f"rule{rule}"
-        folder.mkdir(parents=True, exist_ok=True)
+        rng, noise, folder = class_draws(out, f"rule{rule}")
         for i in range(per_class):
             pixels = (255 * (1 - _diagram(rule, rng, noise))).astype(np.uint8)
             Image.fromarray(pixels).convert("RGB").save(folder / f"{i:04d}.png")
