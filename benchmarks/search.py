@@ -13,7 +13,8 @@ benchmark, the way HPOBench and LCBench work).
     python benchmarks/search.py --dev               # replay them too (in-sample: no look is counted)
     python benchmarks/search.py record-held-out3    # record the third held-out set (write it first: heldout3_data.py)
     python benchmarks/search.py record-held-out4    # the fourth (write it first: heldout4_data.py)
-    python benchmarks/search.py design NAME ... --merge-seeds --with-first-set   # a design step's replay (in-sample)
+    python benchmarks/search.py record-held-out5    # the fifth (write it first: heldout5_data.py; look 10)
+    python benchmarks/search.py design NAME ... --merge-seeds --with-set 1 --with-set 2   # a design step's replay (in-sample)
 
 Recording: for each dataset, ``benchmarks/search-grid/<name>.yaml`` (written here) is
 an ordinary tlbench config whose searched space is a grid of choices (every backbone x
@@ -159,6 +160,18 @@ HELD_OUT_4 = {
     "code_languages": _folder_task("source code", "code_languages", "text"),
 }
 
+# The fifth held-out set (look 10): the fourth set was looked at once and design step 10 was
+# shaped by what look 9 showed (the value rule). Written first by ``python
+# benchmarks/heldout5_data.py`` (zint, Faker's locales, the machine's manual pages, numpy);
+# recorded at 0.9.1 or later, so its tables carry ``val_gflops`` (``--charge flops``).
+HELD_OUT_5_DIR = ROOT / "benchmarks" / "heldout5-grid"
+HELD_OUT_5 = {
+    "barcodes": _folder_task("machine-readable symbols", "barcodes", "image"),
+    "radio_signals": _folder_task("radio", "radio_signals", "image"),
+    "addresses": _folder_task("postal addresses", "addresses", "text"),
+    "man_sections": _folder_task("operating-system manuals", "man_sections", "text"),
+}
+
 # Development grids: the same shape (10 epochs, test curves, two seeds, the same value grids)
 # on design datasets, for designing the search after its opening (issue 21, part 3) without
 # looking at the held-out ones. In-sample by construction.
@@ -192,6 +205,7 @@ GRID_SETS = {
     "heldout2-grid": (HELD_OUT_2_DIR, HELD_OUT_2),
     "heldout3-grid": (HELD_OUT_3_DIR, HELD_OUT_3),
     "heldout4-grid": (HELD_OUT_4_DIR, HELD_OUT_4),
+    "heldout5-grid": (HELD_OUT_5_DIR, HELD_OUT_5),
     "dev-grid": (DEV_DIR, DEV),
 }
 # the development grids the shipped portfolio learns from: design step 3 changes the sampler
@@ -375,7 +389,7 @@ def main(argv: list[str] | None = None) -> int:
     held.add_argument(
         "--seed", type=int, action="append", help="only this recording seed (repeatable; default: 0 and 1)"
     )
-    for number, tasks in ((2, HELD_OUT_2), (3, HELD_OUT_3), (4, HELD_OUT_4)):
+    for number, tasks in ((2, HELD_OUT_2), (3, HELD_OUT_3), (4, HELD_OUT_4), (5, HELD_OUT_5)):
         later = sub.add_parser(
             f"record-held-out{number}",
             help=f"record held-out set {number} (write it first: benchmarks/heldout{number}_data.py)",
@@ -389,7 +403,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--held-out", nargs="?", type=Path, const=HELD_OUT_DIR, default=None,
         help="also judge the held-out grids (a look: only at a committed, frozen commit; counted in the folder's "
-        "looks.json); benchmarks/heldout2-grid, heldout3-grid, heldout4-grid: the later sets",
+        "looks.json); benchmarks/heldout2-grid ... heldout5-grid: the later sets",
     )  # fmt: skip
     parser.add_argument(
         "--merge-seeds", action="store_true",
@@ -423,6 +437,11 @@ def main(argv: list[str] | None = None) -> int:
         "--with-second-set", action="store_true",
         help="also replay the second held-out set (development data since look 7), as design step 9 does",
     )  # fmt: skip
+    des.add_argument(
+        "--with-set", type=int, action="append", default=[], choices=(1, 2, 3, 4), metavar="N",
+        help="also replay held-out set N as development data (repeatable; 3: since design step 9, 4: since "
+        "design step 10, which look 9 shaped)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     if args.command == "record":
         record(args.names)
@@ -430,7 +449,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "record-held-out":
         record_held_out(args.tasks, seeds=tuple(args.seed or HELD_OUT_SEEDS))
         return 0
-    if args.command in ("record-held-out2", "record-held-out3", "record-held-out4"):
+    if args.command in ("record-held-out2", "record-held-out3", "record-held-out4", "record-held-out5"):
         kind = f"heldout{args.command[-1]}-grid"
         record_held_out(args.tasks, kind, seeds=tuple(args.seed or HELD_OUT_SEEDS))
         return 0
@@ -445,7 +464,9 @@ def main(argv: list[str] | None = None) -> int:
     from replay import main as replay_main  # the replay trains nothing
 
     if args.command == "design":
-        sets = [d for d, on in ((HELD_OUT_DIR, args.with_first_set), (HELD_OUT_2_DIR, args.with_second_set)) if on]
+        numbers = set(args.with_set) | {n for n, on in ((1, args.with_first_set), (2, args.with_second_set)) if on}
+        folders = {1: HELD_OUT_DIR, 2: HELD_OUT_2_DIR, 3: HELD_OUT_3_DIR, 4: HELD_OUT_4_DIR}
+        sets = [folders[n] for n in sorted(numbers)]
         return design(GRID_DIR, args.dev_dir, args.seeds, args.candidates, args.design_out, args.design_merge, sets)
 
     if args.merge_seeds and args.held_out is None:
