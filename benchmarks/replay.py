@@ -114,6 +114,8 @@ CANDIDATES = {
     # 0.9 (the shipped one is learnt on images); and the random-init backbones' screen comes before it
     "text_portfolio": {"text_portfolio": True},
     "text_portfolio_first": {"text_portfolio": True, "portfolio_first": True},
+    # design step 10 (after look 9): 0.8's value, the last epoch's validation accuracy (0.9 values the last 5)
+    "select1": {"select_epochs": 1},
 }
 OPENING_KEYS = ("streamed", "text_portfolio", "portfolio_first")  # candidates' keys that shape the opening
 
@@ -844,6 +846,10 @@ def design(
     is designed. ``merge``: every recorded training seed of the development grids (their
     ``seed<k>/`` tables too); ``earlier_sets``: held-out sets' folders replayed as development
     data (the first set is, since look 5; the second, since look 7), their seeds merged likewise."""
+    unknown = [n for n in names or () if n not in CANDIDATES]
+    if unknown:
+        print(f"unknown candidate {', '.join(unknown)}; choose from {', '.join(CANDIDATES)}")
+        return 2
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     in_sample, dev = load_in_sample(grid_dir), load_held_out(dev_dir, "dev-grid", merge)
     for folder in earlier_sets:
