@@ -845,7 +845,8 @@ def design(
     and its paired wins against both. In-sample by construction: this is where the search
     is designed. ``merge``: every recorded training seed of the development grids (their
     ``seed<k>/`` tables too); ``earlier_sets``: held-out sets' folders replayed as development
-    data (the first set is, since look 5; the second, since look 7), their seeds merged likewise."""
+    data (the first set is, since look 5; the second, since look 7; the third, since design
+    step 9; the fourth, since design step 10), their seeds merged likewise."""
     unknown = [n for n in names or () if n not in CANDIDATES]
     if unknown:
         print(f"unknown candidate {', '.join(unknown)}; choose from {', '.join(CANDIDATES)}")
