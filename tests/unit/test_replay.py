@@ -323,3 +323,10 @@ def test_flops_throughout_charges_every_trials_validation_passes_and_the_screens
     with pytest.raises(ValueError, match="no val_gflops"):
         replay.Grid("toy", [{"trials": rows, "screen": screen}], flops=True)
     assert replay.Grid("toy", [{"trials": rows, "screen": screen}]).unit == 100.0  # look 8's charge reads no val_gflops
+
+
+def test_a_design_replay_of_an_unknown_candidate_is_refused_before_any_grid_is_read(tmp_path, capsys):
+    out = tmp_path / "design.json"
+    assert replay.design(tmp_path / "no-grids", tmp_path / "no-dev", 1, ["select1", "nosuch"], out) == 2
+    assert "unknown candidate nosuch; choose from defaults" in capsys.readouterr().out
+    assert not out.exists() and "select1" in replay.CANDIDATES
