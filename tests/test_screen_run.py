@@ -67,6 +67,8 @@ def test_a_run_screens_every_backbone_once_and_reports_the_agreement(write_confi
         {"logme", "knn", "ridge", "seconds", "at"} <= set(v) and v["examples"] == 24 + 12 for v in scores.values()
     )
     assert scores["timm:test_vit-scratch"]["at"] == "forward_features"  # a ViT cuts at its features, tokens averaged
+    # the pass over the test split (for the probe's test accuracy) is timed apart: part of the screen's seconds
+    assert all(v["features"] == "extracted" and 0 < v["test_seconds"] < v["seconds"] for v in scores.values())
     run = runfolder.load_run(folder)
     assert run.screen["best_test"].notna().all() and len(run.screen) == 3
     report = (folder / "report.md").read_text()

@@ -28,7 +28,7 @@ def test_the_screen_is_charged_at_its_least_loaded_recording_at_that_recordings_
         rows = [_row("a", 0.1, [0.5], 0.5, seed=seed), _row("a", 0.2, [0.9], 0.9, seed=seed)]
         for r in rows:
             r["train_seconds"] = train_seconds  # 100 GFLOPs each: a rate of 100 / train_seconds
-        return {"trials": rows, "screen": {"a": {"seconds": seconds, "examples": 10}}}
+        return {"trials": rows, "screen": {"a": {"seconds": seconds, "test_seconds": 0.0, "examples": 10}}}
 
     one = replay.Grid("toy", [table(30.0, 1.0, 0)])
     assert one.screen_cost("a") == pytest.approx(3000.0)  # 30 s at 100 GFLOPs/s
@@ -37,6 +37,25 @@ def test_the_screen_is_charged_at_its_least_loaded_recording_at_that_recordings_
     assert both.screen_cost("a") == pytest.approx(500.0) and both.screen_charge() == pytest.approx(500.0)
     # never below the screen's own extraction GFLOPs
     assert replay.Grid("toy", [table(0.0, 1.0, 0)]).screen_cost("a") == pytest.approx(0.01 * 10)
+
+
+def test_the_screens_pass_over_the_test_split_is_not_charged():
+    """Decided after look 10: the screen also passes the test split (for its probe's test
+    accuracy); nothing chooses on it, and no trial is charged its test evaluation. Recorded
+    apart since 0.9.2 (``test_seconds``); in older tables the seconds' share of the test
+    examples, the test split's size read off the recorded test accuracies."""
+    rows = [_row("a", 0.1 * k, [k / 10], k / 8) for k in range(1, 8)]  # test accuracies in eighths
+    recorded = {"a": {"seconds": 30.0, "test_seconds": 12.0, "examples": 24}}
+    assert replay.Grid("toy", [{"trials": rows, "screen": recorded}]).screen_cost("a") == pytest.approx(1800.0)
+    assert replay.test_examples(rows) == 8
+    older = {"a": {"seconds": 32.0, "examples": 24, "features": "extracted"}}  # 8 of 32 examples were tests
+    assert replay.Grid("toy", [{"trials": rows, "screen": older}]).screen_cost("a") == pytest.approx(2400.0)
+    cached = {"a": {"seconds": 32.0, "examples": 24, "features": "disk"}}  # no pass at all: nothing to leave out
+    assert replay.Grid("toy", [{"trials": rows, "screen": cached}]).screen_cost("a") == pytest.approx(3200.0)
+    few = [_row("a", 0.1, [0.5], 0.5), _row("a", 0.2, [0.9], 0.75)]  # halves and quarters: the size is not pinned
+    assert replay.test_examples(few) is None
+    with pytest.raises(ValueError, match="cannot tell the screen's test pass apart"):
+        replay.Grid("toy", [{"trials": few, "screen": older}])
 
 
 def test_regret_is_normalized_between_the_best_and_worst_point_and_clipped():
@@ -312,7 +331,9 @@ def test_flops_throughout_charges_every_trials_validation_passes_and_the_screens
     rows = [_row("a", 0.1, [0.5, 0.6], 0.5), _row("a", 0.2, [0.7, 0.9], 0.9)]
     for r in rows:
         r["val_gflops"] = 20.0
-    screen = {"a": {"seconds": 50.0, "examples": 1000}}  # 50 s at 100 GFLOP/s: 5,000 GFLOPs of wall-clock
+    screen = {
+        "a": {"seconds": 50.0, "test_seconds": 0.0, "examples": 1000}
+    }  # 50 s at 100 GFLOP/s: 5,000 GFLOPs of wall-clock
     wall = replay.Grid("toy", [{"trials": rows, "screen": screen}])
     flops = replay.Grid("toy", [{"trials": rows, "screen": screen}], flops=True)
     assert wall.unit == 100.0 and flops.unit == 120.0  # F: the dearest trial, its validation passes included

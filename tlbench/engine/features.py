@@ -275,6 +275,7 @@ class Features:
     seconds: float  # wall clock the extraction took (train split)
     channels_last: bool  # 4-D maps the prefix produced in channels_last layout (images, conv features)
     flops_per_image: float = 0.0  # forward FLOPs of the prefix for one example (0 for cached inputs)
+    test_seconds: float = 0.0  # wall clock of the test split's pass: measuring, not choosing (not kept on disk)
 
     @property
     def nbytes(self) -> int:

@@ -198,11 +198,14 @@ def cache_off(cut: features.Cut, splits: DatasetSplits, settings: TrainSettings,
 
 
 def _extract_splits(model, cut, splits: DatasetSplits, eval_tf, settings: TrainSettings, dtype) -> features.Features:
-    """The prefix's output for every example of every split, through the eval transform."""
-    elapsed = features.timer()
+    """The prefix's output for every example of every split, through the eval transform;
+    the training split's pass timed (a trial that extracts counts it as training) and the
+    test split's apart (the screen's own cost leaves it out: choosing never reads it)."""
     out: dict[str, torch.Tensor] = {}
+    seconds: dict[str, float] = {}
     flops = 0.0
     for name in ("train", "val", "test"):
+        elapsed = features.timer()
         loader = Loader(
             ExampleSplit(getattr(splits, name), eval_tf),
             batch_size=settings.batch_size,
@@ -210,11 +213,12 @@ def _extract_splits(model, cut, splits: DatasetSplits, eval_tf, settings: TrainS
             generator=torch.Generator().manual_seed(settings.seed + 1),
         )
         out[name], counted = _extract(model, cut, loader, settings.device, dtype)
+        seconds[name] = elapsed()
         if name == "train":
-            seconds, flops = elapsed(), counted
+            flops = counted
     sample = out["train"]
     channels_last = sample.dim() == 4 and (cut.name == features.INPUT or is_channels_last(sample))
-    return features.Features(out, seconds, channels_last, flops_per_image=flops)
+    return features.Features(out, seconds["train"], channels_last, flops_per_image=flops, test_seconds=seconds["test"])
 
 
 @torch.no_grad()

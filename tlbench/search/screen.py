@@ -215,10 +215,21 @@ def screen_backbones(plan, study, splits, resources, dataset_key: str, after=lam
             StudyRecord.note_screen(study, key, {"skipped": f"{type(exc).__name__}: {str(exc).strip()[:150]}"})
             continue
         examples = len(splits.train) + len(splits.val)  # each passed once through the frozen prefix
+        # the test split's pass, when this screen made it (for its probe's test accuracy), is
+        # measuring, not choosing: kept apart, as a trial's evaluation is apart from its training
+        test_seconds = taken.test_seconds if where in ("extracted", "uncached") else 0.0
+        seconds = time.perf_counter() - start
         StudyRecord.note_screen(
             study,
             key,
-            scores | {"seconds": time.perf_counter() - start, "at": cut.name, "examples": examples, "features": where},
+            scores
+            | {
+                "seconds": seconds,
+                "test_seconds": test_seconds,
+                "at": cut.name,
+                "examples": examples,
+                "features": where,
+            },
         )
         after(key)
     apply_rule(study, plan.bench.search.screen)
