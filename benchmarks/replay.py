@@ -695,7 +695,8 @@ def summarise(grid: Grid, runs: list[dict[str, Trace]]) -> dict:
     wins of tlbench; the old compute-to-target figures too (``median_compute_to_target``)."""
     out = {"domain": grid.domain, "modality": grid.modality, "trials": len(grid.trials), "points": len(grid.by_point),
            "unit_gflops": grid.unit, "screen_gflops": grid.screen_charge(), "y_best": grid.y_best, "y_worst": grid.y_worst,
-           "target_test": grid.y_best - TARGET_POINTS, "grid_gflops": grid.total_gflops, "methods": {}}  # fmt: skip
+           "target_test": grid.y_best - TARGET_POINTS, "grid_gflops": grid.total_gflops, "methods": {},
+           "screen_test_share": {} if grid.flops else grid.screen_test_share}  # fmt: skip
     aucs = {m: [area(r[m], grid) for r in runs] for m in runs[0]}
     for method in runs[0]:
         reached = [reach_keep(r[method], grid) for r in runs]

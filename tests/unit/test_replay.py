@@ -49,7 +49,8 @@ def test_the_screens_pass_over_the_test_split_is_not_charged():
     assert replay.Grid("toy", [{"trials": rows, "screen": recorded}]).screen_cost("a") == pytest.approx(1800.0)
     assert replay.test_examples(rows) == 8
     older = {"a": {"seconds": 32.0, "examples": 24, "features": "extracted"}}  # 8 of 32 examples were tests
-    assert replay.Grid("toy", [{"trials": rows, "screen": older}]).screen_cost("a") == pytest.approx(2400.0)
+    estimated = replay.Grid("toy", [{"trials": rows, "screen": older}])
+    assert estimated.screen_cost("a") == pytest.approx(2400.0) and estimated.screen_test_share == {"a": 0.25}
     cached = {"a": {"seconds": 32.0, "examples": 24, "features": "disk"}}  # no pass at all: nothing to leave out
     assert replay.Grid("toy", [{"trials": rows, "screen": cached}]).screen_cost("a") == pytest.approx(3200.0)
     few = [_row("a", 0.1, [0.5], 0.5), _row("a", 0.2, [0.9], 0.75)]  # halves and quarters: the size is not pinned
@@ -333,9 +334,8 @@ def test_flops_throughout_charges_every_trials_validation_passes_and_the_screens
     rows = [_row("a", 0.1, [0.5, 0.6], 0.5), _row("a", 0.2, [0.7, 0.9], 0.9)]
     for r in rows:
         r["val_gflops"] = 20.0
-    screen = {
-        "a": {"seconds": 50.0, "test_seconds": 0.0, "examples": 1000}
-    }  # 50 s at 100 GFLOP/s: 5,000 GFLOPs of wall-clock
+    # 50 s at 100 GFLOP/s: 5,000 GFLOPs of wall-clock
+    screen = {"a": {"seconds": 50.0, "test_seconds": 0.0, "examples": 1000}}
     wall = replay.Grid("toy", [{"trials": rows, "screen": screen}])
     flops = replay.Grid("toy", [{"trials": rows, "screen": screen}], flops=True)
     assert wall.unit == 100.0 and flops.unit == 120.0  # F: the dearest trial, its validation passes included
