@@ -116,6 +116,10 @@ CANDIDATES = {
     "text_portfolio_first": {"text_portfolio": True, "portfolio_first": True},
     # design step 10 (after look 9): 0.8's value, the last epoch's validation accuracy (0.9 values the last 5)
     "select1": {"select_epochs": 1},
+    # design step 11 (after looks 12-16): the sampler's random half draws with replacement, so on grids of
+    # 20-45 configurations it trains some twice (at full cost) where random search after the opening never does
+    "untried": {"untried_draws": True},
+    "untried_local80": {"untried_draws": True, "local_share": 0.8},
 }
 OPENING_KEYS = ("streamed", "text_portfolio", "portfolio_first")  # candidates' keys that shape the opening
 

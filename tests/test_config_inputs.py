@@ -310,6 +310,7 @@ BAD = {  # a field of the schema -> values it must refuse
     "search.local_share": [-0.1, 1.5, "half"],
     "search.group_share": [-0.1, 1.5, "most"],
     "search.group_step": ["often", 2],
+    "search.untried_draws": ["often", 2],
     "search.pruner": ["always", None, "hyperband"],  # hyperband: only with prune_within: study
     "search.startup_trials": [0, "few"],
     "search.warmup_epochs": [-1, "one"],

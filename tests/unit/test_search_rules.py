@@ -3,6 +3,7 @@ pruning, the screen's drop rule and the sampler that honours it, constraints, bu
 
 from __future__ import annotations
 
+import numpy as np
 import optuna
 import pytest
 
@@ -372,6 +373,76 @@ def test_the_group_sampler_draws_continuous_settings_and_leaves_a_share_to_chanc
     pareto = optuna.create_study(directions=["maximize", "minimize"], sampler=sampling.GroupSampler(1.0, seed=0))
     pareto.optimize(lambda t: (t.suggest_float("x", 0, 1), t.suggest_float("y", 0, 1)), n_trials=6)
     assert len(pareto.trials) == 6  # several objectives: random
+
+
+@pytest.mark.parametrize("kind,share", [("local", 0.5), ("local", 0.0), ("groups", 0.5)])
+def test_untried_draws_run_every_configuration_once_before_any_twice(kind, share):
+    """search.untried_draws: a grid of choices (3 backbones x (5 probes + 4 fine-tunes): 27) is
+    run whole, each configuration once, in 27 trials; its draws are random, not in an order."""
+    orders = set()
+    for seed in range(4):
+        search = SearchConfig(sampler=kind, local_share=share, group_share=share, untried_draws=True)
+        study = optuna.create_study(direction="maximize", sampler=sampling.make_sampler(search, seed=seed))
+        study.enqueue_trial({"backbone": "b", "strategy": "linear_probe", "linear_probe.lr_head": 0.01})
+        study.optimize(_categorical_grid, n_trials=27)
+        configurations = [tuple(sorted(t.params.items())) for t in study.trials]
+        assert len(set(configurations)) == 27, seed
+        orders.add(tuple(configurations))
+        study.optimize(_categorical_grid, n_trials=3)  # every configuration has run: random again, repeats
+        assert len({tuple(sorted(t.params.items())) for t in study.trials}) == 27
+    assert len(orders) == 4
+
+
+def test_untried_draws_off_repeat_configurations_as_optuna_random_does():
+    repeats = 0
+    for seed in range(4):
+        search = SearchConfig(sampler="local", local_share=0.0)
+        study = optuna.create_study(direction="maximize", sampler=sampling.make_sampler(search, seed=seed))
+        study.optimize(_categorical_grid, n_trials=27)
+        repeats += 27 - len({tuple(sorted(t.params.items())) for t in study.trials})
+    assert repeats > 20  # with replacement: about a third of 27 draws from 27 configurations repeat one
+
+
+def test_untried_draws_are_uniform_over_configurations_and_respect_the_screen():
+    """Fine-tunes are 4 of 9 configurations per backbone: about 4/9 of the draws (Optuna's random: 1/2 of
+    strategies); a backbone the screen dropped is never drawn; a strategy no trial has run weighs
+    as much as an average one, and is drawn with its settings at random."""
+    counts = {"finetune": 0, "linear_probe": 0}
+    for seed in range(40):
+        search = SearchConfig(sampler="local", local_share=0.0, untried_draws=True)
+        study = optuna.create_study(direction="maximize", sampler=sampling.make_sampler(search, seed=seed))
+        StudyRecord.set_decision(study, "test", {"c": "why"})
+        study.enqueue_trial({"backbone": "a", "strategy": "linear_probe", "linear_probe.lr_head": 0.01})
+        study.enqueue_trial({"backbone": "a", "strategy": "finetune", "finetune.lr_backbone": 0.001})
+        study.optimize(_categorical_grid, n_trials=2 + 4)
+        drawn = study.trials[2:]
+        assert all(t.params["backbone"] in "ab" for t in drawn)
+        for t in drawn:
+            counts[t.params["strategy"]] += 1
+    assert 0.34 < counts["finetune"] / sum(counts.values()) < 0.55, counts
+    study = optuna.create_study(
+        direction="maximize", sampler=sampling.make_sampler(SearchConfig(local_share=0.0, untried_draws=True), seed=1)
+    )
+    study.enqueue_trial({"backbone": "a", "strategy": "linear_probe", "linear_probe.lr_head": 0.01})
+    study.optimize(_categorical_grid, n_trials=1 + 12)
+    assert any(t.params["strategy"] == "finetune" for t in study.trials)  # never run before, still drawn
+
+
+def test_untried_draws_on_a_continuous_space_or_stepped_ranges():
+    # a continuous setting: no list of configurations, the draws are Optuna's random ones
+    search = SearchConfig(sampler="local", local_share=0.0, untried_draws=True)
+    study = optuna.create_study(direction="maximize", sampler=sampling.make_sampler(search, seed=0))
+    study.optimize(_grid_objective, n_trials=20)
+    assert len(study.trials) == 20
+    # stepped ranges are lists: an int range and a stepped float, 5 x 3 configurations, once each
+    study = optuna.create_study(direction="maximize", sampler=sampling.make_sampler(search, seed=0))
+    study.optimize(
+        lambda t: t.suggest_int("depth", 1, 9, step=2) + t.suggest_float("x", 0.0, 0.2, step=0.1), n_trials=15
+    )
+    assert len({(t.params["depth"], round(t.params["x"], 9)) for t in study.trials}) == 15
+    trials = study.trials
+    assert sampling.untried_draw(trials, set(), np.random.default_rng(0)) == {}  # all run
+    assert sampling.untried_draw([], set(), np.random.default_rng(0)) == {}  # nothing run: no space yet
 
 
 # --------------------------------------------------------------------------- constraints and budget

@@ -124,9 +124,9 @@ def make_sampler(search, seed: int) -> optuna.samplers.BaseSampler:
         legacy = {} if SET_CONSTRAINT or not limits else {"constraints_func": constraint_values(limits)}
         base = optuna.samplers.TPESampler(seed=seed, n_startup_trials=search.startup_trials, **legacy)
     elif search.sampler == "local":
-        base = LocalSampler(search.local_share, limits, seed=seed)
+        base = LocalSampler(search.local_share, limits, seed=seed, untried=search.untried_draws)
     elif search.sampler == "groups":
-        base = GroupSampler(search.group_share, limits, seed=seed, step=search.group_step)
+        base = GroupSampler(search.group_share, limits, seed=seed, step=search.group_step, untried=search.untried_draws)
     else:
         base = optuna.samplers.RandomSampler(seed=seed)
     return ScreenedSampler(base, seed=seed)
@@ -143,8 +143,10 @@ class _PlannedSampler(optuna.samplers.BaseSampler):
     ``sample_independent``; a setting the plan does not cover, or a value the
     distribution no longer holds, is drawn at random. Enqueued trials are left alone."""
 
-    def __init__(self, share: float, limits: dict[str, float] | None = None, seed: int | None = None):
-        self.share, self.limits = share, dict(limits or {})
+    def __init__(
+        self, share: float, limits: dict[str, float] | None = None, seed: int | None = None, untried: bool = False
+    ):
+        self.share, self.limits, self.untried = share, dict(limits or {}), untried
         self.base = optuna.samplers.RandomSampler(seed=seed)
         self._rng = np.random.default_rng(seed)
         self._plans: dict[int, dict] = {}
@@ -163,9 +165,13 @@ class _PlannedSampler(optuna.samplers.BaseSampler):
 
     def before_trial(self, study, trial):
         self.base.before_trial(study, trial)
-        if "fixed_params" in trial.system_attrs or not self._plans_for(study) or self._rng.random() >= self.share:
+        if "fixed_params" in trial.system_attrs:
             return
-        plan = self._plan(study, study.get_trials(deepcopy=False))
+        trials = study.get_trials(deepcopy=False)
+        planned = self._plans_for(study) and self._rng.random() < self.share
+        plan = self._plan(study, trials) if planned else {}
+        if not plan and self.untried:
+            plan = untried_draw(trials, dropped_backbones(study), self._rng)
         if plan:
             self._plans[trial.number] = plan
 
@@ -304,9 +310,14 @@ class GroupSampler(_PlannedSampler):
     and followed by ``sample_independent``, as :class:`LocalSampler`'s."""
 
     def __init__(
-        self, share: float, limits: dict[str, float] | None = None, seed: int | None = None, step: bool = False
+        self,
+        share: float,
+        limits: dict[str, float] | None = None,
+        seed: int | None = None,
+        step: bool = False,
+        untried: bool = False,
     ):
-        super().__init__(share, limits, seed)
+        super().__init__(share, limits, seed, untried)
         self.step = step
 
     def _plans_for(self, study) -> bool:
@@ -403,3 +414,91 @@ def _untried(group: dict, settings: dict, ran: Sequence[dict]) -> list[dict] | N
         return None
     done = {tuple(p.get(n, _UNSET) for n in names) for p in ran}
     return [dict(zip(names, c)) for c in combos if c not in done]
+
+
+def untried_draw(trials: Sequence[optuna.trial.FrozenTrial], gone: set[str], rng: np.random.Generator) -> dict:
+    """``search.untried_draws``: a random trial's settings, drawn uniformly among the
+    configurations no trial in ``trials`` has run (or is running), never on a backbone in
+    ``gone``: random search without replacement, as the uniform-random baseline of
+    docs/performance.md draws. The space is the one the trials show: every backbone and
+    strategy choice, each strategy's settings (``strategy.name``), each backbone's searched
+    options (``backbone.name``) and the searched training settings, every one a list of
+    choices or a stepped range. A strategy no trial has run yet weighs as much as the
+    average strategy run so far (its settings are drawn at random when it runs). {} (the
+    trial is drawn at random) when there is no such space: no trial has run, a setting is
+    a continuous range, the space holds more than ENUMERABLE configurations, or every
+    configuration has run."""
+    dists: dict[str, optuna.distributions.BaseDistribution] = {}
+    ran: set[tuple] = set()
+    shown: set = set()  # strategies some trial ran: their settings are known
+    for t in trials:
+        if t.state != optuna.trial.TrialState.WAITING:
+            dists.update(t.distributions)
+            ran.add(_frozen(t.params))
+            shown.add(t.params.get("strategy", _UNSET))
+    values = {n: _values(d) for n, d in dists.items() if n not in ("backbone", "strategy")}
+    if not ran or any(v is None for v in values.values()):
+        return {}
+    all_backbones, strategies = _choices(dists, "backbone"), _choices(dists, "strategy")
+    owner = {n: _owner(n, all_backbones + strategies) for n in values}  # _UNSET: every trial's (training)
+    groups = []  # (backbone, strategy, the settings listed for it)
+    for b, s in itertools.product([c for c in all_backbones if c not in gone], strategies):
+        groups.append((b, s, [n for n, o in owner.items() if o is _UNSET or o == b or (o == s and o in shown)]))
+    sizes = [_product(len(values[n]) for n in names) for _, _, names in groups]
+    known = [size for (_, s, _), size in zip(groups, sizes) if s in shown]
+    average = max(1, round(sum(known) / len(known))) if known else 1
+    if sum(size if s in shown else average for (_, s, _), size in zip(groups, sizes)) > ENUMERABLE:
+        return {}
+    plans, weights = [], []
+    for b, s, names in groups:
+        head = {k: v for k, v in (("backbone", b), ("strategy", s)) if v is not _UNSET}
+        if s not in shown:  # its settings are unknown: one plan, as heavy as an average group
+            plans.append(head)
+            weights.append(average)
+            continue
+        for combo in itertools.product(*(values[n] for n in names)):
+            plan = {**head, **dict(zip(names, combo))}
+            if _frozen(plan) not in ran:
+                plans.append(plan)
+                weights.append(1)
+    if not plans:
+        return {}
+    return plans[int(rng.choice(len(plans), p=np.asarray(weights) / sum(weights)))]
+
+
+def _frozen(params: dict) -> tuple:
+    """``params`` as a key (a stepped float compared to 12 significant digits: as drawn and as listed)."""
+    return tuple(sorted((k, float(f"{v:.12g}") if isinstance(v, float) else v) for k, v in params.items()))
+
+
+def _product(numbers) -> int:
+    out = 1
+    for n in numbers:
+        out *= n
+    return out
+
+
+def _choices(dists: dict, name: str) -> list:
+    """The choices of the categorical ``name`` (backbone, strategy); [_UNSET] when the space has none."""
+    dist = dists.get(name)
+    return list(dist.choices) if isinstance(dist, optuna.distributions.CategoricalDistribution) else [_UNSET]
+
+
+def _owner(name: str, keys: list):
+    """The backbone or strategy whose setting ``name`` is (the longest key it starts with,
+    then a dot), or _UNSET: a setting of every trial (the searched training settings)."""
+    owners = [k for k in keys if isinstance(k, str) and name.startswith(f"{k}.")]
+    return max(owners, key=len) if owners else _UNSET
+
+
+def _values(dist) -> list | None:
+    """Every value of ``dist``, or None when they are not a list of at most ENUMERABLE (a continuous range)."""
+    if isinstance(dist, optuna.distributions.CategoricalDistribution):
+        return list(dist.choices)
+    if isinstance(dist, optuna.distributions.IntDistribution):
+        count = (dist.high - dist.low) // dist.step + 1
+        return list(range(dist.low, dist.high + 1, dist.step)) if count <= ENUMERABLE else None
+    if isinstance(dist, optuna.distributions.FloatDistribution) and dist.step is not None:
+        count = int(round((dist.high - dist.low) / dist.step)) + 1
+        return [dist.low + i * dist.step for i in range(count)] if count <= ENUMERABLE else None
+    return None
