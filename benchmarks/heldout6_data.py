@@ -223,7 +223,13 @@ def circuits(out: Path, per_class: int) -> dict[str, int]:
 
 
 def _gcide_entries() -> list[str]:
-    """Every entry of GCIDE once, read through its index (offsets in dictd's base 64)."""
+    """Every entry of GCIDE once."""
+    return dictd_entries("gcide")
+
+
+def dictd_entries(name: str) -> list[str]:
+    """Every entry of the dictd dictionary ``name`` (Debian's ``dict-<name>``) once, read through
+    its index (offsets in dictd's base 64)."""
     digits = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
 
     def number(text: str) -> int:
@@ -232,9 +238,9 @@ def _gcide_entries() -> list[str]:
             n = n * 64 + digits.index(ch)
         return n
 
-    data, index = GCIDE / "gcide.dict.dz", GCIDE / "gcide.index"
+    data, index = GCIDE / f"{name}.dict.dz", GCIDE / f"{name}.index"
     if not data.exists():
-        sys.exit("heldout6_data: the etymologies and quotations need apt-get install dict-gcide")
+        sys.exit(f"{Path(sys.argv[0]).stem}: this task needs apt-get install dict-{name}")
     raw = gzip.open(data, "rb").read()  # dictzip is gzip with an index in its header
     seen, entries = set(), []
     for line in index.read_text(encoding="utf-8").splitlines():

@@ -15,6 +15,7 @@ benchmark, the way HPOBench and LCBench work).
     python benchmarks/search.py record-held-out4    # the fourth (write it first: heldout4_data.py)
     python benchmarks/search.py record-held-out5    # the fifth (write it first: heldout5_data.py; look 10)
     python benchmarks/search.py record-held-out6    # the sixth (write it first: heldout6_data.py; look 12)
+    python benchmarks/search.py record-held-out7    # the seventh (write it first: heldout7_data.py; look 17)
     python benchmarks/search.py design NAME ... --merge-seeds --with-set 1 --with-set 2   # a design step's replay (in-sample)
 
 Recording: for each dataset, ``benchmarks/search-grid/<name>.yaml`` (written here) is
@@ -184,6 +185,17 @@ HELD_OUT_6 = {
     "quotations": _folder_task("English literature", "quotations", "text"),
 }
 
+# The seventh held-out set (look 17): every earlier set was looked at twice or more and shaped design
+# step 11 (the sampler's random draws without replacement). Written first by ``python
+# benchmarks/heldout7_data.py`` (networkx, Breeze icons, ICD-10-CM, FOLDOC).
+HELD_OUT_7_DIR = ROOT / "benchmarks" / "heldout7-grid"
+HELD_OUT_7 = {
+    "graphs": _folder_task("graph theory", "graphs", "image"),
+    "icons": _folder_task("user interfaces", "icons", "image"),
+    "diagnoses": _folder_task("medicine", "diagnoses", "text"),
+    "foldoc": _folder_task("computing terms", "foldoc", "text"),
+}
+
 # Development grids: the same shape (10 epochs, test curves, two seeds, the same value grids)
 # on design datasets, for designing the search after its opening (issue 21, part 3) without
 # looking at the held-out ones. In-sample by construction.
@@ -219,6 +231,7 @@ GRID_SETS = {
     "heldout4-grid": (HELD_OUT_4_DIR, HELD_OUT_4),
     "heldout5-grid": (HELD_OUT_5_DIR, HELD_OUT_5),
     "heldout6-grid": (HELD_OUT_6_DIR, HELD_OUT_6),
+    "heldout7-grid": (HELD_OUT_7_DIR, HELD_OUT_7),
     "dev-grid": (DEV_DIR, DEV),
 }
 # the development grids the shipped portfolio learns from: design step 3 changes the sampler
@@ -402,7 +415,14 @@ def main(argv: list[str] | None = None) -> int:
     held.add_argument(
         "--seed", type=int, action="append", help="only this recording seed (repeatable; default: 0 and 1)"
     )
-    for number, tasks in ((2, HELD_OUT_2), (3, HELD_OUT_3), (4, HELD_OUT_4), (5, HELD_OUT_5), (6, HELD_OUT_6)):
+    for number, tasks in (
+        (2, HELD_OUT_2),
+        (3, HELD_OUT_3),
+        (4, HELD_OUT_4),
+        (5, HELD_OUT_5),
+        (6, HELD_OUT_6),
+        (7, HELD_OUT_7),
+    ):
         later = sub.add_parser(
             f"record-held-out{number}",
             help=f"record held-out set {number} (write it first: benchmarks/heldout{number}_data.py)",
@@ -416,7 +436,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--held-out", nargs="?", type=Path, const=HELD_OUT_DIR, default=None,
         help="also judge the held-out grids (a look: only at a committed, frozen commit; counted in the folder's "
-        "looks.json); benchmarks/heldout2-grid ... heldout6-grid: the later sets",
+        "looks.json); benchmarks/heldout2-grid ... heldout7-grid: the later sets",
     )  # fmt: skip
     parser.add_argument(
         "--merge-seeds", action="store_true",
@@ -468,6 +488,7 @@ def main(argv: list[str] | None = None) -> int:
         "record-held-out4",
         "record-held-out5",
         "record-held-out6",
+        "record-held-out7",
     ):
         kind = f"heldout{args.command[-1]}-grid"
         record_held_out(args.tasks, kind, seeds=tuple(args.seed or HELD_OUT_SEEDS))
