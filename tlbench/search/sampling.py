@@ -167,8 +167,10 @@ class _PlannedSampler(optuna.samplers.BaseSampler):
         self.base.before_trial(study, trial)
         if "fixed_params" in trial.system_attrs:
             return
-        trials = study.get_trials(deepcopy=False)
         planned = self._plans_for(study) and self._rng.random() < self.share
+        if not planned and not self.untried:
+            return  # Optuna's random draw (the study's trials are not read: a study of thousands)
+        trials = study.get_trials(deepcopy=False)
         plan = self._plan(study, trials) if planned else {}
         if not plan and self.untried:
             plan = untried_draw(trials, dropped_backbones(study), self._rng)
