@@ -113,6 +113,17 @@ def test_the_envelope_pruner_stops_a_trial_that_cannot_catch_up_in_a_real_run(wr
     assert flat.intermediate_values[2] + good.value - good.intermediate_values[2] < good.value
 
 
+def test_untried_draws_in_a_real_run_never_train_a_configuration_twice(write_config, capsys):
+    """search.untried_draws in a run: a grid of five probe rates, five trials, five configurations
+    (with the option off the random half repeats some: tests/unit/test_search_rules.py)."""
+    strategies = [{"name": "linear_probe", "epochs": 1, "lr_head": [0.001, 0.003, 0.01, 0.03, 0.1]}]
+    search = {"n_trials": 5, "screen": False, "portfolio": 0, "untried_draws": True}
+    config = write_config(tiny_benchmark(run="r", strategies=strategies, search=search))
+    assert cli.main(["run", str(config), "--format", "csv"]) == 0, capsys.readouterr().err
+    drawn = [t.params["linear_probe.lr_head"] for t in _study(config.parent / "results" / "tiny" / "r").trials]
+    assert sorted(drawn) == [0.001, 0.003, 0.01, 0.03, 0.1]
+
+
 def test_a_run_exports_as_a_replayable_table(write_config, capsys, tmp_path):
     _, folder, _ = _run(write_config, capsys, screen=True)
     assert cli.main(["export", str(folder)]) == 0
