@@ -34,6 +34,7 @@ own results, where the opening reads recorded tables.
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Iterator, Sequence
 
 import numpy as np
@@ -446,7 +447,7 @@ def untried_draw(trials: Sequence[optuna.trial.FrozenTrial], gone: set[str], rng
     groups = []  # (backbone, strategy, the settings listed for it)
     for b, s in itertools.product([c for c in all_backbones if c not in gone], strategies):
         groups.append((b, s, [n for n, o in owner.items() if o is _UNSET or o == b or (o == s and o in shown)]))
-    sizes = [_product(len(values[n]) for n in names) for _, _, names in groups]
+    sizes = [math.prod(len(values[n]) for n in names) for _, _, names in groups]
     known = [size for (_, s, _), size in zip(groups, sizes) if s in shown]
     average = max(1, round(sum(known) / len(known))) if known else 1
     if sum(size if s in shown else average for (_, s, _), size in zip(groups, sizes)) > ENUMERABLE:
@@ -471,13 +472,6 @@ def untried_draw(trials: Sequence[optuna.trial.FrozenTrial], gone: set[str], rng
 def _frozen(params: dict) -> tuple:
     """``params`` as a key (a stepped float compared to 12 significant digits: as drawn and as listed)."""
     return tuple(sorted((k, float(f"{v:.12g}") if isinstance(v, float) else v) for k, v in params.items()))
-
-
-def _product(numbers) -> int:
-    out = 1
-    for n in numbers:
-        out *= n
-    return out
 
 
 def _choices(dists: dict, name: str) -> list:
