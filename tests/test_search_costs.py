@@ -124,6 +124,24 @@ def test_untried_draws_in_a_real_run_never_train_a_configuration_twice(write_con
     assert sorted(drawn) == [0.001, 0.003, 0.01, 0.03, 0.1]
 
 
+def test_a_study_stops_once_every_configuration_of_its_lists_ran(write_config, capsys):
+    """Three probe rates and n_trials 8: three trials, then the study stops (as Optuna's
+    GridSampler does) and says why; run again, it trains nothing more."""
+    strategies = [{"name": "linear_probe", "epochs": 1, "lr_head": [0.001, 0.01, 0.1]}]
+    search = {"n_trials": 8, "screen": False, "portfolio": 0, "untried_draws": True}
+    config = write_config(tiny_benchmark(run="r", strategies=strategies, search=search))
+    assert cli.main(["run", str(config), "--format", "csv"]) == 0
+    err = capsys.readouterr().err
+    assert "the study stopped: all 3 configurations the search keeps have run" in err, err
+    folder = config.parent / "results" / "tiny" / "r"
+    trials = _study(folder).trials
+    assert sorted(t.params["linear_probe.lr_head"] for t in trials) == [0.001, 0.01, 0.1]
+    assert all(t.state.name == "COMPLETE" for t in trials)
+    assert cli.main(["run", str(config), "--format", "csv"]) == 0  # resumed: nothing left to train
+    assert "no new trials: all 3 configurations the search keeps have run" in capsys.readouterr().err
+    assert len(_study(folder).trials) == 3
+
+
 def test_a_run_exports_as_a_replayable_table(write_config, capsys, tmp_path):
     _, folder, _ = _run(write_config, capsys, screen=True)
     assert cli.main(["export", str(folder)]) == 0

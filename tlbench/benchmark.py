@@ -35,8 +35,8 @@ from tlbench.search.studies import (
     budget,
     connect_shared,
     fail_interrupted,
+    nothing_left,
     open_study,
-    over_budget,
     probes_waiting,
     recover_interrupted,
     repeats_study_name,
@@ -248,7 +248,7 @@ def run_studies(
         done = sum(t.state in FINISHED for t in budget(study.get_trials(deepcopy=False)))
         if total is not None and started(study) >= total:
             continue  # finished, or the last trials are running in other workers
-        spent_all = over_budget(study, plan.bench.search)
+        spent_all = nothing_left(study, plan.bench.search)
         if spent_all:
             progress.note(f"[{entry.key}] no new trials: {spent_all}")
             continue
@@ -260,7 +260,7 @@ def run_studies(
         left = None if total is None else total - done + probes_waiting(study)  # at most: other workers may take some
 
         def full(study: optuna.Study) -> bool:
-            return (total is not None and started(study) >= total) or over_budget(study, plan.bench.search) is not None
+            return (total is not None and started(study) >= total) or nothing_left(study, plan.bench.search) is not None
 
         _optimize(
             study,
@@ -274,7 +274,7 @@ def run_studies(
             should_stop,
             entry.key,
         )
-        spent_all = over_budget(study, plan.bench.search)
+        spent_all = nothing_left(study, plan.bench.search)
         if spent_all:  # said on the run that spent it, not only on the next one
             progress.note(f"[{entry.key}] the study stopped: {spent_all}")
         if should_stop():

@@ -136,7 +136,7 @@ class BudgetConfig(_Strict):
 
 
 class SearchConfig(_Strict):
-    n_trials: PositiveInt | None = 10  # finished trials per dataset study (resuming counts earlier ones)
+    n_trials: PositiveInt | None = 10  # finished trials per dataset study (resuming counts earlier ones); fewer once a space of lists has run whole
     timeout: PositiveFloat | None = None  # seconds per dataset study, per invocation
     sampler: Literal["tpe", "random", "local", "groups"] = "local"  # seeded with the benchmark's seed (local: docs/performance.md, design step 4; groups lost held-out look 4)
     local_share: float = Field(0.5, ge=0, le=1)  # sampler local: share of sampled trials that change one setting of the best trial so far

@@ -445,6 +445,43 @@ def test_untried_draws_on_a_continuous_space_or_stepped_ranges():
     assert sampling.untried_draw([], set(), np.random.default_rng(0)) == {}  # nothing run: no space yet
 
 
+def test_a_space_of_lists_is_exhausted_once_every_kept_configuration_ran():
+    """space_exhausted: 3 backbones x (5 probes + 4 fine-tunes) = 27 configurations, or 18 once the
+    screen dropped one; a waiting trial or a failed one keeps the study going; a continuous
+    setting never runs out."""
+    search = SearchConfig(sampler="local", local_share=0.0, untried_draws=True)
+    study = optuna.create_study(direction="maximize", sampler=sampling.make_sampler(search, seed=0))
+    study.optimize(_categorical_grid, n_trials=26)
+    assert sampling.space_exhausted(study.trials, set()) is None  # one configuration left
+    study.optimize(_categorical_grid, n_trials=1)
+    assert sampling.space_exhausted(study.trials, set()) == 27
+    study.enqueue_trial({"backbone": "a", "strategy": "linear_probe", "linear_probe.lr_head": 0.01})
+    assert sampling.space_exhausted(study.get_trials(), set()) is None  # an enqueued trial still waits to run
+    # a failed trial's configuration may be drawn again: not run
+    failed = optuna.create_study(direction="maximize", sampler=sampling.make_sampler(search, seed=0))
+    failed.optimize(_categorical_grid, n_trials=27)
+    first = failed.trials[0]
+    trials = [optuna.trial.create_trial(state=optuna.trial.TrialState.FAIL, params=first.params,
+                                        distributions=first.distributions)] + failed.trials[1:]  # fmt: skip
+    assert sampling.space_exhausted(trials, set()) is None
+    # the screen dropped c: a and b's 18 configurations are the space
+    screened = optuna.create_study(direction="maximize", sampler=sampling.make_sampler(search, seed=1))
+    StudyRecord.set_decision(screened, "test", {"c": "why"})
+    screened.enqueue_trial({"backbone": "c", "strategy": "linear_probe", "linear_probe.lr_head": 0.01})
+    screened.optimize(_categorical_grid, n_trials=1 + 17)
+    assert sampling.space_exhausted(screened.trials, {"c"}) is None
+    screened.optimize(_categorical_grid, n_trials=1)
+    assert sampling.space_exhausted(screened.trials, {"c"}) == 18
+    assert sampling.space_exhausted(screened.trials, set()) is None  # c's other 8 never ran
+    assert studies.nothing_left(screened, SearchConfig()).startswith("all 18 configurations the search keeps")
+    # a continuous setting, and no trial at all
+    continuous = optuna.create_study(direction="maximize")
+    continuous.optimize(_grid_objective, n_trials=5)
+    assert sampling.space_exhausted(continuous.trials, set()) is None
+    assert studies.nothing_left(continuous, SearchConfig()) is None
+    assert sampling.space_exhausted([], set()) is None
+
+
 # --------------------------------------------------------------------------- constraints and budget
 
 

@@ -423,25 +423,62 @@ def untried_draw(trials: Sequence[optuna.trial.FrozenTrial], gone: set[str], rng
     """``search.untried_draws``: a random trial's settings, drawn uniformly among the
     configurations no trial in ``trials`` has run (or is running), never on a backbone in
     ``gone``: random search without replacement, as the uniform-random baseline of
-    docs/performance.md draws. The space is the one the trials show: every backbone and
-    strategy choice, each strategy's settings (``strategy.name``), each backbone's searched
-    options (``backbone.name``) and the searched training settings, every one a list of
-    choices or a stepped range. A strategy no trial has run yet weighs as much as the
-    average strategy run so far (its settings are drawn at random when it runs). {} (the
-    trial is drawn at random) when there is no such space: no trial has run, a setting is
-    a continuous range, the space holds more than ENUMERABLE configurations, or every
-    configuration has run."""
+    docs/performance.md draws. The space is :func:`untried_configurations`'. A strategy no
+    trial has run yet weighs as much as the average strategy run so far (its settings are
+    drawn at random when it runs). {} (the trial is drawn at random) when there is no such
+    space (see there) or every configuration has run."""
+    left = untried_configurations(trials, gone)
+    if not left or not left[0]:
+        return {}
+    plans, weights = left
+    return plans[int(rng.choice(len(plans), p=np.asarray(weights) / sum(weights)))]
+
+
+RAN = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.RUNNING)
+
+
+def space_exhausted(trials: Sequence[optuna.trial.FrozenTrial], gone: set[str]) -> int | None:
+    """The number of configurations in the space the search keeps (:func:`untried_configurations`,
+    without the backbones in ``gone``) when every one of them has a trial that finished,
+    was pruned or is running, and no trial waits (an enqueued recipe, portfolio entry or
+    retry); else None. A further trial could only train one of them again, as Optuna's
+    GridSampler and BruteForceSampler stop a study then. A failed trial does not count:
+    its configuration may be drawn again."""
+    last = next((t for t in reversed(trials) if t.state != optuna.trial.TrialState.WAITING), None)
+    if last is None or any(_values(d) is None for d in last.distributions.values()):
+        return None  # a continuous range (the common case, answered without reading every trial)
+    if any(t.state == optuna.trial.TrialState.WAITING for t in trials):
+        return None
+    left = untried_configurations(trials, gone, ran_states=RAN)
+    if left is None or left[0]:
+        return None
+    return len({_frozen(t.params) for t in trials if t.state in RAN and t.params.get("backbone") not in gone})
+
+
+def untried_configurations(
+    trials: Sequence[optuna.trial.FrozenTrial], gone: set[str], ran_states: Sequence | None = None
+) -> tuple[list[dict], list[int]] | None:
+    """The configurations of the space the trials show that no trial has run, with their
+    weights: ([], []) when every one has run, None when the space cannot be listed. The
+    space: every backbone (but those in ``gone``) and strategy choice, each strategy's
+    settings (``strategy.name``), each backbone's searched options (``backbone.name``) and
+    the searched training settings, every one a list of choices or a stepped range. A
+    strategy no trial has run yet is one entry (its settings unknown), weighing as much as
+    the average strategy run so far. None: no trial has run, a setting is a continuous
+    range, or the space holds more than ENUMERABLE configurations. ``ran_states``: the
+    states of a trial that has run (default: every state but WAITING)."""
     dists: dict[str, optuna.distributions.BaseDistribution] = {}
     ran: set[tuple] = set()
     shown: set = set()  # strategies some trial ran: their settings are known
     for t in trials:
         if t.state != optuna.trial.TrialState.WAITING:
             dists.update(t.distributions)
-            ran.add(_frozen(t.params))
             shown.add(t.params.get("strategy", _UNSET))
+            if ran_states is None or t.state in ran_states:
+                ran.add(_frozen(t.params))
     values = {n: _values(d) for n, d in dists.items() if n not in ("backbone", "strategy")}
-    if not ran or any(v is None for v in values.values()):
-        return {}
+    if not dists or any(v is None for v in values.values()):
+        return None
     all_backbones, strategies = _choices(dists, "backbone"), _choices(dists, "strategy")
     owner = {n: _owner(n, all_backbones + strategies) for n in values}  # _UNSET: every trial's (training)
     groups = []  # (backbone, strategy, the settings listed for it)
@@ -451,7 +488,7 @@ def untried_draw(trials: Sequence[optuna.trial.FrozenTrial], gone: set[str], rng
     known = [size for (_, s, _), size in zip(groups, sizes) if s in shown]
     average = max(1, round(sum(known) / len(known))) if known else 1
     if sum(size if s in shown else average for (_, s, _), size in zip(groups, sizes)) > ENUMERABLE:
-        return {}
+        return None
     plans, weights = [], []
     for b, s, names in groups:
         head = {k: v for k, v in (("backbone", b), ("strategy", s)) if v is not _UNSET}
@@ -464,9 +501,7 @@ def untried_draw(trials: Sequence[optuna.trial.FrozenTrial], gone: set[str], rng
             if _frozen(plan) not in ran:
                 plans.append(plan)
                 weights.append(1)
-    if not plans:
-        return {}
-    return plans[int(rng.choice(len(plans), p=np.asarray(weights) / sum(weights)))]
+    return plans, weights
 
 
 def _frozen(params: dict) -> tuple:

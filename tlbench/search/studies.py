@@ -21,7 +21,7 @@ from tlbench.host import events
 from tlbench.search import portfolio
 from tlbench.search.planning import Plan, middle_options, recipe_params
 from tlbench.search.pruning import make_pruner
-from tlbench.search.sampling import make_sampler
+from tlbench.search.sampling import dropped_backbones, make_sampler, space_exhausted
 from tlbench.search.screen import probe_params, probe_strategy
 from tlbench.store import storage
 from tlbench.store.record import Failure, TrialRecord
@@ -227,6 +227,24 @@ def over_budget(study: optuna.Study, search) -> str | None:
         if used[unit] >= limit:
             return f"search.budget.{unit}: {used[unit]:.1f} of {limit:g} spent"
     return None
+
+
+def nothing_left(study: optuna.Study, search) -> str | None:
+    """Why no further trial may start: ``search.budget`` is spent (:func:`over_budget`), or
+    every configuration of the space the search keeps (the screen's dropped backbones
+    left out) has run, so that a further trial could only train one of them again
+    (:func:`tlbench.search.sampling.space_exhausted`: lists of choices and stepped ranges
+    only). None: go on."""
+    reason = over_budget(study, search)
+    if reason is not None:
+        return reason
+    count = space_exhausted(study.get_trials(deepcopy=False), dropped_backbones(study))
+    if count is None:
+        return None
+    return (
+        f"all {count} configurations the search keeps have run, so a further trial would only train one again "
+        "(search.repeats retrains the best with other seeds)"
+    )
 
 
 def started(study: optuna.Study) -> int:
