@@ -133,7 +133,8 @@ def test_every_held_out_grid_is_a_valid_config_of_ten_epochs_five_log_rates_and_
         search.HELD_OUT_5,
         search.HELD_OUT_6,
         search.HELD_OUT_7,
-    ):  # looks 5, 7, 9, 10, 12, 17: domains no earlier grid has
+        search.HELD_OUT_8,
+    ):  # looks 5, 7, 9, 10, 12, 17, 18: domains no earlier grid has
         domains = {t[0] for t in later.values()}
         assert len(later) >= 4 and {t[1] for t in later.values()} == {"image", "text"}
         assert not domains & seen and len(domains) == len(later)
@@ -147,18 +148,24 @@ def test_every_held_out_grid_is_a_valid_config_of_ten_epochs_five_log_rates_and_
         "heldout5-grid",
         "heldout6-grid",
         "heldout7-grid",
+        "heldout8-grid",
         "dev-grid",
     }
     for task, kind in tasks:
         configs = [search.held_out_config(task, seed, kind) for seed in search.HELD_OUT_SEEDS]
         assert len(configs) >= 2 and configs[0]["run"] != configs[1]["run"]
+        roomy = kind == "heldout8-grid"  # nine rates, 1.5-2 apart, recorded with one training seed
         bench = parse_config(configs[0])
         assert bench.training.test_curve and bench.search.pruner == "none" and bench.search.portfolio == 0
         assert all(s.options.get("epochs", 0) >= 10 for s in bench.strategies)
         for strategy in bench.strategies:
             rates = [v for k, v in strategy.options.items() if k.startswith("lr_") and isinstance(v, list)]
-            # 1-3-10 steps: half a decade each (ratios 3 and 3.33), two decades in all
-            assert all(len(r) >= 5 and all(2.5 <= b / a <= 4 for a, b in zip(r, r[1:])) for r in rates)
+            # 1-3-10 steps: half a decade each (ratios 3 and 3.33), two decades in all; the eighth set's
+            # nine values put one between each two of those (ratios 1.5-2), the same two decades
+            steps = (1.4, 2.1) if roomy else (2.5, 4)
+            assert all(len(r) >= (9 if roomy else 5) for r in rates)
+            assert all(steps[0] <= b / a <= steps[1] for r in rates for a, b in zip(r, r[1:]))
+            assert all(abs(r[-1] / r[0] - 100) < 1e-6 for r in rates)
         points = {(r.backbone, r.strategy, tuple(sorted(r.params.items()))) for r in bench.search.enqueue}
         assert len(points) == len(bench.search.enqueue) == bench.search.n_trials  # every grid point once per seed
 
