@@ -120,6 +120,10 @@ CANDIDATES = {
     # 20-45 configurations it trains some twice (at full cost) where random search after the opening never does
     "untried": {"untried_draws": True},
     "untried_local80": {"untried_draws": True, "local_share": 0.8},
+    # design step 12 (after look 18): on roomier grids the local steps settle near the incumbent and
+    # reach the target in fewer seeds than random draws after the opening; more of the trials random
+    "local30": {"local_share": 0.3},
+    "local30_untried": {"local_share": 0.3, "untried_draws": True},
 }
 OPENING_KEYS = ("streamed", "text_portfolio", "portfolio_first")  # candidates' keys that shape the opening
 
