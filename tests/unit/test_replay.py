@@ -134,7 +134,8 @@ def test_every_held_out_grid_is_a_valid_config_of_ten_epochs_five_log_rates_and_
         search.HELD_OUT_6,
         search.HELD_OUT_7,
         search.HELD_OUT_8,
-    ):  # looks 5, 7, 9, 10, 12, 17, 18: domains no earlier grid has
+        search.HELD_OUT_9,
+    ):  # looks 5, 7, 9, 10, 12, 17, 18, 19: domains no earlier grid has
         domains = {t[0] for t in later.values()}
         assert len(later) >= 4 and {t[1] for t in later.values()} == {"image", "text"}
         assert not domains & seen and len(domains) == len(later)
@@ -149,12 +150,13 @@ def test_every_held_out_grid_is_a_valid_config_of_ten_epochs_five_log_rates_and_
         "heldout6-grid",
         "heldout7-grid",
         "heldout8-grid",
+        "heldout9-grid",
         "dev-grid",
     }
     for task, kind in tasks:
         configs = [search.held_out_config(task, seed, kind) for seed in search.HELD_OUT_SEEDS]
         assert len(configs) >= 2 and configs[0]["run"] != configs[1]["run"]
-        roomy = kind == "heldout8-grid"  # nine rates, 1.5-2 apart, recorded with one training seed
+        roomy = kind in search.ROOMY_SETS  # nine rates, 1.5-2 apart, recorded with one training seed
         bench = parse_config(configs[0])
         assert bench.training.test_curve and bench.search.pruner == "none" and bench.search.portfolio == 0
         assert all(s.options.get("epochs", 0) >= 10 for s in bench.strategies)
