@@ -124,6 +124,11 @@ CANDIDATES = {
     # reach the target in fewer seeds than random draws after the opening; more of the trials random
     "local30": {"local_share": 0.3},
     "local30_untried": {"local_share": 0.3, "untried_draws": True},
+    # design step 13 (after step 12): which neighbour, not how many random trials. The local trials go where a
+    # Gaussian process over this study's finished trials expects the most improvement: among the incumbent's
+    # one-step neighbours (model_steps), or among every configuration not run yet (model_any)
+    "model_steps": {"local_step": "model"},
+    "model_any": {"local_step": "model_any"},
 }
 OPENING_KEYS = ("streamed", "text_portfolio", "portfolio_first")  # candidates' keys that shape the opening
 

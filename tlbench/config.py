@@ -140,6 +140,7 @@ class SearchConfig(_Strict):
     timeout: PositiveFloat | None = None  # seconds per dataset study, per invocation
     sampler: Literal["tpe", "random", "local", "groups"] = "local"  # seeded with the benchmark's seed (local: docs/performance.md, design step 4; groups lost held-out look 4)
     local_share: float = Field(0.5, ge=0, le=1)  # sampler local: share of sampled trials that change one setting of the best trial so far
+    local_step: Literal["random", "model", "model_any"] = "random"  # sampler local: which neighbour a local trial tries (model: the likeliest to improve under a Gaussian process over this study's trials; model_any: any configuration not run, a space of lists)
     untried_draws: bool = False  # sampler local / groups: random trials drawn among the configurations not run yet (a space of lists of choices)
     group_share: float = Field(1.0, ge=0, le=1)  # sampler groups: share of sampled trials in the (backbone, strategy) group whose best trial is best so far
     group_step: bool = True  # sampler groups: inside the chosen group, first move one setting of its best trial one step (as local does)

@@ -445,6 +445,73 @@ def test_untried_draws_on_a_continuous_space_or_stepped_ranges():
     assert sampling.untried_draw([], set(), np.random.default_rng(0)) == {}  # nothing run: no space yet
 
 
+def _model_opened(step: str, seed: int) -> optuna.Study:
+    """_categorical_grid after an opening: every backbone's probe at 0.01 (b's best), b's fine-tune at
+    0.0003 and 0.001 (rising towards its best, 0.003); every sampled trial planned."""
+    search = SearchConfig(local_share=1.0, local_step=step)
+    study = optuna.create_study(direction="maximize", sampler=sampling.make_sampler(search, seed=seed))
+    for backbone in "abc":
+        study.enqueue_trial({"backbone": backbone, "strategy": "linear_probe", "linear_probe.lr_head": 0.01})
+    for lr in (0.0003, 0.001):
+        study.enqueue_trial({"backbone": "b", "strategy": "finetune", "finetune.lr_backbone": lr})
+    return study
+
+
+def _point(trial) -> tuple:
+    return trial.params["backbone"], trial.params["strategy"], trial.params.get("finetune.lr_backbone")
+
+
+def test_the_model_step_tries_the_neighbour_the_studys_own_trials_favour():
+    # the incumbent (b's fine-tune at 0.001) has three untried neighbours: 0.003 on b, and 0.001 on a or c,
+    # whose probes were worse than b's. A random step takes b's in about a third of the seeds; the model in all
+    chosen = {"random": [], "model": []}
+    for step, picks in chosen.items():
+        for seed in range(8):
+            study = _model_opened(step, seed)
+            study.optimize(_categorical_grid, n_trials=6)
+            picks.append(_point(study.trials[5]))
+    assert set(chosen["model"]) == {("b", "finetune", 0.003)}
+    assert set(chosen["random"]) > {("b", "finetune", 0.003)}  # the random step also goes to a and c
+    assert all(p[1] == "finetune" and p[2] == 0.001 for p in chosen["random"] if p[0] != "b")
+
+
+def test_the_model_over_every_configuration_never_reruns_one_and_reads_the_best_group():
+    for seed in range(4):
+        study = _model_opened("model_any", seed)
+        study.optimize(_categorical_grid, n_trials=27)
+        points = [tuple(sorted(t.params.items())) for t in study.trials]
+        assert len(set(points)) == 27  # the whole space, each configuration once
+        assert study.trials[5].params["backbone"] == "b"  # the backbone whose trials are best
+        assert max(t.value for t in study.trials[:10]) == pytest.approx(0.9)  # b's fine-tune at 0.003 among them
+
+
+def test_the_model_step_on_continuous_ranges_and_pareto_studies_moves_one_setting_one_step():
+    sampler = sampling.LocalSampler(1.0, seed=0, step="model")
+    study = optuna.create_study(direction="maximize", sampler=sampler)
+
+    def objective(trial):
+        lr = trial.suggest_float("lr", 1e-5, 1e-1, log=True)
+        depth = trial.suggest_int("depth", 1, 9)
+        return -abs(np.log10(lr) + 3) - 0.1 * abs(depth - 5)
+
+    study.enqueue_trial({"lr": 1e-5, "depth": 1})
+    study.optimize(objective, n_trials=25)
+
+    def one_step(params, t) -> bool:
+        moved = [k for k in params if params[k] != t.params[k]]
+        steps = sampling._steps(t.distributions[moved[0]], t.params[moved[0]]) if len(moved) == 1 else []
+        return any(np.isclose(params[moved[0]], v) for v in steps)
+
+    for number in range(4, 25):  # from the third finished trial on, each a neighbour of an earlier best
+        assert any(one_step(study.trials[number].params, t) for t in study.trials[:number])
+    assert study.best_value > -0.5
+    pareto = optuna.create_study(
+        directions=["maximize", "minimize"], sampler=sampling.LocalSampler(1.0, seed=0, step="model")
+    )
+    pareto.optimize(lambda t: (t.suggest_float("x", 0, 1), t.suggest_float("y", 0, 1)), n_trials=8)
+    assert len(pareto.trials) == 8  # a front has no single best: the step is drawn as before
+
+
 def test_a_space_of_lists_is_exhausted_once_every_kept_configuration_ran():
     """space_exhausted: 3 backbones x (5 probes + 4 fine-tunes) = 27 configurations, or 18 once the
     screen dropped one; a waiting trial or a failed one keeps the study going; a continuous

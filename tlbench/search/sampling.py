@@ -125,7 +125,7 @@ def make_sampler(search, seed: int) -> optuna.samplers.BaseSampler:
         legacy = {} if SET_CONSTRAINT or not limits else {"constraints_func": constraint_values(limits)}
         base = optuna.samplers.TPESampler(seed=seed, n_startup_trials=search.startup_trials, **legacy)
     elif search.sampler == "local":
-        base = LocalSampler(search.local_share, limits, seed=seed, untried=search.untried_draws)
+        base = LocalSampler(search.local_share, limits, seed=seed, untried=search.untried_draws, step=search.local_step)
     elif search.sampler == "groups":
         base = GroupSampler(search.group_share, limits, seed=seed, step=search.group_step, untried=search.untried_draws)
     else:
@@ -205,17 +205,59 @@ class LocalSampler(_PlannedSampler):
     is drawn at random. With no finished trial, or every finished trial's neighbours
     already run, the trial is random."""
 
+    def __init__(
+        self,
+        share: float,
+        limits: dict[str, float] | None = None,
+        seed: int | None = None,
+        untried: bool = False,
+        step: str = "random",
+    ):
+        super().__init__(share, limits, seed, untried)
+        self.step = step
+
     def _plan(self, study, trials: list[optuna.trial.FrozenTrial]) -> dict:
         seen: dict[tuple, list[dict]] = {}  # the configurations run, by (backbone, strategy): a plan names both
         for t in trials:
             if t.state != optuna.trial.TrialState.WAITING:
                 seen.setdefault(_group(t.params), []).append(t.params)
         gone = dropped_backbones(study)
+        model = self._model(study, trials) if self.step != "random" else None
+        if model is not None and self.step == "model_any":
+            left = untried_configurations(trials, gone)
+            if left is not None and left[0]:
+                return model.best(left[0], self._rng)
         for best in self._incumbents(study, trials):  # the best trial's neighbourhood, else the next best's
+            if model is not None:
+                plans = self._neighbours(best, seen, gone)
+                if plans:
+                    return model.best(plans, self._rng)
+                continue
             plan = self._neighbour(best, seen, gone)
             if plan:
                 return plan
         return {}
+
+    def _model(self, study, trials: list[optuna.trial.FrozenTrial]) -> ValueModel | None:
+        """``search.local_step: model / model_any``: a model of the value over the settings,
+        fitted to the feasible finished trials (None on a Pareto search, or with fewer than
+        MODEL_MIN of them: the step is drawn at random)."""
+        if len(study.directions) > 1:
+            return None
+        feasible = constraint_values(self.limits)
+        done = [
+            t
+            for t in trials
+            if t.state == optuna.trial.TrialState.COMPLETE and t.value is not None and all(v <= 0 for v in feasible(t))
+        ]
+        if len(done) < MODEL_MIN:
+            return None
+        sign = -1.0 if study.direction == optuna.study.StudyDirection.MINIMIZE else 1.0
+        dists: dict[str, optuna.distributions.BaseDistribution] = {}
+        for t in trials:
+            if t.state != optuna.trial.TrialState.WAITING:
+                dists.update(t.distributions)
+        return ValueModel(dists, [t.params for t in done], [sign * t.value for t in done])
 
     def _incumbents(self, study, trials: list[optuna.trial.FrozenTrial]) -> Iterator[optuna.trial.FrozenTrial]:
         """The feasible finished ``trials`` (the study's), best first (the earliest of equals first); on a
@@ -245,14 +287,116 @@ class LocalSampler(_PlannedSampler):
         ]
         for i in self._rng.permutation(len(moves)):
             name, value = moves[int(i)]
-            plan = {**best.params, name: value}
-            if name == "strategy":  # the other strategy's settings are drawn at random
-                plan = {k: v for k, v in plan.items() if "." not in k or k.startswith(f"{value}.")}
-            if not any(
-                all(params.get(k, _UNSET) == v for k, v in plan.items()) for params in seen.get(_group(plan), ())
-            ):
+            plan = _moved(best.params, name, value)
+            if not _ran(plan, seen):
                 return plan  # (a plan that leaves a strategy's settings to chance: no trial ran that strategy there)
         return {}
+
+    def _neighbours(self, best: optuna.trial.FrozenTrial, seen: dict[tuple, list[dict]], gone: set[str]) -> list[dict]:
+        """Every plan :meth:`_neighbour` could return, in a fixed order."""
+        plans = [
+            _moved(best.params, name, value)
+            for name, dist in best.distributions.items()
+            for value in _steps(dist, best.params[name])
+            if not (name == "backbone" and value in gone)
+        ]
+        return [p for p in plans if not _ran(p, seen)]
+
+
+def _moved(params: dict, name: str, value) -> dict:
+    """``params`` with ``name`` moved to ``value``; a move to another strategy drops the old
+    strategy's settings (the new one's are drawn at random)."""
+    plan = {**params, name: value}
+    if name == "strategy":
+        plan = {k: v for k, v in plan.items() if "." not in k or k.startswith(f"{value}.")}
+    return plan
+
+
+def _ran(plan: dict, seen: dict[tuple, list[dict]]) -> bool:
+    """Whether a trial in ``seen`` ran every setting of ``plan``."""
+    return any(all(params.get(k, _UNSET) == v for k, v in plan.items()) for params in seen.get(_group(plan), ()))
+
+
+MODEL_MIN = 3  # finished trials before search.local_step: model reads them
+LENGTHSCALES = (0.1, 0.2, 0.4, 0.8)  # the model's kernel widths, on settings scaled to [0, 1]; the likeliest is used
+NOISE = 0.05  # the model's noise variance, on values scaled to unit variance
+
+
+class ValueModel:
+    """A Gaussian process over a study's settings (``search.local_step: model``): each numeric
+    setting scaled to [0, 1] of its range (on a log scale where the range is log-scaled, or a
+    list of positive numbers spans a decade or more), every other choice one-hot (two
+    backbones, or strategies, are as far apart as a setting's whole range); a setting a
+    configuration does not have (another strategy's) at the middle. A Matérn 5/2 kernel,
+    its width the likeliest of LENGTHSCALES, on the values standardised. Plans are ranked by
+    expected improvement over the best value (values: larger is better)."""
+
+    def __init__(self, dists: dict, params: list[dict], values: list[float]):
+        self.columns = [(name, _scale(dist)) for name, dist in sorted(dists.items())]
+        x = self._encode(params)
+        y = np.asarray(values, dtype=float)
+        self.mean, self.std = float(y.mean()), float(y.std()) or 1.0
+        self.y = (y - self.mean) / self.std
+        self.x, self.best_y = x, float(self.y.max())
+        fits = [self._fit(width) for width in LENGTHSCALES]
+        self.width, self.factor, self.alpha = max(fits, key=lambda f: f[0])[1:]
+
+    def _encode(self, params: list[dict]) -> np.ndarray:
+        rows = []
+        for p in params:
+            row: list[float] = []
+            for name, scale in self.columns:
+                value = p.get(name, _UNSET)
+                if isinstance(scale, list):  # one-hot, each column 1/sqrt(2): two choices are 1 apart
+                    row += [math.sqrt(0.5) if value == c else 0.0 for c in scale]
+                else:
+                    row.append(0.5 if value is _UNSET else scale(value))
+            rows.append(row)
+        return np.asarray(rows, dtype=float)
+
+    def _kernel(self, a: np.ndarray, b: np.ndarray, width: float) -> np.ndarray:
+        d = np.sqrt(np.maximum(((a[:, None, :] - b[None, :, :]) ** 2).sum(-1), 0.0)) * math.sqrt(5) / width
+        return (1 + d + d * d / 3) * np.exp(-d)
+
+    def _fit(self, width: float) -> tuple[float, float, np.ndarray, np.ndarray]:
+        k = self._kernel(self.x, self.x, width) + NOISE * np.eye(len(self.y))
+        factor = np.linalg.cholesky(k)
+        alpha = np.linalg.solve(factor.T, np.linalg.solve(factor, self.y))
+        likelihood = -0.5 * float(self.y @ alpha) - float(np.log(np.diag(factor)).sum())
+        return likelihood, width, factor, alpha
+
+    def best(self, plans: list[dict], rng: np.random.Generator) -> dict:
+        """The plan with the highest expected improvement (ties: at random)."""
+        x = self._encode(plans)
+        cross = self._kernel(x, self.x, self.width)
+        mean = cross @ self.alpha
+        v = np.linalg.solve(self.factor, cross.T)
+        sd = np.sqrt(np.maximum(1.0 - (v * v).sum(0), 1e-12))
+        z = (mean - self.best_y) / sd
+        cdf = 0.5 * (1 + np.vectorize(math.erf)(z / math.sqrt(2)))
+        pdf = np.exp(-0.5 * z * z) / math.sqrt(2 * math.pi)
+        gain = (mean - self.best_y) * cdf + sd * pdf
+        top = np.flatnonzero(gain >= gain.max() - 1e-12)
+        return plans[int(top[int(rng.integers(len(top)))])]
+
+
+def _scale(dist):
+    """A setting's encoding: a function to [0, 1], or the list of its choices (one-hot)."""
+    if isinstance(dist, optuna.distributions.CategoricalDistribution):
+        choices = list(dist.choices)
+        if not all(isinstance(c, (int, float)) and not isinstance(c, bool) for c in choices) or len(choices) < 2:
+            return choices
+        low, high, log = min(choices), max(choices), min(choices) > 0 and max(choices) >= 10 * min(choices)
+    elif isinstance(dist, (optuna.distributions.FloatDistribution, optuna.distributions.IntDistribution)):
+        low, high, log = dist.low, dist.high, dist.log
+    else:
+        return []
+    if high <= low:
+        return lambda value: 0.5
+    if log:
+        span = math.log(high) - math.log(low)
+        return lambda value: (math.log(max(value, low)) - math.log(low)) / span
+    return lambda value: (value - low) / (high - low)
 
 
 def _group(params: dict) -> tuple:
