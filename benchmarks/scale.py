@@ -2,11 +2,12 @@
 
 1. **Added per trial** at 100 / 1,000 / 5,000 / 20,000 finished trials in the study
    (SQLite, as a run folder has): the time of one more trial's bookkeeping as a run
-   does it, the sampler's draw (tlbench's TPE wrapped in the screen-aware sampler),
+   does it, the sampler's draw (tlbench's default local sampler wrapped in the screen-aware one),
    a pruning decision after every one of 10 epochs (the median rule within the
    trial's strategy), the trial record written, the result told; the median of 20
    trials. Optuna's own share is measured beside it: the same trial with Optuna's TPE
-   and MedianPruner unwrapped.
+   and MedianPruner unwrapped; and the opt-in ``search.local_step: model`` (a Gaussian
+   process fitted to at most 256 of the study's trials) beside the default.
 2. **Reading a run back**: a real tiny run's folder with N synthetic finished trials
    added to its study (copies of its trial's record with other parameters and values);
    ``tlbench report``, ``export``, ``plot`` and ``compare`` each as a fresh process:
@@ -156,15 +157,18 @@ def overhead(sizes: list[int], tmp: Path) -> dict:
     from tlbench.search import pruning, sampling
     from tlbench.store import storage
 
-    out: dict[str, dict] = {"tlbench": {}, "optuna": {}, "floor": {}, "added": {}}
+    out: dict[str, dict] = {"tlbench": {}, "tlbench_model": {}, "optuna": {}, "floor": {}, "added": {}}
     search = SearchConfig()
+    modelled = SearchConfig(local_step="model")  # the opt-in model step: a fit of at most 256 trials
     for n in sizes:
         url = f"sqlite:///{tmp / f'overhead-{n}.db'}"
         store = storage.connect(url)
         base = synthetic_trials(n, seed=n)
-        for kind in ("tlbench", "optuna", "floor"):
+        for kind in ("tlbench", "tlbench_model", "optuna", "floor"):
             if kind == "tlbench":
                 sampler, pruner = sampling.make_sampler(search, 0), pruning.make_pruner(search)
+            elif kind == "tlbench_model":
+                sampler, pruner = sampling.make_sampler(modelled, 0), pruning.make_pruner(modelled)
             elif kind == "optuna":
                 sampler = optuna.samplers.TPESampler(seed=0, n_startup_trials=search.startup_trials)
                 pruner = optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=2)
@@ -175,7 +179,7 @@ def overhead(sizes: list[int], tmp: Path) -> dict:
             )
             add_trials(study, base)
             rng = random.Random(0)
-            times = [one_trial(study, rng, record=kind == "tlbench") for _ in range(MEASURED_TRIALS)]
+            times = [one_trial(study, rng, record=kind.startswith("tlbench")) for _ in range(MEASURED_TRIALS)]
             out[kind][str(n)] = round(1000 * statistics.median(times), 1)
             print(f"  {n:,} trials, {kind}: {out[kind][str(n)]} ms per trial (median of {MEASURED_TRIALS})", flush=True)
         out["added"][str(n)] = round(out["tlbench"][str(n)] - out["floor"][str(n)], 1)

@@ -512,6 +512,24 @@ def test_the_model_step_on_continuous_ranges_and_pareto_studies_moves_one_settin
     assert len(pareto.trials) == 8  # a front has no single best: the step is drawn as before
 
 
+def test_the_model_reads_at_most_its_cap_the_best_half_and_the_latest_half():
+    sampler = sampling.LocalSampler(1.0, seed=0, step="model")
+    study = optuna.create_study(direction="minimize", sampler=sampler)  # smaller is better here
+    dist = {"x": optuna.distributions.FloatDistribution(0.0, 1.0)}
+    values = np.random.default_rng(0).permutation(300).astype(float)
+    study.add_trials([optuna.trial.create_trial(params={"x": v / 300}, distributions=dist, value=v) for v in values])
+    model = sampler._model(study, study.trials)
+    assert len(model.y) == sampling.MODEL_TRIALS == 256
+    read = set((model.x[:, 0] * 300).round().astype(int).tolist())
+    assert set(range(128)) <= read  # the 128 best (smallest) values
+    assert {int(v) for v in values[-128:]} <= read  # and the latest trials
+    small = optuna.create_study(direction="minimize", sampler=sampler)
+    small.add_trials(
+        [optuna.trial.create_trial(params={"x": v / 300}, distributions=dist, value=v) for v in values[:40]]
+    )
+    assert len(sampler._model(small, small.trials).y) == 40  # below the cap: every finished trial
+
+
 def test_a_space_of_lists_is_exhausted_once_every_kept_configuration_ran():
     """space_exhausted: 3 backbones x (5 probes + 4 fine-tunes) = 27 configurations, or 18 once the
     screen dropped one; a waiting trial or a failed one keeps the study going; a continuous
