@@ -349,6 +349,7 @@ def main(argv: list[str] | None = None) -> int:
             per_trial = overhead(args.sizes, tmp)
             report["overhead_ms_per_trial"] = per_trial["added"]  # tlbench's bookkeeping beyond the floor
             report["tlbench_ms_per_trial"] = per_trial["tlbench"]  # all of it, the floor included
+            report["tlbench_model_ms_per_trial"] = per_trial["tlbench_model"]  # search.local_step: model
             report["optuna_ms_per_trial"] = per_trial["optuna"]
             report["floor_ms_per_trial"] = per_trial["floor"]
         if "readback" in parts:

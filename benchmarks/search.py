@@ -528,9 +528,9 @@ def main(argv: list[str] | None = None) -> int:
         help="also replay the second held-out set (development data since look 7), as design step 9 does",
     )  # fmt: skip
     des.add_argument(
-        "--with-set", type=int, action="append", default=[], choices=(1, 2, 3, 4, 5, 6, 7, 8), metavar="N",
+        "--with-set", type=int, action="append", default=[], choices=(1, 2, 3, 4, 5, 6, 7, 8, 9), metavar="N",
         help="also replay held-out set N as development data (repeatable; 3: since design step 9, 4: since "
-        "design step 10, which look 9 shaped; 5 and 6: since looks 11 and 12; 7 and 8: since looks 17 and 18)",
+        "design step 10, which look 9 shaped; 5 and 6: since looks 11 and 12; 7, 8 and 9: since looks 17, 18 and 19)",
     )  # fmt: skip
     args = parser.parse_args(argv)
     if args.command == "record":
@@ -574,6 +574,7 @@ def main(argv: list[str] | None = None) -> int:
             6: HELD_OUT_6_DIR,
             7: HELD_OUT_7_DIR,
             8: HELD_OUT_8_DIR,
+            9: HELD_OUT_9_DIR,
         }
         sets = [folders[n] for n in sorted(numbers)]
         return design(GRID_DIR, args.dev_dir, args.seeds, args.candidates, args.design_out, args.design_merge, sets)

@@ -308,6 +308,7 @@ BAD = {  # a field of the schema -> values it must refuse
     "search.timeout": [0, -1, "long"],
     "search.sampler": ["grid", 1],
     "search.local_share": [-0.1, 1.5, "half"],
+    "search.local_step": ["gp", 1, True],
     "search.group_share": [-0.1, 1.5, "most"],
     "search.group_step": ["often", 2],
     "search.untried_draws": ["often", 2],

@@ -33,7 +33,7 @@ from tlbench.types import (
     frozen_groups,
 )
 
-__version__ = "0.9.4"
+__version__ = "0.9.5"
 _moved.install()  # old module paths (0.6) keep importing, with a DeprecationWarning
 # The plugin API (hooks, records, tlbench.testing): (major, minor). The major number
 # changes when a hook or record changes incompatibly, the minor when one gains an
