@@ -203,7 +203,12 @@ class LocalSampler(_PlannedSampler):
     by ``sample_independent``; a setting the plan does not cover (the parameters of a
     strategy the neighbour changed to), or a neighbour the distribution no longer holds,
     is drawn at random. With no finished trial, or every finished trial's neighbours
-    already run, the trial is random."""
+    already run, the trial is random.
+
+    ``step`` (``search.local_step``): ``random`` as above (the default); ``model``: the
+    neighbour with the highest expected improvement under :class:`ValueModel` fitted to the
+    study's trials; ``model_any``: the configuration not run yet (of a space that can be
+    listed) with the highest. Neither beat ``random`` on the development grids (design step 13)."""
 
     def __init__(
         self,
@@ -323,9 +328,9 @@ def _ran(plan: dict, seen: dict[tuple, list[dict]]) -> bool:
 
 
 MODEL_MIN = 3  # finished trials before search.local_step: model reads them
-MODEL_TRIALS = (
-    256  # at most this many (the best half, the latest half): a fit of 256 takes milliseconds, of 2,000 seconds
-)
+# at most this many finished trials (the best half, the latest half) are read: a fit of 256 takes
+# milliseconds, of 2,000 about a minute (docs/performance.md, design step 13)
+MODEL_TRIALS = 256
 
 
 def sign_of(study) -> float:
