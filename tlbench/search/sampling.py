@@ -289,12 +289,7 @@ class LocalSampler(_PlannedSampler):
         """``best``'s parameters with one moved a step (which one, and which way, at random),
         onto a configuration no trial in ``seen`` ran, never onto a backbone in ``gone``;
         {} when every one has run."""
-        moves = [
-            (name, value)
-            for name, dist in best.distributions.items()
-            for value in _steps(dist, best.params[name])
-            if not (name == "backbone" and value in gone)
-        ]
+        moves = _moves(best, gone)
         for i in self._rng.permutation(len(moves)):
             name, value = moves[int(i)]
             plan = _moved(best.params, name, value)
@@ -304,13 +299,18 @@ class LocalSampler(_PlannedSampler):
 
     def _neighbours(self, best: optuna.trial.FrozenTrial, seen: dict[tuple, list[dict]], gone: set[str]) -> list[dict]:
         """Every plan :meth:`_neighbour` could return, in a fixed order."""
-        plans = [
-            _moved(best.params, name, value)
-            for name, dist in best.distributions.items()
-            for value in _steps(dist, best.params[name])
-            if not (name == "backbone" and value in gone)
-        ]
+        plans = [_moved(best.params, name, value) for name, value in _moves(best, gone)]
         return [p for p in plans if not _ran(p, seen)]
+
+
+def _moves(best: optuna.trial.FrozenTrial, gone: set[str]) -> list[tuple[str, object]]:
+    """(setting, value) for every one-step move of ``best``'s settings, never onto a backbone in ``gone``."""
+    return [
+        (name, value)
+        for name, dist in best.distributions.items()
+        for value in _steps(dist, best.params[name])
+        if not (name == "backbone" and value in gone)
+    ]
 
 
 def _moved(params: dict, name: str, value) -> dict:
