@@ -280,8 +280,8 @@ class LocalSampler(_PlannedSampler):
             return
         feasible = constraint_values(self.limits)
         done = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
-        sign = -1.0 if study.direction == optuna.study.StudyDirection.MAXIMIZE else 1.0
-        for t in sorted((t for t in done if t.value is not None), key=lambda t: (sign * t.value, t.number)):
+        sign = sign_of(study)
+        for t in sorted((t for t in done if t.value is not None), key=lambda t: (-sign * t.value, t.number)):
             if all(v <= 0 for v in feasible(t)):
                 yield t
 
@@ -504,7 +504,7 @@ class GroupSampler(_PlannedSampler):
         if not axes:
             return {}
         gone = dropped_backbones(study)
-        sign = 1.0 if study.direction == optuna.study.StudyDirection.MAXIMIZE else -1.0
+        sign = sign_of(study)
         feasible = constraint_values(self.limits)
         best: dict[tuple, float] = {}  # by group
         leader: dict[tuple, optuna.trial.FrozenTrial] = {}  # the group's best trial (the earliest of equals)
